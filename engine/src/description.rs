@@ -1,0 +1,415 @@
+//! Replica descriptions and the DAG they form.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use differential_dataflow::VecCollection;
+
+/// What a record type must provide to flow through the dataflow: it crosses workers (serde),
+/// is ordered and hashable, and can be written to the store.
+pub trait Record: differential_dataflow::ExchangeData + Hash {}
+
+impl<T: differential_dataflow::ExchangeData + Hash> Record for T {}
+
+/// A collection of records at `Seq` timestamps (the raw `u64` of [`crate::Seq`]) inside a dataflow.
+pub type Coll<'s, R> = VecCollection<'s, u64, R, isize>;
+
+/// The identifier of a replica in its [`Dag`]: its index in declaration order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReplicaId(pub u32);
+
+impl ReplicaId {
+    /// The index of the replica, for vectors indexed by replica.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// How a computation reads one of its inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InputMode {
+    /// The computation needs the input's full contents (it joins or reduces over it): restoring
+    /// or rebuilding the dependent replays the input's whole state.
+    Full,
+    /// The computation only transforms the input's deltas record by record (map, filter,
+    /// flat-map): it never looks at other records of the input.
+    Deltas,
+}
+
+impl fmt::Display for InputMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InputMode::Full => "full",
+            InputMode::Deltas => "deltas",
+        })
+    }
+}
+
+/// One input of a derived replica.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Input {
+    /// The name of the input replica.
+    pub replica: String,
+    /// Whether the computation needs the input's full state or only its deltas.
+    pub mode: InputMode,
+}
+
+impl Input {
+    /// An input whose full state the computation needs.
+    pub fn full(replica: &str) -> Input {
+        Input { replica: replica.to_string(), mode: InputMode::Full }
+    }
+
+    /// An input whose deltas alone the computation needs.
+    pub fn deltas(replica: &str) -> Input {
+        Input { replica: replica.to_string(), mode: InputMode::Deltas }
+    }
+}
+
+/// The computation of a derived replica: differential operators over the inputs' collections
+/// (in the order of [`ReplicaDescription::inputs`]) that yield the replica's collection. The
+/// collection it returns is the replica: each step derives a delta and applies it in one go.
+pub type Compute<R> = Arc<dyn for<'s> Fn(&[Coll<'s, R>]) -> Coll<'s, R> + Send + Sync>;
+
+/// The partition of a record: an integer (typically an interned identifier) that groups the
+/// records read together and places them on one worker.
+pub type PartitionFn<R> = fn(&R) -> u64;
+
+/// The declaration of a replica.
+#[derive(Clone)]
+pub struct ReplicaDescription<R> {
+    name: String,
+    partition_key: String,
+    record_type: String,
+    inputs: Vec<Input>,
+    compute: Option<Compute<R>>,
+    partition: PartitionFn<R>,
+    logic_version: u32,
+}
+
+impl<R> fmt::Debug for ReplicaDescription<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplicaDescription")
+            .field("name", &self.name)
+            .field("partition_key", &self.partition_key)
+            .field("record_type", &self.record_type)
+            .field("inputs", &self.inputs)
+            .field("source", &self.compute.is_none())
+            .field("logic_version", &self.logic_version)
+            .finish()
+    }
+}
+
+impl<R: Record> ReplicaDescription<R> {
+    /// A source replica: its records enter from outside, as source deltas.
+    pub fn source(name: &str, partition_key: &str, partition: PartitionFn<R>) -> Self {
+        ReplicaDescription {
+            name: name.to_string(),
+            partition_key: partition_key.to_string(),
+            record_type: String::new(),
+            inputs: Vec::new(),
+            compute: None,
+            partition,
+            logic_version: 1,
+        }
+    }
+
+    /// A derived replica computed from `inputs` by `compute`.
+    pub fn derived<F>(
+        name: &str,
+        partition_key: &str,
+        partition: PartitionFn<R>,
+        inputs: Vec<Input>,
+        compute: F,
+    ) -> Self
+    where
+        F: for<'s> Fn(&[Coll<'s, R>]) -> Coll<'s, R> + Send + Sync + 'static,
+    {
+        ReplicaDescription {
+            name: name.to_string(),
+            partition_key: partition_key.to_string(),
+            record_type: String::new(),
+            inputs,
+            compute: Some(Arc::new(compute)),
+            partition,
+            logic_version: 1,
+        }
+    }
+
+    /// Sets the version number of the replica's logic. Change it whenever the computation
+    /// changes: a stored revision of another version is recomputed on restore.
+    pub fn with_logic_version(mut self, version: u32) -> Self {
+        self.logic_version = version;
+        self
+    }
+
+    /// Sets a human-readable description of the record type (for `graph` and the docs).
+    pub fn with_record_type(mut self, record_type: &str) -> Self {
+        self.record_type = record_type.to_string();
+        self
+    }
+
+    /// The replica's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The name of the partition key.
+    pub fn partition_key(&self) -> &str {
+        &self.partition_key
+    }
+
+    /// The description of the record type.
+    pub fn record_type(&self) -> &str {
+        &self.record_type
+    }
+
+    /// The inputs, in the order the computation receives them.
+    pub fn inputs(&self) -> &[Input] {
+        &self.inputs
+    }
+
+    /// Whether this is a source replica.
+    pub fn is_source(&self) -> bool {
+        self.compute.is_none()
+    }
+
+    /// The logic version.
+    pub fn logic_version(&self) -> u32 {
+        self.logic_version
+    }
+
+    /// The partition of a record of this replica.
+    pub fn partition_of(&self, record: &R) -> u64 {
+        (self.partition)(record)
+    }
+
+    /// The partition function.
+    pub fn partition_fn(&self) -> PartitionFn<R> {
+        self.partition
+    }
+
+    pub(crate) fn compute(&self) -> Option<&Compute<R>> {
+        self.compute.as_ref()
+    }
+
+    /// A stable hash of the declaration (name, partition key, record type, inputs, logic
+    /// version), stored with revisions. FNV-1a, so it does not change between builds.
+    pub fn description_hash(&self) -> u64 {
+        let mut h = Fnv64::default();
+        self.name.hash(&mut h);
+        self.partition_key.hash(&mut h);
+        self.record_type.hash(&mut h);
+        for input in &self.inputs {
+            input.replica.hash(&mut h);
+            (input.mode == InputMode::Full).hash(&mut h);
+        }
+        self.is_source().hash(&mut h);
+        self.logic_version.hash(&mut h);
+        h.finish()
+    }
+}
+
+/// 64-bit FNV-1a: a hash that is the same in every build, for values written to disk.
+#[derive(Clone, Copy)]
+pub(crate) struct Fnv64(u64);
+
+impl Default for Fnv64 {
+    fn default() -> Self {
+        Fnv64(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv64 {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// An error in a set of replica descriptions. Each names the replica at fault.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DagError {
+    /// Two descriptions share a name.
+    #[error("replica `{0}` is declared twice")]
+    DuplicateName(String),
+    /// A description names an input that no description declares.
+    #[error("replica `{replica}` reads unknown input `{input}`")]
+    UnknownInput {
+        /// The replica whose input is unknown.
+        replica: String,
+        /// The unknown input's name.
+        input: String,
+    },
+    /// The inputs form a cycle through this replica.
+    #[error("replica `{0}` depends on itself through its inputs (a cycle)")]
+    Cycle(String),
+    /// A derived replica without inputs.
+    #[error("derived replica `{0}` has no inputs")]
+    NoInputs(String),
+}
+
+/// A validated set of replica descriptions, in a topological order (every replica after its
+/// inputs).
+pub struct Dag<R> {
+    replicas: Vec<ReplicaDescription<R>>,
+    inputs: Vec<Vec<ReplicaId>>,
+    by_name: BTreeMap<String, ReplicaId>,
+}
+
+impl<R> fmt::Debug for Dag<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.replicas.iter()).finish()
+    }
+}
+
+impl<R: Record> Dag<R> {
+    /// Validates the descriptions: unique names, known inputs, no cycles. The replicas keep
+    /// their declaration order where it is already topological, and are reordered otherwise.
+    pub fn new(descriptions: Vec<ReplicaDescription<R>>) -> Result<Self, DagError> {
+        let mut names = BTreeSet::new();
+        for d in &descriptions {
+            if !names.insert(d.name.clone()) {
+                return Err(DagError::DuplicateName(d.name.clone()));
+            }
+        }
+        for d in &descriptions {
+            if !d.is_source() && d.inputs.is_empty() {
+                return Err(DagError::NoInputs(d.name.clone()));
+            }
+            for i in &d.inputs {
+                if !names.contains(&i.replica) {
+                    return Err(DagError::UnknownInput {
+                        replica: d.name.clone(),
+                        input: i.replica.clone(),
+                    });
+                }
+            }
+        }
+        // Kahn's algorithm, stable: repeatedly take the first description whose inputs are placed.
+        let mut pending: Vec<ReplicaDescription<R>> = descriptions;
+        let mut placed: BTreeSet<String> = BTreeSet::new();
+        let mut ordered = Vec::with_capacity(pending.len());
+        while !pending.is_empty() {
+            let pos = pending
+                .iter()
+                .position(|d| d.inputs.iter().all(|i| placed.contains(&i.replica)));
+            match pos {
+                Some(p) => {
+                    let d = pending.remove(p);
+                    placed.insert(d.name.clone());
+                    ordered.push(d);
+                }
+                None => {
+                    // Every pending replica waits on another pending one: name one on a cycle.
+                    return Err(DagError::Cycle(cycle_member(&pending)));
+                }
+            }
+        }
+        let by_name: BTreeMap<String, ReplicaId> = ordered
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.name.clone(), ReplicaId(i as u32)))
+            .collect();
+        let inputs = ordered
+            .iter()
+            .map(|d| d.inputs.iter().map(|i| by_name[&i.replica]).collect())
+            .collect();
+        Ok(Dag { replicas: ordered, inputs, by_name })
+    }
+}
+
+/// Walks input edges among the pending descriptions until a name repeats: that one is on a cycle.
+fn cycle_member<R>(pending: &[ReplicaDescription<R>]) -> String {
+    let pending_names: BTreeSet<&str> = pending.iter().map(|d| d.name.as_str()).collect();
+    let by_name: BTreeMap<&str, &ReplicaDescription<R>> =
+        pending.iter().map(|d| (d.name.as_str(), d)).collect();
+    let mut seen = BTreeSet::new();
+    let mut current = pending[0].name.as_str();
+    loop {
+        if !seen.insert(current) {
+            return current.to_string();
+        }
+        let d = by_name[current];
+        current = d
+            .inputs
+            .iter()
+            .map(|i| i.replica.as_str())
+            .find(|n| pending_names.contains(n))
+            .expect("a pending replica waits on a pending input");
+    }
+}
+
+impl<R> Dag<R> {
+    /// The replicas, every one after its inputs.
+    pub fn replicas(&self) -> &[ReplicaDescription<R>] {
+        &self.replicas
+    }
+
+    /// The replica of this id.
+    pub fn replica(&self, id: ReplicaId) -> &ReplicaDescription<R> {
+        &self.replicas[id.index()]
+    }
+
+    /// The id of the replica of this name.
+    pub fn id(&self, name: &str) -> Option<ReplicaId> {
+        self.by_name.get(name).copied()
+    }
+
+    /// The ids of a replica's inputs.
+    pub fn inputs_of(&self, id: ReplicaId) -> &[ReplicaId] {
+        &self.inputs[id.index()]
+    }
+
+    /// The number of replicas.
+    pub fn len(&self) -> usize {
+        self.replicas.len()
+    }
+
+    /// Whether the DAG has no replicas.
+    pub fn is_empty(&self) -> bool {
+        self.replicas.is_empty()
+    }
+
+    /// The ids of the source replicas.
+    pub fn sources(&self) -> impl Iterator<Item = ReplicaId> + '_ {
+        self.replicas
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.compute.is_none())
+            .map(|(i, _)| ReplicaId(i as u32))
+    }
+
+    /// The replicas that depend on `id`, directly or transitively.
+    pub fn dependents(&self, id: ReplicaId) -> BTreeSet<ReplicaId> {
+        let mut out = BTreeSet::new();
+        for (i, inputs) in self.inputs.iter().enumerate() {
+            if inputs.iter().any(|x| *x == id || out.contains(x)) {
+                out.insert(ReplicaId(i as u32));
+            }
+        }
+        out
+    }
+
+    /// The replicas that `id` depends on, directly or transitively.
+    pub fn ancestors(&self, id: ReplicaId) -> BTreeSet<ReplicaId> {
+        let mut out = BTreeSet::new();
+        let mut stack = vec![id];
+        while let Some(x) = stack.pop() {
+            for i in &self.inputs[x.index()] {
+                if out.insert(*i) {
+                    stack.push(*i);
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,619 @@
+//! The store: one redb file, its tables and their encodings.
+
+use std::path::{Path, PathBuf};
+
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
+
+use crate::Error;
+
+/// The format version this build writes and reads. Bump it on any change of a table's layout.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// `meta`: metadata by name. Values are little-endian integers (see `docs/design.md`).
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// `log`: the source log. Key: `Seq`. Value: an encoded source delta (opaque here).
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+/// `dict`: interned identifiers. Key: id. Value: the string.
+const DICT: TableDefinition<u64, &str> = TableDefinition::new("dict");
+/// `revisions`: one row per revision. Key: `(replica, as_of)`. Value: 24 bytes, see [`RevisionInfo`].
+const REVISIONS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("revisions");
+/// `revision_chunks`: a revision's records. Key: `(replica, as_of, chunk)`. Value: opaque bytes.
+const CHUNKS: TableDefinition<(&str, u64, u32), &[u8]> = TableDefinition::new("revision_chunks");
+
+const KEY_FORMAT: &str = "format_version";
+const KEY_LAST_SEQ: &str = "last_seq";
+const KEY_DICT_LEN: &str = "dict_len";
+
+/// A stored revision's header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevisionInfo {
+    /// The replica's name.
+    pub replica: String,
+    /// The revision holds every update at a `Seq <= as_of`.
+    pub as_of: u64,
+    /// The logic version of the description that computed it.
+    pub logic_version: u32,
+    /// The hash of the description that computed it.
+    pub description_hash: u64,
+    /// The number of records.
+    pub records: u64,
+    /// The number of chunks in `revision_chunks`.
+    pub chunks: u32,
+}
+
+impl RevisionInfo {
+    fn encode(&self) -> [u8; 24] {
+        let mut b = [0u8; 24];
+        b[0..4].copy_from_slice(&self.logic_version.to_le_bytes());
+        b[4..12].copy_from_slice(&self.description_hash.to_le_bytes());
+        b[12..20].copy_from_slice(&self.records.to_le_bytes());
+        b[20..24].copy_from_slice(&self.chunks.to_le_bytes());
+        b
+    }
+
+    fn decode(replica: &str, as_of: u64, b: &[u8]) -> Result<Self, Error> {
+        if b.len() != 24 {
+            return Err(Error::Corrupt(format!(
+                "revision ({replica}, {as_of}) header has {} bytes, expected 24",
+                b.len()
+            )));
+        }
+        Ok(RevisionInfo {
+            replica: replica.to_string(),
+            as_of,
+            logic_version: u32::from_le_bytes(b[0..4].try_into().expect("4 bytes")),
+            description_hash: u64::from_le_bytes(b[4..12].try_into().expect("8 bytes")),
+            records: u64::from_le_bytes(b[12..20].try_into().expect("8 bytes")),
+            chunks: u32::from_le_bytes(b[20..24].try_into().expect("4 bytes")),
+        })
+    }
+}
+
+/// One revision to write: its header fields and its chunks, sorted.
+#[derive(Clone, Debug)]
+pub struct RevisionWrite {
+    /// The replica's name.
+    pub replica: String,
+    /// The logic version of the description that computed it.
+    pub logic_version: u32,
+    /// The hash of the description that computed it.
+    pub description_hash: u64,
+    /// The number of records in all chunks.
+    pub records: u64,
+    /// The encoded chunks, in order.
+    pub chunks: Vec<Vec<u8>>,
+}
+
+/// Sizes of what the store holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// The last committed sequence number (0 for an empty store).
+    pub last_seq: u64,
+    /// The number of source-log entries retained.
+    pub log_entries: u64,
+    /// The oldest retained source-log entry, if any.
+    pub first_log_seq: Option<u64>,
+    /// The number of interned identifiers.
+    pub strings: u64,
+    /// The number of revisions.
+    pub revisions: u64,
+    /// The size of the file in bytes.
+    pub file_bytes: u64,
+}
+
+/// The store: a redb database in one file, opened for writing by one process at a time.
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.path.display())
+    }
+}
+
+fn le_u64(b: &[u8], what: &str) -> Result<u64, Error> {
+    b.try_into()
+        .map(u64::from_le_bytes)
+        .map_err(|_| Error::Corrupt(format!("meta `{what}` has {} bytes, expected 8", b.len())))
+}
+
+impl Store {
+    /// Opens the store at `path`, creating it (with the current format version) if the file
+    /// does not exist. Fails if another process has it open, if the file is not a prr store,
+    /// or if its format version is not [`FORMAT_VERSION`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Store, Error> {
+        let path = path.as_ref().to_path_buf();
+        let exists = path.exists() && std::fs::metadata(&path).map(|m| m.len() > 0).unwrap_or(false);
+        let db = match if exists { Database::open(&path) } else { Database::create(&path) } {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(Error::Locked { path }),
+            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))) if exists => {
+                return Err(Error::NotAStore { path, reason: e.to_string() });
+            }
+            Err(redb::DatabaseError::Storage(e)) if exists => {
+                return Err(Error::NotAStore { path, reason: e.to_string() });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let store = Store { db, path };
+        if exists {
+            store.check_format()?;
+        } else {
+            store.initialize()?;
+        }
+        Ok(store)
+    }
+
+    fn initialize(&self) -> Result<(), Error> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            meta.insert(KEY_FORMAT, FORMAT_VERSION.to_le_bytes().as_slice())?;
+            meta.insert(KEY_LAST_SEQ, 0u64.to_le_bytes().as_slice())?;
+            meta.insert(KEY_DICT_LEN, 0u64.to_le_bytes().as_slice())?;
+            txn.open_table(LOG)?;
+            txn.open_table(DICT)?;
+            txn.open_table(REVISIONS)?;
+            txn.open_table(CHUNKS)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn check_format(&self) -> Result<(), Error> {
+        let txn = self.db.begin_read()?;
+        let meta = match txn.open_table(META) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => {
+                return Err(Error::NotAStore {
+                    path: self.path.clone(),
+                    reason: "it has no `meta` table".into(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(v) = meta.get(KEY_FORMAT)? else {
+            return Err(Error::NotAStore {
+                path: self.path.clone(),
+                reason: "it has no format version".into(),
+            });
+        };
+        let bytes = v.value();
+        let found = match <[u8; 4]>::try_from(bytes) {
+            Ok(b) => u32::from_le_bytes(b),
+            Err(_) => {
+                return Err(Error::NotAStore {
+                    path: self.path.clone(),
+                    reason: format!("its format version has {} bytes, expected 4", bytes.len()),
+                });
+            }
+        };
+        if found != FORMAT_VERSION {
+            return Err(Error::FormatVersion {
+                path: self.path.clone(),
+                found,
+                supported: FORMAT_VERSION,
+            });
+        }
+        Ok(())
+    }
+
+    /// The store's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn meta_u64(&self, key: &str) -> Result<u64, Error> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let v = meta.get(key)?.ok_or_else(|| Error::Corrupt(format!("meta `{key}` is missing")))?;
+        le_u64(v.value(), key)
+    }
+
+    /// The last committed sequence number, 0 for an empty store.
+    pub fn last_seq(&self) -> Result<u64, Error> {
+        self.meta_u64(KEY_LAST_SEQ)
+    }
+
+    /// Appends source deltas to the log in one durable transaction (a group commit), together
+    /// with the dictionary strings first used by them (`strings[i]` gets id `first_id + i`),
+    /// and returns their sequence numbers. When this returns, they are on disk.
+    pub fn append<S: AsRef<str>>(
+        &self,
+        deltas: &[&[u8]],
+        first_id: u64,
+        strings: &[S],
+    ) -> Result<Vec<u64>, Error> {
+        let txn = self.db.begin_write()?;
+        let seqs = append_in(&txn, deltas, first_id, strings)?;
+        txn.commit()?;
+        Ok(seqs)
+    }
+
+    /// The source-log entries with `seq >= from`, in order.
+    pub fn log_from(&self, from: u64) -> Result<Vec<(u64, Vec<u8>)>, Error> {
+        let mut out = Vec::new();
+        self.for_each_log(from, |seq, bytes| {
+            out.push((seq, bytes.to_vec()));
+            Ok::<(), Error>(())
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` on each source-log entry with `seq >= from`, in order.
+    pub fn for_each_log<E: From<Error>>(
+        &self,
+        from: u64,
+        mut f: impl FnMut(u64, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let txn = self.db.begin_read().map_err(Error::from)?;
+        let log = txn.open_table(LOG).map_err(Error::from)?;
+        for entry in log.range(from..).map_err(Error::from)? {
+            let (k, v) = entry.map_err(Error::from)?;
+            f(k.value(), v.value())?;
+        }
+        Ok(())
+    }
+
+    /// The oldest retained source-log entry's sequence number.
+    pub fn first_log_seq(&self) -> Result<Option<u64>, Error> {
+        let txn = self.db.begin_read()?;
+        let log = txn.open_table(LOG)?;
+        Ok(log.first()?.map(|(k, _)| k.value()))
+    }
+
+    /// Every interned string, by id.
+    pub fn strings(&self) -> Result<Vec<String>, Error> {
+        let txn = self.db.begin_read()?;
+        let dict = txn.open_table(DICT)?;
+        let mut out = Vec::with_capacity(dict.len()? as usize);
+        for entry in dict.iter()? {
+            let (k, v) = entry?;
+            if k.value() != out.len() as u64 {
+                return Err(Error::Corrupt(format!(
+                    "dictionary id {} follows id {}: ids must be dense",
+                    k.value(),
+                    out.len() as i64 - 1
+                )));
+            }
+            out.push(v.value().to_string());
+        }
+        Ok(out)
+    }
+
+    /// Writes revisions of several replicas, all as of `as_of`, in one transaction.
+    /// A revision that already exists at the same `(replica, as_of)` is replaced.
+    pub fn write_revisions(&self, as_of: u64, writes: &[RevisionWrite]) -> Result<(), Error> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut revs = txn.open_table(REVISIONS)?;
+            let mut chunks = txn.open_table(CHUNKS)?;
+            for w in writes {
+                delete_revision_in(&mut revs, &mut chunks, &w.replica, as_of)?;
+                let info = RevisionInfo {
+                    replica: w.replica.clone(),
+                    as_of,
+                    logic_version: w.logic_version,
+                    description_hash: w.description_hash,
+                    records: w.records,
+                    chunks: w.chunks.len() as u32,
+                };
+                revs.insert((w.replica.as_str(), as_of), info.encode().as_slice())?;
+                for (i, c) in w.chunks.iter().enumerate() {
+                    chunks.insert((w.replica.as_str(), as_of, i as u32), c.as_slice())?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Every stored revision's header, by replica then `as_of`.
+    pub fn revisions(&self) -> Result<Vec<RevisionInfo>, Error> {
+        let txn = self.db.begin_read()?;
+        let revs = txn.open_table(REVISIONS)?;
+        let mut out = Vec::new();
+        for entry in revs.iter()? {
+            let (k, v) = entry?;
+            let (replica, as_of) = k.value();
+            out.push(RevisionInfo::decode(replica, as_of, v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The chunks of one revision, in order.
+    pub fn revision_chunks(&self, replica: &str, as_of: u64) -> Result<Vec<Vec<u8>>, Error> {
+        let txn = self.db.begin_read()?;
+        let revs = txn.open_table(REVISIONS)?;
+        let info = match revs.get((replica, as_of))? {
+            Some(v) => RevisionInfo::decode(replica, as_of, v.value())?,
+            None => return Err(Error::Missing(format!("no revision of `{replica}` as of seq {as_of}"))),
+        };
+        let chunks = txn.open_table(CHUNKS)?;
+        let mut out = Vec::with_capacity(info.chunks as usize);
+        for entry in chunks.range((replica, as_of, 0u32)..=(replica, as_of, u32::MAX))? {
+            let (_, v) = entry?;
+            out.push(v.value().to_vec());
+        }
+        if out.len() != info.chunks as usize {
+            return Err(Error::Corrupt(format!(
+                "revision ({replica}, {as_of}) has {} chunks, its header says {}",
+                out.len(),
+                info.chunks
+            )));
+        }
+        Ok(out)
+    }
+
+    /// Deletes revisions and the source-log entries with `seq <= log_through`, in one
+    /// transaction. Which ones may go is the caller's decision (the engine's GC plan).
+    pub fn collect_garbage(&self, revisions: &[(String, u64)], log_through: Option<u64>) -> Result<(), Error> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut revs = txn.open_table(REVISIONS)?;
+            let mut chunks = txn.open_table(CHUNKS)?;
+            for (replica, as_of) in revisions {
+                delete_revision_in(&mut revs, &mut chunks, replica, *as_of)?;
+            }
+            if let Some(through) = log_through {
+                let mut log = txn.open_table(LOG)?;
+                log.retain_in(..=through, |_, _| false)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Sizes of what the store holds.
+    pub fn stats(&self) -> Result<StoreStats, Error> {
+        let last_seq = self.last_seq()?;
+        let txn = self.db.begin_read()?;
+        let log = txn.open_table(LOG)?;
+        let dict = txn.open_table(DICT)?;
+        let revs = txn.open_table(REVISIONS)?;
+        Ok(StoreStats {
+            last_seq,
+            log_entries: log.len()?,
+            first_log_seq: log.first()?.map(|(k, _)| k.value()),
+            strings: dict.len()?,
+            revisions: revs.len()?,
+            file_bytes: std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0),
+        })
+    }
+
+    /// Checks the store's invariants; returns the problems found (empty when it is sound).
+    /// `decode_log` and `decode_chunk` check that opaque values decode.
+    pub fn check(
+        &self,
+        mut decode_log: impl FnMut(&[u8]) -> Result<(), String>,
+        mut decode_chunk: impl FnMut(&[u8]) -> Result<u64, String>,
+    ) -> Result<Vec<String>, Error> {
+        let mut problems = Vec::new();
+        let last_seq = self.last_seq()?;
+        let dict_len = self.meta_u64(KEY_DICT_LEN)?;
+        let strings = self.strings();
+        match strings {
+            Ok(s) if s.len() as u64 != dict_len => problems.push(format!(
+                "dictionary holds {} strings, metadata says {dict_len}",
+                s.len()
+            )),
+            Ok(_) => {}
+            Err(e) => problems.push(e.to_string()),
+        }
+        let txn = self.db.begin_read()?;
+        let log = txn.open_table(LOG)?;
+        let mut previous: Option<u64> = None;
+        for entry in log.iter()? {
+            let (k, v) = entry?;
+            let seq = k.value();
+            if seq == 0 || seq > last_seq {
+                problems.push(format!("log entry {seq} is outside 1..={last_seq}"));
+            }
+            if let Some(p) = previous
+                && seq != p + 1
+            {
+                problems.push(format!("log has a gap between seq {p} and seq {seq}"));
+            }
+            previous = Some(seq);
+            if let Err(e) = decode_log(v.value()) {
+                problems.push(format!("log entry {seq} does not decode: {e}"));
+            }
+        }
+        if let Some(p) = previous
+            && p != last_seq
+        {
+            problems.push(format!("log ends at seq {p}, metadata says last seq {last_seq}"));
+        }
+        drop(log);
+        drop(txn);
+        for info in self.revisions()? {
+            if info.as_of > last_seq {
+                problems.push(format!(
+                    "revision ({}, {}) is newer than the last seq {last_seq}",
+                    info.replica, info.as_of
+                ));
+            }
+            match self.revision_chunks(&info.replica, info.as_of) {
+                Ok(chunks) => {
+                    let mut records = 0u64;
+                    for (i, c) in chunks.iter().enumerate() {
+                        match decode_chunk(c) {
+                            Ok(n) => records += n,
+                            Err(e) => problems.push(format!(
+                                "revision ({}, {}) chunk {i} does not decode: {e}",
+                                info.replica, info.as_of
+                            )),
+                        }
+                    }
+                    if records != info.records {
+                        problems.push(format!(
+                            "revision ({}, {}) has {records} records, its header says {}",
+                            info.replica, info.as_of, info.records
+                        ));
+                    }
+                }
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        Ok(problems)
+    }
+
+    /// Rewrites the file to release the space of deleted entries.
+    pub fn compact_file(&mut self) -> Result<(), Error> {
+        self.db.compact()?;
+        Ok(())
+    }
+}
+
+fn append_in<S: AsRef<str>>(
+    txn: &WriteTransaction,
+    deltas: &[&[u8]],
+    first_id: u64,
+    strings: &[S],
+) -> Result<Vec<u64>, Error> {
+    let mut meta = txn.open_table(META)?;
+    let read = |meta: &redb::Table<&str, &[u8]>, key: &str| -> Result<u64, Error> {
+        let v = meta.get(key)?.ok_or_else(|| Error::Corrupt(format!("meta `{key}` is missing")))?;
+        le_u64(v.value(), key)
+    };
+    let last = read(&meta, KEY_LAST_SEQ)?;
+    let dict_len = read(&meta, KEY_DICT_LEN)?;
+    if !strings.is_empty() {
+        if first_id != dict_len {
+            return Err(Error::Corrupt(format!(
+                "new dictionary ids start at {first_id}, but the store holds {dict_len}"
+            )));
+        }
+        let mut dict = txn.open_table(DICT)?;
+        for (i, s) in strings.iter().enumerate() {
+            dict.insert(first_id + i as u64, s.as_ref())?;
+        }
+        meta.insert(KEY_DICT_LEN, (dict_len + strings.len() as u64).to_le_bytes().as_slice())?;
+    }
+    let mut log = txn.open_table(LOG)?;
+    let mut seqs = Vec::with_capacity(deltas.len());
+    for (i, d) in deltas.iter().enumerate() {
+        let seq = last + 1 + i as u64;
+        log.insert(seq, *d)?;
+        seqs.push(seq);
+    }
+    meta.insert(KEY_LAST_SEQ, (last + deltas.len() as u64).to_le_bytes().as_slice())?;
+    Ok(seqs)
+}
+
+fn delete_revision_in(
+    revs: &mut redb::Table<(&str, u64), &[u8]>,
+    chunks: &mut redb::Table<(&str, u64, u32), &[u8]>,
+    replica: &str,
+    as_of: u64,
+) -> Result<(), Error> {
+    revs.remove((replica, as_of))?;
+    chunks.retain_in((replica, as_of, 0u32)..=(replica, as_of, u32::MAX), |_, _| false)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        (dir, path)
+    }
+
+    #[test]
+    fn append_assigns_consecutive_seqs_and_persists_strings() {
+        let (_d, path) = temp();
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.append(&[b"a".as_slice(), b"b"], 0, &["x", "y"]).unwrap(), vec![1, 2]);
+        assert_eq!(store.append(&[b"c".as_slice()], 2, &["z"]).unwrap(), vec![3]);
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.last_seq().unwrap(), 3);
+        assert_eq!(store.strings().unwrap(), vec!["x", "y", "z"]);
+        assert_eq!(store.log_from(2).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn dictionary_ids_out_of_step_are_refused() {
+        let (_d, path) = temp();
+        let store = Store::open(&path).unwrap();
+        assert!(store.append(&[b"a".as_slice()], 5, &["x"]).is_err());
+        assert_eq!(store.last_seq().unwrap(), 0, "nothing of the failed append is stored");
+    }
+
+    #[test]
+    fn second_open_is_refused_while_the_first_holds_the_store() {
+        let (_d, path) = temp();
+        let _first = Store::open(&path).unwrap();
+        match Store::open(&path) {
+            Err(Error::Locked { .. }) => {}
+            other => panic!("expected Locked, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn newer_format_version_is_refused() {
+        let (_d, path) = temp();
+        {
+            let store = Store::open(&path).unwrap();
+            let txn = store.db.begin_write().unwrap();
+            txn.open_table(META).unwrap().insert(KEY_FORMAT, 99u32.to_le_bytes().as_slice()).unwrap();
+            txn.commit().unwrap();
+        }
+        match Store::open(&path) {
+            Err(e @ Error::FormatVersion { found: 99, .. }) => {
+                assert!(e.to_string().contains("format version 99"), "{e}")
+            }
+            other => panic!("expected FormatVersion, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_file_that_is_not_redb_is_refused() {
+        let (_d, path) = temp();
+        std::fs::write(&path, b"this is not a database, just some text that is long enough").unwrap();
+        match Store::open(&path) {
+            Err(Error::NotAStore { .. }) => {}
+            other => panic!("expected NotAStore, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn revisions_round_trip_and_gc_deletes_them() {
+        let (_d, path) = temp();
+        let store = Store::open(&path).unwrap();
+        store.append(&[b"a".as_slice(), b"b", b"c"], 0, &[] as &[&str]).unwrap();
+        let w = RevisionWrite {
+            replica: "r".into(),
+            logic_version: 3,
+            description_hash: 42,
+            records: 2,
+            chunks: vec![b"one".to_vec(), b"two".to_vec()],
+        };
+        store.write_revisions(2, std::slice::from_ref(&w)).unwrap();
+        let infos = store.revisions().unwrap();
+        assert_eq!(infos.len(), 1);
+        assert_eq!((infos[0].logic_version, infos[0].description_hash, infos[0].chunks), (3, 42, 2));
+        assert_eq!(store.revision_chunks("r", 2).unwrap(), w.chunks);
+        store.collect_garbage(&[("r".into(), 2)], Some(2)).unwrap();
+        assert!(store.revisions().unwrap().is_empty());
+        assert_eq!(store.first_log_seq().unwrap(), Some(3));
+        assert!(store.revision_chunks("r", 2).is_err());
+    }
+
+    #[test]
+    fn check_finds_a_sound_store_sound() {
+        let (_d, path) = temp();
+        let store = Store::open(&path).unwrap();
+        store.append(&[b"a".as_slice()], 0, &["s"]).unwrap();
+        let problems = store.check(|_| Ok(()), |_| Ok(0)).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+}
