@@ -79,7 +79,7 @@ pub type PartitionFn<R> = fn(&R) -> u64;
 
 /// The declaration of a replica.
 #[derive(Clone)]
-pub struct ReplicaDescription<R> {
+pub struct ReplicaDescription<R: Record> {
     name: String,
     partition_key: String,
     record_type: String,
@@ -89,7 +89,7 @@ pub struct ReplicaDescription<R> {
     logic_version: u32,
 }
 
-impl<R> fmt::Debug for ReplicaDescription<R> {
+impl<R: Record> fmt::Debug for ReplicaDescription<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReplicaDescription")
             .field("name", &self.name)
@@ -259,13 +259,13 @@ pub enum DagError {
 
 /// A validated set of replica descriptions, in a topological order (every replica after its
 /// inputs).
-pub struct Dag<R> {
+pub struct Dag<R: Record> {
     replicas: Vec<ReplicaDescription<R>>,
     inputs: Vec<Vec<ReplicaId>>,
     by_name: BTreeMap<String, ReplicaId>,
 }
 
-impl<R> fmt::Debug for Dag<R> {
+impl<R: Record> fmt::Debug for Dag<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.replicas.iter()).finish()
     }
@@ -328,7 +328,7 @@ impl<R: Record> Dag<R> {
 }
 
 /// Walks input edges among the pending descriptions until a name repeats: that one is on a cycle.
-fn cycle_member<R>(pending: &[ReplicaDescription<R>]) -> String {
+fn cycle_member<R: Record>(pending: &[ReplicaDescription<R>]) -> String {
     let pending_names: BTreeSet<&str> = pending.iter().map(|d| d.name.as_str()).collect();
     let by_name: BTreeMap<&str, &ReplicaDescription<R>> =
         pending.iter().map(|d| (d.name.as_str(), d)).collect();
@@ -348,7 +348,7 @@ fn cycle_member<R>(pending: &[ReplicaDescription<R>]) -> String {
     }
 }
 
-impl<R> Dag<R> {
+impl<R: Record> Dag<R> {
     /// The replicas, every one after its inputs.
     pub fn replicas(&self) -> &[ReplicaDescription<R>] {
         &self.replicas

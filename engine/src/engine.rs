@@ -1,0 +1,443 @@
+//! The in-memory engine under a runtime (workers, feeding, stepping, delivery of deltas) and the
+//! types of the embedded API.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{Receiver, Sender, unbounded};
+use timely::WorkerConfig;
+use timely::communication::initialize::WorkerGuards;
+
+use crate::description::{Dag, Record, ReplicaId};
+use crate::worker::{Captured, Command, Reply, SourceUpdate, WorkerLink, run_worker};
+use crate::{Error, Seq};
+
+/// How to run a [`Runtime`].
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    pub(crate) workers: usize,
+    pub(crate) store: Option<std::path::PathBuf>,
+    pub(crate) revision_every: Option<u64>,
+    pub(crate) keep_revisions: usize,
+    pub(crate) revision_on_shutdown: bool,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            workers: 1,
+            store: None,
+            revision_every: None,
+            keep_revisions: 2,
+            revision_on_shutdown: true,
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// One worker, no store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The number of timely worker threads (at least 1; at most the number of cores is wise).
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
+    }
+
+    /// Persists the runtime in the redb store at `path` (created if missing).
+    pub fn with_store(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.store = Some(path.into());
+        self
+    }
+
+    /// Captures revisions after every `n` source deltas (`None`: only on demand and at
+    /// shutdown).
+    pub fn with_revision_every(mut self, n: Option<u64>) -> Self {
+        self.revision_every = n.filter(|n| *n > 0);
+        self
+    }
+
+    /// How many revisions of each replica to keep (the newest, plus older ones for time
+    /// travel). At least 1.
+    pub fn with_keep_revisions(mut self, n: usize) -> Self {
+        self.keep_revisions = n.max(1);
+        self
+    }
+
+    /// Whether a clean shutdown captures revisions (default: yes).
+    pub fn with_revision_on_shutdown(mut self, yes: bool) -> Self {
+        self.revision_on_shutdown = yes;
+        self
+    }
+
+    /// The number of workers.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+}
+
+/// A batch of updates to source replicas: one atomic source delta.
+#[derive(Clone, Debug)]
+pub struct SourceDelta<R> {
+    pub(crate) updates: Vec<(ReplicaId, R, isize)>,
+}
+
+impl<R> Default for SourceDelta<R> {
+    fn default() -> Self {
+        SourceDelta { updates: Vec::new() }
+    }
+}
+
+impl<R> SourceDelta<R> {
+    /// An empty source delta.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `record` to source replica `replica`.
+    pub fn insert(&mut self, replica: ReplicaId, record: R) {
+        self.updates.push((replica, record, 1));
+    }
+
+    /// Removes `record` from source replica `replica`.
+    pub fn remove(&mut self, replica: ReplicaId, record: R) {
+        self.updates.push((replica, record, -1));
+    }
+
+    /// Adds `diff` copies of `record` (negative: removes).
+    pub fn update(&mut self, replica: ReplicaId, record: R, diff: isize) {
+        self.updates.push((replica, record, diff));
+    }
+
+    /// The number of updates.
+    pub fn len(&self) -> usize {
+        self.updates.len()
+    }
+
+    /// Whether there are no updates.
+    pub fn is_empty(&self) -> bool {
+        self.updates.is_empty()
+    }
+
+    /// The updates.
+    pub fn updates(&self) -> &[(ReplicaId, R, isize)] {
+        &self.updates
+    }
+}
+
+/// Why a delta was published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeltaKind {
+    /// The change caused by the source delta at `seq`.
+    Source,
+    /// The difference between a stored revision (as of `seq`) and its recomputation by a new
+    /// logic version.
+    Rebuild,
+}
+
+/// The consolidated change of one replica at one `Seq`, with its provenance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delta<R> {
+    /// The source delta it derives from.
+    pub seq: Seq,
+    /// The replica that issued it.
+    pub replica: ReplicaId,
+    /// Why it was published.
+    pub kind: DeltaKind,
+    /// `(record, diff)`, sorted by record, no zero diffs.
+    pub updates: Vec<(R, isize)>,
+}
+
+/// A subscription to one replica's deltas, delivered in `Seq` order once final.
+#[derive(Debug)]
+pub struct Subscription<R> {
+    rx: Receiver<Delta<R>>,
+}
+
+impl<R> Subscription<R> {
+    /// The deltas delivered so far and not yet taken.
+    pub fn try_iter(&self) -> impl Iterator<Item = Delta<R>> + '_ {
+        self.rx.try_iter()
+    }
+
+    /// Waits for the next delta; `None` once the runtime is gone.
+    pub fn recv(&self) -> Option<Delta<R>> {
+        self.rx.recv().ok()
+    }
+}
+
+/// The live dataflow: worker threads and the channels to them.
+pub(crate) struct Workers<R: Record> {
+    commands: Vec<Sender<Command<R>>>,
+    replies: Receiver<(usize, Reply<R>)>,
+    captured: Receiver<Captured<R>>,
+    capture: Arc<Vec<AtomicBool>>,
+    guards: Option<WorkerGuards<()>>,
+    next_worker: usize,
+}
+
+impl<R: Record> Workers<R> {
+    pub(crate) fn start(dag: Arc<Dag<R>>, workers: usize) -> Result<Self, Error> {
+        let (reply_tx, replies) = unbounded();
+        let (captured_tx, captured) = unbounded();
+        let capture: Arc<Vec<AtomicBool>> =
+            Arc::new((0..dag.len()).map(|_| AtomicBool::new(false)).collect());
+        let mut commands = Vec::with_capacity(workers);
+        let mut receivers = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (tx, rx) = unbounded();
+            commands.push(tx);
+            receivers.push(Some(rx));
+        }
+        let receivers = Arc::new(Mutex::new(receivers));
+        let capture_w = capture.clone();
+        let mut worker_config = WorkerConfig::default();
+        differential_dataflow::configure(
+            &mut worker_config,
+            &differential_dataflow::Config::default().idle_merge_effort(Some(1000)),
+        );
+        let config = timely::Config {
+            communication: if workers == 1 {
+                timely::CommunicationConfig::Thread
+            } else {
+                timely::CommunicationConfig::Process(workers)
+            },
+            worker: worker_config,
+        };
+        let guards = timely::execute(config, move |worker| {
+            let rx = receivers.lock().expect("receivers lock")[worker.index()]
+                .take()
+                .expect("each worker takes its own receiver once");
+            let link = WorkerLink {
+                commands: rx,
+                replies: reply_tx.clone(),
+                captured: captured_tx.clone(),
+                capture: capture_w.clone(),
+            };
+            run_worker(worker, &dag, link);
+        })
+        .map_err(Error::Workers)?;
+        Ok(Workers { commands, replies, captured, capture, guards: Some(guards), next_worker: 0 })
+    }
+
+    fn peers(&self) -> usize {
+        self.commands.len()
+    }
+
+    fn send_all(&self, make: impl Fn() -> Command<R>) -> Result<(), Error> {
+        for tx in &self.commands {
+            tx.send(make()).map_err(|_| Error::WorkerFailed)?;
+        }
+        Ok(())
+    }
+
+    /// Sends a source delta at `seq`, spread over the workers.
+    pub(crate) fn feed(&mut self, seq: u64, updates: Vec<SourceUpdate<R>>) -> Result<(), Error> {
+        let peers = self.peers();
+        let mut shares: Vec<Vec<SourceUpdate<R>>> = (0..peers).map(|_| Vec::new()).collect();
+        if peers == 1 {
+            shares[0] = updates;
+        } else {
+            for u in updates {
+                shares[self.next_worker].push(u);
+                self.next_worker = (self.next_worker + 1) % peers;
+            }
+        }
+        for (tx, share) in self.commands.iter().zip(shares) {
+            tx.send(Command::Delta { seq, updates: share }).map_err(|_| Error::WorkerFailed)?;
+        }
+        Ok(())
+    }
+
+    fn wait_all(&self, mut on_reply: impl FnMut(Reply<R>)) -> Result<(), Error> {
+        for _ in 0..self.peers() {
+            let (_, reply) = self.replies.recv().map_err(|_| Error::WorkerFailed)?;
+            on_reply(reply);
+        }
+        Ok(())
+    }
+
+    /// Waits until every replica is final for all times `< upper`.
+    pub(crate) fn sync(&self, upper: u64) -> Result<(), Error> {
+        self.send_all(|| Command::Sync { upper })?;
+        self.wait_all(|_| {})
+    }
+
+    /// Reads a replica's consolidated contents (all workers' shards). Call after `sync`.
+    pub(crate) fn read(&self, replica: ReplicaId, partition: Option<u64>) -> Result<Vec<(R, isize)>, Error> {
+        self.send_all(|| Command::Read { replica: replica.0, partition })?;
+        let mut rows = Vec::new();
+        self.wait_all(|reply| {
+            if let Reply::Rows(r) = reply {
+                rows.extend(r);
+            }
+        })?;
+        rows.sort();
+        Ok(rows)
+    }
+
+    fn frontiers(&self) -> Result<Vec<u64>, Error> {
+        self.send_all(|| Command::Frontiers)?;
+        let mut out: Option<Vec<u64>> = None;
+        self.wait_all(|reply| {
+            if let Reply::Frontiers(f) = reply {
+                out = Some(match out.take() {
+                    None => f,
+                    Some(o) => o.into_iter().zip(f).map(|(a, b)| a.min(b)).collect(),
+                });
+            }
+        })?;
+        Ok(out.unwrap_or_default())
+    }
+
+    fn set_capture(&self, replica: ReplicaId) {
+        self.capture[replica.index()].store(true, Ordering::Relaxed);
+    }
+
+    fn stop(&mut self) -> Result<(), Error> {
+        for tx in &self.commands {
+            let _ = tx.send(Command::Shutdown);
+        }
+        if let Some(guards) = self.guards.take() {
+            for r in guards.join() {
+                r.map_err(|_| Error::WorkerFailed)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R: Record> Drop for Workers<R> {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// Deltas captured from the workers and not yet delivered: by `(seq, replica)`.
+type Pending<R> = BTreeMap<(u64, u32), Vec<(R, isize)>>;
+
+/// The in-memory engine under a [`crate::Runtime`]: the workers and the delivery of deltas.
+pub(crate) struct Engine<R: Record> {
+    pub(crate) workers: Workers<R>,
+    /// Source deltas fed so far: the last `Seq`.
+    pub(crate) fed: u64,
+    /// Every replica is final below this.
+    pub(crate) synced_upper: u64,
+    pending: Pending<R>,
+    subscribers: Vec<Vec<Sender<Delta<R>>>>,
+}
+
+impl<R: Record> Engine<R> {
+    pub(crate) fn start(dag: Arc<Dag<R>>, workers: usize) -> Result<Self, Error> {
+        let n = dag.len();
+        Ok(Engine {
+            workers: Workers::start(dag, workers)?,
+            fed: 0,
+            synced_upper: 0,
+            pending: BTreeMap::new(),
+            subscribers: (0..n).map(|_| Vec::new()).collect(),
+        })
+    }
+
+    /// Feeds a source delta at `seq` (greater than every earlier one).
+    pub(crate) fn feed(&mut self, seq: u64, updates: Vec<SourceUpdate<R>>) -> Result<(), Error> {
+        debug_assert!(seq > self.fed || (seq == 0 && self.fed == 0));
+        self.workers.feed(seq, updates)?;
+        self.fed = self.fed.max(seq);
+        Ok(())
+    }
+
+    /// Steps until every replica is final through `seq`, then delivers the deltas up to it.
+    pub(crate) fn step_until(&mut self, seq: u64) -> Result<(), Error> {
+        // Nothing fed yet: every input is still open at time 0 and there is nothing to wait for.
+        let upper = seq.min(self.fed) + 1;
+        if self.fed > 0 && upper > self.synced_upper {
+            self.workers.sync(upper)?;
+            self.synced_upper = upper;
+        }
+        self.deliver()
+    }
+
+    fn deliver(&mut self) -> Result<(), Error> {
+        for (replica, rows) in self.workers.captured.try_iter() {
+            for (r, t, d) in rows {
+                self.pending.entry((t, replica)).or_default().push((r, d));
+            }
+        }
+        while let Some(entry) = self.pending.first_entry() {
+            let (t, replica) = *entry.key();
+            if t >= self.synced_upper {
+                break;
+            }
+            let updates = consolidate(entry.remove());
+            if updates.is_empty() {
+                continue;
+            }
+            let delta = Delta { seq: Seq(t), replica: ReplicaId(replica), kind: DeltaKind::Source, updates };
+            self.publish(delta);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn publish(&mut self, delta: Delta<R>) {
+        let subs = &mut self.subscribers[delta.replica.index()];
+        subs.retain(|s| s.send(delta.clone()).is_ok());
+    }
+
+    pub(crate) fn subscribe(&mut self, replica: ReplicaId) -> Result<Subscription<R>, Error> {
+        // Everything fed so far is final first, so the subscription sees whole deltas only.
+        self.step_until(self.fed)?;
+        self.workers.set_capture(replica);
+        let (tx, rx) = unbounded();
+        self.subscribers[replica.index()].push(tx);
+        Ok(Subscription { rx })
+    }
+
+    pub(crate) fn read(&mut self, replica: ReplicaId, partition: Option<u64>) -> Result<Vec<(R, isize)>, Error> {
+        self.step_until(self.fed)?;
+        self.workers.read(replica, partition)
+    }
+
+    pub(crate) fn frontiers(&mut self) -> Result<Vec<u64>, Error> {
+        self.workers.frontiers()
+    }
+
+    pub(crate) fn stop(mut self) -> Result<(), Error> {
+        self.workers.stop()
+    }
+}
+
+/// Sorts updates and sums the diffs of equal records, dropping zeros.
+pub(crate) fn consolidate<R: Ord>(mut updates: Vec<(R, isize)>) -> Vec<(R, isize)> {
+    updates.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out: Vec<(R, isize)> = Vec::with_capacity(updates.len());
+    for (r, d) in updates {
+        match out.last_mut() {
+            Some((last, ld)) if *last == r => *ld += d,
+            _ => out.push((r, d)),
+        }
+    }
+    out.retain(|(_, d)| *d != 0);
+    out
+}
+
+/// The difference `new - old` of two consolidated, sorted contents.
+pub(crate) fn difference<R: Ord + Clone>(old: &[(R, isize)], new: &[(R, isize)]) -> Vec<(R, isize)> {
+    let mut all: Vec<(R, isize)> = new.to_vec();
+    all.extend(old.iter().map(|(r, d)| (r.clone(), -d)));
+    consolidate(all)
+}
+
+/// A replica's frontier: the smallest `Seq` at which it may still change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frontier {
+    /// The replica.
+    pub replica: ReplicaId,
+    /// Its name.
+    pub name: String,
+    /// Everything below this `Seq` is final.
+    pub frontier: Seq,
+}
