@@ -561,12 +561,12 @@ impl<R: Record> Runtime<R> {
         if let Some(as_of) = sets.iter().rev().find(|a| **a <= upto) {
             return Ok(StartPoint { as_of: *as_of });
         }
-        if first_log.is_none_or(|f| f <= 1) {
+        if self.log_reaches_start(first_log) {
             return Ok(StartPoint { as_of: 0 });
         }
         Err(Error::HistoryUnavailable(format!(
-            "nothing retained reaches back to seq {upto}: the log starts at seq {} and the oldest restore point is {}",
-            first_log.unwrap_or(0),
+            "nothing retained reaches back to seq {upto}: the log {} and the oldest restore point is {}",
+            first_log.map(|f| format!("starts at seq {f}")).unwrap_or_else(|| "is empty".into()),
             sets.first().map(|s| format!("seq {s}")).unwrap_or_else(|| "none".into())
         )))
     }
@@ -575,13 +575,21 @@ impl<R: Record> Runtime<R> {
     fn log_start_point(&self) -> Result<StartPoint, Error> {
         let store = self.store.as_ref().expect("store");
         let first_log = store.first_log_seq()?;
-        if first_log.is_none_or(|f| f <= 1) {
+        if self.log_reaches_start(first_log) {
             return Ok(StartPoint { as_of: 0 });
         }
         let sets = self.source_sets(&store.revisions()?);
         sets.first().map(|a| StartPoint { as_of: *a }).ok_or_else(|| {
             Error::HistoryUnavailable("the log does not start at seq 1 and no source revision is retained".into())
         })
+    }
+
+    /// Whether the retained log begins at seq 1 (an empty log only if nothing was committed).
+    fn log_reaches_start(&self, first_log: Option<u64>) -> bool {
+        match first_log {
+            Some(f) => f <= 1,
+            None => self.last_seq == 0,
+        }
     }
 
     /// The `as_of`s at which every source replica has a current revision, ascending.
