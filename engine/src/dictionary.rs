@@ -93,17 +93,6 @@ impl Dictionary {
         inner.persisted = inner.persisted.max(upto);
     }
 
-    /// Drops the ids at and above `from` (they were never persisted: a failed source delta).
-    pub(crate) fn truncate(&self, from: Id) {
-        let mut inner = self.inner.write().expect("dictionary lock");
-        if (from as usize) < inner.strings.len() {
-            let removed: Vec<Arc<str>> = inner.strings.drain(from as usize..).collect();
-            for s in removed {
-                inner.ids.remove(&s);
-            }
-        }
-    }
-
     /// Loads persisted strings: `strings[i]` has id `i`.
     pub(crate) fn load(&self, strings: Vec<String>) {
         let mut inner = self.inner.write().expect("dictionary lock");

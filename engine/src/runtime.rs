@@ -83,7 +83,16 @@ impl<R: Record> Runtime<R> {
     /// dictionary and checks that the stored state can be restored; the dataflow itself starts
     /// when first needed.
     pub fn start(config: RuntimeConfig, dag: Dag<R>) -> Result<Self, Error> {
-        let dag = Arc::new(dag);
+        Self::start_with(config, |_| Ok(dag))
+    }
+
+    /// Like [`Runtime::start`], for a DAG whose computations use interned identifiers: `build`
+    /// gets the dictionary, loaded from the store, and may intern the strings it needs (they
+    /// are persisted before anything else happens).
+    pub fn start_with(
+        config: RuntimeConfig,
+        build: impl FnOnce(&Dictionary) -> Result<Dag<R>, crate::DagError>,
+    ) -> Result<Self, Error> {
         let dictionary = Dictionary::new();
         let (store, last_seq) = match &config.store {
             Some(path) => {
@@ -94,6 +103,14 @@ impl<R: Record> Runtime<R> {
             }
             None => (None, 0),
         };
+        let dag = Arc::new(build(&dictionary)?);
+        if let Some(store) = &store {
+            let (first_id, strings) = dictionary.unpersisted();
+            if !strings.is_empty() {
+                store.append(&[], first_id, &strings)?;
+                dictionary.mark_persisted(first_id + strings.len() as u64);
+            }
+        }
         let mut rt = Runtime {
             config,
             dag,
@@ -167,10 +184,9 @@ impl<R: Record> Runtime<R> {
                         self.dictionary.mark_persisted(first_id + strings.len() as u64);
                         seqs
                     }
-                    Err(e) => {
-                        self.dictionary.truncate(first_id);
-                        return Err(e.into());
-                    }
+                    // The new strings stay interned (unpersisted): the dataflow may hold their ids
+                    // already, and they are written with the next commit.
+                    Err(e) => return Err(e.into()),
                 }
             }
             None => (1..=deltas.len() as u64).map(|i| self.last_seq + i).collect(),
@@ -349,7 +365,9 @@ impl<R: Record> Runtime<R> {
                     chunks: codec::encode_chunks(&rows),
                 });
             }
-            self.store.as_ref().expect("store").write_revisions(as_of, &writes)?;
+            let (first_id, strings) = self.dictionary.unpersisted();
+            self.store.as_ref().expect("store").write_revisions(as_of, &writes, first_id, &strings)?;
+            self.dictionary.mark_persisted(first_id + strings.len() as u64);
         }
         self.since_revision = 0;
         self.collect_garbage()?;
@@ -447,7 +465,9 @@ impl<R: Record> Runtime<R> {
                 });
             }
             if !writes.is_empty() {
-                self.store.as_ref().expect("store").write_revisions(as_of, &writes)?;
+                let (first_id, strings) = self.dictionary.unpersisted();
+                self.store.as_ref().expect("store").write_revisions(as_of, &writes, first_id, &strings)?;
+                self.dictionary.mark_persisted(first_id + strings.len() as u64);
             }
         }
         engine.stop()?;

@@ -286,10 +286,19 @@ impl Store {
         Ok(out)
     }
 
-    /// Writes revisions of several replicas, all as of `as_of`, in one transaction.
-    /// A revision that already exists at the same `(replica, as_of)` is replaced.
-    pub fn write_revisions(&self, as_of: u64, writes: &[RevisionWrite]) -> Result<(), Error> {
+    /// Writes revisions of several replicas, all as of `as_of`, in one transaction, with the
+    /// dictionary strings they use that are not yet stored (`strings[i]` gets id
+    /// `first_id + i`). A revision that already exists at the same `(replica, as_of)` is
+    /// replaced.
+    pub fn write_revisions<S: AsRef<str>>(
+        &self,
+        as_of: u64,
+        writes: &[RevisionWrite],
+        first_id: u64,
+        strings: &[S],
+    ) -> Result<(), Error> {
         let txn = self.db.begin_write()?;
+        append_in(&txn, &[], first_id, strings)?;
         {
             let mut revs = txn.open_table(REVISIONS)?;
             let mut chunks = txn.open_table(CHUNKS)?;
@@ -597,7 +606,7 @@ mod tests {
             records: 2,
             chunks: vec![b"one".to_vec(), b"two".to_vec()],
         };
-        store.write_revisions(2, std::slice::from_ref(&w)).unwrap();
+        store.write_revisions(2, std::slice::from_ref(&w), 0, &[] as &[&str]).unwrap();
         let infos = store.revisions().unwrap();
         assert_eq!(infos.len(), 1);
         assert_eq!((infos[0].logic_version, infos[0].description_hash, infos[0].chunks), (3, 42, 2));

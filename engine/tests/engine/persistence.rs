@@ -211,7 +211,7 @@ fn rebuild_check_finds_a_damaged_revision_and_rebuild_replaces_it() {
                 description_hash: desc.description_hash(),
                 records: 1,
                 chunks: vec![bincode::serialize(&rows).unwrap()],
-            }])
+            }], 0, &[] as &[&str])
             .unwrap();
     }
     let mut rt = Runtime::start(config(&path), dag(1)).unwrap();

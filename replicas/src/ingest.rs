@@ -1,0 +1,228 @@
+//! Turning parsed files into source deltas: the latest state event per key (with redactions)
+//! and the instances' watch and protect sets.
+//!
+//! The ingestor keeps the current contents of the two source replicas, so that a new event
+//! retracts the record it replaces. Changes are staged and only applied to that state once the
+//! source delta is committed, so a failed commit leaves it as it was.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use prr_engine::{Dictionary, Id, ReplicaId, SourceDelta};
+use serde_json::{Map, Value};
+
+use crate::parse::{Event, ManifestEntry, SourceItem, redact_content};
+use crate::record::{Rec, Relation, RoomState};
+use crate::rules::content_strings;
+
+type StateKey = (Id, Id, Id);
+
+/// An instance's manifest entry: `(watch, protect)`.
+type InstanceRooms = (BTreeSet<Id>, BTreeSet<Id>);
+
+/// The current contents of the source replicas, as the ingest needs them.
+#[derive(Default)]
+pub struct Ingestor {
+    state: HashMap<StateKey, RoomState>,
+    /// `(room, event_id)` -> the keys where that event is the current record.
+    by_event: HashMap<(Id, Id), Vec<StateKey>>,
+    instances: BTreeMap<Id, InstanceRooms>,
+    room_state: Option<ReplicaId>,
+    instances_replica: Option<ReplicaId>,
+}
+
+/// A source delta prepared from parsed items, with the state changes to apply once it is
+/// committed.
+pub struct Prepared {
+    /// The source delta to push.
+    pub delta: SourceDelta<Rec>,
+    state: HashMap<StateKey, Option<RoomState>>,
+    instances: BTreeMap<Id, Option<InstanceRooms>>,
+}
+
+impl Ingestor {
+    /// An ingestor over the given contents of `room_state` and `instances`.
+    pub fn new(room_state: ReplicaId, instances: ReplicaId, contents: impl IntoIterator<Item = Rec>) -> Self {
+        let mut ing = Ingestor { room_state: Some(room_state), instances_replica: Some(instances), ..Default::default() };
+        for rec in contents {
+            match rec {
+                Rec::RoomState(s) => ing.set_state((s.room, s.event_type, s.state_key), Some(s)),
+                Rec::Instance { instance, relation, room } => {
+                    let e = ing.instances.entry(instance).or_default();
+                    match relation {
+                        Relation::Exists => {}
+                        Relation::Watch => {
+                            e.0.insert(room);
+                        }
+                        Relation::Protect => {
+                            e.1.insert(room);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        ing
+    }
+
+    fn set_state(&mut self, key: StateKey, new: Option<RoomState>) {
+        if let Some(old) = self.state.remove(&key)
+            && let Some(keys) = self.by_event.get_mut(&(old.room, old.event_id))
+        {
+            keys.retain(|k| *k != key);
+            if keys.is_empty() {
+                self.by_event.remove(&(old.room, old.event_id));
+            }
+        }
+        if let Some(new) = new {
+            self.by_event.entry((new.room, new.event_id)).or_default().push(key);
+            self.state.insert(key, new);
+        }
+    }
+
+    /// The number of `room_state` records.
+    pub fn state_len(&self) -> usize {
+        self.state.len()
+    }
+
+    /// Prepares the source delta of one file (or streamed batch). Interns the strings it
+    /// uses. Nothing changes until [`Ingestor::commit`].
+    pub fn prepare(&self, dict: &Dictionary, items: &[SourceItem]) -> Prepared {
+        let mut staged: HashMap<StateKey, Option<RoomState>> = HashMap::new();
+        let mut staged_events: HashMap<(Id, Id), Vec<StateKey>> = HashMap::new();
+        let mut instances: BTreeMap<Id, Option<InstanceRooms>> = BTreeMap::new();
+        for item in items {
+            match item {
+                SourceItem::Event(ev) => self.stage_event(dict, ev, &mut staged, &mut staged_events),
+                SourceItem::Manifest(entries) => {
+                    for entry in entries {
+                        match entry {
+                            ManifestEntry::Set { id, watch, protect } => {
+                                let rooms = (
+                                    watch.iter().map(|r| dict.intern(r)).collect(),
+                                    protect.iter().map(|r| dict.intern(r)).collect(),
+                                );
+                                instances.insert(dict.intern(id), Some(rooms));
+                            }
+                            ManifestEntry::Remove { id } => {
+                                instances.insert(dict.intern(id), None);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut delta = SourceDelta::new();
+        let rs = self.room_state.expect("room_state replica");
+        for (key, new) in &staged {
+            if let Some(old) = self.state.get(key) {
+                delta.remove(rs, Rec::RoomState(old.clone()));
+            }
+            if let Some(new) = new {
+                delta.insert(rs, Rec::RoomState(new.clone()));
+            }
+        }
+        let ir = self.instances_replica.expect("instances replica");
+        for (instance, new) in &instances {
+            let records = |rooms: &InstanceRooms| {
+                let mut v = vec![Rec::Instance { instance: *instance, relation: Relation::Exists, room: 0 }];
+                v.extend(rooms.0.iter().map(|r| Rec::Instance { instance: *instance, relation: Relation::Watch, room: *r }));
+                v.extend(rooms.1.iter().map(|r| Rec::Instance { instance: *instance, relation: Relation::Protect, room: *r }));
+                v
+            };
+            if let Some(old) = self.instances.get(instance) {
+                for r in records(old) {
+                    delta.remove(ir, r);
+                }
+            }
+            if let Some(new) = new {
+                for r in records(new) {
+                    delta.insert(ir, r);
+                }
+            }
+        }
+        Prepared { delta, state: staged, instances }
+    }
+
+    fn current<'a>(&'a self, staged: &'a HashMap<StateKey, Option<RoomState>>, key: &StateKey) -> Option<&'a RoomState> {
+        match staged.get(key) {
+            Some(s) => s.as_ref(),
+            None => self.state.get(key),
+        }
+    }
+
+    fn stage_event(
+        &self,
+        dict: &Dictionary,
+        ev: &Event,
+        staged: &mut HashMap<StateKey, Option<RoomState>>,
+        staged_events: &mut HashMap<(Id, Id), Vec<StateKey>>,
+    ) {
+        let room = dict.intern(&ev.room_id);
+        if ev.event_type == "m.room.redaction"
+            && let Some(target) = &ev.redacts
+            && let Some(target_id) = dict.lookup(target)
+        {
+            let mut keys: Vec<StateKey> = self.by_event.get(&(room, target_id)).cloned().unwrap_or_default();
+            keys.extend(staged_events.get(&(room, target_id)).cloned().unwrap_or_default());
+            keys.sort_unstable();
+            keys.dedup();
+            for key in keys {
+                if let Some(cur) = self.current(staged, &key)
+                    && cur.event_id == target_id
+                    && !cur.redacted
+                {
+                    let type_name = dict.get(cur.event_type);
+                    let content = dict.with(cur.content, |c| serde_json::from_str::<Map<String, Value>>(c).unwrap_or_default());
+                    let stripped = redact_content(&type_name, &content);
+                    let mut redacted = cur.clone();
+                    redacted.content = intern_content(dict, &type_name, &stripped);
+                    redacted.redacted = true;
+                    staged.insert(key, Some(redacted));
+                }
+            }
+        }
+        let Some(state_key) = &ev.state_key else { return };
+        let key = (room, dict.intern(&ev.event_type), dict.intern(state_key));
+        let content = if ev.redacted_because { redact_content(&ev.event_type, &ev.content) } else { ev.content.clone() };
+        let record = RoomState {
+            room,
+            event_type: key.1,
+            state_key: key.2,
+            event_id: dict.intern(&ev.event_id),
+            sender: dict.intern(&ev.sender),
+            ts: ev.origin_server_ts,
+            content: intern_content(dict, &ev.event_type, &content),
+            redacted: ev.redacted_because,
+        };
+        staged_events.entry((room, record.event_id)).or_default().push(key);
+        staged.insert(key, Some(record));
+    }
+
+    /// Applies a committed source delta's changes to the ingestor's state.
+    pub fn commit(&mut self, prepared: Prepared) {
+        for (key, new) in prepared.state {
+            self.set_state(key, new);
+        }
+        for (instance, new) in prepared.instances {
+            match new {
+                Some(rooms) => {
+                    self.instances.insert(instance, rooms);
+                }
+                None => {
+                    self.instances.remove(&instance);
+                }
+            }
+        }
+    }
+}
+
+/// Interns an event's content as compact JSON, and the strings of it that the dataflow turns
+/// into ids (rule fields, display names), in a fixed order.
+fn intern_content(dict: &Dictionary, event_type: &str, content: &Map<String, Value>) -> Id {
+    if event_type == "m.room.member" || event_type.contains(".rule.") {
+        for s in content_strings(content) {
+            dict.intern(s);
+        }
+    }
+    dict.intern(&serde_json::to_string(content).expect("JSON values serialize"))
+}

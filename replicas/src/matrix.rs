@@ -1,0 +1,129 @@
+//! The Matrix replicas on a runtime: ingest parsed files, read replicas as JSON.
+
+use std::collections::BTreeMap;
+
+use prr_engine::{Error, Runtime, RuntimeConfig, Seq};
+use serde_json::{Value, json};
+
+use crate::dag::matrix_dag;
+use crate::ingest::Ingestor;
+use crate::parse::SourceItem;
+use crate::record::Rec;
+use crate::render::{render_sorted, to_json};
+
+/// A runtime running the Matrix replicas, with the ingest state beside it.
+pub struct Matrix {
+    rt: Runtime<Rec>,
+    ingestor: Option<Ingestor>,
+}
+
+/// What one ingest changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IngestSummary {
+    /// The source deltas added, in order.
+    pub seqs: Vec<Seq>,
+    /// Per replica, the records added and removed.
+    pub changes: BTreeMap<String, (u64, u64)>,
+}
+
+impl Matrix {
+    /// Starts the runtime (opening its store, if configured) with the Matrix replicas.
+    pub fn start(config: RuntimeConfig) -> Result<Self, Error> {
+        let rt = Runtime::start_with(config, matrix_dag)?;
+        Ok(Matrix { rt, ingestor: None })
+    }
+
+    /// The runtime underneath.
+    pub fn runtime(&mut self) -> &mut Runtime<Rec> {
+        &mut self.rt
+    }
+
+    fn ingestor(&mut self) -> Result<&mut Ingestor, Error> {
+        if self.ingestor.is_none() {
+            let rs = self.rt.replica("room_state")?;
+            let inst = self.rt.replica("instances")?;
+            let mut contents: Vec<Rec> = self.rt.read(rs, None)?.into_iter().map(|(r, _)| r).collect();
+            contents.extend(self.rt.read(inst, None)?.into_iter().map(|(r, _)| r));
+            self.ingestor = Some(Ingestor::new(rs, inst, contents));
+        }
+        Ok(self.ingestor.as_mut().expect("ingestor loaded"))
+    }
+
+    /// Ingests one source delta (a parsed file): commits it durably and feeds it. Returns its
+    /// `Seq`; replicas are final through it when this returns.
+    pub fn ingest(&mut self, items: &[SourceItem]) -> Result<Seq, Error> {
+        Ok(self.ingest_many(std::slice::from_ref(&items.to_vec()))?[0])
+    }
+
+    /// Ingests several source deltas in one durable commit (a group commit).
+    pub fn ingest_many(&mut self, batches: &[Vec<SourceItem>]) -> Result<Vec<Seq>, Error> {
+        self.ingestor()?;
+        let dict = self.rt.dictionary().clone();
+        let ingestor = self.ingestor.as_mut().expect("ingestor loaded");
+        // Each batch sees the state left by the ones before it.
+        let mut deltas = Vec::with_capacity(batches.len());
+        let mut staged = Vec::with_capacity(batches.len());
+        for items in batches {
+            let mut prepared = ingestor.prepare(&dict, items);
+            deltas.push(std::mem::take(&mut prepared.delta));
+            ingestor.commit(prepared);
+            staged.push(());
+        }
+        match self.rt.push_many(deltas) {
+            Ok(seqs) => {
+                self.rt.step_until(*seqs.last().expect("at least one batch"))?;
+                Ok(seqs)
+            }
+            Err(e) => {
+                // The ingest state ran ahead of the store: reload it from the replicas.
+                self.ingestor = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// A replica's records as the spec's JSON objects, sorted by key: all of them or one
+    /// partition (a room or instance ID), now or as of an earlier `Seq`.
+    pub fn show(&mut self, replica: &str, partition: Option<&str>, as_of: Option<Seq>) -> Result<Vec<Value>, Error> {
+        let id = self.rt.replica(replica)?;
+        let part = match partition {
+            Some(p) => match self.rt.dictionary().lookup(p) {
+                Some(pid) => Some(pid),
+                None => return Ok(Vec::new()),
+            },
+            None => None,
+        };
+        let rows = match as_of {
+            Some(seq) => self.rt.read_as_of(id, seq, part)?,
+            None => self.rt.read(id, part)?,
+        };
+        Ok(render_sorted(self.rt.dictionary(), &rows))
+    }
+
+    /// A replica's deltas after `since`, as `{"seq", "diff", "record"}` objects in `Seq` order.
+    pub fn deltas(&mut self, replica: &str, since: Seq) -> Result<Vec<Value>, Error> {
+        let id = self.rt.replica(replica)?;
+        let deltas = self.rt.deltas_since(id, since)?;
+        let dict = self.rt.dictionary();
+        let mut out = Vec::new();
+        for d in deltas {
+            let mut rows: Vec<(Vec<String>, isize, Value)> = d
+                .updates
+                .iter()
+                .map(|(r, diff)| (crate::render::sort_key(dict, r), *diff, to_json(dict, r)))
+                .collect();
+            rows.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+            for (_, diff, record) in rows {
+                for _ in 0..diff.unsigned_abs() {
+                    out.push(json!({"seq": d.seq.0, "diff": diff.signum(), "record": record}));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stops the runtime, capturing revisions first.
+    pub fn shutdown(self) -> Result<(), Error> {
+        self.rt.shutdown()
+    }
+}

@@ -1,0 +1,349 @@
+//! The records of the Matrix replicas: small tuples of interned ids.
+
+use prr_engine::Id;
+use serde::{Deserialize, Serialize};
+
+/// A `room_state` record: the latest state event at `(room, type, state_key)`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RoomState {
+    /// `room_id`.
+    pub room: Id,
+    /// `type`.
+    pub event_type: Id,
+    /// `state_key`.
+    pub state_key: Id,
+    /// `event_id`.
+    pub event_id: Id,
+    /// `sender`.
+    pub sender: Id,
+    /// `origin_server_ts`.
+    pub ts: Option<i64>,
+    /// The content, as compact JSON text (stripped when redacted).
+    pub content: Id,
+    /// Whether the event was redacted.
+    pub redacted: bool,
+}
+
+/// What a manifest says of an instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Relation {
+    /// The instance exists (`room` is unused, 0).
+    Exists,
+    /// The instance watches policy room `room`.
+    Watch,
+    /// The instance protects room `room`.
+    Protect,
+}
+
+/// A rule's kind (ordered as its name sorts: room, server, user).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    /// `room` rules.
+    Room,
+    /// `server` rules.
+    Server,
+    /// `user` rules.
+    User,
+}
+
+impl Kind {
+    /// The name in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Room => "room",
+            Kind::Server => "server",
+            Kind::User => "user",
+        }
+    }
+}
+
+/// How a rule's entity is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum MatchKind {
+    /// A glob (contains `*` or `?`).
+    Glob,
+    /// A SHA-256 hash of the entity.
+    Hashed,
+    /// A literal entity.
+    Literal,
+}
+
+impl MatchKind {
+    /// The name in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatchKind::Glob => "glob",
+            MatchKind::Hashed => "hashed",
+            MatchKind::Literal => "literal",
+        }
+    }
+}
+
+/// A recommendation's class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Class {
+    /// `m.ban`, `org.matrix.mjolnir.ban`.
+    Ban,
+    /// `m.takedown`, `org.matrix.msc4204.takedown`.
+    Takedown,
+    /// `org.matrix.mjolnir.allow`.
+    Allow,
+    /// Anything else.
+    Unknown,
+}
+
+impl Class {
+    /// The class of a recommendation.
+    pub fn of(recommendation: &str) -> Class {
+        match recommendation {
+            "m.ban" | "org.matrix.mjolnir.ban" => Class::Ban,
+            "m.takedown" | "org.matrix.msc4204.takedown" => Class::Takedown,
+            "org.matrix.mjolnir.allow" => Class::Allow,
+            _ => Class::Unknown,
+        }
+    }
+
+    /// The name in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Ban => "ban",
+            Class::Takedown => "takedown",
+            Class::Allow => "allow",
+            Class::Unknown => "unknown",
+        }
+    }
+
+    /// Whether the class bans (`ban` or `takedown`).
+    pub fn bans(self) -> bool {
+        matches!(self, Class::Ban | Class::Takedown)
+    }
+}
+
+/// A policy rule in force (a `policy_room` record).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Rule {
+    /// The policy room.
+    pub room: Id,
+    /// `user`, `server` or `room`.
+    pub kind: Kind,
+    /// The slot's state key.
+    pub state_key: Id,
+    /// The event type that took the slot.
+    pub event_type: Id,
+    /// The event.
+    pub event_id: Id,
+    /// Its sender.
+    pub sender: Id,
+    /// Literal, glob or hashed.
+    pub matcher: MatchKind,
+    /// The entity (not for hashed rules).
+    pub entity: Option<Id>,
+    /// The SHA-256 (hashed rules only), as written.
+    pub sha256: Option<Id>,
+    /// The recommendation, as written.
+    pub recommendation: Id,
+    /// Its class.
+    pub class: Class,
+    /// The reason, if a string.
+    pub reason: Option<Id>,
+}
+
+/// A membership value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Membership {
+    /// `ban`.
+    Ban,
+    /// `invite`.
+    Invite,
+    /// `join`.
+    Join,
+    /// `knock`.
+    Knock,
+    /// `leave`.
+    Leave,
+}
+
+impl Membership {
+    /// Parses a membership value.
+    pub fn parse(s: &str) -> Option<Membership> {
+        Some(match s {
+            "ban" => Membership::Ban,
+            "invite" => Membership::Invite,
+            "join" => Membership::Join,
+            "knock" => Membership::Knock,
+            "leave" => Membership::Leave,
+            _ => return None,
+        })
+    }
+
+    /// The name in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Membership::Ban => "ban",
+            Membership::Invite => "invite",
+            Membership::Join => "join",
+            Membership::Knock => "knock",
+            Membership::Leave => "leave",
+        }
+    }
+
+    /// Whether the user is present (join, invite or knock).
+    pub fn present(self) -> bool {
+        matches!(self, Membership::Join | Membership::Invite | Membership::Knock)
+    }
+}
+
+/// Why an event is in `rejects`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum RejectReason {
+    /// A rule whose `entity` is not a string.
+    EntityNotString,
+    /// A rule with neither entity nor hash.
+    NoEntityOrHash,
+    /// A rule without a string `recommendation`.
+    RecommendationNotString,
+    /// A member event whose `membership` is missing or not a string.
+    MembershipMissing,
+    /// A member event whose `membership` is not a known value.
+    MembershipUnknown,
+}
+
+impl RejectReason {
+    /// The replica that rejected it.
+    pub fn replica(self) -> &'static str {
+        match self {
+            RejectReason::EntityNotString
+            | RejectReason::NoEntityOrHash
+            | RejectReason::RecommendationNotString => "policy_room",
+            RejectReason::MembershipMissing | RejectReason::MembershipUnknown => "room_members",
+        }
+    }
+
+    /// A sentence for people.
+    pub fn message(self) -> &'static str {
+        match self {
+            RejectReason::EntityNotString => "`entity` is not a string",
+            RejectReason::NoEntityOrHash => "no `entity` and no `hashes.sha256` or `org.matrix.msc4205.hashes.sha256` string",
+            RejectReason::RecommendationNotString => "`recommendation` is missing or not a string",
+            RejectReason::MembershipMissing => "`membership` is missing or not a string",
+            RejectReason::MembershipUnknown => "`membership` is not join, invite, knock, leave or ban",
+        }
+    }
+}
+
+/// A record of any Matrix replica. Each replica holds one variant.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Rec {
+    /// `room_state`.
+    RoomState(RoomState),
+    /// `instances` (the manifests' source replica): `(instance, relation, room)`.
+    Instance {
+        /// The instance (a user ID).
+        instance: Id,
+        /// What the manifest says.
+        relation: Relation,
+        /// The room (0 for `Exists`).
+        room: Id,
+    },
+    /// `policy_room`.
+    Rule(Rule),
+    /// `policy_list`.
+    ListRule {
+        /// The instance.
+        instance: Id,
+        /// The rule.
+        rule: Rule,
+    },
+    /// `room_members`.
+    Member {
+        /// The room.
+        room: Id,
+        /// The user.
+        user: Id,
+        /// The membership.
+        membership: Membership,
+        /// The display name, if a string.
+        displayname: Option<Id>,
+    },
+    /// `member_set`.
+    MemberSet {
+        /// The instance.
+        instance: Id,
+        /// The user.
+        user: Id,
+        /// Protected rooms the user is present in.
+        rooms: u32,
+    },
+    /// `member_matches`.
+    Match {
+        /// The instance.
+        instance: Id,
+        /// The user.
+        user: Id,
+        /// The matching rule.
+        rule: Rule,
+    },
+    /// `member_bans`.
+    Ban {
+        /// The instance.
+        instance: Id,
+        /// The protected room.
+        room: Id,
+        /// The user.
+        user: Id,
+        /// The chosen rule's room.
+        rule_room: Id,
+        /// The chosen rule's event.
+        rule_event: Id,
+        /// The chosen rule's reason.
+        reason: Option<Id>,
+    },
+    /// `server_acl`.
+    Acl {
+        /// The instance.
+        instance: Id,
+        /// The denied entities, sorted by their text.
+        deny: Vec<Id>,
+    },
+    /// `acl_sync`.
+    AclSync {
+        /// The instance.
+        instance: Id,
+        /// The protected room.
+        room: Id,
+        /// Whether the room's ACL equals the intent.
+        in_sync: bool,
+    },
+    /// `rejects`.
+    Reject {
+        /// The room.
+        room: Id,
+        /// The event.
+        event_id: Id,
+        /// Its type.
+        event_type: Id,
+        /// Its state key.
+        state_key: Id,
+        /// Why.
+        reason: RejectReason,
+    },
+}
+
+impl Rec {
+    /// The partition of a record: its room or its instance.
+    pub fn partition(&self) -> u64 {
+        match self {
+            Rec::RoomState(r) => r.room,
+            Rec::Instance { instance, .. } => *instance,
+            Rec::Rule(r) => r.room,
+            Rec::ListRule { instance, .. } => *instance,
+            Rec::Member { room, .. } => *room,
+            Rec::MemberSet { instance, .. } => *instance,
+            Rec::Match { instance, .. } => *instance,
+            Rec::Ban { instance, .. } => *instance,
+            Rec::Acl { instance, .. } => *instance,
+            Rec::AclSync { instance, .. } => *instance,
+            Rec::Reject { room, .. } => *room,
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Records as the spec's JSON objects, and the keys `prr show` sorts them by.
+
+use prr_engine::{Dictionary, Id};
+use serde_json::{Map, Value, json};
+
+use crate::record::{Rec, Relation, Rule};
+
+/// The reason of a ban whose rule gives none.
+pub const NO_REASON: &str = "<no reason supplied>";
+
+fn s(dict: &Dictionary, id: Id) -> Value {
+    Value::String(dict.get(id).to_string())
+}
+
+fn opt(dict: &Dictionary, id: Option<Id>) -> Value {
+    id.map(|i| s(dict, i)).unwrap_or(Value::Null)
+}
+
+fn rule_fields(dict: &Dictionary, r: &Rule, out: &mut Map<String, Value>) {
+    out.insert("room_id".into(), s(dict, r.room));
+    out.insert("kind".into(), json!(r.kind.as_str()));
+    out.insert("state_key".into(), s(dict, r.state_key));
+    out.insert("type".into(), s(dict, r.event_type));
+    out.insert("event_id".into(), s(dict, r.event_id));
+    out.insert("sender".into(), s(dict, r.sender));
+    out.insert("match".into(), json!(r.matcher.as_str()));
+    out.insert("entity".into(), opt(dict, r.entity));
+    out.insert("sha256".into(), opt(dict, r.sha256));
+    out.insert("recommendation".into(), s(dict, r.recommendation));
+    out.insert("class".into(), json!(r.class.as_str()));
+    out.insert("reason".into(), opt(dict, r.reason));
+}
+
+/// A record as the JSON object of its replica, with the spec's fields in the spec's order.
+pub fn to_json(dict: &Dictionary, rec: &Rec) -> Value {
+    let mut m = Map::new();
+    match rec {
+        Rec::RoomState(r) => {
+            m.insert("room_id".into(), s(dict, r.room));
+            m.insert("type".into(), s(dict, r.event_type));
+            m.insert("state_key".into(), s(dict, r.state_key));
+            m.insert("event_id".into(), s(dict, r.event_id));
+            m.insert("sender".into(), s(dict, r.sender));
+            m.insert("origin_server_ts".into(), r.ts.map(Value::from).unwrap_or(Value::Null));
+            m.insert("content".into(), dict.with(r.content, |c| serde_json::from_str(c).unwrap_or(Value::Null)));
+            m.insert("redacted".into(), Value::Bool(r.redacted));
+        }
+        Rec::Instance { instance, relation, room } => {
+            m.insert("instance".into(), s(dict, *instance));
+            let (rel, room) = match relation {
+                Relation::Exists => ("exists", Value::Null),
+                Relation::Watch => ("watch", s(dict, *room)),
+                Relation::Protect => ("protect", s(dict, *room)),
+            };
+            m.insert("relation".into(), json!(rel));
+            m.insert("room_id".into(), room);
+        }
+        Rec::Rule(r) => rule_fields(dict, r, &mut m),
+        Rec::ListRule { instance, rule } => {
+            m.insert("instance".into(), s(dict, *instance));
+            rule_fields(dict, rule, &mut m);
+        }
+        Rec::Member { room, user, membership, displayname } => {
+            m.insert("room_id".into(), s(dict, *room));
+            m.insert("user_id".into(), s(dict, *user));
+            m.insert("membership".into(), json!(membership.as_str()));
+            m.insert("displayname".into(), opt(dict, *displayname));
+        }
+        Rec::MemberSet { instance, user, rooms } => {
+            m.insert("instance".into(), s(dict, *instance));
+            m.insert("user_id".into(), s(dict, *user));
+            m.insert("rooms".into(), json!(rooms));
+        }
+        Rec::Match { instance, user, rule } => {
+            m.insert("instance".into(), s(dict, *instance));
+            m.insert("user_id".into(), s(dict, *user));
+            m.insert("room_id".into(), s(dict, rule.room));
+            m.insert("kind".into(), json!(rule.kind.as_str()));
+            m.insert("state_key".into(), s(dict, rule.state_key));
+            m.insert("event_id".into(), s(dict, rule.event_id));
+            m.insert("match".into(), json!(rule.matcher.as_str()));
+            m.insert("entity".into(), opt(dict, rule.entity));
+            m.insert("recommendation".into(), s(dict, rule.recommendation));
+            m.insert("class".into(), json!(rule.class.as_str()));
+            m.insert("reason".into(), opt(dict, rule.reason));
+        }
+        Rec::Ban { instance, room, user, rule_room, rule_event, reason } => {
+            m.insert("instance".into(), s(dict, *instance));
+            m.insert("room_id".into(), s(dict, *room));
+            m.insert("user_id".into(), s(dict, *user));
+            m.insert("rule_room_id".into(), s(dict, *rule_room));
+            m.insert("rule_event_id".into(), s(dict, *rule_event));
+            m.insert("reason".into(), reason.map(|r| s(dict, r)).unwrap_or_else(|| json!(NO_REASON)));
+        }
+        Rec::Acl { instance, deny } => {
+            m.insert("instance".into(), s(dict, *instance));
+            m.insert("allow".into(), json!(["*"]));
+            m.insert("deny".into(), Value::Array(deny.iter().map(|d| s(dict, *d)).collect()));
+            m.insert("allow_ip_literals".into(), Value::Bool(false));
+        }
+        Rec::AclSync { instance, room, in_sync } => {
+            m.insert("instance".into(), s(dict, *instance));
+            m.insert("room_id".into(), s(dict, *room));
+            m.insert("in_sync".into(), Value::Bool(*in_sync));
+        }
+        Rec::Reject { room, event_id, event_type, state_key, reason } => {
+            m.insert("room_id".into(), s(dict, *room));
+            m.insert("event_id".into(), s(dict, *event_id));
+            m.insert("type".into(), s(dict, *event_type));
+            m.insert("state_key".into(), s(dict, *state_key));
+            m.insert("replica".into(), json!(reason.replica()));
+            m.insert("reason".into(), json!(reason.message()));
+        }
+    }
+    Value::Object(m)
+}
+
+/// The key a record is sorted by in output: the spec's key fields, as text.
+pub fn sort_key(dict: &Dictionary, rec: &Rec) -> Vec<String> {
+    let t = |id: Id| dict.get(id).to_string();
+    match rec {
+        Rec::RoomState(r) => vec![t(r.room), t(r.event_type), t(r.state_key)],
+        Rec::Instance { instance, relation, room } => {
+            let room = if *relation == Relation::Exists { String::new() } else { t(*room) };
+            vec![t(*instance), format!("{relation:?}"), room]
+        }
+        Rec::Rule(r) => vec![t(r.room), r.kind.as_str().into(), t(r.state_key)],
+        Rec::ListRule { instance, rule } => vec![t(*instance), t(rule.room), rule.kind.as_str().into(), t(rule.state_key)],
+        Rec::Member { room, user, .. } => vec![t(*room), t(*user)],
+        Rec::MemberSet { instance, user, .. } => vec![t(*instance), t(*user)],
+        Rec::Match { instance, user, rule } => {
+            vec![t(*instance), t(*user), t(rule.room), rule.kind.as_str().into(), t(rule.state_key)]
+        }
+        Rec::Ban { instance, room, user, .. } => vec![t(*instance), t(*room), t(*user)],
+        Rec::Acl { instance, .. } => vec![t(*instance)],
+        Rec::AclSync { instance, room, .. } => vec![t(*instance), t(*room)],
+        Rec::Reject { room, event_type, state_key, reason, .. } => {
+            vec![t(*room), t(*event_type), t(*state_key), reason.replica().into()]
+        }
+    }
+}
+
+/// Records as JSON objects, sorted by their keys (records repeated by their multiplicity).
+pub fn render_sorted(dict: &Dictionary, rows: &[(Rec, isize)]) -> Vec<Value> {
+    let mut keyed: Vec<(Vec<String>, Value)> = Vec::with_capacity(rows.len());
+    for (rec, count) in rows {
+        for _ in 0..(*count).max(0) {
+            keyed.push((sort_key(dict, rec), to_json(dict, rec)));
+        }
+    }
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    keyed.into_iter().map(|(_, v)| v).collect()
+}
