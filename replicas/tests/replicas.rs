@@ -1,0 +1,9 @@
+//! Integration tests of the Matrix replicas: one binary, with submodules.
+
+#[path = "replicas/oracle.rs"]
+mod oracle;
+#[path = "replicas/workload.rs"]
+mod workload;
+
+#[path = "replicas/agreement.rs"]
+mod agreement;
