@@ -21,6 +21,7 @@ pub struct RuntimeConfig {
     pub(crate) revision_every: Option<u64>,
     pub(crate) keep_revisions: usize,
     pub(crate) revision_on_shutdown: bool,
+    pub(crate) log_gc: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -31,6 +32,7 @@ impl Default for RuntimeConfig {
             revision_every: None,
             keep_revisions: 2,
             revision_on_shutdown: true,
+            log_gc: false,
         }
     }
 }
@@ -70,6 +72,15 @@ impl RuntimeConfig {
     /// Whether a clean shutdown captures revisions (default: yes).
     pub fn with_revision_on_shutdown(mut self, yes: bool) -> Self {
         self.revision_on_shutdown = yes;
+        self
+    }
+
+    /// Whether the garbage collection after each revision capture also deletes the source log
+    /// up to the oldest retained restore point (default: no; the log then keeps the whole
+    /// history for `deltas` and time travel, and only an explicit
+    /// [`crate::Runtime::collect_garbage`] with the log cuts it).
+    pub fn with_log_gc(mut self, yes: bool) -> Self {
+        self.log_gc = yes;
         self
     }
 

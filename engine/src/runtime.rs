@@ -370,20 +370,21 @@ impl<R: Record> Runtime<R> {
             self.dictionary.mark_persisted(first_id + strings.len() as u64);
         }
         self.since_revision = 0;
-        self.collect_garbage()?;
+        self.collect_garbage(self.config.log_gc)?;
         Ok(Seq(as_of))
     }
 
     /// Deletes what no retained revision needs: revisions beyond the newest
     /// `keep_revisions` of each replica (never one that a retained revision of a transitive
-    /// dependent at the same `as_of` still needs), and source-log entries at or below the
-    /// oldest retained restore point.
-    pub fn collect_garbage(&mut self) -> Result<(), Error> {
+    /// dependent at the same `as_of` still needs), and, with `cut_log`, the source-log entries
+    /// at or below the oldest retained restore point.
+    pub fn collect_garbage(&mut self, cut_log: bool) -> Result<(), Error> {
         let Some(store) = &self.store else {
             return Err(Error::NoStore("collecting garbage"));
         };
         let revisions = store.revisions()?;
         let (delete, log_through) = gc_plan(&self.dag, &revisions, self.config.keep_revisions);
+        let log_through = log_through.filter(|_| cut_log);
         if !delete.is_empty() || log_through.is_some() {
             store.collect_garbage(&delete, log_through)?;
         }

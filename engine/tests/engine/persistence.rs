@@ -133,7 +133,7 @@ fn garbage_collection_never_breaks_restore_or_time_travel() {
     let path = dir.path().join("s.redb");
     let mut rng = StdRng::seed_from_u64(7);
     let mut deltas: Vec<Vec<u64>> = Vec::new();
-    let mut rt = Runtime::start(config(&path).with_revision_every(Some(3)), dag(1)).unwrap();
+    let mut rt = Runtime::start(config(&path).with_revision_every(Some(3)).with_log_gc(true), dag(1)).unwrap();
     for _ in 0..14 {
         let d: Vec<u64> = (0..rng.random_range(1..5)).map(|_| rng.random_range(0..40)).collect();
         push_numbers(&mut rt, &d);
@@ -182,6 +182,7 @@ fn deltas_since_replays_history() {
     // After a revision at seq 3, garbage collection cuts the log: history since seq 3 and
     // later is still there, older history is a clear error.
     rt.capture_revisions().unwrap();
+    rt.collect_garbage(true).unwrap();
     push_numbers(&mut rt, &[10, 11]);
     let later = rt.deltas_since(evens, Seq(3)).unwrap();
     assert_eq!(later.iter().map(|d| (d.seq.0, d.updates.clone())).collect::<Vec<_>>(), vec![(4, vec![(10, 1)])]);
@@ -242,7 +243,7 @@ fn crash_child() {
     let Ok(path) = std::env::var("PRR_CRASH_STORE") else { return };
     let seed: u64 = std::env::var("PRR_CRASH_SEED").unwrap().parse().unwrap();
     let mut rt = Runtime::start(
-        RuntimeConfig::new().with_store(&path).with_revision_every(Some(2)).with_keep_revisions(2),
+        RuntimeConfig::new().with_store(&path).with_revision_every(Some(2)).with_keep_revisions(2).with_log_gc(true),
         dag(1),
     )
     .unwrap();

@@ -1,0 +1,171 @@
+//! The command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+const AFTER_HELP: &str = "\
+Exit status: 0 success; 1 the store or runtime failed; 2 bad usage (unknown command, option or
+replica); 3 invalid input data (nothing was stored); 4 `check` found problems or
+`rebuild --check` found differences.
+
+Examples:
+  prr ingest examples/data/real/chitchat_matrix-spec_state.json examples/data/manifest.json
+  prr show member_bans
+  prr status --format json";
+
+/// prr, the Persistent Replica Runtime: incremental, persistent moderation replicas for
+/// Matrix bots (Draupnir). Ingest exported room state and instance manifests; query policy
+/// lists, members matching policies, and the bans and server ACLs each instance intends.
+#[derive(Debug, Parser)]
+#[command(name = "prr", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// The store file.
+    #[arg(long, global = true, env = "PRR_STORE", default_value = "prr.redb", value_name = "PATH")]
+    pub store: PathBuf,
+    /// Timely worker threads (at most the number of cores is wise).
+    #[arg(long, global = true, default_value_t = 1, value_name = "N")]
+    pub workers: usize,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats of `show`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ShowFormat {
+    /// Aligned columns (the default on a terminal).
+    Table,
+    /// One JSON array.
+    Json,
+    /// One JSON object per line (the default otherwise).
+    Ndjson,
+}
+
+/// Output formats of `deltas`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DeltasFormat {
+    /// One `{"seq", "diff", "record"}` object per line.
+    Ndjson,
+    /// Aligned columns.
+    Table,
+}
+
+/// Output formats of `status` and `revisions`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum InfoFormat {
+    /// Human-readable.
+    Table,
+    /// A JSON object.
+    Json,
+}
+
+/// Output formats of `graph`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    /// Graphviz.
+    Dot,
+    /// Mermaid.
+    Mermaid,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Ingest files: each one atomic source delta, in the order given.
+    ///
+    /// A file is room state (a JSON array of events, `{"state": [...]}`, `{"room_id", "events"}`,
+    /// or one event per line) or an instance manifest (`{"instances": [...]}`). A directory
+    /// stands for its files, sorted by name; `-` reads standard input. Every file is checked
+    /// before anything is stored: if one is invalid, nothing is stored.
+    #[command(after_help = "Examples:\n  prr ingest room-state.json manifest.json\n  prr ingest exports/\n  cat events.ndjson | prr ingest -")]
+    Ingest {
+        /// Files, directories, or `-` for standard input.
+        #[arg(required = true, value_name = "FILE|DIR")]
+        paths: Vec<PathBuf>,
+    },
+    /// Print a replica's records, sorted by key.
+    #[command(after_help = "Examples:\n  prr show member_bans\n  prr show room_members --partition '!room:example.org' --format json\n  prr show server_acl --as-of 3")]
+    Show {
+        /// The replica (see `prr graph`).
+        replica: String,
+        /// Only this partition (a room ID or an instance ID, per the replica).
+        #[arg(long, value_name = "KEY")]
+        partition: Option<String>,
+        /// As of an earlier sequence number (time travel over retained history).
+        #[arg(long, value_name = "SEQ")]
+        as_of: Option<u64>,
+        /// Output format [default: table on a terminal, ndjson otherwise].
+        #[arg(long, value_enum)]
+        format: Option<ShowFormat>,
+    },
+    /// Print a replica's deltas after a sequence number, in order.
+    #[command(after_help = "Examples:\n  prr deltas member_bans\n  prr deltas policy_list --since 12")]
+    Deltas {
+        /// The replica.
+        replica: String,
+        /// Only deltas at sequence numbers greater than this.
+        #[arg(long, default_value_t = 0, value_name = "SEQ")]
+        since: u64,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "ndjson")]
+        format: DeltasFormat,
+    },
+    /// Show the store: current seq, replicas (frontier, records, revisions), log, size.
+    #[command(after_help = "Examples:\n  prr status\n  prr status --format json | jq .seq")]
+    Status {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: InfoFormat,
+    },
+    /// List stored revisions.
+    #[command(after_help = "Examples:\n  prr revisions\n  prr revisions member_bans --format json")]
+    Revisions {
+        /// Only this replica's.
+        replica: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: InfoFormat,
+    },
+    /// Capture revisions now, collect garbage, and shrink the file.
+    #[command(after_help = "Example:\n  prr compact")]
+    Compact,
+    /// Recompute replicas from the source log and compare with (or replace) stored revisions.
+    #[command(after_help = "Examples:\n  prr rebuild --check\n  prr rebuild member_matches member_bans")]
+    Rebuild {
+        /// Replicas to rebuild (all if none).
+        replicas: Vec<String>,
+        /// Only compare; exit 4 on a difference.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Verify the store's integrity.
+    #[command(after_help = "Example:\n  prr check")]
+    Check,
+    /// Embedded streaming: NDJSON events or manifests in, replica deltas out.
+    ///
+    /// Lines that arrive together form one source delta; each is committed durably before its
+    /// deltas are written. A bad line is reported on standard error and skipped.
+    #[command(after_help = "Example:\n  tail -f events.ndjson | prr stream --emit member_bans,server_acl")]
+    Stream {
+        /// Replicas whose deltas to write (comma-separated).
+        #[arg(long, value_delimiter = ',', value_name = "REPLICA,...")]
+        emit: Vec<String>,
+        /// At most this many lines in one source delta.
+        #[arg(long, default_value_t = 4096, value_name = "N")]
+        max_batch: usize,
+    },
+    /// Print the replica DAG: inputs and partition keys.
+    #[command(after_help = "Examples:\n  prr graph\n  prr graph --format mermaid")]
+    Graph {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "dot")]
+        format: GraphFormat,
+    },
+    /// Print shell completions.
+    #[command(after_help = "Example:\n  prr completions bash > /etc/bash_completion.d/prr")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}

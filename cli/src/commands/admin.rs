@@ -1,0 +1,197 @@
+//! `prr status`, `revisions`, `compact`, `rebuild`, `check`, `graph`.
+
+use std::io::Write;
+
+use prr_engine::{InputMode, RuntimeConfig};
+use prr_replicas::{Matrix, REPLICAS};
+use serde_json::json;
+
+use super::Ctx;
+use crate::args::{GraphFormat, InfoFormat};
+use crate::{Failure, exit};
+
+pub fn status(ctx: &Ctx, format: InfoFormat) -> Result<u8, Failure> {
+    let mut m = ctx.open_read()?;
+    let st = m.runtime().status()?;
+    let rejects = st.replicas.iter().find(|r| r.name == "rejects").map(|r| r.records).unwrap_or(0);
+    let mut out = std::io::stdout().lock();
+    match format {
+        InfoFormat::Json => {
+            let replicas: Vec<_> = st
+                .replicas
+                .iter()
+                .map(|r| {
+                    json!({
+                        "name": r.name,
+                        "frontier": r.frontier.0,
+                        "records": r.records,
+                        "newest_revision": r.newest_revision.map(|s| s.0),
+                        "logic_version": r.logic_version,
+                    })
+                })
+                .collect();
+            let store = st.store.as_ref();
+            let v = json!({
+                "seq": st.seq.0,
+                "replicas": replicas,
+                "log": {
+                    "entries": store.map(|s| s.log_entries).unwrap_or(0),
+                    "first_seq": store.and_then(|s| s.first_log_seq),
+                },
+                "store": ctx.store.display().to_string(),
+                "store_bytes": store.map(|s| s.file_bytes).unwrap_or(0),
+                "rejects": rejects,
+            });
+            writeln!(out, "{v}")?;
+        }
+        InfoFormat::Table => {
+            writeln!(out, "store    {}", ctx.store.display())?;
+            writeln!(out, "seq      {}", st.seq.0)?;
+            if let Some(s) = &st.store {
+                let first = s.first_log_seq.map(|f| format!(" (from seq {f})")).unwrap_or_default();
+                writeln!(out, "log      {} source deltas{first}", s.log_entries)?;
+                writeln!(out, "size     {} bytes, {} identifiers", s.file_bytes, s.strings)?;
+            }
+            writeln!(out, "rejects  {rejects}")?;
+            writeln!(out)?;
+            writeln!(out, "{:<15} {:>9} {:>10} {:>16} {:>6}", "replica", "frontier", "records", "newest revision", "logic")?;
+            for r in &st.replicas {
+                let rev = r.newest_revision.map(|s| s.0.to_string()).unwrap_or_else(|| "-".into());
+                writeln!(out, "{:<15} {:>9} {:>10} {:>16} {:>6}", r.name, r.frontier.0, r.records, rev, r.logic_version)?;
+            }
+        }
+    }
+    m.shutdown()?;
+    Ok(exit::OK)
+}
+
+pub fn revisions(ctx: &Ctx, replica: Option<&str>, format: InfoFormat) -> Result<u8, Failure> {
+    let mut m = ctx.open_read()?;
+    if let Some(r) = replica {
+        m.runtime().replica(r)?;
+    }
+    let revs: Vec<_> = m.runtime().revisions()?.into_iter().filter(|r| replica.is_none_or(|n| r.replica == n)).collect();
+    let mut out = std::io::stdout().lock();
+    match format {
+        InfoFormat::Json => {
+            let v: Vec<_> = revs
+                .iter()
+                .map(|r| {
+                    json!({"replica": r.replica, "as_of": r.as_of, "logic_version": r.logic_version,
+                           "description_hash": format!("{:016x}", r.description_hash), "records": r.records})
+                })
+                .collect();
+            writeln!(out, "{}", serde_json::Value::Array(v))?;
+        }
+        InfoFormat::Table => {
+            writeln!(out, "{:<15} {:>8} {:>6} {:>10}", "replica", "as_of", "logic", "records")?;
+            for r in &revs {
+                writeln!(out, "{:<15} {:>8} {:>6} {:>10}", r.replica, r.as_of, r.logic_version, r.records)?;
+            }
+        }
+    }
+    m.shutdown()?;
+    Ok(exit::OK)
+}
+
+pub fn compact(ctx: &Ctx) -> Result<u8, Failure> {
+    let mut m = ctx.open()?;
+    let before = std::fs::metadata(&ctx.store).map(|m| m.len()).unwrap_or(0);
+    let as_of = m.runtime().capture_revisions()?;
+    m.runtime().collect_garbage(true)?;
+    m.runtime().compact_store()?;
+    let after = std::fs::metadata(&ctx.store).map(|m| m.len()).unwrap_or(0);
+    m.shutdown()?;
+    println!("revisions captured as of seq {}; store {} -> {} bytes", as_of.0, before, after);
+    Ok(exit::OK)
+}
+
+pub fn rebuild(ctx: &Ctx, replicas: &[String], check: bool) -> Result<u8, Failure> {
+    if !ctx.store.exists() {
+        return Err(Failure::new(exit::FAILURE, anyhow::anyhow!("no store at {}", ctx.store.display())));
+    }
+    let mut m = ctx.open()?;
+    let ids = replicas.iter().map(|r| m.runtime().replica(r)).collect::<Result<Vec<_>, _>>()?;
+    let outcomes = m.runtime().rebuild(&ids, check)?;
+    let mut differ = false;
+    for o in &outcomes {
+        let state = if o.missing + o.extra == 0 {
+            "same".to_string()
+        } else {
+            differ = true;
+            format!("differs: {} missing, {} extra{}", o.missing, o.extra, if o.replaced { "; replaced" } else { "" })
+        };
+        println!("{:<15} as of seq {:<6} {state}", o.replica, o.as_of.0);
+    }
+    if outcomes.is_empty() {
+        println!("no revisions to compare (run `prr compact` to capture some)");
+    }
+    m.shutdown()?;
+    Ok(if check && differ { exit::DIFFERENCES } else { exit::OK })
+}
+
+pub fn check(ctx: &Ctx) -> Result<u8, Failure> {
+    if !ctx.store.exists() {
+        return Err(Failure::new(exit::FAILURE, anyhow::anyhow!("no store at {}", ctx.store.display())));
+    }
+    let mut m = ctx.open_read()?;
+    let problems = m.runtime().check_store()?;
+    m.shutdown()?;
+    if problems.is_empty() {
+        println!("ok: {} is sound", ctx.store.display());
+        Ok(exit::OK)
+    } else {
+        for p in &problems {
+            println!("problem: {p}");
+        }
+        Ok(exit::DIFFERENCES)
+    }
+}
+
+pub fn graph(ctx: &Ctx, format: GraphFormat) -> Result<u8, Failure> {
+    let m = Matrix::start(RuntimeConfig::new().with_workers(ctx.workers))?;
+    let mut m = m;
+    let dag = m.runtime().dag();
+    debug_assert_eq!(dag.len(), REPLICAS.len());
+    let mut out = String::new();
+    match format {
+        GraphFormat::Dot => {
+            out.push_str("digraph prr {\n  rankdir=LR;\n  node [shape=box];\n");
+            for d in dag.replicas() {
+                let what = if d.is_source() { "source" } else { "derived" };
+                out.push_str(&format!(
+                    "  {} [label=\"{}\\n{what}, partition: {}\\nlogic v{}\"{}];\n",
+                    d.name(),
+                    d.name(),
+                    d.partition_key(),
+                    d.logic_version(),
+                    if d.is_source() { ", style=bold" } else { "" }
+                ));
+            }
+            for d in dag.replicas() {
+                for i in d.inputs() {
+                    let style = if i.mode == InputMode::Deltas { ", style=dashed" } else { "" };
+                    out.push_str(&format!("  {} -> {} [label=\"{}\"{style}];\n", i.replica, d.name(), i.mode));
+                }
+            }
+            out.push_str("}\n");
+        }
+        GraphFormat::Mermaid => {
+            out.push_str("flowchart LR\n");
+            for d in dag.replicas() {
+                let what = if d.is_source() { "source" } else { "derived" };
+                out.push_str(&format!("  {}[\"{}<br/>{what} · {}\"]\n", d.name(), d.name(), d.partition_key()));
+            }
+            for d in dag.replicas() {
+                for i in d.inputs() {
+                    let arrow = if i.mode == InputMode::Deltas { "-.->" } else { "-->" };
+                    out.push_str(&format!("  {} {arrow}|{}| {}\n", i.replica, i.mode, d.name()));
+                }
+            }
+        }
+    }
+    print!("{out}");
+    let _ = m.runtime();
+    m.shutdown()?;
+    Ok(exit::OK)
+}

@@ -1,0 +1,60 @@
+//! `prr show` and `prr deltas`.
+
+use std::io::{IsTerminal, Write};
+
+use prr_engine::Seq;
+
+use super::Ctx;
+use crate::args::{DeltasFormat, ShowFormat};
+use crate::output::table;
+use crate::{Failure, exit};
+
+pub fn show(ctx: &Ctx, replica: &str, partition: Option<&str>, as_of: Option<u64>, format: Option<ShowFormat>) -> Result<u8, Failure> {
+    let mut m = ctx.open_read()?;
+    let rows = m.show(replica, partition, as_of.map(Seq))?;
+    let format = format.unwrap_or(if std::io::stdout().is_terminal() { ShowFormat::Table } else { ShowFormat::Ndjson });
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match format {
+        ShowFormat::Ndjson => {
+            for r in &rows {
+                writeln!(out, "{r}")?;
+            }
+        }
+        ShowFormat::Json => writeln!(out, "{}", serde_json::Value::Array(rows))?,
+        ShowFormat::Table => write!(out, "{}", table(&rows))?,
+    }
+    out.flush()?;
+    m.shutdown()?;
+    Ok(exit::OK)
+}
+
+pub fn deltas(ctx: &Ctx, replica: &str, since: u64, format: DeltasFormat) -> Result<u8, Failure> {
+    let mut m = ctx.open_read()?;
+    let rows = m.deltas(replica, Seq(since))?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match format {
+        DeltasFormat::Ndjson => {
+            for r in &rows {
+                writeln!(out, "{r}")?;
+            }
+        }
+        DeltasFormat::Table => {
+            let flat: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|r| {
+                    let mut o = serde_json::Map::new();
+                    o.insert("seq".into(), r["seq"].clone());
+                    o.insert("diff".into(), r["diff"].clone());
+                    if let Some(rec) = r["record"].as_object() {
+                        o.extend(rec.clone());
+                    }
+                    serde_json::Value::Object(o)
+                })
+                .collect();
+            write!(out, "{}", table(&flat))?;
+        }
+    }
+    out.flush()?;
+    m.shutdown()?;
+    Ok(exit::OK)
+}
