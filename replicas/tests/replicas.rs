@@ -7,3 +7,7 @@ mod workload;
 
 #[path = "replicas/agreement.rs"]
 mod agreement;
+#[path = "replicas/differs.rs"]
+mod differs;
+#[path = "replicas/real_data.rs"]
+mod real_data;
