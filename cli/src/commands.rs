@@ -6,7 +6,7 @@ mod query;
 mod stream;
 
 use prr_engine::RuntimeConfig;
-use prr_replicas::Matrix;
+use prr_replicas::{Matrix, REPLICAS};
 
 use crate::args::{Cli, Command};
 use crate::{Failure, exit};
@@ -30,18 +30,35 @@ impl Ctx {
         if !self.store.exists() {
             return Ok(Matrix::start(RuntimeConfig::new().with_workers(self.workers))?);
         }
-        let config = RuntimeConfig::new()
-            .with_store(&self.store)
-            .with_workers(self.workers)
-            .with_revision_on_shutdown(false);
+        let config = RuntimeConfig::new().with_store(&self.store).with_workers(self.workers).with_read_only(true);
         Ok(Matrix::start(config)?)
     }
+}
+
+/// Checks replica names before anything is opened, so a typo never touches the store.
+fn known_replicas<'a>(names: impl IntoIterator<Item = &'a String>) -> Result<(), Failure> {
+    for n in names {
+        if !REPLICAS.contains(&n.as_str()) {
+            return Err(Failure::new(
+                exit::USAGE,
+                anyhow::anyhow!("unknown replica `{n}`; the replicas are: {}", REPLICAS.join(", ")),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Runs a command; returns the exit status.
 pub fn run(cli: Cli) -> Result<u8, Failure> {
     if cli.workers == 0 {
         return Err(Failure::new(exit::USAGE, anyhow::anyhow!("--workers must be at least 1")));
+    }
+    match &cli.command {
+        Command::Show { replica, .. } | Command::Deltas { replica, .. } => known_replicas([replica])?,
+        Command::Revisions { replica: Some(r), .. } => known_replicas([r])?,
+        Command::Rebuild { replicas, .. } => known_replicas(replicas)?,
+        Command::Stream { emit, .. } => known_replicas(emit)?,
+        _ => {}
     }
     let ctx = Ctx { store: cli.store, workers: cli.workers };
     match cli.command {

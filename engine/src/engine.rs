@@ -22,6 +22,7 @@ pub struct RuntimeConfig {
     pub(crate) keep_revisions: usize,
     pub(crate) revision_on_shutdown: bool,
     pub(crate) log_gc: bool,
+    pub(crate) read_only: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -33,6 +34,7 @@ impl Default for RuntimeConfig {
             keep_revisions: 2,
             revision_on_shutdown: true,
             log_gc: false,
+            read_only: false,
         }
     }
 }
@@ -81,6 +83,13 @@ impl RuntimeConfig {
     /// [`crate::Runtime::collect_garbage`] with the log cuts it).
     pub fn with_log_gc(mut self, yes: bool) -> Self {
         self.log_gc = yes;
+        self
+    }
+
+    /// Opens the store read-only: the file is never changed (no revision capture, no garbage
+    /// collection); pushing fails. For commands that only read.
+    pub fn with_read_only(mut self, yes: bool) -> Self {
+        self.read_only = yes;
         self
     }
 

@@ -96,7 +96,7 @@ impl<R: Record> Runtime<R> {
         let dictionary = Dictionary::new();
         let (store, last_seq) = match &config.store {
             Some(path) => {
-                let store = Store::open(path)?;
+                let store = if config.read_only { Store::open_read_only(path)? } else { Store::open(path)? };
                 dictionary.load(store.strings()?);
                 let last = store.last_seq()?;
                 (Some(store), last)
@@ -104,7 +104,7 @@ impl<R: Record> Runtime<R> {
             None => (None, 0),
         };
         let dag = Arc::new(build(&dictionary)?);
-        if let Some(store) = &store {
+        if let Some(store) = store.as_ref().filter(|s| !s.is_read_only()) {
             let (first_id, strings) = dictionary.unpersisted();
             if !strings.is_empty() {
                 store.append(&[], first_id, &strings)?;
@@ -477,7 +477,7 @@ impl<R: Record> Runtime<R> {
 
     /// Stops the workers; with a store, first captures revisions (unless configured not to).
     pub fn shutdown(mut self) -> Result<(), Error> {
-        if self.store.is_some() && self.config.revision_on_shutdown && self.engine.is_some() {
+        if self.store.is_some() && self.config.revision_on_shutdown && !self.config.read_only && self.engine.is_some() {
             self.capture_revisions()?;
         }
         if let Some(engine) = self.engine.take() {
@@ -517,7 +517,7 @@ impl<R: Record> Runtime<R> {
         self.replay_log(&mut engine, start.as_of + 1, self.last_seq)?;
         engine.step_until(self.last_seq)?;
         self.engine = Some(engine);
-        if stale {
+        if stale && !self.config.read_only {
             self.capture_revisions()?;
         }
         Ok(())

@@ -38,6 +38,9 @@ pub enum Error {
     /// A value in the store does not have the documented layout.
     #[error("store is damaged: {0}")]
     Corrupt(String),
+    /// A write through a read-only handle.
+    #[error("store {0} is open read-only")]
+    ReadOnly(PathBuf),
     /// A requested entry is not in the store.
     #[error("{0}")]
     Missing(String),

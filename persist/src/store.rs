@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use redb::{
-    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-    WriteTransaction,
+    Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition, WriteTransaction,
 };
 
 use crate::Error;
@@ -104,9 +104,15 @@ pub struct StoreStats {
     pub file_bytes: u64,
 }
 
+/// The database underneath: open for writing, or read-only (which never changes the file).
+enum Db {
+    Write(Database),
+    Read(ReadOnlyDatabase),
+}
+
 /// The store: a redb database in one file, opened for writing by one process at a time.
 pub struct Store {
-    db: Database,
+    db: Db,
     path: PathBuf,
 }
 
@@ -140,7 +146,7 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         };
-        let store = Store { db, path };
+        let store = Store { db: Db::Write(db), path };
         if exists {
             store.check_format()?;
         } else {
@@ -149,8 +155,51 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens an existing store read-only: nothing this handle does changes the file, and
+    /// every write fails with [`Error::ReadOnly`].
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Store, Error> {
+        let path = path.as_ref().to_path_buf();
+        let db = match ReadOnlyDatabase::open(&path) {
+            Ok(db) => db,
+            // Not closed cleanly (a crash): a read-only handle cannot repair it. Open it for
+            // writing once, which repairs it, then read-only again.
+            Err(redb::DatabaseError::RepairAborted) => {
+                drop(Store::open(&path)?);
+                ReadOnlyDatabase::open(&path)?
+            }
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(Error::Locked { path }),
+            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::Missing(format!("no store at {}", path.display())));
+            }
+            Err(redb::DatabaseError::Storage(e)) => return Err(Error::NotAStore { path, reason: e.to_string() }),
+            Err(e) => return Err(e.into()),
+        };
+        let store = Store { db: Db::Read(db), path };
+        store.check_format()?;
+        Ok(store)
+    }
+
+    /// Whether this handle is read-only.
+    pub fn is_read_only(&self) -> bool {
+        matches!(self.db, Db::Read(_))
+    }
+
+    fn begin_read(&self) -> Result<ReadTransaction, Error> {
+        Ok(match &self.db {
+            Db::Write(db) => db.begin_read()?,
+            Db::Read(db) => db.begin_read()?,
+        })
+    }
+
+    fn begin_write(&self) -> Result<WriteTransaction, Error> {
+        match &self.db {
+            Db::Write(db) => Ok(db.begin_write()?),
+            Db::Read(_) => Err(Error::ReadOnly(self.path.clone())),
+        }
+    }
+
     fn initialize(&self) -> Result<(), Error> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
             meta.insert(KEY_FORMAT, FORMAT_VERSION.to_le_bytes().as_slice())?;
@@ -166,7 +215,7 @@ impl Store {
     }
 
     fn check_format(&self) -> Result<(), Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let meta = match txn.open_table(META) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => {
@@ -209,7 +258,7 @@ impl Store {
     }
 
     fn meta_u64(&self, key: &str) -> Result<u64, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let meta = txn.open_table(META)?;
         let v = meta.get(key)?.ok_or_else(|| Error::Corrupt(format!("meta `{key}` is missing")))?;
         le_u64(v.value(), key)
@@ -229,7 +278,7 @@ impl Store {
         first_id: u64,
         strings: &[S],
     ) -> Result<Vec<u64>, Error> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         let seqs = append_in(&txn, deltas, first_id, strings)?;
         txn.commit()?;
         Ok(seqs)
@@ -251,7 +300,7 @@ impl Store {
         from: u64,
         mut f: impl FnMut(u64, &[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
-        let txn = self.db.begin_read().map_err(Error::from)?;
+        let txn = self.begin_read()?;
         let log = txn.open_table(LOG).map_err(Error::from)?;
         for entry in log.range(from..).map_err(Error::from)? {
             let (k, v) = entry.map_err(Error::from)?;
@@ -262,14 +311,14 @@ impl Store {
 
     /// The oldest retained source-log entry's sequence number.
     pub fn first_log_seq(&self) -> Result<Option<u64>, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let log = txn.open_table(LOG)?;
         Ok(log.first()?.map(|(k, _)| k.value()))
     }
 
     /// Every interned string, by id.
     pub fn strings(&self) -> Result<Vec<String>, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let dict = txn.open_table(DICT)?;
         let mut out = Vec::with_capacity(dict.len()? as usize);
         for entry in dict.iter()? {
@@ -297,7 +346,7 @@ impl Store {
         first_id: u64,
         strings: &[S],
     ) -> Result<(), Error> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         append_in(&txn, &[], first_id, strings)?;
         {
             let mut revs = txn.open_table(REVISIONS)?;
@@ -324,7 +373,7 @@ impl Store {
 
     /// Every stored revision's header, by replica then `as_of`.
     pub fn revisions(&self) -> Result<Vec<RevisionInfo>, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let revs = txn.open_table(REVISIONS)?;
         let mut out = Vec::new();
         for entry in revs.iter()? {
@@ -337,7 +386,7 @@ impl Store {
 
     /// The chunks of one revision, in order.
     pub fn revision_chunks(&self, replica: &str, as_of: u64) -> Result<Vec<Vec<u8>>, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let revs = txn.open_table(REVISIONS)?;
         let info = match revs.get((replica, as_of))? {
             Some(v) => RevisionInfo::decode(replica, as_of, v.value())?,
@@ -362,7 +411,7 @@ impl Store {
     /// Deletes revisions and the source-log entries with `seq <= log_through`, in one
     /// transaction. Which ones may go is the caller's decision (the engine's GC plan).
     pub fn collect_garbage(&self, revisions: &[(String, u64)], log_through: Option<u64>) -> Result<(), Error> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         {
             let mut revs = txn.open_table(REVISIONS)?;
             let mut chunks = txn.open_table(CHUNKS)?;
@@ -381,7 +430,7 @@ impl Store {
     /// Sizes of what the store holds.
     pub fn stats(&self) -> Result<StoreStats, Error> {
         let last_seq = self.last_seq()?;
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let log = txn.open_table(LOG)?;
         let dict = txn.open_table(DICT)?;
         let revs = txn.open_table(REVISIONS)?;
@@ -414,7 +463,7 @@ impl Store {
             Ok(_) => {}
             Err(e) => problems.push(e.to_string()),
         }
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let log = txn.open_table(LOG)?;
         let mut previous: Option<u64> = None;
         for entry in log.iter()? {
@@ -474,8 +523,13 @@ impl Store {
 
     /// Rewrites the file to release the space of deleted entries.
     pub fn compact_file(&mut self) -> Result<(), Error> {
-        self.db.compact()?;
-        Ok(())
+        match &mut self.db {
+            Db::Write(db) => {
+                db.compact()?;
+                Ok(())
+            }
+            Db::Read(_) => Err(Error::ReadOnly(self.path.clone())),
+        }
     }
 }
 
@@ -572,7 +626,7 @@ mod tests {
         let (_d, path) = temp();
         {
             let store = Store::open(&path).unwrap();
-            let txn = store.db.begin_write().unwrap();
+            let txn = store.begin_write().unwrap();
             txn.open_table(META).unwrap().insert(KEY_FORMAT, 99u32.to_le_bytes().as_slice()).unwrap();
             txn.commit().unwrap();
         }

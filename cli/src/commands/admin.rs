@@ -110,7 +110,7 @@ pub fn rebuild(ctx: &Ctx, replicas: &[String], check: bool) -> Result<u8, Failur
     if !ctx.store.exists() {
         return Err(Failure::new(exit::FAILURE, anyhow::anyhow!("no store at {}", ctx.store.display())));
     }
-    let mut m = ctx.open()?;
+    let mut m = if check { ctx.open_read()? } else { ctx.open()? };
     let ids = replicas.iter().map(|r| m.runtime().replica(r)).collect::<Result<Vec<_>, _>>()?;
     let outcomes = m.runtime().rebuild(&ids, check)?;
     let mut differ = false;

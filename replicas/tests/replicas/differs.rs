@@ -36,10 +36,20 @@ pub fn matrix() -> Matrix {
     Matrix::start(RuntimeConfig::new()).expect("runtime starts")
 }
 
+/// A runtime with an on-disk store in a temporary directory: time travel (`show` with
+/// `as_of`) and delta history (`deltas`) need one. Keep the directory alive with it.
+pub fn matrix_with_store() -> (Matrix, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let m = Matrix::start(RuntimeConfig::new().with_store(dir.path().join("store.redb")))
+        .expect("runtime starts");
+    (m, dir)
+}
+
 /// Ingests a JSON value (an event array or a manifest) as one file, through the real parser.
 pub fn ingest(m: &mut Matrix, file: &Value) -> Seq {
     let bytes = file.to_string().into_bytes();
-    let items = parse_file("inline.json", &bytes).unwrap_or_else(|e| panic!("inline file is valid: {e}"));
+    let items =
+        parse_file("inline.json", &bytes).unwrap_or_else(|e| panic!("inline file is valid: {e}"));
     m.ingest(&items).expect("ingest succeeds")
 }
 
@@ -60,11 +70,19 @@ pub fn show(m: &mut Matrix, replica: &str) -> Vec<Value> {
 
 /// A replica's current rows of one partition (a room or an instance).
 pub fn show_in(m: &mut Matrix, replica: &str, partition: &str) -> Vec<Value> {
-    m.show(replica, Some(partition), None).expect("replica exists")
+    m.show(replica, Some(partition), None)
+        .expect("replica exists")
 }
 
 /// A state event.
-pub fn state(event_id: &str, room: &str, ty: &str, state_key: &str, sender: &str, content: Value) -> Value {
+pub fn state(
+    event_id: &str,
+    room: &str,
+    ty: &str,
+    state_key: &str,
+    sender: &str,
+    content: Value,
+) -> Value {
     json!({
         "event_id": event_id,
         "room_id": room,
@@ -82,7 +100,13 @@ pub fn rule(event_id: &str, room: &str, ty: &str, state_key: &str, content: Valu
 }
 
 /// An `m.policy.rule.user` event banning (`m.ban`) the literal or glob `entity`.
-pub fn user_ban(event_id: &str, room: &str, state_key: &str, entity: &str, reason: Option<&str>) -> Value {
+pub fn user_ban(
+    event_id: &str,
+    room: &str,
+    state_key: &str,
+    entity: &str,
+    reason: Option<&str>,
+) -> Value {
     let mut content = json!({"entity": entity, "recommendation": "m.ban"});
     if let Some(r) = reason {
         content["reason"] = json!(r);
@@ -91,7 +115,13 @@ pub fn user_ban(event_id: &str, room: &str, state_key: &str, entity: &str, reaso
 }
 
 /// An `m.policy.rule.server` event with the given entity and recommendation.
-pub fn server_rule(event_id: &str, room: &str, state_key: &str, entity: &str, recommendation: &str) -> Value {
+pub fn server_rule(
+    event_id: &str,
+    room: &str,
+    state_key: &str,
+    entity: &str,
+    recommendation: &str,
+) -> Value {
     rule(
         event_id,
         room,
@@ -103,7 +133,14 @@ pub fn server_rule(event_id: &str, room: &str, state_key: &str, entity: &str, re
 
 /// An `m.room.member` event for `user` in `room`, sent by the user.
 pub fn member(event_id: &str, room: &str, user: &str, membership: &str) -> Value {
-    state(event_id, room, "m.room.member", user, user, json!({"membership": membership}))
+    state(
+        event_id,
+        room,
+        "m.room.member",
+        user,
+        user,
+        json!({"membership": membership}),
+    )
 }
 
 /// An `m.room.server_acl` event.
@@ -118,18 +155,29 @@ pub fn sha(s: &str) -> String {
 
 /// A string field of a row.
 pub fn field<'a>(row: &'a Value, name: &str) -> &'a str {
-    row[name].as_str().unwrap_or_else(|| panic!("field {name} is a string in {row}"))
+    row[name]
+        .as_str()
+        .unwrap_or_else(|| panic!("field {name} is a string in {row}"))
 }
 
 /// `(user_id, kind, state_key)` of every `member_matches` row.
 fn match_keys(rows: &[Value]) -> BTreeSet<(String, String, String)> {
     rows.iter()
-        .map(|r| (field(r, "user_id").to_owned(), field(r, "kind").to_owned(), field(r, "state_key").to_owned()))
+        .map(|r| {
+            (
+                field(r, "user_id").to_owned(),
+                field(r, "kind").to_owned(),
+                field(r, "state_key").to_owned(),
+            )
+        })
         .collect()
 }
 
 fn keys(items: &[(&str, &str, &str)]) -> BTreeSet<(String, String, String)> {
-    items.iter().map(|(a, b, c)| ((*a).to_owned(), (*b).to_owned(), (*c).to_owned())).collect()
+    items
+        .iter()
+        .map(|(a, b, c)| ((*a).to_owned(), (*b).to_owned(), (*c).to_owned()))
+        .collect()
 }
 
 /// The `deny` list of the instance's `server_acl` row.
@@ -148,7 +196,12 @@ fn deny_of(m: &mut Matrix, instance: &str) -> Vec<String> {
 fn sync_of(m: &mut Matrix, instance: &str) -> Vec<(String, bool)> {
     show_in(m, "acl_sync", instance)
         .iter()
-        .map(|r| (field(r, "room_id").to_owned(), r["in_sync"].as_bool().expect("in_sync is a bool")))
+        .map(|r| {
+            (
+                field(r, "room_id").to_owned(),
+                r["in_sync"].as_bool().expect("in_sync is a bool"),
+            )
+        })
         .collect()
 }
 
@@ -158,7 +211,10 @@ fn syncs(items: &[(&str, bool)]) -> Vec<(String, bool)> {
 
 /// The standard instance: [`BOT`] watches [`LIST`] and protects [`ROOM`] and [`ROOM2`].
 fn standard_manifest(m: &mut Matrix) -> Seq {
-    ingest_manifest(m, json!([{"id": BOT, "watch": [LIST], "protect": [ROOM, ROOM2]}]))
+    ingest_manifest(
+        m,
+        json!([{"id": BOT, "watch": [LIST], "protect": [ROOM, ROOM2]}]),
+    )
 }
 
 #[test]
@@ -173,19 +229,28 @@ fn the_test_hash_helper_is_padded_standard_base64_of_sha256() {
 
 #[test]
 fn differs_policy_room_edit_replaces_the_rule_instead_of_keeping_the_old_one() {
-    let mut m = matrix();
+    let (mut m, _dir) = matrix_with_store();
     standard_manifest(&mut m);
     ingest_events(
         &mut m,
-        vec![member("$m1", ROOM, "@old:evil.org", "join"), member("$m2", ROOM, "@new:evil.org", "join")],
+        vec![
+            member("$m1", ROOM, "@old:evil.org", "join"),
+            member("$m2", ROOM, "@new:evil.org", "join"),
+        ],
     );
-    let first = ingest_events(&mut m, vec![user_ban("$r1", LIST, "r1", "@old:evil.org", Some("first"))]);
+    let first = ingest_events(
+        &mut m,
+        vec![user_ban("$r1", LIST, "r1", "@old:evil.org", Some("first"))],
+    );
     let first_rule = json!({
         "room_id": LIST, "kind": "user", "state_key": "r1", "type": "m.policy.rule.user",
         "event_id": "$r1", "sender": MOD, "match": "literal", "entity": "@old:evil.org",
         "sha256": null, "recommendation": "m.ban", "class": "ban", "reason": "first",
     });
-    assert_eq!(show_in(&mut m, "policy_room", LIST), vec![first_rule.clone()]);
+    assert_eq!(
+        show_in(&mut m, "policy_room", LIST),
+        vec![first_rule.clone()]
+    );
     assert_eq!(
         show(&mut m, "member_bans"),
         vec![json!({
@@ -195,18 +260,31 @@ fn differs_policy_room_edit_replaces_the_rule_instead_of_keeping_the_old_one() {
     );
 
     // The rule is edited: same slot, new entity. Exactly one rule, the new one.
-    ingest_events(&mut m, vec![user_ban("$r2", LIST, "r1", "@new:evil.org", Some("second"))]);
+    ingest_events(
+        &mut m,
+        vec![user_ban("$r2", LIST, "r1", "@new:evil.org", Some("second"))],
+    );
     let second_rule = json!({
         "room_id": LIST, "kind": "user", "state_key": "r1", "type": "m.policy.rule.user",
         "event_id": "$r2", "sender": MOD, "match": "literal", "entity": "@new:evil.org",
         "sha256": null, "recommendation": "m.ban", "class": "ban", "reason": "second",
     });
-    assert_eq!(show_in(&mut m, "policy_room", LIST), vec![second_rule.clone()]);
+    assert_eq!(
+        show_in(&mut m, "policy_room", LIST),
+        vec![second_rule.clone()]
+    );
     let mut listed = second_rule.clone();
-    listed.as_object_mut().unwrap().insert("instance".into(), json!(BOT));
+    listed
+        .as_object_mut()
+        .unwrap()
+        .insert("instance".into(), json!(BOT));
     assert_eq!(show(&mut m, "policy_list"), vec![listed]);
     let matches = show(&mut m, "member_matches");
-    assert_eq!(match_keys(&matches), keys(&[("@new:evil.org", "user", "r1")]), "{matches:?}");
+    assert_eq!(
+        match_keys(&matches),
+        keys(&[("@new:evil.org", "user", "r1")]),
+        "{matches:?}"
+    );
     assert_eq!(
         show(&mut m, "member_bans"),
         vec![json!({
@@ -216,14 +294,20 @@ fn differs_policy_room_edit_replaces_the_rule_instead_of_keeping_the_old_one() {
     );
 
     // The rule is removed (blanked): nothing keeps matching.
-    ingest_events(&mut m, vec![rule("$r3", LIST, "m.policy.rule.user", "r1", json!({}))]);
+    ingest_events(
+        &mut m,
+        vec![rule("$r3", LIST, "m.policy.rule.user", "r1", json!({}))],
+    );
     assert_eq!(show(&mut m, "policy_room"), Vec::<Value>::new());
     assert_eq!(show(&mut m, "policy_list"), Vec::<Value>::new());
     assert_eq!(show(&mut m, "member_matches"), Vec::<Value>::new());
     assert_eq!(show(&mut m, "member_bans"), Vec::<Value>::new());
 
     // History is still readable: as of the first rule, the first version alone.
-    assert_eq!(m.show("policy_room", Some(LIST), Some(first)).unwrap(), vec![first_rule]);
+    assert_eq!(
+        m.show("policy_room", Some(LIST), Some(first)).unwrap(),
+        vec![first_rule]
+    );
 
     // Two versions of one slot in the same file: the later line wins, alone.
     ingest_events(
@@ -238,7 +322,11 @@ fn differs_policy_room_edit_replaces_the_rule_instead_of_keeping_the_old_one() {
     assert_eq!(field(&rows[0], "event_id"), "$r5");
     assert_eq!(field(&rows[0], "entity"), "@new:evil.org");
     let matches = show(&mut m, "member_matches");
-    assert_eq!(match_keys(&matches), keys(&[("@new:evil.org", "user", "r1")]), "{matches:?}");
+    assert_eq!(
+        match_keys(&matches),
+        keys(&[("@new:evil.org", "user", "r1")]),
+        "{matches:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -246,7 +334,7 @@ fn differs_policy_room_edit_replaces_the_rule_instead_of_keeping_the_old_one() {
 
 #[test]
 fn differs_member_set_counts_invite_then_join_once_and_leave_removes_presence() {
-    let mut m = matrix();
+    let (mut m, _dir) = matrix_with_store();
     standard_manifest(&mut m);
     let user = "@u:evil.org";
     let row = |rooms: u64| vec![json!({"instance": BOT, "user_id": user, "rooms": rooms})];
@@ -257,16 +345,34 @@ fn differs_member_set_counts_invite_then_join_once_and_leave_removes_presence() 
     // invite -> join in the same room: still one room, and no member_set change at all.
     let joined = ingest_events(&mut m, vec![member("$j", ROOM, user, "join")]);
     assert_eq!(show(&mut m, "member_set"), row(1));
-    let changes: Vec<Value> =
-        m.deltas("member_set", invited).unwrap().into_iter().filter(|d| d["seq"] == json!(joined.0)).collect();
-    assert_eq!(changes, Vec::<Value>::new(), "invite -> join changes nothing in member_set");
+    let changes: Vec<Value> = m
+        .deltas("member_set", invited)
+        .unwrap()
+        .into_iter()
+        .filter(|d| d["seq"] == json!(joined.0))
+        .collect();
+    assert_eq!(
+        changes,
+        Vec::<Value>::new(),
+        "invite -> join changes nothing in member_set"
+    );
+    // (The delta history itself works: the invite added the record.)
+    assert_eq!(
+        m.deltas("member_set", Seq(invited.0 - 1)).unwrap(),
+        vec![
+            json!({"seq": invited.0, "diff": 1, "record": {"instance": BOT, "user_id": user, "rooms": 1}})
+        ]
+    );
 
     // The same join re-sent: still one.
     ingest_events(&mut m, vec![member("$j", ROOM, user, "join")]);
     assert_eq!(show(&mut m, "member_set"), row(1));
 
     // Presence in a room that is not protected does not count.
-    ingest_events(&mut m, vec![member("$x", "!elsewhere:good.net", user, "join")]);
+    ingest_events(
+        &mut m,
+        vec![member("$x", "!elsewhere:good.net", user, "join")],
+    );
     assert_eq!(show(&mut m, "member_set"), row(1));
 
     ingest_events(&mut m, vec![member("$j2", ROOM2, user, "join")]);
@@ -285,7 +391,13 @@ fn differs_member_set_counts_invite_then_join_once_and_leave_removes_presence() 
     assert_eq!(show(&mut m, "member_set"), row(1));
 
     // Leave and invite again in one file, then join, then leave: 1, 1, 0.
-    ingest_events(&mut m, vec![member("$l2", ROOM, user, "leave"), member("$i2", ROOM, user, "invite")]);
+    ingest_events(
+        &mut m,
+        vec![
+            member("$l2", ROOM, user, "leave"),
+            member("$i2", ROOM, user, "invite"),
+        ],
+    );
     assert_eq!(show(&mut m, "member_set"), row(1));
     ingest_events(&mut m, vec![member("$j3", ROOM, user, "join")]);
     assert_eq!(show(&mut m, "member_set"), row(1));
@@ -329,7 +441,13 @@ fn differs_member_matches_server_rules_match_the_server_name_not_the_whole_user_
             user_ban("$u1", LIST, "u1", "*:evil.org", None),
             user_ban("$u2", LIST, "u2", "evil.org", None),
             // Room rules never match users.
-            rule("$r1", LIST, "m.policy.rule.room", "r1", json!({"entity": "*", "recommendation": "m.ban"})),
+            rule(
+                "$r1",
+                LIST,
+                "m.policy.rule.room",
+                "r1",
+                json!({"entity": "*", "recommendation": "m.ban"}),
+            ),
         ],
     );
     let rows = show_in(&mut m, "member_matches", BOT);
@@ -371,17 +489,22 @@ fn differs_member_matches_server_rules_match_the_server_name_not_the_whole_user_
     );
 
     // A member joining after the rules matches at once.
-    ingest_events(&mut m, vec![member("$m6", ROOM, "@erin:Evil.Org:443", "join")]);
+    ingest_events(
+        &mut m,
+        vec![member("$m6", ROOM, "@erin:Evil.Org:443", "join")],
+    );
     let rows = show_in(&mut m, "member_matches", BOT);
-    let erin: BTreeSet<_> =
-        match_keys(&rows).into_iter().filter(|(u, _, _)| u == "@erin:Evil.Org:443").collect();
+    let erin: BTreeSet<_> = match_keys(&rows)
+        .into_iter()
+        .filter(|(u, _, _)| u == "@erin:Evil.Org:443")
+        .collect();
     assert_eq!(
         erin,
-        keys(&[("@erin:Evil.Org:443", "server", "s1"), ("@erin:Evil.Org:443", "server", "s5"), (
-            "@erin:Evil.Org:443",
-            "server",
-            "s6"
-        )])
+        keys(&[
+            ("@erin:Evil.Org:443", "server", "s1"),
+            ("@erin:Evil.Org:443", "server", "s5"),
+            ("@erin:Evil.Org:443", "server", "s6")
+        ])
     );
 }
 
@@ -390,7 +513,7 @@ fn differs_member_matches_server_rules_match_the_server_name_not_the_whole_user_
 
 #[test]
 fn differs_member_matches_hashed_rules_join_directly_without_a_reversal_step() {
-    let mut m = matrix();
+    let (mut m, _dir) = matrix_with_store();
     standard_manifest(&mut m);
     ingest_events(
         &mut m,
@@ -466,10 +589,15 @@ fn differs_member_matches_hashed_rules_join_directly_without_a_reversal_step() {
         ("@spam:evil.org", "server", "h5"),
         ("@spam:evil.org", "user", "h1"),
     ]);
-    let rows = m.show("member_matches", Some(BOT), Some(rules_seq)).unwrap();
+    let rows = m
+        .show("member_matches", Some(BOT), Some(rules_seq))
+        .unwrap();
     assert_eq!(match_keys(&rows), expected, "{rows:#?}");
     assert_eq!(rows.len(), expected.len());
-    let spam_h1 = rows.iter().find(|r| r["user_id"] == "@spam:evil.org" && r["state_key"] == "h1").unwrap();
+    let spam_h1 = rows
+        .iter()
+        .find(|r| r["user_id"] == "@spam:evil.org" && r["state_key"] == "h1")
+        .unwrap();
     assert_eq!(
         *spam_h1,
         json!({
@@ -492,15 +620,30 @@ fn differs_member_matches_hashed_rules_join_directly_without_a_reversal_step() {
     assert_eq!(deny_of(&mut m, BOT), Vec::<String>::new());
 
     // A user joining after the rules matches in the same Seq.
-    let joined = ingest_events(&mut m, vec![member("$m4", ROOM2, "@spam2:EVIL.org", "join")]);
+    let joined = ingest_events(
+        &mut m,
+        vec![member("$m4", ROOM2, "@spam2:EVIL.org", "join")],
+    );
     let rows = m.show("member_matches", Some(BOT), Some(joined)).unwrap();
-    let spam2: BTreeSet<_> = match_keys(&rows).into_iter().filter(|(u, _, _)| u == "@spam2:EVIL.org").collect();
-    assert_eq!(spam2, keys(&[("@spam2:EVIL.org", "server", "h4"), ("@spam2:EVIL.org", "server", "h5")]));
+    let spam2: BTreeSet<_> = match_keys(&rows)
+        .into_iter()
+        .filter(|(u, _, _)| u == "@spam2:EVIL.org")
+        .collect();
+    assert_eq!(
+        spam2,
+        keys(&[
+            ("@spam2:EVIL.org", "server", "h4"),
+            ("@spam2:EVIL.org", "server", "h5")
+        ])
+    );
 
     // Leaving, and blanking a rule, remove matches.
     ingest_events(
         &mut m,
-        vec![member("$m5", ROOM, "@spam:evil.org", "leave"), rule("$h2x", LIST, "m.policy.rule.user", "h2", json!({}))],
+        vec![
+            member("$m5", ROOM, "@spam:evil.org", "leave"),
+            rule("$h2x", LIST, "m.policy.rule.user", "h2", json!({})),
+        ],
     );
     let rows = show_in(&mut m, "member_matches", BOT);
     assert_eq!(
@@ -525,20 +668,56 @@ fn differs_server_acl_never_denies_allow_or_unknown_recommendations() {
     // Rules arrive one file at a time (the suite's incremental path), with the deny list
     // expected after each.
     let steps: Vec<(Value, &[&str], &str)> = vec![
-        (server_rule("$a", LIST, "a", "a.example", "m.ban"), &["a.example"], "ban"),
-        (server_rule("$e", LIST, "e", "e.example", "org.matrix.mjolnir.allow"), &["a.example"], "allow"),
-        (server_rule("$f", LIST, "f", "f.example", "com.example.unknown"), &["a.example"], "unknown"),
-        (server_rule("$g", LIST, "g", "g.example", "M.BAN"), &["a.example"], "unknown"),
-        (server_rule("$b", LIST, "b", "b.example", "org.matrix.mjolnir.ban"), &["a.example", "b.example"], "ban"),
-        (server_rule("$c", LIST, "c", "c.example", "m.takedown"), &["a.example", "b.example", "c.example"], "takedown"),
         (
-            server_rule("$d", LIST, "d", "*.d.example", "org.matrix.msc4204.takedown"),
+            server_rule("$a", LIST, "a", "a.example", "m.ban"),
+            &["a.example"],
+            "ban",
+        ),
+        (
+            server_rule("$e", LIST, "e", "e.example", "org.matrix.mjolnir.allow"),
+            &["a.example"],
+            "allow",
+        ),
+        (
+            server_rule("$f", LIST, "f", "f.example", "com.example.unknown"),
+            &["a.example"],
+            "unknown",
+        ),
+        (
+            server_rule("$g", LIST, "g", "g.example", "M.BAN"),
+            &["a.example"],
+            "unknown",
+        ),
+        (
+            server_rule("$b", LIST, "b", "b.example", "org.matrix.mjolnir.ban"),
+            &["a.example", "b.example"],
+            "ban",
+        ),
+        (
+            server_rule("$c", LIST, "c", "c.example", "m.takedown"),
+            &["a.example", "b.example", "c.example"],
+            "takedown",
+        ),
+        (
+            server_rule(
+                "$d",
+                LIST,
+                "d",
+                "*.d.example",
+                "org.matrix.msc4204.takedown",
+            ),
             &["*.d.example", "a.example", "b.example", "c.example"],
             "takedown",
         ),
         // An allow rule for a denied server does not remove it, and adds nothing.
         (
-            server_rule("$a2", LIST, "a-allow", "a.example", "org.matrix.mjolnir.allow"),
+            server_rule(
+                "$a2",
+                LIST,
+                "a-allow",
+                "a.example",
+                "org.matrix.mjolnir.allow",
+            ),
             &["*.d.example", "a.example", "b.example", "c.example"],
             "allow",
         ),
@@ -566,7 +745,13 @@ fn differs_server_acl_never_denies_allow_or_unknown_recommendations() {
             "ban",
         ),
         (
-            rule("$r", LIST, "m.policy.rule.room", "r", json!({"entity": "r.example", "recommendation": "m.ban"})),
+            rule(
+                "$r",
+                LIST,
+                "m.policy.rule.room",
+                "r",
+                json!({"entity": "r.example", "recommendation": "m.ban"}),
+            ),
             &["*.d.example", "a.example", "b.example", "c.example"],
             "ban",
         ),
@@ -589,10 +774,16 @@ fn differs_server_acl_never_denies_allow_or_unknown_recommendations() {
             .into_iter()
             .find(|r| r["event_id"] == json!(event_id))
             .unwrap_or_else(|| panic!("step {i}: rule {event_id} is in policy_room"));
-        assert_eq!(rule_row["class"], json!(class), "step {i}: class of {rule_row}");
+        assert_eq!(
+            rule_row["class"],
+            json!(class),
+            "step {i}: class of {rule_row}"
+        );
         assert_eq!(
             show(&mut m, "server_acl"),
-            vec![json!({"instance": BOT, "allow": ["*"], "deny": deny, "allow_ip_literals": false})],
+            vec![
+                json!({"instance": BOT, "allow": ["*"], "deny": deny, "allow_ip_literals": false})
+            ],
             "step {i} ({event_id})"
         );
     }
@@ -605,25 +796,60 @@ fn differs_server_acl_never_denies_allow_or_unknown_recommendations() {
 fn slot_newest_type_wins_even_when_blank() {
     let mut m = matrix();
     let ban = |entity: &str| json!({"entity": entity, "recommendation": "m.ban"});
-    ingest_events(&mut m, vec![rule("$old", LIST, "m.room.rule.user", "s", ban("@a:x.org"))]);
+    ingest_events(
+        &mut m,
+        vec![rule("$old", LIST, "m.room.rule.user", "s", ban("@a:x.org"))],
+    );
     let rows = show_in(&mut m, "policy_room", LIST);
     assert_eq!(rows.len(), 1);
-    assert_eq!((field(&rows[0], "type"), field(&rows[0], "entity")), ("m.room.rule.user", "@a:x.org"));
+    assert_eq!(
+        (field(&rows[0], "type"), field(&rows[0], "entity")),
+        ("m.room.rule.user", "@a:x.org")
+    );
 
     // An older type arriving later does not take the slot.
-    ingest_events(&mut m, vec![rule("$older", LIST, "org.matrix.mjolnir.rule.user", "s", ban("@b:x.org"))]);
+    ingest_events(
+        &mut m,
+        vec![rule(
+            "$older",
+            LIST,
+            "org.matrix.mjolnir.rule.user",
+            "s",
+            ban("@b:x.org"),
+        )],
+    );
     let rows = show_in(&mut m, "policy_room", LIST);
     assert_eq!(rows.len(), 1);
     assert_eq!(field(&rows[0], "event_id"), "$old");
 
     // The newest type with empty content empties the slot, though the older ones have content.
-    ingest_events(&mut m, vec![rule("$blank", LIST, "m.policy.rule.user", "s", json!({}))]);
+    ingest_events(
+        &mut m,
+        vec![rule("$blank", LIST, "m.policy.rule.user", "s", json!({}))],
+    );
     assert_eq!(show_in(&mut m, "policy_room", LIST), Vec::<Value>::new());
-    assert_eq!(show_in(&mut m, "room_state", LIST).len(), 3, "all three events stay in room_state");
-    assert_eq!(show(&mut m, "rejects"), Vec::<Value>::new(), "a blank rule is not a reject");
+    assert_eq!(
+        show_in(&mut m, "room_state", LIST).len(),
+        3,
+        "all three events stay in room_state"
+    );
+    assert_eq!(
+        show(&mut m, "rejects"),
+        Vec::<Value>::new(),
+        "a blank rule is not a reject"
+    );
 
     // The newest type with content takes the slot.
-    ingest_events(&mut m, vec![rule("$new", LIST, "m.policy.rule.user", "s", ban("@c:x.org"))]);
+    ingest_events(
+        &mut m,
+        vec![rule(
+            "$new",
+            LIST,
+            "m.policy.rule.user",
+            "s",
+            ban("@c:x.org"),
+        )],
+    );
     assert_eq!(
         show_in(&mut m, "policy_room", LIST),
         vec![json!({
@@ -636,7 +862,13 @@ fn slot_newest_type_wins_even_when_blank() {
     // The newest type, invalid: the slot is empty (no fallback) and the event is a reject.
     ingest_events(
         &mut m,
-        vec![rule("$bad", LIST, "m.policy.rule.user", "s", json!({"entity": 5, "recommendation": "m.ban"}))],
+        vec![rule(
+            "$bad",
+            LIST,
+            "m.policy.rule.user",
+            "s",
+            json!({"entity": 5, "recommendation": "m.ban"}),
+        )],
     );
     assert_eq!(show_in(&mut m, "policy_room", LIST), Vec::<Value>::new());
     let rejects = show(&mut m, "rejects");
@@ -653,7 +885,13 @@ fn slot_newest_type_wins_even_when_blank() {
     ingest_events(
         &mut m,
         vec![
-            rule("$t1", LIST, "org.matrix.mjolnir.rule.user", "t", json!({"recommendation": "m.ban"})),
+            rule(
+                "$t1",
+                LIST,
+                "org.matrix.mjolnir.rule.user",
+                "t",
+                json!({"recommendation": "m.ban"}),
+            ),
             rule("$t2", LIST, "m.room.rule.user", "t", ban("@t:x.org")),
             rule("$srv", LIST, "m.policy.rule.server", "s", ban("x.org")),
             // A type that is not a rule type.
@@ -661,8 +899,16 @@ fn slot_newest_type_wins_even_when_blank() {
         ],
     );
     let rows = show_in(&mut m, "policy_room", LIST);
-    let got: Vec<(&str, &str, &str)> =
-        rows.iter().map(|r| (field(r, "kind"), field(r, "state_key"), field(r, "event_id"))).collect();
+    let got: Vec<(&str, &str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                field(r, "kind"),
+                field(r, "state_key"),
+                field(r, "event_id"),
+            )
+        })
+        .collect();
     assert_eq!(got, vec![("server", "s", "$srv"), ("user", "t", "$t2")]);
     assert_eq!(show(&mut m, "rejects").len(), 1, "still only $bad");
 
@@ -685,7 +931,12 @@ fn slot_newest_type_wins_even_when_blank() {
 // ---------------------------------------------------------------------------------------------
 // Redactions
 
-fn redaction(event_id: &str, room: &str, top_level: Option<&str>, in_content: Option<&str>) -> Value {
+fn redaction(
+    event_id: &str,
+    room: &str,
+    top_level: Option<&str>,
+    in_content: Option<&str>,
+) -> Value {
     let mut ev = json!({"event_id": event_id, "room_id": room, "type": "m.room.redaction", "sender": MOD, "content": {}});
     if let Some(t) = top_level {
         ev["redacts"] = json!(t);
@@ -721,9 +972,30 @@ fn redaction_by_later_event_top_level_and_content_redacts() {
                 MOD,
                 json!({"ban": 50, "users": {MOD: 100}, "notifications": {"room": 50}, "state_default": 50}),
             ),
-            state("$jr", ROOM, "m.room.join_rules", "", MOD, json!({"join_rule": "restricted", "allow": [], "x": 1})),
-            state("$cr", ROOM, "m.room.create", "", MOD, json!({"room_version": "11", "creator": MOD, "x": 1})),
-            state("$tp", ROOM, "m.room.topic", "", MOD, json!({"topic": "hello"})),
+            state(
+                "$jr",
+                ROOM,
+                "m.room.join_rules",
+                "",
+                MOD,
+                json!({"join_rule": "restricted", "allow": [], "x": 1}),
+            ),
+            state(
+                "$cr",
+                ROOM,
+                "m.room.create",
+                "",
+                MOD,
+                json!({"room_version": "11", "creator": MOD, "x": 1}),
+            ),
+            state(
+                "$tp",
+                ROOM,
+                "m.room.topic",
+                "",
+                MOD,
+                json!({"topic": "hello"}),
+            ),
         ],
     );
     assert_eq!(show(&mut m, "member_bans").len(), 1);
@@ -753,7 +1025,10 @@ fn redaction_by_later_event_top_level_and_content_redacts() {
         ],
     );
     let by_type = |m: &mut Matrix, ty: &str| {
-        show_in(m, "room_state", ROOM).into_iter().find(|r| r["type"] == ty).unwrap_or_else(|| panic!("{ty} in room_state"))
+        show_in(m, "room_state", ROOM)
+            .into_iter()
+            .find(|r| r["type"] == ty)
+            .unwrap_or_else(|| panic!("{ty} in room_state"))
     };
     let mem = by_type(&mut m, "m.room.member");
     assert_eq!(
@@ -769,26 +1044,44 @@ fn redaction_by_later_event_top_level_and_content_redacts() {
         vec![json!({"room_id": ROOM, "user_id": user, "membership": "join", "displayname": null})]
     );
     let pl = by_type(&mut m, "m.room.power_levels");
-    assert_eq!(pl["content"], json!({"ban": 50, "users": {MOD: 100}, "state_default": 50}));
+    assert_eq!(
+        pl["content"],
+        json!({"ban": 50, "users": {MOD: 100}, "state_default": 50})
+    );
     assert_eq!(pl["redacted"], json!(true));
     let jr = by_type(&mut m, "m.room.join_rules");
-    assert_eq!(jr["content"], json!({"join_rule": "restricted", "allow": []}));
+    assert_eq!(
+        jr["content"],
+        json!({"join_rule": "restricted", "allow": []})
+    );
     let cr = by_type(&mut m, "m.room.create");
-    assert_eq!(cr["content"], json!({"room_version": "11", "creator": MOD, "x": 1}));
+    assert_eq!(
+        cr["content"],
+        json!({"room_version": "11", "creator": MOD, "x": 1})
+    );
     assert_eq!(cr["redacted"], json!(true));
     // Both forms at once, naming the same event.
     let tp = by_type(&mut m, "m.room.topic");
-    assert_eq!((tp["content"].clone(), tp["redacted"].clone()), (json!({}), json!(true)));
+    assert_eq!(
+        (tp["content"].clone(), tp["redacted"].clone()),
+        (json!({}), json!(true))
+    );
 
     // An event and its redaction in one file, in that order: redacted. The other order: the
     // redaction came first, so it redacts nothing.
     ingest_events(
         &mut m,
-        vec![user_ban("$r2", LIST, "r2", "@a:x.org", None), redaction("$x7", LIST, Some("$r2"), None)],
+        vec![
+            user_ban("$r2", LIST, "r2", "@a:x.org", None),
+            redaction("$x7", LIST, Some("$r2"), None),
+        ],
     );
     ingest_events(
         &mut m,
-        vec![redaction("$x8", LIST, Some("$r3"), None), user_ban("$r3", LIST, "r3", "@b:x.org", None)],
+        vec![
+            redaction("$x8", LIST, Some("$r3"), None),
+            user_ban("$r3", LIST, "r3", "@b:x.org", None),
+        ],
     );
     let rows = show_in(&mut m, "policy_room", LIST);
     let got: Vec<&str> = rows.iter().map(|r| field(r, "event_id")).collect();
@@ -802,8 +1095,14 @@ fn redaction_by_later_event_top_level_and_content_redacts() {
 #[test]
 fn redaction_of_a_non_current_event_does_nothing() {
     let mut m = matrix();
-    ingest_events(&mut m, vec![user_ban("$v1", LIST, "s", "@a:x.org", Some("one"))]);
-    ingest_events(&mut m, vec![user_ban("$v2", LIST, "s", "@b:x.org", Some("two"))]);
+    ingest_events(
+        &mut m,
+        vec![user_ban("$v1", LIST, "s", "@a:x.org", Some("one"))],
+    );
+    ingest_events(
+        &mut m,
+        vec![user_ban("$v2", LIST, "s", "@b:x.org", Some("two"))],
+    );
     let before_state = show(&mut m, "room_state");
     let before_rules = show(&mut m, "policy_room");
     assert_eq!(before_rules.len(), 1);
@@ -823,8 +1122,14 @@ fn redaction_of_a_non_current_event_does_nothing() {
     ingest_events(&mut m, vec![user_ban("$v3", LIST, "s", "@c:x.org", None)]);
     let rows = show(&mut m, "room_state");
     assert_eq!(rows.len(), 1);
-    assert_eq!((field(&rows[0], "event_id"), rows[0]["redacted"].clone()), ("$v3", json!(false)));
-    assert_eq!(rows[0]["content"], json!({"entity": "@c:x.org", "recommendation": "m.ban"}));
+    assert_eq!(
+        (field(&rows[0], "event_id"), rows[0]["redacted"].clone()),
+        ("$v3", json!(false))
+    );
+    assert_eq!(
+        rows[0]["content"],
+        json!({"entity": "@c:x.org", "recommendation": "m.ban"})
+    );
 }
 
 #[test]
@@ -842,7 +1147,14 @@ fn unsigned_redacted_because_marks_the_event_redacted() {
     mem["unsigned"] = because.clone();
     let mut rl = user_ban("$rl", LIST, "r", "@u:x.org", Some("gone"));
     rl["unsigned"] = because.clone();
-    let mut jr = state("$jr", ROOM, "m.room.join_rules", "", MOD, json!({"join_rule": "public", "extra": true}));
+    let mut jr = state(
+        "$jr",
+        ROOM,
+        "m.room.join_rules",
+        "",
+        MOD,
+        json!({"join_rule": "public", "extra": true}),
+    );
     jr["unsigned"] = because;
     ingest_events(&mut m, vec![mem, rl, jr]);
 
@@ -859,10 +1171,18 @@ fn unsigned_redacted_because_marks_the_event_redacted() {
     );
     assert_eq!(
         show(&mut m, "room_members"),
-        vec![json!({"room_id": ROOM, "user_id": "@u:x.org", "membership": "invite", "displayname": null})]
+        vec![
+            json!({"room_id": ROOM, "user_id": "@u:x.org", "membership": "invite", "displayname": null})
+        ]
     );
     let rule_state = show_in(&mut m, "room_state", LIST);
-    assert_eq!((rule_state[0]["content"].clone(), rule_state[0]["redacted"].clone()), (json!({}), json!(true)));
+    assert_eq!(
+        (
+            rule_state[0]["content"].clone(),
+            rule_state[0]["redacted"].clone()
+        ),
+        (json!({}), json!(true))
+    );
     assert_eq!(show(&mut m, "policy_room"), Vec::<Value>::new());
     assert_eq!(show(&mut m, "rejects"), Vec::<Value>::new());
 }
@@ -874,7 +1194,10 @@ fn unsigned_redacted_because_marks_the_event_redacted() {
 fn server_acl_never_denies_the_instance_own_server_with_port_and_case() {
     let mut m = matrix();
     let own = "@bot:Evil.ORG:8448";
-    ingest_manifest(&mut m, json!([{"id": own, "watch": [LIST], "protect": [ROOM]}, {"id": BOT, "watch": [LIST]}]));
+    ingest_manifest(
+        &mut m,
+        json!([{"id": own, "watch": [LIST], "protect": [ROOM]}, {"id": BOT, "watch": [LIST]}]),
+    );
     ingest_events(
         &mut m,
         [
@@ -891,11 +1214,21 @@ fn server_acl_never_denies_the_instance_own_server_with_port_and_case() {
         .map(|(sk, entity)| server_rule(&format!("${sk}"), LIST, sk, entity, "m.ban"))
         .collect(),
     );
-    assert_eq!(deny_of(&mut m, own), vec!["good.net", "other.example", "sub.evil.org"]);
+    assert_eq!(
+        deny_of(&mut m, own),
+        vec!["good.net", "other.example", "sub.evil.org"]
+    );
     // Another instance (on good.net) watching the same list: only its own server and `*` go.
     assert_eq!(
         deny_of(&mut m, BOT),
-        vec!["*.org", "EVIL.org", "ev?l.*", "evil.org", "other.example", "sub.evil.org"]
+        vec![
+            "*.org",
+            "EVIL.org",
+            "ev?l.*",
+            "evil.org",
+            "other.example",
+            "sub.evil.org"
+        ]
     );
     assert_eq!(
         show(&mut m, "server_acl"),
@@ -913,9 +1246,19 @@ fn server_acl_never_denies_the_instance_own_server_with_port_and_case() {
 
 #[test]
 fn acl_sync_compares_sets_and_treats_missing_allow_ip_literals_as_true() {
-    let mut m = matrix();
-    let rooms = ["!r1:good.net", "!r2:good.net", "!r3:good.net", "!r4:good.net", "!r5:good.net", "!r6:good.net"];
-    ingest_manifest(&mut m, json!([{"id": BOT, "watch": [LIST], "protect": rooms}]));
+    let (mut m, _dir) = matrix_with_store();
+    let rooms = [
+        "!r1:good.net",
+        "!r2:good.net",
+        "!r3:good.net",
+        "!r4:good.net",
+        "!r5:good.net",
+        "!r6:good.net",
+    ];
+    ingest_manifest(
+        &mut m,
+        json!([{"id": BOT, "watch": [LIST], "protect": rooms}]),
+    );
     // No rules yet: the intent is an empty deny list, and every room lacks an ACL.
     assert_eq!(
         show(&mut m, "server_acl"),
@@ -940,8 +1283,16 @@ fn acl_sync_compares_sets_and_treats_missing_allow_ip_literals_as_true() {
                 json!({"allow": ["*"], "deny": ["evil.org", "*.evil.org", "evil.org"], "allow_ip_literals": false}),
             ),
             // allow_ip_literals missing = true: out of sync.
-            acl("$a2", rooms[1], json!({"allow": ["*"], "deny": ["*.evil.org", "evil.org"]})),
-            acl("$a3", rooms[2], json!({"allow": ["*"], "deny": ["*.evil.org", "evil.org"], "allow_ip_literals": true})),
+            acl(
+                "$a2",
+                rooms[1],
+                json!({"allow": ["*"], "deny": ["*.evil.org", "evil.org"]}),
+            ),
+            acl(
+                "$a3",
+                rooms[2],
+                json!({"allow": ["*"], "deny": ["*.evil.org", "evil.org"], "allow_ip_literals": true}),
+            ),
             // rooms[3]: no ACL at all.
             acl(
                 "$a5",
@@ -974,12 +1325,22 @@ fn acl_sync_compares_sets_and_treats_missing_allow_ip_literals_as_true() {
     // Fix rooms[1]: now in sync.
     ingest_events(
         &mut m,
-        vec![acl("$a2b", rooms[1], json!({"allow": ["*"], "deny": ["*.evil.org", "evil.org"], "allow_ip_literals": false}))],
+        vec![acl(
+            "$a2b",
+            rooms[1],
+            json!({"allow": ["*"], "deny": ["*.evil.org", "evil.org"], "allow_ip_literals": false}),
+        )],
     );
-    assert_eq!(sync_of(&mut m, BOT)[..2], syncs(&[(rooms[0], true), (rooms[1], true)])[..]);
+    assert_eq!(
+        sync_of(&mut m, BOT)[..2],
+        syncs(&[(rooms[0], true), (rooms[1], true)])[..]
+    );
 
     // A new ban rule: every room falls out of sync.
-    let added = ingest_events(&mut m, vec![server_rule("$s3", LIST, "s3", "more.example", "m.ban")]);
+    let added = ingest_events(
+        &mut m,
+        vec![server_rule("$s3", LIST, "s3", "more.example", "m.ban")],
+    );
     assert_eq!(
         sync_of(&mut m, BOT),
         syncs(&[
@@ -1008,7 +1369,12 @@ fn acl_sync_compares_sets_and_treats_missing_allow_ip_literals_as_true() {
         m.show("acl_sync", Some(BOT), Some(seq))
             .unwrap()
             .iter()
-            .map(|r| (field(r, "room_id").to_owned(), r["in_sync"].as_bool().unwrap()))
+            .map(|r| {
+                (
+                    field(r, "room_id").to_owned(),
+                    r["in_sync"].as_bool().unwrap(),
+                )
+            })
             .collect()
     };
     assert_eq!(
@@ -1022,7 +1388,11 @@ fn acl_sync_compares_sets_and_treats_missing_allow_ip_literals_as_true() {
             (rooms[5], false),
         ])
     );
-    assert_eq!(at(&mut m, added)[4], (rooms[4].to_owned(), true), "history is kept");
+    assert_eq!(
+        at(&mut m, added)[4],
+        (rooms[4].to_owned(), true),
+        "history is kept"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1033,7 +1403,10 @@ fn member_bans_reason_default_and_smallest_rule_room_and_event_id() {
     let mut m = matrix();
     let list_a = "!a-list:good.net";
     let list_b = "!b-list:good.net";
-    ingest_manifest(&mut m, json!([{"id": BOT, "watch": [list_b, list_a], "protect": [ROOM, ROOM2]}]));
+    ingest_manifest(
+        &mut m,
+        json!([{"id": BOT, "watch": [list_b, list_a], "protect": [ROOM, ROOM2]}]),
+    );
     ingest_events(
         &mut m,
         vec![
@@ -1069,7 +1442,13 @@ fn member_bans_reason_default_and_smallest_rule_room_and_event_id() {
             user_ban("$b4", list_b, "b4", "@gone:evil.org", Some("gone")),
             user_ban("$2", list_a, "a2", "@spam:*", Some("a two")),
             // "$10" < "$2" as strings.
-            rule("$10", list_a, "m.policy.rule.user", "a10", json!({"entity": "@sp*:evil.org", "recommendation": "org.matrix.mjolnir.ban"})),
+            rule(
+                "$10",
+                list_a,
+                "m.policy.rule.user",
+                "a10",
+                json!({"entity": "@sp*:evil.org", "recommendation": "org.matrix.mjolnir.ban"}),
+            ),
             server_rule("$s", list_a, "s", "evil.org", "m.ban"),
             rule(
                 "$al",
@@ -1104,28 +1483,52 @@ fn member_bans_reason_default_and_smallest_rule_room_and_event_id() {
     );
 
     // Remove the chosen rule: the next smallest takes over.
-    ingest_events(&mut m, vec![rule("$10x", list_a, "m.policy.rule.user", "a10", json!({}))]);
+    ingest_events(
+        &mut m,
+        vec![rule("$10x", list_a, "m.policy.rule.user", "a10", json!({}))],
+    );
     let rows = show_in(&mut m, "member_bans", BOT);
     let spam: Vec<(&str, &str, &str)> = rows
         .iter()
         .filter(|r| r["user_id"] == "@spam:evil.org")
-        .map(|r| (field(r, "rule_room_id"), field(r, "rule_event_id"), field(r, "reason")))
+        .map(|r| {
+            (
+                field(r, "rule_room_id"),
+                field(r, "rule_event_id"),
+                field(r, "reason"),
+            )
+        })
         .collect();
     assert_eq!(spam, vec![(list_a, "$2", "a two"), (list_a, "$2", "a two")]);
-    ingest_events(&mut m, vec![rule("$2x", list_a, "m.policy.rule.user", "a2", json!({}))]);
+    ingest_events(
+        &mut m,
+        vec![rule("$2x", list_a, "m.policy.rule.user", "a2", json!({}))],
+    );
     let rows = show_in(&mut m, "member_bans", BOT);
     let spam: Vec<(&str, &str, &str)> = rows
         .iter()
         .filter(|r| r["user_id"] == "@spam:evil.org")
-        .map(|r| (field(r, "rule_room_id"), field(r, "rule_event_id"), field(r, "reason")))
+        .map(|r| {
+            (
+                field(r, "rule_room_id"),
+                field(r, "rule_event_id"),
+                field(r, "reason"),
+            )
+        })
         .collect();
-    assert_eq!(spam, vec![(list_b, "$b1", "from b"), (list_b, "$b1", "from b")]);
+    assert_eq!(
+        spam,
+        vec![(list_b, "$b1", "from b"), (list_b, "$b1", "from b")]
+    );
 
     // Banned in ROOM: no longer present anywhere, so no intent at all for them.
     ingest_events(&mut m, vec![member("$9", ROOM, "@spam:evil.org", "ban")]);
     assert_eq!(
         show_in(&mut m, "member_bans", BOT),
-        vec![ban(ROOM2, "@banned:evil.org", list_b, "$b2", "takedown!"), ban(ROOM, "@nr:evil.org", list_b, "$b3", NO_REASON)]
+        vec![
+            ban(ROOM2, "@banned:evil.org", list_b, "$b2", "takedown!"),
+            ban(ROOM, "@nr:evil.org", list_b, "$b3", NO_REASON)
+        ]
     );
 }
 
@@ -1136,7 +1539,10 @@ fn member_bans_reason_default_and_smallest_rule_room_and_event_id() {
 fn policy_room_that_is_also_a_protected_room() {
     let mut m = matrix();
     let both = "!both:good.net";
-    ingest_manifest(&mut m, json!([{"id": BOT, "watch": [both], "protect": [both]}]));
+    ingest_manifest(
+        &mut m,
+        json!([{"id": BOT, "watch": [both], "protect": [both]}]),
+    );
     ingest_events(
         &mut m,
         vec![
@@ -1144,7 +1550,11 @@ fn policy_room_that_is_also_a_protected_room() {
             member("$m1", both, "@spam:evil.org", "join"),
             user_ban("$u", both, "u", "@spam:evil.org", Some("spam")),
             server_rule("$s", both, "s", "evil.org", "m.ban"),
-            acl("$acl", both, json!({"allow": ["*"], "deny": ["evil.org"], "allow_ip_literals": false})),
+            acl(
+                "$acl",
+                both,
+                json!({"allow": ["*"], "deny": ["evil.org"], "allow_ip_literals": false}),
+            ),
         ],
     );
     assert_eq!(show_in(&mut m, "policy_room", both).len(), 2);
@@ -1159,13 +1569,18 @@ fn policy_room_that_is_also_a_protected_room() {
     let rows = show(&mut m, "member_matches");
     assert_eq!(
         match_keys(&rows),
-        keys(&[("@spam:evil.org", "server", "s"), ("@spam:evil.org", "user", "u")])
+        keys(&[
+            ("@spam:evil.org", "server", "s"),
+            ("@spam:evil.org", "user", "u")
+        ])
     );
     assert!(rows.iter().all(|r| r["room_id"] == both));
     assert_eq!(
         show(&mut m, "member_bans"),
-        vec![json!({"instance": BOT, "room_id": both, "user_id": "@spam:evil.org",
-                    "rule_room_id": both, "rule_event_id": "$u", "reason": "spam"})]
+        vec![
+            json!({"instance": BOT, "room_id": both, "user_id": "@spam:evil.org",
+                    "rule_room_id": both, "rule_event_id": "$u", "reason": "spam"})
+        ]
     );
     assert_eq!(deny_of(&mut m, BOT), vec!["evil.org"]);
     assert_eq!(sync_of(&mut m, BOT), syncs(&[(both, true)]));
@@ -1173,7 +1588,10 @@ fn policy_room_that_is_also_a_protected_room() {
     // The user is banned: no intent left; the list is unchanged.
     ingest_events(&mut m, vec![member("$m2", both, "@spam:evil.org", "ban")]);
     assert_eq!(show(&mut m, "member_bans"), Vec::<Value>::new());
-    assert_eq!(show(&mut m, "member_set"), vec![json!({"instance": BOT, "user_id": MOD, "rooms": 1})]);
+    assert_eq!(
+        show(&mut m, "member_set"),
+        vec![json!({"instance": BOT, "user_id": MOD, "rooms": 1})]
+    );
     assert_eq!(show_in(&mut m, "policy_list", BOT).len(), 2);
 }
 
@@ -1182,8 +1600,14 @@ fn policy_room_that_is_also_a_protected_room() {
 
 #[test]
 fn manifest_replace_and_remove() {
-    const INSTANCE_REPLICAS: [&str; 6] =
-        ["policy_list", "member_set", "member_matches", "member_bans", "server_acl", "acl_sync"];
+    const INSTANCE_REPLICAS: [&str; 6] = [
+        "policy_list",
+        "member_set",
+        "member_matches",
+        "member_bans",
+        "server_acl",
+        "acl_sync",
+    ];
     let other = "@other:good.net";
     let mut m = matrix();
     ingest_manifest(
@@ -1202,16 +1626,29 @@ fn manifest_replace_and_remove() {
             server_rule("$s", LIST, "s", "evil.org", "m.ban"),
         ],
     );
-    let other_before: Vec<Vec<Value>> = INSTANCE_REPLICAS.iter().map(|r| show_in(&mut m, r, other)).collect();
+    let other_before: Vec<Vec<Value>> = INSTANCE_REPLICAS
+        .iter()
+        .map(|r| show_in(&mut m, r, other))
+        .collect();
     for (name, rows) in INSTANCE_REPLICAS.iter().zip(&other_before) {
         assert!(!rows.is_empty(), "{name} has rows for {other}");
-        assert_eq!(show_in(&mut m, name, BOT).len(), rows.len(), "{name}: both instances alike");
+        assert_eq!(
+            show_in(&mut m, name, BOT).len(),
+            rows.len(),
+            "{name}: both instances alike"
+        );
     }
 
     // Replace: the entry's sets replace the old ones (no union).
-    ingest_manifest(&mut m, json!([{"id": BOT, "watch": [], "protect": [ROOM2]}]));
+    ingest_manifest(
+        &mut m,
+        json!([{"id": BOT, "watch": [], "protect": [ROOM2]}]),
+    );
     assert_eq!(show_in(&mut m, "policy_list", BOT), Vec::<Value>::new());
-    assert_eq!(show_in(&mut m, "member_set", BOT), vec![json!({"instance": BOT, "user_id": "@x:good.net", "rooms": 1})]);
+    assert_eq!(
+        show_in(&mut m, "member_set", BOT),
+        vec![json!({"instance": BOT, "user_id": "@x:good.net", "rooms": 1})]
+    );
     assert_eq!(show_in(&mut m, "member_matches", BOT), Vec::<Value>::new());
     assert_eq!(show_in(&mut m, "member_bans", BOT), Vec::<Value>::new());
     assert_eq!(deny_of(&mut m, BOT), Vec::<String>::new());
@@ -1220,17 +1657,35 @@ fn manifest_replace_and_remove() {
     // Remove: nothing is left for the instance; the other instance is untouched.
     ingest_manifest(&mut m, json!([{"id": BOT, "remove": true}]));
     for (name, rows) in INSTANCE_REPLICAS.iter().zip(&other_before) {
-        assert_eq!(show_in(&mut m, name, BOT), Vec::<Value>::new(), "{name} after remove");
-        assert_eq!(&show_in(&mut m, name, other), rows, "{name} of {other} unchanged");
-        assert!(show(&mut m, name).iter().all(|r| r["instance"] == other), "{name}: only {other} left");
+        assert_eq!(
+            show_in(&mut m, name, BOT),
+            Vec::<Value>::new(),
+            "{name} after remove"
+        );
+        assert_eq!(
+            &show_in(&mut m, name, other),
+            rows,
+            "{name} of {other} unchanged"
+        );
+        assert!(
+            show(&mut m, name).iter().all(|r| r["instance"] == other),
+            "{name}: only {other} left"
+        );
     }
     // The source rooms are untouched.
     assert_eq!(show_in(&mut m, "policy_room", LIST).len(), 2);
     assert_eq!(show(&mut m, "room_members").len(), 2);
 
     // Re-adding the instance brings its records back.
-    ingest_manifest(&mut m, json!([{"id": BOT, "watch": [LIST], "protect": [ROOM]}]));
+    ingest_manifest(
+        &mut m,
+        json!([{"id": BOT, "watch": [LIST], "protect": [ROOM]}]),
+    );
     for (name, rows) in INSTANCE_REPLICAS.iter().zip(&other_before) {
-        assert_eq!(show_in(&mut m, name, BOT).len(), rows.len(), "{name} after re-adding");
+        assert_eq!(
+            show_in(&mut m, name, BOT).len(),
+            rows.len(),
+            "{name} after re-adding"
+        );
     }
 }

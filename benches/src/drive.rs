@@ -1,0 +1,88 @@
+//! Driving prr on a workload: ingest files one source delta each (as `prr ingest DIR` does),
+//! and count what the intents hold so that peers can be compared with it.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Instant;
+
+use prr_replicas::{Matrix, Rec, SourceItem};
+use serde_json::{Value, json};
+
+use crate::measure::{emit_progress, secs};
+use crate::workload::{list_files, read_file};
+
+/// Times of an ingest of a directory.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct IngestTimes {
+    /// Seconds reading and parsing files.
+    pub parse: f64,
+    /// Seconds in [`Matrix::ingest`] (durable commit, dataflow, until every replica is final).
+    pub ingest: f64,
+    /// Files ingested.
+    pub files: usize,
+}
+
+/// Ingests every file of `dir` in name order, one source delta per file, reading and parsing
+/// each file just before it is ingested (so parsed files are not all held at once). Prints a
+/// progress line every `progress_every` files (0: never).
+pub fn ingest_dir(m: &mut Matrix, dir: &Path, progress_every: usize) -> anyhow::Result<IngestTimes> {
+    let files = list_files(dir)?;
+    let mut t = IngestTimes::default();
+    for (i, path) in files.iter().enumerate() {
+        let start = Instant::now();
+        let items = read_file(path)?;
+        t.parse += secs(start);
+        let start = Instant::now();
+        m.ingest(&items)?;
+        t.ingest += secs(start);
+        t.files += 1;
+        if progress_every > 0 && (i + 1) % progress_every == 0 {
+            emit_progress(json!({"files": i + 1, "of": files.len(), "parse": t.parse, "ingest": t.ingest}));
+        }
+    }
+    Ok(t)
+}
+
+/// Ingests items already parsed, one source delta per file.
+pub fn ingest_items(m: &mut Matrix, files: &[Vec<SourceItem>]) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    for items in files {
+        m.ingest(items)?;
+    }
+    Ok(secs(start))
+}
+
+/// Counts of the intents, comparable across systems: `member_set`, `member_matches` and
+/// `member_bans` records, distinct (instance, user) ban intents, denied ACL entities summed
+/// over instances.
+pub fn intent_counts(m: &mut Matrix) -> anyhow::Result<Value> {
+    let rt = m.runtime();
+    let count = |rt: &mut prr_engine::Runtime<Rec>, name: &str| -> anyhow::Result<Vec<(Rec, isize)>> {
+        let id = rt.replica(name)?;
+        Ok(rt.read(id, None)?)
+    };
+    let member_set = count(rt, "member_set")?.len();
+    let member_matches = count(rt, "member_matches")?.len();
+    let bans = count(rt, "member_bans")?;
+    let intents: BTreeSet<(u64, u64)> = bans
+        .iter()
+        .filter_map(|(r, _)| match r {
+            Rec::Ban { instance, user, .. } => Some((*instance, *user)),
+            _ => None,
+        })
+        .collect();
+    let acl_deny: usize = count(rt, "server_acl")?
+        .iter()
+        .map(|(r, _)| match r {
+            Rec::Acl { deny, .. } => deny.len(),
+            _ => 0,
+        })
+        .sum();
+    Ok(json!({
+        "member_set": member_set,
+        "member_matches": member_matches,
+        "member_bans": bans.len(),
+        "ban_intents": intents.len(),
+        "acl_deny": acl_deny,
+    }))
+}

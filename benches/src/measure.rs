@@ -1,0 +1,262 @@
+//! Measuring: peak memory, child processes that report JSON lines, markdown tables.
+//!
+//! Every measurement runs in a fresh child process (the benchmark binary itself, with a
+//! subcommand), so memory and caches do not leak from one measurement into the next. A child
+//! prints JSON lines on standard output: `{"progress": {...}}` while it works and
+//! `{"result": {...}}` at the end. The parent kills a child that outlives its cap and keeps its
+//! last progress line.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// A field of `/proc/self/status` in bytes (`VmHWM`, `VmRSS`), when available (Linux).
+fn proc_status_bytes(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The peak resident set size of this process so far (`VmHWM`), in bytes; 0 if unknown.
+pub fn peak_rss() -> u64 {
+    proc_status_bytes("VmHWM:").unwrap_or(0)
+}
+
+/// The current resident set size of this process (`VmRSS`), in bytes; 0 if unknown.
+pub fn current_rss() -> u64 {
+    proc_status_bytes("VmRSS:").unwrap_or(0)
+}
+
+/// Prints one JSON line for the parent and flushes it.
+pub fn emit(line: &Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Prints a progress line: `{"progress": value}`.
+pub fn emit_progress(value: Value) {
+    emit(&json!({ "progress": value }));
+}
+
+/// Prints the result line: `{"result": value}`, with the peak RSS added.
+pub fn emit_result(mut value: Value) {
+    if let Value::Object(m) = &mut value {
+        m.insert("peak_rss".into(), peak_rss().into());
+    }
+    emit(&json!({ "result": value }));
+}
+
+/// Seconds since `t`, as a float.
+pub fn secs(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64()
+}
+
+/// How a child process ended.
+#[derive(Debug, Default)]
+pub struct ChildOutcome {
+    /// Its `{"result": ...}` value, if it printed one.
+    pub result: Option<Value>,
+    /// Its last `{"progress": ...}` value.
+    pub last_progress: Option<Value>,
+    /// Whether it was killed at the cap.
+    pub timed_out: bool,
+    /// Wall-clock seconds from spawn to exit (or kill).
+    pub wall: f64,
+    /// Its exit status, if it exited by itself.
+    pub status: Option<std::process::ExitStatus>,
+    /// The end of its standard error.
+    pub stderr_tail: String,
+}
+
+impl ChildOutcome {
+    /// A number from the result.
+    pub fn num(&self, field: &str) -> Option<f64> {
+        self.result.as_ref()?.get(field)?.as_f64()
+    }
+
+    /// Why there is no result, for a table cell.
+    pub fn failure(&self) -> String {
+        if self.timed_out {
+            "timed out".into()
+        } else {
+            let tail: String = self.stderr_tail.lines().rev().take(3).collect::<Vec<_>>().join(" / ");
+            format!("failed ({}): {tail}", self.status.map(|s| s.to_string()).unwrap_or_default())
+        }
+    }
+}
+
+/// Runs a child to completion, or kills it after `cap`. Its standard error is kept (the last
+/// 4 KiB) and also echoed to ours when `echo_stderr`.
+pub fn run_child(mut cmd: Command, cap: Option<Duration>, echo_stderr: bool) -> anyhow::Result<ChildOutcome> {
+    let start = Instant::now();
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel::<Value>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut tail: Vec<u8> = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stderr.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if echo_stderr {
+                        let _ = std::io::stderr().write_all(&buf[..n]);
+                    }
+                    tail.extend_from_slice(&buf[..n]);
+                    if tail.len() > 8192 {
+                        tail.drain(..tail.len() - 4096);
+                    }
+                }
+            }
+        }
+        String::from_utf8_lossy(&tail).into_owned()
+    });
+    let mut outcome = ChildOutcome::default();
+    let deadline = cap.map(|c| start + c);
+    loop {
+        let wait = match deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()),
+            None => Duration::from_secs(3600),
+        };
+        match rx.recv_timeout(wait) {
+            Ok(v) => {
+                if let Some(p) = v.get("progress") {
+                    outcome.last_progress = Some(p.clone());
+                }
+                if let Some(r) = v.get("result") {
+                    outcome.result = Some(r.clone());
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    outcome.timed_out = true;
+                    // Our own child, by its handle.
+                    let _ = child.kill();
+                    break;
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    outcome.wall = secs(start);
+    if !outcome.timed_out {
+        outcome.status = Some(status);
+    }
+    let _ = reader.join();
+    outcome.stderr_tail = err_reader.join().unwrap_or_default();
+    Ok(outcome)
+}
+
+/// The current executable, to spawn children of the same benchmark.
+pub fn self_command() -> anyhow::Result<Command> {
+    Ok(Command::new(std::env::current_exe()?))
+}
+
+/// A markdown table.
+#[derive(Clone, Debug, Default)]
+pub struct Table {
+    headers: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with these column headers.
+    pub fn new(headers: &[&str]) -> Self {
+        Table { headers: headers.iter().map(|h| h.to_string()).collect(), rows: Vec::new() }
+    }
+
+    /// Adds a row (missing cells are empty).
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// The table as GitHub markdown.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let line = |cells: &[String]| format!("| {} |\n", cells.join(" | "));
+        out.push_str(&line(&self.headers));
+        out.push_str(&line(&self.headers.iter().map(|_| "---".to_string()).collect::<Vec<_>>()));
+        for r in &self.rows {
+            let mut cells = r.clone();
+            cells.resize(self.headers.len(), String::new());
+            out.push_str(&line(&cells));
+        }
+        out
+    }
+}
+
+/// Seconds for a table: `12.3 s`, `456 ms`, `7.8 ms`.
+pub fn fmt_secs(s: f64) -> String {
+    if s >= 100.0 {
+        format!("{s:.0} s")
+    } else if s >= 1.0 {
+        format!("{s:.2} s")
+    } else if s >= 0.01 {
+        format!("{:.0} ms", s * 1e3)
+    } else {
+        format!("{:.2} ms", s * 1e3)
+    }
+}
+
+/// Bytes for a table, in MiB or KiB.
+pub fn fmt_bytes(b: f64) -> String {
+    if b >= 1024.0 * 1024.0 {
+        format!("{:.0} MiB", b / (1024.0 * 1024.0))
+    } else {
+        format!("{:.0} KiB", b / 1024.0)
+    }
+}
+
+/// A ratio `a / b` for a table: `12.3x`.
+pub fn fmt_ratio(a: f64, b: f64) -> String {
+    if b <= 0.0 || !a.is_finite() || !b.is_finite() {
+        return "n/a".into();
+    }
+    let r = a / b;
+    if r >= 100.0 { format!("{r:.0}x") } else if r >= 10.0 { format!("{r:.1}x") } else { format!("{r:.2}x") }
+}
+
+/// One line about the machine: cores, CPU model, RAM.
+pub fn machine_line() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_string())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .map(|kb| format!("{:.1} GiB RAM", kb as f64 / (1024.0 * 1024.0)))
+        .unwrap_or_else(|| "unknown RAM".into());
+    format!("{cores} cores, {model}, {mem}")
+}
+
+/// The size of a file or of a directory's files, in bytes.
+pub fn disk_size(path: &Path) -> u64 {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => m.len(),
+        Ok(m) if m.is_dir() => std::fs::read_dir(path)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| disk_size(&e.path())).sum())
+            .unwrap_or(0),
+        _ => 0,
+    }
+}

@@ -1,0 +1,11 @@
+//! Integration tests of the `prr` binary: one binary, with submodules.
+
+#[path = "cli/support.rs"]
+mod support;
+
+#[path = "cli/bad_input.rs"]
+mod bad_input;
+#[path = "cli/commands.rs"]
+mod commands;
+#[path = "cli/stream.rs"]
+mod stream;

@@ -1,0 +1,82 @@
+//! `prr stream` as a child process: events in, deltas out, a bad line skipped, and every
+//! emitted delta in the store after a SIGKILL.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+use super::support::Scratch;
+
+fn member(i: u64, membership: &str) -> String {
+    json!({"event_id": format!("$m{i}-{membership}"), "room_id": "!room:x", "type": "m.room.member",
+           "state_key": format!("@spam{i}:evil.example"), "sender": "@x:x", "content": {"membership": membership}})
+    .to_string()
+}
+
+#[test]
+fn stream_emits_deltas_skips_bad_lines_and_survives_sigkill() {
+    let s = Scratch::new();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prr"))
+        .arg("--store")
+        .arg(s.store())
+        .args(["stream", "--emit", "member_bans,room_members"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut emitted: Vec<Value> = Vec::new();
+    let mut read_until = |emitted: &mut Vec<Value>, pred: &dyn Fn(&Value) -> bool| loop {
+        let line = stdout.next().expect("stream output").unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        emitted.push(v.clone());
+        if pred(&v) {
+            return;
+        }
+    };
+    let manifest = json!({"instances": [{"id": "@bot:good.example", "watch": ["!list:x"], "protect": ["!room:x"]}]});
+    let rule = json!({"event_id": "$r", "room_id": "!list:x", "type": "m.policy.rule.user", "state_key": "r",
+                      "sender": "@mod:x", "content": {"entity": "@spam*:evil.example", "recommendation": "m.ban"}});
+    writeln!(stdin, "{manifest}\n{rule}").unwrap();
+    writeln!(stdin, "{}", member(1, "join")).unwrap();
+    stdin.flush().unwrap();
+    read_until(&mut emitted, &|v| v["replica"] == "member_bans" && v["record"]["user_id"] == "@spam1:evil.example");
+    // A bad line is skipped; the stream goes on.
+    writeln!(stdin, "{{\"event_id\": \"$bad\", \"room_id\": 7}}").unwrap();
+    writeln!(stdin, "{}", member(2, "join")).unwrap();
+    stdin.flush().unwrap();
+    read_until(&mut emitted, &|v| v["replica"] == "member_bans" && v["record"]["user_id"] == "@spam2:evil.example");
+    for i in 3..40 {
+        writeln!(stdin, "{}", member(i, if i % 3 == 0 { "leave" } else { "join" })).unwrap();
+    }
+    stdin.flush().unwrap();
+    read_until(&mut emitted, &|v| v["replica"] == "room_members" && v["record"]["user_id"] == "@spam39:evil.example");
+    child.kill().unwrap(); // SIGKILL: no clean shutdown, no revision capture
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("line 4"), "the bad line is reported with its number: {stderr}");
+    // Every emitted delta is in the store.
+    for replica in ["member_bans", "room_members"] {
+        let stored: BTreeSet<String> = s
+            .ok(&["deltas", replica])
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                json!({"seq": v["seq"], "diff": v["diff"], "record": v["record"]}).to_string()
+            })
+            .collect();
+        for e in emitted.iter().filter(|e| e["replica"] == replica) {
+            let key = json!({"seq": e["seq"], "diff": e["diff"], "record": e["record"]}).to_string();
+            assert!(stored.contains(&key), "emitted but not stored: {key}");
+        }
+    }
+    let members = s.show("room_members");
+    assert_eq!(members.len(), 39);
+    assert!(s.ok(&["check"]).starts_with("ok:"));
+}
