@@ -21,7 +21,13 @@ Examples:
 #[command(name = "prr", version, after_help = AFTER_HELP)]
 pub struct Cli {
     /// The store file.
-    #[arg(long, global = true, env = "PRR_STORE", default_value = "prr.redb", value_name = "PATH")]
+    #[arg(
+        long,
+        global = true,
+        env = "PRR_STORE",
+        default_value = "prr.redb",
+        value_name = "PATH"
+    )]
     pub store: PathBuf,
     /// Timely worker threads (at most the number of cores is wise).
     #[arg(long, global = true, default_value_t = 1, value_name = "N")]
@@ -78,14 +84,18 @@ pub enum Command {
     /// or one event per line) or an instance manifest (`{"instances": [...]}`). A directory
     /// stands for its files, sorted by name; `-` reads standard input. Every file is checked
     /// before anything is stored: if one is invalid, nothing is stored.
-    #[command(after_help = "Examples:\n  prr ingest room-state.json manifest.json\n  prr ingest exports/\n  cat events.ndjson | prr ingest -")]
+    #[command(
+        after_help = "Examples:\n  prr ingest room-state.json manifest.json\n  prr ingest exports/\n  cat events.ndjson | prr ingest -"
+    )]
     Ingest {
         /// Files, directories, or `-` for standard input.
         #[arg(required = true, value_name = "FILE|DIR")]
         paths: Vec<PathBuf>,
     },
     /// Print a replica's records, sorted by key.
-    #[command(after_help = "Examples:\n  prr show member_bans\n  prr show room_members --partition '!room:example.org' --format json\n  prr show server_acl --as-of 3")]
+    #[command(
+        after_help = "Examples:\n  prr show member_bans\n  prr show room_members --partition '!room:example.org' --format json\n  prr show server_acl --as-of 3"
+    )]
     Show {
         /// The replica (see `prr graph`).
         replica: String,
@@ -100,7 +110,9 @@ pub enum Command {
         format: Option<ShowFormat>,
     },
     /// Print a replica's deltas after a sequence number, in order.
-    #[command(after_help = "Examples:\n  prr deltas member_bans\n  prr deltas policy_list --since 12")]
+    #[command(
+        after_help = "Examples:\n  prr deltas member_bans\n  prr deltas policy_list --since 12"
+    )]
     Deltas {
         /// The replica.
         replica: String,
@@ -131,7 +143,9 @@ pub enum Command {
     #[command(after_help = "Example:\n  prr compact")]
     Compact,
     /// Recompute replicas from the source log and compare with (or replace) stored revisions.
-    #[command(after_help = "Examples:\n  prr rebuild --check\n  prr rebuild member_matches member_bans")]
+    #[command(
+        after_help = "Examples:\n  prr rebuild --check\n  prr rebuild member_matches member_bans"
+    )]
     Rebuild {
         /// Replicas to rebuild (all if none).
         replicas: Vec<String>,
@@ -146,7 +160,9 @@ pub enum Command {
     ///
     /// Lines that arrive together form one source delta; each is committed durably before its
     /// deltas are written. A bad line is reported on standard error and skipped.
-    #[command(after_help = "Example:\n  tail -f events.ndjson | prr stream --emit member_bans,server_acl")]
+    #[command(
+        after_help = "Example:\n  tail -f events.ndjson | prr stream --emit member_bans,server_acl"
+    )]
     Stream {
         /// Replicas whose deltas to write (comma-separated).
         #[arg(long, value_delimiter = ',', value_name = "REPLICA,...")]

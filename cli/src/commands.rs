@@ -20,7 +20,9 @@ pub(crate) struct Ctx {
 impl Ctx {
     /// The runtime on the store, for commands that write.
     pub fn open(&self) -> Result<Matrix, Failure> {
-        let config = RuntimeConfig::new().with_store(&self.store).with_workers(self.workers);
+        let config = RuntimeConfig::new()
+            .with_store(&self.store)
+            .with_workers(self.workers);
         Ok(Matrix::start(config)?)
     }
 
@@ -28,9 +30,14 @@ impl Ctx {
     /// store file reads as an empty store without creating one.
     pub fn open_read(&self) -> Result<Matrix, Failure> {
         if !self.store.exists() {
-            return Ok(Matrix::start(RuntimeConfig::new().with_workers(self.workers))?);
+            return Ok(Matrix::start(
+                RuntimeConfig::new().with_workers(self.workers),
+            )?);
         }
-        let config = RuntimeConfig::new().with_store(&self.store).with_workers(self.workers).with_read_only(true);
+        let config = RuntimeConfig::new()
+            .with_store(&self.store)
+            .with_workers(self.workers)
+            .with_read_only(true);
         Ok(Matrix::start(config)?)
     }
 }
@@ -41,7 +48,10 @@ fn known_replicas<'a>(names: impl IntoIterator<Item = &'a String>) -> Result<(),
         if !REPLICAS.contains(&n.as_str()) {
             return Err(Failure::new(
                 exit::USAGE,
-                anyhow::anyhow!("unknown replica `{n}`; the replicas are: {}", REPLICAS.join(", ")),
+                anyhow::anyhow!(
+                    "unknown replica `{n}`; the replicas are: {}",
+                    REPLICAS.join(", ")
+                ),
             ));
         }
     }
@@ -51,24 +61,43 @@ fn known_replicas<'a>(names: impl IntoIterator<Item = &'a String>) -> Result<(),
 /// Runs a command; returns the exit status.
 pub fn run(cli: Cli) -> Result<u8, Failure> {
     if cli.workers == 0 {
-        return Err(Failure::new(exit::USAGE, anyhow::anyhow!("--workers must be at least 1")));
+        return Err(Failure::new(
+            exit::USAGE,
+            anyhow::anyhow!("--workers must be at least 1"),
+        ));
     }
     match &cli.command {
-        Command::Show { replica, .. } | Command::Deltas { replica, .. } => known_replicas([replica])?,
-        Command::Revisions { replica: Some(r), .. } => known_replicas([r])?,
+        Command::Show { replica, .. } | Command::Deltas { replica, .. } => {
+            known_replicas([replica])?
+        }
+        Command::Revisions {
+            replica: Some(r), ..
+        } => known_replicas([r])?,
         Command::Rebuild { replicas, .. } => known_replicas(replicas)?,
         Command::Stream { emit, .. } => known_replicas(emit)?,
         _ => {}
     }
-    let ctx = Ctx { store: cli.store, workers: cli.workers };
+    let ctx = Ctx {
+        store: cli.store,
+        workers: cli.workers,
+    };
     match cli.command {
         Command::Ingest { paths } => ingest::ingest(&ctx, &paths),
-        Command::Show { replica, partition, as_of, format } => {
-            query::show(&ctx, &replica, partition.as_deref(), as_of, format)
-        }
-        Command::Deltas { replica, since, format } => query::deltas(&ctx, &replica, since, format),
+        Command::Show {
+            replica,
+            partition,
+            as_of,
+            format,
+        } => query::show(&ctx, &replica, partition.as_deref(), as_of, format),
+        Command::Deltas {
+            replica,
+            since,
+            format,
+        } => query::deltas(&ctx, &replica, since, format),
         Command::Status { format } => admin::status(&ctx, format),
-        Command::Revisions { replica, format } => admin::revisions(&ctx, replica.as_deref(), format),
+        Command::Revisions { replica, format } => {
+            admin::revisions(&ctx, replica.as_deref(), format)
+        }
         Command::Compact => admin::compact(&ctx),
         Command::Rebuild { replicas, check } => admin::rebuild(&ctx, &replicas, check),
         Command::Check => admin::check(&ctx),

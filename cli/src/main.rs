@@ -34,7 +34,10 @@ pub struct Failure {
 impl Failure {
     /// A failure with this status.
     pub fn new(code: u8, error: impl Into<anyhow::Error>) -> Self {
-        Failure { code, error: error.into() }
+        Failure {
+            code,
+            error: error.into(),
+        }
     }
 }
 
@@ -64,5 +67,8 @@ fn main() -> ExitCode {
 
 /// A reader that stopped reading (`prr show | head`) is not an error.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -27,16 +27,32 @@ pub fn table(rows: &[Value]) -> String {
     let headers: Vec<String> = first.keys().cloned().collect();
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| headers.iter().map(|h| cell(r.get(h).unwrap_or(&Value::Null))).collect())
+        .map(|r| {
+            headers
+                .iter()
+                .map(|h| cell(r.get(h).unwrap_or(&Value::Null)))
+                .collect()
+        })
         .collect();
     let widths: Vec<usize> = headers
         .iter()
         .enumerate()
-        .map(|(i, h)| cells.iter().map(|c| c[i].chars().count()).max().unwrap_or(0).max(h.len()))
+        .map(|(i, h)| {
+            cells
+                .iter()
+                .map(|c| c[i].chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(h.len())
+        })
         .collect();
     let mut out = String::new();
     let line = |out: &mut String, values: &[String]| {
-        let parts: Vec<String> = values.iter().zip(&widths).map(|(v, w)| format!("{v:<w$}")).collect();
+        let parts: Vec<String> = values
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect();
         out.push_str(parts.join("  ").trim_end());
         out.push('\n');
     };

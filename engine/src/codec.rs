@@ -16,7 +16,8 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, crate::Error> {
-    bincode::deserialize(bytes).map_err(|e| crate::Error::Corrupt(format!("{what} does not decode: {e}")))
+    bincode::deserialize(bytes)
+        .map_err(|e| crate::Error::Corrupt(format!("{what} does not decode: {e}")))
 }
 
 /// Splits sorted records into encoded chunks.

@@ -59,12 +59,18 @@ pub struct Input {
 impl Input {
     /// An input whose full state the computation needs.
     pub fn full(replica: &str) -> Input {
-        Input { replica: replica.to_string(), mode: InputMode::Full }
+        Input {
+            replica: replica.to_string(),
+            mode: InputMode::Full,
+        }
     }
 
     /// An input whose deltas alone the computation needs.
     pub fn deltas(replica: &str) -> Input {
-        Input { replica: replica.to_string(), mode: InputMode::Deltas }
+        Input {
+            replica: replica.to_string(),
+            mode: InputMode::Deltas,
+        }
     }
 }
 
@@ -323,7 +329,11 @@ impl<R: Record> Dag<R> {
             .iter()
             .map(|d| d.inputs.iter().map(|i| by_name[&i.replica]).collect())
             .collect();
-        Ok(Dag { replicas: ordered, inputs, by_name })
+        Ok(Dag {
+            replicas: ordered,
+            inputs,
+            by_name,
+        })
     }
 }
 

@@ -55,7 +55,12 @@ impl Dictionary {
 
     /// The id of `s`, if it is interned.
     pub fn lookup(&self, s: &str) -> Option<Id> {
-        self.inner.read().expect("dictionary lock").ids.get(s).copied()
+        self.inner
+            .read()
+            .expect("dictionary lock")
+            .ids
+            .get(s)
+            .copied()
     }
 
     /// The string of an id. Panics on an id that was never handed out: ids only come from

@@ -107,7 +107,9 @@ pub struct SourceDelta<R> {
 
 impl<R> Default for SourceDelta<R> {
     fn default() -> Self {
-        SourceDelta { updates: Vec::new() }
+        SourceDelta {
+            updates: Vec::new(),
+        }
     }
 }
 
@@ -240,7 +242,14 @@ impl<R: Record> Workers<R> {
             run_worker(worker, &dag, link);
         })
         .map_err(Error::Workers)?;
-        Ok(Workers { commands, replies, captured, capture, guards: Some(guards), next_worker: 0 })
+        Ok(Workers {
+            commands,
+            replies,
+            captured,
+            capture,
+            guards: Some(guards),
+            next_worker: 0,
+        })
     }
 
     fn peers(&self) -> usize {
@@ -267,7 +276,11 @@ impl<R: Record> Workers<R> {
             }
         }
         for (tx, share) in self.commands.iter().zip(shares) {
-            tx.send(Command::Delta { seq, updates: share }).map_err(|_| Error::WorkerFailed)?;
+            tx.send(Command::Delta {
+                seq,
+                updates: share,
+            })
+            .map_err(|_| Error::WorkerFailed)?;
         }
         Ok(())
     }
@@ -287,8 +300,15 @@ impl<R: Record> Workers<R> {
     }
 
     /// Reads a replica's consolidated contents (all workers' shards). Call after `sync`.
-    pub(crate) fn read(&self, replica: ReplicaId, partition: Option<u64>) -> Result<Vec<(R, isize)>, Error> {
-        self.send_all(|| Command::Read { replica: replica.0, partition })?;
+    pub(crate) fn read(
+        &self,
+        replica: ReplicaId,
+        partition: Option<u64>,
+    ) -> Result<Vec<(R, isize)>, Error> {
+        self.send_all(|| Command::Read {
+            replica: replica.0,
+            partition,
+        })?;
         let mut rows = Vec::new();
         self.wait_all(|reply| {
             if let Reply::Rows(r) = reply {
@@ -396,7 +416,12 @@ impl<R: Record> Engine<R> {
             if updates.is_empty() {
                 continue;
             }
-            let delta = Delta { seq: Seq(t), replica: ReplicaId(replica), kind: DeltaKind::Source, updates };
+            let delta = Delta {
+                seq: Seq(t),
+                replica: ReplicaId(replica),
+                kind: DeltaKind::Source,
+                updates,
+            };
             self.publish(delta);
         }
         Ok(())
@@ -416,7 +441,11 @@ impl<R: Record> Engine<R> {
         Ok(Subscription { rx })
     }
 
-    pub(crate) fn read(&mut self, replica: ReplicaId, partition: Option<u64>) -> Result<Vec<(R, isize)>, Error> {
+    pub(crate) fn read(
+        &mut self,
+        replica: ReplicaId,
+        partition: Option<u64>,
+    ) -> Result<Vec<(R, isize)>, Error> {
         self.step_until(self.fed)?;
         self.workers.read(replica, partition)
     }
@@ -445,7 +474,10 @@ pub(crate) fn consolidate<R: Ord>(mut updates: Vec<(R, isize)>) -> Vec<(R, isize
 }
 
 /// The difference `new - old` of two consolidated, sorted contents.
-pub(crate) fn difference<R: Ord + Clone>(old: &[(R, isize)], new: &[(R, isize)]) -> Vec<(R, isize)> {
+pub(crate) fn difference<R: Ord + Clone>(
+    old: &[(R, isize)],
+    new: &[(R, isize)],
+) -> Vec<(R, isize)> {
     let mut all: Vec<(R, isize)> = new.to_vec();
     all.extend(old.iter().map(|(r, d)| (r.clone(), -d)));
     consolidate(all)

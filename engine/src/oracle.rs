@@ -25,7 +25,11 @@ pub struct Mismatch {
 
 impl std::fmt::Display for Mismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: replica `{}`: {}", self.seq, self.replica, self.detail)
+        write!(
+            f,
+            "{}: replica `{}`: {}",
+            self.seq, self.replica, self.detail
+        )
     }
 }
 
@@ -51,17 +55,33 @@ impl<R: Record> DeltaLog<R> {
             let rows: BTreeMap<R, isize> = runtime.read(id, None)?.into_iter().collect();
             state.insert(id, rows);
         }
-        Ok(DeltaLog { subscriptions, state, last: BTreeMap::new() })
+        Ok(DeltaLog {
+            subscriptions,
+            state,
+            last: BTreeMap::new(),
+        })
     }
 
     /// Steps `runtime` until `seq` is final and applies the deltas delivered, checking that
     /// each is consolidated, in `Seq` order and no later than `seq`.
-    pub fn advance(&mut self, runtime: &mut Runtime<R>, seq: Seq) -> Result<Vec<Delta<R>>, Mismatch> {
-        runtime.step_until(seq).map_err(|e| Mismatch { seq, replica: "*".into(), detail: e.to_string() })?;
+    pub fn advance(
+        &mut self,
+        runtime: &mut Runtime<R>,
+        seq: Seq,
+    ) -> Result<Vec<Delta<R>>, Mismatch> {
+        runtime.step_until(seq).map_err(|e| Mismatch {
+            seq,
+            replica: "*".into(),
+            detail: e.to_string(),
+        })?;
         let mut all = Vec::new();
         for (id, name, sub) in &self.subscriptions {
             for delta in sub.try_iter() {
-                let fail = |detail: String| Mismatch { seq, replica: name.clone(), detail };
+                let fail = |detail: String| Mismatch {
+                    seq,
+                    replica: name.clone(),
+                    detail,
+                };
                 if delta.kind != DeltaKind::Source {
                     return Err(fail(format!("unexpected {:?} delta", delta.kind)));
                 }
@@ -69,12 +89,18 @@ impl<R: Record> DeltaLog<R> {
                     return Err(fail(format!("delta names replica {:?}", delta.replica)));
                 }
                 if delta.seq > seq {
-                    return Err(fail(format!("delta at {} published before it was final", delta.seq)));
+                    return Err(fail(format!(
+                        "delta at {} published before it was final",
+                        delta.seq
+                    )));
                 }
                 if let Some(prev) = self.last.get(id)
                     && delta.seq <= *prev
                 {
-                    return Err(fail(format!("delta at {} after one at {prev}: out of order", delta.seq)));
+                    return Err(fail(format!(
+                        "delta at {} after one at {prev}: out of order",
+                        delta.seq
+                    )));
                 }
                 if delta.updates.is_empty() || delta.updates.windows(2).any(|w| w[0].0 >= w[1].0) {
                     return Err(fail("delta is empty or not consolidated".into()));
@@ -96,7 +122,10 @@ impl<R: Record> DeltaLog<R> {
 
     /// The contents of a replica accumulated from its deltas.
     pub fn contents(&self, replica: ReplicaId) -> Vec<(R, isize)> {
-        self.state.get(&replica).map(|m| m.iter().map(|(r, d)| (r.clone(), *d)).collect()).unwrap_or_default()
+        self.state
+            .get(&replica)
+            .map(|m| m.iter().map(|(r, d)| (r.clone(), *d)).collect())
+            .unwrap_or_default()
     }
 
     /// Compares every replica for which `expected` answers, both as accumulated from deltas
@@ -108,17 +137,29 @@ impl<R: Record> DeltaLog<R> {
         mut expected: impl FnMut(ReplicaId, &str) -> Option<Vec<(R, isize)>>,
     ) -> Result<(), Mismatch> {
         for (id, name, _) in &self.subscriptions {
-            let Some(mut want) = expected(*id, name) else { continue };
+            let Some(mut want) = expected(*id, name) else {
+                continue;
+            };
             want.sort();
             let from_deltas = self.contents(*id);
             if from_deltas != want {
-                return Err(Mismatch { seq, replica: name.clone(), detail: describe(&want, &from_deltas, "deltas") });
+                return Err(Mismatch {
+                    seq,
+                    replica: name.clone(),
+                    detail: describe(&want, &from_deltas, "deltas"),
+                });
             }
-            let read = runtime
-                .read(*id, None)
-                .map_err(|e| Mismatch { seq, replica: name.clone(), detail: e.to_string() })?;
+            let read = runtime.read(*id, None).map_err(|e| Mismatch {
+                seq,
+                replica: name.clone(),
+                detail: e.to_string(),
+            })?;
             if read != want {
-                return Err(Mismatch { seq, replica: name.clone(), detail: describe(&want, &read, "read") });
+                return Err(Mismatch {
+                    seq,
+                    replica: name.clone(),
+                    detail: describe(&want, &read, "read"),
+                });
             }
         }
         Ok(())
@@ -126,11 +167,23 @@ impl<R: Record> DeltaLog<R> {
 }
 
 /// Names the first records that differ between `want` and `got`.
-pub fn describe<R: Debug + Ord + Clone>(want: &[(R, isize)], got: &[(R, isize)], what: &str) -> String {
+pub fn describe<R: Debug + Ord + Clone>(
+    want: &[(R, isize)],
+    got: &[(R, isize)],
+    what: &str,
+) -> String {
     let w: BTreeMap<R, isize> = want.iter().cloned().collect();
     let g: BTreeMap<R, isize> = got.iter().cloned().collect();
-    let missing: Vec<_> = w.iter().filter(|(r, d)| g.get(*r) != Some(d)).take(3).collect();
-    let extra: Vec<_> = g.iter().filter(|(r, d)| w.get(*r) != Some(d)).take(3).collect();
+    let missing: Vec<_> = w
+        .iter()
+        .filter(|(r, d)| g.get(*r) != Some(d))
+        .take(3)
+        .collect();
+    let extra: Vec<_> = g
+        .iter()
+        .filter(|(r, d)| w.get(*r) != Some(d))
+        .take(3)
+        .collect();
     format!(
         "{what}: {} records, oracle {}; oracle has (first 3) {missing:?}; runtime has (first 3) {extra:?}",
         got.len(),

@@ -15,7 +15,9 @@ use prr_persist::{RevisionInfo, RevisionWrite, Store, StoreStats};
 use crate::codec::{self, LoggedDelta};
 use crate::description::{Dag, Record, ReplicaId};
 use crate::dictionary::Dictionary;
-use crate::engine::{Delta, DeltaKind, Engine, Frontier, RuntimeConfig, SourceDelta, Subscription, difference};
+use crate::engine::{
+    Delta, DeltaKind, Engine, Frontier, RuntimeConfig, SourceDelta, Subscription, difference,
+};
 use crate::worker::SourceUpdate;
 use crate::{Error, Seq};
 
@@ -96,7 +98,11 @@ impl<R: Record> Runtime<R> {
         let dictionary = Dictionary::new();
         let (store, last_seq) = match &config.store {
             Some(path) => {
-                let store = if config.read_only { Store::open_read_only(path)? } else { Store::open(path)? };
+                let store = if config.read_only {
+                    Store::open_read_only(path)?
+                } else {
+                    Store::open(path)?
+                };
                 dictionary.load(store.strings()?);
                 let last = store.last_seq()?;
                 (Some(store), last)
@@ -139,7 +145,12 @@ impl<R: Record> Runtime<R> {
     pub fn replica(&self, name: &str) -> Result<ReplicaId, Error> {
         self.dag.id(name).ok_or_else(|| Error::UnknownReplica {
             name: name.to_string(),
-            known: self.dag.replicas().iter().map(|d| d.name().to_string()).collect(),
+            known: self
+                .dag
+                .replicas()
+                .iter()
+                .map(|d| d.name().to_string())
+                .collect(),
         })
     }
 
@@ -169,19 +180,25 @@ impl<R: Record> Runtime<R> {
         for d in &deltas {
             for (replica, _, _) in &d.updates {
                 if !self.dag.replica(*replica).is_source() {
-                    return Err(Error::NotASource(self.dag.replica(*replica).name().to_string()));
+                    return Err(Error::NotASource(
+                        self.dag.replica(*replica).name().to_string(),
+                    ));
                 }
             }
         }
         self.ensure_engine()?;
         let seqs: Vec<u64> = match &self.store {
             Some(store) => {
-                let encoded: Vec<Vec<u8>> = deltas.iter().map(|d| codec::encode(&self.logged(d))).collect();
+                let encoded: Vec<Vec<u8>> = deltas
+                    .iter()
+                    .map(|d| codec::encode(&self.logged(d)))
+                    .collect();
                 let slices: Vec<&[u8]> = encoded.iter().map(|e| e.as_slice()).collect();
                 let (first_id, strings) = self.dictionary.unpersisted();
                 match store.append(&slices, first_id, &strings) {
                     Ok(seqs) => {
-                        self.dictionary.mark_persisted(first_id + strings.len() as u64);
+                        self.dictionary
+                            .mark_persisted(first_id + strings.len() as u64);
                         seqs
                     }
                     // The new strings stay interned (unpersisted): the dataflow may hold their ids
@@ -189,11 +206,17 @@ impl<R: Record> Runtime<R> {
                     Err(e) => return Err(e.into()),
                 }
             }
-            None => (1..=deltas.len() as u64).map(|i| self.last_seq + i).collect(),
+            None => (1..=deltas.len() as u64)
+                .map(|i| self.last_seq + i)
+                .collect(),
         };
         let engine = self.engine.as_mut().expect("engine started");
         for (seq, delta) in seqs.iter().zip(deltas) {
-            let updates = delta.updates.into_iter().map(|(r, rec, d)| (r.0, rec, d)).collect();
+            let updates = delta
+                .updates
+                .into_iter()
+                .map(|(r, rec, d)| (r.0, rec, d))
+                .collect();
             engine.feed(*seq, updates)?;
         }
         self.last_seq = *seqs.last().unwrap_or(&self.last_seq);
@@ -212,14 +235,19 @@ impl<R: Record> Runtime<R> {
         for (r, rec, d) in &delta.updates {
             by.entry(*r).or_default().push((rec.clone(), *d as i64));
         }
-        by.into_iter().map(|(r, v)| (self.dag.replica(r).name().to_string(), v)).collect()
+        by.into_iter()
+            .map(|(r, v)| (self.dag.replica(r).name().to_string(), v))
+            .collect()
     }
 
     /// Steps the workers until every replica is final through `seq`, and delivers the deltas
     /// up to it to subscribers, in `Seq` order.
     pub fn step_until(&mut self, seq: Seq) -> Result<(), Error> {
         self.ensure_engine()?;
-        self.engine.as_mut().expect("engine started").step_until(seq.0)
+        self.engine
+            .as_mut()
+            .expect("engine started")
+            .step_until(seq.0)
     }
 
     /// Steps until everything pushed is final.
@@ -230,7 +258,10 @@ impl<R: Record> Runtime<R> {
     /// Subscribes to a replica's deltas after the current `Seq`.
     pub fn subscribe(&mut self, replica: ReplicaId) -> Result<Subscription<R>, Error> {
         self.ensure_engine()?;
-        self.engine.as_mut().expect("engine started").subscribe(replica)
+        self.engine
+            .as_mut()
+            .expect("engine started")
+            .subscribe(replica)
     }
 
     /// Rebuild deltas published when the runtime was restored: the difference between a stored
@@ -242,21 +273,36 @@ impl<R: Record> Runtime<R> {
     /// A replica's current contents, `(record, multiplicity)` sorted by record; all of it or
     /// one partition. Served from a current revision without starting the dataflow when one
     /// exists.
-    pub fn read(&mut self, replica: ReplicaId, partition: Option<u64>) -> Result<Vec<(R, isize)>, Error> {
+    pub fn read(
+        &mut self,
+        replica: ReplicaId,
+        partition: Option<u64>,
+    ) -> Result<Vec<(R, isize)>, Error> {
         if self.engine.is_none()
             && let Some(rows) = self.fresh_revision(replica, self.last_seq)?
         {
             return Ok(self.filter_partition(replica, rows, partition));
         }
         self.ensure_engine()?;
-        self.engine.as_mut().expect("engine started").read(replica, partition)
+        self.engine
+            .as_mut()
+            .expect("engine started")
+            .read(replica, partition)
     }
 
     /// A replica's contents as of an earlier `seq` (time travel), from a retained revision or
     /// a replay of the log after one.
-    pub fn read_as_of(&mut self, replica: ReplicaId, seq: Seq, partition: Option<u64>) -> Result<Vec<(R, isize)>, Error> {
+    pub fn read_as_of(
+        &mut self,
+        replica: ReplicaId,
+        seq: Seq,
+        partition: Option<u64>,
+    ) -> Result<Vec<(R, isize)>, Error> {
         if seq.0 > self.last_seq {
-            return Err(Error::FutureSeq { seq, last: Seq(self.last_seq) });
+            return Err(Error::FutureSeq {
+                seq,
+                last: Seq(self.last_seq),
+            });
         }
         if seq.0 == self.last_seq {
             return self.read(replica, partition);
@@ -318,10 +364,23 @@ impl<R: Record> Runtime<R> {
         let revisions = self.revisions()?;
         let mut replicas = Vec::new();
         for f in frontiers {
-            let newest = revisions.iter().filter(|r| r.replica == f.name).map(|r| r.as_of).max();
-            let records = match (&self.engine, revisions.iter().find(|r| r.replica == f.name && r.as_of == self.last_seq)) {
+            let newest = revisions
+                .iter()
+                .filter(|r| r.replica == f.name)
+                .map(|r| r.as_of)
+                .max();
+            let records = match (
+                &self.engine,
+                revisions
+                    .iter()
+                    .find(|r| r.replica == f.name && r.as_of == self.last_seq),
+            ) {
                 (None, Some(info)) if self.is_fresh(info) => info.records,
-                _ => self.read(f.replica, None)?.iter().map(|(_, d)| *d as u64).sum(),
+                _ => self
+                    .read(f.replica, None)?
+                    .iter()
+                    .map(|(_, d)| *d as u64)
+                    .sum(),
             };
             replicas.push(ReplicaStatus {
                 logic_version: self.dag.replica(f.replica).logic_version(),
@@ -335,7 +394,11 @@ impl<R: Record> Runtime<R> {
             Some(s) => Some(s.stats()?),
             None => None,
         };
-        Ok(Status { seq: Seq(self.last_seq), replicas, store })
+        Ok(Status {
+            seq: Seq(self.last_seq),
+            replicas,
+            store,
+        })
     }
 
     /// Captures a revision of every replica as of the last `Seq`, in one transaction, then
@@ -347,7 +410,8 @@ impl<R: Record> Runtime<R> {
         let as_of = self.last_seq;
         let all_fresh = self.engine.is_none()
             && self.dag.replicas().iter().enumerate().all(|(i, _)| {
-                self.revision_info(ReplicaId(i as u32), as_of).is_some_and(|info| self.is_fresh(&info))
+                self.revision_info(ReplicaId(i as u32), as_of)
+                    .is_some_and(|info| self.is_fresh(&info))
             });
         if !all_fresh {
             self.ensure_engine()?;
@@ -366,8 +430,12 @@ impl<R: Record> Runtime<R> {
                 });
             }
             let (first_id, strings) = self.dictionary.unpersisted();
-            self.store.as_ref().expect("store").write_revisions(as_of, &writes, first_id, &strings)?;
-            self.dictionary.mark_persisted(first_id + strings.len() as u64);
+            self.store
+                .as_ref()
+                .expect("store")
+                .write_revisions(as_of, &writes, first_id, &strings)?;
+            self.dictionary
+                .mark_persisted(first_id + strings.len() as u64);
         }
         self.since_revision = 0;
         self.collect_garbage(self.config.log_gc)?;
@@ -403,7 +471,11 @@ impl<R: Record> Runtime<R> {
     /// retained revision of `replicas` (all when empty); unless `check_only`, replaces the
     /// revisions that differ. Stops the running dataflow first: it restarts from the
     /// (possibly replaced) revisions when next needed.
-    pub fn rebuild(&mut self, replicas: &[ReplicaId], check_only: bool) -> Result<Vec<RebuildOutcome>, Error> {
+    pub fn rebuild(
+        &mut self,
+        replicas: &[ReplicaId],
+        check_only: bool,
+    ) -> Result<Vec<RebuildOutcome>, Error> {
         if self.store.is_none() {
             return Err(Error::NoStore("rebuilding from the log"));
         }
@@ -435,7 +507,9 @@ impl<R: Record> Runtime<R> {
             at = as_of;
             let mut writes = Vec::new();
             for info in revisions.iter().filter(|i| i.as_of == as_of) {
-                let Some(id) = self.dag.id(&info.replica) else { continue };
+                let Some(id) = self.dag.id(&info.replica) else {
+                    continue;
+                };
                 if !selected.contains(&id) {
                     continue;
                 }
@@ -443,12 +517,22 @@ impl<R: Record> Runtime<R> {
                 let rebuilt = engine.read(id, None)?;
                 let stored = self.decode_revision(&info.replica, as_of)?;
                 let diff = difference(&stored, &rebuilt);
-                let missing = diff.iter().filter(|(_, d)| *d > 0).map(|(_, d)| *d as u64).sum();
-                let extra = diff.iter().filter(|(_, d)| *d < 0).map(|(_, d)| (-*d) as u64).sum();
-                let stale = info.logic_version != desc.logic_version() || info.description_hash != desc.description_hash();
+                let missing = diff
+                    .iter()
+                    .filter(|(_, d)| *d > 0)
+                    .map(|(_, d)| *d as u64)
+                    .sum();
+                let extra = diff
+                    .iter()
+                    .filter(|(_, d)| *d < 0)
+                    .map(|(_, d)| (-*d) as u64)
+                    .sum();
+                let stale = info.logic_version != desc.logic_version()
+                    || info.description_hash != desc.description_hash();
                 let replace = !check_only && (!diff.is_empty() || stale);
                 if replace {
-                    let rows: Vec<(R, i64)> = rebuilt.into_iter().map(|(r, d)| (r, d as i64)).collect();
+                    let rows: Vec<(R, i64)> =
+                        rebuilt.into_iter().map(|(r, d)| (r, d as i64)).collect();
                     writes.push(RevisionWrite {
                         replica: desc.name().to_string(),
                         logic_version: desc.logic_version(),
@@ -467,8 +551,12 @@ impl<R: Record> Runtime<R> {
             }
             if !writes.is_empty() {
                 let (first_id, strings) = self.dictionary.unpersisted();
-                self.store.as_ref().expect("store").write_revisions(as_of, &writes, first_id, &strings)?;
-                self.dictionary.mark_persisted(first_id + strings.len() as u64);
+                self.store
+                    .as_ref()
+                    .expect("store")
+                    .write_revisions(as_of, &writes, first_id, &strings)?;
+                self.dictionary
+                    .mark_persisted(first_id + strings.len() as u64);
             }
         }
         engine.stop()?;
@@ -477,7 +565,11 @@ impl<R: Record> Runtime<R> {
 
     /// Stops the workers; with a store, first captures revisions (unless configured not to).
     pub fn shutdown(mut self) -> Result<(), Error> {
-        if self.store.is_some() && self.config.revision_on_shutdown && !self.config.read_only && self.engine.is_some() {
+        if self.store.is_some()
+            && self.config.revision_on_shutdown
+            && !self.config.read_only
+            && self.engine.is_some()
+        {
             self.capture_revisions()?;
         }
         if let Some(engine) = self.engine.take() {
@@ -510,7 +602,12 @@ impl<R: Record> Runtime<R> {
                     let stored = self.decode_revision(desc.name(), start.as_of)?;
                     let now = engine.read(id, None)?;
                     let updates = difference(&stored, &now);
-                    self.rebuild_deltas.push(Delta { seq: Seq(start.as_of), replica: id, kind: DeltaKind::Rebuild, updates });
+                    self.rebuild_deltas.push(Delta {
+                        seq: Seq(start.as_of),
+                        replica: id,
+                        kind: DeltaKind::Rebuild,
+                        updates,
+                    });
                 }
             }
         }
@@ -524,7 +621,12 @@ impl<R: Record> Runtime<R> {
     }
 
     /// A fresh engine fed with the source revisions of `start` and the log up to `upto`.
-    fn replay_engine(&self, start: StartPoint, upto: u64, _capture: Option<ReplicaId>) -> Result<Engine<R>, Error> {
+    fn replay_engine(
+        &self,
+        start: StartPoint,
+        upto: u64,
+        _capture: Option<ReplicaId>,
+    ) -> Result<Engine<R>, Error> {
         let mut engine = Engine::start(self.dag.clone(), self.config.workers)?;
         if start.as_of > 0 {
             let mut updates: Vec<SourceUpdate<R>> = Vec::new();
@@ -541,7 +643,9 @@ impl<R: Record> Runtime<R> {
     }
 
     fn replay_log(&self, engine: &mut Engine<R>, from: u64, through: u64) -> Result<(), Error> {
-        let Some(store) = &self.store else { return Ok(()) };
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
         if from > through {
             return Ok(());
         }
@@ -567,7 +671,9 @@ impl<R: Record> Runtime<R> {
             engine.feed(seq, updates)
         })?;
         if expected <= through {
-            return Err(Error::HistoryUnavailable(format!("the source log ends before seq {expected}")));
+            return Err(Error::HistoryUnavailable(format!(
+                "the source log ends before seq {expected}"
+            )));
         }
         Ok(())
     }
@@ -575,7 +681,9 @@ impl<R: Record> Runtime<R> {
     /// The newest restore point at or before `upto`: a complete, current set of source
     /// revisions, or the empty beginning when the log reaches back to seq 1.
     fn start_point(&self, upto: u64) -> Result<StartPoint, Error> {
-        let Some(store) = &self.store else { return Ok(StartPoint { as_of: 0 }) };
+        let Some(store) = &self.store else {
+            return Ok(StartPoint { as_of: 0 });
+        };
         let revisions = store.revisions()?;
         let first_log = store.first_log_seq()?;
         let sets = self.source_sets(&revisions);
@@ -587,8 +695,12 @@ impl<R: Record> Runtime<R> {
         }
         Err(Error::HistoryUnavailable(format!(
             "nothing retained reaches back to seq {upto}: the log {} and the oldest restore point is {}",
-            first_log.map(|f| format!("starts at seq {f}")).unwrap_or_else(|| "is empty".into()),
-            sets.first().map(|s| format!("seq {s}")).unwrap_or_else(|| "none".into())
+            first_log
+                .map(|f| format!("starts at seq {f}"))
+                .unwrap_or_else(|| "is empty".into()),
+            sets.first()
+                .map(|s| format!("seq {s}"))
+                .unwrap_or_else(|| "none".into())
         )))
     }
 
@@ -600,9 +712,13 @@ impl<R: Record> Runtime<R> {
             return Ok(StartPoint { as_of: 0 });
         }
         let sets = self.source_sets(&store.revisions()?);
-        sets.first().map(|a| StartPoint { as_of: *a }).ok_or_else(|| {
-            Error::HistoryUnavailable("the log does not start at seq 1 and no source revision is retained".into())
-        })
+        sets.first()
+            .map(|a| StartPoint { as_of: *a })
+            .ok_or_else(|| {
+                Error::HistoryUnavailable(
+                    "the log does not start at seq 1 and no source revision is retained".into(),
+                )
+            })
     }
 
     /// Whether the retained log begins at seq 1 (an empty log only if nothing was committed).
@@ -625,7 +741,11 @@ impl<R: Record> Runtime<R> {
             }
         }
         let n = self.dag.sources().count();
-        by_as_of.into_iter().filter(|(_, c)| *c == n).map(|(a, _)| a).collect()
+        by_as_of
+            .into_iter()
+            .filter(|(_, c)| *c == n)
+            .map(|(a, _)| a)
+            .collect()
     }
 
     fn is_fresh(&self, info: &RevisionInfo) -> bool {
@@ -637,12 +757,23 @@ impl<R: Record> Runtime<R> {
 
     fn revision_info(&self, replica: ReplicaId, as_of: u64) -> Option<RevisionInfo> {
         let name = self.dag.replica(replica).name();
-        self.store.as_ref()?.revisions().ok()?.into_iter().find(|i| i.replica == name && i.as_of == as_of)
+        self.store
+            .as_ref()?
+            .revisions()
+            .ok()?
+            .into_iter()
+            .find(|i| i.replica == name && i.as_of == as_of)
     }
 
-    fn fresh_revision(&self, replica: ReplicaId, as_of: u64) -> Result<Option<Vec<(R, isize)>>, Error> {
+    fn fresh_revision(
+        &self,
+        replica: ReplicaId,
+        as_of: u64,
+    ) -> Result<Option<Vec<(R, isize)>>, Error> {
         match self.revision_info(replica, as_of) {
-            Some(info) if self.is_fresh(&info) => Ok(Some(self.decode_revision(&info.replica, as_of)?)),
+            Some(info) if self.is_fresh(&info) => {
+                Ok(Some(self.decode_revision(&info.replica, as_of)?))
+            }
             _ => Ok(None),
         }
     }
@@ -651,29 +782,40 @@ impl<R: Record> Runtime<R> {
         let store = self.store.as_ref().expect("store");
         let mut rows = Vec::new();
         for (i, chunk) in store.revision_chunks(replica, as_of)?.iter().enumerate() {
-            let part: Vec<(R, i64)> = codec::decode(chunk, &format!("revision ({replica}, {as_of}) chunk {i}"))?;
+            let part: Vec<(R, i64)> =
+                codec::decode(chunk, &format!("revision ({replica}, {as_of}) chunk {i}"))?;
             rows.extend(part.into_iter().map(|(r, d)| (r, d as isize)));
         }
         Ok(rows)
     }
 
-    fn filter_partition(&self, replica: ReplicaId, rows: Vec<(R, isize)>, partition: Option<u64>) -> Vec<(R, isize)> {
+    fn filter_partition(
+        &self,
+        replica: ReplicaId,
+        rows: Vec<(R, isize)>,
+        partition: Option<u64>,
+    ) -> Vec<(R, isize)> {
         match partition {
             None => rows,
             Some(p) => {
                 let desc = self.dag.replica(replica);
-                rows.into_iter().filter(|(r, _)| desc.partition_of(r) == p).collect()
+                rows.into_iter()
+                    .filter(|(r, _)| desc.partition_of(r) == p)
+                    .collect()
             }
         }
     }
 
     /// Checks the store: the engine's encodings on top of the store's own invariants.
     pub fn check_store(&self) -> Result<Vec<String>, Error> {
-        let Some(store) = &self.store else { return Err(Error::NoStore("checking the store")) };
+        let Some(store) = &self.store else {
+            return Err(Error::NoStore("checking the store"));
+        };
         let dag = self.dag.clone();
         let mut problems = store.check(
             |bytes| {
-                let logged: LoggedDelta<R> = codec::decode(bytes, "log entry").map_err(|e| e.to_string())?;
+                let logged: LoggedDelta<R> =
+                    codec::decode(bytes, "log entry").map_err(|e| e.to_string())?;
                 for (name, _) in logged {
                     if dag.id(&name).is_none() {
                         return Err(format!("unknown replica `{name}`"));
@@ -682,7 +824,8 @@ impl<R: Record> Runtime<R> {
                 Ok(())
             },
             |bytes| {
-                let rows: Vec<(R, i64)> = codec::decode(bytes, "chunk").map_err(|e| e.to_string())?;
+                let rows: Vec<(R, i64)> =
+                    codec::decode(bytes, "chunk").map_err(|e| e.to_string())?;
                 if rows.windows(2).any(|w| w[0].0 >= w[1].0) {
                     return Err("records are not sorted and distinct".into());
                 }
@@ -697,10 +840,17 @@ impl<R: Record> Runtime<R> {
 }
 
 /// Which revisions and log entries garbage collection deletes.
-fn gc_plan<R: Record>(dag: &Dag<R>, revisions: &[RevisionInfo], keep: usize) -> (Vec<(String, u64)>, Option<u64>) {
+fn gc_plan<R: Record>(
+    dag: &Dag<R>,
+    revisions: &[RevisionInfo],
+    keep: usize,
+) -> (Vec<(String, u64)>, Option<u64>) {
     let mut by_replica: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     for r in revisions {
-        by_replica.entry(r.replica.as_str()).or_default().push(r.as_of);
+        by_replica
+            .entry(r.replica.as_str())
+            .or_default()
+            .push(r.as_of);
     }
     let mut retained: BTreeSet<(String, u64)> = BTreeSet::new();
     let mut candidates: BTreeSet<(String, u64)> = BTreeSet::new();
@@ -708,7 +858,11 @@ fn gc_plan<R: Record>(dag: &Dag<R>, revisions: &[RevisionInfo], keep: usize) -> 
         as_ofs.sort_unstable();
         let cut = as_ofs.len().saturating_sub(keep);
         for (i, a) in as_ofs.into_iter().enumerate() {
-            if i < cut { candidates.insert((name.to_string(), a)) } else { retained.insert((name.to_string(), a)) };
+            if i < cut {
+                candidates.insert((name.to_string(), a))
+            } else {
+                retained.insert((name.to_string(), a))
+            };
         }
     }
     // A revision stays while a retained revision of a transitive dependent at the same as_of
@@ -727,13 +881,19 @@ fn gc_plan<R: Record>(dag: &Dag<R>, revisions: &[RevisionInfo], keep: usize) -> 
     // The log is needed after the oldest retained restore point (a complete set of source
     // revisions); with none, all of it is.
     let deleted: BTreeSet<(String, u64)> = delete.iter().cloned().collect();
-    let sources: Vec<String> = dag.sources().map(|s| dag.replica(s).name().to_string()).collect();
+    let sources: Vec<String> = dag
+        .sources()
+        .map(|s| dag.replica(s).name().to_string())
+        .collect();
     let mut set_counts: BTreeMap<u64, usize> = BTreeMap::new();
     for r in revisions {
         if sources.contains(&r.replica) && !deleted.contains(&(r.replica.clone(), r.as_of)) {
             *set_counts.entry(r.as_of).or_default() += 1;
         }
     }
-    let oldest_set = set_counts.into_iter().find(|(_, c)| *c == sources.len()).map(|(a, _)| a);
+    let oldest_set = set_counts
+        .into_iter()
+        .find(|(_, c)| *c == sources.len())
+        .map(|(a, _)| a);
     (delete, oldest_set)
 }

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 /// The sequence number of a source delta: the timely timestamp of everything derived from it.
 ///
 /// `Seq(0)` is the empty beginning of a store; the first source delta is `Seq(1)`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Seq(pub u64);
 
 impl Seq {

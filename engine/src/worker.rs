@@ -25,11 +25,17 @@ pub(crate) type SourceUpdate<R> = (u32, R, isize);
 /// What the controller asks a worker to do.
 pub(crate) enum Command<R> {
     /// Feed this worker's share of a source delta at time `seq`, then close `seq`.
-    Delta { seq: u64, updates: Vec<SourceUpdate<R>> },
+    Delta {
+        seq: u64,
+        updates: Vec<SourceUpdate<R>>,
+    },
     /// Reply `Synced` once every replica is final for all times `< upper`.
     Sync { upper: u64 },
     /// Reply with the worker's shard of a replica (optionally one partition).
-    Read { replica: u32, partition: Option<u64> },
+    Read {
+        replica: u32,
+        partition: Option<u64>,
+    },
     /// Reply with every replica's frontier as this worker sees it.
     Frontiers,
     /// Leave the loop.
@@ -183,7 +189,11 @@ pub(crate) fn run_worker<R: Record>(worker: &mut Worker, dag: &Dag<R>, link: Wor
                 // History below the synced frontier is no longer needed: revisions in the
                 // store serve time travel.
                 let frontier = all_probe.with_frontier(|f| f.to_owned());
-                let frontier = if frontier.is_empty() { Antichain::from_elem(upper) } else { frontier };
+                let frontier = if frontier.is_empty() {
+                    Antichain::from_elem(upper)
+                } else {
+                    frontier
+                };
                 for t in traces.iter_mut() {
                     t.set_logical_compaction(frontier.borrow());
                     t.set_physical_compaction(frontier.borrow());
@@ -218,7 +228,12 @@ fn read_trace<R: Record>(trace: &mut Trace<R>, partition: Option<u64>) -> Vec<(R
 
 fn collect_vals<R: Record, C>(cursor: &mut C, storage: &C::Storage, rows: &mut Vec<(R, isize)>)
 where
-    C: for<'a> Cursor<Key<'a> = &'a u64, Val<'a> = &'a R, TimeGat<'a> = &'a u64, DiffGat<'a> = &'a isize>,
+    C: for<'a> Cursor<
+            Key<'a> = &'a u64,
+            Val<'a> = &'a R,
+            TimeGat<'a> = &'a u64,
+            DiffGat<'a> = &'a isize,
+        >,
 {
     while let Some(v) = cursor.get_val(storage) {
         let mut sum = 0isize;

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use redb::{
-    Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
-    TableDefinition, WriteTransaction,
+    Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
 
 use crate::Error;
@@ -134,19 +134,35 @@ impl Store {
     /// or if its format version is not [`FORMAT_VERSION`].
     pub fn open(path: impl AsRef<Path>) -> Result<Store, Error> {
         let path = path.as_ref().to_path_buf();
-        let exists = path.exists() && std::fs::metadata(&path).map(|m| m.len() > 0).unwrap_or(false);
-        let db = match if exists { Database::open(&path) } else { Database::create(&path) } {
+        let exists = path.exists()
+            && std::fs::metadata(&path)
+                .map(|m| m.len() > 0)
+                .unwrap_or(false);
+        let db = match if exists {
+            Database::open(&path)
+        } else {
+            Database::create(&path)
+        } {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(Error::Locked { path }),
             Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))) if exists => {
-                return Err(Error::NotAStore { path, reason: e.to_string() });
+                return Err(Error::NotAStore {
+                    path,
+                    reason: e.to_string(),
+                });
             }
             Err(redb::DatabaseError::Storage(e)) if exists => {
-                return Err(Error::NotAStore { path, reason: e.to_string() });
+                return Err(Error::NotAStore {
+                    path,
+                    reason: e.to_string(),
+                });
             }
             Err(e) => return Err(e.into()),
         };
-        let store = Store { db: Db::Write(db), path };
+        let store = Store {
+            db: Db::Write(db),
+            path,
+        };
         if exists {
             store.check_format()?;
         } else {
@@ -168,13 +184,23 @@ impl Store {
                 ReadOnlyDatabase::open(&path)?
             }
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(Error::Locked { path }),
-            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
+                if e.kind() == std::io::ErrorKind::NotFound =>
+            {
                 return Err(Error::Missing(format!("no store at {}", path.display())));
             }
-            Err(redb::DatabaseError::Storage(e)) => return Err(Error::NotAStore { path, reason: e.to_string() }),
+            Err(redb::DatabaseError::Storage(e)) => {
+                return Err(Error::NotAStore {
+                    path,
+                    reason: e.to_string(),
+                });
+            }
             Err(e) => return Err(e.into()),
         };
-        let store = Store { db: Db::Read(db), path };
+        let store = Store {
+            db: Db::Read(db),
+            path,
+        };
         store.check_format()?;
         Ok(store)
     }
@@ -260,7 +286,9 @@ impl Store {
     fn meta_u64(&self, key: &str) -> Result<u64, Error> {
         let txn = self.begin_read()?;
         let meta = txn.open_table(META)?;
-        let v = meta.get(key)?.ok_or_else(|| Error::Corrupt(format!("meta `{key}` is missing")))?;
+        let v = meta
+            .get(key)?
+            .ok_or_else(|| Error::Corrupt(format!("meta `{key}` is missing")))?;
         le_u64(v.value(), key)
     }
 
@@ -390,7 +418,11 @@ impl Store {
         let revs = txn.open_table(REVISIONS)?;
         let info = match revs.get((replica, as_of))? {
             Some(v) => RevisionInfo::decode(replica, as_of, v.value())?,
-            None => return Err(Error::Missing(format!("no revision of `{replica}` as of seq {as_of}"))),
+            None => {
+                return Err(Error::Missing(format!(
+                    "no revision of `{replica}` as of seq {as_of}"
+                )));
+            }
         };
         let chunks = txn.open_table(CHUNKS)?;
         let mut out = Vec::with_capacity(info.chunks as usize);
@@ -410,7 +442,11 @@ impl Store {
 
     /// Deletes revisions and the source-log entries with `seq <= log_through`, in one
     /// transaction. Which ones may go is the caller's decision (the engine's GC plan).
-    pub fn collect_garbage(&self, revisions: &[(String, u64)], log_through: Option<u64>) -> Result<(), Error> {
+    pub fn collect_garbage(
+        &self,
+        revisions: &[(String, u64)],
+        log_through: Option<u64>,
+    ) -> Result<(), Error> {
         let txn = self.begin_write()?;
         {
             let mut revs = txn.open_table(REVISIONS)?;
@@ -485,7 +521,9 @@ impl Store {
         if let Some(p) = previous
             && p != last_seq
         {
-            problems.push(format!("log ends at seq {p}, metadata says last seq {last_seq}"));
+            problems.push(format!(
+                "log ends at seq {p}, metadata says last seq {last_seq}"
+            ));
         }
         drop(log);
         drop(txn);
@@ -541,7 +579,9 @@ fn append_in<S: AsRef<str>>(
 ) -> Result<Vec<u64>, Error> {
     let mut meta = txn.open_table(META)?;
     let read = |meta: &redb::Table<&str, &[u8]>, key: &str| -> Result<u64, Error> {
-        let v = meta.get(key)?.ok_or_else(|| Error::Corrupt(format!("meta `{key}` is missing")))?;
+        let v = meta
+            .get(key)?
+            .ok_or_else(|| Error::Corrupt(format!("meta `{key}` is missing")))?;
         le_u64(v.value(), key)
     };
     let last = read(&meta, KEY_LAST_SEQ)?;
@@ -556,7 +596,10 @@ fn append_in<S: AsRef<str>>(
         for (i, s) in strings.iter().enumerate() {
             dict.insert(first_id + i as u64, s.as_ref())?;
         }
-        meta.insert(KEY_DICT_LEN, (dict_len + strings.len() as u64).to_le_bytes().as_slice())?;
+        meta.insert(
+            KEY_DICT_LEN,
+            (dict_len + strings.len() as u64).to_le_bytes().as_slice(),
+        )?;
     }
     let mut log = txn.open_table(LOG)?;
     let mut seqs = Vec::with_capacity(deltas.len());
@@ -565,7 +608,10 @@ fn append_in<S: AsRef<str>>(
         log.insert(seq, *d)?;
         seqs.push(seq);
     }
-    meta.insert(KEY_LAST_SEQ, (last + deltas.len() as u64).to_le_bytes().as_slice())?;
+    meta.insert(
+        KEY_LAST_SEQ,
+        (last + deltas.len() as u64).to_le_bytes().as_slice(),
+    )?;
     Ok(seqs)
 }
 
@@ -576,7 +622,10 @@ fn delete_revision_in(
     as_of: u64,
 ) -> Result<(), Error> {
     revs.remove((replica, as_of))?;
-    chunks.retain_in((replica, as_of, 0u32)..=(replica, as_of, u32::MAX), |_, _| false)?;
+    chunks.retain_in(
+        (replica, as_of, 0u32)..=(replica, as_of, u32::MAX),
+        |_, _| false,
+    )?;
     Ok(())
 }
 
@@ -594,8 +643,16 @@ mod tests {
     fn append_assigns_consecutive_seqs_and_persists_strings() {
         let (_d, path) = temp();
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.append(&[b"a".as_slice(), b"b"], 0, &["x", "y"]).unwrap(), vec![1, 2]);
-        assert_eq!(store.append(&[b"c".as_slice()], 2, &["z"]).unwrap(), vec![3]);
+        assert_eq!(
+            store
+                .append(&[b"a".as_slice(), b"b"], 0, &["x", "y"])
+                .unwrap(),
+            vec![1, 2]
+        );
+        assert_eq!(
+            store.append(&[b"c".as_slice()], 2, &["z"]).unwrap(),
+            vec![3]
+        );
         drop(store);
         let store = Store::open(&path).unwrap();
         assert_eq!(store.last_seq().unwrap(), 3);
@@ -608,7 +665,11 @@ mod tests {
         let (_d, path) = temp();
         let store = Store::open(&path).unwrap();
         assert!(store.append(&[b"a".as_slice()], 5, &["x"]).is_err());
-        assert_eq!(store.last_seq().unwrap(), 0, "nothing of the failed append is stored");
+        assert_eq!(
+            store.last_seq().unwrap(),
+            0,
+            "nothing of the failed append is stored"
+        );
     }
 
     #[test]
@@ -627,7 +688,10 @@ mod tests {
         {
             let store = Store::open(&path).unwrap();
             let txn = store.begin_write().unwrap();
-            txn.open_table(META).unwrap().insert(KEY_FORMAT, 99u32.to_le_bytes().as_slice()).unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(KEY_FORMAT, 99u32.to_le_bytes().as_slice())
+                .unwrap();
             txn.commit().unwrap();
         }
         match Store::open(&path) {
@@ -641,7 +705,11 @@ mod tests {
     #[test]
     fn a_file_that_is_not_redb_is_refused() {
         let (_d, path) = temp();
-        std::fs::write(&path, b"this is not a database, just some text that is long enough").unwrap();
+        std::fs::write(
+            &path,
+            b"this is not a database, just some text that is long enough",
+        )
+        .unwrap();
         match Store::open(&path) {
             Err(Error::NotAStore { .. }) => {}
             other => panic!("expected NotAStore, got {other:?}"),
@@ -652,7 +720,9 @@ mod tests {
     fn revisions_round_trip_and_gc_deletes_them() {
         let (_d, path) = temp();
         let store = Store::open(&path).unwrap();
-        store.append(&[b"a".as_slice(), b"b", b"c"], 0, &[] as &[&str]).unwrap();
+        store
+            .append(&[b"a".as_slice(), b"b", b"c"], 0, &[] as &[&str])
+            .unwrap();
         let w = RevisionWrite {
             replica: "r".into(),
             logic_version: 3,
@@ -660,10 +730,19 @@ mod tests {
             records: 2,
             chunks: vec![b"one".to_vec(), b"two".to_vec()],
         };
-        store.write_revisions(2, std::slice::from_ref(&w), 0, &[] as &[&str]).unwrap();
+        store
+            .write_revisions(2, std::slice::from_ref(&w), 0, &[] as &[&str])
+            .unwrap();
         let infos = store.revisions().unwrap();
         assert_eq!(infos.len(), 1);
-        assert_eq!((infos[0].logic_version, infos[0].description_hash, infos[0].chunks), (3, 42, 2));
+        assert_eq!(
+            (
+                infos[0].logic_version,
+                infos[0].description_hash,
+                infos[0].chunks
+            ),
+            (3, 42, 2)
+        );
         assert_eq!(store.revision_chunks("r", 2).unwrap(), w.chunks);
         store.collect_garbage(&[("r".into(), 2)], Some(2)).unwrap();
         assert!(store.revisions().unwrap().is_empty());

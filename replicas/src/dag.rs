@@ -7,7 +7,9 @@ use prr_engine::{Coll, Dag, DagError, Dictionary, Id, Input, ReplicaDescription}
 use serde_json::{Map, Value};
 
 use crate::record::{Kind, MatchKind, Membership, Rec, RejectReason, Relation, Rule};
-use crate::rules::{self, normalize_server, parse_rule, rule_key, rule_matches_user, server_name, user_match_keys};
+use crate::rules::{
+    self, normalize_server, parse_rule, rule_key, rule_matches_user, server_name, user_match_keys,
+};
 
 /// The names of the replicas, in the order `prr show` and `status` list them.
 pub const REPLICAS: [&str; 11] = [
@@ -37,7 +39,11 @@ pub(crate) struct Known {
 /// Rule event types by kind, newest first.
 pub(crate) fn rule_type_names(kind: Kind) -> [String; 3] {
     let k = kind.as_str();
-    [format!("m.policy.rule.{k}"), format!("m.room.rule.{k}"), format!("org.matrix.mjolnir.rule.{k}")]
+    [
+        format!("m.policy.rule.{k}"),
+        format!("m.room.rule.{k}"),
+        format!("org.matrix.mjolnir.rule.{k}"),
+    ]
 }
 
 impl Known {
@@ -70,16 +76,21 @@ pub fn matrix_dag(dict: &Dictionary) -> Result<Dag<Rec>, DagError> {
     let by_room: fn(&Rec) -> u64 = Rec::partition;
     let by_instance: fn(&Rec) -> u64 = Rec::partition;
     let mut descs = vec![
-        ReplicaDescription::source("room_state", "room_id", by_room)
-            .with_record_type("(room_id, type, state_key, event_id, sender, origin_server_ts, content, redacted)"),
+        ReplicaDescription::source("room_state", "room_id", by_room).with_record_type(
+            "(room_id, type, state_key, event_id, sender, origin_server_ts, content, redacted)",
+        ),
         ReplicaDescription::source("instances", "instance", by_instance)
             .with_record_type("(instance, exists|watch|protect, room_id)"),
     ];
     let (d, k) = (dict.clone(), known.clone());
     descs.push(
-        ReplicaDescription::derived("policy_room", "room_id", by_room, vec![Input::full("room_state")], move |i| {
-            rule_slots(i[0].clone(), &d, &k).filter(|r| matches!(r, Rec::Rule(_)))
-        })
+        ReplicaDescription::derived(
+            "policy_room",
+            "room_id",
+            by_room,
+            vec![Input::full("room_state")],
+            move |i| rule_slots(i[0].clone(), &d, &k).filter(|r| matches!(r, Rec::Rule(_))),
+        )
         .with_record_type("rule (room_id, kind, state_key, ...)"),
     );
     descs.push(
@@ -93,20 +104,28 @@ pub fn matrix_dag(dict: &Dictionary) -> Result<Dag<Rec>, DagError> {
                     Rec::Rule(rule) => Some((rule.room, rule)),
                     _ => None,
                 });
-                rules.join(watches(i[1].clone())).map(|(_, (rule, instance))| Rec::ListRule { instance, rule })
+                rules
+                    .join(watches(i[1].clone()))
+                    .map(|(_, (rule, instance))| Rec::ListRule { instance, rule })
             },
         )
         .with_record_type("(instance, rule)"),
     );
     let (d, k) = (dict.clone(), known.clone());
     descs.push(
-        ReplicaDescription::derived("room_members", "room_id", by_room, vec![Input::deltas("room_state")], move |i| {
-            let (d, k) = (d.clone(), k.clone());
-            i[0].clone().flat_map(move |r| match member_of(&r, &d, &k) {
-                Some(Ok(m)) => Some(m),
-                _ => None,
-            })
-        })
+        ReplicaDescription::derived(
+            "room_members",
+            "room_id",
+            by_room,
+            vec![Input::deltas("room_state")],
+            move |i| {
+                let (d, k) = (d.clone(), k.clone());
+                i[0].clone().flat_map(move |r| match member_of(&r, &d, &k) {
+                    Some(Ok(m)) => Some(m),
+                    _ => None,
+                })
+            },
+        )
         .with_record_type("(room_id, user_id, membership, displayname)"),
     );
     descs.push(
@@ -120,7 +139,11 @@ pub fn matrix_dag(dict: &Dictionary) -> Result<Dag<Rec>, DagError> {
                     .join(protects(i[1].clone()))
                     .map(|(_room, (user, instance))| (instance, user))
                     .count()
-                    .map(|((instance, user), rooms)| Rec::MemberSet { instance, user, rooms: rooms as u32 })
+                    .map(|((instance, user), rooms)| Rec::MemberSet {
+                        instance,
+                        user,
+                        rooms: rooms as u32,
+                    })
             },
         )
         .with_record_type("(instance, user_id, rooms)"),
@@ -131,7 +154,11 @@ pub fn matrix_dag(dict: &Dictionary) -> Result<Dag<Rec>, DagError> {
             "member_matches",
             "instance",
             by_instance,
-            vec![Input::full("policy_room"), Input::full("member_set"), Input::full("instances")],
+            vec![
+                Input::full("policy_room"),
+                Input::full("member_set"),
+                Input::full("instances"),
+            ],
             move |i| member_matches(i[0].clone(), i[1].clone(), i[2].clone(), &d),
         )
         .with_record_type("(instance, user_id, rule)"),
@@ -142,7 +169,11 @@ pub fn matrix_dag(dict: &Dictionary) -> Result<Dag<Rec>, DagError> {
             "member_bans",
             "instance",
             by_instance,
-            vec![Input::full("member_matches"), Input::full("room_members"), Input::full("instances")],
+            vec![
+                Input::full("member_matches"),
+                Input::full("room_members"),
+                Input::full("instances"),
+            ],
             move |i| member_bans(i[0].clone(), i[1].clone(), i[2].clone(), &d),
         )
         .with_record_type("(instance, room_id, user_id, rule_room_id, rule_event_id, reason)"),
@@ -164,25 +195,41 @@ pub fn matrix_dag(dict: &Dictionary) -> Result<Dag<Rec>, DagError> {
             "acl_sync",
             "instance",
             by_instance,
-            vec![Input::full("room_state"), Input::full("server_acl"), Input::full("instances")],
+            vec![
+                Input::full("room_state"),
+                Input::full("server_acl"),
+                Input::full("instances"),
+            ],
             move |i| acl_sync(i[0].clone(), i[1].clone(), i[2].clone(), &d, &k),
         )
         .with_record_type("(instance, room_id, in_sync)"),
     );
     let (d, k) = (dict.clone(), known.clone());
     descs.push(
-        ReplicaDescription::derived("rejects", "room_id", by_room, vec![Input::full("room_state")], move |i| {
-            let slots = rule_slots(i[0].clone(), &d, &k).filter(|r| matches!(r, Rec::Reject { .. }));
-            let (d, k) = (d.clone(), k.clone());
-            let members = i[0].clone().flat_map(move |r| match member_of(&r, &d, &k) {
-                Some(Err(reject)) => Some(reject),
-                _ => None,
-            });
-            slots.concat(members)
-        })
+        ReplicaDescription::derived(
+            "rejects",
+            "room_id",
+            by_room,
+            vec![Input::full("room_state")],
+            move |i| {
+                let slots =
+                    rule_slots(i[0].clone(), &d, &k).filter(|r| matches!(r, Rec::Reject { .. }));
+                let (d, k) = (d.clone(), k.clone());
+                let members = i[0].clone().flat_map(move |r| match member_of(&r, &d, &k) {
+                    Some(Err(reject)) => Some(reject),
+                    _ => None,
+                });
+                slots.concat(members)
+            },
+        )
         .with_record_type("(room_id, event_id, type, state_key, replica, reason)"),
     );
-    Dag::new(descs.into_iter().map(|d| d.with_logic_version(LOGIC_VERSION)).collect())
+    Dag::new(
+        descs
+            .into_iter()
+            .map(|d| d.with_logic_version(LOGIC_VERSION))
+            .collect(),
+    )
 }
 
 /// `(room, instance)` for every watched policy room.
@@ -197,7 +244,11 @@ fn protects(instances: Coll<'_, Rec>) -> Coll<'_, (Id, Id)> {
 
 fn relation(instances: Coll<'_, Rec>, which: Relation) -> Coll<'_, (Id, Id)> {
     instances.flat_map(move |r| match r {
-        Rec::Instance { instance, relation, room } if relation == which => Some((room, instance)),
+        Rec::Instance {
+            instance,
+            relation,
+            room,
+        } if relation == which => Some((room, instance)),
         _ => None,
     })
 }
@@ -205,7 +256,12 @@ fn relation(instances: Coll<'_, Rec>, which: Relation) -> Coll<'_, (Id, Id)> {
 /// `(room, user)` for every present member (join, invite, knock).
 fn present_members(members: Coll<'_, Rec>) -> Coll<'_, (Id, Id)> {
     members.flat_map(|r| match r {
-        Rec::Member { room, user, membership, .. } if membership.present() => Some((room, user)),
+        Rec::Member {
+            room,
+            user,
+            membership,
+            ..
+        } if membership.present() => Some((room, user)),
         _ => None,
     })
 }
@@ -230,7 +286,10 @@ fn member_of(r: &Rec, dict: &Dictionary, known: &Known) -> Option<Result<Rec, Re
                 room: s.room,
                 user: s.state_key,
                 membership,
-                displayname: content.get("displayname").and_then(Value::as_str).map(|n| dict.intern(n)),
+                displayname: content
+                    .get("displayname")
+                    .and_then(Value::as_str)
+                    .map(|n| dict.intern(n)),
             }),
             None => Err(reject(RejectReason::MembershipUnknown)),
         },
@@ -245,7 +304,10 @@ fn rule_slots<'s>(room_state: Coll<'s, Rec>, dict: &Dictionary, known: &Known) -
     let d = dict.clone();
     room_state
         .flat_map(move |r| match r {
-            Rec::RoomState(s) => k.rule_types.get(&s.event_type).map(|(kind, rank)| ((s.room, *kind, s.state_key), (*rank, s))),
+            Rec::RoomState(s) => k
+                .rule_types
+                .get(&s.event_type)
+                .map(|(kind, rank)| ((s.room, *kind, s.state_key), (*rank, s))),
             _ => None,
         })
         .reduce_named("RuleSlots", move |key, input, output| {
@@ -321,7 +383,15 @@ fn member_matches<'s>(
     let matches = rules.join(probes).filter(move |(_, (rule, user))| {
         let entity = rule.entity.map(|e| d.get(e));
         let sha = rule.sha256.map(|h| d.get(h));
-        d.with(*user, |u| rule_matches_user(rule.kind, rule.matcher, entity.as_deref(), sha.as_deref(), u))
+        d.with(*user, |u| {
+            rule_matches_user(
+                rule.kind,
+                rule.matcher,
+                entity.as_deref(),
+                sha.as_deref(),
+                u,
+            )
+        })
     });
     let present = member_set.flat_map(|r| match r {
         Rec::MemberSet { instance, user, .. } => Some((user, instance)),
@@ -333,28 +403,51 @@ fn member_matches<'s>(
         .join(present)
         .map(|(user, (rule, instance))| ((instance, rule.room), (user, rule)))
         .semijoin(watched)
-        .map(|((instance, _), (user, rule))| Rec::Match { instance, user, rule })
+        .map(|((instance, _), (user, rule))| Rec::Match {
+            instance,
+            user,
+            rule,
+        })
 }
 
 /// For each (instance, user) with a matching user ban rule, the rule with the smallest
 /// `(room_id, event_id)`; then every protected room where the user has a membership that is
 /// not `ban`.
-fn member_bans<'s>(matches: Coll<'s, Rec>, members: Coll<'s, Rec>, instances: Coll<'s, Rec>, dict: &Dictionary) -> Coll<'s, Rec> {
+fn member_bans<'s>(
+    matches: Coll<'s, Rec>,
+    members: Coll<'s, Rec>,
+    instances: Coll<'s, Rec>,
+    dict: &Dictionary,
+) -> Coll<'s, Rec> {
     let d = dict.clone();
     let best = matches
         .flat_map(|r| match r {
-            Rec::Match { instance, user, rule } if rule.kind == Kind::User && rule.class.bans() => {
-                Some(((instance, user), (rule.room, rule.event_id, rule.state_key, rule.reason)))
-            }
+            Rec::Match {
+                instance,
+                user,
+                rule,
+            } if rule.kind == Kind::User && rule.class.bans() => Some((
+                (instance, user),
+                (rule.room, rule.event_id, rule.state_key, rule.reason),
+            )),
             _ => None,
         })
         .reduce_named("ChooseBanRule", move |_key, input, output| {
             let text = |v: &(Id, Id, Id, Option<Id>)| (d.get(v.0), d.get(v.1), d.get(v.2));
-            let chosen = input.iter().map(|(v, _)| *v).min_by(|a, b| text(a).cmp(&text(b))).expect("non-empty group");
+            let chosen = input
+                .iter()
+                .map(|(v, _)| *v)
+                .min_by(|a, b| text(a).cmp(&text(b)))
+                .expect("non-empty group");
             output.push((*chosen, 1));
         });
     let not_banned = members.flat_map(|r| match r {
-        Rec::Member { room, user, membership, .. } if membership != Membership::Ban => Some((room, user)),
+        Rec::Member {
+            room,
+            user,
+            membership,
+            ..
+        } if membership != Membership::Ban => Some((room, user)),
         _ => None,
     });
     let protected = protects(instances).map(|(room, instance)| (instance, room));
@@ -362,25 +455,39 @@ fn member_bans<'s>(matches: Coll<'s, Rec>, members: Coll<'s, Rec>, instances: Co
         .join(protected)
         .map(|(instance, ((user, rule), room))| ((room, user), (instance, rule)))
         .semijoin(not_banned)
-        .map(|((room, user), (instance, (rule_room, rule_event, _, reason)))| Rec::Ban {
-            instance,
-            room,
-            user,
-            rule_room,
-            rule_event,
-            reason,
-        })
+        .map(
+            |((room, user), (instance, (rule_room, rule_event, _, reason)))| Rec::Ban {
+                instance,
+                room,
+                user,
+                rule_room,
+                rule_event,
+                reason,
+            },
+        )
 }
 
 /// Each instance's intended server ACL: the entities of its non-hashed server ban rules,
 /// minus those that match its own server.
-fn server_acl<'s>(policy_room: Coll<'s, Rec>, instances: Coll<'s, Rec>, dict: &Dictionary) -> Coll<'s, Rec> {
+fn server_acl<'s>(
+    policy_room: Coll<'s, Rec>,
+    instances: Coll<'s, Rec>,
+    dict: &Dictionary,
+) -> Coll<'s, Rec> {
     let exists = instances.clone().flat_map(|r| match r {
-        Rec::Instance { instance, relation: Relation::Exists, .. } => Some((instance, None)),
+        Rec::Instance {
+            instance,
+            relation: Relation::Exists,
+            ..
+        } => Some((instance, None)),
         _ => None,
     });
     let server_rules = policy_room.flat_map(|r| match r {
-        Rec::Rule(rule) if rule.kind == Kind::Server && rule.matcher != MatchKind::Hashed && rule.class.bans() => {
+        Rec::Rule(rule)
+            if rule.kind == Kind::Server
+                && rule.matcher != MatchKind::Hashed
+                && rule.class.bans() =>
+        {
             rule.entity.map(|e| (rule.room, (e, rule.matcher)))
         }
         _ => None,
@@ -396,17 +503,25 @@ fn server_acl<'s>(policy_room: Coll<'s, Rec>, instances: Coll<'s, Rec>, dict: &D
         })
         .map(|(instance, (entity, _))| (instance, Some(entity)));
     let d = dict.clone();
-    exists.concat(denied).reduce_named("AclIntent", move |instance, input, output| {
-        // `None` (the instance exists) sorts first; without it there is no instance.
-        if input[0].0.is_some() {
-            return;
-        }
-        let mut deny: Vec<Id> = input.iter().filter_map(|(e, _)| **e).collect();
-        deny.sort_by_key(|id| d.get(*id));
-        deny.dedup();
-        output.push((Rec::Acl { instance: *instance, deny }, 1));
-    })
-    .map(|(_, rec)| rec)
+    exists
+        .concat(denied)
+        .reduce_named("AclIntent", move |instance, input, output| {
+            // `None` (the instance exists) sorts first; without it there is no instance.
+            if input[0].0.is_some() {
+                return;
+            }
+            let mut deny: Vec<Id> = input.iter().filter_map(|(e, _)| **e).collect();
+            deny.sort_by_key(|id| d.get(*id));
+            deny.dedup();
+            output.push((
+                Rec::Acl {
+                    instance: *instance,
+                    deny,
+                },
+                1,
+            ));
+        })
+        .map(|(_, rec)| rec)
 }
 
 /// Whether each protected room's current `m.room.server_acl` equals its instance's intent.
@@ -419,22 +534,32 @@ fn acl_sync<'s>(
 ) -> Coll<'s, Rec> {
     let k = known.clone();
     let acls = room_state.flat_map(move |r| match r {
-        Rec::RoomState(s) if s.event_type == k.server_acl && s.state_key == k.empty => Some((s.room, s.content)),
+        Rec::RoomState(s) if s.event_type == k.server_acl && s.state_key == k.empty => {
+            Some((s.room, s.content))
+        }
         _ => None,
     });
     let protected = protects(instances);
-    let with_acl = protected.clone().join(acls.clone()).map(|(room, (instance, content))| (instance, (room, Some(content))));
-    let without = protected.antijoin(acls.map(|(room, _)| room)).map(|(room, instance)| (instance, (room, None)));
+    let with_acl = protected
+        .clone()
+        .join(acls.clone())
+        .map(|(room, (instance, content))| (instance, (room, Some(content))));
+    let without = protected
+        .antijoin(acls.map(|(room, _)| room))
+        .map(|(room, instance)| (instance, (room, None)));
     let intents = server_acl.flat_map(|r| match r {
         Rec::Acl { instance, deny } => Some((instance, deny)),
         _ => None,
     });
     let d = dict.clone();
-    with_acl.concat(without).join(intents).map(move |(instance, ((room, content), deny))| Rec::AclSync {
-        instance,
-        room,
-        in_sync: content.is_some_and(|c| acl_equals_intent(&content_of(&d, c), &deny, &d)),
-    })
+    with_acl
+        .concat(without)
+        .join(intents)
+        .map(move |(instance, ((room, content), deny))| Rec::AclSync {
+            instance,
+            room,
+            in_sync: content.is_some_and(|c| acl_equals_intent(&content_of(&d, c), &deny, &d)),
+        })
 }
 
 /// `allow` and `deny` compared as sets (missing = empty; not an array of strings = unequal),
@@ -443,12 +568,18 @@ fn acl_equals_intent(content: &Map<String, Value>, deny: &[Id], dict: &Dictionar
     fn as_set(v: Option<&Value>) -> Option<std::collections::BTreeSet<String>> {
         match v {
             None => Some(Default::default()),
-            Some(Value::Array(items)) => items.iter().map(|x| x.as_str().map(str::to_string)).collect(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|x| x.as_str().map(str::to_string))
+                .collect(),
             Some(_) => None,
         }
     }
-    let want_deny: std::collections::BTreeSet<String> = deny.iter().map(|id| dict.get(*id).to_string()).collect();
-    let allow_ip = content.get("allow_ip_literals").unwrap_or(&Value::Bool(true));
+    let want_deny: std::collections::BTreeSet<String> =
+        deny.iter().map(|id| dict.get(*id).to_string()).collect();
+    let allow_ip = content
+        .get("allow_ip_literals")
+        .unwrap_or(&Value::Bool(true));
     as_set(content.get("allow")) == Some(std::iter::once("*".to_string()).collect())
         && as_set(content.get("deny")) == Some(want_deny)
         && *allow_ip == Value::Bool(false)

@@ -41,12 +41,24 @@ pub struct Prepared {
 
 impl Ingestor {
     /// An ingestor over the given contents of `room_state` and `instances`.
-    pub fn new(room_state: ReplicaId, instances: ReplicaId, contents: impl IntoIterator<Item = Rec>) -> Self {
-        let mut ing = Ingestor { room_state: Some(room_state), instances_replica: Some(instances), ..Default::default() };
+    pub fn new(
+        room_state: ReplicaId,
+        instances: ReplicaId,
+        contents: impl IntoIterator<Item = Rec>,
+    ) -> Self {
+        let mut ing = Ingestor {
+            room_state: Some(room_state),
+            instances_replica: Some(instances),
+            ..Default::default()
+        };
         for rec in contents {
             match rec {
                 Rec::RoomState(s) => ing.set_state((s.room, s.event_type, s.state_key), Some(s)),
-                Rec::Instance { instance, relation, room } => {
+                Rec::Instance {
+                    instance,
+                    relation,
+                    room,
+                } => {
                     let e = ing.instances.entry(instance).or_default();
                     match relation {
                         Relation::Exists => {}
@@ -74,7 +86,10 @@ impl Ingestor {
             }
         }
         if let Some(new) = new {
-            self.by_event.entry((new.room, new.event_id)).or_default().push(key);
+            self.by_event
+                .entry((new.room, new.event_id))
+                .or_default()
+                .push(key);
             self.state.insert(key, new);
         }
     }
@@ -92,7 +107,9 @@ impl Ingestor {
         let mut instances: BTreeMap<Id, Option<InstanceRooms>> = BTreeMap::new();
         for item in items {
             match item {
-                SourceItem::Event(ev) => self.stage_event(dict, ev, &mut staged, &mut staged_events),
+                SourceItem::Event(ev) => {
+                    self.stage_event(dict, ev, &mut staged, &mut staged_events)
+                }
                 SourceItem::Manifest(entries) => {
                     for entry in entries {
                         match entry {
@@ -124,9 +141,21 @@ impl Ingestor {
         let ir = self.instances_replica.expect("instances replica");
         for (instance, new) in &instances {
             let records = |rooms: &InstanceRooms| {
-                let mut v = vec![Rec::Instance { instance: *instance, relation: Relation::Exists, room: 0 }];
-                v.extend(rooms.0.iter().map(|r| Rec::Instance { instance: *instance, relation: Relation::Watch, room: *r }));
-                v.extend(rooms.1.iter().map(|r| Rec::Instance { instance: *instance, relation: Relation::Protect, room: *r }));
+                let mut v = vec![Rec::Instance {
+                    instance: *instance,
+                    relation: Relation::Exists,
+                    room: 0,
+                }];
+                v.extend(rooms.0.iter().map(|r| Rec::Instance {
+                    instance: *instance,
+                    relation: Relation::Watch,
+                    room: *r,
+                }));
+                v.extend(rooms.1.iter().map(|r| Rec::Instance {
+                    instance: *instance,
+                    relation: Relation::Protect,
+                    room: *r,
+                }));
                 v
             };
             if let Some(old) = self.instances.get(instance) {
@@ -140,10 +169,18 @@ impl Ingestor {
                 }
             }
         }
-        Prepared { delta, state: staged, instances }
+        Prepared {
+            delta,
+            state: staged,
+            instances,
+        }
     }
 
-    fn current<'a>(&'a self, staged: &'a HashMap<StateKey, Option<RoomState>>, key: &StateKey) -> Option<&'a RoomState> {
+    fn current<'a>(
+        &'a self,
+        staged: &'a HashMap<StateKey, Option<RoomState>>,
+        key: &StateKey,
+    ) -> Option<&'a RoomState> {
         match staged.get(key) {
             Some(s) => s.as_ref(),
             None => self.state.get(key),
@@ -162,8 +199,17 @@ impl Ingestor {
             && let Some(target) = &ev.redacts
             && let Some(target_id) = dict.lookup(target)
         {
-            let mut keys: Vec<StateKey> = self.by_event.get(&(room, target_id)).cloned().unwrap_or_default();
-            keys.extend(staged_events.get(&(room, target_id)).cloned().unwrap_or_default());
+            let mut keys: Vec<StateKey> = self
+                .by_event
+                .get(&(room, target_id))
+                .cloned()
+                .unwrap_or_default();
+            keys.extend(
+                staged_events
+                    .get(&(room, target_id))
+                    .cloned()
+                    .unwrap_or_default(),
+            );
             keys.sort_unstable();
             keys.dedup();
             for key in keys {
@@ -172,7 +218,9 @@ impl Ingestor {
                     && !cur.redacted
                 {
                     let type_name = dict.get(cur.event_type);
-                    let content = dict.with(cur.content, |c| serde_json::from_str::<Map<String, Value>>(c).unwrap_or_default());
+                    let content = dict.with(cur.content, |c| {
+                        serde_json::from_str::<Map<String, Value>>(c).unwrap_or_default()
+                    });
                     let stripped = redact_content(&type_name, &content);
                     let mut redacted = cur.clone();
                     redacted.content = intern_content(dict, &type_name, &stripped);
@@ -181,9 +229,15 @@ impl Ingestor {
                 }
             }
         }
-        let Some(state_key) = &ev.state_key else { return };
+        let Some(state_key) = &ev.state_key else {
+            return;
+        };
         let key = (room, dict.intern(&ev.event_type), dict.intern(state_key));
-        let content = if ev.redacted_because { redact_content(&ev.event_type, &ev.content) } else { ev.content.clone() };
+        let content = if ev.redacted_because {
+            redact_content(&ev.event_type, &ev.content)
+        } else {
+            ev.content.clone()
+        };
         let record = RoomState {
             room,
             event_type: key.1,
@@ -194,7 +248,10 @@ impl Ingestor {
             content: intern_content(dict, &ev.event_type, &content),
             redacted: ev.redacted_because,
         };
-        staged_events.entry((room, record.event_id)).or_default().push(key);
+        staged_events
+            .entry((room, record.event_id))
+            .or_default()
+            .push(key);
         staged.insert(key, Some(record));
     }
 

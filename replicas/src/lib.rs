@@ -37,11 +37,16 @@ mod rules;
 
 pub use dag::{REPLICAS, matrix_dag};
 pub use glob::{
-    Glob, IndexKey, SERVER_PREFIX_LEN, USER_PREFIX_LEN, server_glob_key, server_keys, user_glob_key, user_keys,
+    Glob, IndexKey, SERVER_PREFIX_LEN, USER_PREFIX_LEN, server_glob_key, server_keys,
+    user_glob_key, user_keys,
 };
 pub use ingest::{Ingestor, Prepared};
 pub use matrix::{IngestSummary, Matrix};
-pub use parse::{Event, Location, ManifestEntry, ParseError, SourceItem, parse_file, parse_line, redact_content};
-pub use record::{Class, Kind, MatchKind, Membership, Rec, RejectReason, Relation, RoomState, Rule};
+pub use parse::{
+    Event, Location, ManifestEntry, ParseError, SourceItem, parse_file, parse_line, redact_content,
+};
+pub use record::{
+    Class, Kind, MatchKind, Membership, Rec, RejectReason, Relation, RoomState, Rule,
+};
 pub use render::{NO_REASON, render_sorted, sort_key, to_json};
 pub use rules::{normalize_server, server_name, sha256_base64};

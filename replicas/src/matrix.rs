@@ -42,7 +42,12 @@ impl Matrix {
         if self.ingestor.is_none() {
             let rs = self.rt.replica("room_state")?;
             let inst = self.rt.replica("instances")?;
-            let mut contents: Vec<Rec> = self.rt.read(rs, None)?.into_iter().map(|(r, _)| r).collect();
+            let mut contents: Vec<Rec> = self
+                .rt
+                .read(rs, None)?
+                .into_iter()
+                .map(|(r, _)| r)
+                .collect();
             contents.extend(self.rt.read(inst, None)?.into_iter().map(|(r, _)| r));
             self.ingestor = Some(Ingestor::new(rs, inst, contents));
         }
@@ -71,7 +76,8 @@ impl Matrix {
         }
         match self.rt.push_many(deltas) {
             Ok(seqs) => {
-                self.rt.step_until(*seqs.last().expect("at least one batch"))?;
+                self.rt
+                    .step_until(*seqs.last().expect("at least one batch"))?;
                 Ok(seqs)
             }
             Err(e) => {
@@ -84,7 +90,12 @@ impl Matrix {
 
     /// A replica's records as the spec's JSON objects, sorted by key: all of them or one
     /// partition (a room or instance ID), now or as of an earlier `Seq`.
-    pub fn show(&mut self, replica: &str, partition: Option<&str>, as_of: Option<Seq>) -> Result<Vec<Value>, Error> {
+    pub fn show(
+        &mut self,
+        replica: &str,
+        partition: Option<&str>,
+        as_of: Option<Seq>,
+    ) -> Result<Vec<Value>, Error> {
         let id = self.rt.replica(replica)?;
         let part = match partition {
             Some(p) => match self.rt.dictionary().lookup(p) {

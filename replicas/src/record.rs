@@ -189,7 +189,10 @@ impl Membership {
 
     /// Whether the user is present (join, invite or knock).
     pub fn present(self) -> bool {
-        matches!(self, Membership::Join | Membership::Invite | Membership::Knock)
+        matches!(
+            self,
+            Membership::Join | Membership::Invite | Membership::Knock
+        )
     }
 }
 
@@ -223,10 +226,14 @@ impl RejectReason {
     pub fn message(self) -> &'static str {
         match self {
             RejectReason::EntityNotString => "`entity` is not a string",
-            RejectReason::NoEntityOrHash => "no `entity` and no `hashes.sha256` or `org.matrix.msc4205.hashes.sha256` string",
+            RejectReason::NoEntityOrHash => {
+                "no `entity` and no `hashes.sha256` or `org.matrix.msc4205.hashes.sha256` string"
+            }
             RejectReason::RecommendationNotString => "`recommendation` is missing or not a string",
             RejectReason::MembershipMissing => "`membership` is missing or not a string",
-            RejectReason::MembershipUnknown => "`membership` is not join, invite, knock, leave or ban",
+            RejectReason::MembershipUnknown => {
+                "`membership` is not join, invite, knock, leave or ban"
+            }
         }
     }
 }

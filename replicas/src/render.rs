@@ -41,11 +41,23 @@ pub fn to_json(dict: &Dictionary, rec: &Rec) -> Value {
             m.insert("state_key".into(), s(dict, r.state_key));
             m.insert("event_id".into(), s(dict, r.event_id));
             m.insert("sender".into(), s(dict, r.sender));
-            m.insert("origin_server_ts".into(), r.ts.map(Value::from).unwrap_or(Value::Null));
-            m.insert("content".into(), dict.with(r.content, |c| serde_json::from_str(c).unwrap_or(Value::Null)));
+            m.insert(
+                "origin_server_ts".into(),
+                r.ts.map(Value::from).unwrap_or(Value::Null),
+            );
+            m.insert(
+                "content".into(),
+                dict.with(r.content, |c| {
+                    serde_json::from_str(c).unwrap_or(Value::Null)
+                }),
+            );
             m.insert("redacted".into(), Value::Bool(r.redacted));
         }
-        Rec::Instance { instance, relation, room } => {
+        Rec::Instance {
+            instance,
+            relation,
+            room,
+        } => {
             m.insert("instance".into(), s(dict, *instance));
             let (rel, room) = match relation {
                 Relation::Exists => ("exists", Value::Null),
@@ -60,18 +72,31 @@ pub fn to_json(dict: &Dictionary, rec: &Rec) -> Value {
             m.insert("instance".into(), s(dict, *instance));
             rule_fields(dict, rule, &mut m);
         }
-        Rec::Member { room, user, membership, displayname } => {
+        Rec::Member {
+            room,
+            user,
+            membership,
+            displayname,
+        } => {
             m.insert("room_id".into(), s(dict, *room));
             m.insert("user_id".into(), s(dict, *user));
             m.insert("membership".into(), json!(membership.as_str()));
             m.insert("displayname".into(), opt(dict, *displayname));
         }
-        Rec::MemberSet { instance, user, rooms } => {
+        Rec::MemberSet {
+            instance,
+            user,
+            rooms,
+        } => {
             m.insert("instance".into(), s(dict, *instance));
             m.insert("user_id".into(), s(dict, *user));
             m.insert("rooms".into(), json!(rooms));
         }
-        Rec::Match { instance, user, rule } => {
+        Rec::Match {
+            instance,
+            user,
+            rule,
+        } => {
             m.insert("instance".into(), s(dict, *instance));
             m.insert("user_id".into(), s(dict, *user));
             m.insert("room_id".into(), s(dict, rule.room));
@@ -84,26 +109,51 @@ pub fn to_json(dict: &Dictionary, rec: &Rec) -> Value {
             m.insert("class".into(), json!(rule.class.as_str()));
             m.insert("reason".into(), opt(dict, rule.reason));
         }
-        Rec::Ban { instance, room, user, rule_room, rule_event, reason } => {
+        Rec::Ban {
+            instance,
+            room,
+            user,
+            rule_room,
+            rule_event,
+            reason,
+        } => {
             m.insert("instance".into(), s(dict, *instance));
             m.insert("room_id".into(), s(dict, *room));
             m.insert("user_id".into(), s(dict, *user));
             m.insert("rule_room_id".into(), s(dict, *rule_room));
             m.insert("rule_event_id".into(), s(dict, *rule_event));
-            m.insert("reason".into(), reason.map(|r| s(dict, r)).unwrap_or_else(|| json!(NO_REASON)));
+            m.insert(
+                "reason".into(),
+                reason
+                    .map(|r| s(dict, r))
+                    .unwrap_or_else(|| json!(NO_REASON)),
+            );
         }
         Rec::Acl { instance, deny } => {
             m.insert("instance".into(), s(dict, *instance));
             m.insert("allow".into(), json!(["*"]));
-            m.insert("deny".into(), Value::Array(deny.iter().map(|d| s(dict, *d)).collect()));
+            m.insert(
+                "deny".into(),
+                Value::Array(deny.iter().map(|d| s(dict, *d)).collect()),
+            );
             m.insert("allow_ip_literals".into(), Value::Bool(false));
         }
-        Rec::AclSync { instance, room, in_sync } => {
+        Rec::AclSync {
+            instance,
+            room,
+            in_sync,
+        } => {
             m.insert("instance".into(), s(dict, *instance));
             m.insert("room_id".into(), s(dict, *room));
             m.insert("in_sync".into(), Value::Bool(*in_sync));
         }
-        Rec::Reject { room, event_id, event_type, state_key, reason } => {
+        Rec::Reject {
+            room,
+            event_id,
+            event_type,
+            state_key,
+            reason,
+        } => {
             m.insert("room_id".into(), s(dict, *room));
             m.insert("event_id".into(), s(dict, *event_id));
             m.insert("type".into(), s(dict, *event_type));
@@ -120,22 +170,61 @@ pub fn sort_key(dict: &Dictionary, rec: &Rec) -> Vec<String> {
     let t = |id: Id| dict.get(id).to_string();
     match rec {
         Rec::RoomState(r) => vec![t(r.room), t(r.event_type), t(r.state_key)],
-        Rec::Instance { instance, relation, room } => {
-            let room = if *relation == Relation::Exists { String::new() } else { t(*room) };
+        Rec::Instance {
+            instance,
+            relation,
+            room,
+        } => {
+            let room = if *relation == Relation::Exists {
+                String::new()
+            } else {
+                t(*room)
+            };
             vec![t(*instance), format!("{relation:?}"), room]
         }
         Rec::Rule(r) => vec![t(r.room), r.kind.as_str().into(), t(r.state_key)],
-        Rec::ListRule { instance, rule } => vec![t(*instance), t(rule.room), rule.kind.as_str().into(), t(rule.state_key)],
+        Rec::ListRule { instance, rule } => vec![
+            t(*instance),
+            t(rule.room),
+            rule.kind.as_str().into(),
+            t(rule.state_key),
+        ],
         Rec::Member { room, user, .. } => vec![t(*room), t(*user)],
         Rec::MemberSet { instance, user, .. } => vec![t(*instance), t(*user)],
-        Rec::Match { instance, user, rule } => {
-            vec![t(*instance), t(*user), t(rule.room), rule.kind.as_str().into(), t(rule.state_key)]
+        Rec::Match {
+            instance,
+            user,
+            rule,
+        } => {
+            vec![
+                t(*instance),
+                t(*user),
+                t(rule.room),
+                rule.kind.as_str().into(),
+                t(rule.state_key),
+            ]
         }
-        Rec::Ban { instance, room, user, .. } => vec![t(*instance), t(*room), t(*user)],
+        Rec::Ban {
+            instance,
+            room,
+            user,
+            ..
+        } => vec![t(*instance), t(*room), t(*user)],
         Rec::Acl { instance, .. } => vec![t(*instance)],
         Rec::AclSync { instance, room, .. } => vec![t(*instance), t(*room)],
-        Rec::Reject { room, event_type, state_key, reason, .. } => {
-            vec![t(*room), t(*event_type), t(*state_key), reason.replica().into()]
+        Rec::Reject {
+            room,
+            event_type,
+            state_key,
+            reason,
+            ..
+        } => {
+            vec![
+                t(*room),
+                t(*event_type),
+                t(*state_key),
+                reason.replica().into(),
+            ]
         }
     }
 }

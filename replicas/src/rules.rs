@@ -24,7 +24,9 @@ fn hash_in<'a>(content: &'a Map<String, Value>, field: &str) -> Option<&'a str> 
 
 /// Parses the content of the event that takes a rule slot. `Ok(None)`: the slot is empty
 /// (empty content). `Err`: the event is not a valid rule.
-pub(crate) fn parse_rule(content: &Map<String, Value>) -> Result<Option<RuleContent<'_>>, RejectReason> {
+pub(crate) fn parse_rule(
+    content: &Map<String, Value>,
+) -> Result<Option<RuleContent<'_>>, RejectReason> {
     if content.is_empty() {
         return Ok(None);
     }
@@ -32,7 +34,9 @@ pub(crate) fn parse_rule(content: &Map<String, Value>) -> Result<Option<RuleCont
         Some(Value::String(e)) if Glob::is_glob(e) => (MatchKind::Glob, Some(e.as_str()), None),
         Some(Value::String(e)) => (MatchKind::Literal, Some(e.as_str()), None),
         Some(_) => return Err(RejectReason::EntityNotString),
-        None => match hash_in(content, "hashes").or_else(|| hash_in(content, "org.matrix.msc4205.hashes")) {
+        None => match hash_in(content, "hashes")
+            .or_else(|| hash_in(content, "org.matrix.msc4205.hashes"))
+        {
             Some(h) => (MatchKind::Hashed, None, Some(h)),
             None => return Err(RejectReason::NoEntityOrHash),
         },
@@ -42,7 +46,13 @@ pub(crate) fn parse_rule(content: &Map<String, Value>) -> Result<Option<RuleCont
         _ => return Err(RejectReason::RecommendationNotString),
     };
     let reason = content.get("reason").and_then(Value::as_str);
-    Ok(Some(RuleContent { matcher, entity, sha256, recommendation, reason }))
+    Ok(Some(RuleContent {
+        matcher,
+        entity,
+        sha256,
+        recommendation,
+        reason,
+    }))
 }
 
 /// The strings of a rule or member event's content that the dataflow turns into ids: the
@@ -119,30 +129,53 @@ fn index_key_hash(k: &IndexKey) -> u64 {
 }
 
 /// The key of a rule in the matching join (`None`: room rules never match users).
-pub(crate) fn rule_key(kind: Kind, matcher: MatchKind, entity: Option<&str>, sha256: Option<&str>) -> Option<MatchKey> {
+pub(crate) fn rule_key(
+    kind: Kind,
+    matcher: MatchKind,
+    entity: Option<&str>,
+    sha256: Option<&str>,
+) -> Option<MatchKey> {
     let text = |s: Option<&str>| s.unwrap_or("").as_bytes().to_vec();
     Some(match (kind, matcher) {
         (Kind::Room, _) => return None,
         (Kind::User, MatchKind::Literal) => (USER_LITERAL, fnv64(&[&text(entity)])),
-        (Kind::User, MatchKind::Glob) => (USER_GLOB, index_key_hash(&user_glob_key(entity.unwrap_or("")))),
+        (Kind::User, MatchKind::Glob) => (
+            USER_GLOB,
+            index_key_hash(&user_glob_key(entity.unwrap_or(""))),
+        ),
         (Kind::User, MatchKind::Hashed) => (USER_HASH, fnv64(&[&text(sha256)])),
-        (Kind::Server, MatchKind::Literal) => {
-            (SERVER_LITERAL, fnv64(&[entity.unwrap_or("").to_ascii_lowercase().as_bytes()]))
-        }
-        (Kind::Server, MatchKind::Glob) => (SERVER_GLOB, index_key_hash(&server_glob_key(entity.unwrap_or("")))),
+        (Kind::Server, MatchKind::Literal) => (
+            SERVER_LITERAL,
+            fnv64(&[entity.unwrap_or("").to_ascii_lowercase().as_bytes()]),
+        ),
+        (Kind::Server, MatchKind::Glob) => (
+            SERVER_GLOB,
+            index_key_hash(&server_glob_key(entity.unwrap_or(""))),
+        ),
         (Kind::Server, MatchKind::Hashed) => (SERVER_HASH, fnv64(&[&text(sha256)])),
     })
 }
 
 /// Every key under which a user can meet the rules that may match it.
 pub(crate) fn user_match_keys(user: &str) -> Vec<MatchKey> {
-    let mut keys = vec![(USER_LITERAL, fnv64(&[user.as_bytes()])), (USER_HASH, fnv64(&[sha256_base64(user).as_bytes()]))];
-    keys.extend(user_keys(user).iter().map(|k| (USER_GLOB, index_key_hash(k))));
+    let mut keys = vec![
+        (USER_LITERAL, fnv64(&[user.as_bytes()])),
+        (USER_HASH, fnv64(&[sha256_base64(user).as_bytes()])),
+    ];
+    keys.extend(
+        user_keys(user)
+            .iter()
+            .map(|k| (USER_GLOB, index_key_hash(k))),
+    );
     if let Some(server) = server_name(user) {
         let n = normalize_server(server);
         keys.push((SERVER_LITERAL, fnv64(&[n.as_bytes()])));
         keys.push((SERVER_HASH, fnv64(&[sha256_base64(&n).as_bytes()])));
-        keys.extend(server_keys(&n).iter().map(|k| (SERVER_GLOB, index_key_hash(k))));
+        keys.extend(
+            server_keys(&n)
+                .iter()
+                .map(|k| (SERVER_GLOB, index_key_hash(k))),
+        );
     }
     keys.sort_unstable();
     keys.dedup();
@@ -166,16 +199,25 @@ pub(crate) fn rule_matches_user(
         },
         Kind::Server => match server_name(user) {
             None => false,
-            Some(server) => server_entity_matches(matcher, entity, sha256, &normalize_server(server)),
+            Some(server) => {
+                server_entity_matches(matcher, entity, sha256, &normalize_server(server))
+            }
         },
     }
 }
 
 /// Whether a server rule matches a normalized server name (port dropped, lower case).
-pub(crate) fn server_entity_matches(matcher: MatchKind, entity: Option<&str>, sha256: Option<&str>, normalized: &str) -> bool {
+pub(crate) fn server_entity_matches(
+    matcher: MatchKind,
+    entity: Option<&str>,
+    sha256: Option<&str>,
+    normalized: &str,
+) -> bool {
     match matcher {
         MatchKind::Literal => entity.is_some_and(|e| e.eq_ignore_ascii_case(normalized)),
-        MatchKind::Glob => entity.is_some_and(|e| Glob::new_ignore_ascii_case(e).matches(normalized)),
+        MatchKind::Glob => {
+            entity.is_some_and(|e| Glob::new_ignore_ascii_case(e).matches(normalized))
+        }
         MatchKind::Hashed => sha256.is_some_and(|h| h == sha256_base64(normalized)),
     }
 }
@@ -195,21 +237,50 @@ mod tests {
 
     #[test]
     fn hashes_are_padded_standard_base64() {
-        assert_eq!(sha256_base64(""), "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=");
+        assert_eq!(
+            sha256_base64(""),
+            "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
+        );
     }
 
     #[test]
     fn every_match_is_found_under_a_shared_key() {
-        let users = ["@spam1:evil.org", "@a:Evil.ORG:8448", "@x:good.net", "@:jki.re", "@nocolon"];
+        let users = [
+            "@spam1:evil.org",
+            "@a:Evil.ORG:8448",
+            "@x:good.net",
+            "@:jki.re",
+            "@nocolon",
+        ];
         let rules: Vec<(Kind, MatchKind, Option<String>, Option<String>)> = vec![
-            (Kind::User, MatchKind::Literal, Some("@x:good.net".into()), None),
+            (
+                Kind::User,
+                MatchKind::Literal,
+                Some("@x:good.net".into()),
+                None,
+            ),
             (Kind::User, MatchKind::Glob, Some("@spam*".into()), None),
             (Kind::User, MatchKind::Glob, Some("*:evil.org".into()), None),
-            (Kind::User, MatchKind::Hashed, None, Some(sha256_base64("@:jki.re"))),
-            (Kind::Server, MatchKind::Literal, Some("EVIL.org".into()), None),
+            (
+                Kind::User,
+                MatchKind::Hashed,
+                None,
+                Some(sha256_base64("@:jki.re")),
+            ),
+            (
+                Kind::Server,
+                MatchKind::Literal,
+                Some("EVIL.org".into()),
+                None,
+            ),
             (Kind::Server, MatchKind::Glob, Some("*.org".into()), None),
             (Kind::Server, MatchKind::Glob, Some("e?il.*".into()), None),
-            (Kind::Server, MatchKind::Hashed, None, Some(sha256_base64("good.net"))),
+            (
+                Kind::Server,
+                MatchKind::Hashed,
+                None,
+                Some(sha256_base64("good.net")),
+            ),
         ];
         let mut matched = 0;
         for u in users {
@@ -218,7 +289,10 @@ mod tests {
                 if rule_matches_user(*k, *m, e.as_deref(), h.as_deref(), u) {
                     matched += 1;
                     let key = rule_key(*k, *m, e.as_deref(), h.as_deref()).unwrap();
-                    assert!(keys.contains(&key), "{u} matches {e:?}/{h:?} but shares no key");
+                    assert!(
+                        keys.contains(&key),
+                        "{u} matches {e:?}/{h:?} but shares no key"
+                    );
                 }
             }
         }
@@ -237,14 +311,24 @@ mod tests {
             Ok(Some((MatchKind::Glob, "m.ban".into())))
         );
         assert_eq!(
-            parse(serde_json::json!({"org.matrix.msc4205.hashes": {"sha256": "x"}, "recommendation": "m.ban"})),
+            parse(
+                serde_json::json!({"org.matrix.msc4205.hashes": {"sha256": "x"}, "recommendation": "m.ban"})
+            ),
             Ok(Some((MatchKind::Hashed, "m.ban".into())))
         );
         assert_eq!(
-            parse(serde_json::json!({"entity": null, "hashes": {"sha256": "x"}, "recommendation": "m.ban"})),
+            parse(
+                serde_json::json!({"entity": null, "hashes": {"sha256": "x"}, "recommendation": "m.ban"})
+            ),
             Err(RejectReason::EntityNotString)
         );
-        assert_eq!(parse(serde_json::json!({"recommendation": "m.ban"})), Err(RejectReason::NoEntityOrHash));
-        assert_eq!(parse(serde_json::json!({"entity": "x", "recommendation": 1})), Err(RejectReason::RecommendationNotString));
+        assert_eq!(
+            parse(serde_json::json!({"recommendation": "m.ban"})),
+            Err(RejectReason::NoEntityOrHash)
+        );
+        assert_eq!(
+            parse(serde_json::json!({"entity": "x", "recommendation": 1})),
+            Err(RejectReason::RecommendationNotString)
+        );
     }
 }

@@ -13,7 +13,12 @@ use crate::{Failure, exit};
 pub fn status(ctx: &Ctx, format: InfoFormat) -> Result<u8, Failure> {
     let mut m = ctx.open_read()?;
     let st = m.runtime().status()?;
-    let rejects = st.replicas.iter().find(|r| r.name == "rejects").map(|r| r.records).unwrap_or(0);
+    let rejects = st
+        .replicas
+        .iter()
+        .find(|r| r.name == "rejects")
+        .map(|r| r.records)
+        .unwrap_or(0);
     let mut out = std::io::stdout().lock();
     match format {
         InfoFormat::Json => {
@@ -48,16 +53,34 @@ pub fn status(ctx: &Ctx, format: InfoFormat) -> Result<u8, Failure> {
             writeln!(out, "store    {}", ctx.store.display())?;
             writeln!(out, "seq      {}", st.seq.0)?;
             if let Some(s) = &st.store {
-                let first = s.first_log_seq.map(|f| format!(" (from seq {f})")).unwrap_or_default();
+                let first = s
+                    .first_log_seq
+                    .map(|f| format!(" (from seq {f})"))
+                    .unwrap_or_default();
                 writeln!(out, "log      {} source deltas{first}", s.log_entries)?;
-                writeln!(out, "size     {} bytes, {} identifiers", s.file_bytes, s.strings)?;
+                writeln!(
+                    out,
+                    "size     {} bytes, {} identifiers",
+                    s.file_bytes, s.strings
+                )?;
             }
             writeln!(out, "rejects  {rejects}")?;
             writeln!(out)?;
-            writeln!(out, "{:<15} {:>9} {:>10} {:>16} {:>6}", "replica", "frontier", "records", "newest revision", "logic")?;
+            writeln!(
+                out,
+                "{:<15} {:>9} {:>10} {:>16} {:>6}",
+                "replica", "frontier", "records", "newest revision", "logic"
+            )?;
             for r in &st.replicas {
-                let rev = r.newest_revision.map(|s| s.0.to_string()).unwrap_or_else(|| "-".into());
-                writeln!(out, "{:<15} {:>9} {:>10} {:>16} {:>6}", r.name, r.frontier.0, r.records, rev, r.logic_version)?;
+                let rev = r
+                    .newest_revision
+                    .map(|s| s.0.to_string())
+                    .unwrap_or_else(|| "-".into());
+                writeln!(
+                    out,
+                    "{:<15} {:>9} {:>10} {:>16} {:>6}",
+                    r.name, r.frontier.0, r.records, rev, r.logic_version
+                )?;
             }
         }
     }
@@ -70,7 +93,12 @@ pub fn revisions(ctx: &Ctx, replica: Option<&str>, format: InfoFormat) -> Result
     if let Some(r) = replica {
         m.runtime().replica(r)?;
     }
-    let revs: Vec<_> = m.runtime().revisions()?.into_iter().filter(|r| replica.is_none_or(|n| r.replica == n)).collect();
+    let revs: Vec<_> = m
+        .runtime()
+        .revisions()?
+        .into_iter()
+        .filter(|r| replica.is_none_or(|n| r.replica == n))
+        .collect();
     let mut out = std::io::stdout().lock();
     match format {
         InfoFormat::Json => {
@@ -84,9 +112,17 @@ pub fn revisions(ctx: &Ctx, replica: Option<&str>, format: InfoFormat) -> Result
             writeln!(out, "{}", serde_json::Value::Array(v))?;
         }
         InfoFormat::Table => {
-            writeln!(out, "{:<15} {:>8} {:>6} {:>10}", "replica", "as_of", "logic", "records")?;
+            writeln!(
+                out,
+                "{:<15} {:>8} {:>6} {:>10}",
+                "replica", "as_of", "logic", "records"
+            )?;
             for r in &revs {
-                writeln!(out, "{:<15} {:>8} {:>6} {:>10}", r.replica, r.as_of, r.logic_version, r.records)?;
+                writeln!(
+                    out,
+                    "{:<15} {:>8} {:>6} {:>10}",
+                    r.replica, r.as_of, r.logic_version, r.records
+                )?;
             }
         }
     }
@@ -102,16 +138,25 @@ pub fn compact(ctx: &Ctx) -> Result<u8, Failure> {
     m.runtime().compact_store()?;
     let after = std::fs::metadata(&ctx.store).map(|m| m.len()).unwrap_or(0);
     m.shutdown()?;
-    println!("revisions captured as of seq {}; store {} -> {} bytes", as_of.0, before, after);
+    println!(
+        "revisions captured as of seq {}; store {} -> {} bytes",
+        as_of.0, before, after
+    );
     Ok(exit::OK)
 }
 
 pub fn rebuild(ctx: &Ctx, replicas: &[String], check: bool) -> Result<u8, Failure> {
     if !ctx.store.exists() {
-        return Err(Failure::new(exit::FAILURE, anyhow::anyhow!("no store at {}", ctx.store.display())));
+        return Err(Failure::new(
+            exit::FAILURE,
+            anyhow::anyhow!("no store at {}", ctx.store.display()),
+        ));
     }
     let mut m = if check { ctx.open_read()? } else { ctx.open()? };
-    let ids = replicas.iter().map(|r| m.runtime().replica(r)).collect::<Result<Vec<_>, _>>()?;
+    let ids = replicas
+        .iter()
+        .map(|r| m.runtime().replica(r))
+        .collect::<Result<Vec<_>, _>>()?;
     let outcomes = m.runtime().rebuild(&ids, check)?;
     let mut differ = false;
     for o in &outcomes {
@@ -119,7 +164,12 @@ pub fn rebuild(ctx: &Ctx, replicas: &[String], check: bool) -> Result<u8, Failur
             "same".to_string()
         } else {
             differ = true;
-            format!("differs: {} missing, {} extra{}", o.missing, o.extra, if o.replaced { "; replaced" } else { "" })
+            format!(
+                "differs: {} missing, {} extra{}",
+                o.missing,
+                o.extra,
+                if o.replaced { "; replaced" } else { "" }
+            )
         };
         println!("{:<15} as of seq {:<6} {state}", o.replica, o.as_of.0);
     }
@@ -127,12 +177,19 @@ pub fn rebuild(ctx: &Ctx, replicas: &[String], check: bool) -> Result<u8, Failur
         println!("no revisions to compare (run `prr compact` to capture some)");
     }
     m.shutdown()?;
-    Ok(if check && differ { exit::DIFFERENCES } else { exit::OK })
+    Ok(if check && differ {
+        exit::DIFFERENCES
+    } else {
+        exit::OK
+    })
 }
 
 pub fn check(ctx: &Ctx) -> Result<u8, Failure> {
     if !ctx.store.exists() {
-        return Err(Failure::new(exit::FAILURE, anyhow::anyhow!("no store at {}", ctx.store.display())));
+        return Err(Failure::new(
+            exit::FAILURE,
+            anyhow::anyhow!("no store at {}", ctx.store.display()),
+        ));
     }
     let mut m = ctx.open_read()?;
     let problems = m.runtime().check_store()?;
@@ -170,8 +227,17 @@ pub fn graph(ctx: &Ctx, format: GraphFormat) -> Result<u8, Failure> {
             }
             for d in dag.replicas() {
                 for i in d.inputs() {
-                    let style = if i.mode == InputMode::Deltas { ", style=dashed" } else { "" };
-                    out.push_str(&format!("  {} -> {} [label=\"{}\"{style}];\n", i.replica, d.name(), i.mode));
+                    let style = if i.mode == InputMode::Deltas {
+                        ", style=dashed"
+                    } else {
+                        ""
+                    };
+                    out.push_str(&format!(
+                        "  {} -> {} [label=\"{}\"{style}];\n",
+                        i.replica,
+                        d.name(),
+                        i.mode
+                    ));
                 }
             }
             out.push_str("}\n");
@@ -180,12 +246,26 @@ pub fn graph(ctx: &Ctx, format: GraphFormat) -> Result<u8, Failure> {
             out.push_str("flowchart LR\n");
             for d in dag.replicas() {
                 let what = if d.is_source() { "source" } else { "derived" };
-                out.push_str(&format!("  {}[\"{}<br/>{what} · {}\"]\n", d.name(), d.name(), d.partition_key()));
+                out.push_str(&format!(
+                    "  {}[\"{}<br/>{what} · {}\"]\n",
+                    d.name(),
+                    d.name(),
+                    d.partition_key()
+                ));
             }
             for d in dag.replicas() {
                 for i in d.inputs() {
-                    let arrow = if i.mode == InputMode::Deltas { "-.->" } else { "-->" };
-                    out.push_str(&format!("  {} {arrow}|{}| {}\n", i.replica, i.mode, d.name()));
+                    let arrow = if i.mode == InputMode::Deltas {
+                        "-.->"
+                    } else {
+                        "-->"
+                    };
+                    out.push_str(&format!(
+                        "  {} {arrow}|{}| {}\n",
+                        i.replica,
+                        i.mode,
+                        d.name()
+                    ));
                 }
             }
         }

@@ -30,7 +30,10 @@ fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Failure> {
         } else if p.exists() {
             files.push(p.clone());
         } else {
-            return Err(Failure::new(exit::INVALID_INPUT, anyhow::anyhow!("{}: no such file or directory", p.display())));
+            return Err(Failure::new(
+                exit::INVALID_INPUT,
+                anyhow::anyhow!("{}: no such file or directory", p.display()),
+            ));
         }
     }
     Ok(files)
@@ -39,7 +42,9 @@ fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Failure> {
 fn read(path: &Path) -> Result<Vec<u8>, Failure> {
     if path.as_os_str() == "-" {
         let mut buf = Vec::new();
-        std::io::stdin().read_to_end(&mut buf).context("cannot read standard input")?;
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("cannot read standard input")?;
         Ok(buf)
     } else {
         Ok(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)
@@ -48,18 +53,32 @@ fn read(path: &Path) -> Result<Vec<u8>, Failure> {
 
 pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
     let files = expand(paths)?;
-    let total: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+    let total: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
     let progress = std::io::stderr().is_terminal() && total >= PROGRESS_BYTES;
     // Every file is parsed and validated before anything is stored.
     let mut parsed: Vec<(String, Vec<SourceItem>)> = Vec::with_capacity(files.len());
     let mut done = 0u64;
     for f in &files {
-        let name = if f.as_os_str() == "-" { "<stdin>".to_string() } else { f.display().to_string() };
+        let name = if f.as_os_str() == "-" {
+            "<stdin>".to_string()
+        } else {
+            f.display().to_string()
+        };
         let bytes = read(f)?;
         done += bytes.len() as u64;
         let items = parse_file(&name, &bytes).map_err(|e| Failure::new(exit::INVALID_INPUT, e))?;
         if progress {
-            eprint!("\rprr: parsed {}/{} files, {} of {} MiB", parsed.len() + 1, files.len(), done >> 20, total >> 20);
+            eprint!(
+                "\rprr: parsed {}/{} files, {} of {} MiB",
+                parsed.len() + 1,
+                files.len(),
+                done >> 20,
+                total >> 20
+            );
         }
         parsed.push((name, items));
     }
@@ -67,7 +86,13 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
         eprintln!();
     }
     let mut m = ctx.open()?;
-    let names: Vec<String> = m.runtime().dag().replicas().iter().map(|d| d.name().to_string()).collect();
+    let names: Vec<String> = m
+        .runtime()
+        .dag()
+        .replicas()
+        .iter()
+        .map(|d| d.name().to_string())
+        .collect();
     let mut subs = Vec::new();
     for n in &names {
         let id = m.runtime().replica(n)?;
@@ -76,13 +101,19 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
     let mut changes: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut seqs = Vec::new();
     for (i, (name, items)) in parsed.iter().enumerate() {
-        let seq = m.ingest(items).with_context(|| format!("while ingesting {name}"))?;
+        let seq = m
+            .ingest(items)
+            .with_context(|| format!("while ingesting {name}"))?;
         seqs.push(seq);
         for (n, sub) in &subs {
             for d in sub.try_iter() {
                 let e = changes.entry(n.clone()).or_default();
                 for (_, diff) in &d.updates {
-                    if *diff > 0 { e.0 += *diff as u64 } else { e.1 += (-*diff) as u64 }
+                    if *diff > 0 {
+                        e.0 += *diff as u64
+                    } else {
+                        e.1 += (-*diff) as u64
+                    }
                 }
             }
         }
@@ -97,7 +128,13 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
     m.shutdown()?;
     let mut out = std::io::stdout().lock();
     match (seqs.first(), seqs.last()) {
-        (Some(a), Some(b)) => writeln!(out, "ingested {} source deltas (seq {}..={})", seqs.len(), a.0, b.0)?,
+        (Some(a), Some(b)) => writeln!(
+            out,
+            "ingested {} source deltas (seq {}..={})",
+            seqs.len(),
+            a.0,
+            b.0
+        )?,
         _ => writeln!(out, "ingested 0 source deltas")?,
     }
     for n in &names {

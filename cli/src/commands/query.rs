@@ -9,10 +9,20 @@ use crate::args::{DeltasFormat, ShowFormat};
 use crate::output::table;
 use crate::{Failure, exit};
 
-pub fn show(ctx: &Ctx, replica: &str, partition: Option<&str>, as_of: Option<u64>, format: Option<ShowFormat>) -> Result<u8, Failure> {
+pub fn show(
+    ctx: &Ctx,
+    replica: &str,
+    partition: Option<&str>,
+    as_of: Option<u64>,
+    format: Option<ShowFormat>,
+) -> Result<u8, Failure> {
     let mut m = ctx.open_read()?;
     let rows = m.show(replica, partition, as_of.map(Seq))?;
-    let format = format.unwrap_or(if std::io::stdout().is_terminal() { ShowFormat::Table } else { ShowFormat::Ndjson });
+    let format = format.unwrap_or(if std::io::stdout().is_terminal() {
+        ShowFormat::Table
+    } else {
+        ShowFormat::Ndjson
+    });
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match format {
         ShowFormat::Ndjson => {

@@ -47,7 +47,10 @@ pub fn stream(ctx: &Ctx, emit: &[String], max_batch: usize) -> Result<u8, Failur
                 Ok(t) => t.trim_end_matches('\r'),
                 Err(e) => {
                     bad += 1;
-                    eprintln!("prr: <stdin>: line {no}: invalid UTF-8 at byte {}; line skipped", e.valid_up_to());
+                    eprintln!(
+                        "prr: <stdin>: line {no}: invalid UTF-8 at byte {}; line skipped",
+                        e.valid_up_to()
+                    );
                     continue;
                 }
             };

@@ -22,8 +22,16 @@ fn rejected(name: &str, content: &[u8], expect: &[&str]) {
     for e in expect {
         assert!(err.contains(e), "stderr lacks {e:?}: {err}");
     }
-    assert_eq!(bytes(&s.store()), before, "the store changed after a failed ingest");
-    assert_eq!(s.show("room_members").len(), 8, "nothing of the good file was stored");
+    assert_eq!(
+        bytes(&s.store()),
+        before,
+        "the store changed after a failed ingest"
+    );
+    assert_eq!(
+        s.show("room_members").len(),
+        8,
+        "nothing of the good file was stored"
+    );
 }
 
 #[test]
@@ -57,7 +65,11 @@ fn invalid_utf8_is_rejected() {
 
 #[test]
 fn invalid_manifest_is_rejected_with_the_field() {
-    rejected("bad-manifest.json", br##"{"instances":[{"id":"@a:x","watch":["#alias:x"]}]}"##, &["bad-manifest.json", "instances[0].watch[0]"]);
+    rejected(
+        "bad-manifest.json",
+        br##"{"instances":[{"id":"@a:x","watch":["#alias:x"]}]}"##,
+        &["bad-manifest.json", "instances[0].watch[0]"],
+    );
 }
 
 #[test]
@@ -74,11 +86,19 @@ fn a_missing_file_is_an_error_and_stores_nothing() {
 fn unknown_replica_is_a_usage_error_and_changes_nothing() {
     let s = seeded();
     let before = bytes(&s.store());
-    for args in [vec!["show", "nope"], vec!["deltas", "nope"], vec!["rebuild", "nope", "--check"], vec!["revisions", "nope"]] {
+    for args in [
+        vec!["show", "nope"],
+        vec!["deltas", "nope"],
+        vec!["rebuild", "nope", "--check"],
+        vec!["revisions", "nope"],
+    ] {
         let out = s.prr(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("unknown replica `nope`") && err.contains("member_bans"), "{err}");
+        assert!(
+            err.contains("unknown replica `nope`") && err.contains("member_bans"),
+            "{err}"
+        );
         assert_eq!(bytes(&s.store()), before, "{args:?} changed the store");
     }
 }

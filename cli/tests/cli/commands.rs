@@ -8,10 +8,15 @@ fn demo() -> Scratch {
     let s = Scratch::new();
     let out = s.ok(&[
         "ingest",
-        example("real/derived/chitchat_matrix-spec_state.json").to_str().unwrap(),
+        example("real/derived/chitchat_matrix-spec_state.json")
+            .to_str()
+            .unwrap(),
         example("demo").to_str().unwrap(),
     ]);
-    assert!(out.contains("ingested 4 source deltas (seq 1..=4)"), "{out}");
+    assert!(
+        out.contains("ingested 4 source deltas (seq 1..=4)"),
+        "{out}"
+    );
     assert!(out.contains("member_bans     +5 -0"), "{out}");
     assert!(out.contains("rejects: 0"), "{out}");
     s
@@ -21,15 +26,27 @@ fn demo() -> Scratch {
 fn ingest_then_show_gives_the_intents() {
     let s = demo();
     let bans = s.show("member_bans");
-    let users: Vec<&str> = bans.iter().map(|b| b["user_id"].as_str().unwrap()).collect();
+    let users: Vec<&str> = bans
+        .iter()
+        .map(|b| b["user_id"].as_str().unwrap())
+        .collect();
     assert_eq!(
         users,
-        ["@evil:spam.example", "@legacy:old.example", "@spam2:chat.spam.example", "@spammer1:spam.example", "@troll:troll.example"]
+        [
+            "@evil:spam.example",
+            "@legacy:old.example",
+            "@spam2:chat.spam.example",
+            "@spammer1:spam.example",
+            "@troll:troll.example"
+        ]
     );
     assert_eq!(bans[3]["reason"], "spam");
     assert_eq!(bans[0]["reason"], "<no reason supplied>");
     let acl = s.show("server_acl");
-    assert_eq!(acl[0]["deny"], serde_json::json!(["*.spam.example", "spam.example", "troll.example"]));
+    assert_eq!(
+        acl[0]["deny"],
+        serde_json::json!(["*.spam.example", "spam.example", "troll.example"])
+    );
     assert_eq!(acl[0]["allow_ip_literals"], false);
     let sync = s.show("acl_sync");
     assert_eq!(sync.len(), 2);
@@ -39,17 +56,35 @@ fn ingest_then_show_gives_the_intents() {
 #[test]
 fn show_formats_partitions_and_time_travel() {
     let s = demo();
-    let json: Value = serde_json::from_str(&s.ok(&["show", "room_members", "--format", "json"])).unwrap();
+    let json: Value =
+        serde_json::from_str(&s.ok(&["show", "room_members", "--format", "json"])).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 91);
     let table = s.ok(&["show", "server_acl", "--format", "table"]);
-    assert!(table.starts_with("instance") && table.contains("@draupnir:example.org") && table.contains("(1 records)"), "{table}");
-    let part = s.ok(&["show", "room_members", "--partition", "!demo-room:example.org"]);
+    assert!(
+        table.starts_with("instance")
+            && table.contains("@draupnir:example.org")
+            && table.contains("(1 records)"),
+        "{table}"
+    );
+    let part = s.ok(&[
+        "show",
+        "room_members",
+        "--partition",
+        "!demo-room:example.org",
+    ]);
     assert_eq!(part.lines().count(), 8);
-    assert_eq!(s.ok(&["show", "room_members", "--partition", "!unknown:x"]), "");
+    assert_eq!(
+        s.ok(&["show", "room_members", "--partition", "!unknown:x"]),
+        ""
+    );
     // As of seq 1, only the real room was ingested.
     let then = s.ok(&["show", "room_members", "--as-of", "1"]);
     assert_eq!(then.lines().count(), 83);
-    assert_eq!(s.ok(&["show", "member_bans", "--as-of", "3"]), "", "no manifest before seq 4");
+    assert_eq!(
+        s.ok(&["show", "member_bans", "--as-of", "3"]),
+        "",
+        "no manifest before seq 4"
+    );
     let out = s.prr(&["show", "member_bans", "--as-of", "9"]);
     assert_eq!(out.status.code(), Some(2));
 }
@@ -57,14 +92,25 @@ fn show_formats_partitions_and_time_travel() {
 #[test]
 fn deltas_since_a_seq() {
     let s = demo();
-    let lines: Vec<Value> = s.ok(&["deltas", "acl_sync", "--since", "3"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = s
+        .ok(&["deltas", "acl_sync", "--since", "3"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2);
-    assert!(lines.iter().all(|l| l["seq"] == 4 && l["diff"] == 1 && l["record"]["in_sync"] == false));
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["seq"] == 4 && l["diff"] == 1 && l["record"]["in_sync"] == false)
+    );
     let all = s.ok(&["deltas", "room_members"]);
     assert_eq!(all.lines().count(), 91);
     assert!(s.ok(&["deltas", "room_members", "--since", "4"]).is_empty());
     let table = s.ok(&["deltas", "member_bans", "--format", "table"]);
-    assert!(table.starts_with("seq") && table.contains("(5 records)"), "{table}");
+    assert!(
+        table.starts_with("seq") && table.contains("(5 records)"),
+        "{table}"
+    );
 }
 
 #[test]
@@ -72,30 +118,46 @@ fn status_reports_seq_frontiers_and_counts() {
     let s = Scratch::new();
     let empty: Value = serde_json::from_str(&s.ok(&["status", "--format", "json"])).unwrap();
     assert_eq!(empty["seq"], 0);
-    assert!(!s.store().exists(), "status on a missing store creates nothing");
+    assert!(
+        !s.store().exists(),
+        "status on a missing store creates nothing"
+    );
     let s = demo();
     let st: Value = serde_json::from_str(&s.ok(&["status", "--format", "json"])).unwrap();
     assert_eq!(st["seq"], 4);
     let replicas = st["replicas"].as_array().unwrap();
-    let bans = replicas.iter().find(|r| r["name"] == "member_bans").unwrap();
-    assert_eq!((bans["frontier"].as_u64(), bans["records"].as_u64()), (Some(5), Some(5)));
+    let bans = replicas
+        .iter()
+        .find(|r| r["name"] == "member_bans")
+        .unwrap();
+    assert_eq!(
+        (bans["frontier"].as_u64(), bans["records"].as_u64()),
+        (Some(5), Some(5))
+    );
     assert_eq!(st["log"]["entries"], 4);
     assert!(st["store_bytes"].as_u64().unwrap() > 0);
     let table = s.ok(&["status"]);
-    assert!(table.contains("seq      4") && table.contains("member_bans"), "{table}");
+    assert!(
+        table.contains("seq      4") && table.contains("member_bans"),
+        "{table}"
+    );
 }
 
 #[test]
 fn revisions_compact_rebuild_check() {
     let s = demo();
-    let revs: Value = serde_json::from_str(&s.ok(&["revisions", "member_bans", "--format", "json"])).unwrap();
+    let revs: Value =
+        serde_json::from_str(&s.ok(&["revisions", "member_bans", "--format", "json"])).unwrap();
     assert_eq!(revs.as_array().unwrap().len(), 1);
     assert_eq!(revs[0]["as_of"], 4);
     assert!(s.ok(&["revisions"]).contains("room_state"));
     let compacted = s.ok(&["compact"]);
     assert!(compacted.contains("as of seq 4"), "{compacted}");
     let st: Value = serde_json::from_str(&s.ok(&["status", "--format", "json"])).unwrap();
-    assert_eq!(st["log"]["entries"], 0, "compact cut the log before the revisions");
+    assert_eq!(
+        st["log"]["entries"], 0,
+        "compact cut the log before the revisions"
+    );
     let rebuilt = s.ok(&["rebuild", "--check"]);
     assert!(rebuilt.lines().all(|l| l.ends_with("same")), "{rebuilt}");
     assert!(s.ok(&["rebuild", "member_bans"]).contains("member_bans"));
@@ -110,12 +172,18 @@ fn ingest_reads_directories_in_name_order_and_standard_input() {
     let dir = s.dir.path().join("in");
     std::fs::create_dir(&dir).unwrap();
     let ev = |id: &str, m: &str| {
-        format!(r#"[{{"event_id":"{id}","room_id":"!r:x","type":"m.room.member","state_key":"@a:x","sender":"@a:x","content":{{"membership":"{m}"}}}}]"#)
+        format!(
+            r#"[{{"event_id":"{id}","room_id":"!r:x","type":"m.room.member","state_key":"@a:x","sender":"@a:x","content":{{"membership":"{m}"}}}}]"#
+        )
     };
     std::fs::write(dir.join("b.json"), ev("$2", "leave")).unwrap();
     std::fs::write(dir.join("a.json"), ev("$1", "join")).unwrap();
     s.ok(&["ingest", dir.to_str().unwrap()]);
-    assert_eq!(s.show("room_members")[0]["membership"], "leave", "b.json came after a.json");
+    assert_eq!(
+        s.show("room_members")[0]["membership"],
+        "leave",
+        "b.json came after a.json"
+    );
     let out = s.prr_stdin(&["ingest", "-"], Some(ev("$3", "join").as_bytes()));
     assert!(out.status.success());
     assert_eq!(s.show("room_members")[0]["membership"], "join");
@@ -126,9 +194,16 @@ fn ingest_reads_directories_in_name_order_and_standard_input() {
 fn graph_and_completions() {
     let s = Scratch::new();
     let dot = s.ok(&["graph"]);
-    assert!(dot.starts_with("digraph prr") && dot.contains("member_matches -> member_bans"), "{dot}");
+    assert!(
+        dot.starts_with("digraph prr") && dot.contains("member_matches -> member_bans"),
+        "{dot}"
+    );
     let mermaid = s.ok(&["graph", "--format", "mermaid"]);
-    assert!(mermaid.starts_with("flowchart LR") && mermaid.contains("policy_room -->|full| policy_list"), "{mermaid}");
+    assert!(
+        mermaid.starts_with("flowchart LR")
+            && mermaid.contains("policy_room -->|full| policy_list"),
+        "{mermaid}"
+    );
     assert!(s.ok(&["completions", "bash"]).contains("prr"));
     assert!(!s.store().exists());
     let help = s.ok(&["ingest", "--help"]);

@@ -44,23 +44,37 @@ fn stream_emits_deltas_skips_bad_lines_and_survives_sigkill() {
     writeln!(stdin, "{manifest}\n{rule}").unwrap();
     writeln!(stdin, "{}", member(1, "join")).unwrap();
     stdin.flush().unwrap();
-    read_until(&mut emitted, &|v| v["replica"] == "member_bans" && v["record"]["user_id"] == "@spam1:evil.example");
+    read_until(&mut emitted, &|v| {
+        v["replica"] == "member_bans" && v["record"]["user_id"] == "@spam1:evil.example"
+    });
     // A bad line is skipped; the stream goes on.
     writeln!(stdin, "{{\"event_id\": \"$bad\", \"room_id\": 7}}").unwrap();
     writeln!(stdin, "{}", member(2, "join")).unwrap();
     stdin.flush().unwrap();
-    read_until(&mut emitted, &|v| v["replica"] == "member_bans" && v["record"]["user_id"] == "@spam2:evil.example");
+    read_until(&mut emitted, &|v| {
+        v["replica"] == "member_bans" && v["record"]["user_id"] == "@spam2:evil.example"
+    });
     for i in 3..40 {
-        writeln!(stdin, "{}", member(i, if i % 3 == 0 { "leave" } else { "join" })).unwrap();
+        writeln!(
+            stdin,
+            "{}",
+            member(i, if i % 3 == 0 { "leave" } else { "join" })
+        )
+        .unwrap();
     }
     stdin.flush().unwrap();
-    read_until(&mut emitted, &|v| v["replica"] == "room_members" && v["record"]["user_id"] == "@spam39:evil.example");
+    read_until(&mut emitted, &|v| {
+        v["replica"] == "room_members" && v["record"]["user_id"] == "@spam39:evil.example"
+    });
     child.kill().unwrap(); // SIGKILL: no clean shutdown, no revision capture
     let status = child.wait().unwrap();
     assert!(!status.success());
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(stderr.contains("line 4"), "the bad line is reported with its number: {stderr}");
+    assert!(
+        stderr.contains("line 4"),
+        "the bad line is reported with its number: {stderr}"
+    );
     // Every emitted delta is in the store.
     for replica in ["member_bans", "room_members"] {
         let stored: BTreeSet<String> = s
@@ -72,7 +86,8 @@ fn stream_emits_deltas_skips_bad_lines_and_survives_sigkill() {
             })
             .collect();
         for e in emitted.iter().filter(|e| e["replica"] == replica) {
-            let key = json!({"seq": e["seq"], "diff": e["diff"], "record": e["record"]}).to_string();
+            let key =
+                json!({"seq": e["seq"], "diff": e["diff"], "record": e["record"]}).to_string();
             assert!(stored.contains(&key), "emitted but not stored: {key}");
         }
     }

@@ -10,7 +10,9 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new() -> Self {
-        Scratch { dir: tempfile::tempdir().unwrap() }
+        Scratch {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     pub fn store(&self) -> PathBuf {
@@ -30,9 +32,16 @@ impl Scratch {
 
     pub fn prr_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_prr"));
-        cmd.arg("--store").arg(self.store()).args(args).current_dir(self.dir.path());
+        cmd.arg("--store")
+            .arg(self.store())
+            .args(args)
+            .current_dir(self.dir.path());
         cmd.env_remove("PRR_STORE");
-        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         if let Some(input) = stdin {
@@ -45,24 +54,37 @@ impl Scratch {
     /// Runs and expects success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.prr(args);
-        assert!(out.status.success(), "prr {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "prr {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
     /// The ndjson rows of `prr show`.
     pub fn show(&self, replica: &str) -> Vec<serde_json::Value> {
-        self.ok(&["show", replica, "--format", "ndjson"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        self.ok(&["show", replica, "--format", "ndjson"])
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 }
 
 /// The repository's example data.
 pub fn example(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/data").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/data")
+        .join(path)
 }
 
 /// A digest of a file's bytes, to compare a store before and after a failed command.
 pub fn bytes(p: &Path) -> String {
     use sha2::Digest;
     let data = std::fs::read(p).unwrap_or_default();
-    format!("{} bytes, sha256 {:x}", data.len(), sha2::Sha256::digest(&data))
+    format!(
+        "{} bytes, sha256 {:x}",
+        data.len(),
+        sha2::Sha256::digest(&data)
+    )
 }

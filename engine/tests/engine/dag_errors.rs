@@ -5,15 +5,25 @@ fn src(name: &str) -> ReplicaDescription<u64> {
 }
 
 fn derived(name: &str, inputs: &[&str]) -> ReplicaDescription<u64> {
-    ReplicaDescription::derived(name, "x", |x| *x, inputs.iter().map(|i| Input::full(i)).collect(), |ins| {
-        ins[0].clone()
-    })
+    ReplicaDescription::derived(
+        name,
+        "x",
+        |x| *x,
+        inputs.iter().map(|i| Input::full(i)).collect(),
+        |ins| ins[0].clone(),
+    )
 }
 
 #[test]
 fn unknown_input_names_the_replica() {
     let err = Dag::new(vec![src("a"), derived("b", &["nope"])]).unwrap_err();
-    assert_eq!(err, DagError::UnknownInput { replica: "b".into(), input: "nope".into() });
+    assert_eq!(
+        err,
+        DagError::UnknownInput {
+            replica: "b".into(),
+            input: "nope".into()
+        }
+    );
     assert!(err.to_string().contains("`b`") && err.to_string().contains("`nope`"));
 }
 
@@ -25,8 +35,13 @@ fn duplicate_name_is_refused() {
 
 #[test]
 fn cycle_names_a_replica_on_it() {
-    let err = Dag::new(vec![src("a"), derived("b", &["a", "c"]), derived("c", &["b"]), derived("d", &["a"])])
-        .unwrap_err();
+    let err = Dag::new(vec![
+        src("a"),
+        derived("b", &["a", "c"]),
+        derived("c", &["b"]),
+        derived("d", &["a"]),
+    ])
+    .unwrap_err();
     match err {
         DagError::Cycle(name) => assert!(name == "b" || name == "c", "{name}"),
         other => panic!("expected a cycle, got {other:?}"),
@@ -55,5 +70,8 @@ fn description_hash_changes_with_logic_version() {
     let a = derived("b", &["a"]);
     let b = derived("b", &["a"]).with_logic_version(2);
     assert_ne!(a.description_hash(), b.description_hash());
-    assert_eq!(a.description_hash(), derived("b", &["a"]).description_hash());
+    assert_eq!(
+        a.description_hash(),
+        derived("b", &["a"]).description_hash()
+    );
 }

@@ -11,12 +11,24 @@ type Rec = (u64, u64, u64);
 fn dag() -> Dag<Rec> {
     Dag::new(vec![
         ReplicaDescription::source("source", "key", |r: &Rec| r.0),
-        ReplicaDescription::derived("doubled", "key", |r| r.0, vec![Input::deltas("source")], |i| {
-            i[0].clone().map(|(k, v, _)| (k, 2 * v, 0))
-        }),
-        ReplicaDescription::derived("tripled", "key", |r| r.0, vec![Input::deltas("source")], |i| {
-            i[0].clone().filter(|(_, v, _)| v % 2 == 0).map(|(k, v, _)| (k, 3 * v, 0))
-        }),
+        ReplicaDescription::derived(
+            "doubled",
+            "key",
+            |r| r.0,
+            vec![Input::deltas("source")],
+            |i| i[0].clone().map(|(k, v, _)| (k, 2 * v, 0)),
+        ),
+        ReplicaDescription::derived(
+            "tripled",
+            "key",
+            |r| r.0,
+            vec![Input::deltas("source")],
+            |i| {
+                i[0].clone()
+                    .filter(|(_, v, _)| v % 2 == 0)
+                    .map(|(k, v, _)| (k, 3 * v, 0))
+            },
+        ),
         ReplicaDescription::derived(
             "joined",
             "key",
@@ -48,9 +60,14 @@ fn run(workers: usize) {
     let mut seq = rt.push(d).unwrap();
     for round in 1..=15u64 {
         log.advance(&mut rt, seq).unwrap();
-        let expected: Vec<(Rec, isize)> =
-            (0..keys).filter(|k| values[*k as usize] % 2 == 0).map(|k| ((k, 2 * values[k as usize], 3 * values[k as usize]), 1)).collect();
-        log.check(&mut rt, seq, |id, _| (id == joined).then(|| expected.clone())).unwrap();
+        let expected: Vec<(Rec, isize)> = (0..keys)
+            .filter(|k| values[*k as usize].is_multiple_of(2))
+            .map(|k| ((k, 2 * values[k as usize], 3 * values[k as usize]), 1))
+            .collect();
+        log.check(&mut rt, seq, |id, _| {
+            (id == joined).then(|| expected.clone())
+        })
+        .unwrap();
         let mut d = SourceDelta::new();
         for k in 0..keys {
             let old = values[k as usize];

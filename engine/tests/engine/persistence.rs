@@ -5,7 +5,9 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use prr_engine::{Dag, DeltaKind, Input, ReplicaDescription, Runtime, RuntimeConfig, Seq, SourceDelta};
+use prr_engine::{
+    Dag, DeltaKind, Input, ReplicaDescription, Runtime, RuntimeConfig, Seq, SourceDelta,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -13,13 +15,26 @@ use rand::{Rng, SeedableRng};
 fn dag(version: u32) -> Dag<u64> {
     Dag::new(vec![
         ReplicaDescription::source("numbers", "x % 5", |x| x % 5),
-        ReplicaDescription::derived("evens", "x % 5", |x| x % 5, vec![Input::deltas("numbers")], |i| {
-            i[0].clone().filter(|x| x % 2 == 0)
-        }),
-        ReplicaDescription::derived("counts", "residue", |x| x / 1000, vec![Input::full("evens")], move |i| {
-            let m = if version == 1 { 5 } else { 3 };
-            i[0].clone().map(move |x| x % m).count().map(|(k, c)| k * 1000 + c as u64)
-        })
+        ReplicaDescription::derived(
+            "evens",
+            "x % 5",
+            |x| x % 5,
+            vec![Input::deltas("numbers")],
+            |i| i[0].clone().filter(|x| x % 2 == 0),
+        ),
+        ReplicaDescription::derived(
+            "counts",
+            "residue",
+            |x| x / 1000,
+            vec![Input::full("evens")],
+            move |i| {
+                let m = if version == 1 { 5 } else { 3 };
+                i[0].clone()
+                    .map(move |x| x % m)
+                    .count()
+                    .map(|(k, c)| k * 1000 + c as u64)
+            },
+        )
         .with_logic_version(version),
     ])
     .unwrap()
@@ -39,7 +54,12 @@ fn push_numbers(rt: &mut Runtime<u64>, xs: &[u64]) -> Seq {
 }
 
 fn contents(rt: &mut Runtime<u64>) -> BTreeMap<String, Vec<(u64, isize)>> {
-    let names: Vec<String> = rt.dag().replicas().iter().map(|d| d.name().to_string()).collect();
+    let names: Vec<String> = rt
+        .dag()
+        .replicas()
+        .iter()
+        .map(|d| d.name().to_string())
+        .collect();
     names
         .into_iter()
         .map(|n| {
@@ -88,7 +108,11 @@ fn restart_resumes_from_revisions_and_the_log_after_them() {
     // A clean shutdown left revisions at the last seq: reading needs no dataflow.
     let mut rt = Runtime::start(config(&path), dag(1)).unwrap();
     let revisions = rt.revisions().unwrap();
-    assert!(revisions.iter().any(|r| r.as_of == 7 && r.replica == "counts"));
+    assert!(
+        revisions
+            .iter()
+            .any(|r| r.as_of == 7 && r.replica == "counts")
+    );
     assert_eq!(contents(&mut rt), in_memory(1, &all));
 }
 
@@ -112,7 +136,10 @@ fn changed_logic_version_publishes_a_correct_rebuild_delta() {
     assert_eq!(rt.read(counts, None).unwrap(), new);
     let rebuild = rt.take_rebuild_deltas();
     assert_eq!(rebuild.len(), 1, "{rebuild:?}");
-    assert_eq!((rebuild[0].kind, rebuild[0].seq, rebuild[0].replica), (DeltaKind::Rebuild, Seq(2), counts));
+    assert_eq!(
+        (rebuild[0].kind, rebuild[0].seq, rebuild[0].replica),
+        (DeltaKind::Rebuild, Seq(2), counts)
+    );
     // Applying the rebuild delta to the old contents gives the new contents.
     let mut applied: BTreeMap<u64, isize> = old.into_iter().collect();
     for (r, d) in &rebuild[0].updates {
@@ -133,21 +160,35 @@ fn garbage_collection_never_breaks_restore_or_time_travel() {
     let path = dir.path().join("s.redb");
     let mut rng = StdRng::seed_from_u64(7);
     let mut deltas: Vec<Vec<u64>> = Vec::new();
-    let mut rt = Runtime::start(config(&path).with_revision_every(Some(3)).with_log_gc(true), dag(1)).unwrap();
+    let mut rt = Runtime::start(
+        config(&path).with_revision_every(Some(3)).with_log_gc(true),
+        dag(1),
+    )
+    .unwrap();
     for _ in 0..14 {
-        let d: Vec<u64> = (0..rng.random_range(1..5)).map(|_| rng.random_range(0..40)).collect();
+        let d: Vec<u64> = (0..rng.random_range(1..5))
+            .map(|_| rng.random_range(0..40))
+            .collect();
         push_numbers(&mut rt, &d);
         deltas.push(d);
         // Every retained point of history still reads back right.
         let revisions = rt.revisions().unwrap();
         let oldest = revisions.iter().map(|r| r.as_of).min().unwrap_or(0);
         let first_log = rt.store().unwrap().first_log_seq().unwrap();
-        let reach = if first_log == Some(1) { 1 } else { oldest.max(1) };
+        let reach = if first_log == Some(1) {
+            1
+        } else {
+            oldest.max(1)
+        };
         for seq in reach..=deltas.len() as u64 {
             let want = in_memory(1, &deltas[..seq as usize]);
             for (name, rows) in &want {
                 let id = rt.replica(name).unwrap();
-                assert_eq!(&rt.read_as_of(id, Seq(seq), None).unwrap(), rows, "{name} as of {seq}");
+                assert_eq!(
+                    &rt.read_as_of(id, Seq(seq), None).unwrap(),
+                    rows,
+                    "{name} as of {seq}"
+                );
             }
         }
     }
@@ -156,7 +197,14 @@ fn garbage_collection_never_breaks_restore_or_time_travel() {
     for name in ["numbers", "evens", "counts"] {
         assert!(revisions.iter().filter(|r| r.replica == name).count() <= 2);
     }
-    assert!(rt.store().unwrap().first_log_seq().unwrap().is_none_or(|f| f > 1), "GC cut the log");
+    assert!(
+        rt.store()
+            .unwrap()
+            .first_log_seq()
+            .unwrap()
+            .is_none_or(|f| f > 1),
+        "GC cut the log"
+    );
     // Beyond the retained history, a clear error.
     let numbers = rt.replica("numbers").unwrap();
     let err = rt.read_as_of(numbers, Seq(1), None).unwrap_err();
@@ -177,15 +225,29 @@ fn deltas_since_replays_history() {
     push_numbers(&mut rt, &[1, 8]);
     let evens = rt.replica("evens").unwrap();
     let all = rt.deltas_since(evens, Seq(0)).unwrap();
-    let seqs: Vec<(u64, Vec<(u64, isize)>)> = all.iter().map(|d| (d.seq.0, d.updates.clone())).collect();
-    assert_eq!(seqs, vec![(1, vec![(2, 1), (4, 1)]), (2, vec![(6, 1)]), (3, vec![(8, 1)])]);
+    let seqs: Vec<(u64, Vec<(u64, isize)>)> =
+        all.iter().map(|d| (d.seq.0, d.updates.clone())).collect();
+    assert_eq!(
+        seqs,
+        vec![
+            (1, vec![(2, 1), (4, 1)]),
+            (2, vec![(6, 1)]),
+            (3, vec![(8, 1)])
+        ]
+    );
     // After a revision at seq 3, garbage collection cuts the log: history since seq 3 and
     // later is still there, older history is a clear error.
     rt.capture_revisions().unwrap();
     rt.collect_garbage(true).unwrap();
     push_numbers(&mut rt, &[10, 11]);
     let later = rt.deltas_since(evens, Seq(3)).unwrap();
-    assert_eq!(later.iter().map(|d| (d.seq.0, d.updates.clone())).collect::<Vec<_>>(), vec![(4, vec![(10, 1)])]);
+    assert_eq!(
+        later
+            .iter()
+            .map(|d| (d.seq.0, d.updates.clone()))
+            .collect::<Vec<_>>(),
+        vec![(4, vec![(10, 1)])]
+    );
     let err = rt.deltas_since(evens, Seq(1)).unwrap_err();
     assert!(err.to_string().contains("history not retained"), "{err}");
 }
@@ -206,23 +268,38 @@ fn rebuild_check_finds_a_damaged_revision_and_rebuild_replaces_it() {
         let desc = wrong.replica(wrong.id("evens").unwrap());
         let rows: Vec<(u64, i64)> = vec![(2, 1)];
         store
-            .write_revisions(1, &[prr_persist::RevisionWrite {
-                replica: "evens".into(),
-                logic_version: desc.logic_version(),
-                description_hash: desc.description_hash(),
-                records: 1,
-                chunks: vec![bincode::serialize(&rows).unwrap()],
-            }], 0, &[] as &[&str])
+            .write_revisions(
+                1,
+                &[prr_persist::RevisionWrite {
+                    replica: "evens".into(),
+                    logic_version: desc.logic_version(),
+                    description_hash: desc.description_hash(),
+                    records: 1,
+                    chunks: vec![bincode::serialize(&rows).unwrap()],
+                }],
+                0,
+                &[] as &[&str],
+            )
             .unwrap();
     }
     let mut rt = Runtime::start(config(&path), dag(1)).unwrap();
     let report = rt.rebuild(&[], true).unwrap();
     let evens = report.iter().find(|o| o.replica == "evens").unwrap();
     assert_eq!((evens.missing, evens.extra, evens.replaced), (1, 0, false));
-    assert!(report.iter().filter(|o| o.replica != "evens").all(|o| o.missing == 0 && o.extra == 0));
+    assert!(
+        report
+            .iter()
+            .filter(|o| o.replica != "evens")
+            .all(|o| o.missing == 0 && o.extra == 0)
+    );
     let report = rt.rebuild(&[], false).unwrap();
     assert!(report.iter().any(|o| o.replica == "evens" && o.replaced));
-    assert!(rt.rebuild(&[], true).unwrap().iter().all(|o| o.missing == 0 && o.extra == 0));
+    assert!(
+        rt.rebuild(&[], true)
+            .unwrap()
+            .iter()
+            .all(|o| o.missing == 0 && o.extra == 0)
+    );
     let id = rt.replica("evens").unwrap();
     assert_eq!(rt.read(id, None).unwrap(), vec![(2, 1), (4, 1)]);
 }
@@ -232,18 +309,29 @@ fn second_writer_gets_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.redb");
     let _first = Runtime::start(config(&path), dag(1)).unwrap();
-    let err = Runtime::start(config(&path), dag(1)).err().expect("second open fails");
-    assert!(err.to_string().contains("in use by another process"), "{err}");
+    let err = Runtime::start(config(&path), dag(1))
+        .err()
+        .expect("second open fails");
+    assert!(
+        err.to_string().contains("in use by another process"),
+        "{err}"
+    );
 }
 
 /// The child of the crash test: pushes deltas given by the seed, printing each acknowledged
 /// seq, capturing revisions often, until killed.
 #[test]
 fn crash_child() {
-    let Ok(path) = std::env::var("PRR_CRASH_STORE") else { return };
+    let Ok(path) = std::env::var("PRR_CRASH_STORE") else {
+        return;
+    };
     let seed: u64 = std::env::var("PRR_CRASH_SEED").unwrap().parse().unwrap();
     let mut rt = Runtime::start(
-        RuntimeConfig::new().with_store(&path).with_revision_every(Some(2)).with_keep_revisions(2).with_log_gc(true),
+        RuntimeConfig::new()
+            .with_store(&path)
+            .with_revision_every(Some(2))
+            .with_keep_revisions(2)
+            .with_log_gc(true),
         dag(1),
     )
     .unwrap();
@@ -259,7 +347,9 @@ fn crash_child() {
 /// The numbers of the delta at `seq`: a pure function of the seq, so the parent can recompute.
 fn crash_delta(_rng: &mut StdRng, seq: u64) -> Vec<u64> {
     let mut r = StdRng::seed_from_u64(seq);
-    (0..r.random_range(1..200)).map(|_| r.random_range(0..10_000)).collect()
+    (0..r.random_range(1..200))
+        .map(|_| r.random_range(0..10_000))
+        .collect()
 }
 
 #[test]
@@ -271,7 +361,12 @@ fn sigkill_at_any_point_loses_no_acknowledged_delta_and_restores_to_a_batch_rebu
     let mut acknowledged = 0u64;
     for round in 0..rounds {
         let mut child = Command::new(&exe)
-            .args(["--exact", "engine::persistence::crash_child", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "engine::persistence::crash_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("PRR_CRASH_STORE", &path)
             .env("PRR_CRASH_SEED", round.to_string())
             .stdout(Stdio::piped())
@@ -304,14 +399,28 @@ fn sigkill_at_any_point_loses_no_acknowledged_delta_and_restores_to_a_batch_rebu
         child.wait().unwrap();
         // Reopen: every acknowledged delta is there, no partial one, and the replicas equal a
         // batch computation of the log.
-        let mut rt = Runtime::start(config(&path).with_revision_on_shutdown(false), dag(1)).unwrap();
+        let mut rt =
+            Runtime::start(config(&path).with_revision_on_shutdown(false), dag(1)).unwrap();
         let last = rt.last_seq().0;
-        assert!(last >= acknowledged, "round {round}: acknowledged {acknowledged}, store has {last}");
-        assert!(last <= acknowledged + 1, "round {round}: at most the in-flight delta is extra");
-        let deltas: Vec<Vec<u64>> = (1..=last).map(|s| crash_delta(&mut StdRng::seed_from_u64(0), s)).collect();
+        assert!(
+            last >= acknowledged,
+            "round {round}: acknowledged {acknowledged}, store has {last}"
+        );
+        assert!(
+            last <= acknowledged + 1,
+            "round {round}: at most the in-flight delta is extra"
+        );
+        let deltas: Vec<Vec<u64>> = (1..=last)
+            .map(|s| crash_delta(&mut StdRng::seed_from_u64(0), s))
+            .collect();
         assert_eq!(contents(&mut rt), in_memory(1, &deltas), "round {round}");
         assert!(rt.check_store().unwrap().is_empty(), "round {round}");
-        assert!(rt.rebuild(&[], true).unwrap().iter().all(|o| o.missing == 0 && o.extra == 0));
+        assert!(
+            rt.rebuild(&[], true)
+                .unwrap()
+                .iter()
+                .all(|o| o.missing == 0 && o.extra == 0)
+        );
         drop(rt);
     }
 }

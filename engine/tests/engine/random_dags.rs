@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use prr_engine::oracle::DeltaLog;
-use prr_engine::{Coll, Dag, Input, ReplicaDescription, ReplicaId, Runtime, RuntimeConfig, SourceDelta};
+use prr_engine::{
+    Coll, Dag, Input, ReplicaDescription, ReplicaId, Runtime, RuntimeConfig, SourceDelta,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -39,7 +41,11 @@ impl Op {
                 a.join(b).map(|(_, (x, y))| (x + 3 * y) % 50)
             }
             Op::Distinct => ins[0].clone().distinct(),
-            Op::Count(m) => ins[0].clone().map(move |x| x % m).count().map(|(k, c)| k * 1000 + c as u64),
+            Op::Count(m) => ins[0]
+                .clone()
+                .map(move |x| x % m)
+                .count()
+                .map(|(k, c)| k * 1000 + c as u64),
         }
     }
 
@@ -50,8 +56,13 @@ impl Op {
         };
         match self {
             Op::Map(mul, a) => ins[0].iter().for_each(|(x, d)| add((x * mul + a) % 50, *d)),
-            Op::Filter(m, r) => ins[0].iter().filter(|(x, _)| *x % m == r).for_each(|(x, d)| add(*x, *d)),
-            Op::Concat => ins.iter().for_each(|i| i.iter().for_each(|(x, d)| add(*x, *d))),
+            Op::Filter(m, r) => ins[0]
+                .iter()
+                .filter(|(x, _)| *x % m == r)
+                .for_each(|(x, d)| add(*x, *d)),
+            Op::Concat => ins
+                .iter()
+                .for_each(|i| i.iter().for_each(|(x, d)| add(*x, *d))),
             Op::Join(m) => {
                 for (x, dx) in ins[0] {
                     for (y, dy) in ins[1] {
@@ -61,13 +72,19 @@ impl Op {
                     }
                 }
             }
-            Op::Distinct => ins[0].iter().filter(|(_, d)| **d > 0).for_each(|(x, _)| add(*x, 1)),
+            Op::Distinct => ins[0]
+                .iter()
+                .filter(|(_, d)| **d > 0)
+                .for_each(|(x, _)| add(*x, 1)),
             Op::Count(m) => {
                 let mut counts: BTreeMap<u64, isize> = BTreeMap::new();
                 for (x, d) in ins[0] {
                     *counts.entry(x % m).or_insert(0) += d;
                 }
-                counts.into_iter().filter(|(_, c)| *c != 0).for_each(|(k, c)| add(k * 1000 + c as u64, 1));
+                counts
+                    .into_iter()
+                    .filter(|(_, c)| *c != 0)
+                    .for_each(|(k, c)| add(k * 1000 + c as u64, 1));
             }
         }
         out.retain(|_, d| *d != 0);
@@ -95,7 +112,9 @@ impl RandomDag {
                 4 => Op::Distinct,
                 _ => Op::Count(rng.random_range(2..6)),
             };
-            let inputs = (0..op.arity()).map(|_| rng.random_range(0..available)).collect();
+            let inputs = (0..op.arity())
+                .map(|_| rng.random_range(0..available))
+                .collect();
             derived.push((op, inputs));
         }
         RandomDag { sources, derived }
@@ -108,14 +127,23 @@ impl RandomDag {
     fn dag(&self) -> Dag<u64> {
         let mut descs = Vec::new();
         for i in 0..self.sources {
-            descs.push(ReplicaDescription::source(&Self::name(i), "x % 7", |x| x % 7));
+            descs.push(ReplicaDescription::source(&Self::name(i), "x % 7", |x| {
+                x % 7
+            }));
         }
         for (j, (op, inputs)) in self.derived.iter().enumerate() {
             let op = *op;
-            let ins = inputs.iter().map(|i| Input::full(&Self::name(*i))).collect();
-            descs.push(ReplicaDescription::derived(&Self::name(self.sources + j), "x % 7", |x| x % 7, ins, move |c| {
-                op.build(c)
-            }));
+            let ins = inputs
+                .iter()
+                .map(|i| Input::full(&Self::name(*i)))
+                .collect();
+            descs.push(ReplicaDescription::derived(
+                &Self::name(self.sources + j),
+                "x % 7",
+                |x| x % 7,
+                ins,
+                move |c| op.build(c),
+            ));
         }
         Dag::new(descs).expect("valid random DAG")
     }
@@ -157,11 +185,19 @@ fn run(seed: u64, workers: usize) {
             }
         }
         let seq = rt.push(delta).unwrap();
-        log.advance(&mut rt, seq).unwrap_or_else(|m| panic!("seed {seed}, {workers} workers: {m}"));
+        log.advance(&mut rt, seq)
+            .unwrap_or_else(|m| panic!("seed {seed}, {workers} workers: {m}"));
         let expected = shape.oracle(&sources);
         // Replica ids follow the topological order, which is declaration order here.
-        log.check(&mut rt, seq, |id, _| Some(expected[id.index()].iter().map(|(x, d)| (*x, *d)).collect()))
-            .unwrap_or_else(|m| panic!("seed {seed}, {workers} workers, dag {:?}: {m}", shape.derived));
+        log.check(&mut rt, seq, |id, _| {
+            Some(expected[id.index()].iter().map(|(x, d)| (*x, *d)).collect())
+        })
+        .unwrap_or_else(|m| {
+            panic!(
+                "seed {seed}, {workers} workers, dag {:?}: {m}",
+                shape.derived
+            )
+        });
     }
     rt.shutdown().unwrap();
 }
