@@ -14,17 +14,32 @@ type Rec = (u64, u64);
 fn dag() -> Result<Dag<Rec>> {
     Ok(Dag::new(vec![
         ReplicaDescription::source("readings", "sensor", |r: &Rec| r.0),
-        ReplicaDescription::derived("alerts", "sensor", |r| r.0, vec![Input::deltas("readings")], |i| {
-            i[0].clone().filter(|(_, value)| *value > 80)
-        }),
-        ReplicaDescription::derived("alert_counts", "sensor", |r| r.0, vec![Input::full("alerts")], |i| {
-            i[0].clone().map(|(sensor, _)| sensor).count().map(|(sensor, n)| (sensor, n as u64))
-        }),
+        ReplicaDescription::derived(
+            "alerts",
+            "sensor",
+            |r| r.0,
+            vec![Input::deltas("readings")],
+            |i| i[0].clone().filter(|(_, value)| *value > 80),
+        ),
+        ReplicaDescription::derived(
+            "alert_counts",
+            "sensor",
+            |r| r.0,
+            vec![Input::full("alerts")],
+            |i| {
+                i[0].clone()
+                    .map(|(sensor, _)| sensor)
+                    .count()
+                    .map(|(sensor, n)| (sensor, n as u64))
+            },
+        ),
     ])?)
 }
 
 fn main() -> Result<()> {
-    let workers = std::thread::available_parallelism().map(|n| n.get().min(2)).unwrap_or(1);
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get().min(2))
+        .unwrap_or(1);
     let mut rt = Runtime::start(RuntimeConfig::new().with_workers(workers), dag()?)?;
     let readings = rt.replica("readings")?;
     let names = ["readings", "alerts", "alert_counts"];
@@ -35,7 +50,12 @@ fn main() -> Result<()> {
 
     // A stream of readings: each batch is one source delta. A sensor's new reading replaces its
     // previous one (a removal and an insertion in the same delta).
-    let batches: Vec<Vec<Rec>> = vec![vec![(1, 70), (2, 85)], vec![(1, 90)], vec![(2, 60), (3, 99)], vec![(1, 40)]];
+    let batches: Vec<Vec<Rec>> = vec![
+        vec![(1, 70), (2, 85)],
+        vec![(1, 90)],
+        vec![(2, 60), (3, 99)],
+        vec![(1, 40)],
+    ];
     let mut current: std::collections::BTreeMap<u64, u64> = Default::default();
     for batch in batches {
         let mut delta = SourceDelta::new();

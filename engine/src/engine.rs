@@ -13,7 +13,7 @@ use crate::description::{Dag, Record, ReplicaId};
 use crate::worker::{Captured, Command, Reply, SourceUpdate, WorkerLink, run_worker};
 use crate::{Error, Seq};
 
-/// How to run a [`Runtime`].
+/// How to run a [`crate::Runtime`].
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
     pub(crate) workers: usize,

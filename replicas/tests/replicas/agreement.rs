@@ -56,7 +56,8 @@ fn run(seed: u64, workers: usize, deltas: usize) {
     for (i, delta) in workload.iter().enumerate() {
         oracle.apply(delta);
         let seq = m.ingest(&to_source_items(delta)).unwrap();
-        log.advance(m.runtime(), seq).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        log.advance(m.runtime(), seq)
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         let want = oracle.replicas();
         for name in SPEC_REPLICAS {
             let expected = comparable(name, want[name].clone());
@@ -66,14 +67,24 @@ fn run(seed: u64, workers: usize, deltas: usize) {
                 "seed {seed}, {workers} workers, delta {i} ({seq}), replica {name} (read)\nitems: {delta:#?}"
             );
             let id = m.runtime().replica(name).unwrap();
-            let from_deltas = comparable(name, render_sorted(m.runtime().dictionary(), &log.contents(id)));
-            assert_eq!(from_deltas, expected, "seed {seed}, {workers} workers, {seq}, replica {name} (deltas)");
+            let from_deltas = comparable(
+                name,
+                render_sorted(m.runtime().dictionary(), &log.contents(id)),
+            );
+            assert_eq!(
+                from_deltas, expected,
+                "seed {seed}, {workers} workers, {seq}, replica {name} (deltas)"
+            );
         }
     }
 }
 
 fn seeds() -> std::ops::Range<u64> {
-    if std::env::var("CI").is_ok() { 0..12 } else { 0..24 }
+    if std::env::var("CI").is_ok() {
+        0..12
+    } else {
+        0..24
+    }
 }
 
 #[test]
