@@ -32,6 +32,12 @@ pub struct Cli {
     /// Timely worker threads (at most the number of cores is wise).
     #[arg(long, global = true, default_value_t = 1, value_name = "N")]
     pub workers: usize,
+    /// Capture revisions every N source deltas (besides `compact` and the end of each command).
+    #[arg(long, global = true, value_name = "N")]
+    pub revision_every: Option<u64>,
+    /// How many revisions of each replica to keep for time travel (at least 1).
+    #[arg(long, global = true, default_value_t = 2, value_name = "N")]
+    pub keep_revisions: usize,
     /// The command.
     #[command(subcommand)]
     pub command: Command,

@@ -15,6 +15,8 @@ use crate::{Failure, exit};
 pub(crate) struct Ctx {
     pub store: std::path::PathBuf,
     pub workers: usize,
+    pub revision_every: Option<u64>,
+    pub keep_revisions: usize,
 }
 
 impl Ctx {
