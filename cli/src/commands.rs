@@ -24,7 +24,9 @@ impl Ctx {
     pub fn open(&self) -> Result<Matrix, Failure> {
         let config = RuntimeConfig::new()
             .with_store(&self.store)
-            .with_workers(self.workers);
+            .with_workers(self.workers)
+            .with_revision_every(self.revision_every)
+            .with_keep_revisions(self.keep_revisions);
         Ok(Matrix::start(config)?)
     }
 
@@ -82,6 +84,8 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
     let ctx = Ctx {
         store: cli.store,
         workers: cli.workers,
+        revision_every: cli.revision_every,
+        keep_revisions: cli.keep_revisions,
     };
     match cli.command {
         Command::Ingest { paths } => ingest::ingest(&ctx, &paths),

@@ -307,6 +307,9 @@ impl<R: Record> Runtime<R> {
         if seq.0 == self.last_seq {
             return self.read(replica, partition);
         }
+        if self.store.is_none() {
+            return Err(Error::NoStore("reading an earlier seq"));
+        }
         if let Some(rows) = self.fresh_revision(replica, seq.0)? {
             return Ok(self.filter_partition(replica, rows, partition));
         }
