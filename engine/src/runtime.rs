@@ -422,23 +422,12 @@ impl<R: Record> Runtime<R> {
             engine.step_until(as_of)?;
             let mut writes = Vec::with_capacity(self.dag.len());
             for (i, desc) in self.dag.replicas().iter().enumerate() {
-                let rows = engine.read(ReplicaId(i as u32), None)?;
-                let rows: Vec<(R, i64)> = rows.into_iter().map(|(r, d)| (r, d as i64)).collect();
-                writes.push(RevisionWrite {
-                    replica: desc.name().to_string(),
-                    logic_version: desc.logic_version(),
-                    description_hash: desc.description_hash(),
-                    records: rows.len() as u64,
-                    chunks: codec::encode_chunks(&rows),
-                });
+                writes.push(revision_write(
+                    desc,
+                    engine.read(ReplicaId(i as u32), None)?,
+                ));
             }
-            let (first_id, strings) = self.dictionary.unpersisted();
-            self.store
-                .as_ref()
-                .expect("store")
-                .write_revisions(as_of, &writes, first_id, &strings)?;
-            self.dictionary
-                .mark_persisted(first_id + strings.len() as u64);
+            self.write_revisions(as_of, &writes)?;
         }
         self.since_revision = 0;
         self.collect_garbage(self.config.log_gc)?;
@@ -534,15 +523,7 @@ impl<R: Record> Runtime<R> {
                     || info.description_hash != desc.description_hash();
                 let replace = !check_only && (!diff.is_empty() || stale);
                 if replace {
-                    let rows: Vec<(R, i64)> =
-                        rebuilt.into_iter().map(|(r, d)| (r, d as i64)).collect();
-                    writes.push(RevisionWrite {
-                        replica: desc.name().to_string(),
-                        logic_version: desc.logic_version(),
-                        description_hash: desc.description_hash(),
-                        records: rows.len() as u64,
-                        chunks: codec::encode_chunks(&rows),
-                    });
+                    writes.push(revision_write(desc, rebuilt));
                 }
                 outcomes.push(RebuildOutcome {
                     replica: info.replica.clone(),
@@ -553,13 +534,7 @@ impl<R: Record> Runtime<R> {
                 });
             }
             if !writes.is_empty() {
-                let (first_id, strings) = self.dictionary.unpersisted();
-                self.store
-                    .as_ref()
-                    .expect("store")
-                    .write_revisions(as_of, &writes, first_id, &strings)?;
-                self.dictionary
-                    .mark_persisted(first_id + strings.len() as u64);
+                self.write_revisions(as_of, &writes)?;
             }
         }
         engine.stop()?;
@@ -578,6 +553,16 @@ impl<R: Record> Runtime<R> {
         if let Some(engine) = self.engine.take() {
             engine.stop()?;
         }
+        Ok(())
+    }
+
+    /// Writes revisions in one transaction with the dictionary strings not yet stored.
+    fn write_revisions(&self, as_of: u64, writes: &[RevisionWrite]) -> Result<(), Error> {
+        let (first_id, strings) = self.dictionary.unpersisted();
+        let store = self.store.as_ref().expect("store");
+        store.write_revisions(as_of, writes, first_id, &strings)?;
+        self.dictionary
+            .mark_persisted(first_id + strings.len() as u64);
         Ok(())
     }
 
@@ -839,6 +824,21 @@ impl<R: Record> Runtime<R> {
             problems.push(e.to_string());
         }
         Ok(problems)
+    }
+}
+
+/// A replica's consolidated contents as a revision to write.
+fn revision_write<R: Record>(
+    desc: &crate::ReplicaDescription<R>,
+    rows: Vec<(R, isize)>,
+) -> RevisionWrite {
+    let rows: Vec<(R, i64)> = rows.into_iter().map(|(r, d)| (r, d as i64)).collect();
+    RevisionWrite {
+        replica: desc.name().to_string(),
+        logic_version: desc.logic_version(),
+        description_hash: desc.description_hash(),
+        records: rows.len() as u64,
+        chunks: codec::encode_chunks(&rows),
     }
 }
 
