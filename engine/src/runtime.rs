@@ -7,7 +7,14 @@
 //! [`Runtime::step_until`] waits until every replica is final through a `Seq` and delivers the
 //! deltas to subscribers; [`Runtime::shutdown`] captures revisions and stops the workers.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod gc;
+mod history;
+mod restore;
+
+use gc::gc_plan;
+pub use history::RebuildOutcome;
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use prr_persist::{RevisionInfo, RevisionWrite, Store, StoreStats};
@@ -15,10 +22,7 @@ use prr_persist::{RevisionInfo, RevisionWrite, Store, StoreStats};
 use crate::codec::{self, LoggedDelta};
 use crate::description::{Dag, Record, ReplicaId};
 use crate::dictionary::Dictionary;
-use crate::engine::{
-    Delta, DeltaKind, Engine, Frontier, RuntimeConfig, SourceDelta, Subscription, difference,
-};
-use crate::worker::SourceUpdate;
+use crate::engine::{Delta, Engine, Frontier, RuntimeConfig, SourceDelta, Subscription};
 use crate::{Error, Seq};
 
 /// The embedded runtime. See the module documentation for its life cycle.
@@ -31,27 +35,6 @@ pub struct Runtime<R: Record> {
     last_seq: u64,
     since_revision: u64,
     rebuild_deltas: Vec<Delta<R>>,
-}
-
-/// Where a replay starts: the revisions of every source replica as of `as_of` (none when 0).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct StartPoint {
-    as_of: u64,
-}
-
-/// What [`Runtime::rebuild`] found for one stored revision.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RebuildOutcome {
-    /// The replica.
-    pub replica: String,
-    /// The revision's `as_of`.
-    pub as_of: Seq,
-    /// Records the recomputation has and the revision lacks.
-    pub missing: u64,
-    /// Records the revision has and the recomputation lacks.
-    pub extra: u64,
-    /// Whether the revision was replaced by the recomputation.
-    pub replaced: bool,
 }
 
 /// Status of a runtime, for `prr status`.
@@ -290,51 +273,6 @@ impl<R: Record> Runtime<R> {
             .read(replica, partition)
     }
 
-    /// A replica's contents as of an earlier `seq` (time travel), from a retained revision or
-    /// a replay of the log after one.
-    pub fn read_as_of(
-        &mut self,
-        replica: ReplicaId,
-        seq: Seq,
-        partition: Option<u64>,
-    ) -> Result<Vec<(R, isize)>, Error> {
-        if seq.0 > self.last_seq {
-            return Err(Error::FutureSeq {
-                seq,
-                last: Seq(self.last_seq),
-            });
-        }
-        if seq.0 == self.last_seq {
-            return self.read(replica, partition);
-        }
-        if self.store.is_none() {
-            return Err(Error::NoStore("reading an earlier seq"));
-        }
-        if let Some(rows) = self.fresh_revision(replica, seq.0)? {
-            return Ok(self.filter_partition(replica, rows, partition));
-        }
-        let start = self.start_point(seq.0)?;
-        let mut engine = self.replay_engine(start, seq.0, None)?;
-        let rows = engine.read(replica, partition)?;
-        engine.stop()?;
-        Ok(rows)
-    }
-
-    /// A replica's deltas for every `Seq > since`, in order, as far back as the retained log
-    /// and revisions reach.
-    pub fn deltas_since(&mut self, replica: ReplicaId, since: Seq) -> Result<Vec<Delta<R>>, Error> {
-        if self.store.is_none() {
-            return Err(Error::NoStore("reading delta history"));
-        }
-        let start = self.start_point(since.0.min(self.last_seq))?;
-        let mut engine = self.replay_engine(start, start.as_of, None)?;
-        let sub = engine.subscribe(replica)?;
-        self.replay_log(&mut engine, start.as_of + 1, self.last_seq)?;
-        engine.step_until(self.last_seq)?;
-        engine.stop()?;
-        Ok(sub.try_iter().filter(|d| d.seq > since).collect())
-    }
-
     /// Every replica's frontier.
     pub fn frontiers(&mut self) -> Result<Vec<Frontier>, Error> {
         let raw = match self.engine.as_mut() {
@@ -459,88 +397,6 @@ impl<R: Record> Runtime<R> {
         }
     }
 
-    /// Recomputes replicas from the source log alone (in batch) and compares them with every
-    /// retained revision of `replicas` (all when empty); unless `check_only`, replaces the
-    /// revisions that differ. Stops the running dataflow first: it restarts from the
-    /// (possibly replaced) revisions when next needed.
-    pub fn rebuild(
-        &mut self,
-        replicas: &[ReplicaId],
-        check_only: bool,
-    ) -> Result<Vec<RebuildOutcome>, Error> {
-        if self.store.is_none() {
-            return Err(Error::NoStore("rebuilding from the log"));
-        }
-        if let Some(engine) = self.engine.take() {
-            engine.stop()?;
-        }
-        let selected: BTreeSet<ReplicaId> = if replicas.is_empty() {
-            (0..self.dag.len() as u32).map(ReplicaId).collect()
-        } else {
-            replicas.iter().copied().collect()
-        };
-        let start = self.log_start_point()?;
-        let mut engine = self.replay_engine(start, start.as_of, None)?;
-        let revisions = self.revisions()?;
-        let mut as_ofs: BTreeSet<u64> = BTreeSet::new();
-        for info in &revisions {
-            if let Some(id) = self.dag.id(&info.replica)
-                && selected.contains(&id)
-                && info.as_of >= start.as_of
-            {
-                as_ofs.insert(info.as_of);
-            }
-        }
-        let mut outcomes = Vec::new();
-        let mut at = start.as_of;
-        for as_of in as_ofs {
-            self.replay_log(&mut engine, at + 1, as_of)?;
-            engine.step_until(as_of)?;
-            at = as_of;
-            let mut writes = Vec::new();
-            for info in revisions.iter().filter(|i| i.as_of == as_of) {
-                let Some(id) = self.dag.id(&info.replica) else {
-                    continue;
-                };
-                if !selected.contains(&id) {
-                    continue;
-                }
-                let desc = self.dag.replica(id);
-                let rebuilt = engine.read(id, None)?;
-                let stored = self.decode_revision(&info.replica, as_of)?;
-                let diff = difference(&stored, &rebuilt);
-                let missing = diff
-                    .iter()
-                    .filter(|(_, d)| *d > 0)
-                    .map(|(_, d)| *d as u64)
-                    .sum();
-                let extra = diff
-                    .iter()
-                    .filter(|(_, d)| *d < 0)
-                    .map(|(_, d)| (-*d) as u64)
-                    .sum();
-                let stale = info.logic_version != desc.logic_version()
-                    || info.description_hash != desc.description_hash();
-                let replace = !check_only && (!diff.is_empty() || stale);
-                if replace {
-                    writes.push(revision_write(desc, rebuilt));
-                }
-                outcomes.push(RebuildOutcome {
-                    replica: info.replica.clone(),
-                    as_of: Seq(as_of),
-                    missing,
-                    extra,
-                    replaced: replace,
-                });
-            }
-            if !writes.is_empty() {
-                self.write_revisions(as_of, &writes)?;
-            }
-        }
-        engine.stop()?;
-        Ok(outcomes)
-    }
-
     /// Stops the workers; with a store, first captures revisions (unless configured not to).
     pub fn shutdown(mut self) -> Result<(), Error> {
         if self.store.is_some()
@@ -567,174 +423,6 @@ impl<R: Record> Runtime<R> {
     }
 
     // ---- restore and replay ----
-
-    fn ensure_engine(&mut self) -> Result<(), Error> {
-        if self.engine.is_some() {
-            return Ok(());
-        }
-        let start = self.start_point(self.last_seq)?;
-        let mut engine = self.replay_engine(start, start.as_of, None)?;
-        // Rebuild deltas: derived replicas whose stored revision at the start point was made by
-        // other logic are recomputed; the difference is published.
-        let mut stale = false;
-        if start.as_of > 0 {
-            for (i, desc) in self.dag.replicas().iter().enumerate() {
-                let id = ReplicaId(i as u32);
-                if desc.is_source() {
-                    continue;
-                }
-                if let Some(info) = self.revision_info(id, start.as_of)
-                    && !self.is_fresh(&info)
-                {
-                    stale = true;
-                    let stored = self.decode_revision(desc.name(), start.as_of)?;
-                    let now = engine.read(id, None)?;
-                    let updates = difference(&stored, &now);
-                    self.rebuild_deltas.push(Delta {
-                        seq: Seq(start.as_of),
-                        replica: id,
-                        kind: DeltaKind::Rebuild,
-                        updates,
-                    });
-                }
-            }
-        }
-        self.replay_log(&mut engine, start.as_of + 1, self.last_seq)?;
-        engine.step_until(self.last_seq)?;
-        self.engine = Some(engine);
-        if stale && !self.config.read_only {
-            self.capture_revisions()?;
-        }
-        Ok(())
-    }
-
-    /// A fresh engine fed with the source revisions of `start` and the log up to `upto`.
-    fn replay_engine(
-        &self,
-        start: StartPoint,
-        upto: u64,
-        _capture: Option<ReplicaId>,
-    ) -> Result<Engine<R>, Error> {
-        let mut engine = Engine::start(self.dag.clone(), self.config.workers)?;
-        if start.as_of > 0 {
-            let mut updates: Vec<SourceUpdate<R>> = Vec::new();
-            for id in self.dag.sources() {
-                let rows = self.decode_revision(self.dag.replica(id).name(), start.as_of)?;
-                updates.extend(rows.into_iter().map(|(r, d)| (id.0, r, d)));
-            }
-            engine.feed(start.as_of, updates)?;
-            engine.step_until(start.as_of)?;
-        }
-        self.replay_log(&mut engine, start.as_of + 1, upto)?;
-        engine.step_until(upto)?;
-        Ok(engine)
-    }
-
-    fn replay_log(&self, engine: &mut Engine<R>, from: u64, through: u64) -> Result<(), Error> {
-        let Some(store) = &self.store else {
-            return Ok(());
-        };
-        if from > through {
-            return Ok(());
-        }
-        let mut expected = from;
-        store.for_each_log(from, |seq, bytes| {
-            if seq > through {
-                return Ok(());
-            }
-            if seq != expected {
-                return Err(Error::HistoryUnavailable(format!(
-                    "the source log lacks seq {expected} (next retained: {seq})"
-                )));
-            }
-            expected += 1;
-            let logged: LoggedDelta<R> = codec::decode(bytes, &format!("log entry {seq}"))?;
-            let mut updates = Vec::new();
-            for (name, rows) in logged {
-                let id = self.dag.id(&name).ok_or_else(|| {
-                    Error::Corrupt(format!("log entry {seq} names replica `{name}`, which this program does not declare"))
-                })?;
-                updates.extend(rows.into_iter().map(|(r, d)| (id.0, r, d as isize)));
-            }
-            engine.feed(seq, updates)
-        })?;
-        if expected <= through {
-            return Err(Error::HistoryUnavailable(format!(
-                "the source log ends before seq {expected}"
-            )));
-        }
-        Ok(())
-    }
-
-    /// The newest restore point at or before `upto`: a complete, current set of source
-    /// revisions, or the empty beginning when the log reaches back to seq 1.
-    fn start_point(&self, upto: u64) -> Result<StartPoint, Error> {
-        let Some(store) = &self.store else {
-            return Ok(StartPoint { as_of: 0 });
-        };
-        let revisions = store.revisions()?;
-        let first_log = store.first_log_seq()?;
-        let sets = self.source_sets(&revisions);
-        if let Some(as_of) = sets.iter().rev().find(|a| **a <= upto) {
-            return Ok(StartPoint { as_of: *as_of });
-        }
-        if self.log_reaches_start(first_log) {
-            return Ok(StartPoint { as_of: 0 });
-        }
-        Err(Error::HistoryUnavailable(format!(
-            "nothing retained reaches back to seq {upto}: the log {} and the oldest restore point is {}",
-            first_log
-                .map(|f| format!("starts at seq {f}"))
-                .unwrap_or_else(|| "is empty".into()),
-            sets.first()
-                .map(|s| format!("seq {s}"))
-                .unwrap_or_else(|| "none".into())
-        )))
-    }
-
-    /// The oldest restore point: the start of a rebuild from the log.
-    fn log_start_point(&self) -> Result<StartPoint, Error> {
-        let store = self.store.as_ref().expect("store");
-        let first_log = store.first_log_seq()?;
-        if self.log_reaches_start(first_log) {
-            return Ok(StartPoint { as_of: 0 });
-        }
-        let sets = self.source_sets(&store.revisions()?);
-        sets.first()
-            .map(|a| StartPoint { as_of: *a })
-            .ok_or_else(|| {
-                Error::HistoryUnavailable(
-                    "the log does not start at seq 1 and no source revision is retained".into(),
-                )
-            })
-    }
-
-    /// Whether the retained log begins at seq 1 (an empty log only if nothing was committed).
-    fn log_reaches_start(&self, first_log: Option<u64>) -> bool {
-        match first_log {
-            Some(f) => f <= 1,
-            None => self.last_seq == 0,
-        }
-    }
-
-    /// The `as_of`s at which every source replica has a current revision, ascending.
-    fn source_sets(&self, revisions: &[RevisionInfo]) -> Vec<u64> {
-        let mut by_as_of: BTreeMap<u64, usize> = BTreeMap::new();
-        for info in revisions {
-            if let Some(id) = self.dag.id(&info.replica)
-                && self.dag.replica(id).is_source()
-                && self.is_fresh(info)
-            {
-                *by_as_of.entry(info.as_of).or_default() += 1;
-            }
-        }
-        let n = self.dag.sources().count();
-        by_as_of
-            .into_iter()
-            .filter(|(_, c)| *c == n)
-            .map(|(a, _)| a)
-            .collect()
-    }
 
     fn is_fresh(&self, info: &RevisionInfo) -> bool {
         self.dag.id(&info.replica).is_some_and(|id| {
@@ -840,63 +528,4 @@ fn revision_write<R: Record>(
         records: rows.len() as u64,
         chunks: codec::encode_chunks(&rows),
     }
-}
-
-/// Which revisions and log entries garbage collection deletes.
-fn gc_plan<R: Record>(
-    dag: &Dag<R>,
-    revisions: &[RevisionInfo],
-    keep: usize,
-) -> (Vec<(String, u64)>, Option<u64>) {
-    let mut by_replica: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
-    for r in revisions {
-        by_replica
-            .entry(r.replica.as_str())
-            .or_default()
-            .push(r.as_of);
-    }
-    let mut retained: BTreeSet<(String, u64)> = BTreeSet::new();
-    let mut candidates: BTreeSet<(String, u64)> = BTreeSet::new();
-    for (name, mut as_ofs) in by_replica {
-        as_ofs.sort_unstable();
-        let cut = as_ofs.len().saturating_sub(keep);
-        for (i, a) in as_ofs.into_iter().enumerate() {
-            if i < cut {
-                candidates.insert((name.to_string(), a))
-            } else {
-                retained.insert((name.to_string(), a))
-            };
-        }
-    }
-    // A revision stays while a retained revision of a transitive dependent at the same as_of
-    // needs it (to restore it or to roll it back).
-    let mut delete = Vec::new();
-    for (name, as_of) in &candidates {
-        let needed = dag.id(name).is_some_and(|id| {
-            dag.dependents(id)
-                .into_iter()
-                .any(|d| retained.contains(&(dag.replica(d).name().to_string(), *as_of)))
-        });
-        if !needed {
-            delete.push((name.clone(), *as_of));
-        }
-    }
-    // The log is needed after the oldest retained restore point (a complete set of source
-    // revisions); with none, all of it is.
-    let deleted: BTreeSet<(String, u64)> = delete.iter().cloned().collect();
-    let sources: Vec<String> = dag
-        .sources()
-        .map(|s| dag.replica(s).name().to_string())
-        .collect();
-    let mut set_counts: BTreeMap<u64, usize> = BTreeMap::new();
-    for r in revisions {
-        if sources.contains(&r.replica) && !deleted.contains(&(r.replica.clone(), r.as_of)) {
-            *set_counts.entry(r.as_of).or_default() += 1;
-        }
-    }
-    let oldest_set = set_counts
-        .into_iter()
-        .find(|(_, c)| *c == sources.len())
-        .map(|(a, _)| a);
-    (delete, oldest_set)
 }

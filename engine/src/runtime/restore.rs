@@ -1,0 +1,193 @@
+//! Restore: start points, replaying revisions and the log into a dataflow, rebuild deltas.
+
+use std::collections::BTreeMap;
+
+use prr_persist::RevisionInfo;
+
+use super::Runtime;
+use crate::codec::{self, LoggedDelta};
+use crate::description::{Record, ReplicaId};
+use crate::engine::{Delta, DeltaKind, Engine, difference};
+use crate::worker::SourceUpdate;
+use crate::{Error, Seq};
+
+/// Where a replay starts: the revisions of every source replica as of `as_of` (none when 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct StartPoint {
+    pub(super) as_of: u64,
+}
+
+impl<R: Record> Runtime<R> {
+    pub(super) fn ensure_engine(&mut self) -> Result<(), Error> {
+        if self.engine.is_some() {
+            return Ok(());
+        }
+        let start = self.start_point(self.last_seq)?;
+        let mut engine = self.replay_engine(start, start.as_of, None)?;
+        // Rebuild deltas: derived replicas whose stored revision at the start point was made by
+        // other logic are recomputed; the difference is published.
+        let mut stale = false;
+        if start.as_of > 0 {
+            for (i, desc) in self.dag.replicas().iter().enumerate() {
+                let id = ReplicaId(i as u32);
+                if desc.is_source() {
+                    continue;
+                }
+                if let Some(info) = self.revision_info(id, start.as_of)
+                    && !self.is_fresh(&info)
+                {
+                    stale = true;
+                    let stored = self.decode_revision(desc.name(), start.as_of)?;
+                    let now = engine.read(id, None)?;
+                    let updates = difference(&stored, &now);
+                    self.rebuild_deltas.push(Delta {
+                        seq: Seq(start.as_of),
+                        replica: id,
+                        kind: DeltaKind::Rebuild,
+                        updates,
+                    });
+                }
+            }
+        }
+        self.replay_log(&mut engine, start.as_of + 1, self.last_seq)?;
+        engine.step_until(self.last_seq)?;
+        self.engine = Some(engine);
+        if stale && !self.config.read_only {
+            self.capture_revisions()?;
+        }
+        Ok(())
+    }
+
+    /// A fresh engine fed with the source revisions of `start` and the log up to `upto`.
+    pub(super) fn replay_engine(
+        &self,
+        start: StartPoint,
+        upto: u64,
+        _capture: Option<ReplicaId>,
+    ) -> Result<Engine<R>, Error> {
+        let mut engine = Engine::start(self.dag.clone(), self.config.workers)?;
+        if start.as_of > 0 {
+            let mut updates: Vec<SourceUpdate<R>> = Vec::new();
+            for id in self.dag.sources() {
+                let rows = self.decode_revision(self.dag.replica(id).name(), start.as_of)?;
+                updates.extend(rows.into_iter().map(|(r, d)| (id.0, r, d)));
+            }
+            engine.feed(start.as_of, updates)?;
+            engine.step_until(start.as_of)?;
+        }
+        self.replay_log(&mut engine, start.as_of + 1, upto)?;
+        engine.step_until(upto)?;
+        Ok(engine)
+    }
+
+    pub(super) fn replay_log(
+        &self,
+        engine: &mut Engine<R>,
+        from: u64,
+        through: u64,
+    ) -> Result<(), Error> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        if from > through {
+            return Ok(());
+        }
+        let mut expected = from;
+        store.for_each_log(from, |seq, bytes| {
+            if seq > through {
+                return Ok(());
+            }
+            if seq != expected {
+                return Err(Error::HistoryUnavailable(format!(
+                    "the source log lacks seq {expected} (next retained: {seq})"
+                )));
+            }
+            expected += 1;
+            let logged: LoggedDelta<R> = codec::decode(bytes, &format!("log entry {seq}"))?;
+            let mut updates = Vec::new();
+            for (name, rows) in logged {
+                let id = self.dag.id(&name).ok_or_else(|| {
+                    Error::Corrupt(format!("log entry {seq} names replica `{name}`, which this program does not declare"))
+                })?;
+                updates.extend(rows.into_iter().map(|(r, d)| (id.0, r, d as isize)));
+            }
+            engine.feed(seq, updates)
+        })?;
+        if expected <= through {
+            return Err(Error::HistoryUnavailable(format!(
+                "the source log ends before seq {expected}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The newest restore point at or before `upto`: a complete, current set of source
+    /// revisions, or the empty beginning when the log reaches back to seq 1.
+    pub(super) fn start_point(&self, upto: u64) -> Result<StartPoint, Error> {
+        let Some(store) = &self.store else {
+            return Ok(StartPoint { as_of: 0 });
+        };
+        let revisions = store.revisions()?;
+        let first_log = store.first_log_seq()?;
+        let sets = self.source_sets(&revisions);
+        if let Some(as_of) = sets.iter().rev().find(|a| **a <= upto) {
+            return Ok(StartPoint { as_of: *as_of });
+        }
+        if self.log_reaches_start(first_log) {
+            return Ok(StartPoint { as_of: 0 });
+        }
+        Err(Error::HistoryUnavailable(format!(
+            "nothing retained reaches back to seq {upto}: the log {} and the oldest restore point is {}",
+            first_log
+                .map(|f| format!("starts at seq {f}"))
+                .unwrap_or_else(|| "is empty".into()),
+            sets.first()
+                .map(|s| format!("seq {s}"))
+                .unwrap_or_else(|| "none".into())
+        )))
+    }
+
+    /// The oldest restore point: the start of a rebuild from the log.
+    pub(super) fn log_start_point(&self) -> Result<StartPoint, Error> {
+        let store = self.store.as_ref().expect("store");
+        let first_log = store.first_log_seq()?;
+        if self.log_reaches_start(first_log) {
+            return Ok(StartPoint { as_of: 0 });
+        }
+        let sets = self.source_sets(&store.revisions()?);
+        sets.first()
+            .map(|a| StartPoint { as_of: *a })
+            .ok_or_else(|| {
+                Error::HistoryUnavailable(
+                    "the log does not start at seq 1 and no source revision is retained".into(),
+                )
+            })
+    }
+
+    /// Whether the retained log begins at seq 1 (an empty log only if nothing was committed).
+    pub(super) fn log_reaches_start(&self, first_log: Option<u64>) -> bool {
+        match first_log {
+            Some(f) => f <= 1,
+            None => self.last_seq == 0,
+        }
+    }
+
+    /// The `as_of`s at which every source replica has a current revision, ascending.
+    pub(super) fn source_sets(&self, revisions: &[RevisionInfo]) -> Vec<u64> {
+        let mut by_as_of: BTreeMap<u64, usize> = BTreeMap::new();
+        for info in revisions {
+            if let Some(id) = self.dag.id(&info.replica)
+                && self.dag.replica(id).is_source()
+                && self.is_fresh(info)
+            {
+                *by_as_of.entry(info.as_of).or_default() += 1;
+            }
+        }
+        let n = self.dag.sources().count();
+        by_as_of
+            .into_iter()
+            .filter(|(_, c)| *c == n)
+            .map(|(a, _)| a)
+            .collect()
+    }
+}
