@@ -138,10 +138,13 @@ pub fn compact(ctx: &Ctx) -> Result<u8, Failure> {
     m.runtime().compact_store()?;
     let after = std::fs::metadata(&ctx.store).map(|m| m.len()).unwrap_or(0);
     m.shutdown()?;
-    println!(
+    writeln!(
+        std::io::stdout().lock(),
         "revisions captured as of seq {}; store {} -> {} bytes",
-        as_of.0, before, after
-    );
+        as_of.0,
+        before,
+        after
+    )?;
     Ok(exit::OK)
 }
 
@@ -171,10 +174,18 @@ pub fn rebuild(ctx: &Ctx, replicas: &[String], check: bool) -> Result<u8, Failur
                 if o.replaced { "; replaced" } else { "" }
             )
         };
-        println!("{:<15} as of seq {:<6} {state}", o.replica, o.as_of.0);
+        writeln!(
+            std::io::stdout().lock(),
+            "{:<15} as of seq {:<6} {state}",
+            o.replica,
+            o.as_of.0
+        )?;
     }
     if outcomes.is_empty() {
-        println!("no revisions to compare (run `prr compact` to capture some)");
+        writeln!(
+            std::io::stdout().lock(),
+            "no revisions to compare (run `prr compact` to capture some)"
+        )?;
     }
     m.shutdown()?;
     Ok(if check && differ {
@@ -195,11 +206,15 @@ pub fn check(ctx: &Ctx) -> Result<u8, Failure> {
     let problems = m.runtime().check_store()?;
     m.shutdown()?;
     if problems.is_empty() {
-        println!("ok: {} is sound", ctx.store.display());
+        writeln!(
+            std::io::stdout().lock(),
+            "ok: {} is sound",
+            ctx.store.display()
+        )?;
         Ok(exit::OK)
     } else {
         for p in &problems {
-            println!("problem: {p}");
+            writeln!(std::io::stdout().lock(), "problem: {p}")?;
         }
         Ok(exit::DIFFERENCES)
     }
@@ -270,7 +285,7 @@ pub fn graph(ctx: &Ctx, format: GraphFormat) -> Result<u8, Failure> {
             }
         }
     }
-    print!("{out}");
+    write!(std::io::stdout().lock(), "{out}")?;
     let _ = m.runtime();
     m.shutdown()?;
     Ok(exit::OK)
