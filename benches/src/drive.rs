@@ -25,7 +25,11 @@ pub struct IngestTimes {
 /// Ingests every file of `dir` in name order, one source delta per file, reading and parsing
 /// each file just before it is ingested (so parsed files are not all held at once). Prints a
 /// progress line every `progress_every` files (0: never).
-pub fn ingest_dir(m: &mut Matrix, dir: &Path, progress_every: usize) -> anyhow::Result<IngestTimes> {
+pub fn ingest_dir(
+    m: &mut Matrix,
+    dir: &Path,
+    progress_every: usize,
+) -> anyhow::Result<IngestTimes> {
     let files = list_files(dir)?;
     let mut t = IngestTimes::default();
     for (i, path) in files.iter().enumerate() {
@@ -37,7 +41,9 @@ pub fn ingest_dir(m: &mut Matrix, dir: &Path, progress_every: usize) -> anyhow::
         t.ingest += secs(start);
         t.files += 1;
         if progress_every > 0 && (i + 1) % progress_every == 0 {
-            emit_progress(json!({"files": i + 1, "of": files.len(), "parse": t.parse, "ingest": t.ingest}));
+            emit_progress(
+                json!({"files": i + 1, "of": files.len(), "parse": t.parse, "ingest": t.ingest}),
+            );
         }
     }
     Ok(t)
@@ -57,10 +63,11 @@ pub fn ingest_items(m: &mut Matrix, files: &[Vec<SourceItem>]) -> anyhow::Result
 /// over instances.
 pub fn intent_counts(m: &mut Matrix) -> anyhow::Result<Value> {
     let rt = m.runtime();
-    let count = |rt: &mut prr_engine::Runtime<Rec>, name: &str| -> anyhow::Result<Vec<(Rec, isize)>> {
-        let id = rt.replica(name)?;
-        Ok(rt.read(id, None)?)
-    };
+    let count =
+        |rt: &mut prr_engine::Runtime<Rec>, name: &str| -> anyhow::Result<Vec<(Rec, isize)>> {
+            let id = rt.replica(name)?;
+            Ok(rt.read(id, None)?)
+        };
     let member_set = count(rt, "member_set")?.len();
     let member_matches = count(rt, "member_matches")?.len();
     let bans = count(rt, "member_bans")?;
@@ -85,4 +92,42 @@ pub fn intent_counts(m: &mut Matrix) -> anyhow::Result<Value> {
         "ban_intents": intents.len(),
         "acl_deny": acl_deny,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Matching, NaiveState, Workload, WorkloadConfig};
+    use prr_engine::RuntimeConfig;
+
+    /// The naive peer and the dataflow must agree on the generated data, or the comparison
+    /// compares different work.
+    #[test]
+    fn naive_peer_agrees_with_prr() {
+        let config = WorkloadConfig {
+            seed: 11,
+            rules: 600,
+            policy_rooms: 4,
+            memberships: 4_000,
+            protected_rooms: 20,
+            instances: 6,
+            servers: 40,
+            users: 1_500,
+        };
+        let w = Workload::generate(&config);
+        let mut m = Matrix::start(RuntimeConfig::new()).unwrap();
+        let mut naive = NaiveState::new();
+        for f in w.files() {
+            m.ingest(&f.items).unwrap();
+            naive.apply(&f.items);
+        }
+        let prr = intent_counts(&mut m).unwrap();
+        let out = naive.compute(Matching::Indexed, |_, _| true);
+        assert_eq!(prr["member_set"], out.member_set);
+        assert_eq!(prr["member_matches"], out.member_matches);
+        assert_eq!(prr["member_bans"], out.member_bans);
+        assert_eq!(prr["ban_intents"], out.ban_intents);
+        assert_eq!(prr["acl_deny"], out.acl_deny);
+        assert!(out.member_bans > 0 && out.acl_deny > 0, "{out:?}");
+    }
 }

@@ -28,4 +28,7 @@ mod naive;
 mod workload;
 
 pub use naive::{Matching, NaiveOutput, NaiveState};
-pub use workload::{Size, Workload, WorkloadConfig, WorkloadFile, WorkloadStats, item_to_json, list_files, read_dir, read_file};
+pub use workload::{
+    Size, Workload, WorkloadConfig, WorkloadFile, WorkloadStats, item_to_json, list_files,
+    read_dir, read_file,
+};

@@ -64,8 +64,12 @@ pub struct ChildOutcome {
     pub result: Option<Value>,
     /// Its last `{"progress": ...}` value.
     pub last_progress: Option<Value>,
-    /// Whether it was killed at the cap.
+    /// Whether it was killed at the time cap.
     pub timed_out: bool,
+    /// Whether it was killed for passing the memory limit.
+    pub out_of_memory: bool,
+    /// The largest resident size the parent saw while polling (every 200 ms), in bytes.
+    pub max_rss_seen: u64,
     /// Wall-clock seconds from spawn to exit (or kill).
     pub wall: f64,
     /// Its exit status, if it exited by itself.
@@ -84,18 +88,57 @@ impl ChildOutcome {
     pub fn failure(&self) -> String {
         if self.timed_out {
             "timed out".into()
+        } else if self.out_of_memory {
+            format!(
+                "killed above the memory limit (RSS {})",
+                fmt_bytes(self.max_rss_seen as f64)
+            )
         } else {
-            let tail: String = self.stderr_tail.lines().rev().take(3).collect::<Vec<_>>().join(" / ");
-            format!("failed ({}): {tail}", self.status.map(|s| s.to_string()).unwrap_or_default())
+            let tail: String = self
+                .stderr_tail
+                .lines()
+                .rev()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" / ");
+            format!(
+                "failed ({}): {tail}",
+                self.status.map(|s| s.to_string()).unwrap_or_default()
+            )
         }
     }
 }
 
-/// Runs a child to completion, or kills it after `cap`. Its standard error is kept (the last
-/// 4 KiB) and also echoed to ours when `echo_stderr`.
-pub fn run_child(mut cmd: Command, cap: Option<Duration>, echo_stderr: bool) -> anyhow::Result<ChildOutcome> {
+/// Limits of a child process.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Limits {
+    /// Wall-clock time after which it is killed.
+    pub cap: Option<Duration>,
+    /// Resident memory (bytes) above which it is killed, so that a run too large for the
+    /// machine does not bring the OOM killer onto other processes.
+    pub max_rss: Option<u64>,
+}
+
+/// The resident set size of process `pid`, in bytes (Linux); `None` once it is gone.
+fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
+/// Runs a child to completion, or kills it when it passes a limit. Its standard error is
+/// kept (the last 4 KiB) and also echoed to ours when `echo_stderr`.
+pub fn run_child(
+    mut cmd: Command,
+    limits: Limits,
+    echo_stderr: bool,
+) -> anyhow::Result<ChildOutcome> {
     let start = Instant::now();
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
     let stdout = child.stdout.take().expect("piped stdout");
     let mut stderr = child.stderr.take().expect("piped stderr");
     let (tx, rx) = mpsc::channel::<Value>();
@@ -127,13 +170,10 @@ pub fn run_child(mut cmd: Command, cap: Option<Duration>, echo_stderr: bool) -> 
         String::from_utf8_lossy(&tail).into_owned()
     });
     let mut outcome = ChildOutcome::default();
-    let deadline = cap.map(|c| start + c);
+    let deadline = limits.cap.map(|c| start + c);
+    let tick = Duration::from_millis(200);
     loop {
-        let wait = match deadline {
-            Some(d) => d.saturating_duration_since(Instant::now()),
-            None => Duration::from_secs(3600),
-        };
-        match rx.recv_timeout(wait) {
+        match rx.recv_timeout(tick) {
             Ok(v) => {
                 if let Some(p) = v.get("progress") {
                     outcome.last_progress = Some(p.clone());
@@ -143,19 +183,23 @@ pub fn run_child(mut cmd: Command, cap: Option<Duration>, echo_stderr: bool) -> 
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    outcome.timed_out = true;
-                    // Our own child, by its handle.
-                    let _ = child.kill();
-                    break;
-                }
-            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        let over_time = deadline.is_some_and(|d| Instant::now() >= d);
+        let rss = rss_of(child.id()).unwrap_or(0);
+        outcome.max_rss_seen = outcome.max_rss_seen.max(rss);
+        let over_memory = limits.max_rss.is_some_and(|m| rss > m);
+        if over_time || over_memory {
+            outcome.timed_out = over_time;
+            outcome.out_of_memory = over_memory;
+            // Our own child, by its handle.
+            let _ = child.kill();
+            break;
         }
     }
     let status = child.wait()?;
     outcome.wall = secs(start);
-    if !outcome.timed_out {
+    if !outcome.timed_out && !outcome.out_of_memory {
         outcome.status = Some(status);
     }
     let _ = reader.join();
@@ -178,7 +222,10 @@ pub struct Table {
 impl Table {
     /// A table with these column headers.
     pub fn new(headers: &[&str]) -> Self {
-        Table { headers: headers.iter().map(|h| h.to_string()).collect(), rows: Vec::new() }
+        Table {
+            headers: headers.iter().map(|h| h.to_string()).collect(),
+            rows: Vec::new(),
+        }
     }
 
     /// Adds a row (missing cells are empty).
@@ -191,7 +238,13 @@ impl Table {
         let mut out = String::new();
         let line = |cells: &[String]| format!("| {} |\n", cells.join(" | "));
         out.push_str(&line(&self.headers));
-        out.push_str(&line(&self.headers.iter().map(|_| "---".to_string()).collect::<Vec<_>>()));
+        out.push_str(&line(
+            &self
+                .headers
+                .iter()
+                .map(|_| "---".to_string())
+                .collect::<Vec<_>>(),
+        ));
         for r in &self.rows {
             let mut cells = r.clone();
             cells.resize(self.headers.len(), String::new());
@@ -229,7 +282,13 @@ pub fn fmt_ratio(a: f64, b: f64) -> String {
         return "n/a".into();
     }
     let r = a / b;
-    if r >= 100.0 { format!("{r:.0}x") } else if r >= 10.0 { format!("{r:.1}x") } else { format!("{r:.2}x") }
+    if r >= 100.0 {
+        format!("{r:.0}x")
+    } else if r >= 10.0 {
+        format!("{r:.1}x")
+    } else {
+        format!("{r:.2}x")
+    }
 }
 
 /// One line about the machine: cores, CPU model, RAM.
@@ -241,10 +300,16 @@ pub fn machine_line() -> String {
         .and_then(|l| l.split_once(':'))
         .map(|(_, m)| m.trim().to_string())
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
         .map(|kb| format!("{:.1} GiB RAM", kb as f64 / (1024.0 * 1024.0)))
         .unwrap_or_else(|| "unknown RAM".into());
     format!("{cores} cores, {model}, {mem}")

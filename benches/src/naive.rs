@@ -124,11 +124,26 @@ fn parse_rule(room: &str, kind: Kind, ev: &SlotEvent) -> Option<Rule> {
         }),
         Some(Value::String(e)) => Matcher::Literal(e.clone()),
         Some(_) => return None,
-        None => Matcher::Hashed(hash_in(c, "hashes").or_else(|| hash_in(c, "org.matrix.msc4205.hashes"))?.to_string()),
+        None => Matcher::Hashed(
+            hash_in(c, "hashes")
+                .or_else(|| hash_in(c, "org.matrix.msc4205.hashes"))?
+                .to_string(),
+        ),
     };
-    let Some(Value::String(rec)) = c.get("recommendation") else { return None };
-    let bans = matches!(rec.as_str(), "m.ban" | "org.matrix.mjolnir.ban" | "m.takedown" | "org.matrix.msc4204.takedown");
-    Some(Rule { room: room.to_string(), event_id: ev.event_id.clone(), kind, matcher, bans })
+    let Some(Value::String(rec)) = c.get("recommendation") else {
+        return None;
+    };
+    let bans = matches!(
+        rec.as_str(),
+        "m.ban" | "org.matrix.mjolnir.ban" | "m.takedown" | "org.matrix.msc4204.takedown"
+    );
+    Some(Rule {
+        room: room.to_string(),
+        event_id: ev.event_id.clone(),
+        kind,
+        matcher,
+        bans,
+    })
 }
 
 /// A user's strings that rules compare with, computed once per user.
@@ -141,7 +156,11 @@ struct UserInfo {
 impl UserInfo {
     fn new(user: &str) -> Self {
         let server = server_name(user).map(normalize_server);
-        UserInfo { sha: sha256_base64(user), server_sha: server.as_deref().map(sha256_base64), server }
+        UserInfo {
+            sha: sha256_base64(user),
+            server_sha: server.as_deref().map(sha256_base64),
+            server,
+        }
     }
 }
 
@@ -181,8 +200,14 @@ impl<'a> RuleIndex<'a> {
                 (_, Matcher::Glob(_)) => ix.globs.push(r),
                 (Kind::User, Matcher::Literal(e)) => ix.user_literal.entry(e).or_default().push(r),
                 (Kind::User, Matcher::Hashed(h)) => ix.user_hashed.entry(h).or_default().push(r),
-                (Kind::Server, Matcher::Literal(e)) => ix.server_literal.entry(e.to_ascii_lowercase()).or_default().push(r),
-                (Kind::Server, Matcher::Hashed(h)) => ix.server_hashed.entry(h).or_default().push(r),
+                (Kind::Server, Matcher::Literal(e)) => ix
+                    .server_literal
+                    .entry(e.to_ascii_lowercase())
+                    .or_default()
+                    .push(r),
+                (Kind::Server, Matcher::Hashed(h)) => {
+                    ix.server_hashed.entry(h).or_default().push(r)
+                }
             }
         }
         ix
@@ -192,25 +217,25 @@ impl<'a> RuleIndex<'a> {
         let mut lookups = 4;
         let none: Vec<&'a Rule> = Vec::new();
         for r in self.user_literal.get(user).unwrap_or(&none) {
-            f(*r);
+            f(r);
         }
         for r in self.user_hashed.get(info.sha.as_str()).unwrap_or(&none) {
-            f(*r);
+            f(r);
         }
         if let Some(s) = &info.server {
             for r in self.server_literal.get(s).unwrap_or(&none) {
-                f(*r);
+                f(r);
             }
         }
         if let Some(h) = &info.server_sha {
             for r in self.server_hashed.get(h.as_str()).unwrap_or(&none) {
-                f(*r);
+                f(r);
             }
         }
         for r in &self.globs {
             lookups += 1;
             if matches(r, user, info) {
-                f(*r);
+                f(r);
             }
         }
         lookups
@@ -230,7 +255,10 @@ impl NaiveState {
                 SourceItem::Event(e) => {
                     let Some(key) = &e.state_key else { continue };
                     if let Some((kind, rank)) = rule_type(&e.event_type) {
-                        let slot = self.slots.entry((e.room_id.clone(), kind, key.clone())).or_default();
+                        let slot = self
+                            .slots
+                            .entry((e.room_id.clone(), kind, key.clone()))
+                            .or_default();
                         slot[rank] = Some(SlotEvent {
                             event_id: e.event_id.clone(),
                             content: e.content.clone(),
@@ -239,7 +267,9 @@ impl NaiveState {
                     } else if e.event_type == "m.room.member" {
                         let room = self.members.entry(e.room_id.clone()).or_default();
                         match e.content.get("membership").and_then(Value::as_str) {
-                            Some(m @ ("join" | "invite" | "knock" | "leave" | "ban")) if !e.redacted_because => {
+                            Some(m @ ("join" | "invite" | "knock" | "leave" | "ban"))
+                                if !e.redacted_because =>
+                            {
                                 room.insert(key.clone(), m.to_string());
                             }
                             _ => {
@@ -254,7 +284,10 @@ impl NaiveState {
                             ManifestEntry::Set { id, watch, protect } => {
                                 self.instances.insert(
                                     id.clone(),
-                                    (watch.iter().cloned().collect(), protect.iter().cloned().collect()),
+                                    (
+                                        watch.iter().cloned().collect(),
+                                        protect.iter().cloned().collect(),
+                                    ),
                                 );
                             }
                             ManifestEntry::Remove { id } => {
@@ -274,7 +307,11 @@ impl NaiveState {
 
     /// Recomputes the intents from scratch. `progress(done, total)` is called after each
     /// instance; returning `false` stops early (the output then covers the instances done).
-    pub fn compute(&self, how: Matching, mut progress: impl FnMut(&NaiveOutput, usize) -> bool) -> NaiveOutput {
+    pub fn compute(
+        &self,
+        how: Matching,
+        mut progress: impl FnMut(&NaiveOutput, usize) -> bool,
+    ) -> NaiveOutput {
         // The rules in force, by room: the newest-type event present takes the slot.
         let mut rules: HashMap<&str, Vec<Rule>> = HashMap::new();
         for ((room, kind, _), candidates) in &self.slots {
@@ -289,7 +326,11 @@ impl NaiveState {
         let total = self.instances.len();
         let empty = HashMap::new();
         for (instance, (watch, protect)) in &self.instances {
-            let list: Vec<&Rule> = watch.iter().filter_map(|w| rules.get(w.as_str())).flatten().collect();
+            let list: Vec<&Rule> = watch
+                .iter()
+                .filter_map(|w| rules.get(w.as_str()))
+                .flatten()
+                .collect();
             // member_set: users present in at least one protected room.
             let mut member_set: HashMap<&str, u32> = HashMap::new();
             for room in protect {
@@ -391,7 +432,10 @@ mod tests {
         }
         let a = s.compute(Matching::Nested, |_, _| true);
         let b = s.compute(Matching::Indexed, |_, _| true);
-        assert_eq!((a.member_matches, a.member_bans, a.ban_intents, a.acl_deny), (b.member_matches, b.member_bans, b.ban_intents, b.acl_deny));
+        assert_eq!(
+            (a.member_matches, a.member_bans, a.ban_intents, a.acl_deny),
+            (b.member_matches, b.member_bans, b.ban_intents, b.acl_deny)
+        );
         assert!(a.member_bans > 0 && a.acl_deny > 0, "{a:?}");
     }
 }

@@ -77,12 +77,22 @@ pub struct WorkloadConfig {
 impl WorkloadConfig {
     /// The configuration of a named size, with the default seed.
     pub fn for_size(size: Size) -> Self {
-        let (rules, policy_rooms, memberships, protected_rooms, instances, servers, users) = match size {
-            Size::Small => (2_000, 6, 20_000, 100, 20, 100, 8_000),
-            Size::Medium => (20_000, 20, 200_000, 1_000, 200, 500, 70_000),
-            Size::Large => (100_000, 40, 1_000_000, 5_000, 1_000, 1_000, 350_000),
-        };
-        WorkloadConfig { seed: 42, rules, policy_rooms, memberships, protected_rooms, instances, servers, users }
+        let (rules, policy_rooms, memberships, protected_rooms, instances, servers, users) =
+            match size {
+                Size::Small => (2_000, 6, 20_000, 100, 20, 100, 8_000),
+                Size::Medium => (20_000, 20, 200_000, 1_000, 200, 500, 70_000),
+                Size::Large => (100_000, 40, 1_000_000, 5_000, 1_000, 1_000, 350_000),
+            };
+        WorkloadConfig {
+            seed: 42,
+            rules,
+            policy_rooms,
+            memberships,
+            protected_rooms,
+            instances,
+            servers,
+            users,
+        }
     }
 
     /// The same configuration with another seed.
@@ -157,7 +167,10 @@ pub struct Workload {
 fn zipf_counts(total: usize, n: usize, s: f64) -> Vec<usize> {
     let weights: Vec<f64> = (0..n).map(|i| 1.0 / ((i + 1) as f64).powf(s)).collect();
     let sum: f64 = weights.iter().sum();
-    let mut counts: Vec<usize> = weights.iter().map(|w| ((w / sum) * total as f64).floor().max(1.0) as usize).collect();
+    let mut counts: Vec<usize> = weights
+        .iter()
+        .map(|w| ((w / sum) * total as f64).floor().max(1.0) as usize)
+        .collect();
     let mut assigned: usize = counts.iter().sum();
     let mut i = 0;
     while assigned < total {
@@ -166,7 +179,12 @@ fn zipf_counts(total: usize, n: usize, s: f64) -> Vec<usize> {
         i += 1;
     }
     while assigned > total {
-        let j = counts.iter().enumerate().max_by_key(|(_, c)| **c).map(|(j, _)| j).expect("n > 0");
+        let j = counts
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, c)| **c)
+            .map(|(j, _)| j)
+            .expect("n > 0");
         counts[j] -= 1;
         assigned -= 1;
     }
@@ -208,11 +226,28 @@ fn stream(seed: u64, part: u64, index: u64) -> StdRng {
     StdRng::seed_from_u64(mixed)
 }
 
-const REASONS: [&str; 6] = ["spam", "harassment", "ban evasion", "raid", "scam links", "abuse"];
+const REASONS: [&str; 6] = [
+    "spam",
+    "harassment",
+    "ban evasion",
+    "raid",
+    "scam links",
+    "abuse",
+];
 
 /// A state event as the generator writes it.
-fn event(event_id: String, room_id: &str, ty: &str, state_key: &str, sender: &str, ts: i64, content: Value) -> SourceItem {
-    let Value::Object(content) = content else { unreachable!("content is an object") };
+fn event(
+    event_id: String,
+    room_id: &str,
+    ty: &str,
+    state_key: &str,
+    sender: &str,
+    ts: i64,
+    content: Value,
+) -> SourceItem {
+    let Value::Object(content) = content else {
+        unreachable!("content is an object")
+    };
     SourceItem::Event(Event {
         event_id,
         room_id: room_id.to_string(),
@@ -238,7 +273,10 @@ pub fn item_to_json(item: &SourceItem) -> Value {
                 m.insert("state_key".into(), k.clone().into());
             }
             m.insert("sender".into(), e.sender.clone().into());
-            m.insert("origin_server_ts".into(), e.origin_server_ts.map(Value::from).unwrap_or(Value::Null));
+            m.insert(
+                "origin_server_ts".into(),
+                e.origin_server_ts.map(Value::from).unwrap_or(Value::Null),
+            );
             m.insert("content".into(), Value::Object(e.content.clone()));
             Value::Object(m)
         }
@@ -246,7 +284,9 @@ pub fn item_to_json(item: &SourceItem) -> Value {
             let list: Vec<Value> = entries
                 .iter()
                 .map(|e| match e {
-                    ManifestEntry::Set { id, watch, protect } => json!({"id": id, "watch": watch, "protect": protect}),
+                    ManifestEntry::Set { id, watch, protect } => {
+                        json!({"id": id, "watch": watch, "protect": protect})
+                    }
                     ManifestEntry::Remove { id } => json!({"id": id, "remove": true}),
                 })
                 .collect();
@@ -273,7 +313,11 @@ impl Workload {
         let users: Vec<String> = (0..config.users)
             .map(|u| {
                 let server = &servers[server_pick.sample(&mut rng)];
-                if rng.random_ratio(1, 100) { format!("@spam{u}:{server}") } else { format!("@u{u}:{server}") }
+                if rng.random_ratio(1, 100) {
+                    format!("@spam{u}:{server}")
+                } else {
+                    format!("@u{u}:{server}")
+                }
             })
             .collect();
         let policy_rooms = zipf_counts(config.rules, config.policy_rooms, 0.8)
@@ -281,7 +325,11 @@ impl Workload {
             .enumerate()
             .map(|(i, rules)| {
                 let server = servers[i % servers.len()].clone();
-                PolicyRoomPlan { room_id: format!("!list{i}:{server}"), server, rules }
+                PolicyRoomPlan {
+                    room_id: format!("!list{i}:{server}"),
+                    server,
+                    rules,
+                }
             })
             .collect::<Vec<_>>();
         let protected_rooms = zipf_counts(config.memberships, config.protected_rooms, 1.0)
@@ -322,7 +370,14 @@ impl Workload {
                 protect: protect.into_iter().collect(),
             });
         }
-        Workload { config: config.clone(), servers, users, policy_rooms, protected_rooms, instances }
+        Workload {
+            config: config.clone(),
+            servers,
+            users,
+            policy_rooms,
+            protected_rooms,
+            instances,
+        }
     }
 
     /// The configuration it was generated from.
@@ -342,12 +397,19 @@ impl Workload {
 
     /// The protected rooms' IDs, largest first.
     pub fn protected_room_ids(&self) -> Vec<&str> {
-        self.protected_rooms.iter().map(|r| r.room_id.as_str()).collect()
+        self.protected_rooms
+            .iter()
+            .map(|r| r.room_id.as_str())
+            .collect()
     }
 
     /// The members of the largest protected room.
     pub fn largest_room(&self) -> usize {
-        self.protected_rooms.iter().map(|r| r.members).max().unwrap_or(0)
+        self.protected_rooms
+            .iter()
+            .map(|r| r.members)
+            .max()
+            .unwrap_or(0)
     }
 
     /// The total of membership records.
@@ -365,12 +427,21 @@ impl Workload {
         let p = self.policy_rooms.len();
         let r = self.protected_rooms.len();
         if i < p {
-            WorkloadFile { name: format!("00-policy-{i:04}.json"), items: self.policy_room(i) }
+            WorkloadFile {
+                name: format!("00-policy-{i:04}.json"),
+                items: self.policy_room(i),
+            }
         } else if i < p + r {
-            WorkloadFile { name: format!("10-room-{:05}.json", i - p), items: self.protected_room(i - p) }
+            WorkloadFile {
+                name: format!("10-room-{:05}.json", i - p),
+                items: self.protected_room(i - p),
+            }
         } else {
             assert_eq!(i, p + r, "file index out of range");
-            WorkloadFile { name: "90-manifest.json".into(), items: vec![self.manifest()] }
+            WorkloadFile {
+                name: "90-manifest.json".into(),
+                items: vec![self.manifest()],
+            }
         }
     }
 
@@ -400,7 +471,15 @@ impl Workload {
             ts0,
             json!({"creator": admin, "room_version": "10"}),
         ));
-        items.push(event(format!("$l{p}n"), room, "m.room.name", "", &admin, ts0 + 1, json!({"name": format!("Ban list {p}")})));
+        items.push(event(
+            format!("$l{p}n"),
+            room,
+            "m.room.name",
+            "",
+            &admin,
+            ts0 + 1,
+            json!({"name": format!("Ban list {p}")}),
+        ));
         for n in 0..plan.rules {
             let x: f64 = rng.random();
             let recommendation = match rng.random_range(0..100) {
@@ -448,14 +527,28 @@ impl Workload {
                 content.insert("entity".into(), entity.into());
                 "m.policy.rule.server"
             } else {
-                content.insert("entity".into(), format!("!banned{p}x{n}:{}", self.servers[n % self.servers.len()]).into());
+                content.insert(
+                    "entity".into(),
+                    format!("!banned{p}x{n}:{}", self.servers[n % self.servers.len()]).into(),
+                );
                 "m.policy.rule.room"
             };
             content.insert("recommendation".into(), recommendation.into());
             if rng.random_ratio(4, 5) {
-                content.insert("reason".into(), REASONS[rng.random_range(0..REASONS.len())].into());
+                content.insert(
+                    "reason".into(),
+                    REASONS[rng.random_range(0..REASONS.len())].into(),
+                );
             }
-            items.push(event(format!("$l{p}r{n}"), room, ty, &format!("rule:{n}"), &admin, ts0 + 2 + n as i64, Value::Object(content)));
+            items.push(event(
+                format!("$l{p}r{n}"),
+                room,
+                ty,
+                &format!("rule:{n}"),
+                &admin,
+                ts0 + 2 + n as i64,
+                Value::Object(content),
+            ));
         }
         items
     }
@@ -468,7 +561,15 @@ impl Workload {
         let creator = self.users[picked.index(0)].clone();
         let ts0 = 1_710_000_000_000i64 + (k as i64) * 1_000_000;
         let mut items = Vec::with_capacity(plan.members + 3);
-        items.push(event(format!("$r{k}c"), room, "m.room.create", "", &creator, ts0, json!({"creator": creator, "room_version": "10"})));
+        items.push(event(
+            format!("$r{k}c"),
+            room,
+            "m.room.create",
+            "",
+            &creator,
+            ts0,
+            json!({"creator": creator, "room_version": "10"}),
+        ));
         items.push(event(
             format!("$r{k}p"),
             room,
@@ -503,7 +604,15 @@ impl Workload {
             } else {
                 json!({"membership": membership})
             };
-            items.push(event(format!("$r{k}m{j}"), room, "m.room.member", user, user, ts0 + 3 + j as i64, content));
+            items.push(event(
+                format!("$r{k}m{j}"),
+                room,
+                "m.room.member",
+                user,
+                user,
+                ts0 + 3 + j as i64,
+                content,
+            ));
         }
         items
     }
@@ -514,8 +623,16 @@ impl Workload {
                 .iter()
                 .map(|i| ManifestEntry::Set {
                     id: i.id.clone(),
-                    watch: i.watch.iter().map(|w| self.policy_rooms[*w].room_id.clone()).collect(),
-                    protect: i.protect.iter().map(|r| self.protected_rooms[*r].room_id.clone()).collect(),
+                    watch: i
+                        .watch
+                        .iter()
+                        .map(|w| self.policy_rooms[*w].room_id.clone())
+                        .collect(),
+                    protect: i
+                        .protect
+                        .iter()
+                        .map(|r| self.protected_rooms[*r].room_id.clone())
+                        .collect(),
                 })
                 .collect(),
         )
@@ -525,13 +642,20 @@ impl Workload {
     /// events, the manifest as an object.
     pub fn write(&self, dir: &Path) -> anyhow::Result<WorkloadStats> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let mut stats = WorkloadStats { instances: self.instances.len(), largest_room: self.largest_room(), ..Default::default() };
+        let mut stats = WorkloadStats {
+            instances: self.instances.len(),
+            largest_room: self.largest_room(),
+            ..Default::default()
+        };
         for file in self.files() {
             let path = dir.join(&file.name);
-            let f = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+            let f =
+                File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
             let mut w = BufWriter::new(f);
             match file.items.as_slice() {
-                [SourceItem::Manifest(_)] => serde_json::to_writer(&mut w, &item_to_json(&file.items[0]))?,
+                [SourceItem::Manifest(_)] => {
+                    serde_json::to_writer(&mut w, &item_to_json(&file.items[0]))?
+                }
                 items => {
                     w.write_all(b"[")?;
                     for (i, item) in items.iter().enumerate() {
@@ -582,7 +706,10 @@ pub fn read_dir(dir: &Path) -> anyhow::Result<Vec<WorkloadFile>> {
         .iter()
         .map(|p| {
             Ok(WorkloadFile {
-                name: p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                name: p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
                 items: read_file(p)?,
             })
         })
@@ -634,7 +761,12 @@ mod tests {
 
     #[test]
     fn zipf_counts_sum_to_the_total() {
-        for (t, n) in [(20_000, 100), (200_000, 1_000), (1_000_000, 5_000), (2_000, 6)] {
+        for (t, n) in [
+            (20_000, 100),
+            (200_000, 1_000),
+            (1_000_000, 5_000),
+            (2_000, 6),
+        ] {
             let c = zipf_counts(t, n, 1.0);
             assert_eq!(c.iter().sum::<usize>(), t);
             assert!(c.iter().all(|x| *x >= 1), "{t} {n}");

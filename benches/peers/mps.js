@@ -1,0 +1,195 @@
+#!/usr/bin/env node
+// SPDX-License-Identifier: Apache-2.0
+//
+// The matrix-protection-suite peer of prr's cold-build benchmark (issue 6, W1).
+//
+// Reads the workload files that `prr ingest` reads (JSON arrays of state events, and a manifest
+// `{"instances": [...]}`) and builds the revisions the way Draupnir does, from scratch:
+//   1. one policy room revision per watched policy room (StandardPolicyRoomRevision);
+//   2. one room membership revision per protected room (StandardRoomMembershipRevision);
+//   3. per instance: its policy list revision (the watched rooms' rules, aggregated like
+//      previewIncorperationOfRevision), its set membership revision (its protected rooms), the
+//      members matching policies (StandardSetMembershipPolicyRevision), the member-ban intent
+//      (StandardMemberBanIntentProjectionNode) and the server-ban intent with its compiled ACL
+//      (StandardServerBanIntentProjectionNode, compileServerACL).
+// Rooms' revisions are shared by the instances (one issuer per room in a draupnir4all
+// process); everything per instance is per instance.
+//
+// Modes:
+//   --mode draupnir  matching as Draupnir does it: changesFromInitialRevisions, which asks
+//                    allRulesMatchingEntity without a recommendation (a scan of every rule of
+//                    the type for every member);
+//   --mode scoped    best case: the same matches for ban and takedown rules only, asked with a
+//                    recommendation (the scoped literal map plus a scan of the globs), the user
+//                    ID for user rules and the server name for server rules.
+//
+// Output: JSON lines on stdout, {"progress": {...}} after each instance and {"result": {...}}
+// at the end; times in seconds (performance.now()), memory from /proc/self/status (VmHWM).
+"use strict";
+
+const fs = require("fs");
+const path = require("path");
+const { performance } = require("perf_hooks");
+const mps = require("@the-draupnir-project/matrix-protection-suite");
+const { MatrixRoomReference, userServerName } = require("@the-draupnir-project/matrix-basic-types");
+const { monotonicFactory } = require("ulidx");
+
+function arg(name, fallback) {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : fallback;
+}
+
+function emit(obj) {
+  process.stdout.write(JSON.stringify(obj) + "\n");
+}
+
+function procStatus(field) {
+  try {
+    const line = fs.readFileSync("/proc/self/status", "utf8").split("\n").find((l) => l.startsWith(field));
+    return line ? Number(line.split(/\s+/)[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+const peakRss = () => procStatus("VmHWM:") || process.resourceUsage().maxRSS * 1024;
+const secondsSince = (t) => (performance.now() - t) / 1000;
+
+const dir = arg("dir");
+const mode = arg("mode", "draupnir");
+if (!dir || !["draupnir", "scoped"].includes(mode)) {
+  process.stderr.write("usage: node mps.js --dir DIR [--mode draupnir|scoped]\n");
+  process.exit(2);
+}
+
+// ---- read and parse the files (timed separately) ----
+const tParse = performance.now();
+const roomEvents = new Map(); // room ID -> state events, latest per (type, state_key)
+const instances = new Map(); // instance ID -> {watch, protect}
+for (const name of fs.readdirSync(dir).sort()) {
+  const value = JSON.parse(fs.readFileSync(path.join(dir, name), "utf8"));
+  if (Array.isArray(value)) {
+    for (const ev of value) {
+      if (typeof ev.state_key !== "string") continue;
+      if (!roomEvents.has(ev.room_id)) roomEvents.set(ev.room_id, new Map());
+      ev.unsigned = ev.unsigned ?? {};
+      roomEvents.get(ev.room_id).set(`${ev.type}\u0000${ev.state_key}`, ev);
+    }
+  } else if (value && Array.isArray(value.instances)) {
+    for (const entry of value.instances) {
+      if (entry.remove) instances.delete(entry.id);
+      else instances.set(entry.id, { watch: [...new Set(entry.watch)], protect: [...new Set(entry.protect)] });
+    }
+  } else {
+    throw new Error(`${name}: not a JSON array of events nor a manifest`);
+  }
+}
+const parseSeconds = secondsSince(tParse);
+
+// ---- build ----
+const tBuild = performance.now();
+const ulid = monotonicFactory();
+const stateOf = (room) => [...(roomEvents.get(room)?.values() ?? [])];
+
+const watched = new Set();
+const protectedRooms = new Set();
+for (const inst of instances.values()) {
+  inst.watch.forEach((r) => watched.add(r));
+  inst.protect.forEach((r) => protectedRooms.add(r));
+}
+
+const policyRooms = new Map();
+for (const room of watched) {
+  const state = stateOf(room);
+  const create = state.find((e) => e.type === "m.room.create" && e.state_key === "");
+  const blank = mps.StandardPolicyRoomRevision.blankRevision(MatrixRoomReference.fromRoomID(room, []), create);
+  policyRooms.set(room, blank.reviseFromState(state));
+}
+const policyRoomSeconds = secondsSince(tBuild);
+
+const tMembership = performance.now();
+const roomMemberships = new Map();
+for (const room of protectedRooms) {
+  const members = stateOf(room).filter((e) => e.type === "m.room.member");
+  const blank = mps.StandardRoomMembershipRevision.blankRevision(MatrixRoomReference.fromRoomID(room, []));
+  roomMemberships.set(room, blank.reviseFromMembership(members));
+}
+const membershipSeconds = secondsSince(tMembership);
+
+function scopedMatches(list, set) {
+  const added = [];
+  const { PolicyRuleType, Recommendation } = mps;
+  for (const member of set.presentMembers()) {
+    const server = userServerName(member);
+    const rules = [
+      ...list.allRulesMatchingEntity(member, { type: PolicyRuleType.User, recommendation: Recommendation.Ban, searchHashedRules: false }),
+      ...list.allRulesMatchingEntity(member, { type: PolicyRuleType.User, recommendation: Recommendation.Takedown, searchHashedRules: false }),
+      ...list.allRulesMatchingEntity(server, { type: PolicyRuleType.Server, recommendation: Recommendation.Ban, searchHashedRules: false }),
+      ...list.allRulesMatchingEntity(server, { type: PolicyRuleType.Server, recommendation: Recommendation.Takedown, searchHashedRules: false }),
+    ];
+    for (const policy of rules) added.push({ userID: member, policy });
+  }
+  return { addedMemberMatches: added, removedMemberMatches: [] };
+}
+
+const counts = { member_set: 0, member_matches: 0, ban_intents: 0, acl_deny: 0 };
+const phase = { list: 0, set: 0, matching: 0, intents: 0 };
+let done = 0;
+const tInstances = performance.now();
+for (const [id, inst] of instances) {
+  let t = performance.now();
+  const changes = [];
+  for (const room of inst.watch) {
+    const revision = policyRooms.get(room);
+    if (!revision) continue;
+    for (const rule of revision.allRules()) {
+      changes.push({ changeType: mps.PolicyRuleChangeType.Added, event: rule.sourceEvent, sender: rule.sourceEvent.sender, rule });
+    }
+  }
+  const list = mps.StandardPolicyListRevision.blankRevision().reviseFromChanges(changes);
+  phase.list += secondsSince(t);
+
+  t = performance.now();
+  let set = mps.StandardSetMembershipRevision.blankRevision();
+  for (const room of inst.protect) {
+    const revision = roomMemberships.get(room);
+    if (revision) set = set.reviseFromChanges(set.changesFromAddedRoom(revision));
+  }
+  counts.member_set += set.uniqueMemberCount();
+  phase.set += secondsSince(t);
+
+  t = performance.now();
+  const blank = mps.StandardSetMembershipPolicyRevision.blankRevision();
+  const delta = mode === "draupnir" ? blank.changesFromInitialRevisions(list, set) : scopedMatches(list, set);
+  const memberPolicies = blank.reviseFromChanges(delta);
+  phase.matching += secondsSince(t);
+
+  t = performance.now();
+  const banIntent = mps.StandardMemberBanIntentProjectionNode.create(ulid).reduceInitialInputs([memberPolicies]);
+  const banned = banIntent.allMembersWithRules();
+  counts.member_matches += delta.addedMemberMatches.length;
+  counts.ban_intents += banned.length;
+  const serverIntent = mps.StandardServerBanIntentProjectionNode.create(ulid).reduceInitialInputs([list]);
+  const acl = mps.compileServerACL(userServerName(id), serverIntent).safeAclContent();
+  counts.acl_deny += acl.deny.length;
+  phase.intents += secondsSince(t);
+
+  done += 1;
+  emit({ progress: { instances: done, of: instances.size, elapsed: secondsSince(tBuild), instances_seconds: secondsSince(tInstances), peak_rss: peakRss() } });
+}
+
+emit({
+  result: {
+    mode,
+    parse: parseSeconds,
+    build: secondsSince(tBuild),
+    policy_rooms: policyRoomSeconds,
+    room_memberships: membershipSeconds,
+    per_instance: phase,
+    instances: done,
+    counts,
+    peak_rss: peakRss(),
+    node: process.version,
+    mps: require("@the-draupnir-project/matrix-protection-suite/package.json").version,
+  },
+});

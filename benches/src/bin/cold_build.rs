@@ -1,0 +1,462 @@
+//! Cold build (issue 6, W1): ingest everything, time until every replica is final, peak
+//! memory; against peers on the same files: matrix-protection-suite driven by node (as
+//! Draupnir uses it, and with scoped lookups), a naive from-scratch recomputation in plain
+//! Rust (nested loops, and hash maps), and prr without its store (raw differential dataflow).
+//!
+//! Every system runs in a fresh child process; peers are killed at `--cap-secs` and reported
+//! as "> cap", with a clearly labelled extrapolation from the instances they finished.
+//!
+//! ```text
+//! cargo run --release -p prr-benches --bin cold_build -- --size small
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use prr_benches::drive::{ingest_dir, intent_counts};
+use prr_benches::measure::{
+    ChildOutcome, Limits, Table, emit_progress, emit_result, fmt_bytes, fmt_ratio, fmt_secs,
+    machine_line, run_child, secs, self_command,
+};
+use prr_benches::{Matching, NaiveState, Size, Workload, WorkloadConfig, list_files, read_file};
+use prr_engine::RuntimeConfig;
+use prr_replicas::Matrix;
+use serde_json::{Value, json};
+
+/// Cold build of every replica, against peers.
+#[derive(Debug, Parser)]
+#[command(name = "cold_build")]
+struct Cli {
+    /// The workload size.
+    #[arg(long, value_enum, default_value_t = Size::Small)]
+    size: Size,
+    /// Timely workers (1 or 2).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=2))]
+    workers: u64,
+    /// The workload directory: used as is when it holds files, else generated there
+    /// (default: a temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// The workload's seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Each peer's time limit, in seconds (prr itself has none).
+    #[arg(long, default_value_t = 600)]
+    cap_secs: u64,
+    /// Memory limit of each child, in GiB: a child above it is killed and reported so,
+    /// rather than left to the OOM killer.
+    #[arg(long, default_value_t = 16.0)]
+    max_rss_gib: f64,
+    /// Peers to leave out: `mps`, `mps-scoped`, `naive-nested`, `naive-indexed`, `dd`.
+    #[arg(long, value_delimiter = ',')]
+    skip: Vec<String>,
+    /// A child measurement (internal).
+    #[command(subcommand)]
+    child: Option<Child>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Child {
+    /// prr: ingest every file, one source delta each (with a store unless `--store` is absent).
+    #[command(hide = true)]
+    Prr {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        workers: u64,
+        #[arg(long)]
+        store: Option<PathBuf>,
+    },
+    /// The naive recomputation.
+    #[command(hide = true)]
+    Naive {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, value_enum)]
+        matching: Matching,
+    },
+}
+
+fn run_as_child(child: Child) -> anyhow::Result<()> {
+    match child {
+        Child::Prr {
+            dir,
+            workers,
+            store,
+        } => {
+            let mut config = RuntimeConfig::new().with_workers(workers as usize);
+            if let Some(s) = &store {
+                config = config.with_store(s).with_revision_on_shutdown(false);
+            }
+            let start = Instant::now();
+            let mut m = Matrix::start(config)?;
+            let open = secs(start);
+            let t = ingest_dir(&mut m, &dir, 100)?;
+            let counts = intent_counts(&mut m)?;
+            emit_result(
+                json!({"open": open, "parse": t.parse, "build": open + t.ingest, "counts": counts}),
+            );
+        }
+        Child::Naive { dir, matching } => {
+            let mut parse = 0.0;
+            let mut files = Vec::new();
+            for path in list_files(&dir)? {
+                let t = Instant::now();
+                files.push(read_file(&path)?);
+                parse += secs(t);
+            }
+            let start = Instant::now();
+            let mut state = NaiveState::new();
+            for items in &files {
+                state.apply(items);
+            }
+            drop(files);
+            let setup = secs(start);
+            let out = state.compute(matching, |out, total| {
+                emit_progress(json!({
+                    "instances": out.instances, "of": total, "elapsed": secs(start),
+                    "instances_seconds": secs(start) - setup,
+                    "peak_rss": prr_benches::measure::peak_rss(),
+                }));
+                true
+            });
+            emit_result(json!({
+                "parse": parse, "build": secs(start),
+                "counts": {
+                    "member_set": out.member_set, "member_matches": out.member_matches, "member_bans": out.member_bans,
+                    "ban_intents": out.ban_intents, "acl_deny": out.acl_deny,
+                },
+                "comparisons": out.comparisons,
+            }));
+        }
+    }
+    // Skip the teardown of large maps and dataflows: it is not part of the measurement.
+    std::process::exit(0);
+}
+
+/// The directory of the node peer (`benches/peers`).
+fn peers_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("peers")
+}
+
+/// Makes the node peer runnable: `node` present and `npm ci` done. `Err`: why not.
+fn prepare_node_peer() -> Result<String, String> {
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("node not found ({e})"))?;
+    if !node.status.success() {
+        return Err("`node --version` failed".into());
+    }
+    let version = String::from_utf8_lossy(&node.stdout).trim().to_string();
+    let dir = peers_dir();
+    if !dir
+        .join("node_modules/@the-draupnir-project/matrix-protection-suite")
+        .exists()
+    {
+        eprintln!("cold_build: running `npm ci` in {}", dir.display());
+        let mut cmd = Command::new("npm");
+        // Bounded, so that a machine without the registry skips the peer quickly.
+        cmd.args([
+            "ci",
+            "--no-audit",
+            "--no-fund",
+            "--fetch-retries=1",
+            "--fetch-timeout=20000",
+        ])
+        .current_dir(&dir);
+        let out = run_child(
+            cmd,
+            Limits {
+                cap: Some(Duration::from_secs(120)),
+                max_rss: None,
+            },
+            false,
+        )
+        .map_err(|e| format!("npm not runnable ({e})"))?;
+        let ok = out.status.is_some_and(|s| s.success());
+        if !ok {
+            return Err(format!("`npm ci` failed: {}", out.failure()));
+        }
+    }
+    Ok(version)
+}
+
+/// One row of the table.
+struct Row {
+    system: String,
+    outcome: Option<ChildOutcome>,
+    note: String,
+}
+
+impl Row {
+    fn build(&self) -> Option<f64> {
+        self.outcome.as_ref()?.num("build")
+    }
+
+    fn counts(&self) -> Option<&Value> {
+        self.outcome.as_ref()?.result.as_ref()?.get("counts")
+    }
+
+    fn rss(&self) -> Option<f64> {
+        let o = self.outcome.as_ref()?;
+        o.num("peak_rss")
+            .or_else(|| o.last_progress.as_ref()?.get("peak_rss")?.as_f64())
+            .or((o.max_rss_seen > 0).then_some(o.max_rss_seen as f64))
+    }
+}
+
+/// An extrapolation of a capped run from its last progress line.
+fn extrapolate(p: &Value) -> Option<(f64, u64, u64)> {
+    let done = p.get("instances")?.as_u64()?;
+    let of = p.get("of")?.as_u64()?;
+    let elapsed = p.get("elapsed")?.as_f64()?;
+    let per = p.get("instances_seconds")?.as_f64()?;
+    if done == 0 {
+        return None;
+    }
+    Some(((elapsed - per) + per * of as f64 / done as f64, done, of))
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(c) = cli.child {
+        return run_as_child(c);
+    }
+    let workers = cli.workers.to_string();
+    let config = WorkloadConfig::for_size(cli.size).with_seed(cli.seed);
+    let workload = Workload::generate(&config);
+    let tmp = tempfile::tempdir()?;
+    let dir = cli
+        .dir
+        .clone()
+        .unwrap_or_else(|| tmp.path().join("workload"));
+    if !dir.exists() || list_files(&dir)?.is_empty() {
+        eprintln!(
+            "cold_build: generating the {} workload into {}",
+            cli.size.name(),
+            dir.display()
+        );
+        workload.write(&dir)?;
+    }
+    let d = dir.display().to_string();
+    let max_rss = Some((cli.max_rss_gib * (1u64 << 30) as f64) as u64);
+    let cap = Limits {
+        cap: Some(Duration::from_secs(cli.cap_secs)),
+        max_rss,
+    };
+    let uncapped = Limits { cap: None, max_rss };
+    let skip = |name: &str| cli.skip.iter().any(|s| s == name);
+    let mut rows: Vec<Row> = Vec::new();
+
+    let run = |args: Vec<String>, cap: Limits, what: &str| -> anyhow::Result<ChildOutcome> {
+        eprintln!("cold_build: {what}");
+        let mut cmd = self_command()?;
+        cmd.args(args);
+        run_child(cmd, cap, true)
+    };
+    let store = tmp.path().join("cold.redb");
+    let s = store.display().to_string();
+    let prr = run(
+        vec![
+            "prr".into(),
+            "--dir".into(),
+            d.clone(),
+            "--workers".into(),
+            workers.clone(),
+            "--store".into(),
+            s,
+        ],
+        uncapped,
+        "prr (store)",
+    )?;
+    rows.push(Row {
+        system: "**prr** (redb store, one durable source delta per file)".into(),
+        outcome: Some(prr),
+        note: String::new(),
+    });
+    if !skip("dd") {
+        let o = run(
+            vec![
+                "prr".into(),
+                "--dir".into(),
+                d.clone(),
+                "--workers".into(),
+                workers.clone(),
+            ],
+            uncapped,
+            "prr without a store (raw differential dataflow)",
+        )?;
+        rows.push(Row {
+            system: "prr without a store (raw differential dataflow)".into(),
+            outcome: Some(o),
+            note: String::new(),
+        });
+    }
+    for (name, matching, label) in [
+        (
+            "naive-nested",
+            "nested",
+            "plain Rust, nested loops (instance, member, rule)",
+        ),
+        (
+            "naive-indexed",
+            "indexed",
+            "plain Rust, per-instance hash maps + glob scan",
+        ),
+    ] {
+        if skip(name) {
+            continue;
+        }
+        let o = run(
+            vec![
+                "naive".into(),
+                "--dir".into(),
+                d.clone(),
+                "--matching".into(),
+                matching.into(),
+            ],
+            cap,
+            label,
+        )?;
+        rows.push(Row {
+            system: label.into(),
+            outcome: Some(o),
+            note: String::new(),
+        });
+    }
+    let node = if skip("mps") && skip("mps-scoped") {
+        Err("skipped by --skip".to_string())
+    } else {
+        prepare_node_peer()
+    };
+    for (name, mode, label) in [
+        (
+            "mps",
+            "draupnir",
+            "matrix-protection-suite 7.1.0, as Draupnir uses it",
+        ),
+        (
+            "mps-scoped",
+            "scoped",
+            "matrix-protection-suite 7.1.0, scoped lookups (best case)",
+        ),
+    ] {
+        if skip(name) {
+            continue;
+        }
+        match &node {
+            Ok(_) => {
+                eprintln!("cold_build: {label}");
+                let mut cmd = Command::new("node");
+                cmd.arg(peers_dir().join("mps.js"))
+                    .args(["--dir", &d, "--mode", mode]);
+                let o = run_child(cmd, cap, true)?;
+                rows.push(Row {
+                    system: label.into(),
+                    outcome: Some(o),
+                    note: String::new(),
+                });
+            }
+            Err(why) => rows.push(Row {
+                system: label.into(),
+                outcome: None,
+                note: format!("skipped: {why}"),
+            }),
+        }
+    }
+
+    let memberships = workload.memberships() as f64;
+    let prr_build = rows[0].build().unwrap_or(f64::NAN);
+    let prr_counts = rows[0].counts().cloned().unwrap_or(Value::Null);
+    println!(
+        "## cold_build: size {} ({} rules, {} membership records, {} instances, largest room {}), {} worker(s)\n",
+        cli.size.name(),
+        workload.rules(),
+        workload.memberships(),
+        config.instances,
+        workload.largest_room(),
+        cli.workers
+    );
+    println!(
+        "Machine: {}. Each system in a fresh process; peers capped at {} s. \"build\": from parsed input to every \
+         intent final (prr: every replica final); \"parse\": reading and parsing the files, not included.\n",
+        machine_line(),
+        cli.cap_secs
+    );
+    let mut t = Table::new(&[
+        "system",
+        "build",
+        "time / prr's",
+        "parse",
+        "peak RSS",
+        "RSS per membership",
+        "ban intents (instance, user)",
+        "member_matches",
+        "ACL deny entries",
+    ]);
+    for row in &rows {
+        let Some(o) = &row.outcome else {
+            t.row(vec![row.system.clone(), row.note.clone()]);
+            continue;
+        };
+        let count = |k: &str| -> String {
+            match row.counts().and_then(|c| c.get(k)).and_then(Value::as_u64) {
+                Some(n) => {
+                    let same = prr_counts.get(k).and_then(Value::as_u64) == Some(n);
+                    if same || row.system.starts_with("**prr") {
+                        n.to_string()
+                    } else {
+                        format!("{n} (differs)")
+                    }
+                }
+                None => "-".into(),
+            }
+        };
+        let rss = row.rss();
+        let (time, ratio) = match (row.build(), o.timed_out) {
+            (Some(b), _) => (fmt_secs(b), fmt_ratio(b, prr_build)),
+            (None, true) => match o.last_progress.as_ref().and_then(extrapolate) {
+                Some((est, done, of)) => (
+                    format!(
+                        "> {} s cap ({done} of {of} instances); extrapolated ~{}",
+                        cli.cap_secs,
+                        fmt_secs(est)
+                    ),
+                    format!(
+                        "> {} (extrapolated ~{})",
+                        fmt_ratio(cli.cap_secs as f64, prr_build),
+                        fmt_ratio(est, prr_build)
+                    ),
+                ),
+                None => (
+                    format!("> {} s cap (no instance finished)", cli.cap_secs),
+                    format!("> {}", fmt_ratio(cli.cap_secs as f64, prr_build)),
+                ),
+            },
+            (None, false) => (o.failure(), String::new()),
+        };
+        t.row(vec![
+            row.system.clone(),
+            time,
+            ratio,
+            o.num("parse").map(fmt_secs).unwrap_or_default(),
+            rss.map(fmt_bytes).unwrap_or_default(),
+            rss.map(|r| format!("{:.0} B", r / memberships))
+                .unwrap_or_default(),
+            count("ban_intents"),
+            count("member_matches"),
+            count("acl_deny"),
+        ]);
+    }
+    println!("{}", t.render());
+    println!(
+        "Counts marked \"(differs)\" disagree with prr. The plain-Rust peers compute the spec's semantics and must \
+         agree; matrix-protection-suite differs by design (see spec/matrix-replicas.md, **Differs**: it does not match \
+         hashed rules, and matches server rules against the whole user ID).\n"
+    );
+    drop(tmp);
+    Ok(())
+}

@@ -1,0 +1,578 @@
+//! Restore after a restart versus re-ingesting the same data (issue 3), and restore with N
+//! source deltas after the last revision (issue 6, W2).
+//!
+//! Every measurement runs in a fresh child process of this binary, on its own copy of the
+//! store (copies are made before the clock starts, so the store file is in the page cache:
+//! a warm-cache restart). Prints markdown tables to standard output.
+//!
+//! ```text
+//! cargo run --release -p prr-benches --bin restore -- --size small
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use prr_benches::drive::{ingest_dir, intent_counts};
+use prr_benches::measure::{
+    ChildOutcome, Limits, Table, disk_size, emit_result, fmt_bytes, fmt_ratio, fmt_secs,
+    machine_line, run_child, secs, self_command,
+};
+use prr_benches::{Size, Workload, WorkloadConfig, list_files};
+use prr_engine::RuntimeConfig;
+use prr_replicas::{Event, Matrix, SourceItem};
+use serde_json::{Map, Value, json};
+
+/// Restore after a restart versus re-ingest, and restore with deltas after the last revision.
+#[derive(Debug, Parser)]
+#[command(name = "restore")]
+struct Cli {
+    /// The workload size.
+    #[arg(long, value_enum, default_value_t = Size::Small)]
+    size: Size,
+    /// Timely workers (1 or 2).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=2))]
+    workers: u64,
+    /// The workload directory: used as is when it holds files, else generated there
+    /// (default: a temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// The workload's seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Runs of each measurement (the table shows the median).
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// Source deltas after the last revision to restore with (0: a clean stop).
+    #[arg(long, value_delimiter = ',', default_value = "0,1000")]
+    deltas: Vec<usize>,
+    /// Memory limit of each child, in GiB: a child above it is killed (and the run fails)
+    /// rather than left to the OOM killer.
+    #[arg(long, default_value_t = 16.0)]
+    max_rss_gib: f64,
+    /// Where the stores go (default: a temporary directory, deleted at the end).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// A child measurement (internal).
+    #[command(subcommand)]
+    child: Option<Child>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Child {
+    /// Fresh store: ingest every file, then a clean shutdown.
+    #[command(hide = true)]
+    Ingest {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        store: PathBuf,
+        #[arg(long)]
+        workers: u64,
+    },
+    /// Restart on an existing store: read, restore the dataflow, ingest one delta.
+    #[command(hide = true)]
+    Restore {
+        #[arg(long)]
+        store: PathBuf,
+        #[arg(long)]
+        workers: u64,
+        #[arg(long)]
+        room: String,
+    },
+    /// Where restore time goes: decode every revision, then restore the dataflow.
+    #[command(hide = true)]
+    Breakdown {
+        #[arg(long)]
+        store: PathBuf,
+        #[arg(long)]
+        workers: u64,
+    },
+    /// Append `n` one-event source deltas without capturing revisions.
+    #[command(hide = true)]
+    Append {
+        #[arg(long)]
+        store: PathBuf,
+        #[arg(long)]
+        workers: u64,
+        #[arg(long)]
+        n: usize,
+        #[arg(long)]
+        room: String,
+    },
+}
+
+fn member_event(room: &str, user: &str, membership: &str, n: usize) -> SourceItem {
+    let mut content = Map::new();
+    content.insert("membership".into(), membership.into());
+    SourceItem::Event(Event {
+        event_id: format!("$bench{n}"),
+        room_id: room.to_string(),
+        event_type: "m.room.member".into(),
+        state_key: Some(user.to_string()),
+        sender: user.to_string(),
+        origin_server_ts: Some(1_800_000_000_000 + n as i64),
+        content,
+        redacted_because: false,
+        redacts: None,
+    })
+}
+
+fn config(store: &Path, workers: u64) -> RuntimeConfig {
+    RuntimeConfig::new()
+        .with_store(store)
+        .with_workers(workers as usize)
+}
+
+fn run_as_child(child: Child) -> anyhow::Result<()> {
+    match child {
+        Child::Ingest {
+            dir,
+            store,
+            workers,
+        } => {
+            let mut m = Matrix::start(config(&store, workers))?;
+            let t = ingest_dir(&mut m, &dir, 0)?;
+            let counts = intent_counts(&mut m)?;
+            let start = Instant::now();
+            m.shutdown()?;
+            let shutdown = secs(start);
+            emit_result(json!({
+                "parse": t.parse, "ingest": t.ingest, "files": t.files, "shutdown": shutdown,
+                "store_bytes": disk_size(&store), "counts": counts,
+            }));
+        }
+        Child::Restore {
+            store,
+            workers,
+            room,
+        } => {
+            let start = Instant::now();
+            let mut m = Matrix::start(config(&store, workers).with_revision_on_shutdown(false))?;
+            let open = secs(start);
+            let bans = m.show("member_bans", None, None)?.len();
+            let read = secs(start);
+            m.runtime().sync()?;
+            let dataflow = secs(start);
+            m.ingest(&[member_event(&room, "@probe:probe.example", "join", 0)])?;
+            let first = secs(start);
+            emit_result(
+                json!({"open": open, "read": read, "dataflow": dataflow, "first": first, "member_bans": bans}),
+            );
+        }
+        Child::Breakdown { store, workers } => {
+            let start = Instant::now();
+            let mut m = Matrix::start(config(&store, workers).with_revision_on_shutdown(false))?;
+            let open = secs(start);
+            let names: Vec<(String, bool)> = m
+                .runtime()
+                .dag()
+                .replicas()
+                .iter()
+                .map(|d| (d.name().to_string(), d.is_source()))
+                .collect();
+            let mut decode = Map::new();
+            let (mut sources, mut derived, mut records) = (0.0, 0.0, Map::new());
+            for (name, is_source) in &names {
+                let id = m.runtime().replica(name)?;
+                let t = Instant::now();
+                let rows = m.runtime().read(id, None)?;
+                let s = secs(t);
+                if *is_source {
+                    sources += s
+                } else {
+                    derived += s
+                }
+                decode.insert(name.clone(), s.into());
+                records.insert(name.clone(), rows.len().into());
+            }
+            let t = Instant::now();
+            m.runtime().sync()?;
+            let dataflow = secs(t);
+            emit_result(json!({
+                "open": open, "decode_sources": sources, "decode_derived": derived, "decode": decode,
+                "records": records, "dataflow": dataflow,
+            }));
+        }
+        Child::Append {
+            store,
+            workers,
+            n,
+            room,
+        } => {
+            let mut m = Matrix::start(
+                config(&store, workers)
+                    .with_revision_on_shutdown(false)
+                    .with_revision_every(None),
+            )?;
+            let batches: Vec<Vec<SourceItem>> = (0..n)
+                .map(|i| {
+                    let user = format!("@late{}:late.example", i / 2);
+                    vec![member_event(
+                        &room,
+                        &user,
+                        if i % 2 == 0 { "join" } else { "leave" },
+                        i + 1,
+                    )]
+                })
+                .collect();
+            for chunk in batches.chunks(100) {
+                m.ingest_many(chunk)?;
+            }
+            let last = m.runtime().last_seq().0;
+            m.shutdown()?;
+            emit_result(json!({"appended": n, "last_seq": last}));
+        }
+    }
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The memory limit of children, in bytes (set once from the command line).
+static MAX_RSS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn limits() -> Limits {
+    let max = MAX_RSS.load(std::sync::atomic::Ordering::Relaxed);
+    Limits {
+        cap: None,
+        max_rss: (max > 0).then_some(max),
+    }
+}
+
+fn child(args: &[&str], what: &str) -> anyhow::Result<ChildOutcome> {
+    eprintln!("restore: {what}");
+    let mut cmd: Command = self_command()?;
+    cmd.args(args);
+    let out = run_child(cmd, limits(), true)?;
+    if out.result.is_none() {
+        bail!("{what}: {}", out.failure());
+    }
+    Ok(out)
+}
+
+fn copy_store(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::copy(from, to)
+        .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+    Ok(())
+}
+
+/// Medians of the restore children's fields.
+struct Restored {
+    open: f64,
+    read: f64,
+    dataflow: f64,
+    first: f64,
+    rss: f64,
+    bans: f64,
+}
+
+fn restore_runs(
+    base: &Path,
+    work: &Path,
+    workers: &str,
+    room: &str,
+    runs: usize,
+    label: &str,
+) -> anyhow::Result<Restored> {
+    let mut outs = Vec::new();
+    for run in 0..runs {
+        let copy = work.join("restore.redb");
+        copy_store(base, &copy)?;
+        let s = copy.display().to_string();
+        outs.push(child(
+            &[
+                "restore",
+                "--store",
+                &s,
+                "--workers",
+                workers,
+                "--room",
+                room,
+            ],
+            &format!("restart ({label}), run {}", run + 1),
+        )?);
+        std::fs::remove_file(&copy)?;
+    }
+    let field = |f: &str| median(outs.iter().filter_map(|o| o.num(f)).collect());
+    Ok(Restored {
+        open: field("open"),
+        read: field("read"),
+        dataflow: field("dataflow"),
+        first: field("first"),
+        rss: field("peak_rss"),
+        bans: field("member_bans"),
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(c) = cli.child {
+        return run_as_child(c);
+    }
+    MAX_RSS.store(
+        (cli.max_rss_gib * (1u64 << 30) as f64) as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let workers = cli.workers.to_string();
+    let config = WorkloadConfig::for_size(cli.size).with_seed(cli.seed);
+    let workload = Workload::generate(&config);
+    let tmp = tempfile::tempdir()?;
+    let dir = cli
+        .dir
+        .clone()
+        .unwrap_or_else(|| tmp.path().join("workload"));
+    if !dir.exists() || list_files(&dir)?.is_empty() {
+        eprintln!(
+            "restore: generating the {} workload into {}",
+            cli.size.name(),
+            dir.display()
+        );
+        workload.write(&dir)?;
+    }
+    let work = match &cli.work_dir {
+        Some(w) => {
+            std::fs::create_dir_all(w)?;
+            w.clone()
+        }
+        None => tmp.path().join("stores"),
+    };
+    std::fs::create_dir_all(&work)?;
+    let room = workload.protected_room_ids()[0].to_string();
+    let d = dir.display().to_string();
+
+    // (a) Re-ingest: fresh store, every file, then a clean shutdown (revisions captured).
+    let base = work.join("base.redb");
+    let mut ingests = Vec::new();
+    for run in 0..cli.runs.max(1) {
+        let store = if run == 0 {
+            base.clone()
+        } else {
+            work.join("again.redb")
+        };
+        let _ = std::fs::remove_file(&store);
+        let s = store.display().to_string();
+        ingests.push(child(
+            &["ingest", "--dir", &d, "--store", &s, "--workers", &workers],
+            &format!("re-ingest, run {}", run + 1),
+        )?);
+        if run > 0 {
+            std::fs::remove_file(&store)?;
+        }
+    }
+    let ingest_field = |f: &str| median(ingests.iter().filter_map(|o| o.num(f)).collect());
+    let (parse, ingest, shutdown) = (
+        ingest_field("parse"),
+        ingest_field("ingest"),
+        ingest_field("shutdown"),
+    );
+    let reingest = parse + ingest;
+    let ingest_rss = ingest_field("peak_rss");
+    let counts = ingests[0]
+        .result
+        .as_ref()
+        .and_then(|r| r.get("counts"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let store_bytes = ingest_field("store_bytes");
+
+    // (b) Restart after a clean stop.
+    let clean = restore_runs(&base, &work, &workers, &room, cli.runs.max(1), "clean stop")?;
+
+    // Where restore time goes.
+    let copy = work.join("breakdown.redb");
+    copy_store(&base, &copy)?;
+    let c = copy.display().to_string();
+    let bd = child(
+        &["breakdown", "--store", &c, "--workers", &workers],
+        "restore breakdown",
+    )?;
+    std::fs::remove_file(&copy)?;
+    let bd = bd.result.unwrap_or(Value::Null);
+
+    // (c) Restart with N source deltas after the last revision.
+    let mut with_deltas: Vec<(usize, Restored)> = Vec::new();
+    for &n in &cli.deltas {
+        if n == 0 {
+            continue;
+        }
+        let store = work.join(format!("deltas{n}.redb"));
+        copy_store(&base, &store)?;
+        let s = store.display().to_string();
+        let ns = n.to_string();
+        child(
+            &[
+                "append",
+                "--store",
+                &s,
+                "--workers",
+                &workers,
+                "--n",
+                &ns,
+                "--room",
+                &room,
+            ],
+            &format!("appending {n} deltas"),
+        )?;
+        with_deltas.push((
+            n,
+            restore_runs(
+                &store,
+                &work,
+                &workers,
+                &room,
+                cli.runs.max(1),
+                &format!("{n} deltas"),
+            )?,
+        ));
+        std::fs::remove_file(&store)?;
+    }
+
+    let memberships = workload.memberships();
+    println!(
+        "## restore: size {} ({} rules, {} membership records, {} instances, largest room {}), {} worker(s)\n",
+        cli.size.name(),
+        workload.rules(),
+        memberships,
+        config.instances,
+        workload.largest_room(),
+        cli.workers
+    );
+    println!(
+        "Machine: {}. Median of {} run(s), each in a fresh process; warm page cache.\n",
+        machine_line(),
+        cli.runs.max(1)
+    );
+    println!(
+        "Store after the clean stop: {}. Intents: {}.\n",
+        fmt_bytes(store_bytes),
+        counts
+    );
+
+    let mut t = Table::new(&["measurement", "time", "re-ingest / this", "peak RSS"]);
+    t.row(vec![
+        "re-ingest: read + parse files".into(),
+        fmt_secs(parse),
+        String::new(),
+        String::new(),
+    ]);
+    t.row(vec![
+        "re-ingest: ingest until every replica is final".into(),
+        fmt_secs(ingest),
+        String::new(),
+        String::new(),
+    ]);
+    t.row(vec![
+        "**re-ingest: total (parse + ingest)**".into(),
+        fmt_secs(reingest),
+        "1.00x".into(),
+        fmt_bytes(ingest_rss),
+    ]);
+    t.row(vec![
+        "clean shutdown: capture revisions".into(),
+        fmt_secs(shutdown),
+        String::new(),
+        String::new(),
+    ]);
+    t.row(vec![
+        "restart: open the store (dictionary, restore point)".into(),
+        fmt_secs(clean.open),
+        fmt_ratio(reingest, clean.open),
+        String::new(),
+    ]);
+    t.row(vec![
+        "**restart: ready to read** (`show member_bans` served from its revision)".into(),
+        fmt_secs(clean.read),
+        fmt_ratio(reingest, clean.read),
+        String::new(),
+    ]);
+    t.row(vec![
+        "**restart: dataflow restored, ready to ingest** (`runtime().sync()`)".into(),
+        fmt_secs(clean.dataflow),
+        fmt_ratio(reingest, clean.dataflow),
+        String::new(),
+    ]);
+    t.row(vec![
+        "restart: first new delta ingested and final".into(),
+        fmt_secs(clean.first),
+        fmt_ratio(reingest, clean.first),
+        fmt_bytes(clean.rss),
+    ]);
+    println!("{}", t.render());
+
+    let f = |k: &str| bd.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
+    let mut b = Table::new(&["restart step (separate run)", "time"]);
+    b.row(vec!["open the store".into(), fmt_secs(f("open"))]);
+    b.row(vec![
+        "decode the source revisions (room_state, instances)".into(),
+        fmt_secs(f("decode_sources")),
+    ]);
+    b.row(vec![
+        "decode the derived revisions (not needed by a restore)".into(),
+        fmt_secs(f("decode_derived")),
+    ]);
+    b.row(vec![
+        "restore the dataflow (decode sources again, feed, recompute derived)".into(),
+        fmt_secs(f("dataflow")),
+    ]);
+    println!("{}", b.render());
+    if let Some(rec) = bd.get("records") {
+        println!("Records per replica: {rec}\n");
+    }
+
+    let mut w = Table::new(&[
+        "source deltas after the last revision",
+        "ready to read",
+        "dataflow restored",
+        "first delta final",
+        "re-ingest / restored",
+        "peak RSS",
+    ]);
+    w.row(vec![
+        "0 (clean stop)".into(),
+        fmt_secs(clean.read),
+        fmt_secs(clean.dataflow),
+        fmt_secs(clean.first),
+        fmt_ratio(reingest, clean.dataflow),
+        fmt_bytes(clean.rss),
+    ]);
+    for (n, r) in &with_deltas {
+        w.row(vec![
+            n.to_string(),
+            fmt_secs(r.read),
+            fmt_secs(r.dataflow),
+            fmt_secs(r.first),
+            fmt_ratio(reingest, r.dataflow),
+            fmt_bytes(r.rss),
+        ]);
+    }
+    println!("{}", w.render());
+    for (n, r) in &with_deltas {
+        if r.bans < clean.bans {
+            eprintln!(
+                "restore: note: {n} deltas: member_bans {} < {} after a clean stop",
+                r.bans, clean.bans
+            );
+        }
+    }
+
+    let verdict = |r: f64| if r >= 10.0 { "met" } else { "not met" };
+    println!(
+        "Issue 3 criterion (restore at least 10x faster than re-ingest, at {} membership records): ready to read {} ({}); dataflow restored {} ({}).",
+        memberships,
+        fmt_ratio(reingest, clean.read),
+        verdict(reingest / clean.read),
+        fmt_ratio(reingest, clean.dataflow),
+        verdict(reingest / clean.dataflow),
+    );
+    drop(tmp);
+    Ok(())
+}
