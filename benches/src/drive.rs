@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Instant;
 
-use prr_replicas::{Matrix, Rec, SourceItem};
+use prr_engine::{Dag, Runtime, RuntimeConfig};
+use prr_replicas::{Ingestor, Matrix, Rec, SourceItem, matrix_dag};
 use serde_json::{Value, json};
 
 use crate::measure::{emit_progress, secs};
@@ -20,6 +21,9 @@ pub struct IngestTimes {
     pub ingest: f64,
     /// Files ingested.
     pub files: usize,
+    /// Seconds in [`Matrix::ingest`] for the last file alone (the manifest, in a generated
+    /// workload: where every instance's list, members and intents are computed).
+    pub last_file: f64,
 }
 
 /// Ingests every file of `dir` in name order, one source delta per file, reading and parsing
@@ -38,7 +42,8 @@ pub fn ingest_dir(
         t.parse += secs(start);
         let start = Instant::now();
         m.ingest(&items)?;
-        t.ingest += secs(start);
+        t.last_file = secs(start);
+        t.ingest += t.last_file;
         t.files += 1;
         if progress_every > 0 && (i + 1) % progress_every == 0 {
             emit_progress(
@@ -61,16 +66,14 @@ pub fn ingest_items(m: &mut Matrix, files: &[Vec<SourceItem>]) -> anyhow::Result
 /// Counts of the intents, comparable across systems: `member_set`, `member_matches` and
 /// `member_bans` records, distinct (instance, user) ban intents, denied ACL entities summed
 /// over instances.
-pub fn intent_counts(m: &mut Matrix) -> anyhow::Result<Value> {
-    let rt = m.runtime();
-    let count =
-        |rt: &mut prr_engine::Runtime<Rec>, name: &str| -> anyhow::Result<Vec<(Rec, isize)>> {
-            let id = rt.replica(name)?;
-            Ok(rt.read(id, None)?)
-        };
-    let member_set = count(rt, "member_set")?.len();
-    let member_matches = count(rt, "member_matches")?.len();
-    let bans = count(rt, "member_bans")?;
+pub fn intent_counts(rt: &mut Runtime<Rec>) -> anyhow::Result<Value> {
+    fn read(rt: &mut Runtime<Rec>, name: &str) -> anyhow::Result<Vec<(Rec, isize)>> {
+        let id = rt.replica(name)?;
+        Ok(rt.read(id, None)?)
+    }
+    let member_set = read(rt, "member_set")?.len();
+    let member_matches = read(rt, "member_matches")?.len();
+    let bans = read(rt, "member_bans")?;
     let intents: BTreeSet<(u64, u64)> = bans
         .iter()
         .filter_map(|(r, _)| match r {
@@ -78,7 +81,7 @@ pub fn intent_counts(m: &mut Matrix) -> anyhow::Result<Value> {
             _ => None,
         })
         .collect();
-    let acl_deny: usize = count(rt, "server_acl")?
+    let acl_deny: usize = read(rt, "server_acl")?
         .iter()
         .map(|(r, _)| match r {
             Rec::Acl { deny, .. } => deny.len(),
@@ -94,11 +97,57 @@ pub fn intent_counts(m: &mut Matrix) -> anyhow::Result<Value> {
     }))
 }
 
+/// An ablation: the Matrix DAG without the replicas named in `without` (which nothing else
+/// may depend on), on a runtime of its own, fed through an [`Ingestor`] as
+/// [`Matrix::ingest`] does. Shows what a replica costs.
+pub struct Ablated {
+    rt: Runtime<Rec>,
+    ingestor: Ingestor,
+}
+
+impl Ablated {
+    /// Starts the runtime of the reduced DAG.
+    pub fn start(config: RuntimeConfig, without: &[String]) -> anyhow::Result<Self> {
+        let without = without.to_vec();
+        let rt = Runtime::start_with(config, move |dict| {
+            let full = matrix_dag(dict)?;
+            Dag::new(
+                full.replicas()
+                    .iter()
+                    .filter(|d| !without.iter().any(|w| w == d.name()))
+                    .cloned()
+                    .collect(),
+            )
+        })?;
+        let ingestor = Ingestor::new(
+            rt.replica("room_state")?,
+            rt.replica("instances")?,
+            Vec::new(),
+        );
+        Ok(Ablated { rt, ingestor })
+    }
+
+    /// Ingests one file's items as one source delta; replicas are final when it returns.
+    pub fn ingest(&mut self, items: &[SourceItem]) -> anyhow::Result<()> {
+        let dict = self.rt.dictionary().clone();
+        let mut prepared = self.ingestor.prepare(&dict, items);
+        let delta = std::mem::take(&mut prepared.delta);
+        self.ingestor.commit(prepared);
+        let seq = self.rt.push(delta)?;
+        self.rt.step_until(seq)?;
+        Ok(())
+    }
+
+    /// The runtime underneath.
+    pub fn runtime(&mut self) -> &mut Runtime<Rec> {
+        &mut self.rt
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{Matching, NaiveState, Workload, WorkloadConfig};
-    use prr_engine::RuntimeConfig;
 
     /// The naive peer and the dataflow must agree on the generated data, or the comparison
     /// compares different work.
@@ -121,7 +170,7 @@ mod tests {
             m.ingest(&f.items).unwrap();
             naive.apply(&f.items);
         }
-        let prr = intent_counts(&mut m).unwrap();
+        let prr = intent_counts(m.runtime()).unwrap();
         let out = naive.compute(Matching::Indexed, |_, _| true);
         assert_eq!(prr["member_set"], out.member_set);
         assert_eq!(prr["member_matches"], out.member_matches);

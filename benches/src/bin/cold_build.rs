@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use prr_benches::drive::{ingest_dir, intent_counts};
+use prr_benches::drive::{Ablated, ingest_dir, intent_counts};
 use prr_benches::measure::{
     ChildOutcome, Limits, Table, emit_progress, emit_result, fmt_bytes, fmt_ratio, fmt_secs,
     machine_line, run_child, secs, self_command,
@@ -49,7 +49,8 @@ struct Cli {
     /// rather than left to the OOM killer.
     #[arg(long, default_value_t = 16.0)]
     max_rss_gib: f64,
-    /// Peers to leave out: `mps`, `mps-scoped`, `naive-nested`, `naive-indexed`, `dd`.
+    /// Peers to leave out: `mps`, `mps-scoped`, `naive-nested`, `naive-indexed`, `dd`,
+    /// `ablation`.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
     /// A child measurement (internal).
@@ -68,6 +69,9 @@ enum Child {
         workers: u64,
         #[arg(long)]
         store: Option<PathBuf>,
+        /// Leave these replicas out of the DAG (an ablation, without a store).
+        #[arg(long, value_delimiter = ',')]
+        without: Vec<String>,
     },
     /// The naive recomputation.
     #[command(hide = true)]
@@ -85,6 +89,30 @@ fn run_as_child(child: Child) -> anyhow::Result<()> {
             dir,
             workers,
             store,
+            without,
+        } if !without.is_empty() => {
+            let config = RuntimeConfig::new().with_workers(workers as usize);
+            anyhow::ensure!(store.is_none(), "an ablation runs without a store");
+            let start = Instant::now();
+            let mut a = Ablated::start(config, &without)?;
+            let open = secs(start);
+            let (mut parse, mut build) = (0.0, open);
+            for path in list_files(&dir)? {
+                let t = Instant::now();
+                let items = read_file(&path)?;
+                parse += secs(t);
+                let t = Instant::now();
+                a.ingest(&items)?;
+                build += secs(t);
+            }
+            let counts = intent_counts(a.runtime())?;
+            emit_result(json!({"open": open, "parse": parse, "build": build, "counts": counts}));
+        }
+        Child::Prr {
+            dir,
+            workers,
+            store,
+            without: _,
         } => {
             let mut config = RuntimeConfig::new().with_workers(workers as usize);
             if let Some(s) = &store {
@@ -94,7 +122,7 @@ fn run_as_child(child: Child) -> anyhow::Result<()> {
             let mut m = Matrix::start(config)?;
             let open = secs(start);
             let t = ingest_dir(&mut m, &dir, 100)?;
-            let counts = intent_counts(&mut m)?;
+            let counts = intent_counts(m.runtime())?;
             emit_result(
                 json!({"open": open, "parse": t.parse, "build": open + t.ingest, "counts": counts}),
             );
@@ -291,6 +319,28 @@ fn main() -> anyhow::Result<()> {
         )?;
         rows.push(Row {
             system: "prr without a store (raw differential dataflow)".into(),
+            outcome: Some(o),
+            note: String::new(),
+        });
+    }
+    if !skip("ablation") {
+        let o = run(
+            vec![
+                "prr".into(),
+                "--dir".into(),
+                d.clone(),
+                "--workers".into(),
+                workers.clone(),
+                "--without".into(),
+                "policy_list".into(),
+            ],
+            uncapped,
+            "ablation: prr without a store and without policy_list",
+        )?;
+        rows.push(Row {
+            system: "ablation: prr without a store, without the `policy_list` replica (no replica \
+                     reads it)"
+                .into(),
             outcome: Some(o),
             note: String::new(),
         });
