@@ -204,6 +204,15 @@ pub fn run_child(
     }
     let _ = reader.join();
     outcome.stderr_tail = err_reader.join().unwrap_or_default();
+    if echo_stderr {
+        // A record on standard error of every child, so a run cut short keeps what it measured.
+        let summary = match (&outcome.result, &outcome.last_progress) {
+            (Some(r), _) => format!("result {r}"),
+            (None, Some(p)) => format!("{}; last progress {p}", outcome.failure()),
+            (None, None) => outcome.failure(),
+        };
+        eprintln!("  -> {:.1} s wall: {summary}", outcome.wall);
+    }
     Ok(outcome)
 }
 

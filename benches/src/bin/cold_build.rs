@@ -191,14 +191,14 @@ fn prepare_node_peer() -> Result<String, String> {
             "ci",
             "--no-audit",
             "--no-fund",
-            "--fetch-retries=1",
-            "--fetch-timeout=20000",
+            "--fetch-retries=0",
+            "--fetch-timeout=10000",
         ])
         .current_dir(&dir);
         let out = run_child(
             cmd,
             Limits {
-                cap: Some(Duration::from_secs(120)),
+                cap: Some(Duration::from_secs(40)),
                 max_rss: None,
             },
             false,
