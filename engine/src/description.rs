@@ -79,6 +79,88 @@ impl Input {
 /// collection it returns is the replica: each step derives a delta and applies it in one go.
 pub type Compute<R> = Arc<dyn for<'s> Fn(&[Coll<'s, R>]) -> Coll<'s, R> + Send + Sync>;
 
+/// A view: a derived replica that is the join of two inputs on an integer key, never computed in
+/// the dataflow, arranged or stored. The runtime evaluates it from its inputs when it is read
+/// (from their revisions when the dataflow is not running), and derives its deltas from theirs
+/// (`dL ⋈ R + L' ⋈ dR`) for subscribers. Use it for a replica that is large, cheap to derive
+/// and that no other replica reads: a per-instance copy of shared data, for example.
+///
+/// The view's records are `combine(l, r)` for every `l` of the left input and `r` of the right
+/// input with `left_key(l) == right_key(r)` (both `Some`), with multiplicity `dl * dr`.
+pub struct JoinView<R> {
+    /// The join key of a record of the left input (`None`: it joins nothing).
+    pub left_key: fn(&R) -> Option<u64>,
+    /// The join key of a record of the right input.
+    pub right_key: fn(&R) -> Option<u64>,
+    /// The view's record for a pair with equal keys (`None`: no record).
+    pub combine: fn(&R, &R) -> Option<R>,
+    /// Whether every record `combine(l, r)` has the partition of `r` in the right input's
+    /// partitioning: a read of one partition then reads one partition of the right input.
+    pub partition_follows_right: bool,
+}
+
+impl<R> Clone for JoinView<R> {
+    fn clone(&self) -> Self {
+        JoinView {
+            left_key: self.left_key,
+            right_key: self.right_key,
+            combine: self.combine,
+            partition_follows_right: self.partition_follows_right,
+        }
+    }
+}
+
+impl<R> JoinView<R> {
+    /// The view's contents for the consolidated contents of its inputs, consolidated.
+    pub(crate) fn eval(&self, left: &[(R, isize)], right: &[(R, isize)]) -> Vec<(R, isize)>
+    where
+        R: Ord,
+    {
+        let mut by_key: std::collections::HashMap<u64, Vec<(&R, isize)>> =
+            std::collections::HashMap::new();
+        for (r, d) in right {
+            if let Some(k) = (self.right_key)(r) {
+                by_key.entry(k).or_default().push((r, *d));
+            }
+        }
+        let mut out = Vec::new();
+        for (l, dl) in left {
+            let Some(k) = (self.left_key)(l) else {
+                continue;
+            };
+            for (r, dr) in by_key.get(&k).into_iter().flatten() {
+                if let Some(v) = (self.combine)(l, r) {
+                    out.push((v, dl * dr));
+                }
+            }
+        }
+        crate::engine::consolidate(out)
+    }
+
+    /// The number of records (counting multiplicity) of the view, without building them.
+    pub(crate) fn count(&self, left: &[(R, isize)], right: &[(R, isize)]) -> u64 {
+        let mut by_key: std::collections::HashMap<u64, Vec<(&R, isize)>> =
+            std::collections::HashMap::new();
+        for (r, d) in right {
+            if let Some(k) = (self.right_key)(r) {
+                by_key.entry(k).or_default().push((r, *d));
+            }
+        }
+        let mut n: i64 = 0;
+        for (l, dl) in left {
+            let Some(k) = (self.left_key)(l) else {
+                continue;
+            };
+            for (r, dr) in by_key.get(&k).into_iter().flatten() {
+                if (self.combine)(l, r).is_some() {
+                    n += (dl * dr) as i64;
+                }
+            }
+        }
+        n.max(0) as u64
+    }
+}
+
 /// The partition of a record: an integer (typically an interned identifier) that groups the
 /// records read together and places them on one worker.
 pub type PartitionFn<R> = fn(&R) -> u64;
@@ -91,6 +173,7 @@ pub struct ReplicaDescription<R: Record> {
     record_type: String,
     inputs: Vec<Input>,
     compute: Option<Compute<R>>,
+    view: Option<JoinView<R>>,
     partition: PartitionFn<R>,
     logic_version: u32,
 }
@@ -102,7 +185,8 @@ impl<R: Record> fmt::Debug for ReplicaDescription<R> {
             .field("partition_key", &self.partition_key)
             .field("record_type", &self.record_type)
             .field("inputs", &self.inputs)
-            .field("source", &self.compute.is_none())
+            .field("source", &self.is_source())
+            .field("view", &self.view.is_some())
             .field("logic_version", &self.logic_version)
             .finish()
     }
@@ -117,6 +201,7 @@ impl<R: Record> ReplicaDescription<R> {
             record_type: String::new(),
             inputs: Vec::new(),
             compute: None,
+            view: None,
             partition,
             logic_version: 1,
         }
@@ -139,6 +224,30 @@ impl<R: Record> ReplicaDescription<R> {
             record_type: String::new(),
             inputs,
             compute: Some(Arc::new(compute)),
+            view: None,
+            partition,
+            logic_version: 1,
+        }
+    }
+
+    /// A view: the join of `left` and `right` defined by `view`, evaluated when read instead
+    /// of computed and stored (see [`JoinView`]). Both inputs are read in full; neither may be
+    /// a view, and no computed replica may read a view.
+    pub fn join_view(
+        name: &str,
+        partition_key: &str,
+        partition: PartitionFn<R>,
+        left: &str,
+        right: &str,
+        view: JoinView<R>,
+    ) -> Self {
+        ReplicaDescription {
+            name: name.to_string(),
+            partition_key: partition_key.to_string(),
+            record_type: String::new(),
+            inputs: vec![Input::full(left), Input::full(right)],
+            compute: None,
+            view: Some(view),
             partition,
             logic_version: 1,
         }
@@ -179,7 +288,17 @@ impl<R: Record> ReplicaDescription<R> {
 
     /// Whether this is a source replica.
     pub fn is_source(&self) -> bool {
-        self.compute.is_none()
+        self.compute.is_none() && self.view.is_none()
+    }
+
+    /// Whether this is a view (see [`JoinView`]): evaluated when read, never stored.
+    pub fn is_view(&self) -> bool {
+        self.view.is_some()
+    }
+
+    /// The view's definition, for a view.
+    pub fn view(&self) -> Option<&JoinView<R>> {
+        self.view.as_ref()
     }
 
     /// The logic version.
@@ -213,6 +332,10 @@ impl<R: Record> ReplicaDescription<R> {
             (input.mode == InputMode::Full).hash(&mut h);
         }
         self.is_source().hash(&mut h);
+        if self.is_view() {
+            // Only views hash this, so the hashes of other replicas are those of format 1.
+            "view".hash(&mut h);
+        }
         self.logic_version.hash(&mut h);
         h.finish()
     }
@@ -261,6 +384,16 @@ pub enum DagError {
     /// A derived replica without inputs.
     #[error("derived replica `{0}` has no inputs")]
     NoInputs(String),
+    /// A view read by a computed replica or another view: views exist only at read time.
+    #[error(
+        "replica `{replica}` reads view `{view}`; a view is evaluated when read and cannot be an input"
+    )]
+    ViewInput {
+        /// The replica that reads the view.
+        replica: String,
+        /// The view.
+        view: String,
+    },
 }
 
 /// A validated set of replica descriptions, in a topological order (every replica after its
@@ -298,6 +431,19 @@ impl<R: Record> Dag<R> {
                         input: i.replica.clone(),
                     });
                 }
+            }
+        }
+        let views: BTreeSet<&str> = descriptions
+            .iter()
+            .filter(|d| d.is_view())
+            .map(|d| d.name.as_str())
+            .collect();
+        for d in &descriptions {
+            if let Some(i) = d.inputs.iter().find(|i| views.contains(i.replica.as_str())) {
+                return Err(DagError::ViewInput {
+                    replica: d.name.clone(),
+                    view: i.replica.clone(),
+                });
             }
         }
         // Kahn's algorithm, stable: repeatedly take the first description whose inputs are placed.
@@ -394,7 +540,7 @@ impl<R: Record> Dag<R> {
         self.replicas
             .iter()
             .enumerate()
-            .filter(|(_, d)| d.compute.is_none())
+            .filter(|(_, d)| d.is_source())
             .map(|(i, _)| ReplicaId(i as u32))
     }
 

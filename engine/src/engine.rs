@@ -1,7 +1,7 @@
 //! The in-memory engine under a runtime (workers, feeding, stepping, delivery of deltas) and the
 //! types of the embedded API.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -9,7 +9,7 @@ use crossbeam_channel::{Receiver, Sender, unbounded};
 use timely::WorkerConfig;
 use timely::communication::initialize::WorkerGuards;
 
-use crate::description::{Dag, Record, ReplicaId};
+use crate::description::{Dag, JoinView, Record, ReplicaId};
 use crate::worker::{Captured, Command, Reply, SourceUpdate, WorkerLink, run_worker};
 use crate::{Error, Seq};
 
@@ -359,8 +359,82 @@ impl<R: Record> Drop for Workers<R> {
 /// Deltas captured from the workers and not yet delivered: by `(seq, replica)`.
 type Pending<R> = BTreeMap<(u64, u32), Vec<(R, isize)>>;
 
+/// The state a subscribed view keeps to derive its deltas: both inputs' contents by join key.
+struct ViewState<R> {
+    left: HashMap<u64, BTreeMap<R, isize>>,
+    right: HashMap<u64, BTreeMap<R, isize>>,
+}
+
+impl<R: Record> ViewState<R> {
+    fn new(view: &JoinView<R>, left: Vec<(R, isize)>, right: Vec<(R, isize)>) -> Self {
+        let mut state = ViewState {
+            left: HashMap::new(),
+            right: HashMap::new(),
+        };
+        apply(&mut state.left, view.left_key, &left);
+        apply(&mut state.right, view.right_key, &right);
+        state
+    }
+
+    /// Applies the inputs' deltas at one `Seq` and returns the view's delta:
+    /// `dL ⋈ R + (L + dL) ⋈ dR`.
+    fn step(
+        &mut self,
+        view: &JoinView<R>,
+        d_left: &[(R, isize)],
+        d_right: &[(R, isize)],
+    ) -> Vec<(R, isize)> {
+        let mut out = Vec::new();
+        for (l, dl) in d_left {
+            let Some(k) = (view.left_key)(l) else {
+                continue;
+            };
+            for (r, dr) in self.right.get(&k).into_iter().flatten() {
+                if let Some(v) = (view.combine)(l, r) {
+                    out.push((v, dl * dr));
+                }
+            }
+        }
+        apply(&mut self.left, view.left_key, d_left);
+        for (r, dr) in d_right {
+            let Some(k) = (view.right_key)(r) else {
+                continue;
+            };
+            for (l, dl) in self.left.get(&k).into_iter().flatten() {
+                if let Some(v) = (view.combine)(l, r) {
+                    out.push((v, dl * dr));
+                }
+            }
+        }
+        apply(&mut self.right, view.right_key, d_right);
+        consolidate(out)
+    }
+}
+
+fn apply<R: Record>(
+    side: &mut HashMap<u64, BTreeMap<R, isize>>,
+    key: fn(&R) -> Option<u64>,
+    updates: &[(R, isize)],
+) {
+    for (r, d) in updates {
+        let Some(k) = key(r) else { continue };
+        let group = side.entry(k).or_default();
+        let count = group.entry(r.clone()).or_insert(0);
+        *count += d;
+        if *count == 0 {
+            group.remove(r);
+            if group.is_empty() {
+                side.remove(&k);
+            }
+        }
+    }
+}
+
 /// The in-memory engine under a [`crate::Runtime`]: the workers and the delivery of deltas.
 pub(crate) struct Engine<R: Record> {
+    dag: Arc<Dag<R>>,
+    /// Per view with subscribers: the state its deltas are derived from.
+    views: Vec<Option<ViewState<R>>>,
     pub(crate) workers: Workers<R>,
     /// Source deltas fed so far: the last `Seq`.
     pub(crate) fed: u64,
@@ -374,6 +448,8 @@ impl<R: Record> Engine<R> {
     pub(crate) fn start(dag: Arc<Dag<R>>, workers: usize) -> Result<Self, Error> {
         let n = dag.len();
         Ok(Engine {
+            dag: dag.clone(),
+            views: (0..n).map(|_| None).collect(),
             workers: Workers::start(dag, workers)?,
             fed: 0,
             synced_upper: 0,
@@ -407,22 +483,47 @@ impl<R: Record> Engine<R> {
                 self.pending.entry((t, replica)).or_default().push((r, d));
             }
         }
-        while let Some(entry) = self.pending.first_entry() {
-            let (t, replica) = *entry.key();
+        // One `Seq` at a time: a view's delta at `t` needs both inputs' deltas at `t`.
+        while let Some((&(t, _), _)) = self.pending.first_key_value() {
             if t >= self.synced_upper {
                 break;
             }
-            let updates = consolidate(entry.remove());
-            if updates.is_empty() {
-                continue;
+            let mut at_t: BTreeMap<u32, Vec<(R, isize)>> = BTreeMap::new();
+            while let Some(entry) = self.pending.first_entry() {
+                if entry.key().0 != t {
+                    break;
+                }
+                let replica = entry.key().1;
+                let updates = consolidate(entry.remove());
+                if !updates.is_empty() {
+                    at_t.insert(replica, updates);
+                }
             }
-            let delta = Delta {
-                seq: Seq(t),
-                replica: ReplicaId(replica),
-                kind: DeltaKind::Source,
-                updates,
-            };
-            self.publish(delta);
+            let mut view_deltas = Vec::new();
+            for (v, state) in self.views.iter_mut().enumerate() {
+                let Some(state) = state else { continue };
+                let desc = self.dag.replica(ReplicaId(v as u32));
+                let view = desc.view().expect("a view");
+                let inputs = self.dag.inputs_of(ReplicaId(v as u32));
+                let none = Vec::new();
+                let d_left = at_t.get(&inputs[0].0).unwrap_or(&none);
+                let d_right = at_t.get(&inputs[1].0).unwrap_or(&none);
+                if d_left.is_empty() && d_right.is_empty() {
+                    continue;
+                }
+                let updates = state.step(view, d_left, d_right);
+                if !updates.is_empty() {
+                    view_deltas.push((v as u32, updates));
+                }
+            }
+            for (replica, updates) in at_t.into_iter().chain(view_deltas) {
+                self.publish(Delta {
+                    seq: Seq(t),
+                    replica: ReplicaId(replica),
+                    kind: DeltaKind::Source,
+                    updates,
+                });
+            }
         }
         Ok(())
     }
@@ -435,7 +536,20 @@ impl<R: Record> Engine<R> {
     pub(crate) fn subscribe(&mut self, replica: ReplicaId) -> Result<Subscription<R>, Error> {
         // Everything fed so far is final first, so the subscription sees whole deltas only.
         self.step_until(self.fed)?;
-        self.workers.set_capture(replica);
+        if self.dag.replica(replica).is_view() {
+            if self.views[replica.index()].is_none() {
+                let inputs = self.dag.inputs_of(replica).to_vec();
+                for i in &inputs {
+                    self.workers.set_capture(*i);
+                }
+                let left = self.workers.read(inputs[0], None)?;
+                let right = self.workers.read(inputs[1], None)?;
+                let view = self.dag.replica(replica).view().expect("a view");
+                self.views[replica.index()] = Some(ViewState::new(view, left, right));
+            }
+        } else {
+            self.workers.set_capture(replica);
+        }
         let (tx, rx) = unbounded();
         self.subscribers[replica.index()].push(tx);
         Ok(Subscription { rx })
@@ -447,7 +561,24 @@ impl<R: Record> Engine<R> {
         partition: Option<u64>,
     ) -> Result<Vec<(R, isize)>, Error> {
         self.step_until(self.fed)?;
-        self.workers.read(replica, partition)
+        let desc = self.dag.replica(replica);
+        match desc.view() {
+            None => self.workers.read(replica, partition),
+            Some(view) => {
+                let inputs = self.dag.inputs_of(replica);
+                let left = self.workers.read(inputs[0], None)?;
+                let right_partition = partition.filter(|_| view.partition_follows_right);
+                let right = self.workers.read(inputs[1], right_partition)?;
+                let rows = view.eval(&left, &right);
+                Ok(match partition {
+                    Some(p) => rows
+                        .into_iter()
+                        .filter(|(r, _)| desc.partition_of(r) == p)
+                        .collect(),
+                    None => rows,
+                })
+            }
+        }
     }
 
     pub(crate) fn frontiers(&mut self) -> Result<Vec<u64>, Error> {

@@ -42,8 +42,8 @@ mod seq;
 mod worker;
 
 pub use description::{
-    Coll, Compute, Dag, DagError, Input, InputMode, PartitionFn, Record, ReplicaDescription,
-    ReplicaId,
+    Coll, Compute, Dag, DagError, Input, InputMode, JoinView, PartitionFn, Record,
+    ReplicaDescription, ReplicaId,
 };
 pub use dictionary::{Dictionary, Id};
 pub use engine::{Delta, DeltaKind, Frontier, RuntimeConfig, SourceDelta, Subscription};

@@ -261,6 +261,14 @@ impl<R: Record> Runtime<R> {
         replica: ReplicaId,
         partition: Option<u64>,
     ) -> Result<Vec<(R, isize)>, Error> {
+        if let Some(view) = self.dag.replica(replica).view().cloned() {
+            let inputs = self.dag.inputs_of(replica).to_vec();
+            let right_partition = partition.filter(|_| view.partition_follows_right);
+            let left = self.read(inputs[0], None)?;
+            let right = self.read(inputs[1], right_partition)?;
+            let rows = view.eval(&left, &right);
+            return Ok(self.filter_partition(replica, rows, partition));
+        }
         if self.engine.is_none()
             && let Some(rows) = self.fresh_revision(replica, self.last_seq)?
         {
@@ -310,13 +318,21 @@ impl<R: Record> Runtime<R> {
                 .filter(|r| r.replica == f.name)
                 .map(|r| r.as_of)
                 .max();
+            let desc = self.dag.replica(f.replica);
             let records = match (
+                desc.view().cloned(),
                 &self.engine,
                 revisions
                     .iter()
                     .find(|r| r.replica == f.name && r.as_of == self.last_seq),
             ) {
-                (None, Some(info)) if self.is_fresh(info) => info.records,
+                (Some(view), _, _) => {
+                    let inputs = self.dag.inputs_of(f.replica).to_vec();
+                    let left = self.read(inputs[0], None)?;
+                    let right = self.read(inputs[1], None)?;
+                    view.count(&left, &right)
+                }
+                (None, None, Some(info)) if self.is_fresh(info) => info.records,
                 _ => self
                     .read(f.replica, None)?
                     .iter()
@@ -350,9 +366,11 @@ impl<R: Record> Runtime<R> {
         }
         let as_of = self.last_seq;
         let all_fresh = self.engine.is_none()
-            && self.dag.replicas().iter().enumerate().all(|(i, _)| {
-                self.revision_info(ReplicaId(i as u32), as_of)
-                    .is_some_and(|info| self.is_fresh(&info))
+            && self.dag.replicas().iter().enumerate().all(|(i, d)| {
+                d.is_view()
+                    || self
+                        .revision_info(ReplicaId(i as u32), as_of)
+                        .is_some_and(|info| self.is_fresh(&info))
             });
         if !all_fresh {
             self.ensure_engine()?;
@@ -360,6 +378,9 @@ impl<R: Record> Runtime<R> {
             engine.step_until(as_of)?;
             let mut writes = Vec::with_capacity(self.dag.len());
             for (i, desc) in self.dag.replicas().iter().enumerate() {
+                if desc.is_view() {
+                    continue; // evaluated from its inputs' revisions when read
+                }
                 writes.push(revision_write(
                     desc,
                     engine.read(ReplicaId(i as u32), None)?,

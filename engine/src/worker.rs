@@ -70,9 +70,16 @@ pub(crate) fn run_worker<R: Record>(worker: &mut Worker, dag: &Dag<R>, link: Wor
 
     let (mut inputs, mut traces) = worker.dataflow::<u64, _, _>(|scope| {
         let mut inputs: Vec<Option<InputSession<u64, R, isize>>> = Vec::with_capacity(n);
-        let mut colls: Vec<Coll<'_, R>> = Vec::with_capacity(n);
-        let mut traces: Vec<Trace<R>> = Vec::with_capacity(n);
+        let mut colls: Vec<Option<Coll<'_, R>>> = Vec::with_capacity(n);
+        let mut traces: Vec<Option<Trace<R>>> = Vec::with_capacity(n);
         for (i, desc) in dag.replicas().iter().enumerate() {
+            if desc.is_view() {
+                // Views are evaluated by the controller when read; nothing runs here.
+                inputs.push(None);
+                colls.push(None);
+                traces.push(None);
+                continue;
+            }
             let coll = match desc.compute() {
                 None => {
                     let mut session = InputSession::new();
@@ -85,17 +92,17 @@ pub(crate) fn run_worker<R: Record>(worker: &mut Worker, dag: &Dag<R>, link: Wor
                     let ins: Vec<Coll<'_, R>> = dag
                         .inputs_of(crate::ReplicaId(i as u32))
                         .iter()
-                        .map(|x| colls[x.index()].clone())
+                        .map(|x| colls[x.index()].clone().expect("inputs are not views"))
                         .collect();
                     compute(&ins)
                 }
             };
-            colls.push(coll.clone());
+            colls.push(Some(coll.clone()));
             let partition = desc.partition_fn();
             let arranged = coll
                 .map(move |r| (partition(&r), r))
                 .arrange_by_key_named(desc.name());
-            traces.push(arranged.trace.clone());
+            traces.push(Some(arranged.trace.clone()));
             let flag = link.capture.clone();
             let sink = link.captured.clone();
             let replica = i as u32;
@@ -152,16 +159,30 @@ pub(crate) fn run_worker<R: Record>(worker: &mut Worker, dag: &Dag<R>, link: Wor
             }
             Some(Command::Sync { upper: target }) => pending_syncs.push(target),
             Some(Command::Read { replica, partition }) => {
-                let rows = read_trace(&mut traces[replica as usize], partition);
+                let rows = match traces[replica as usize].as_mut() {
+                    Some(trace) => read_trace(trace, partition),
+                    None => Vec::new(), // a view: the controller never asks
+                };
                 if link.replies.send((index, Reply::Rows(rows))).is_err() {
                     return;
                 }
             }
             Some(Command::Frontiers) => {
-                let f = probes
+                let mut f: Vec<u64> = probes
                     .iter()
                     .map(|p| p.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX)))
                     .collect();
+                // A view is final where its inputs are.
+                for (i, desc) in dag.replicas().iter().enumerate() {
+                    if desc.is_view() {
+                        let inputs = dag.inputs_of(crate::ReplicaId(i as u32));
+                        f[i] = inputs
+                            .iter()
+                            .map(|x| f[x.index()])
+                            .min()
+                            .unwrap_or(u64::MAX);
+                    }
+                }
                 if link.replies.send((index, Reply::Frontiers(f))).is_err() {
                     return;
                 }
@@ -194,7 +215,7 @@ pub(crate) fn run_worker<R: Record>(worker: &mut Worker, dag: &Dag<R>, link: Wor
                 } else {
                     frontier
                 };
-                for t in traces.iter_mut() {
+                for t in traces.iter_mut().flatten() {
                     t.set_logical_compaction(frontier.borrow());
                     t.set_physical_compaction(frontier.borrow());
                 }

@@ -220,6 +220,17 @@ pub fn check(ctx: &Ctx) -> Result<u8, Failure> {
     }
 }
 
+/// How `graph` labels a replica: stored as it enters, computed and stored, or evaluated when read.
+fn kind_of<R: prr_engine::Record>(d: &prr_engine::ReplicaDescription<R>) -> &'static str {
+    if d.is_source() {
+        "source"
+    } else if d.is_view() {
+        "view (evaluated when read)"
+    } else {
+        "derived"
+    }
+}
+
 pub fn graph(ctx: &Ctx, format: GraphFormat) -> Result<u8, Failure> {
     let m = Matrix::start(RuntimeConfig::new().with_workers(ctx.workers))?;
     let mut m = m;
@@ -230,14 +241,20 @@ pub fn graph(ctx: &Ctx, format: GraphFormat) -> Result<u8, Failure> {
         GraphFormat::Dot => {
             out.push_str("digraph prr {\n  rankdir=LR;\n  node [shape=box];\n");
             for d in dag.replicas() {
-                let what = if d.is_source() { "source" } else { "derived" };
+                let what = kind_of(d);
                 out.push_str(&format!(
                     "  {} [label=\"{}\\n{what}, partition: {}\\nlogic v{}\"{}];\n",
                     d.name(),
                     d.name(),
                     d.partition_key(),
                     d.logic_version(),
-                    if d.is_source() { ", style=bold" } else { "" }
+                    if d.is_source() {
+                        ", style=bold"
+                    } else if d.is_view() {
+                        ", style=rounded"
+                    } else {
+                        ""
+                    }
                 ));
             }
             for d in dag.replicas() {
@@ -260,7 +277,7 @@ pub fn graph(ctx: &Ctx, format: GraphFormat) -> Result<u8, Failure> {
         GraphFormat::Mermaid => {
             out.push_str("flowchart LR\n");
             for d in dag.replicas() {
-                let what = if d.is_source() { "source" } else { "derived" };
+                let what = kind_of(d);
                 out.push_str(&format!(
                     "  {}[\"{}<br/>{what} · {}\"]\n",
                     d.name(),

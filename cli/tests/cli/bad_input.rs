@@ -106,26 +106,33 @@ fn unknown_replica_is_a_usage_error_and_changes_nothing() {
 #[test]
 fn a_second_writer_is_refused_while_the_store_is_in_use() {
     let s = seeded();
-    // A stream holds the store open while its standard input stays open.
+    // A stream holds the store open while its standard input stays open. It has the store once
+    // it has emitted the delta of a first event (trying a second writer before that would race
+    // with its open).
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_prr"))
         .arg("--store")
         .arg(s.store())
-        .arg("stream")
+        .args(["stream", "--emit", "room_state"])
         .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Wait until it has the store open: a second open then fails.
-    let mut refused = None;
-    for _ in 0..100 {
-        let out = s.prr(&["ingest", example("demo").to_str().unwrap()]);
-        if !out.status.success() {
-            refused = Some(String::from_utf8_lossy(&out.stderr).to_string());
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    {
+        use std::io::{BufRead, Write};
+        let event = serde_json::json!({"event_id": "$w", "room_id": "!w:x", "type": "m.room.topic",
+            "state_key": "", "sender": "@x:x", "content": {"topic": "t"}});
+        let stdin = child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{event}").unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("$w"), "the stream emitted {line:?}");
     }
+    let out = s.prr(&["ingest", example("demo").to_str().unwrap()]);
+    let refused = (!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).to_string());
     drop(child.stdin.take());
     child.wait().unwrap();
     let err = refused.expect("the second writer was refused");

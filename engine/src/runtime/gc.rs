@@ -35,7 +35,19 @@ pub(super) fn gc_plan<R: Record>(
     // A revision stays while a retained revision of a transitive dependent at the same as_of
     // needs it (to restore it or to roll it back).
     let mut delete = Vec::new();
+    // Views are evaluated when read: a revision of one (written by an earlier program, where
+    // the replica was stored) is never needed.
+    let is_view = |name: &str| dag.id(name).is_some_and(|id| dag.replica(id).is_view());
+    for (name, as_of) in retained.iter().chain(&candidates) {
+        if is_view(name) {
+            delete.push((name.clone(), *as_of));
+        }
+    }
+    retained.retain(|(name, _)| !is_view(name));
     for (name, as_of) in &candidates {
+        if is_view(name) {
+            continue;
+        }
         let needed = dag.id(name).is_some_and(|id| {
             dag.dependents(id)
                 .into_iter()

@@ -40,6 +40,14 @@ impl<R: Record> Runtime<R> {
         if seq.0 == self.last_seq {
             return self.read(replica, partition);
         }
+        if let Some(view) = self.dag.replica(replica).view().cloned() {
+            let inputs = self.dag.inputs_of(replica).to_vec();
+            let right_partition = partition.filter(|_| view.partition_follows_right);
+            let left = self.read_as_of(inputs[0], seq, None)?;
+            let right = self.read_as_of(inputs[1], seq, right_partition)?;
+            let rows = view.eval(&left, &right);
+            return Ok(self.filter_partition(replica, rows, partition));
+        }
         if self.store.is_none() {
             return Err(Error::NoStore("reading an earlier seq"));
         }
@@ -111,7 +119,9 @@ impl<R: Record> Runtime<R> {
                 let Some(id) = self.dag.id(&info.replica) else {
                     continue;
                 };
-                if !selected.contains(&id) {
+                // A view's revision (from a store of an earlier program) is not maintained;
+                // garbage collection deletes it.
+                if !selected.contains(&id) || self.dag.replica(id).is_view() {
                     continue;
                 }
                 let desc = self.dag.replica(id);

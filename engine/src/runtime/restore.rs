@@ -30,7 +30,7 @@ impl<R: Record> Runtime<R> {
         if start.as_of > 0 {
             for (i, desc) in self.dag.replicas().iter().enumerate() {
                 let id = ReplicaId(i as u32);
-                if desc.is_source() {
+                if desc.is_source() || desc.is_view() {
                     continue;
                 }
                 if let Some(info) = self.revision_info(id, start.as_of)

@@ -1,4 +1,4 @@
-use prr_engine::{Dag, DagError, Input, ReplicaDescription};
+use prr_engine::{Dag, DagError, Input, JoinView, ReplicaDescription};
 
 fn src(name: &str) -> ReplicaDescription<u64> {
     ReplicaDescription::source(name, "x", |x| *x)
@@ -74,4 +74,39 @@ fn description_hash_changes_with_logic_version() {
         a.description_hash(),
         derived("b", &["a"]).description_hash()
     );
+}
+
+fn view(name: &str, left: &str, right: &str) -> ReplicaDescription<u64> {
+    ReplicaDescription::join_view(
+        name,
+        "x",
+        |x| *x,
+        left,
+        right,
+        JoinView {
+            left_key: |x| Some(*x),
+            right_key: |x| Some(*x),
+            combine: |x, _| Some(*x),
+            partition_follows_right: false,
+        },
+    )
+}
+
+#[test]
+fn a_view_cannot_be_an_input() {
+    let err = Dag::new(vec![src("a"), view("v", "a", "a"), derived("b", &["v"])]).unwrap_err();
+    assert_eq!(
+        err,
+        DagError::ViewInput {
+            replica: "b".into(),
+            view: "v".into()
+        }
+    );
+    let err = Dag::new(vec![src("a"), view("v", "a", "a"), view("w", "v", "a")]).unwrap_err();
+    assert!(matches!(err, DagError::ViewInput { .. }), "{err}");
+    assert!(err.to_string().contains("`w`") && err.to_string().contains("`v`"));
+    let dag = Dag::new(vec![src("a"), src("b"), view("v", "a", "b")]).unwrap();
+    let v = dag.replica(dag.id("v").unwrap());
+    assert!(v.is_view() && !v.is_source());
+    assert_eq!(dag.sources().count(), 2);
 }

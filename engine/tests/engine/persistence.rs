@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use prr_engine::{
-    Dag, DeltaKind, Input, ReplicaDescription, Runtime, RuntimeConfig, Seq, SourceDelta,
+    Dag, DeltaKind, Input, JoinView, ReplicaDescription, Runtime, RuntimeConfig, Seq, SourceDelta,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -423,4 +423,159 @@ fn sigkill_at_any_point_loses_no_acknowledged_delta_and_restores_to_a_batch_rebu
         );
         drop(rt);
     }
+}
+
+/// numbers and tags (sources), and a view pairing them on `x % 4`: `x * 100 + tag`.
+fn view_dag() -> Dag<u64> {
+    Dag::new(vec![
+        ReplicaDescription::source("numbers", "x % 5", |x| x % 5),
+        ReplicaDescription::source("tags", "tag % 4", |t| t % 4),
+        ReplicaDescription::join_view(
+            "tagged",
+            "tag % 4",
+            |v| (v % 100) % 4,
+            "numbers",
+            "tags",
+            JoinView {
+                left_key: |x| Some(x % 4),
+                right_key: |t| Some(t % 4),
+                combine: |x, t| (*x != 0).then_some(x * 100 + t),
+                partition_follows_right: true,
+            },
+        ),
+    ])
+    .unwrap()
+}
+
+fn tagged_oracle(numbers: &BTreeMap<u64, isize>, tags: &BTreeMap<u64, isize>) -> Vec<(u64, isize)> {
+    let mut out: BTreeMap<u64, isize> = BTreeMap::new();
+    for (x, dx) in numbers {
+        for (t, dt) in tags {
+            if x % 4 == t % 4 && *x != 0 {
+                *out.entry(x * 100 + t).or_insert(0) += dx * dt;
+            }
+        }
+    }
+    out.into_iter().filter(|(_, d)| *d != 0).collect()
+}
+
+#[test]
+fn a_view_is_never_stored_and_reads_deltas_and_time_travel_follow_its_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v.redb");
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut rt = Runtime::start(
+        config(&path)
+            .with_revision_every(Some(3))
+            .with_keep_revisions(3),
+        view_dag(),
+    )
+    .unwrap();
+    let (numbers, tags, tagged) = (
+        rt.replica("numbers").unwrap(),
+        rt.replica("tags").unwrap(),
+        rt.replica("tagged").unwrap(),
+    );
+    let sub = rt.subscribe(tagged).unwrap();
+    let mut state = (BTreeMap::new(), BTreeMap::new());
+    let mut expected: Vec<Vec<(u64, isize)>> = vec![Vec::new()];
+    for _ in 0..14 {
+        let mut d = SourceDelta::new();
+        for _ in 0..rng.random_range(1..4) {
+            let (id, side, x) = if rng.random_bool(0.6) {
+                (numbers, &mut state.0, rng.random_range(0..12))
+            } else {
+                (tags, &mut state.1, rng.random_range(0..8))
+            };
+            let present = side.get(&x).copied().unwrap_or(0);
+            let diff = if present > 0 && rng.random_bool(0.4) {
+                -1
+            } else {
+                1
+            };
+            d.update(id, x, diff);
+            *side.entry(x).or_insert(0) += diff;
+            side.retain(|_, c| *c != 0);
+        }
+        let seq = rt.push(d).unwrap();
+        rt.step_until(seq).unwrap();
+        expected.push(tagged_oracle(&state.0, &state.1));
+        assert_eq!(rt.read(tagged, None).unwrap(), expected[seq.0 as usize]);
+    }
+    // Subscribed deltas accumulate to the contents at every seq.
+    let mut acc: BTreeMap<u64, isize> = BTreeMap::new();
+    for delta in sub.try_iter() {
+        for (r, d) in &delta.updates {
+            *acc.entry(*r).or_insert(0) += d;
+        }
+        acc.retain(|_, d| *d != 0);
+        let got: Vec<(u64, isize)> = acc.iter().map(|(r, d)| (*r, *d)).collect();
+        assert_eq!(
+            got, expected[delta.seq.0 as usize],
+            "subscription at {}",
+            delta.seq
+        );
+    }
+    rt.shutdown().unwrap();
+
+    // No revision of the view is ever written.
+    let mut rt = Runtime::start(config(&path).with_keep_revisions(3), view_dag()).unwrap();
+    assert!(
+        rt.revisions()
+            .unwrap()
+            .iter()
+            .all(|r| r.replica != "tagged")
+    );
+    // Read from the inputs' revisions, without the dataflow; one partition too.
+    let last = expected.len() - 1;
+    assert_eq!(rt.read(tagged, None).unwrap(), expected[last]);
+    for p in 0..4 {
+        let want: Vec<(u64, isize)> = expected[last]
+            .iter()
+            .filter(|(v, _)| (v % 100) % 4 == p)
+            .copied()
+            .collect();
+        assert_eq!(rt.read(tagged, Some(p)).unwrap(), want, "partition {p}");
+    }
+    let status = rt.status().unwrap();
+    let line = status.replicas.iter().find(|r| r.name == "tagged").unwrap();
+    let want_count: isize = expected[last].iter().map(|(_, d)| d).sum();
+    assert_eq!(line.records, want_count as u64);
+    // Time travel at every retained seq, and the delta history of the view.
+    let oldest = rt
+        .revisions()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_of)
+        .min()
+        .unwrap();
+    for seq in oldest..=last as u64 {
+        assert_eq!(
+            rt.read_as_of(tagged, Seq(seq), None).unwrap(),
+            expected[seq as usize],
+            "as of {seq}"
+        );
+    }
+    let history = rt.deltas_since(tagged, Seq(oldest)).unwrap();
+    let mut acc: BTreeMap<u64, isize> = expected[oldest as usize].iter().copied().collect();
+    for delta in &history {
+        for (r, d) in &delta.updates {
+            *acc.entry(*r).or_insert(0) += d;
+        }
+        acc.retain(|_, d| *d != 0);
+        let got: Vec<(u64, isize)> = acc.iter().map(|(r, d)| (*r, *d)).collect();
+        assert_eq!(
+            got, expected[delta.seq.0 as usize],
+            "history at {}",
+            delta.seq
+        );
+    }
+    assert!(rt.check_store().unwrap().is_empty());
+    assert!(
+        rt.rebuild(&[], true)
+            .unwrap()
+            .iter()
+            .all(|o| o.missing == 0 && o.extra == 0)
+    );
+    rt.shutdown().unwrap();
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use prr_engine::oracle::DeltaLog;
 use prr_engine::{
-    Coll, Dag, Input, ReplicaDescription, ReplicaId, Runtime, RuntimeConfig, SourceDelta,
+    Coll, Dag, Input, JoinView, ReplicaDescription, ReplicaId, Runtime, RuntimeConfig, SourceDelta,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -95,6 +95,32 @@ impl Op {
 struct RandomDag {
     sources: usize,
     derived: Vec<(Op, Vec<usize>)>,
+    /// Views, after every other replica: `(left, right)` inputs.
+    views: Vec<(usize, usize)>,
+}
+
+/// The views' join: keys `x % 5`, records `(x + 3y) % 50`, none when `x + y` is a multiple of
+/// 4 (so `combine` filters too).
+fn test_view() -> JoinView<u64> {
+    JoinView {
+        left_key: |x| Some(x % 5),
+        right_key: |y| Some(y % 5),
+        combine: |x, y| ((x + y) % 4 != 0).then_some((x + 3 * y) % 50),
+        partition_follows_right: false,
+    }
+}
+
+fn view_oracle(left: &Multiset, right: &Multiset) -> Multiset {
+    let mut out = Multiset::new();
+    for (x, dx) in left {
+        for (y, dy) in right {
+            if x % 5 == y % 5 && (x + y) % 4 != 0 {
+                *out.entry((x + 3 * y) % 50).or_insert(0) += dx * dy;
+            }
+        }
+    }
+    out.retain(|_, d| *d != 0);
+    out
 }
 
 impl RandomDag {
@@ -117,7 +143,15 @@ impl RandomDag {
                 .collect();
             derived.push((op, inputs));
         }
-        RandomDag { sources, derived }
+        let replicas = sources + n;
+        let views = (0..rng.random_range(1..=2))
+            .map(|_| (rng.random_range(0..replicas), rng.random_range(0..replicas)))
+            .collect();
+        RandomDag {
+            sources,
+            derived,
+            views,
+        }
     }
 
     fn name(i: usize) -> String {
@@ -145,6 +179,17 @@ impl RandomDag {
                 move |c| op.build(c),
             ));
         }
+        let first_view = self.sources + self.derived.len();
+        for (k, (l, r)) in self.views.iter().enumerate() {
+            descs.push(ReplicaDescription::join_view(
+                &Self::name(first_view + k),
+                "x % 7",
+                |x| x % 7,
+                &Self::name(*l),
+                &Self::name(*r),
+                test_view(),
+            ));
+        }
         Dag::new(descs).expect("valid random DAG")
     }
 
@@ -155,6 +200,12 @@ impl RandomDag {
             let out = op.oracle(&ins);
             all.push(out);
         }
+        let views: Vec<Multiset> = self
+            .views
+            .iter()
+            .map(|(l, r)| view_oracle(&all[*l], &all[*r]))
+            .collect();
+        all.extend(views);
         all
     }
 }
@@ -194,8 +245,8 @@ fn run(seed: u64, workers: usize) {
         })
         .unwrap_or_else(|m| {
             panic!(
-                "seed {seed}, {workers} workers, dag {:?}: {m}",
-                shape.derived
+                "seed {seed}, {workers} workers, dag {:?}, views {:?}: {m}",
+                shape.derived, shape.views
             )
         });
     }
