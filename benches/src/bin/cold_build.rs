@@ -49,8 +49,8 @@ struct Cli {
     /// rather than left to the OOM killer.
     #[arg(long, default_value_t = 16.0)]
     max_rss_gib: f64,
-    /// Peers to leave out: `mps`, `mps-scoped`, `naive-nested`, `naive-indexed`, `dd`,
-    /// `ablation`.
+    /// Peers to leave out: `mps`, `mps-scoped`, `naive-nested`, `naive-indexed`, `dd`.
+    /// (An ablation, prr without some replicas, runs as the child `prr --without NAMES`.)
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
     /// A child measurement (internal).
@@ -319,28 +319,6 @@ fn main() -> anyhow::Result<()> {
         )?;
         rows.push(Row {
             system: "prr without a store (raw differential dataflow)".into(),
-            outcome: Some(o),
-            note: String::new(),
-        });
-    }
-    if !skip("ablation") {
-        let o = run(
-            vec![
-                "prr".into(),
-                "--dir".into(),
-                d.clone(),
-                "--workers".into(),
-                workers.clone(),
-                "--without".into(),
-                "policy_list".into(),
-            ],
-            uncapped,
-            "ablation: prr without a store and without policy_list",
-        )?;
-        rows.push(Row {
-            system: "ablation: prr without a store, without the `policy_list` replica (no replica \
-                     reads it)"
-                .into(),
             outcome: Some(o),
             note: String::new(),
         });
