@@ -11,6 +11,9 @@ use crate::engine::{Delta, DeltaKind, Engine, difference};
 use crate::worker::SourceUpdate;
 use crate::{Error, Seq};
 
+/// While replaying the log, the dataflow is stepped to completion every this many entries.
+const REPLAY_STEP: u64 = 1024;
+
 /// Where a replay starts: the revisions of every source replica as of `as_of` (none when 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct StartPoint {
@@ -111,7 +114,13 @@ impl<R: Record> Runtime<R> {
                 })?;
                 updates.extend(rows.into_iter().map(|(r, d)| (id.0, r, d as isize)));
             }
-            engine.feed(seq, updates)
+            engine.feed(seq, updates)?;
+            // Step now and then: a long tail fed at once would pile up uncomputed (and its
+            // arrangements uncompacted) until the end.
+            if (seq - from + 1) % REPLAY_STEP == 0 {
+                engine.step_until(seq)?;
+            }
+            Ok(())
         })?;
         if expected <= through {
             return Err(Error::HistoryUnavailable(format!(
