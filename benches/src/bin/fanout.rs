@@ -762,10 +762,24 @@ fn p(o: Option<&ChildOutcome>, kind: &str, q: f64) -> Option<f64> {
     percentile(&lat(o?, kind), q)
 }
 
+/// Why a child has no result, short enough for a table cell (the full reason is on stderr).
+fn short_failure(o: &ChildOutcome) -> String {
+    if o.timed_out || o.out_of_memory {
+        o.failure()
+    } else if o.stderr_tail.contains("heap out of memory") {
+        "failed: JavaScript heap out of memory".into()
+    } else {
+        format!(
+            "failed ({})",
+            o.status.map(|s| s.to_string()).unwrap_or_default()
+        )
+    }
+}
+
 fn cell(o: Option<&ChildOutcome>, kind: &str, q: f64) -> String {
     match o {
         None => "skipped".into(),
-        Some(out) if out.result.is_none() => out.failure(),
+        Some(out) if out.result.is_none() => short_failure(out),
         Some(_) => p(o, kind, q).map(fmt_secs).unwrap_or_else(|| "-".into()),
     }
 }
@@ -879,7 +893,14 @@ fn main() -> anyhow::Result<()> {
                     loadavg()
                 );
                 let mut cmd = Command::new("node");
-                cmd.arg(peers_dir().join("mps.js")).args([
+                // Every instance keeps its revisions: above node's default heap limit at 1,000
+                // instances.
+                cmd.arg(format!(
+                    "--max-old-space-size={}",
+                    (cli.max_rss_gib * 1024.0) as u64
+                ))
+                .arg(peers_dir().join("mps.js"))
+                .args([
                     "--dir",
                     &d,
                     "--mode",
@@ -986,7 +1007,14 @@ fn main() -> anyhow::Result<()> {
                         fmt_secs(s),
                         fmt_bytes(o.num("peak_rss").unwrap_or(o.max_rss_seen as f64))
                     ),
-                    None => format!("{name}: {}; ", o.failure()),
+                    None => {
+                        let progress = o
+                            .last_progress
+                            .as_ref()
+                            .map(|p| format!(", last progress {p}"))
+                            .unwrap_or_default();
+                        format!("{name}: {}{progress}; ", short_failure(o))
+                    }
                 },
             }
         };
@@ -1073,7 +1101,7 @@ fn main() -> anyhow::Result<()> {
                     both(a50, a99),
                     match peer {
                         None => "skipped".into(),
-                        Some(o) if o.result.is_none() => o.failure(),
+                        Some(o) if o.result.is_none() => short_failure(o),
                         Some(_) => both(b50, b99),
                     },
                     ratio,
@@ -1161,7 +1189,7 @@ fn main() -> anyhow::Result<()> {
             };
             t.row(vec![
                 n.to_string(),
-                o.num("setup").map(fmt_secs).unwrap_or_else(|| o.failure()),
+                o.num("setup").map(fmt_secs).unwrap_or_else(|| short_failure(o)),
                 fmt_bytes(o.num("peak_rss").unwrap_or(o.max_rss_seen as f64)),
                 cell(Some(o), "join", 0.5),
                 cell(Some(o), "join", 0.99),
