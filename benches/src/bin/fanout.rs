@@ -930,7 +930,7 @@ fn main() -> anyhow::Result<()> {
             "Setup (untimed): W1's files, then a policy room with 102 rules watched by all {} instances. \
              {} distinct present members. Globs (share of present members): new `{}` ({:.2}%), modified `{}` ({:.2}%) \
              <-> `{}` ({:.2}%), removed `{}` ({:.2}%). Literal bans name users present in {}..{} protected rooms. \
-             {reps} changes of each kind (naive: the first {naive_reps} of each), interleaved with untimed undos. \
+             {reps} changes of each kind{}, interleaved with untimed undos. \
              Latency: from submit until every replica (prr) or every instance's matches and intents (peers) are \
              final.\n\n",
             plan.instances,
@@ -945,6 +945,11 @@ fn main() -> anyhow::Result<()> {
             plan.globs[3].1 * 100.0,
             plan.literal_rooms.iter().min().unwrap_or(&0),
             plan.literal_rooms.iter().max().unwrap_or(&0),
+            if naive.is_some() {
+                format!(" (naive: the first {naive_reps} of each)")
+            } else {
+                String::new()
+            },
         ));
         let mut t = Table::new(&[
             "change",
@@ -1189,7 +1194,9 @@ fn main() -> anyhow::Result<()> {
             };
             t.row(vec![
                 n.to_string(),
-                o.num("setup").map(fmt_secs).unwrap_or_else(|| short_failure(o)),
+                o.num("setup")
+                    .map(fmt_secs)
+                    .unwrap_or_else(|| short_failure(o)),
                 fmt_bytes(o.num("peak_rss").unwrap_or(o.max_rss_seen as f64)),
                 cell(Some(o), "join", 0.5),
                 cell(Some(o), "join", 0.99),
