@@ -198,6 +198,8 @@ fn run_embedded(a: &WaveArgs) -> anyhow::Result<()> {
         let start = Instant::now() + Duration::from_millis(20);
         let mut i = 0;
         let mut busy = 0.0;
+        // (seconds in ingest_many, joins, last Seq) of batches slower than 50 ms.
+        let mut slow: Vec<(f64, usize, u64)> = Vec::new();
         while i < planned {
             sleep_until(due(start, i, rate));
             let now = Instant::now();
@@ -211,9 +213,13 @@ fn run_embedded(a: &WaveArgs) -> anyhow::Result<()> {
             let batch: Vec<Vec<SourceItem>> =
                 events[i..j].iter().map(|e| vec![e.clone()]).collect();
             let t0 = Instant::now();
-            m.ingest_many(&batch)?;
+            let seqs = m.ingest_many(&batch)?;
             let done = Instant::now();
-            busy += (done - t0).as_secs_f64();
+            let took = (done - t0).as_secs_f64();
+            busy += took;
+            if took > 0.05 {
+                slow.push((took, j - i, seqs.last().map(|s| s.0).unwrap_or(0)));
+            }
             for k in i..j {
                 lat.push((done - due(start, k, rate)).as_secs_f64());
             }
@@ -229,7 +235,10 @@ fn run_embedded(a: &WaveArgs) -> anyhow::Result<()> {
             offered,
             lat,
             json!({"batches": batches, "mean_batch": offered as f64 / batches.max(1) as f64,
-                   "largest_batch": largest, "busy": busy, "ban_updates": ban_updates}),
+                   "largest_batch": largest, "busy": busy, "ban_updates": ban_updates,
+                   "slow_batches": slow.len(),
+                   "slowest_batch": slow.iter().map(|s| s.0).fold(0.0, f64::max),
+                   "slow": slow.iter().take(20).map(|(t, n, seq)| json!([t, n, seq])).collect::<Vec<_>>()}),
         );
         emit_progress(r.clone());
         let overloaded = offered < planned;
@@ -490,7 +499,14 @@ fn wave_table(name: &str, out: &Value, embedded: bool) -> (Table, Option<f64>) {
         "member_bans updates",
     ];
     if embedded {
-        headers.extend(["batches", "mean batch", "largest batch", "busy"]);
+        headers.extend([
+            "batches",
+            "mean batch",
+            "largest batch",
+            "busy",
+            "batches > 50 ms",
+            "slowest batch",
+        ]);
     }
     let mut t = Table::new(&headers);
     let mut best = None;
@@ -520,6 +536,8 @@ fn wave_table(name: &str, out: &Value, embedded: bool) -> (Table, Option<f64>) {
                 format!("{:.1}", f("mean_batch")),
                 r["largest_batch"].to_string(),
                 ms(f("busy")),
+                r["slow_batches"].to_string(),
+                ms(f("slowest_batch")),
             ]);
         }
         t.row(row);
