@@ -80,6 +80,12 @@ struct Cli {
     /// W5: repetitions of each kind of change (default: 20 small, 50 otherwise).
     #[arg(long)]
     w5_reps: Option<usize>,
+    /// W5: run prr without a store (raw differential dataflow) instead of with one.
+    #[arg(long)]
+    w5_no_store: bool,
+    /// W5: rounds of the children, the sizes alternating (default: 1 small, 3 otherwise).
+    #[arg(long)]
+    w5_rounds: Option<usize>,
     /// Each peer's time limit, in seconds (prr itself has none).
     #[arg(long, default_value_t = 600)]
     cap_secs: u64,
@@ -644,9 +650,9 @@ fn write_w5(
         admin,
         json!({"creator": admin, "room_version": "10"}),
     )];
-    for n in 0..100 {
+    for (n, member) in members.iter().enumerate().take(100) {
         let entity = if n % 10 == 0 {
-            members[n].clone()
+            member.clone()
         } else {
             format!("@gone{n}:active.example")
         };
@@ -1135,29 +1141,83 @@ fn main() -> anyhow::Result<()> {
         let base_config = w5_base(cli.size, cli.seed);
         let base = Workload::generate(&base_config);
         let ops = tmp.path().join("w5-ops.ndjson");
-        let mut outcomes: Vec<(usize, ChildOutcome)> = Vec::new();
+        // The machine is shared: run the sizes alternately, `--w5-rounds` times, and pool the
+        // samples, so that a change of load between two children does not decide the ratio.
+        let rounds = cli.w5_rounds.unwrap_or(match cli.size {
+            Size::Small => 1,
+            _ => 3,
+        });
+        let mut dirs = Vec::new();
         for &n in &idle {
             let dir = tmp.path().join(format!("w5-{n}"));
             write_w5(&base, n, &dir, &ops, reps)?;
-            let store = tmp.path().join(format!("w5-{n}.redb"));
-            let o = run(
-                vec![
-                    "prr".into(),
+            dirs.push(dir);
+        }
+        let mut per_round: Vec<Vec<ChildOutcome>> = idle.iter().map(|_| Vec::new()).collect();
+        for round in 0..rounds {
+            for (k, &n) in idle.iter().enumerate() {
+                let store = tmp.path().join(format!("w5-{n}.redb"));
+                let mut args = vec![
+                    "prr".to_string(),
                     "--dir".into(),
-                    dir.display().to_string(),
+                    dirs[k].display().to_string(),
                     "--ops".into(),
                     ops.display().to_string(),
                     "--workers".into(),
                     workers.clone(),
-                    "--store".into(),
-                    store.display().to_string(),
-                ],
-                uncapped,
-                &format!("W5: prr (store), {n} idle instances"),
-            )?;
-            let _ = std::fs::remove_file(&store);
-            let _ = std::fs::remove_dir_all(&dir);
-            outcomes.push((n, o));
+                ];
+                if !cli.w5_no_store {
+                    args.extend(["--store".into(), store.display().to_string()]);
+                }
+                let o = run(
+                    args,
+                    uncapped,
+                    &format!(
+                        "W5: prr ({}), {n} idle instances, round {} of {rounds}",
+                        if cli.w5_no_store { "no store" } else { "store" },
+                        round + 1
+                    ),
+                )?;
+                let _ = std::fs::remove_file(&store);
+                per_round[k].push(o);
+            }
+        }
+        for dir in &dirs {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        // Pooled: the first round's outcome with every round's latency samples.
+        let mut outcomes: Vec<(usize, ChildOutcome)> = Vec::new();
+        let mut round_p50s: Vec<String> = Vec::new();
+        for (k, &n) in idle.iter().enumerate() {
+            let mut rs = std::mem::take(&mut per_round[k]);
+            let p50s: Vec<String> = W5_KINDS
+                .iter()
+                .map(|(kind, _)| {
+                    rs.iter()
+                        .map(|o| cell(Some(o), kind, 0.5))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .collect();
+            round_p50s.push(p50s.join(" / "));
+            let mut first = rs.remove(0);
+            if let Some(Value::Object(r)) = first.result.as_mut() {
+                let mut lats = Map::new();
+                for (kind, _) in W5_KINDS {
+                    let mut all = r
+                        .get("latencies")
+                        .and_then(|l| l.get(kind))
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    for o in &rs {
+                        all.extend(lat(o, kind).into_iter().map(Value::from));
+                    }
+                    lats.insert(kind.into(), Value::Array(all));
+                }
+                r.insert("latencies".into(), Value::Object(lats));
+            }
+            outcomes.push((n, first));
         }
         report.push_str(&format!(
             "## W5 many idle instances: size {}, {} worker(s)\n\n",
@@ -1168,11 +1228,18 @@ fn main() -> anyhow::Result<()> {
             "Base: {} rules in {} lists, {} membership records in {} rooms. Each idle instance watches 1-3 of \
              the lists and protects 1-3 of the rooms; the active instance watches its own list (101 rules) and \
              one base list and protects its own room (300 members). {reps} changes of each kind, interleaved with \
-             untimed undos; prr with its redb store, one durable source delta per change.\n\n",
+             untimed undos; prr {}, one source delta per change. {rounds} round(s), the \
+             sizes alternating, each child a fresh process; percentiles over the samples of every round \
+             (setup and RSS: the first round).\n\n",
             base.rules(),
             base_config.policy_rooms,
             base.memberships(),
             base_config.protected_rooms,
+            if cli.w5_no_store {
+                "without a store (raw differential dataflow)"
+            } else {
+                "with its redb store (one durable commit per change)"
+            },
         ));
         let mut t = Table::new(&[
             "idle instances",
@@ -1183,8 +1250,9 @@ fn main() -> anyhow::Result<()> {
             "new ban p50",
             "new ban p99",
             "changed per join / per ban (member_matches)",
+            "p50 of each round: join / new ban",
         ]);
-        for (n, o) in &outcomes {
+        for (k, (n, o)) in outcomes.iter().enumerate() {
             let ch = |kind: &str| {
                 o.result
                     .as_ref()
@@ -1203,6 +1271,7 @@ fn main() -> anyhow::Result<()> {
                 cell(Some(o), "rule", 0.5),
                 cell(Some(o), "rule", 0.99),
                 format!("{} / {}", ch("join"), ch("rule")),
+                round_p50s[k].clone(),
             ]);
         }
         report.push_str(&t.render());
