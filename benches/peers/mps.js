@@ -22,6 +22,11 @@
 //   --mode scoped    best case: the same matches for ban and takedown rules only, asked with a
 //                    recommendation (the scoped literal map plus a scan of the globs), the user
 //                    ID for user rules and the server name for server rules.
+//   --mode w3        issue 6's W3 (policy fan-out), used by `benches/src/bin/fanout.rs`: builds
+//                    every instance's revisions and intents as Draupnir does (untimed; with
+//                    `--setup scoped` the initial member matches come from the scoped lookups,
+//                    see runW3), then applies each policy change of `--ops FILE` the way
+//                    Draupnir propagates it and times it until every instance is updated.
 //
 // Output: JSON lines on stdout, {"progress": {...}} after each instance and {"result": {...}}
 // at the end; times in seconds (performance.now()), memory from /proc/self/status (VmHWM).
@@ -57,8 +62,8 @@ const secondsSince = (t) => (performance.now() - t) / 1000;
 
 const dir = arg("dir");
 const mode = arg("mode", "draupnir");
-if (!dir || !["draupnir", "scoped"].includes(mode)) {
-  process.stderr.write("usage: node mps.js --dir DIR [--mode draupnir|scoped]\n");
+if (!dir || !["draupnir", "scoped", "w3"].includes(mode)) {
+  process.stderr.write("usage: node mps.js --dir DIR [--mode draupnir|scoped|w3 [--ops FILE] [--setup draupnir|scoped]]\n");
   process.exit(2);
 }
 
@@ -85,6 +90,11 @@ for (const name of fs.readdirSync(dir).sort()) {
   }
 }
 const parseSeconds = secondsSince(tParse);
+
+if (mode === "w3") {
+  runW3();
+  process.exit(0);
+}
 
 // ---- build ----
 const tBuild = performance.now();
@@ -193,3 +203,155 @@ emit({
     mps: require("@the-draupnir-project/matrix-protection-suite/package.json").version,
   },
 });
+
+// ---- W3: policy fan-out (issue 6) ----
+//
+// Draupnir propagates a change of a watched policy room like this (matrix-protection-suite
+// 7.1.0, the classes named in brackets):
+//   1. the room's state revision takes the new state event and the policy room revision
+//      derives the rule changes from it (RoomStatePolicyRoomRevisionIssuer.listener:
+//      changesFromState, reviseFromChanges); one per room, shared by every instance;
+//   2. each instance's watched-lists revision folds the changes in
+//      (StandardDirectPropagationPolicyListRevisionIssuer.handleRevision: reviseFromChanges);
+//   3. each instance's member-policy revision derives the match changes against its protected
+//      rooms' members (StandardMembershipPolicyRevisionIssuer.policyRevision:
+//      changesFromPolicyChanges over setMembershipRevision, reviseFromChanges);
+//   4. the intent projections reduce their input and diff the new node against the old one
+//      (ProjectionOutputHelper.applyInput): the member-ban intent from the match changes
+//      (StandardMemberBanIntentProjectionNode) and the server-ban intent from the rule changes
+//      (StandardServerBanIntentProjectionNode); when the server-ban diff is not empty the ACL is
+//      compiled (compileServerACL, as ServerACLSynchronisationCapability does per room).
+// The clock stops when every instance has done 4. Approximated: the event emitters between
+// these steps are replaced by direct calls in the same order (no listeners, no logging), the
+// room state revision in front of step 1 is skipped (the event goes straight to
+// changesFromState), and nothing is sent to the homeserver (the consequences are not timed, in
+// prr either). With `--setup scoped` (used when building the initial state Draupnir's way,
+// an O(members x rules) scan, does not fit in the time cap), the initial member-policy
+// revision holds the scoped matches (ban and takedown rules; server rules matched on the
+// server name) instead of all matches: the untimed starting state differs a little, the
+// timed propagation code is the same.
+function runW3() {
+  const opsFile = arg("ops");
+  const setup = arg("setup", "draupnir");
+  if (!opsFile || !["draupnir", "scoped"].includes(setup)) {
+    process.stderr.write("w3: --ops FILE required, --setup draupnir|scoped\n");
+    process.exit(2);
+  }
+  const ops = fs
+    .readFileSync(opsFile, "utf8")
+    .split("\n")
+    .filter((l) => l.trim() !== "")
+    .map((l) => JSON.parse(l));
+  for (const op of ops) for (const ev of op.events) ev.unsigned = ev.unsigned ?? {};
+  const { PolicyRuleType, Recommendation } = mps;
+  const ulid = monotonicFactory();
+  const tSetup = performance.now();
+  const stateOf = (room) => [...(roomEvents.get(room)?.values() ?? [])];
+  const watched = new Set();
+  const protectedRooms = new Set();
+  for (const inst of instances.values()) {
+    inst.watch.forEach((r) => watched.add(r));
+    inst.protect.forEach((r) => protectedRooms.add(r));
+  }
+  const policyRooms = new Map();
+  for (const room of watched) {
+    const state = stateOf(room);
+    const create = state.find((e) => e.type === "m.room.create" && e.state_key === "");
+    const blank = mps.StandardPolicyRoomRevision.blankRevision(MatrixRoomReference.fromRoomID(room, []), create);
+    policyRooms.set(room, blank.reviseFromState(state));
+  }
+  const roomMemberships = new Map();
+  for (const room of protectedRooms) {
+    const members = stateOf(room).filter((e) => e.type === "m.room.member");
+    const blank = mps.StandardRoomMembershipRevision.blankRevision(MatrixRoomReference.fromRoomID(room, []));
+    roomMemberships.set(room, blank.reviseFromMembership(members));
+  }
+  const states = [];
+  for (const [id, inst] of instances) {
+    const changes = [];
+    for (const room of inst.watch) {
+      const revision = policyRooms.get(room);
+      if (!revision) continue;
+      for (const rule of revision.allRules()) {
+        changes.push({ changeType: mps.PolicyRuleChangeType.Added, event: rule.sourceEvent, sender: rule.sourceEvent.sender, rule });
+      }
+    }
+    const list = mps.StandardPolicyListRevision.blankRevision().reviseFromChanges(changes);
+    let set = mps.StandardSetMembershipRevision.blankRevision();
+    for (const room of inst.protect) {
+      const revision = roomMemberships.get(room);
+      if (revision) set = set.reviseFromChanges(set.changesFromAddedRoom(revision));
+    }
+    const blank = mps.StandardSetMembershipPolicyRevision.blankRevision();
+    const delta = setup === "draupnir" ? blank.changesFromInitialRevisions(list, set) : scopedMatches(list, set);
+    const memberPolicies = blank.reviseFromChanges(delta);
+    const banNode = mps.StandardMemberBanIntentProjectionNode.create(ulid).reduceInitialInputs([memberPolicies]);
+    const serverNode = mps.StandardServerBanIntentProjectionNode.create(ulid).reduceInitialInputs([list]);
+    const ownServer = userServerName(id);
+    const acl = mps.compileServerACL(ownServer, serverNode).safeAclContent();
+    states.push({ id, watch: new Set(inst.watch), list, set, memberPolicies, banNode, serverNode, ownServer, acl });
+    emit({ progress: { phase: "setup", instances: states.length, of: instances.size, elapsed: secondsSince(tSetup), peak_rss: peakRss() } });
+  }
+  const setupSeconds = secondsSince(tSetup);
+
+  const latencies = {};
+  const changed = {};
+  let opIndex = 0;
+  for (const op of ops) {
+    const t = performance.now();
+    let matchesChanged = 0;
+    let bansChanged = 0;
+    let affected = 0;
+    for (const ev of op.events) {
+      // 1. the policy room revision (shared).
+      const roomRevision = policyRooms.get(ev.room_id);
+      if (!roomRevision) continue;
+      const changes = roomRevision.changesFromState([ev]);
+      if (changes.length === 0) continue;
+      policyRooms.set(ev.room_id, roomRevision.reviseFromChanges(changes));
+      for (const s of states) {
+        if (!s.watch.has(ev.room_id)) continue;
+        // 2. the instance's watched-lists revision.
+        s.list = s.list.reviseFromChanges(changes);
+        // 3. member matches.
+        const matchChanges = s.memberPolicies.changesFromPolicyChanges(changes, s.set);
+        s.memberPolicies = s.memberPolicies.reviseFromChanges(matchChanges);
+        // 4. intents.
+        const nextBan = s.banNode.reduceInput(matchChanges);
+        const banDiff = s.banNode.diff(nextBan);
+        s.banNode = nextBan;
+        const nextServer = s.serverNode.reduceInput(changes);
+        const serverDiff = s.serverNode.diff(nextServer);
+        s.serverNode = nextServer;
+        if (serverDiff.deny.length + serverDiff.recall.length > 0) {
+          s.acl = mps.compileServerACL(s.ownServer, s.serverNode).safeAclContent();
+        }
+        const m = matchChanges.addedMemberMatches.length + matchChanges.removedMemberMatches.length;
+        matchesChanged += m;
+        bansChanged += banDiff.ban.length + banDiff.recall.length;
+        if (m > 0) affected += 1;
+      }
+    }
+    const dt = secondsSince(t);
+    if (op.timed) {
+      (latencies[op.kind] = latencies[op.kind] ?? []).push(dt);
+      if (!(op.kind in changed)) changed[op.kind] = { member_matches: matchesChanged, ban_intents: bansChanged, instances: affected };
+    }
+    opIndex += 1;
+    if (opIndex % 10 === 0) emit({ progress: { phase: "ops", ops: opIndex, of: ops.length, peak_rss: peakRss() } });
+  }
+  emit({
+    result: {
+      mode: "w3",
+      setup_mode: setup,
+      parse: parseSeconds,
+      setup: setupSeconds,
+      instances: states.length,
+      latencies,
+      changed,
+      peak_rss: peakRss(),
+      node: process.version,
+      mps: require("@the-draupnir-project/matrix-protection-suite/package.json").version,
+    },
+  });
+}

@@ -25,6 +25,7 @@
 pub mod drive;
 pub mod measure;
 mod naive;
+pub mod waves;
 mod workload;
 
 pub use naive::{Matching, NaiveOutput, NaiveState};

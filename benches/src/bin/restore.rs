@@ -1,5 +1,8 @@
 //! Restore after a restart versus re-ingesting the same data (issue 3), and restore with N
-//! source deltas after the last revision (issue 6, W2).
+//! source deltas after the last revision (issue 6, W2): after a clean stop, and after a
+//! SIGKILL (a child restores the clean-stop store, appends N one-event source deltas in group
+//! commits with revision capture off, reports, and is killed with SIGKILL; a fresh child
+//! measures the restart, redb's repair of the unclean file included).
 //!
 //! Every measurement runs in a fresh child process of this binary, on its own copy of the
 //! store (copies are made before the clock starts, so the store file is in the page cache:
@@ -48,6 +51,9 @@ struct Cli {
     /// Source deltas after the last revision to restore with (0: a clean stop).
     #[arg(long, value_delimiter = ',', default_value = "0,1000")]
     deltas: Vec<usize>,
+    /// Source deltas after the last revision before a SIGKILL (W2 after a crash); none: skip.
+    #[arg(long, value_delimiter = ',', default_value = "0,1000,100000")]
+    kill_deltas: Vec<usize>,
     /// Memory limit of each child, in GiB: a child above it is killed (and the run fails)
     /// rather than left to the OOM killer.
     #[arg(long, default_value_t = 16.0)]
@@ -90,6 +96,19 @@ enum Child {
         #[arg(long)]
         workers: u64,
     },
+    /// Restore the dataflow, append `n` one-event source deltas without capturing revisions,
+    /// print the result, then wait to be killed (SIGKILL by the parent).
+    #[command(hide = true)]
+    AppendAndWait {
+        #[arg(long)]
+        store: PathBuf,
+        #[arg(long)]
+        workers: u64,
+        #[arg(long)]
+        n: usize,
+        #[arg(long)]
+        room: String,
+    },
     /// Append `n` one-event source deltas without capturing revisions.
     #[command(hide = true)]
     Append {
@@ -118,6 +137,55 @@ fn member_event(room: &str, user: &str, membership: &str, n: usize) -> SourceIte
         redacted_because: false,
         redacts: None,
     })
+}
+
+/// Appends `n` one-event source deltas (joins and leaves of late users), each its own `Seq`,
+/// in group commits of `group` deltas (`Matrix::ingest_many`).
+fn append_deltas(m: &mut Matrix, n: usize, room: &str, group: usize) -> anyhow::Result<()> {
+    let batches: Vec<Vec<SourceItem>> = (0..n)
+        .map(|i| {
+            let user = format!("@late{}:late.example", i / 2);
+            vec![member_event(
+                room,
+                &user,
+                if i % 2 == 0 { "join" } else { "leave" },
+                i + 1,
+            )]
+        })
+        .collect();
+    for chunk in batches.chunks(group.max(1)) {
+        m.ingest_many(chunk)?;
+    }
+    Ok(())
+}
+
+/// Runs an `append-and-wait` child until it prints its result, then kills it with SIGKILL
+/// (`Child::kill` on Unix). Returns its result.
+fn append_then_sigkill(args: &[&str], what: &str) -> anyhow::Result<Value> {
+    use std::io::BufRead;
+    eprintln!("restore: {what}");
+    let mut cmd: Command = self_command()?;
+    let mut proc = cmd
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = proc.stdout.take().expect("piped stdout");
+    let mut result = None;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        if let Ok(v) = serde_json::from_str::<Value>(&line)
+            && let Some(r) = v.get("result")
+        {
+            result = Some(r.clone());
+            break;
+        }
+    }
+    // Our own child, by its handle: SIGKILL, no clean shutdown.
+    proc.kill()?;
+    let status = proc.wait()?;
+    eprintln!("  -> killed ({status}): {result:?}");
+    result.with_context(|| format!("{what}: the child ended without a result ({status})"))
 }
 
 fn config(store: &Path, workers: u64) -> RuntimeConfig {
@@ -228,23 +296,32 @@ fn run_as_child(child: Child) -> anyhow::Result<()> {
                     .with_revision_on_shutdown(false)
                     .with_revision_every(None),
             )?;
-            let batches: Vec<Vec<SourceItem>> = (0..n)
-                .map(|i| {
-                    let user = format!("@late{}:late.example", i / 2);
-                    vec![member_event(
-                        &room,
-                        &user,
-                        if i % 2 == 0 { "join" } else { "leave" },
-                        i + 1,
-                    )]
-                })
-                .collect();
-            for chunk in batches.chunks(100) {
-                m.ingest_many(chunk)?;
-            }
+            append_deltas(&mut m, n, &room, 100)?;
             let last = m.runtime().last_seq().0;
             m.shutdown()?;
             emit_result(json!({"appended": n, "last_seq": last}));
+        }
+        Child::AppendAndWait {
+            store,
+            workers,
+            n,
+            room,
+        } => {
+            let mut m = Matrix::start(
+                config(&store, workers)
+                    .with_revision_on_shutdown(false)
+                    .with_revision_every(None),
+            )?;
+            m.runtime().sync()?;
+            let start = Instant::now();
+            append_deltas(&mut m, n, &room, 1000)?;
+            let append = secs(start);
+            let last = m.runtime().last_seq().0;
+            emit_result(json!({"appended": n, "last_seq": last, "append": append}));
+            // Committed and final: now wait for the SIGKILL (never a clean stop).
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
         }
     }
     Ok(())
@@ -457,6 +534,43 @@ fn main() -> anyhow::Result<()> {
         std::fs::remove_file(&store)?;
     }
 
+    // (d) Restart after a SIGKILL, with N source deltas after the last revision.
+    let mut killed: Vec<(usize, f64, Restored)> = Vec::new();
+    for &n in &cli.kill_deltas {
+        let store = work.join(format!("killed{n}.redb"));
+        copy_store(&base, &store)?;
+        let s = store.display().to_string();
+        let ns = n.to_string();
+        let r = append_then_sigkill(
+            &[
+                "append-and-wait",
+                "--store",
+                &s,
+                "--workers",
+                &workers,
+                "--n",
+                &ns,
+                "--room",
+                &room,
+            ],
+            &format!("appending {n} deltas, then SIGKILL"),
+        )?;
+        let append = r.get("append").and_then(Value::as_f64).unwrap_or(f64::NAN);
+        killed.push((
+            n,
+            append,
+            restore_runs(
+                &store,
+                &work,
+                &workers,
+                &room,
+                cli.runs.max(1),
+                &format!("SIGKILL after {n} deltas"),
+            )?,
+        ));
+        std::fs::remove_file(&store)?;
+    }
+
     let memberships = workload.memberships();
     println!(
         "## restore: size {} ({} rules, {} membership records, {} instances, largest room {}), {} worker(s)\n",
@@ -585,7 +699,17 @@ fn main() -> anyhow::Result<()> {
     ]);
     for (n, r) in &with_deltas {
         w.row(vec![
-            n.to_string(),
+            format!("{n} (clean stop without revision capture)"),
+            fmt_secs(r.read),
+            fmt_secs(r.dataflow),
+            fmt_secs(r.first),
+            fmt_ratio(reingest, r.dataflow),
+            fmt_bytes(r.rss),
+        ]);
+    }
+    for (n, _, r) in &killed {
+        w.row(vec![
+            format!("{n} (SIGKILL)"),
             fmt_secs(r.read),
             fmt_secs(r.dataflow),
             fmt_secs(r.first),
@@ -594,6 +718,31 @@ fn main() -> anyhow::Result<()> {
         ]);
     }
     println!("{}", w.render());
+    if !killed.is_empty() {
+        let mut k = Table::new(&[
+            "SIGKILL after N source deltas",
+            "appending them (group commits of 1000)",
+            "restart: open the store (redb repair after the crash)",
+            "clean stop: open the store",
+        ]);
+        for (n, append, r) in &killed {
+            k.row(vec![
+                n.to_string(),
+                fmt_secs(*append),
+                fmt_secs(r.open),
+                fmt_secs(clean.open),
+            ]);
+        }
+        println!("{}", k.render());
+    }
+    for (n, _, r) in &killed {
+        if r.bans < clean.bans {
+            eprintln!(
+                "restore: note: SIGKILL after {n} deltas: member_bans {} < {} after a clean stop",
+                r.bans, clean.bans
+            );
+        }
+    }
     for (n, r) in &with_deltas {
         if r.bans < clean.bans {
             eprintln!(
