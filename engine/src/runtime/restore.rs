@@ -117,7 +117,7 @@ impl<R: Record> Runtime<R> {
             engine.feed(seq, updates)?;
             // Step now and then: a long tail fed at once would pile up uncomputed (and its
             // arrangements uncompacted) until the end.
-            if (seq - from + 1) % REPLAY_STEP == 0 {
+            if (seq - from + 1).is_multiple_of(REPLAY_STEP) {
                 engine.step_until(seq)?;
             }
             Ok(())
