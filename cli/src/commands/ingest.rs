@@ -10,6 +10,11 @@ use prr_replicas::{SourceItem, parse_file};
 use super::Ctx;
 use crate::{Failure, exit};
 
+/// A group commit holds consecutive files up to this many...
+const GROUP_FILES: usize = 64;
+/// ...or this many items.
+const GROUP_ITEMS: usize = 100_000;
+
 /// Inputs at least this large get a progress line on a terminal.
 const PROGRESS_BYTES: u64 = 8 << 20;
 
@@ -100,11 +105,32 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
     }
     let mut changes: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut seqs = Vec::new();
-    for (i, (name, items)) in parsed.iter().enumerate() {
-        let seq = m
-            .ingest(items)
-            .with_context(|| format!("while ingesting {name}"))?;
-        seqs.push(seq);
+    // Each file is its own source delta (its own Seq); consecutive files share one durable
+    // commit (a group commit) and one run of the dataflow.
+    let mut start = 0;
+    while start < parsed.len() {
+        let mut end = start;
+        let mut items = 0;
+        while end < parsed.len()
+            && (end == start || (end - start < GROUP_FILES && items < GROUP_ITEMS))
+        {
+            items += parsed[end].1.len();
+            end += 1;
+        }
+        let group: Vec<Vec<SourceItem>> =
+            parsed[start..end].iter().map(|(_, i)| i.clone()).collect();
+        let got = m.ingest_many(&group).with_context(|| {
+            if end - start == 1 {
+                format!("while ingesting {}", parsed[start].0)
+            } else {
+                format!(
+                    "while ingesting {} .. {}",
+                    parsed[start].0,
+                    parsed[end - 1].0
+                )
+            }
+        })?;
+        seqs.extend(got);
         for (n, sub) in &subs {
             for d in sub.try_iter() {
                 let e = changes.entry(n.clone()).or_default();
@@ -118,8 +144,9 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
             }
         }
         if progress {
-            eprint!("\rprr: ingested {}/{} source deltas", i + 1, parsed.len());
+            eprint!("\rprr: ingested {}/{} source deltas", end, parsed.len());
         }
+        start = end;
     }
     if progress {
         eprintln!();
