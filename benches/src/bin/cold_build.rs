@@ -301,7 +301,7 @@ fn main() -> anyhow::Result<()> {
         "prr (store)",
     )?;
     rows.push(Row {
-        system: "**prr** (redb store, one durable source delta per file)".into(),
+        system: "**prr** (redb store, one source delta per file, group-committed)".into(),
         outcome: Some(prr),
         note: String::new(),
     });
