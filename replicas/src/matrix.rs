@@ -57,11 +57,14 @@ impl Matrix {
     /// Ingests one source delta (a parsed file): commits it durably and feeds it. Returns its
     /// `Seq`; replicas are final through it when this returns.
     pub fn ingest(&mut self, items: &[SourceItem]) -> Result<Seq, Error> {
-        Ok(self.ingest_many(std::slice::from_ref(&items.to_vec()))?[0])
+        Ok(self.ingest_many(&[items])?[0])
     }
 
     /// Ingests several source deltas in one durable commit (a group commit).
-    pub fn ingest_many(&mut self, batches: &[Vec<SourceItem>]) -> Result<Vec<Seq>, Error> {
+    pub fn ingest_many<B: AsRef<[SourceItem]>>(
+        &mut self,
+        batches: &[B],
+    ) -> Result<Vec<Seq>, Error> {
         self.ingestor()?;
         let dict = self.rt.dictionary().clone();
         let ingestor = self.ingestor.as_mut().expect("ingestor loaded");
@@ -69,7 +72,7 @@ impl Matrix {
         let mut deltas = Vec::with_capacity(batches.len());
         let mut staged = Vec::with_capacity(batches.len());
         for items in batches {
-            let mut prepared = ingestor.prepare(&dict, items);
+            let mut prepared = ingestor.prepare(&dict, items.as_ref());
             deltas.push(std::mem::take(&mut prepared.delta));
             ingestor.commit(prepared);
             staged.push(());

@@ -117,8 +117,10 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
             items += parsed[end].1.len();
             end += 1;
         }
-        let group: Vec<Vec<SourceItem>> =
-            parsed[start..end].iter().map(|(_, i)| i.clone()).collect();
+        let group: Vec<&[SourceItem]> = parsed[start..end]
+            .iter()
+            .map(|(_, i)| i.as_slice())
+            .collect();
         let got = m.ingest_many(&group).with_context(|| {
             if end - start == 1 {
                 format!("while ingesting {}", parsed[start].0)
