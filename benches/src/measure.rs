@@ -7,7 +7,7 @@
 //! last progress line.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -333,4 +333,52 @@ pub fn disk_size(path: &Path) -> u64 {
             .unwrap_or(0),
         _ => 0,
     }
+}
+
+/// The directory of the node peer (`benches/peers`).
+pub fn peers_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("peers")
+}
+
+/// Makes the node peer runnable: `node` present and `npm ci` done (`who` names the harness in
+/// its progress line). Returns node's version; `Err`: why the peer cannot run.
+pub fn prepare_node_peer(who: &str) -> Result<String, String> {
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("node not found ({e})"))?;
+    if !node.status.success() {
+        return Err("`node --version` failed".into());
+    }
+    let version = String::from_utf8_lossy(&node.stdout).trim().to_string();
+    let dir = peers_dir();
+    if !dir
+        .join("node_modules/@the-draupnir-project/matrix-protection-suite")
+        .exists()
+    {
+        eprintln!("{who}: running `npm ci` in {}", dir.display());
+        let mut cmd = Command::new("npm");
+        // Bounded, so that a machine without the registry skips the peer quickly.
+        cmd.args([
+            "ci",
+            "--no-audit",
+            "--no-fund",
+            "--fetch-retries=0",
+            "--fetch-timeout=10000",
+        ])
+        .current_dir(&dir);
+        let out = run_child(
+            cmd,
+            Limits {
+                cap: Some(Duration::from_secs(40)),
+                max_rss: None,
+            },
+            false,
+        )
+        .map_err(|e| format!("npm not runnable ({e})"))?;
+        if !out.status.is_some_and(|s| s.success()) {
+            return Err(format!("`npm ci` failed: {}", out.failure()));
+        }
+    }
+    Ok(version)
 }

@@ -111,52 +111,52 @@ impl<R> Clone for JoinView<R> {
 }
 
 impl<R> JoinView<R> {
+    /// Calls `f(l, r, dl * dr)` for every pair of records with equal keys.
+    fn for_each_pair(
+        &self,
+        left: &[(R, isize)],
+        right: &[(R, isize)],
+        mut f: impl FnMut(&R, &R, isize),
+    ) {
+        let mut by_key: std::collections::HashMap<u64, Vec<(&R, isize)>> =
+            std::collections::HashMap::new();
+        for (r, d) in right {
+            if let Some(k) = (self.right_key)(r) {
+                by_key.entry(k).or_default().push((r, *d));
+            }
+        }
+        for (l, dl) in left {
+            let Some(k) = (self.left_key)(l) else {
+                continue;
+            };
+            for (r, dr) in by_key.get(&k).into_iter().flatten() {
+                f(l, r, dl * dr);
+            }
+        }
+    }
+
     /// The view's contents for the consolidated contents of its inputs, consolidated.
     pub(crate) fn eval(&self, left: &[(R, isize)], right: &[(R, isize)]) -> Vec<(R, isize)>
     where
         R: Ord,
     {
-        let mut by_key: std::collections::HashMap<u64, Vec<(&R, isize)>> =
-            std::collections::HashMap::new();
-        for (r, d) in right {
-            if let Some(k) = (self.right_key)(r) {
-                by_key.entry(k).or_default().push((r, *d));
-            }
-        }
         let mut out = Vec::new();
-        for (l, dl) in left {
-            let Some(k) = (self.left_key)(l) else {
-                continue;
-            };
-            for (r, dr) in by_key.get(&k).into_iter().flatten() {
-                if let Some(v) = (self.combine)(l, r) {
-                    out.push((v, dl * dr));
-                }
+        self.for_each_pair(left, right, |l, r, d| {
+            if let Some(v) = (self.combine)(l, r) {
+                out.push((v, d));
             }
-        }
+        });
         crate::engine::consolidate(out)
     }
 
     /// The number of records (counting multiplicity) of the view, without building them.
     pub(crate) fn count(&self, left: &[(R, isize)], right: &[(R, isize)]) -> u64 {
-        let mut by_key: std::collections::HashMap<u64, Vec<(&R, isize)>> =
-            std::collections::HashMap::new();
-        for (r, d) in right {
-            if let Some(k) = (self.right_key)(r) {
-                by_key.entry(k).or_default().push((r, *d));
-            }
-        }
         let mut n: i64 = 0;
-        for (l, dl) in left {
-            let Some(k) = (self.left_key)(l) else {
-                continue;
-            };
-            for (r, dr) in by_key.get(&k).into_iter().flatten() {
-                if (self.combine)(l, r).is_some() {
-                    n += (dl * dr) as i64;
-                }
+        self.for_each_pair(left, right, |l, r, d| {
+            if (self.combine)(l, r).is_some() {
+                n += d as i64;
             }
-        }
+        });
         n.max(0) as u64
     }
 }

@@ -35,7 +35,7 @@ use clap::{Parser, Subcommand};
 use prr_benches::drive::{ingest_dir, intent_counts};
 use prr_benches::measure::{
     ChildOutcome, Limits, Table, emit_progress, emit_result, fmt_bytes, fmt_ratio, fmt_secs,
-    machine_line, run_child, secs, self_command,
+    machine_line, peers_dir, prepare_node_peer, run_child, secs, self_command,
 };
 use prr_benches::{
     Matching, NaiveState, Size, Workload, WorkloadConfig, item_to_json, list_files, read_file,
@@ -334,52 +334,6 @@ fn run_as_child(child: Child) -> anyhow::Result<()> {
     }
     // Skip the teardown of large maps and dataflows: it is not part of the measurement.
     std::process::exit(0);
-}
-
-/// The directory of the node peer (`benches/peers`).
-fn peers_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("peers")
-}
-
-/// Makes the node peer runnable: `node` present and `npm ci` done. `Err`: why not.
-fn prepare_node_peer() -> Result<String, String> {
-    let node = Command::new("node")
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("node not found ({e})"))?;
-    if !node.status.success() {
-        return Err("`node --version` failed".into());
-    }
-    let version = String::from_utf8_lossy(&node.stdout).trim().to_string();
-    let dir = peers_dir();
-    if !dir
-        .join("node_modules/@the-draupnir-project/matrix-protection-suite")
-        .exists()
-    {
-        eprintln!("fanout: running `npm ci` in {}", dir.display());
-        let mut cmd = Command::new("npm");
-        cmd.args([
-            "ci",
-            "--no-audit",
-            "--no-fund",
-            "--fetch-retries=0",
-            "--fetch-timeout=10000",
-        ])
-        .current_dir(&dir);
-        let out = run_child(
-            cmd,
-            Limits {
-                cap: Some(Duration::from_secs(40)),
-                max_rss: None,
-            },
-            false,
-        )
-        .map_err(|e| format!("npm not runnable ({e})"))?;
-        if !out.status.is_some_and(|s| s.success()) {
-            return Err(format!("`npm ci` failed: {}", out.failure()));
-        }
-    }
-    Ok(version)
 }
 
 /// The W3 change kinds, in table order: (key, description).
@@ -889,7 +843,7 @@ fn main() -> anyhow::Result<()> {
         let node = if skip("mps") {
             Err("skipped by --skip".to_string())
         } else {
-            prepare_node_peer()
+            prepare_node_peer("fanout")
         };
         let mps = match &node {
             Ok(_) => {
