@@ -307,6 +307,22 @@ impl<R: Record> Runtime<R> {
         }
     }
 
+    /// The number of records of a replica now, counting multiplicity. A view's records are
+    /// counted from its inputs without being built.
+    pub fn records(&mut self, replica: ReplicaId) -> Result<u64, Error> {
+        if let Some(view) = self.dag.replica(replica).view().cloned() {
+            let inputs = self.dag.inputs_of(replica).to_vec();
+            let left = self.read(inputs[0], None)?;
+            let right = self.read(inputs[1], None)?;
+            return Ok(view.count(&left, &right));
+        }
+        Ok(self
+            .read(replica, None)?
+            .iter()
+            .map(|(_, d)| *d as u64)
+            .sum())
+    }
+
     /// Status for `prr status`.
     pub fn status(&mut self) -> Result<Status, Error> {
         let frontiers = self.frontiers()?;
@@ -320,18 +336,13 @@ impl<R: Record> Runtime<R> {
                 .max();
             let desc = self.dag.replica(f.replica);
             let records = match (
-                desc.view().cloned(),
+                desc.view(),
                 &self.engine,
                 revisions
                     .iter()
                     .find(|r| r.replica == f.name && r.as_of == self.last_seq),
             ) {
-                (Some(view), _, _) => {
-                    let inputs = self.dag.inputs_of(f.replica).to_vec();
-                    let left = self.read(inputs[0], None)?;
-                    let right = self.read(inputs[1], None)?;
-                    view.count(&left, &right)
-                }
+                (Some(_), _, _) => self.records(f.replica)?,
                 (None, None, Some(info)) if self.is_fresh(info) => info.records,
                 _ => self
                     .read(f.replica, None)?
