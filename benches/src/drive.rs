@@ -24,6 +24,11 @@ pub struct IngestTimes {
     /// Seconds in [`Matrix::ingest`] for the last file alone (the manifest, in a generated
     /// workload: where every instance's list, members and intents are computed).
     pub last_file: f64,
+    /// Seconds in [`Matrix::submit_many`] (prepare, durable commit, hand-over to the workers),
+    /// before the last file.
+    pub submit: f64,
+    /// Seconds waiting for the workers, before the last file.
+    pub wait: f64,
 }
 
 /// Files per group commit in [`ingest_dir`], as `prr ingest` groups them...
@@ -32,11 +37,12 @@ pub const GROUP_FILES: usize = 64;
 pub const GROUP_ITEMS: usize = 100_000;
 
 /// Ingests every file of `dir` in name order, one source delta (`Seq`) per file, as
-/// `prr ingest DIR` does: consecutive files are group-committed ([`Matrix::ingest_many`], up to
-/// [`GROUP_FILES`] files or [`GROUP_ITEMS`] items per durable commit), and the last file (the
-/// manifest, in a generated workload) is a group of its own, timed as `last_file`. Files are
-/// read and parsed just before their group is ingested. Prints a progress line every
-/// `progress_every` files (0: never).
+/// `prr ingest DIR` does: every file is read and parsed first (timed as `parse`), then
+/// consecutive files are group-committed ([`Matrix::submit_many`], up to [`GROUP_FILES`] files
+/// or [`GROUP_ITEMS`] items per durable commit) in a pipeline: one group computes while the
+/// next is prepared and committed. The last file (the manifest, in a generated workload) is a
+/// group of its own, submitted once everything before it is final and timed as `last_file`.
+/// Prints a progress line every `progress_every` files (0: never).
 pub fn ingest_dir(
     m: &mut Matrix,
     dir: &Path,
@@ -44,33 +50,50 @@ pub fn ingest_dir(
 ) -> anyhow::Result<IngestTimes> {
     let files = list_files(dir)?;
     let mut t = IngestTimes::default();
+    let start = Instant::now();
+    let parsed: Vec<Vec<SourceItem>> = files
+        .iter()
+        .map(|f| read_file(f))
+        .collect::<Result<_, _>>()?;
+    t.parse = secs(start);
+    let start = Instant::now();
     let mut i = 0;
-    while i < files.len() {
-        let mut group: Vec<Vec<SourceItem>> = Vec::new();
+    let mut in_flight = None;
+    while i + 1 < parsed.len() {
+        let mut end = i;
         let mut items = 0;
-        let start = Instant::now();
-        while i < files.len()
-            && (group.is_empty()
-                || (group.len() < GROUP_FILES && items < GROUP_ITEMS && i + 1 < files.len()))
+        while end + 1 < parsed.len() && (end == i || (end - i < GROUP_FILES && items < GROUP_ITEMS))
         {
-            let parsed = read_file(&files[i])?;
-            items += parsed.len();
-            group.push(parsed);
-            i += 1;
+            items += parsed[end].len();
+            end += 1;
         }
-        t.parse += secs(start);
-        let start = Instant::now();
-        m.ingest_many(&group)?;
-        t.last_file = secs(start);
-        t.ingest += t.last_file;
+        let ts = Instant::now();
+        let seqs = m.submit_many(&parsed[i..end])?;
+        t.submit += secs(ts);
+        if let Some(previous) = in_flight.replace(*seqs.last().expect("a group is not empty")) {
+            let tw = Instant::now();
+            m.wait(previous)?;
+            t.wait += secs(tw);
+        }
         let before = t.files;
-        t.files += group.len();
+        t.files += end - i;
         if progress_every > 0 && t.files / progress_every > before / progress_every {
             emit_progress(
-                json!({"files": t.files, "of": files.len(), "parse": t.parse, "ingest": t.ingest}),
+                json!({"files": t.files, "of": files.len(), "parse": t.parse, "ingest": secs(start)}),
             );
         }
+        i = end;
     }
+    if let Some(last) = in_flight {
+        m.wait(last)?;
+    }
+    if let Some(last) = parsed.last() {
+        let t_last = Instant::now();
+        m.ingest(last)?;
+        t.last_file = secs(t_last);
+        t.files += 1;
+    }
+    t.ingest = secs(start);
     Ok(t)
 }
 

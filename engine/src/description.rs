@@ -118,8 +118,7 @@ impl<R> JoinView<R> {
         right: &[(R, isize)],
         mut f: impl FnMut(&R, &R, isize),
     ) {
-        let mut by_key: std::collections::HashMap<u64, Vec<(&R, isize)>> =
-            std::collections::HashMap::new();
+        let mut by_key: foldhash::HashMap<u64, Vec<(&R, isize)>> = Default::default();
         for (r, d) in right {
             if let Some(k) = (self.right_key)(r) {
                 by_key.entry(k).or_default().push((r, *d));

@@ -1,6 +1,6 @@
 //! Interned identifiers: strings mapped to dense integer ids.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::{Arc, RwLock};
 
 /// An interned string's id. Ids are dense, start at 0, and are never reused: once a store has

@@ -1,7 +1,9 @@
 //! The in-memory engine under a runtime (workers, feeding, stepping, delivery of deltas) and the
 //! types of the embedded API.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -368,8 +370,8 @@ struct ViewState<R> {
 impl<R: Record> ViewState<R> {
     fn new(view: &JoinView<R>, left: Vec<(R, isize)>, right: Vec<(R, isize)>) -> Self {
         let mut state = ViewState {
-            left: HashMap::new(),
-            right: HashMap::new(),
+            left: HashMap::default(),
+            right: HashMap::default(),
         };
         apply(&mut state.left, view.left_key, &left);
         apply(&mut state.right, view.right_key, &right);

@@ -1,6 +1,6 @@
 //! The Matrix replicas as engine descriptions.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use prr_engine::{Coll, Dag, DagError, Dictionary, Id, Input, JoinView, ReplicaDescription};
@@ -48,7 +48,7 @@ pub(crate) fn rule_type_names(kind: Kind) -> [String; 3] {
 
 impl Known {
     pub(crate) fn new(dict: &Dictionary) -> Known {
-        let mut rule_types = HashMap::new();
+        let mut rule_types = HashMap::default();
         for kind in [Kind::User, Kind::Server, Kind::Room] {
             for (rank, t) in rule_type_names(kind).iter().enumerate() {
                 rule_types.insert(dict.intern(t), (kind, rank as u8));

@@ -5,7 +5,9 @@
 //! retracts the record it replaces. Changes are staged and only applied to that state once the
 //! source delta is committed, so a failed commit leaves it as it was.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::HashMap;
 
 use prr_engine::{Dictionary, Id, ReplicaId, SourceDelta};
 use serde_json::{Map, Value};
@@ -102,8 +104,8 @@ impl Ingestor {
     /// Prepares the source delta of one file (or streamed batch). Interns the strings it
     /// uses. Nothing changes until [`Ingestor::commit`].
     pub fn prepare(&self, dict: &Dictionary, items: &[SourceItem]) -> Prepared {
-        let mut staged: HashMap<StateKey, Option<RoomState>> = HashMap::new();
-        let mut staged_events: HashMap<(Id, Id), Vec<StateKey>> = HashMap::new();
+        let mut staged: HashMap<StateKey, Option<RoomState>> = HashMap::default();
+        let mut staged_events: HashMap<(Id, Id), Vec<StateKey>> = HashMap::default();
         let mut instances: BTreeMap<Id, Option<InstanceRooms>> = BTreeMap::new();
         for item in items {
             match item {

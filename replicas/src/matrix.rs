@@ -60,35 +60,48 @@ impl Matrix {
         Ok(self.ingest_many(&[items])?[0])
     }
 
-    /// Ingests several source deltas in one durable commit (a group commit).
+    /// Ingests several source deltas in one durable commit (a group commit); replicas are final
+    /// through the last when this returns.
     pub fn ingest_many<B: AsRef<[SourceItem]>>(
         &mut self,
         batches: &[B],
     ) -> Result<Vec<Seq>, Error> {
+        let seqs = self.submit_many(batches)?;
+        self.rt
+            .step_until(*seqs.last().expect("at least one batch"))?;
+        Ok(seqs)
+    }
+
+    /// Commits several source deltas in one durable commit (a group commit) and hands them to
+    /// the dataflow, without waiting for them to be computed: the workers compute while the
+    /// caller prepares and commits the next group (a pipeline). Each delta is acknowledged
+    /// (durable) when this returns; [`Matrix::wait`] waits until replicas are final through a
+    /// `Seq`. At least one batch.
+    pub fn submit_many<B: AsRef<[SourceItem]>>(
+        &mut self,
+        batches: &[B],
+    ) -> Result<Vec<Seq>, Error> {
+        assert!(!batches.is_empty(), "submit_many needs at least one batch");
         self.ingestor()?;
         let dict = self.rt.dictionary().clone();
         let ingestor = self.ingestor.as_mut().expect("ingestor loaded");
         // Each batch sees the state left by the ones before it.
         let mut deltas = Vec::with_capacity(batches.len());
-        let mut staged = Vec::with_capacity(batches.len());
         for items in batches {
             let mut prepared = ingestor.prepare(&dict, items.as_ref());
             deltas.push(std::mem::take(&mut prepared.delta));
             ingestor.commit(prepared);
-            staged.push(());
         }
-        match self.rt.push_many(deltas) {
-            Ok(seqs) => {
-                self.rt
-                    .step_until(*seqs.last().expect("at least one batch"))?;
-                Ok(seqs)
-            }
-            Err(e) => {
-                // The ingest state ran ahead of the store: reload it from the replicas.
-                self.ingestor = None;
-                Err(e)
-            }
-        }
+        self.rt.push_many(deltas).inspect_err(|_| {
+            // The ingest state ran ahead of the store: reload it from the replicas.
+            self.ingestor = None;
+        })
+    }
+
+    /// Waits until every replica is final through `seq` (and delivers the deltas up to it to
+    /// subscribers).
+    pub fn wait(&mut self, seq: Seq) -> Result<(), Error> {
+        self.rt.step_until(seq)
     }
 
     /// A replica's records as the spec's JSON objects, sorted by key: all of them or one

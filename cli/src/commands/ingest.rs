@@ -114,8 +114,24 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
     let mut changes: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut seqs = Vec::new();
     // Each file is its own source delta (its own Seq); consecutive files share one durable
-    // commit (a group commit) and one run of the dataflow.
+    // commit (a group commit). The groups form a pipeline: while the workers compute one
+    // group, the next is prepared and committed.
+    let drain = |changes: &mut BTreeMap<String, (u64, u64)>| {
+        for (n, sub) in &subs {
+            for d in sub.try_iter() {
+                let e = changes.entry(n.clone()).or_default();
+                for (_, diff) in &d.updates {
+                    if *diff > 0 {
+                        e.0 += *diff as u64
+                    } else {
+                        e.1 += (-*diff) as u64
+                    }
+                }
+            }
+        }
+    };
     let mut start = 0;
+    let mut in_flight: Option<prr_engine::Seq> = None;
     while start < parsed.len() {
         let mut end = start;
         let mut items = 0;
@@ -129,7 +145,7 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
             .iter()
             .map(|(_, i)| i.as_slice())
             .collect();
-        let got = m.ingest_many(&group).with_context(|| {
+        let context = || {
             if end - start == 1 {
                 format!("while ingesting {}", parsed[start].0)
             } else {
@@ -139,25 +155,25 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
                     parsed[end - 1].0
                 )
             }
-        })?;
-        seqs.extend(got);
-        for (n, sub) in &subs {
-            for d in sub.try_iter() {
-                let e = changes.entry(n.clone()).or_default();
-                for (_, diff) in &d.updates {
-                    if *diff > 0 {
-                        e.0 += *diff as u64
-                    } else {
-                        e.1 += (-*diff) as u64
-                    }
-                }
-            }
+        };
+        let got = m.submit_many(&group).with_context(context)?;
+        // The group before this one is final before the next is prepared: one group computes
+        // while another is committed, and no more.
+        if let Some(previous) = in_flight.replace(*got.last().expect("a group is not empty")) {
+            m.wait(previous).with_context(context)?;
         }
+        seqs.extend(got);
+        drain(&mut changes);
         if progress {
             eprint!("\rprr: ingested {}/{} source deltas", end, parsed.len());
         }
         start = end;
     }
+    if let Some(last) = in_flight {
+        m.wait(last)
+            .context("while computing the ingested deltas")?;
+    }
+    drain(&mut changes);
     if progress {
         eprintln!();
     }
