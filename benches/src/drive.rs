@@ -51,7 +51,7 @@ pub fn ingest_dir(
     let files = list_files(dir)?;
     let mut t = IngestTimes::default();
     let start = Instant::now();
-    let parsed: Vec<Vec<SourceItem>> = files
+    let mut parsed: Vec<Vec<SourceItem>> = files
         .iter()
         .map(|f| read_file(f))
         .collect::<Result<_, _>>()?;
@@ -70,6 +70,8 @@ pub fn ingest_dir(
         let ts = Instant::now();
         let seqs = m.submit_many(&parsed[i..end])?;
         t.submit += secs(ts);
+        // Committed: the parsed items are not needed any more.
+        parsed[i..end].iter_mut().for_each(|p| *p = Vec::new());
         if let Some(previous) = in_flight.replace(*seqs.last().expect("a group is not empty")) {
             let tw = Instant::now();
             m.wait(previous)?;

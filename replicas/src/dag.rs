@@ -350,7 +350,7 @@ fn rule_slots<'s>(room_state: Coll<'s, Rec>, dict: &Dictionary, known: &Known) -
                         class: crate::record::Class::of(rc.recommendation),
                         reason: rc.reason.map(|r| d.intern(r)),
                     };
-                    output.push((Rec::Rule(rule), 1));
+                    output.push((Rec::Rule(Arc::new(rule)), 1));
                 }
                 Err(reason) => output.push((
                     Rec::Reject {

@@ -1,5 +1,7 @@
 //! The records of the Matrix replicas: small tuples of interned ids.
 
+use std::sync::Arc;
+
 use prr_engine::Id;
 use serde::{Deserialize, Serialize};
 
@@ -253,13 +255,13 @@ pub enum Rec {
         room: Id,
     },
     /// `policy_room`.
-    Rule(Rule),
+    Rule(Arc<Rule>),
     /// `policy_list`.
     ListRule {
         /// The instance.
         instance: Id,
         /// The rule.
-        rule: Rule,
+        rule: Arc<Rule>,
     },
     /// `room_members`.
     Member {
@@ -288,7 +290,7 @@ pub enum Rec {
         /// The user.
         user: Id,
         /// The matching rule.
-        rule: Rule,
+        rule: Arc<Rule>,
     },
     /// `member_bans`.
     Ban {
@@ -352,5 +354,18 @@ impl Rec {
             Rec::AclSync { instance, .. } => *instance,
             Rec::Reject { room, .. } => *room,
         }
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    /// Every arranged record is sized by the largest variant: rules are shared behind an `Arc`
+    /// so that the membership records, by far the most numerous, do not pay for them.
+    #[test]
+    fn records_stay_small() {
+        let size = std::mem::size_of::<Rec>();
+        assert!(size <= 72, "Rec is {size} bytes");
     }
 }

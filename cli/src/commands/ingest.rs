@@ -145,22 +145,22 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
             .iter()
             .map(|(_, i)| i.as_slice())
             .collect();
-        let context = || {
-            if end - start == 1 {
-                format!("while ingesting {}", parsed[start].0)
-            } else {
-                format!(
-                    "while ingesting {} .. {}",
-                    parsed[start].0,
-                    parsed[end - 1].0
-                )
-            }
+        let context = if end - start == 1 {
+            format!("while ingesting {}", parsed[start].0)
+        } else {
+            format!(
+                "while ingesting {} .. {}",
+                parsed[start].0,
+                parsed[end - 1].0
+            )
         };
-        let got = m.submit_many(&group).with_context(context)?;
+        let got = m.submit_many(&group).context(context.clone())?;
+        // Committed: the parsed items are not needed any more.
+        parsed[start..end].iter_mut().for_each(|p| p.1 = Vec::new());
         // The group before this one is final before the next is prepared: one group computes
         // while another is committed, and no more.
         if let Some(previous) = in_flight.replace(*got.last().expect("a group is not empty")) {
-            m.wait(previous).with_context(context)?;
+            m.wait(previous).context(context)?;
         }
         seqs.extend(got);
         drain(&mut changes);
