@@ -53,6 +53,12 @@ struct Cli {
     /// (An ablation, prr without some replicas, runs as the child `prr --without NAMES`.)
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
+    /// How many times prr runs with and without the store, alternately; each row reports the
+    /// run with the median build time (the first process after an idle spell is often slow on
+    /// a shared virtual machine).
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+
     /// A child measurement (internal).
     #[command(subcommand)]
     child: Option<Child>,
@@ -237,42 +243,61 @@ fn main() -> anyhow::Result<()> {
         cmd.args(args);
         run_child(cmd, cap, true)
     };
-    let store = tmp.path().join("cold.redb");
-    let s = store.display().to_string();
-    let prr = run(
-        vec![
-            "prr".into(),
-            "--dir".into(),
-            d.clone(),
-            "--workers".into(),
-            workers.clone(),
-            "--store".into(),
-            s,
-        ],
-        uncapped,
-        "prr (store)",
-    )?;
-    rows.push(Row {
-        system: "**prr** (redb store, one source delta per file, group-committed)".into(),
-        outcome: Some(prr),
-        note: String::new(),
-    });
-    if !skip("dd") {
-        let o = run(
+    let mut with_store = Vec::new();
+    let mut without_store = Vec::new();
+    for run_index in 0..cli.runs.max(1) {
+        let store = tmp.path().join(format!("cold{run_index}.redb"));
+        with_store.push(run(
             vec![
                 "prr".into(),
                 "--dir".into(),
                 d.clone(),
                 "--workers".into(),
                 workers.clone(),
+                "--store".into(),
+                store.display().to_string(),
             ],
             uncapped,
-            "prr without a store (raw differential dataflow)",
-        )?;
+            "prr (store)",
+        )?);
+        let _ = std::fs::remove_file(&store);
+        if !skip("dd") {
+            without_store.push(run(
+                vec![
+                    "prr".into(),
+                    "--dir".into(),
+                    d.clone(),
+                    "--workers".into(),
+                    workers.clone(),
+                ],
+                uncapped,
+                "prr without a store (raw differential dataflow)",
+            )?);
+        }
+    }
+    let runs_note = |outcomes: &[ChildOutcome]| {
+        if outcomes.len() < 2 {
+            return String::new();
+        }
+        let builds: Vec<String> = outcomes
+            .iter()
+            .filter_map(|o| o.num("build"))
+            .map(fmt_secs)
+            .collect();
+        format!("median of {} runs: {}", outcomes.len(), builds.join(", "))
+    };
+    let note = runs_note(&with_store);
+    rows.push(Row {
+        system: "**prr** (redb store, one source delta per file, group-committed)".into(),
+        outcome: median_run(with_store),
+        note,
+    });
+    if !without_store.is_empty() {
+        let note = runs_note(&without_store);
         rows.push(Row {
             system: "prr without a store (raw differential dataflow)".into(),
-            outcome: Some(o),
-            note: String::new(),
+            outcome: median_run(without_store),
+            note,
         });
     }
     for (name, matching, label) in [
@@ -418,8 +443,13 @@ fn main() -> anyhow::Result<()> {
             },
             (None, false) => (o.failure(), String::new()),
         };
+        let system = if row.note.is_empty() {
+            row.system.clone()
+        } else {
+            format!("{} ({})", row.system, row.note)
+        };
         t.row(vec![
-            row.system.clone(),
+            system,
             time,
             ratio,
             o.num("parse").map(fmt_secs).unwrap_or_default(),
@@ -439,4 +469,14 @@ fn main() -> anyhow::Result<()> {
     );
     drop(tmp);
     Ok(())
+}
+
+/// The run with the median build time (the lower median for an even count).
+fn median_run(mut outcomes: Vec<ChildOutcome>) -> Option<ChildOutcome> {
+    outcomes.sort_by(|a, b| {
+        let key = |o: &ChildOutcome| o.num("build").unwrap_or(f64::INFINITY);
+        key(a).total_cmp(&key(b))
+    });
+    let mid = outcomes.len().saturating_sub(1) / 2;
+    outcomes.into_iter().nth(mid)
 }
