@@ -245,31 +245,26 @@ fn main() -> anyhow::Result<()> {
     };
     let mut with_store = Vec::new();
     let mut without_store = Vec::new();
+    let prr_args = |store: Option<&std::path::Path>| -> Vec<String> {
+        let mut args = vec![
+            "prr".into(),
+            "--dir".into(),
+            d.clone(),
+            "--workers".into(),
+            workers.clone(),
+        ];
+        if let Some(s) = store {
+            args.extend(["--store".into(), s.display().to_string()]);
+        }
+        args
+    };
     for run_index in 0..cli.runs.max(1) {
         let store = tmp.path().join(format!("cold{run_index}.redb"));
-        with_store.push(run(
-            vec![
-                "prr".into(),
-                "--dir".into(),
-                d.clone(),
-                "--workers".into(),
-                workers.clone(),
-                "--store".into(),
-                store.display().to_string(),
-            ],
-            uncapped,
-            "prr (store)",
-        )?);
+        with_store.push(run(prr_args(Some(&store)), uncapped, "prr (store)")?);
         let _ = std::fs::remove_file(&store);
         if !skip("dd") {
             without_store.push(run(
-                vec![
-                    "prr".into(),
-                    "--dir".into(),
-                    d.clone(),
-                    "--workers".into(),
-                    workers.clone(),
-                ],
+                prr_args(None),
                 uncapped,
                 "prr without a store (raw differential dataflow)",
             )?);
