@@ -22,10 +22,6 @@
 //! assert_eq!(manifest.name, "90-manifest.json");
 //! ```
 
-/// Every benchmark binary (prr and the plain-Rust peers alike) runs on mimalloc, as `prr` does.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 pub mod drive;
 pub mod measure;
 mod naive;

@@ -10,11 +10,6 @@ use clap::Parser;
 
 use args::Cli;
 
-/// mimalloc: differential dataflow allocates and frees many short-lived buffers, which glibc's
-/// allocator hands back to the kernel and faults in again (zeroed) at a high cost.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit statuses (documented in the README and in `prr --help`).
 pub mod exit {
     /// Success.
