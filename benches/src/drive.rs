@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use prr_engine::{Dag, Runtime, RuntimeConfig};
-use prr_replicas::{Ingestor, Matrix, Rec, SourceItem, matrix_dag};
+use prr_replicas::{Ingestor, Matrix, Pipeline, Rec, SourceItem, matrix_dag};
 use serde_json::{Value, json};
 
 use crate::measure::{emit_progress, secs};
@@ -24,11 +24,6 @@ pub struct IngestTimes {
     /// Seconds in [`Matrix::ingest`] for the last file alone (the manifest, in a generated
     /// workload: where every instance's list, members and intents are computed).
     pub last_file: f64,
-    /// Seconds in [`Matrix::submit_many`] (prepare, durable commit, hand-over to the workers),
-    /// before the last file.
-    pub submit: f64,
-    /// Seconds waiting for the workers, before the last file.
-    pub wait: f64,
 }
 
 /// Files per group commit in [`ingest_dir`], as `prr ingest` groups them...
@@ -38,9 +33,9 @@ pub const GROUP_ITEMS: usize = 100_000;
 
 /// Ingests every file of `dir` in name order, one source delta (`Seq`) per file, as
 /// `prr ingest DIR` does: every file is read and parsed first (timed as `parse`), then
-/// consecutive files are group-committed ([`Matrix::submit_many`], up to [`GROUP_FILES`] files
-/// or [`GROUP_ITEMS`] items per durable commit) in a pipeline: one group computes while the
-/// next is prepared and committed. The last file (the manifest, in a generated workload) is a
+/// consecutive files are group-committed ([`Pipeline`], up to [`GROUP_FILES`] files or
+/// [`GROUP_ITEMS`] items per durable commit): one group computes while the next is prepared
+/// and committed. The last file (the manifest, in a generated workload) is a
 /// group of its own, submitted once everything before it is final and timed as `last_file`.
 /// Prints a progress line every `progress_every` files (0: never).
 pub fn ingest_dir(
@@ -58,7 +53,7 @@ pub fn ingest_dir(
     t.parse = secs(start);
     let start = Instant::now();
     let mut i = 0;
-    let mut in_flight = None;
+    let mut pipeline = Pipeline::new();
     while i + 1 < parsed.len() {
         let mut end = i;
         let mut items = 0;
@@ -67,16 +62,9 @@ pub fn ingest_dir(
             items += parsed[end].len();
             end += 1;
         }
-        let ts = Instant::now();
-        let seqs = m.submit_many(&parsed[i..end])?;
-        t.submit += secs(ts);
+        pipeline.submit(m, &parsed[i..end])?;
         // Committed: the parsed items are not needed any more.
         parsed[i..end].iter_mut().for_each(|p| *p = Vec::new());
-        if let Some(previous) = in_flight.replace(*seqs.last().expect("a group is not empty")) {
-            let tw = Instant::now();
-            m.wait(previous)?;
-            t.wait += secs(tw);
-        }
         let before = t.files;
         t.files += end - i;
         if progress_every > 0 && t.files / progress_every > before / progress_every {
@@ -86,9 +74,7 @@ pub fn ingest_dir(
         }
         i = end;
     }
-    if let Some(last) = in_flight {
-        m.wait(last)?;
-    }
+    pipeline.finish(m)?;
     if let Some(last) = parsed.last() {
         let t_last = Instant::now();
         m.ingest(last)?;

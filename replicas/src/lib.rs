@@ -41,7 +41,7 @@ pub use glob::{
     user_glob_key, user_keys,
 };
 pub use ingest::{Ingestor, Prepared};
-pub use matrix::{IngestSummary, Matrix};
+pub use matrix::{IngestSummary, Matrix, Pipeline};
 pub use parse::{
     Event, Location, ManifestEntry, ParseError, SourceItem, parse_file, parse_line, redact_content,
 };

@@ -74,7 +74,7 @@ impl Matrix {
 
     /// Commits several source deltas in one durable commit (a group commit) and hands them to
     /// the dataflow, without waiting for them to be computed: the workers compute while the
-    /// caller prepares and commits the next group (a pipeline). Each delta is acknowledged
+    /// caller prepares and commits the next group ([`Pipeline`]). Each delta is acknowledged
     /// (durable) when this returns; [`Matrix::wait`] waits until replicas are final through a
     /// `Seq`. At least one batch.
     pub fn submit_many<B: AsRef<[SourceItem]>>(
@@ -152,5 +152,54 @@ impl Matrix {
     /// Stops the runtime, capturing revisions first.
     pub fn shutdown(self) -> Result<(), Error> {
         self.rt.shutdown()
+    }
+}
+
+/// Group commits in a pipeline of depth one: each [`Pipeline::submit`] commits a group
+/// ([`Matrix::submit_many`]) and then waits for the group submitted before it, so the workers
+/// compute one group while the next is prepared and committed, and no more than two groups are
+/// ever in flight. `prr ingest` ingests directories this way.
+#[derive(Debug, Default)]
+pub struct Pipeline {
+    in_flight: Option<Seq>,
+    final_through: Option<Seq>,
+}
+
+impl Pipeline {
+    /// An empty pipeline.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Commits `batches` (at least one) as one group, each its own source delta, then waits
+    /// until the group submitted before is final. Returns the new group's `Seq`s.
+    pub fn submit<B: AsRef<[SourceItem]>>(
+        &mut self,
+        m: &mut Matrix,
+        batches: &[B],
+    ) -> Result<Vec<Seq>, Error> {
+        let seqs = m.submit_many(batches)?;
+        if let Some(previous) = self
+            .in_flight
+            .replace(*seqs.last().expect("at least one batch"))
+        {
+            m.wait(previous)?;
+            self.final_through = Some(previous);
+        }
+        Ok(seqs)
+    }
+
+    /// Waits until everything submitted is final.
+    pub fn finish(&mut self, m: &mut Matrix) -> Result<(), Error> {
+        if let Some(last) = self.in_flight.take() {
+            m.wait(last)?;
+            self.final_through = Some(last);
+        }
+        Ok(())
+    }
+
+    /// The last `Seq` this pipeline has waited for: every replica is final through it.
+    pub fn final_through(&self) -> Option<Seq> {
+        self.final_through
     }
 }

@@ -130,7 +130,7 @@ fn run_as_child(child: Child) -> anyhow::Result<()> {
             let t = ingest_dir(&mut m, &dir, 100)?;
             let counts = intent_counts(m.runtime())?;
             emit_result(
-                json!({"open": open, "parse": t.parse, "build": open + t.ingest, "submit": t.submit, "wait": t.wait, "last_file": t.last_file, "counts": counts}),
+                json!({"open": open, "parse": t.parse, "build": open + t.ingest, "last_file": t.last_file, "counts": counts}),
             );
         }
         Child::Naive { dir, matching } => {

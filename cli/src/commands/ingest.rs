@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use prr_replicas::{SourceItem, parse_file};
+use prr_replicas::{Pipeline, SourceItem, parse_file};
 
 use super::Ctx;
 use crate::{Failure, exit};
@@ -131,7 +131,7 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
         }
     };
     let mut start = 0;
-    let mut in_flight: Option<prr_engine::Seq> = None;
+    let mut pipeline = Pipeline::new();
     while start < parsed.len() {
         let mut end = start;
         let mut items = 0;
@@ -154,14 +154,10 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
                 parsed[end - 1].0
             )
         };
-        let got = m.submit_many(&group).context(context.clone())?;
+        // One group computes while the next is committed (`Pipeline`).
+        let got = pipeline.submit(&mut m, &group).context(context)?;
         // Committed: the parsed items are not needed any more.
         parsed[start..end].iter_mut().for_each(|p| p.1 = Vec::new());
-        // The group before this one is final before the next is prepared: one group computes
-        // while another is committed, and no more.
-        if let Some(previous) = in_flight.replace(*got.last().expect("a group is not empty")) {
-            m.wait(previous).context(context)?;
-        }
         seqs.extend(got);
         drain(&mut changes);
         if progress {
@@ -169,10 +165,9 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
         }
         start = end;
     }
-    if let Some(last) = in_flight {
-        m.wait(last)
-            .context("while computing the ingested deltas")?;
-    }
+    pipeline
+        .finish(&mut m)
+        .context("while computing the ingested deltas")?;
     drain(&mut changes);
     if progress {
         eprintln!();

@@ -4,7 +4,7 @@
 
 use prr_engine::RuntimeConfig;
 use prr_engine::oracle::DeltaLog;
-use prr_replicas::{Matrix, SourceItem, parse_line, render_sorted};
+use prr_replicas::{Matrix, Pipeline, SourceItem, parse_line, render_sorted};
 use serde_json::Value;
 
 use super::oracle::{Item, Oracle};
@@ -101,7 +101,7 @@ fn replicas_agree_with_the_oracle_two_workers() {
     }
 }
 
-/// Pipelined group commits (`submit_many`, then waiting for the group before): every delta
+/// Pipelined group commits ([`Pipeline`]: `submit_many`, then waiting for the group before): every delta
 /// computed while the next group is committed is still published whole and in order, and the
 /// contents at every waited `Seq` are the oracle's.
 fn run_pipelined(seed: u64, workers: usize, deltas: usize) {
@@ -135,17 +135,17 @@ fn run_pipelined(seed: u64, workers: usize, deltas: usize) {
         }
     };
     let mut start = 0;
-    let mut in_flight = None;
+    let mut pipeline = Pipeline::new();
     let mut group = 1;
     while start < items.len() {
         let end = (start + group).min(items.len());
-        let seqs = m.submit_many(&items[start..end]).unwrap();
+        let seqs = pipeline.submit(&mut m, &items[start..end]).unwrap();
         assert_eq!(
             seqs.first().unwrap().0,
             start as u64 + 1,
             "one Seq per delta"
         );
-        if let Some(previous) = in_flight.replace(*seqs.last().unwrap()) {
+        if let Some(previous) = pipeline.final_through() {
             log.advance(m.runtime(), previous)
                 .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
             check(&mut m, &log, previous);
@@ -153,7 +153,9 @@ fn run_pipelined(seed: u64, workers: usize, deltas: usize) {
         start = end;
         group = group % 4 + 1;
     }
-    let last = in_flight.unwrap();
+    pipeline.finish(&mut m).unwrap();
+    let last = pipeline.final_through().unwrap();
+    assert_eq!(last.0, items.len() as u64);
     log.advance(m.runtime(), last)
         .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     check(&mut m, &log, last);
