@@ -26,16 +26,11 @@ pub struct IngestTimes {
     pub last_file: f64,
 }
 
-/// Files per group commit in [`ingest_dir`], as `prr ingest` groups them...
-pub const GROUP_FILES: usize = 64;
-/// ...or items per group commit, whichever comes first.
-pub const GROUP_ITEMS: usize = 100_000;
-
 /// Ingests every file of `dir` in name order, one source delta (`Seq`) per file, as
 /// `prr ingest DIR` does: every file is read and parsed first (timed as `parse`), then
-/// consecutive files are group-committed ([`Pipeline`], up to [`GROUP_FILES`] files or
-/// [`GROUP_ITEMS`] items per durable commit): one group computes while the next is prepared
-/// and committed. The last file (the manifest, in a generated workload) is a
+/// consecutive files are group-committed as `prr ingest` groups them
+/// ([`Pipeline::group_end`]), one group computing while the next is prepared and committed.
+/// The last file (the manifest, in a generated workload) is a
 /// group of its own, submitted once everything before it is final and timed as `last_file`.
 /// Prints a progress line every `progress_every` files (0: never).
 pub fn ingest_dir(
@@ -55,13 +50,7 @@ pub fn ingest_dir(
     let mut i = 0;
     let mut pipeline = Pipeline::new();
     while i + 1 < parsed.len() {
-        let mut end = i;
-        let mut items = 0;
-        while end + 1 < parsed.len() && (end == i || (end - i < GROUP_FILES && items < GROUP_ITEMS))
-        {
-            items += parsed[end].len();
-            end += 1;
-        }
+        let end = Pipeline::group_end(i, parsed.len() - 1, |f| parsed[f].len());
         pipeline.submit(m, &parsed[i..end])?;
         // Committed: the parsed items are not needed any more.
         parsed[i..end].iter_mut().for_each(|p| *p = Vec::new());

@@ -45,7 +45,7 @@ pub use description::{
     Coll, Compute, Dag, DagError, Input, InputMode, JoinView, PartitionFn, Record,
     ReplicaDescription, ReplicaId,
 };
-pub use dictionary::{Dictionary, Id};
+pub use dictionary::{Dictionary, Id, Strings};
 pub use engine::{Delta, DeltaKind, Frontier, RuntimeConfig, SourceDelta, Subscription};
 pub use error::Error;
 pub use prr_persist::{RevisionInfo, StoreStats};

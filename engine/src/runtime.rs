@@ -86,7 +86,8 @@ impl<R: Record> Runtime<R> {
                 } else {
                     Store::open(path)?
                 };
-                dictionary.load(store.strings()?);
+                let n = store.string_count()? as usize;
+                dictionary.load(n, |f| Ok(store.for_each_string(f)?))?;
                 let last = store.last_seq()?;
                 (Some(store), last)
             }

@@ -346,21 +346,36 @@ impl Store {
 
     /// Every interned string, by id.
     pub fn strings(&self) -> Result<Vec<String>, Error> {
+        let mut out = Vec::new();
+        self.for_each_string(|_, s| out.push(s.to_string()))?;
+        Ok(out)
+    }
+
+    /// The number of interned strings.
+    pub fn string_count(&self) -> Result<u64, Error> {
+        let txn = self.begin_read()?;
+        Ok(txn.open_table(DICT)?.len()?)
+    }
+
+    /// Calls `f(id, string)` for every interned string, in id order (`0, 1, 2, ...`), without
+    /// allocating one `String` each. Ids that are not dense are a corrupt store.
+    pub fn for_each_string(&self, mut f: impl FnMut(u64, &str)) -> Result<u64, Error> {
         let txn = self.begin_read()?;
         let dict = txn.open_table(DICT)?;
-        let mut out = Vec::with_capacity(dict.len()? as usize);
+        let mut next = 0u64;
         for entry in dict.iter()? {
             let (k, v) = entry?;
-            if k.value() != out.len() as u64 {
+            if k.value() != next {
                 return Err(Error::Corrupt(format!(
                     "dictionary id {} follows id {}: ids must be dense",
                     k.value(),
-                    out.len() as i64 - 1
+                    next as i64 - 1
                 )));
             }
-            out.push(v.value().to_string());
+            f(next, v.value());
+            next += 1;
         }
-        Ok(out)
+        Ok(next)
     }
 
     /// Writes revisions of several replicas, all as of `as_of`, in one transaction, with the

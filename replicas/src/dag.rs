@@ -378,9 +378,12 @@ fn member_matches<'s>(
     let d = dict.clone();
     let rules = policy_room.flat_map(move |r| match r {
         Rec::Rule(rule) => {
-            let entity = rule.entity.map(|e| d.get(e));
-            let sha = rule.sha256.map(|h| d.get(h));
-            rule_key(rule.kind, rule.matcher, entity.as_deref(), sha.as_deref()).map(|k| (k, rule))
+            let s = d.strings();
+            let entity = rule.entity.map(|e| s.get(e));
+            let sha = rule.sha256.map(|h| s.get(h));
+            let key = rule_key(rule.kind, rule.matcher, entity, sha);
+            drop(s);
+            key.map(|k| (k, rule))
         }
         _ => None,
     });
@@ -398,17 +401,14 @@ fn member_matches<'s>(
     });
     let d = dict.clone();
     let matches = rules.join(probes).filter(move |(_, (rule, user))| {
-        let entity = rule.entity.map(|e| d.get(e));
-        let sha = rule.sha256.map(|h| d.get(h));
-        d.with(*user, |u| {
-            rule_matches_user(
-                rule.kind,
-                rule.matcher,
-                entity.as_deref(),
-                sha.as_deref(),
-                u,
-            )
-        })
+        let s = d.strings();
+        rule_matches_user(
+            rule.kind,
+            rule.matcher,
+            rule.entity.map(|e| s.get(e)),
+            rule.sha256.map(|h| s.get(h)),
+            s.get(*user),
+        )
     });
     let present = member_set.flat_map(|r| match r {
         Rec::MemberSet { instance, user, .. } => Some((user, instance)),
@@ -450,7 +450,8 @@ fn member_bans<'s>(
             _ => None,
         })
         .reduce_named("ChooseBanRule", move |_key, input, output| {
-            let text = |v: &(Id, Id, Id, Option<Id>)| (d.get(v.0), d.get(v.1), d.get(v.2));
+            let s = d.strings();
+            let text = |v: &(Id, Id, Id, Option<Id>)| (s.get(v.0), s.get(v.1), s.get(v.2));
             let chosen = input
                 .iter()
                 .map(|(v, _)| *v)
@@ -514,9 +515,10 @@ fn server_acl<'s>(
         .join(watches(instances))
         .map(|(_, ((entity, matcher), instance))| (instance, (entity, matcher)))
         .filter(move |(instance, (entity, matcher))| {
-            let own = d.with(*instance, |i| server_name(i).map(normalize_server));
-            let e = d.get(*entity);
-            !own.is_some_and(|own| rules::server_entity_matches(*matcher, Some(&e), None, &own))
+            let s = d.strings();
+            let own = server_name(s.get(*instance)).map(normalize_server);
+            let e = s.get(*entity);
+            !own.is_some_and(|own| rules::server_entity_matches(*matcher, Some(e), None, &own))
         })
         .map(|(instance, (entity, _))| (instance, Some(entity)));
     let d = dict.clone();
@@ -528,7 +530,8 @@ fn server_acl<'s>(
                 return;
             }
             let mut deny: Vec<Id> = input.iter().filter_map(|(e, _)| **e).collect();
-            deny.sort_by_key(|id| d.get(*id));
+            let s = d.strings();
+            deny.sort_by(|a, b| s.get(*a).cmp(s.get(*b)));
             deny.dedup();
             output.push((
                 Rec::Acl {

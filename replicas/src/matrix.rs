@@ -166,6 +166,27 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// A group holds consecutive batches up to this many...
+    pub const GROUP_BATCHES: usize = 64;
+    /// ...or until it holds this many items, whichever comes first.
+    pub const GROUP_ITEMS: usize = 100_000;
+
+    /// The end (exclusive) of the group of batches that starts at `start`, among the first
+    /// `len`: at least one batch, then more while the group has fewer than
+    /// [`Pipeline::GROUP_BATCHES`] batches and [`Pipeline::GROUP_ITEMS`] items. `items(i)` is
+    /// the number of items of batch `i`.
+    pub fn group_end(start: usize, len: usize, items: impl Fn(usize) -> usize) -> usize {
+        let mut end = start;
+        let mut n = 0;
+        while end < len
+            && (end == start || (end - start < Self::GROUP_BATCHES && n < Self::GROUP_ITEMS))
+        {
+            n += items(end);
+            end += 1;
+        }
+        end
+    }
+
     /// An empty pipeline.
     pub fn new() -> Self {
         Self::default()
@@ -201,5 +222,23 @@ impl Pipeline {
     /// The last `Seq` this pipeline has waited for: every replica is final through it.
     pub fn final_through(&self) -> Option<Seq> {
         self.final_through
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pipeline;
+
+    #[test]
+    fn groups_stop_at_the_batch_or_item_bound_and_hold_at_least_one_batch() {
+        // Small batches: 64 per group.
+        assert_eq!(Pipeline::group_end(0, 200, |_| 10), 64);
+        assert_eq!(Pipeline::group_end(64, 100, |_| 10), 100);
+        // Items: the group closes once it holds 100k or more.
+        assert_eq!(Pipeline::group_end(0, 10, |_| 40_000), 3);
+        // A batch larger than the bound is a group of its own.
+        assert_eq!(Pipeline::group_end(5, 10, |_| 1_000_000), 6);
+        assert_eq!(Pipeline::group_end(9, 10, |_| 1), 10);
+        assert_eq!(Pipeline::group_end(10, 10, |_| 1), 10);
     }
 }

@@ -10,11 +10,6 @@ use prr_replicas::{Pipeline, SourceItem, parse_file};
 use super::Ctx;
 use crate::{Failure, exit};
 
-/// A group commit holds consecutive files up to this many...
-const GROUP_FILES: usize = 64;
-/// ...or this many items.
-const GROUP_ITEMS: usize = 100_000;
-
 /// Inputs at least this large get a progress line on a terminal.
 const PROGRESS_BYTES: u64 = 8 << 20;
 
@@ -133,14 +128,7 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
     let mut start = 0;
     let mut pipeline = Pipeline::new();
     while start < parsed.len() {
-        let mut end = start;
-        let mut items = 0;
-        while end < parsed.len()
-            && (end == start || (end - start < GROUP_FILES && items < GROUP_ITEMS))
-        {
-            items += parsed[end].1.len();
-            end += 1;
-        }
+        let end = Pipeline::group_end(start, parsed.len(), |f| parsed[f].1.len());
         let group: Vec<&[SourceItem]> = parsed[start..end]
             .iter()
             .map(|(_, i)| i.as_slice())
