@@ -5,6 +5,7 @@
 //! retracts the record it replaces. Changes are staged and only applied to that state once the
 //! source delta is committed, so a failed commit leaves it as it was.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
 use foldhash::HashMap;
@@ -26,10 +27,27 @@ type InstanceRooms = (BTreeSet<Id>, BTreeSet<Id>);
 pub struct Ingestor {
     state: HashMap<StateKey, RoomState>,
     /// `(room, event_id)` -> the keys where that event is the current record.
-    by_event: HashMap<(Id, Id), Vec<StateKey>>,
+    by_event: HashMap<(Id, Id), EventKeys>,
     instances: BTreeMap<Id, InstanceRooms>,
     room_state: Option<ReplicaId>,
     instances_replica: Option<ReplicaId>,
+}
+
+/// The keys where one event is the current record: almost always one, so without an
+/// allocation (the index holds an entry for every `room_state` record).
+#[derive(Clone, Debug)]
+enum EventKeys {
+    One(StateKey),
+    Many(Vec<StateKey>),
+}
+
+impl EventKeys {
+    fn as_slice(&self) -> &[StateKey] {
+        match self {
+            EventKeys::One(k) => std::slice::from_ref(k),
+            EventKeys::Many(v) => v,
+        }
+    }
 }
 
 /// A source delta prepared from parsed items, with the state changes to apply once it is
@@ -53,6 +71,9 @@ impl Ingestor {
             instances_replica: Some(instances),
             ..Default::default()
         };
+        let contents = contents.into_iter();
+        ing.state.reserve(contents.size_hint().0);
+        ing.by_event.reserve(contents.size_hint().0);
         for rec in contents {
             match rec {
                 Rec::RoomState(s) => ing.set_state((s.room, s.event_type, s.state_key), Some(s)),
@@ -79,19 +100,33 @@ impl Ingestor {
     }
 
     fn set_state(&mut self, key: StateKey, new: Option<RoomState>) {
-        if let Some(old) = self.state.remove(&key)
-            && let Some(keys) = self.by_event.get_mut(&(old.room, old.event_id))
-        {
-            keys.retain(|k| *k != key);
-            if keys.is_empty() {
-                self.by_event.remove(&(old.room, old.event_id));
+        if let Some(old) = self.state.remove(&key) {
+            let event = (old.room, old.event_id);
+            let emptied = match self.by_event.get_mut(&event) {
+                Some(EventKeys::One(k)) => *k == key,
+                Some(EventKeys::Many(keys)) => {
+                    keys.retain(|k| *k != key);
+                    keys.is_empty()
+                }
+                None => false,
+            };
+            if emptied {
+                self.by_event.remove(&event);
             }
         }
         if let Some(new) = new {
-            self.by_event
-                .entry((new.room, new.event_id))
-                .or_default()
-                .push(key);
+            match self.by_event.entry((new.room, new.event_id)) {
+                Entry::Vacant(v) => {
+                    v.insert(EventKeys::One(key));
+                }
+                Entry::Occupied(mut o) => match o.get_mut() {
+                    EventKeys::One(k) => {
+                        let first = *k;
+                        *o.get_mut() = EventKeys::Many(vec![first, key]);
+                    }
+                    EventKeys::Many(keys) => keys.push(key),
+                },
+            }
             self.state.insert(key, new);
         }
     }
@@ -204,7 +239,7 @@ impl Ingestor {
             let mut keys: Vec<StateKey> = self
                 .by_event
                 .get(&(room, target_id))
-                .cloned()
+                .map(|k| k.as_slice().to_vec())
                 .unwrap_or_default();
             keys.extend(
                 staged_events

@@ -42,6 +42,7 @@ impl Matrix {
         if self.ingestor.is_none() {
             let rs = self.rt.replica("room_state")?;
             let inst = self.rt.replica("instances")?;
+            // Before the dataflow runs, these reads are served from the source revisions.
             let mut contents: Vec<Rec> = self
                 .rt
                 .read(rs, None)?
@@ -49,7 +50,15 @@ impl Matrix {
                 .map(|(r, _)| r)
                 .collect();
             contents.extend(self.rt.read(inst, None)?.into_iter().map(|(r, _)| r));
-            self.ingestor = Some(Ingestor::new(rs, inst, contents));
+            // An ingest needs both the ingest state and the dataflow, and each takes seconds to
+            // restore at a million records: the state is built on another thread meanwhile.
+            let building = std::thread::spawn(move || Ingestor::new(rs, inst, contents));
+            let restored = self.rt.sync();
+            let ingestor = building
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            restored?;
+            self.ingestor = Some(ingestor);
         }
         Ok(self.ingestor.as_mut().expect("ingestor loaded"))
     }

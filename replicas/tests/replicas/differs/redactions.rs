@@ -606,3 +606,52 @@ fn member_bans_reason_default_and_smallest_rule_room_and_event_id() {
 }
 
 // ---------------------------------------------------------------------------------------------
+
+#[test]
+fn one_event_id_current_at_several_keys_is_redacted_at_each_until_replaced() {
+    // Hostile or broken exports reuse an event ID at several state keys of one room: a
+    // redaction of it redacts every key where it is current, and a key where it was replaced
+    // is left alone.
+    let (mut m, dir) = matrix_with_store();
+    ingest_events(
+        &mut m,
+        vec![
+            user_ban("$dup", LIST, "a", "@a:x.org", Some("one")),
+            user_ban("$dup", LIST, "b", "@b:x.org", Some("two")),
+            user_ban("$dup", LIST, "c", "@c:x.org", Some("three")),
+        ],
+    );
+    assert_eq!(show(&mut m, "policy_room").len(), 3);
+    // Key `a` gets another event: `$dup` stays current at `b` and `c` only.
+    ingest_events(
+        &mut m,
+        vec![user_ban("$new", LIST, "a", "@a:x.org", Some("new"))],
+    );
+    ingest_events(&mut m, vec![redaction("$x1", LIST, Some("$dup"), None)]);
+    let rules = show(&mut m, "policy_room");
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(field(&rules[0], "event_id"), "$new");
+    let rows = show(&mut m, "room_state");
+    let redacted: Vec<(&str, &Value)> = rows
+        .iter()
+        .map(|r| (field(r, "state_key"), &r["redacted"]))
+        .collect();
+    assert_eq!(
+        redacted,
+        vec![
+            ("a", &json!(false)),
+            ("b", &json!(true)),
+            ("c", &json!(true))
+        ]
+    );
+    // The ingest state is rebuilt the same way after a restart (from the revisions).
+    drop(m);
+    let mut m = Matrix::start(RuntimeConfig::new().with_store(dir.path().join("store.redb")))
+        .expect("runtime restarts");
+    ingest_events(
+        &mut m,
+        vec![user_ban("$dup", LIST, "d", "@d:x.org", Some("four"))],
+    );
+    ingest_events(&mut m, vec![redaction("$x2", LIST, Some("$dup"), None)]);
+    assert_eq!(show(&mut m, "policy_room").len(), 1);
+}
