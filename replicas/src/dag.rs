@@ -6,7 +6,7 @@ use std::sync::Arc;
 use prr_engine::{Coll, Dag, DagError, Dictionary, Id, Input, JoinView, ReplicaDescription};
 use serde_json::{Map, Value};
 
-use crate::record::{Kind, MatchKind, Membership, Rec, RejectReason, Relation, Rule};
+use crate::record::{Kind, MatchKind, Membership, Rec, RejectReason, Relation, RoomState, Rule};
 use crate::rules::{
     self, normalize_server, parse_rule, rule_key, rule_matches_user, server_name, user_match_keys,
 };
@@ -232,10 +232,7 @@ pub fn matrix_dag(dict: &Dictionary) -> Result<Dag<Rec>, DagError> {
                 let slots =
                     rule_slots(i[0].clone(), &d, &k).filter(|r| matches!(r, Rec::Reject { .. }));
                 let (d, k) = (d.clone(), k.clone());
-                let members = i[0].clone().flat_map(move |r| match member_of(&r, &d, &k) {
-                    Some(Err(reject)) => Some(reject),
-                    _ => None,
-                });
+                let members = i[0].clone().flat_map(move |r| member_reject(&r, &d, &k));
                 slots.concat(members)
             },
         )
@@ -283,13 +280,53 @@ fn present_members(members: Coll<'_, Rec>) -> Coll<'_, (Id, Id)> {
     })
 }
 
+/// The fields of a member event's content that the replicas read. Deserializing only these
+/// skips every other field without building it (a restore reads a million member events).
+#[derive(serde::Deserialize, Default)]
+struct MemberFields {
+    membership: Option<Value>,
+    displayname: Option<Value>,
+}
+
+/// The member fields of a stored content (stored contents are JSON objects without duplicate
+/// keys, written by the ingest; anything else reads as an empty object, as in [`content_of`]).
+fn member_fields(dict: &Dictionary, id: Id) -> MemberFields {
+    dict.with(id, |c| serde_json::from_str(c).unwrap_or_default())
+}
+
 /// A `room_members` record or a reject, for a member event of `room_state`.
 fn member_of(r: &Rec, dict: &Dictionary, known: &Known) -> Option<Result<Rec, Rec>> {
     let Rec::RoomState(s) = r else { return None };
     if s.event_type != known.member {
         return None;
     }
-    let content = content_of(dict, s.content);
+    let content = member_fields(dict, s.content);
+    Some(match membership_of(s, &content) {
+        Ok(membership) => Ok(Rec::Member {
+            room: s.room,
+            user: s.state_key,
+            membership,
+            displayname: content
+                .displayname
+                .as_ref()
+                .and_then(Value::as_str)
+                .map(|n| dict.intern(n)),
+        }),
+        Err(reject) => Err(reject),
+    })
+}
+
+/// The reject of a member event of `room_state` whose membership is missing or unknown: what
+/// [`member_of`] rejects, without building the member records.
+fn member_reject(r: &Rec, dict: &Dictionary, known: &Known) -> Option<Rec> {
+    let Rec::RoomState(s) = r else { return None };
+    if s.event_type != known.member {
+        return None;
+    }
+    membership_of(s, &member_fields(dict, s.content)).err()
+}
+
+fn membership_of(s: &RoomState, content: &MemberFields) -> Result<Membership, Rec> {
     let reject = |reason| Rec::Reject {
         room: s.room,
         event_id: s.event_id,
@@ -297,21 +334,12 @@ fn member_of(r: &Rec, dict: &Dictionary, known: &Known) -> Option<Result<Rec, Re
         state_key: s.state_key,
         reason,
     };
-    Some(match content.get("membership") {
-        Some(Value::String(m)) => match Membership::parse(m) {
-            Some(membership) => Ok(Rec::Member {
-                room: s.room,
-                user: s.state_key,
-                membership,
-                displayname: content
-                    .get("displayname")
-                    .and_then(Value::as_str)
-                    .map(|n| dict.intern(n)),
-            }),
-            None => Err(reject(RejectReason::MembershipUnknown)),
-        },
+    match &content.membership {
+        Some(Value::String(m)) => {
+            Membership::parse(m).ok_or_else(|| reject(RejectReason::MembershipUnknown))
+        }
         _ => Err(reject(RejectReason::MembershipMissing)),
-    })
+    }
 }
 
 /// Policy rule slots: for each `(room, kind, state_key)`, the newest-type event present
