@@ -487,6 +487,10 @@ fn member_bans<'s>(
                 .expect("non-empty group");
             output.push((*chosen, 1));
         });
+    // (instance, user) -> every protected room of the instance where the user has a membership
+    // that is not `ban`: a chosen rule meets exactly the rooms of its ban intents, not every
+    // room the instance protects (a glob matching thousands of users would otherwise be
+    // joined with each instance's 1-20 rooms first and filtered afterwards).
     let not_banned = members.flat_map(|r| match r {
         Rec::Member {
             room,
@@ -496,21 +500,19 @@ fn member_bans<'s>(
         } if membership != Membership::Ban => Some((room, user)),
         _ => None,
     });
-    let protected = protects(instances).map(|(room, instance)| (instance, room));
-    best.map(|((instance, user), rule)| (instance, (user, rule)))
-        .join(protected)
-        .map(|(instance, ((user, rule), room))| ((room, user), (instance, rule)))
-        .semijoin(not_banned)
-        .map(
-            |((room, user), (instance, (rule_room, rule_event, _, reason)))| Rec::Ban {
-                instance,
-                room,
-                user,
-                rule_room,
-                rule_event,
-                reason,
-            },
-        )
+    let user_rooms = not_banned
+        .join(protects(instances))
+        .map(|(room, (user, instance))| ((instance, user), room));
+    best.join(user_rooms).map(
+        |((instance, user), ((rule_room, rule_event, _, reason), room))| Rec::Ban {
+            instance,
+            room,
+            user,
+            rule_room,
+            rule_event,
+            reason,
+        },
+    )
 }
 
 /// Each instance's intended server ACL: the entities of its non-hashed server ban rules,
