@@ -115,10 +115,15 @@ impl Dictionary {
         inner.find(s, hash)
     }
 
-    /// The string of an id, copied. Panics on an id that was never handed out: ids only come
-    /// from this dictionary.
-    pub fn get(&self, id: Id) -> Arc<str> {
-        Arc::from(self.inner.read().expect("dictionary lock").str(id))
+    /// The string of an id, copied (see [`Dictionary::with`] and [`Dictionary::strings`] to read
+    /// without copying). Panics on an id that was never handed out: ids only come from this
+    /// dictionary.
+    pub fn get(&self, id: Id) -> String {
+        self.inner
+            .read()
+            .expect("dictionary lock")
+            .str(id)
+            .to_string()
     }
 
     /// Calls `f` with the string of `id`, without copying it.

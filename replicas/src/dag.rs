@@ -626,7 +626,7 @@ fn acl_equals_intent(content: &Map<String, Value>, deny: &[Id], dict: &Dictionar
         }
     }
     let want_deny: std::collections::BTreeSet<String> =
-        deny.iter().map(|id| dict.get(*id).to_string()).collect();
+        deny.iter().map(|id| dict.get(*id)).collect();
     let allow_ip = content
         .get("allow_ip_literals")
         .unwrap_or(&Value::Bool(true));

@@ -9,7 +9,7 @@ use crate::record::{Rec, Relation, Rule};
 pub const NO_REASON: &str = "<no reason supplied>";
 
 fn s(dict: &Dictionary, id: Id) -> Value {
-    Value::String(dict.get(id).to_string())
+    Value::String(dict.get(id))
 }
 
 fn opt(dict: &Dictionary, id: Option<Id>) -> Value {
@@ -167,7 +167,7 @@ pub fn to_json(dict: &Dictionary, rec: &Rec) -> Value {
 
 /// The key a record is sorted by in output: the spec's key fields, as text.
 pub fn sort_key(dict: &Dictionary, rec: &Rec) -> Vec<String> {
-    let t = |id: Id| dict.get(id).to_string();
+    let t = |id: Id| dict.get(id);
     match rec {
         Rec::RoomState(r) => vec![t(r.room), t(r.event_type), t(r.state_key)],
         Rec::Instance {
