@@ -24,11 +24,16 @@ struct Inner {
     persisted: u64,
 }
 
+/// String `id` of the packed `bytes` (see [`Inner`]).
+fn packed<'a>(bytes: &'a str, ends: &[u64], id: Id) -> &'a str {
+    let i = id as usize;
+    let start = if i == 0 { 0 } else { ends[i - 1] as usize };
+    &bytes[start..ends[i] as usize]
+}
+
 impl Inner {
     fn str(&self, id: Id) -> &str {
-        let i = id as usize;
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        &self.bytes[start..self.ends[i] as usize]
+        packed(&self.bytes, &self.ends, id)
     }
 
     fn find(&self, s: &str, hash: u64) -> Option<Id> {
@@ -47,11 +52,8 @@ impl Inner {
             hasher,
             ..
         } = self;
-        index.insert_unique(hash, id, |id| {
-            let i = *id as usize;
-            let start = if i == 0 { 0 } else { ends[i - 1] as usize };
-            hasher.hash_one(&bytes[start..ends[i] as usize])
-        });
+        // Growing the table rehashes every id by its string.
+        index.insert_unique(hash, id, |id| hasher.hash_one(packed(bytes, ends, *id)));
         id
     }
 }

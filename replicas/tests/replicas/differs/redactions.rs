@@ -471,6 +471,20 @@ fn acl_sync_compares_sets_and_treats_missing_allow_ip_literals_as_true() {
 // ---------------------------------------------------------------------------------------------
 // member_bans
 
+/// `(rule_room_id, rule_event_id, reason)` of each `member_bans` row of `user`.
+fn chosen_rules<'a>(rows: &'a [Value], user: &str) -> Vec<(&'a str, &'a str, &'a str)> {
+    rows.iter()
+        .filter(|r| r["user_id"] == user)
+        .map(|r| {
+            (
+                field(r, "rule_room_id"),
+                field(r, "rule_event_id"),
+                field(r, "reason"),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn member_bans_reason_default_and_smallest_rule_room_and_event_id() {
     let mut m = matrix();
@@ -561,34 +575,14 @@ fn member_bans_reason_default_and_smallest_rule_room_and_event_id() {
         vec![rule("$10x", list_a, "m.policy.rule.user", "a10", json!({}))],
     );
     let rows = show_in(&mut m, "member_bans", BOT);
-    let spam: Vec<(&str, &str, &str)> = rows
-        .iter()
-        .filter(|r| r["user_id"] == "@spam:evil.org")
-        .map(|r| {
-            (
-                field(r, "rule_room_id"),
-                field(r, "rule_event_id"),
-                field(r, "reason"),
-            )
-        })
-        .collect();
+    let spam = chosen_rules(&rows, "@spam:evil.org");
     assert_eq!(spam, vec![(list_a, "$2", "a two"), (list_a, "$2", "a two")]);
     ingest_events(
         &mut m,
         vec![rule("$2x", list_a, "m.policy.rule.user", "a2", json!({}))],
     );
     let rows = show_in(&mut m, "member_bans", BOT);
-    let spam: Vec<(&str, &str, &str)> = rows
-        .iter()
-        .filter(|r| r["user_id"] == "@spam:evil.org")
-        .map(|r| {
-            (
-                field(r, "rule_room_id"),
-                field(r, "rule_event_id"),
-                field(r, "reason"),
-            )
-        })
-        .collect();
+    let spam = chosen_rules(&rows, "@spam:evil.org");
     assert_eq!(
         spam,
         vec![(list_b, "$b1", "from b"), (list_b, "$b1", "from b")]
