@@ -7,11 +7,13 @@ use std::sync::Arc;
 
 use differential_dataflow::VecCollection;
 
-/// What a record type must provide to flow through the dataflow: it crosses workers (serde),
-/// is ordered and hashable, and can be written to the store.
-pub trait Record: differential_dataflow::ExchangeData + Hash {}
+use crate::resume::{Resume, Seeds};
 
-impl<T: differential_dataflow::ExchangeData + Hash> Record for T {}
+/// What a record type must provide to flow through the dataflow: it crosses workers (serde),
+/// is ordered and hashable, can be shared by workers, and can be written to the store.
+pub trait Record: differential_dataflow::ExchangeData + Hash + Sync {}
+
+impl<T: differential_dataflow::ExchangeData + Hash + Sync> Record for T {}
 
 /// A collection of records at `Seq` timestamps (the raw `u64` of [`crate::Seq`]) inside a dataflow.
 pub type Coll<'s, R> = VecCollection<'s, u64, R, isize>;
@@ -172,6 +174,7 @@ pub struct ReplicaDescription<R: Record> {
     record_type: String,
     inputs: Vec<Input>,
     compute: Option<Compute<R>>,
+    resume: Option<Resume<R>>,
     view: Option<JoinView<R>>,
     partition: PartitionFn<R>,
     logic_version: u32,
@@ -200,6 +203,7 @@ impl<R: Record> ReplicaDescription<R> {
             record_type: String::new(),
             inputs: Vec::new(),
             compute: None,
+            resume: None,
             view: None,
             partition,
             logic_version: 1,
@@ -223,6 +227,7 @@ impl<R: Record> ReplicaDescription<R> {
             record_type: String::new(),
             inputs,
             compute: Some(Arc::new(compute)),
+            resume: None,
             view: None,
             partition,
             logic_version: 1,
@@ -246,6 +251,7 @@ impl<R: Record> ReplicaDescription<R> {
             record_type: String::new(),
             inputs: vec![Input::full(left), Input::full(right)],
             compute: None,
+            resume: None,
             view: Some(view),
             partition,
             logic_version: 1,
@@ -256,6 +262,19 @@ impl<R: Record> ReplicaDescription<R> {
     /// changes: a stored revision of another version is recomputed on restore.
     pub fn with_logic_version(mut self, version: u32) -> Self {
         self.logic_version = version;
+        self
+    }
+
+    /// Declares how the replica is resumed at a restore point instead of recomputed (see
+    /// [`crate::Seeds`]): `resume` derives the replica's delta after the restore point from its
+    /// inputs' deltas after it and their contents there. It must agree with the computation:
+    /// the replica's contents at every later `Seq` are its revision plus what `resume` yields.
+    /// A replica whose inputs are all read in deltas is resumed without one.
+    pub fn with_resume<F>(mut self, resume: F) -> Self
+    where
+        F: for<'s> Fn(&[Coll<'s, R>], &Seeds<R>) -> Coll<'s, R> + Send + Sync + 'static,
+    {
+        self.resume = Some(Arc::new(resume));
         self
     }
 
@@ -317,6 +336,22 @@ impl<R: Record> ReplicaDescription<R> {
 
     pub(crate) fn compute(&self) -> Option<&Compute<R>> {
         self.compute.as_ref()
+    }
+
+    pub(crate) fn resume(&self) -> Option<&Resume<R>> {
+        self.resume.as_ref()
+    }
+
+    pub(crate) fn has_resume(&self) -> bool {
+        self.resume.is_some()
+    }
+
+    /// Whether a restore can resume this replica from its revision (see [`crate::Seeds`]).
+    pub fn is_resumable(&self) -> bool {
+        self.compute.is_some()
+            && (self.resume.is_some()
+                || (!self.inputs.is_empty()
+                    && self.inputs.iter().all(|i| i.mode == InputMode::Deltas)))
     }
 
     /// A stable hash of the declaration (name, partition key, record type, inputs, logic

@@ -12,6 +12,7 @@ use timely::WorkerConfig;
 use timely::communication::initialize::WorkerGuards;
 
 use crate::description::{Dag, JoinView, Record, ReplicaId};
+use crate::resume::ResumePlan;
 use crate::worker::{Captured, Command, Reply, SourceUpdate, WorkerLink, run_worker};
 use crate::{Error, Seq};
 
@@ -25,6 +26,7 @@ pub struct RuntimeConfig {
     pub(crate) revision_on_shutdown: bool,
     pub(crate) log_gc: bool,
     pub(crate) read_only: bool,
+    pub(crate) resume: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -37,6 +39,7 @@ impl Default for RuntimeConfig {
             revision_on_shutdown: true,
             log_gc: false,
             read_only: false,
+            resume: true,
         }
     }
 }
@@ -50,6 +53,14 @@ impl RuntimeConfig {
     /// The number of timely worker threads (at least 1; at most the number of cores is wise).
     pub fn with_workers(mut self, workers: usize) -> Self {
         self.workers = workers.max(1);
+        self
+    }
+
+    /// Whether a restore resumes the replicas that can be resumed from their revisions (the
+    /// default) instead of recomputing every derived replica from the source revisions (see
+    /// [`crate::Seeds`]). Both give the same contents; turning it off is for comparisons.
+    pub fn with_resume(mut self, resume: bool) -> Self {
+        self.resume = resume;
         self
     }
 
@@ -204,7 +215,11 @@ pub(crate) struct Workers<R: Record> {
 }
 
 impl<R: Record> Workers<R> {
-    pub(crate) fn start(dag: Arc<Dag<R>>, workers: usize) -> Result<Self, Error> {
+    pub(crate) fn start(
+        dag: Arc<Dag<R>>,
+        workers: usize,
+        plan: Option<Arc<ResumePlan<R>>>,
+    ) -> Result<Self, Error> {
         let (reply_tx, replies) = unbounded();
         let (captured_tx, captured) = unbounded();
         let capture: Arc<Vec<AtomicBool>> =
@@ -241,7 +256,7 @@ impl<R: Record> Workers<R> {
                 captured: captured_tx.clone(),
                 capture: capture_w.clone(),
             };
-            run_worker(worker, &dag, link);
+            run_worker(worker, &dag, link, plan.as_deref());
         })
         .map_err(Error::Workers)?;
         Ok(Workers {
@@ -448,11 +463,20 @@ pub(crate) struct Engine<R: Record> {
 
 impl<R: Record> Engine<R> {
     pub(crate) fn start(dag: Arc<Dag<R>>, workers: usize) -> Result<Self, Error> {
+        Self::start_resumed(dag, workers, None)
+    }
+
+    /// Starts an engine whose dataflow resumes the replicas of `plan` (see [`ResumePlan`]).
+    pub(crate) fn start_resumed(
+        dag: Arc<Dag<R>>,
+        workers: usize,
+        plan: Option<Arc<ResumePlan<R>>>,
+    ) -> Result<Self, Error> {
         let n = dag.len();
         Ok(Engine {
             dag: dag.clone(),
             views: (0..n).map(|_| None).collect(),
-            workers: Workers::start(dag, workers)?,
+            workers: Workers::start(dag, workers, plan)?,
             fed: 0,
             synced_upper: 0,
             pending: BTreeMap::new(),

@@ -37,6 +37,7 @@ mod dictionary;
 mod engine;
 mod error;
 pub mod oracle;
+mod resume;
 mod runtime;
 mod seq;
 mod worker;
@@ -48,6 +49,7 @@ pub use description::{
 pub use dictionary::{Dictionary, Id, Strings};
 pub use engine::{Delta, DeltaKind, Frontier, RuntimeConfig, SourceDelta, Subscription};
 pub use error::Error;
+pub use resume::{Resume, Seeds};
 pub use prr_persist::{RevisionInfo, StoreStats};
 pub use runtime::{RebuildOutcome, ReplicaStatus, Runtime, Status};
 pub use seq::Seq;

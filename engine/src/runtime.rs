@@ -35,6 +35,7 @@ pub struct Runtime<R: Record> {
     last_seq: u64,
     since_revision: u64,
     rebuild_deltas: Vec<Delta<R>>,
+    resumed: Vec<String>,
 }
 
 /// Status of a runtime, for `prr status`.
@@ -110,6 +111,7 @@ impl<R: Record> Runtime<R> {
             last_seq,
             since_revision: 0,
             rebuild_deltas: Vec::new(),
+            resumed: Vec::new(),
         };
         if rt.store.is_none() {
             rt.engine = Some(Engine::start(rt.dag.clone(), rt.config.workers)?);

@@ -14,7 +14,11 @@ use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::progress::frontier::Antichain;
 use timely::worker::Worker;
 
+use differential_dataflow::AsCollection;
+use timely::dataflow::operators::core::Filter;
+
 use crate::description::{Coll, Dag, Record};
+use crate::resume::ResumePlan;
 
 /// The arrangement of one replica: records keyed by their partition.
 type Trace<R> = TraceAgent<ValSpine<u64, R, u64, isize>>;
@@ -61,8 +65,15 @@ pub(crate) struct WorkerLink<R> {
     pub capture: Arc<Vec<AtomicBool>>,
 }
 
-/// Builds the shared dataflow on this worker and serves commands until `Shutdown`.
-pub(crate) fn run_worker<R: Record>(worker: &mut Worker, dag: &Dag<R>, link: WorkerLink<R>) {
+/// Builds the shared dataflow on this worker and serves commands until `Shutdown`. With a
+/// `plan`, the replicas it resumes start from their revisions (fed at the restore point through
+/// an input of their own, like a source) and compute only their deltas after it.
+pub(crate) fn run_worker<R: Record>(
+    worker: &mut Worker,
+    dag: &Dag<R>,
+    link: WorkerLink<R>,
+    plan: Option<&ResumePlan<R>>,
+) {
     let index = worker.index();
     let n = dag.len();
     let all_probe: ProbeHandle<u64> = ProbeHandle::new();
@@ -71,6 +82,8 @@ pub(crate) fn run_worker<R: Record>(worker: &mut Worker, dag: &Dag<R>, link: Wor
     let (mut inputs, mut traces) = worker.dataflow::<u64, _, _>(|scope| {
         let mut inputs: Vec<Option<InputSession<u64, R, isize>>> = Vec::with_capacity(n);
         let mut colls: Vec<Option<Coll<'_, R>>> = Vec::with_capacity(n);
+        // A replica's updates after the restore point, once a resumed replica needs them.
+        let mut deltas: Vec<Option<Coll<'_, R>>> = vec![None; n];
         let mut traces: Vec<Option<Trace<R>>> = Vec::with_capacity(n);
         for (i, desc) in dag.replicas().iter().enumerate() {
             if desc.is_view() {
@@ -80,21 +93,48 @@ pub(crate) fn run_worker<R: Record>(worker: &mut Worker, dag: &Dag<R>, link: Wor
                 traces.push(None);
                 continue;
             }
-            let coll = match desc.compute() {
-                None => {
+            let id = crate::ReplicaId(i as u32);
+            let resumed = plan.and_then(|p| p.seeds[i].as_ref().map(|s| (p.as_of, s)));
+            let coll = match (desc.compute(), resumed) {
+                (None, _) => {
                     let mut session = InputSession::new();
                     let c = session.to_collection(scope);
                     inputs.push(Some(session));
                     c
                 }
-                Some(compute) => {
+                (Some(compute), None) => {
                     inputs.push(None);
                     let ins: Vec<Coll<'_, R>> = dag
-                        .inputs_of(crate::ReplicaId(i as u32))
+                        .inputs_of(id)
                         .iter()
                         .map(|x| colls[x.index()].clone().expect("inputs are not views"))
                         .collect();
                     compute(&ins)
+                }
+                (Some(compute), Some((as_of, seeds))) => {
+                    let mut session = InputSession::new();
+                    let revision = session.to_collection(scope);
+                    inputs.push(Some(session));
+                    let ins: Vec<Coll<'_, R>> = dag
+                        .inputs_of(id)
+                        .iter()
+                        .map(|x| {
+                            deltas[x.index()]
+                                .get_or_insert_with(|| {
+                                    after(
+                                        colls[x.index()].clone().expect("inputs are not views"),
+                                        as_of,
+                                    )
+                                })
+                                .clone()
+                        })
+                        .collect();
+                    let delta = match desc.resume() {
+                        Some(resume) => resume(&ins, seeds),
+                        None => compute(&ins),
+                    };
+                    deltas[i] = Some(delta.clone());
+                    revision.concat(delta)
                 }
             };
             colls.push(Some(coll.clone()));
@@ -222,6 +262,13 @@ pub(crate) fn run_worker<R: Record>(worker: &mut Worker, dag: &Dag<R>, link: Wor
             }
         }
     }
+}
+
+/// The updates of `coll` at times after `as_of`: its delta since the restore point.
+fn after<R: Record>(coll: Coll<'_, R>, as_of: u64) -> Coll<'_, R> {
+    coll.inner
+        .filter(move |(_, t, _)| *t > as_of)
+        .as_collection()
 }
 
 /// Reads the consolidated contents of this worker's shard of a replica at its current upper.

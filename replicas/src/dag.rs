@@ -7,9 +7,8 @@ use prr_engine::{Coll, Dag, DagError, Dictionary, Id, Input, JoinView, ReplicaDe
 use serde_json::{Map, Value};
 
 use crate::record::{Kind, MatchKind, Membership, Rec, RejectReason, Relation, RoomState, Rule};
-use crate::rules::{
-    self, normalize_server, parse_rule, rule_key, rule_matches_user, server_name, user_match_keys,
-};
+use crate::resume::{self, rule_match_key, rule_matches};
+use crate::rules::{self, normalize_server, parse_rule, server_name, user_match_keys};
 
 /// The names of the replicas, in the order `prr show` and `status` list them.
 pub const REPLICAS: [&str; 11] = [
@@ -165,7 +164,7 @@ pub fn matrix_dag(dict: &Dictionary) -> Result<Dag<Rec>, DagError> {
         )
         .with_record_type("(instance, user_id, rooms)"),
     );
-    let d = dict.clone();
+    let (d, d2) = (dict.clone(), dict.clone());
     descs.push(
         ReplicaDescription::derived(
             "member_matches",
@@ -178,6 +177,7 @@ pub fn matrix_dag(dict: &Dictionary) -> Result<Dag<Rec>, DagError> {
             ],
             move |i| member_matches(i[0].clone(), i[1].clone(), i[2].clone(), &d),
         )
+        .with_resume(move |deltas, seeds| resume::member_matches(deltas, seeds, &d2))
         .with_record_type("(instance, user_id, rule)"),
     );
     let d = dict.clone();
@@ -406,11 +406,7 @@ fn member_matches<'s>(
     let d = dict.clone();
     let rules = policy_room.flat_map(move |r| match r {
         Rec::Rule(rule) => {
-            let s = d.strings();
-            let entity = rule.entity.map(|e| s.get(e));
-            let sha = rule.sha256.map(|h| s.get(h));
-            let key = rule_key(rule.kind, rule.matcher, entity, sha);
-            drop(s);
+            let key = rule_match_key(&rule, &d.strings());
             key.map(|k| (k, rule))
         }
         _ => None,
@@ -428,16 +424,9 @@ fn member_matches<'s>(
         keys.into_iter().map(move |k| (k, u))
     });
     let d = dict.clone();
-    let matches = rules.join(probes).filter(move |(_, (rule, user))| {
-        let s = d.strings();
-        rule_matches_user(
-            rule.kind,
-            rule.matcher,
-            rule.entity.map(|e| s.get(e)),
-            rule.sha256.map(|h| s.get(h)),
-            s.get(*user),
-        )
-    });
+    let matches = rules
+        .join(probes)
+        .filter(move |(_, (rule, user))| rule_matches(rule, *user, &d.strings()));
     let present = member_set.flat_map(|r| match r {
         Rec::MemberSet { instance, user, .. } => Some((user, instance)),
         _ => None,

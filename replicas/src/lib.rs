@@ -33,6 +33,7 @@ mod matrix;
 mod parse;
 mod record;
 mod render;
+mod resume;
 mod rules;
 
 pub use dag::{REPLICAS, matrix_dag};

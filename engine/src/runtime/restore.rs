@@ -1,6 +1,7 @@
 //! Restore: start points, replaying revisions and the log into a dataflow, rebuild deltas.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use prr_persist::RevisionInfo;
 
@@ -8,6 +9,7 @@ use super::Runtime;
 use crate::codec::{self, LoggedDelta};
 use crate::description::{Record, ReplicaId};
 use crate::engine::{Delta, DeltaKind, Engine, difference};
+use crate::resume::{ResumePlan, Seeds};
 use crate::worker::SourceUpdate;
 use crate::{Error, Seq};
 
@@ -26,7 +28,16 @@ impl<R: Record> Runtime<R> {
             return Ok(());
         }
         let start = self.start_point(self.last_seq)?;
-        let mut engine = self.replay_engine(start, start.as_of, None)?;
+        let mut engine = match self.resume_plan(start)? {
+            Some(plan) => {
+                self.resumed = (plan.seeds.iter().enumerate())
+                    .filter(|(_, s)| s.is_some())
+                    .map(|(i, _)| self.dag.replica(ReplicaId(i as u32)).name().to_string())
+                    .collect();
+                self.resumed_engine(start, plan)?
+            }
+            None => self.replay_engine(start, start.as_of, None)?,
+        };
         // Rebuild deltas: derived replicas whose stored revision at the start point was made by
         // other logic are recomputed; the difference is published.
         let mut stale = false;
@@ -59,6 +70,71 @@ impl<R: Record> Runtime<R> {
             self.capture_revisions()?;
         }
         Ok(())
+    }
+
+    /// The replicas the dataflow's restore resumed from their revisions instead of
+    /// recomputing them (none before the dataflow starts, or when it started from scratch).
+    pub fn resumed(&self) -> &[String] {
+        &self.resumed
+    }
+
+    /// What a restore at `start` resumes instead of recomputing: every resumable derived
+    /// replica, provided every derived replica has a current revision at the restore point
+    /// (else everything is recomputed, and stale revisions give rebuild deltas).
+    fn resume_plan(&self, start: StartPoint) -> Result<Option<ResumePlan<R>>, Error> {
+        if start.as_of == 0 || !self.config.resume {
+            return Ok(None);
+        }
+        let derived = || {
+            self.dag
+                .replicas()
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| !d.is_source() && !d.is_view())
+        };
+        let all_current = derived().all(|(i, _)| {
+            self.revision_info(ReplicaId(i as u32), start.as_of)
+                .is_some_and(|info| self.is_fresh(&info))
+        });
+        if !all_current || !derived().any(|(_, d)| d.is_resumable()) {
+            return Ok(None);
+        }
+        let mut decoded: BTreeMap<ReplicaId, Arc<Vec<(R, isize)>>> = BTreeMap::new();
+        let mut seeds = vec![None; self.dag.len()];
+        for (i, desc) in derived().filter(|(_, d)| d.is_resumable()) {
+            let mut inputs = Vec::new();
+            if desc.has_resume() {
+                for x in self.dag.inputs_of(ReplicaId(i as u32)) {
+                    if !decoded.contains_key(x) {
+                        let rows = self.decode_revision(self.dag.replica(*x).name(), start.as_of)?;
+                        decoded.insert(*x, Arc::new(rows));
+                    }
+                    inputs.push(decoded[x].clone());
+                }
+            }
+            seeds[i] = Some(Seeds::new(start.as_of, inputs));
+        }
+        Ok(Some(ResumePlan {
+            as_of: start.as_of,
+            seeds,
+        }))
+    }
+
+    /// A fresh engine that resumes the replicas of `plan`: fed with the source revisions and
+    /// the resumed replicas' revisions at the restore point, and the log after it.
+    fn resumed_engine(&self, start: StartPoint, plan: ResumePlan<R>) -> Result<Engine<R>, Error> {
+        let mut updates: Vec<SourceUpdate<R>> = Vec::new();
+        for (i, desc) in self.dag.replicas().iter().enumerate() {
+            if desc.is_source() || plan.seeds[i].is_some() {
+                let rows = self.decode_revision(desc.name(), start.as_of)?;
+                updates.extend(rows.into_iter().map(|(r, d)| (i as u32, r, d)));
+            }
+        }
+        let mut engine =
+            Engine::start_resumed(self.dag.clone(), self.config.workers, Some(Arc::new(plan)))?;
+        engine.feed(start.as_of, updates)?;
+        engine.step_until(start.as_of)?;
+        Ok(engine)
     }
 
     /// A fresh engine fed with the source revisions of `start` and the log up to `upto`.
