@@ -49,8 +49,8 @@ pub use description::{
 pub use dictionary::{Dictionary, Id, Strings};
 pub use engine::{Delta, DeltaKind, Frontier, RuntimeConfig, SourceDelta, Subscription};
 pub use error::Error;
-pub use resume::{Resume, Seeds};
 pub use prr_persist::{RevisionInfo, StoreStats};
+pub use resume::{Resume, Seeds};
 pub use runtime::{RebuildOutcome, ReplicaStatus, Runtime, Status};
 pub use seq::Seq;
 

@@ -87,6 +87,9 @@ enum Child {
         workers: u64,
         #[arg(long)]
         room: String,
+        /// Recompute every derived replica instead of resuming those that can be resumed.
+        #[arg(long)]
+        recompute: bool,
     },
     /// Where restore time goes: decode every revision, then restore the dataflow.
     #[command(hide = true)]
@@ -218,19 +221,26 @@ fn run_as_child(child: Child) -> anyhow::Result<()> {
             store,
             workers,
             room,
+            recompute,
         } => {
             let start = Instant::now();
-            let mut m = Matrix::start(config(&store, workers).with_revision_on_shutdown(false))?;
+            let mut m = Matrix::start(
+                config(&store, workers)
+                    .with_revision_on_shutdown(false)
+                    .with_resume(!recompute),
+            )?;
             let open = secs(start);
             let bans = m.show("member_bans", None, None)?.len();
             let read = secs(start);
             m.runtime().sync()?;
             let dataflow = secs(start);
+            let resumed = m.runtime().resumed().to_vec();
             m.ingest(&[member_event(&room, "@probe:probe.example", "join", 0)])?;
             let first = secs(start);
-            emit_result(
-                json!({"open": open, "read": read, "dataflow": dataflow, "first": first, "member_bans": bans}),
-            );
+            emit_result(json!({
+                "open": open, "read": read, "dataflow": dataflow, "first": first,
+                "member_bans": bans, "resumed": resumed,
+            }));
         }
         Child::Breakdown { store, workers } => {
             let start = Instant::now();
@@ -371,6 +381,7 @@ struct Restored {
     first: f64,
     rss: f64,
     bans: f64,
+    resumed: Value,
 }
 
 fn restore_runs(
@@ -380,22 +391,25 @@ fn restore_runs(
     room: &str,
     runs: usize,
     label: &str,
+    extra: &[&str],
 ) -> anyhow::Result<Restored> {
     let mut outs = Vec::new();
     for run in 0..runs {
         let copy = work.join("restore.redb");
         copy_store(base, &copy)?;
         let s = copy.display().to_string();
+        let mut args = vec![
+            "restore",
+            "--store",
+            &s,
+            "--workers",
+            workers,
+            "--room",
+            room,
+        ];
+        args.extend_from_slice(extra);
         outs.push(child(
-            &[
-                "restore",
-                "--store",
-                &s,
-                "--workers",
-                workers,
-                "--room",
-                room,
-            ],
+            &args,
             &format!("restart ({label}), run {}", run + 1),
         )?);
         std::fs::remove_file(&copy)?;
@@ -408,6 +422,12 @@ fn restore_runs(
         first: field("first"),
         rss: field("peak_rss"),
         bans: field("member_bans"),
+        resumed: outs
+            .first()
+            .and_then(|o| o.result.as_ref())
+            .and_then(|r| r.get("resumed"))
+            .cloned()
+            .unwrap_or(Value::Null),
     })
 }
 
@@ -483,7 +503,25 @@ fn main() -> anyhow::Result<()> {
     let store_bytes = ingest_field("store_bytes");
 
     // (b) Restart after a clean stop.
-    let clean = restore_runs(&base, &work, &workers, &room, cli.runs.max(1), "clean stop")?;
+    let clean = restore_runs(
+        &base,
+        &work,
+        &workers,
+        &room,
+        cli.runs.max(1),
+        "clean stop",
+        &[],
+    )?;
+    // The same restart, recomputing every derived replica (side by side, same store).
+    let recomputed = restore_runs(
+        &base,
+        &work,
+        &workers,
+        &room,
+        cli.runs.max(1),
+        "clean stop, recomputing",
+        &["--recompute"],
+    )?;
 
     // Where restore time goes.
     let copy = work.join("breakdown.redb");
@@ -529,6 +567,7 @@ fn main() -> anyhow::Result<()> {
                 &room,
                 cli.runs.max(1),
                 &format!("{n} deltas"),
+                &[],
             )?,
         ));
         std::fs::remove_file(&store)?;
@@ -566,6 +605,7 @@ fn main() -> anyhow::Result<()> {
                 &room,
                 cli.runs.max(1),
                 &format!("SIGKILL after {n} deltas"),
+                &[],
             )?,
         ));
         std::fs::remove_file(&store)?;
@@ -648,7 +688,24 @@ fn main() -> anyhow::Result<()> {
         fmt_ratio(reingest, clean.first),
         fmt_bytes(clean.rss),
     ]);
+    t.row(vec![
+        "restart, recomputing every derived replica: dataflow restored".into(),
+        fmt_secs(recomputed.dataflow),
+        fmt_ratio(reingest, recomputed.dataflow),
+        String::new(),
+    ]);
+    t.row(vec![
+        "restart, recomputing every derived replica: first new delta final".into(),
+        fmt_secs(recomputed.first),
+        fmt_ratio(reingest, recomputed.first),
+        fmt_bytes(recomputed.rss),
+    ]);
     println!("{}", t.render());
+    println!(
+        "Resumed from their revisions (the others recomputed): {}. Restore with resuming / recomputing: {}.\n",
+        clean.resumed,
+        fmt_ratio(recomputed.dataflow, clean.dataflow)
+    );
 
     let f = |k: &str| bd.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
     let mut b = Table::new(&["restart step (separate run)", "time"]);
@@ -662,7 +719,7 @@ fn main() -> anyhow::Result<()> {
         fmt_secs(f("decode_derived")),
     ]);
     b.row(vec![
-        "restore the dataflow (decode sources again, feed, recompute derived)".into(),
+        "restore the dataflow (decode, feed, resume or recompute derived)".into(),
         fmt_secs(f("dataflow")),
     ]);
     println!("{}", b.render());

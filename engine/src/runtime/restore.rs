@@ -106,7 +106,8 @@ impl<R: Record> Runtime<R> {
             if desc.has_resume() {
                 for x in self.dag.inputs_of(ReplicaId(i as u32)) {
                     if !decoded.contains_key(x) {
-                        let rows = self.decode_revision(self.dag.replica(*x).name(), start.as_of)?;
+                        let rows =
+                            self.decode_revision(self.dag.replica(*x).name(), start.as_of)?;
                         decoded.insert(*x, Arc::new(rows));
                     }
                     inputs.push(decoded[x].clone());
