@@ -48,6 +48,31 @@ fn comparable(replica: &str, mut rows: Vec<Value>) -> Vec<Value> {
     rows
 }
 
+/// Every replica, read and accumulated from the published deltas, equals the oracle's.
+fn check_replicas(
+    m: &mut Matrix,
+    log: &DeltaLog<prr_replicas::Rec>,
+    oracle: &Oracle,
+    seq: prr_engine::Seq,
+    context: &str,
+) {
+    let want = oracle.replicas();
+    for name in SPEC_REPLICAS {
+        let expected = comparable(name, want[name].clone());
+        let shown = comparable(name, m.show(name, None, None).unwrap());
+        assert_eq!(shown, expected, "{context}, {seq}, replica {name} (read)");
+        let id = m.runtime().replica(name).unwrap();
+        let from_deltas = comparable(
+            name,
+            render_sorted(m.runtime().dictionary(), &log.contents(id)),
+        );
+        assert_eq!(
+            from_deltas, expected,
+            "{context}, {seq}, replica {name} (deltas)"
+        );
+    }
+}
+
 fn run(seed: u64, workers: usize, deltas: usize) {
     let workload = random_workload(seed, deltas);
     let mut m = Matrix::start(RuntimeConfig::new().with_workers(workers)).unwrap();
@@ -58,24 +83,8 @@ fn run(seed: u64, workers: usize, deltas: usize) {
         let seq = m.ingest(&to_source_items(delta)).unwrap();
         log.advance(m.runtime(), seq)
             .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-        let want = oracle.replicas();
-        for name in SPEC_REPLICAS {
-            let expected = comparable(name, want[name].clone());
-            let shown = comparable(name, m.show(name, None, None).unwrap());
-            assert_eq!(
-                shown, expected,
-                "seed {seed}, {workers} workers, delta {i} ({seq}), replica {name} (read)\nitems: {delta:#?}"
-            );
-            let id = m.runtime().replica(name).unwrap();
-            let from_deltas = comparable(
-                name,
-                render_sorted(m.runtime().dictionary(), &log.contents(id)),
-            );
-            assert_eq!(
-                from_deltas, expected,
-                "seed {seed}, {workers} workers, {seq}, replica {name} (deltas)"
-            );
-        }
+        let context = format!("seed {seed}, {workers} workers, delta {i}\nitems: {delta:#?}");
+        check_replicas(&mut m, &log, &oracle, seq, &context);
     }
 }
 
@@ -200,24 +209,8 @@ fn run_with_restarts(seed: u64, workers: usize, deltas: usize) -> usize {
         let seq = m.ingest(&to_source_items(delta)).unwrap();
         log.advance(m.runtime(), seq)
             .unwrap_or_else(|e| panic!("seed {seed}, {workers} workers: {e}"));
-        let want = oracle.replicas();
-        for name in SPEC_REPLICAS {
-            let expected = comparable(name, want[name].clone());
-            let shown = comparable(name, m.show(name, None, None).unwrap());
-            assert_eq!(
-                shown, expected,
-                "seed {seed}, {workers} workers, delta {i} ({seq}), replica {name} (read, with restarts)"
-            );
-            let id = m.runtime().replica(name).unwrap();
-            let from_deltas = comparable(
-                name,
-                render_sorted(m.runtime().dictionary(), &log.contents(id)),
-            );
-            assert_eq!(
-                from_deltas, expected,
-                "seed {seed}, {workers} workers, {seq}, replica {name} (deltas, with restarts)"
-            );
-        }
+        let context = format!("seed {seed}, {workers} workers, delta {i}, with restarts");
+        check_replicas(&mut m, &log, &oracle, seq, &context);
         if i % every == every - 1 {
             match (i / every + seed as usize) % 3 {
                 0 => m.shutdown().unwrap(),
