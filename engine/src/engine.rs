@@ -12,7 +12,7 @@ use timely::WorkerConfig;
 use timely::communication::initialize::WorkerGuards;
 
 use crate::description::{Dag, JoinView, Record, ReplicaId};
-use crate::resume::ResumePlan;
+use crate::resume::{ResumePlan, Rows};
 use crate::worker::{Captured, Command, Reply, SourceUpdate, WorkerLink, run_worker};
 use crate::{Error, Seq};
 
@@ -447,12 +447,23 @@ fn apply<R: Record>(
     }
 }
 
+/// The revisions at the restore point of the replicas a restore left *based* (see
+/// [`crate::Seeds`]): the dataflow holds only their deltas after `as_of`, and reads add their
+/// revision. The runtime decodes a revision when first needed ([`Engine::needs_base`]).
+pub(crate) struct Base<R> {
+    pub(crate) as_of: u64,
+    pub(crate) based: Vec<bool>,
+    pub(crate) rows: Vec<Option<Rows<R>>>,
+}
+
 /// The in-memory engine under a [`crate::Runtime`]: the workers and the delivery of deltas.
 pub(crate) struct Engine<R: Record> {
     dag: Arc<Dag<R>>,
     /// Per view with subscribers: the state its deltas are derived from.
     views: Vec<Option<ViewState<R>>>,
     pub(crate) workers: Workers<R>,
+    /// The base revisions of a resumed dataflow (see [`Base`]).
+    base: Option<Base<R>>,
     /// Source deltas fed so far: the last `Seq`.
     pub(crate) fed: u64,
     /// Every replica is final below this.
@@ -476,6 +487,11 @@ impl<R: Record> Engine<R> {
         Ok(Engine {
             dag: dag.clone(),
             views: (0..n).map(|_| None).collect(),
+            base: plan.as_ref().map(|p| Base {
+                as_of: p.as_of,
+                based: p.based.clone(),
+                rows: vec![None; n],
+            }),
             workers: Workers::start(dag, workers, plan)?,
             fed: 0,
             synced_upper: 0,
@@ -568,8 +584,8 @@ impl<R: Record> Engine<R> {
                 for i in &inputs {
                     self.workers.set_capture(*i);
                 }
-                let left = self.workers.read(inputs[0], None)?;
-                let right = self.workers.read(inputs[1], None)?;
+                let left = self.contents(inputs[0], None)?;
+                let right = self.contents(inputs[1], None)?;
                 let view = self.dag.replica(replica).view().expect("a view");
                 self.views[replica.index()] = Some(ViewState::new(view, left, right));
             }
@@ -589,12 +605,12 @@ impl<R: Record> Engine<R> {
         self.step_until(self.fed)?;
         let desc = self.dag.replica(replica);
         match desc.view() {
-            None => self.workers.read(replica, partition),
+            None => self.contents(replica, partition),
             Some(view) => {
                 let inputs = self.dag.inputs_of(replica);
-                let left = self.workers.read(inputs[0], None)?;
+                let left = self.contents(inputs[0], None)?;
                 let right_partition = partition.filter(|_| view.partition_follows_right);
-                let right = self.workers.read(inputs[1], right_partition)?;
+                let right = self.contents(inputs[1], right_partition)?;
                 let rows = view.eval(&left, &right);
                 Ok(match partition {
                     Some(p) => rows
@@ -604,6 +620,49 @@ impl<R: Record> Engine<R> {
                     None => rows,
                 })
             }
+        }
+    }
+
+    /// A stored replica's contents: the dataflow's, plus its base revision if it is based.
+    ///
+    /// # Panics
+    /// If it is based and its base was not given ([`Engine::needs_base`]).
+    fn contents(
+        &self,
+        replica: ReplicaId,
+        partition: Option<u64>,
+    ) -> Result<Vec<(R, isize)>, Error> {
+        let rows = self.workers.read(replica, partition)?;
+        let i = replica.index();
+        let Some(base) = self.base.as_ref().filter(|b| b.based[i]) else {
+            return Ok(rows);
+        };
+        let revision = base.rows[i]
+            .as_ref()
+            .expect("the runtime gives a base before reads");
+        let desc = self.dag.replica(replica);
+        let base_rows = revision
+            .iter()
+            .filter(|(r, _)| partition.is_none_or(|p| desc.partition_of(r) == p));
+        Ok(merge_sorted(base_rows, rows))
+    }
+
+    /// The base's restore point and which replicas are based, for a resumed dataflow.
+    pub(crate) fn base(&self) -> Option<(u64, &[bool])> {
+        self.base.as_ref().map(|b| (b.as_of, b.based.as_slice()))
+    }
+
+    /// Whether reading `replica` (or a view of it) needs its base revision, not yet given.
+    pub(crate) fn needs_base(&self, replica: ReplicaId) -> bool {
+        self.base
+            .as_ref()
+            .is_some_and(|b| b.based[replica.index()] && b.rows[replica.index()].is_none())
+    }
+
+    /// Gives `replica`'s base revision (sorted by record).
+    pub(crate) fn set_base(&mut self, replica: ReplicaId, rows: Rows<R>) {
+        if let Some(b) = self.base.as_mut() {
+            b.rows[replica.index()] = Some(rows);
         }
     }
 
@@ -649,4 +708,29 @@ pub struct Frontier {
     pub name: String,
     /// Everything below this `Seq` is final.
     pub frontier: Seq,
+}
+
+/// The consolidated sum of two collections sorted by record: a base and a delta.
+fn merge_sorted<'a, R: Record>(
+    base: impl Iterator<Item = &'a (R, isize)>,
+    delta: Vec<(R, isize)>,
+) -> Vec<(R, isize)> {
+    let mut out = Vec::with_capacity(delta.len());
+    let mut delta = delta.into_iter().peekable();
+    for (r, d) in base {
+        while let Some(x) = delta.next_if(|(x, _)| x < r) {
+            if x.1 != 0 {
+                out.push(x);
+            }
+        }
+        let mut sum = *d;
+        if let Some((_, dd)) = delta.next_if(|(x, _)| x == r) {
+            sum += dd;
+        }
+        if sum != 0 {
+            out.push((r.clone(), sum));
+        }
+    }
+    out.extend(delta.filter(|(_, d)| *d != 0));
+    out
 }

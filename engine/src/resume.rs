@@ -10,22 +10,33 @@
 //!   its delta from the inputs' deltas and seeds; the oracle tests check it against the
 //!   computation at every `Seq` after a restart.
 //!
-//! A resumed replica's collection in the dataflow is its revision (at `as_of`) plus its delta,
-//! so replicas that read it in full are recomputed as before; a replica that reads a
-//! recomputed one in deltas gets that collection's updates after `as_of`.
+//! A resumed replica that a recomputed replica reads in full has its revision fed to the
+//! dataflow at `as_of`, so its collection there is its revision plus its delta. A source or
+//! resumed replica that no recomputed replica reads is *based*: the dataflow holds only its
+//! delta after `as_of`, and reads add its revision (the base) to it. When every derived replica
+//! is resumed, a restore feeds nothing to the dataflow.
 
 use std::any::Any;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::description::{Coll, Record};
 
+/// A replica's consolidated contents at a restore point, sorted by record, shared.
+pub(crate) type Rows<R> = Arc<Vec<(R, isize)>>;
+
+/// What a shared build left: the value, or the message of its panic.
+type Built = Result<Arc<dyn Any + Send + Sync>, String>;
+
 /// What a resume computation gets besides its inputs' deltas: the restore point and the
 /// inputs' contents there (their revisions), plus a place for indexes built from them once
-/// per process and shared by the workers.
+/// per process, in the background, and shared by the workers.
 pub struct Seeds<R> {
     as_of: u64,
     inputs: Vec<Arc<Vec<(R, isize)>>>,
-    shared: Arc<OnceLock<Arc<dyn Any + Send + Sync>>>,
+    started: Arc<AtomicBool>,
+    shared: Arc<OnceLock<Built>>,
 }
 
 impl<R> Clone for Seeds<R> {
@@ -33,7 +44,39 @@ impl<R> Clone for Seeds<R> {
         Seeds {
             as_of: self.as_of,
             inputs: self.inputs.clone(),
+            started: self.started.clone(),
             shared: self.shared.clone(),
+        }
+    }
+}
+
+/// A value built from [`Seeds`] on another thread: [`Shared::get`] waits for it.
+pub struct Shared<T> {
+    slot: Arc<OnceLock<Built>>,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared {
+            slot: self.slot.clone(),
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<T: 'static> Shared<T> {
+    /// The value, waiting until it is built.
+    ///
+    /// # Panics
+    /// If its build panicked (with the build's message), or if the same seeds were asked for
+    /// values of two different types.
+    pub fn get(&self) -> &T {
+        match self.slot.wait() {
+            Ok(any) => any
+                .downcast_ref::<T>()
+                .unwrap_or_else(|| panic!("Seeds::shared asked for two types")),
+            Err(message) => panic!("building a resume index failed: {message}"),
         }
     }
 }
@@ -43,6 +86,7 @@ impl<R: Record> Seeds<R> {
         Seeds {
             as_of,
             inputs,
+            started: Arc::new(AtomicBool::new(false)),
             shared: Arc::new(OnceLock::new()),
         }
     }
@@ -52,24 +96,53 @@ impl<R: Record> Seeds<R> {
         self.as_of
     }
 
-    /// Input `i`'s consolidated contents at the restore point, in no particular order (empty
-    /// for a replica resumed because it reads its inputs' deltas only).
+    /// Input `i`'s consolidated contents at the restore point, sorted by record (empty for a
+    /// replica resumed because it reads its inputs' deltas only).
     pub fn input(&self, i: usize) -> &[(R, isize)] {
         self.inputs.get(i).map(|v| v.as_slice()).unwrap_or(&[])
     }
 
-    /// The value `build` makes from the seeds, built once per resumed replica and shared by
-    /// every worker (the first caller builds it; the others wait for it).
+    /// Whether input `i`'s contents were decoded (every input of a replica with a resume
+    /// computation; none for one that reads deltas only).
+    pub(crate) fn has_input(&self, i: usize) -> bool {
+        i < self.inputs.len()
+    }
+
+    /// Input `i`'s contents at the restore point, as [`Seeds::input`], shared (an index can
+    /// keep them without copying).
     ///
     /// # Panics
-    /// If the same seeds are asked for values of two different types.
-    pub fn shared<T: Send + Sync + 'static>(&self, build: impl FnOnce(&Self) -> T) -> Arc<T> {
-        let any = self
-            .shared
-            .get_or_init(|| Arc::new(build(self)) as Arc<dyn Any + Send + Sync>)
-            .clone();
-        any.downcast::<T>()
-            .unwrap_or_else(|_| panic!("Seeds::shared asked for two types"))
+    /// If the replica has no input `i`.
+    pub fn input_rows(&self, i: usize) -> Arc<Vec<(R, isize)>> {
+        self.inputs[i].clone()
+    }
+
+    /// The value `build` makes from the seeds, built once per resumed replica, on a thread of
+    /// its own that the first call starts, and shared by every worker. A restore does not wait
+    /// for it: the first update that needs it does ([`Shared::get`]).
+    pub fn shared<T: Send + Sync + 'static>(
+        &self,
+        build: impl FnOnce(&Self) -> T + Send + 'static,
+    ) -> Shared<T> {
+        if !self.started.swap(true, Ordering::SeqCst) {
+            let seeds = self.clone();
+            std::thread::spawn(move || {
+                let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    Arc::new(build(&seeds)) as Arc<dyn Any + Send + Sync>
+                }))
+                .map_err(|p| {
+                    p.downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".into())
+                });
+                let _ = seeds.shared.set(built);
+            });
+        }
+        Shared {
+            slot: self.shared.clone(),
+            _type: PhantomData,
+        }
     }
 }
 
@@ -78,8 +151,10 @@ impl<R: Record> Seeds<R> {
 pub type Resume<R> = Arc<dyn for<'s> Fn(&[Coll<'s, R>], &Seeds<R>) -> Coll<'s, R> + Send + Sync>;
 
 /// How a restored dataflow starts: the restore point and, per replica, the seeds of a resumed
-/// replica (`None`: a source, a view, or a replica recomputed from its inputs).
+/// replica (`None`: a source, a view, or a replica recomputed from its inputs), and whether it
+/// is based (its collection holds only its delta after the restore point).
 pub(crate) struct ResumePlan<R> {
     pub as_of: u64,
     pub seeds: Vec<Option<Seeds<R>>>,
+    pub based: Vec<bool>,
 }

@@ -244,6 +244,7 @@ impl<R: Record> Runtime<R> {
     /// Subscribes to a replica's deltas after the current `Seq`.
     pub fn subscribe(&mut self, replica: ReplicaId) -> Result<Subscription<R>, Error> {
         self.ensure_engine()?;
+        self.give_bases(&[replica])?;
         self.engine
             .as_mut()
             .expect("engine started")
@@ -278,10 +279,53 @@ impl<R: Record> Runtime<R> {
             return Ok(self.filter_partition(replica, rows, partition));
         }
         self.ensure_engine()?;
+        self.engine_read(replica, partition)
+    }
+
+    /// A replica's contents in the running dataflow (with its base revision, if based).
+    fn engine_read(
+        &mut self,
+        replica: ReplicaId,
+        partition: Option<u64>,
+    ) -> Result<Vec<(R, isize)>, Error> {
+        self.give_bases(&[replica])?;
         self.engine
             .as_mut()
             .expect("engine started")
             .read(replica, partition)
+    }
+
+    /// Decodes the base revisions of `replicas` (of their inputs, for views) that the running
+    /// dataflow needs and does not have yet.
+    fn give_bases(&mut self, replicas: &[ReplicaId]) -> Result<(), Error> {
+        let engine = self.engine.as_ref().expect("engine started");
+        let Some((as_of, _)) = engine.base() else {
+            return Ok(());
+        };
+        let mut wanted = Vec::new();
+        for id in replicas {
+            if self.dag.replica(*id).is_view() {
+                wanted.extend(self.dag.inputs_of(*id).iter().copied());
+            } else {
+                wanted.push(*id);
+            }
+        }
+        wanted.retain(|id| engine.needs_base(*id));
+        for id in wanted {
+            let rows = sorted(self.decode_revision(self.dag.replica(id).name(), as_of)?);
+            let engine = self.engine.as_mut().expect("engine started");
+            engine.set_base(id, Arc::new(rows));
+        }
+        Ok(())
+    }
+
+    /// Stops the running dataflow, if any (it restarts from the store when next needed).
+    fn stop_engine(&mut self) -> Result<(), Error> {
+        self.resumed.clear();
+        match self.engine.take() {
+            Some(engine) => engine.stop(),
+            None => Ok(()),
+        }
     }
 
     /// Every replica's frontier.
@@ -391,14 +435,13 @@ impl<R: Record> Runtime<R> {
             let engine = self.engine.as_mut().expect("engine started");
             engine.step_until(as_of)?;
             let mut writes = Vec::with_capacity(self.dag.len());
-            for (i, desc) in self.dag.replicas().iter().enumerate() {
+            let dag = self.dag.clone();
+            for (i, desc) in dag.replicas().iter().enumerate() {
                 if desc.is_view() {
                     continue; // evaluated from its inputs' revisions when read
                 }
-                writes.push(revision_write(
-                    desc,
-                    engine.read(ReplicaId(i as u32), None)?,
-                ));
+                let rows = self.engine_read(ReplicaId(i as u32), None)?;
+                writes.push(revision_write(desc, rows));
             }
             self.write_revisions(as_of, &writes)?;
         }
@@ -417,8 +460,17 @@ impl<R: Record> Runtime<R> {
         };
         let revisions = store.revisions()?;
         let (delete, log_through) = gc_plan(&self.dag, &revisions, self.config.keep_revisions);
+        // The running dataflow's base revisions are decoded before they go.
+        if let Some((base, _)) = self.engine.as_ref().and_then(|e| e.base()) {
+            let going: Vec<ReplicaId> = (delete.iter())
+                .filter(|(_, as_of)| *as_of == base)
+                .filter_map(|(name, _)| self.dag.id(name))
+                .collect();
+            self.give_bases(&going)?;
+        }
         let log_through = log_through.filter(|_| cut_log);
         if !delete.is_empty() || log_through.is_some() {
+            let store = self.store.as_ref().expect("store");
             store.collect_garbage(&delete, log_through)?;
         }
         Ok(())
@@ -441,10 +493,7 @@ impl<R: Record> Runtime<R> {
         {
             self.capture_revisions()?;
         }
-        if let Some(engine) = self.engine.take() {
-            engine.stop()?;
-        }
-        Ok(())
+        self.stop_engine()
     }
 
     /// Writes revisions in one transaction with the dictionary strings not yet stored.
@@ -548,6 +597,15 @@ impl<R: Record> Runtime<R> {
         }
         Ok(problems)
     }
+}
+
+/// `rows` sorted by record (decoded revisions are; this only checks, for a store written
+/// otherwise).
+pub(crate) fn sorted<R: Record>(mut rows: Vec<(R, isize)>) -> Vec<(R, isize)> {
+    if !rows.is_sorted_by(|a, b| a.0 <= b.0) {
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    rows
 }
 
 /// A replica's consolidated contents as a revision to write.

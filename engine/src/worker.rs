@@ -66,8 +66,9 @@ pub(crate) struct WorkerLink<R> {
 }
 
 /// Builds the shared dataflow on this worker and serves commands until `Shutdown`. With a
-/// `plan`, the replicas it resumes start from their revisions (fed at the restore point through
-/// an input of their own, like a source) and compute only their deltas after it.
+/// `plan`, the replicas it resumes compute only their deltas after the restore point; those
+/// that are not based start from their revisions, fed at the restore point through an input of
+/// their own, like a source.
 pub(crate) fn run_worker<R: Record>(
     worker: &mut Worker,
     dag: &Dag<R>,
@@ -121,10 +122,13 @@ pub(crate) fn run_worker<R: Record>(
                         .map(|x| {
                             deltas[x.index()]
                                 .get_or_insert_with(|| {
-                                    after(
-                                        colls[x.index()].clone().expect("inputs are not views"),
-                                        as_of,
-                                    )
+                                    let c = colls[x.index()].clone().expect("inputs are not views");
+                                    // A based input holds only its updates after `as_of`.
+                                    if plan.is_some_and(|p| p.based[x.index()]) {
+                                        c
+                                    } else {
+                                        after(c, as_of)
+                                    }
                                 })
                                 .clone()
                         })

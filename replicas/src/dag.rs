@@ -3,7 +3,9 @@
 use foldhash::HashMap;
 use std::sync::Arc;
 
-use prr_engine::{Coll, Dag, DagError, Dictionary, Id, Input, JoinView, ReplicaDescription};
+use prr_engine::{
+    Coll, Dag, DagError, Dictionary, Id, Input, JoinView, ReplicaDescription, Strings,
+};
 use serde_json::{Map, Value};
 
 use crate::record::{Kind, MatchKind, Membership, Rec, RejectReason, Relation, RoomState, Rule};
@@ -34,6 +36,15 @@ pub(crate) struct Known {
     /// Rule event type -> (kind, rank: 0 newest).
     pub rule_types: Arc<HashMap<Id, (Kind, u8)>>,
 }
+
+/// A reduction's logic as DD's `reduce` calls it: the key, the group (sorted, consolidated,
+/// non-empty) and the output to fill.
+pub(crate) trait GroupLogic<K, V, O>:
+    Fn(&K, &[(&V, isize)], &mut Vec<(O, isize)>) + 'static
+{
+}
+
+impl<K, V, O, F: Fn(&K, &[(&V, isize)], &mut Vec<(O, isize)>) + 'static> GroupLogic<K, V, O> for F {}
 
 /// Rule event types by kind, newest first.
 pub(crate) fn rule_type_names(kind: Kind) -> [String; 3] {
@@ -82,6 +93,7 @@ pub fn matrix_dag(dict: &Dictionary) -> Result<Dag<Rec>, DagError> {
             .with_record_type("(instance, exists|watch|protect, room_id)"),
     ];
     let (d, k) = (dict.clone(), known.clone());
+    let (d2, k2) = (dict.clone(), known.clone());
     descs.push(
         ReplicaDescription::derived(
             "policy_room",
@@ -90,6 +102,7 @@ pub fn matrix_dag(dict: &Dictionary) -> Result<Dag<Rec>, DagError> {
             vec![Input::full("room_state")],
             move |i| rule_slots(i[0].clone(), &d, &k).filter(|r| matches!(r, Rec::Rule(_))),
         )
+        .with_resume(move |deltas, seeds| resume::policy_room(deltas, seeds, &d2, &k2))
         .with_record_type("rule (room_id, kind, state_key, ...)"),
     );
     // A view: one record per (instance, watched rule) is the largest replica by far (18.9M
@@ -162,6 +175,7 @@ pub fn matrix_dag(dict: &Dictionary) -> Result<Dag<Rec>, DagError> {
                     })
             },
         )
+        .with_resume(resume::member_set)
         .with_record_type("(instance, user_id, rooms)"),
     );
     let (d, d2) = (dict.clone(), dict.clone());
@@ -180,7 +194,7 @@ pub fn matrix_dag(dict: &Dictionary) -> Result<Dag<Rec>, DagError> {
         .with_resume(move |deltas, seeds| resume::member_matches(deltas, seeds, &d2))
         .with_record_type("(instance, user_id, rule)"),
     );
-    let d = dict.clone();
+    let (d, d2) = (dict.clone(), dict.clone());
     descs.push(
         ReplicaDescription::derived(
             "member_bans",
@@ -193,9 +207,10 @@ pub fn matrix_dag(dict: &Dictionary) -> Result<Dag<Rec>, DagError> {
             ],
             move |i| member_bans(i[0].clone(), i[1].clone(), i[2].clone(), &d),
         )
+        .with_resume(move |deltas, seeds| resume::member_bans(deltas, seeds, &d2))
         .with_record_type("(instance, room_id, user_id, rule_room_id, rule_event_id, reason)"),
     );
-    let d = dict.clone();
+    let (d, d2) = (dict.clone(), dict.clone());
     descs.push(
         ReplicaDescription::derived(
             "server_acl",
@@ -204,9 +219,11 @@ pub fn matrix_dag(dict: &Dictionary) -> Result<Dag<Rec>, DagError> {
             vec![Input::full("policy_room"), Input::full("instances")],
             move |i| server_acl(i[0].clone(), i[1].clone(), &d),
         )
+        .with_resume(move |deltas, seeds| resume::server_acl(deltas, seeds, &d2))
         .with_record_type("(instance, deny)"),
     );
     let (d, k) = (dict.clone(), known.clone());
+    let (d2, k2) = (dict.clone(), known.clone());
     descs.push(
         ReplicaDescription::derived(
             "acl_sync",
@@ -219,9 +236,11 @@ pub fn matrix_dag(dict: &Dictionary) -> Result<Dag<Rec>, DagError> {
             ],
             move |i| acl_sync(i[0].clone(), i[1].clone(), i[2].clone(), &d, &k),
         )
+        .with_resume(move |deltas, seeds| resume::acl_sync(deltas, seeds, &d2, &k2))
         .with_record_type("(instance, room_id, in_sync)"),
     );
     let (d, k) = (dict.clone(), known.clone());
+    let (d2, k2) = (dict.clone(), known.clone());
     descs.push(
         ReplicaDescription::derived(
             "rejects",
@@ -236,6 +255,7 @@ pub fn matrix_dag(dict: &Dictionary) -> Result<Dag<Rec>, DagError> {
                 slots.concat(members)
             },
         )
+        .with_resume(move |deltas, seeds| resume::rejects(deltas, seeds, &d2, &k2))
         .with_record_type("(room_id, event_id, type, state_key, replica, reason)"),
     );
     Dag::new(
@@ -257,19 +277,29 @@ fn protects(instances: Coll<'_, Rec>) -> Coll<'_, (Id, Id)> {
 }
 
 fn relation(instances: Coll<'_, Rec>, which: Relation) -> Coll<'_, (Id, Id)> {
-    instances.flat_map(move |r| match r {
+    instances.flat_map(move |r| relation_pair(r, which))
+}
+
+/// `(room, instance)` of an `instances` record of relation `which`.
+pub(crate) fn relation_pair(r: Rec, which: Relation) -> Option<(Id, Id)> {
+    match r {
         Rec::Instance {
             instance,
             relation,
             room,
         } if relation == which => Some((room, instance)),
         _ => None,
-    })
+    }
 }
 
 /// `(room, user)` for every present member (join, invite, knock).
 fn present_members(members: Coll<'_, Rec>) -> Coll<'_, (Id, Id)> {
-    members.flat_map(|r| match r {
+    members.flat_map(present_member)
+}
+
+/// `(room, user)` of a `room_members` record of a present member.
+pub(crate) fn present_member(r: Rec) -> Option<(Id, Id)> {
+    match r {
         Rec::Member {
             room,
             user,
@@ -277,7 +307,7 @@ fn present_members(members: Coll<'_, Rec>) -> Coll<'_, (Id, Id)> {
             ..
         } if membership.present() => Some((room, user)),
         _ => None,
-    })
+    }
 }
 
 /// The fields of a member event's content that the replicas read. Deserializing only these
@@ -318,7 +348,7 @@ fn member_of(r: &Rec, dict: &Dictionary, known: &Known) -> Option<Result<Rec, Re
 
 /// The reject of a member event of `room_state` whose membership is missing or unknown: what
 /// [`member_of`] rejects, without building the member records.
-fn member_reject(r: &Rec, dict: &Dictionary, known: &Known) -> Option<Rec> {
+pub(crate) fn member_reject(r: &Rec, dict: &Dictionary, known: &Known) -> Option<Rec> {
     let Rec::RoomState(s) = r else { return None };
     if s.event_type != known.member {
         return None;
@@ -342,56 +372,69 @@ fn membership_of(s: &RoomState, content: &MemberFields) -> Result<Membership, Re
     }
 }
 
+/// A rule slot: `(room, kind, state_key)`.
+pub(crate) type SlotKey = (Id, Kind, Id);
+
+/// The slot of a policy rule event of `room_state`, with the event's rank (0: newest type).
+pub(crate) fn slot_of(r: Rec, known: &Known) -> Option<(SlotKey, (u8, RoomState))> {
+    match r {
+        Rec::RoomState(s) => known
+            .rule_types
+            .get(&s.event_type)
+            .map(|(kind, rank)| ((s.room, *kind, s.state_key), (*rank, s))),
+        _ => None,
+    }
+}
+
+/// What a slot holds: its newest-type event decides (a rule, a reject, or nothing).
+pub(crate) fn slot_logic(dict: &Dictionary) -> impl GroupLogic<SlotKey, (u8, RoomState), Rec> {
+    let d = dict.clone();
+    move |key, input, output| {
+        let (_rank, s) = input[0].0;
+        if s.redacted {
+            return;
+        }
+        let content = content_of(&d, s.content);
+        match parse_rule(&content) {
+            Ok(None) => {}
+            Ok(Some(rc)) => {
+                let rule = Rule {
+                    room: key.0,
+                    kind: key.1,
+                    state_key: key.2,
+                    event_type: s.event_type,
+                    event_id: s.event_id,
+                    sender: s.sender,
+                    matcher: rc.matcher,
+                    entity: rc.entity.map(|e| d.intern(e)),
+                    sha256: rc.sha256.map(|h| d.intern(h)),
+                    recommendation: d.intern(rc.recommendation),
+                    class: crate::record::Class::of(rc.recommendation),
+                    reason: rc.reason.map(|r| d.intern(r)),
+                };
+                output.push((Rec::Rule(Arc::new(rule)), 1));
+            }
+            Err(reason) => output.push((
+                Rec::Reject {
+                    room: key.0,
+                    event_id: s.event_id,
+                    event_type: s.event_type,
+                    state_key: key.2,
+                    reason,
+                },
+                1,
+            )),
+        }
+    }
+}
+
 /// Policy rule slots: for each `(room, kind, state_key)`, the newest-type event present
 /// decides: a rule, a reject, or nothing (empty or redacted).
 fn rule_slots<'s>(room_state: Coll<'s, Rec>, dict: &Dictionary, known: &Known) -> Coll<'s, Rec> {
     let k = known.clone();
-    let d = dict.clone();
     room_state
-        .flat_map(move |r| match r {
-            Rec::RoomState(s) => k
-                .rule_types
-                .get(&s.event_type)
-                .map(|(kind, rank)| ((s.room, *kind, s.state_key), (*rank, s))),
-            _ => None,
-        })
-        .reduce_named("RuleSlots", move |key, input, output| {
-            let (_rank, s) = input[0].0;
-            if s.redacted {
-                return;
-            }
-            let content = content_of(&d, s.content);
-            match parse_rule(&content) {
-                Ok(None) => {}
-                Ok(Some(rc)) => {
-                    let rule = Rule {
-                        room: key.0,
-                        kind: key.1,
-                        state_key: key.2,
-                        event_type: s.event_type,
-                        event_id: s.event_id,
-                        sender: s.sender,
-                        matcher: rc.matcher,
-                        entity: rc.entity.map(|e| d.intern(e)),
-                        sha256: rc.sha256.map(|h| d.intern(h)),
-                        recommendation: d.intern(rc.recommendation),
-                        class: crate::record::Class::of(rc.recommendation),
-                        reason: rc.reason.map(|r| d.intern(r)),
-                    };
-                    output.push((Rec::Rule(Arc::new(rule)), 1));
-                }
-                Err(reason) => output.push((
-                    Rec::Reject {
-                        room: key.0,
-                        event_id: s.event_id,
-                        event_type: s.event_type,
-                        state_key: key.2,
-                        reason,
-                    },
-                    1,
-                )),
-            }
-        })
+        .flat_map(move |r| slot_of(r, &k))
+        .reduce_named("RuleSlots", slot_logic(dict))
         .map(|(_, rec)| rec)
 }
 
@@ -444,6 +487,67 @@ fn member_matches<'s>(
         })
 }
 
+/// What `member_bans` keeps of a user ban rule match: `(rule room, event id, state key,
+/// reason)`.
+pub(crate) type BanRule = (Id, Id, Id, Option<Id>);
+
+/// A `member_matches` record of a user ban rule, keyed by `(instance, user)`.
+pub(crate) fn ban_value(r: Rec) -> Option<((Id, Id), BanRule)> {
+    match r {
+        Rec::Match {
+            instance,
+            user,
+            rule,
+        } if rule.kind == Kind::User && rule.class.bans() => Some((
+            (instance, user),
+            (rule.room, rule.event_id, rule.state_key, rule.reason),
+        )),
+        _ => None,
+    }
+}
+
+/// The ban rule chosen for an `(instance, user)`: the smallest `(room_id, event_id,
+/// state_key)` as text.
+pub(crate) fn choose_ban_rule(dict: &Dictionary) -> impl GroupLogic<(Id, Id), BanRule, BanRule> {
+    let d = dict.clone();
+    move |_key, input, output| {
+        let s = d.strings();
+        let text = |v: &BanRule| (s.get(v.0), s.get(v.1), s.get(v.2));
+        let chosen = input
+            .iter()
+            .map(|(v, _)| *v)
+            .min_by(|a, b| text(a).cmp(&text(b)))
+            .expect("non-empty group");
+        output.push((*chosen, 1));
+    }
+}
+
+/// A `member_bans` record.
+pub(crate) fn ban_record(instance: Id, user: Id, rule: BanRule, room: Id) -> Rec {
+    let (rule_room, rule_event, _, reason) = rule;
+    Rec::Ban {
+        instance,
+        room,
+        user,
+        rule_room,
+        rule_event,
+        reason,
+    }
+}
+
+/// `(room, user)` for every membership that is not `ban`.
+pub(crate) fn not_banned(r: Rec) -> Option<(Id, Id)> {
+    match r {
+        Rec::Member {
+            room,
+            user,
+            membership,
+            ..
+        } if membership != Membership::Ban => Some((room, user)),
+        _ => None,
+    }
+}
+
 /// For each (instance, user) with a matching user ban rule, the rule with the smallest
 /// `(room_id, event_id)`; then every protected room where the user has a membership that is
 /// not `ban`.
@@ -453,55 +557,19 @@ fn member_bans<'s>(
     instances: Coll<'s, Rec>,
     dict: &Dictionary,
 ) -> Coll<'s, Rec> {
-    let d = dict.clone();
     let best = matches
-        .flat_map(|r| match r {
-            Rec::Match {
-                instance,
-                user,
-                rule,
-            } if rule.kind == Kind::User && rule.class.bans() => Some((
-                (instance, user),
-                (rule.room, rule.event_id, rule.state_key, rule.reason),
-            )),
-            _ => None,
-        })
-        .reduce_named("ChooseBanRule", move |_key, input, output| {
-            let s = d.strings();
-            let text = |v: &(Id, Id, Id, Option<Id>)| (s.get(v.0), s.get(v.1), s.get(v.2));
-            let chosen = input
-                .iter()
-                .map(|(v, _)| *v)
-                .min_by(|a, b| text(a).cmp(&text(b)))
-                .expect("non-empty group");
-            output.push((*chosen, 1));
-        });
+        .flat_map(ban_value)
+        .reduce_named("ChooseBanRule", choose_ban_rule(dict));
     // (instance, user) -> every protected room of the instance where the user has a membership
     // that is not `ban`: a chosen rule meets exactly the rooms of its ban intents, not every
     // room the instance protects (a glob matching thousands of users would otherwise be
     // joined with each instance's 1-20 rooms first and filtered afterwards).
-    let not_banned = members.flat_map(|r| match r {
-        Rec::Member {
-            room,
-            user,
-            membership,
-            ..
-        } if membership != Membership::Ban => Some((room, user)),
-        _ => None,
-    });
-    let user_rooms = not_banned
+    let user_rooms = members
+        .flat_map(not_banned)
         .join(protects(instances))
         .map(|(room, (user, instance))| ((instance, user), room));
-    best.join(user_rooms).map(
-        |((instance, user), ((rule_room, rule_event, _, reason), room))| Rec::Ban {
-            instance,
-            room,
-            user,
-            rule_room,
-            rule_event,
-            reason,
-        },
-    )
+    best.join(user_rooms)
+        .map(|((instance, user), (rule, room))| ban_record(instance, user, rule, room))
 }
 
 /// Each instance's intended server ACL: the entities of its non-hashed server ban rules,
@@ -519,7 +587,24 @@ fn server_acl<'s>(
         } => Some((instance, None)),
         _ => None,
     });
-    let server_rules = policy_room.flat_map(|r| match r {
+    let server_rules = policy_room.flat_map(server_rule);
+    let d = dict.clone();
+    let denied = server_rules
+        .join(watches(instances))
+        .map(|(_, ((entity, matcher), instance))| (instance, (entity, matcher)))
+        .filter(move |(instance, (entity, matcher))| {
+            denies(&d.strings(), *instance, *entity, *matcher)
+        })
+        .map(|(instance, (entity, _))| (instance, Some(entity)));
+    exists
+        .concat(denied)
+        .reduce_named("AclIntent", acl_intent(dict))
+        .map(|(_, rec)| rec)
+}
+
+/// `(room, (entity, matcher))` of a non-hashed server ban rule of `policy_room`.
+pub(crate) fn server_rule(r: Rec) -> Option<(Id, (Id, MatchKind))> {
+    match r {
         Rec::Rule(rule)
             if rule.kind == Kind::Server
                 && rule.matcher != MatchKind::Hashed
@@ -528,39 +613,37 @@ fn server_acl<'s>(
             rule.entity.map(|e| (rule.room, (e, rule.matcher)))
         }
         _ => None,
-    });
+    }
+}
+
+/// Whether `instance`'s server ACL denies a server rule's entity: unless it matches the
+/// instance's own server.
+pub(crate) fn denies(s: &Strings<'_>, instance: Id, entity: Id, matcher: MatchKind) -> bool {
+    let own = server_name(s.get(instance)).map(normalize_server);
+    let e = s.get(entity);
+    !own.is_some_and(|own| rules::server_entity_matches(matcher, Some(e), None, &own))
+}
+
+/// An instance's server ACL intent from its group: `None` (the instance exists, sorted first;
+/// without it there is no instance) and the denied entities.
+pub(crate) fn acl_intent(dict: &Dictionary) -> impl GroupLogic<Id, Option<Id>, Rec> {
     let d = dict.clone();
-    let denied = server_rules
-        .join(watches(instances))
-        .map(|(_, ((entity, matcher), instance))| (instance, (entity, matcher)))
-        .filter(move |(instance, (entity, matcher))| {
-            let s = d.strings();
-            let own = server_name(s.get(*instance)).map(normalize_server);
-            let e = s.get(*entity);
-            !own.is_some_and(|own| rules::server_entity_matches(*matcher, Some(e), None, &own))
-        })
-        .map(|(instance, (entity, _))| (instance, Some(entity)));
-    let d = dict.clone();
-    exists
-        .concat(denied)
-        .reduce_named("AclIntent", move |instance, input, output| {
-            // `None` (the instance exists) sorts first; without it there is no instance.
-            if input[0].0.is_some() {
-                return;
-            }
-            let mut deny: Vec<Id> = input.iter().filter_map(|(e, _)| **e).collect();
-            let s = d.strings();
-            deny.sort_by(|a, b| s.get(*a).cmp(s.get(*b)));
-            deny.dedup();
-            output.push((
-                Rec::Acl {
-                    instance: *instance,
-                    deny,
-                },
-                1,
-            ));
-        })
-        .map(|(_, rec)| rec)
+    move |instance, input, output| {
+        if input[0].0.is_some() {
+            return;
+        }
+        let mut deny: Vec<Id> = input.iter().filter_map(|(e, _)| **e).collect();
+        let s = d.strings();
+        deny.sort_by(|a, b| s.get(*a).cmp(s.get(*b)));
+        deny.dedup();
+        output.push((
+            Rec::Acl {
+                instance: *instance,
+                deny,
+            },
+            1,
+        ));
+    }
 }
 
 /// Whether each protected room's current `m.room.server_acl` equals its instance's intent.
@@ -572,12 +655,7 @@ fn acl_sync<'s>(
     known: &Known,
 ) -> Coll<'s, Rec> {
     let k = known.clone();
-    let acls = room_state.flat_map(move |r| match r {
-        Rec::RoomState(s) if s.event_type == k.server_acl && s.state_key == k.empty => {
-            Some((s.room, s.content))
-        }
-        _ => None,
-    });
+    let acls = room_state.flat_map(move |r| acl_event(&r, &k));
     let protected = protects(instances);
     let with_acl = protected
         .clone()
@@ -586,19 +664,47 @@ fn acl_sync<'s>(
     let without = protected
         .antijoin(acls.map(|(room, _)| room))
         .map(|(room, instance)| (instance, (room, None)));
-    let intents = server_acl.flat_map(|r| match r {
-        Rec::Acl { instance, deny } => Some((instance, deny)),
-        _ => None,
-    });
+    let intents = server_acl.flat_map(acl_intent_of);
     let d = dict.clone();
     with_acl
         .concat(without)
         .join(intents)
-        .map(move |(instance, ((room, content), deny))| Rec::AclSync {
-            instance,
-            room,
-            in_sync: content.is_some_and(|c| acl_equals_intent(&content_of(&d, c), &deny, &d)),
+        .map(move |(instance, ((room, content), deny))| {
+            acl_sync_record(instance, room, content, &deny, &d)
         })
+}
+
+/// `(room, content)` of a room's current `m.room.server_acl` event in `room_state`.
+pub(crate) fn acl_event(r: &Rec, known: &Known) -> Option<(Id, Id)> {
+    match r {
+        Rec::RoomState(s) if s.event_type == known.server_acl && s.state_key == known.empty => {
+            Some((s.room, s.content))
+        }
+        _ => None,
+    }
+}
+
+/// `(instance, deny)` of a `server_acl` record.
+pub(crate) fn acl_intent_of(r: Rec) -> Option<(Id, Vec<Id>)> {
+    match r {
+        Rec::Acl { instance, deny } => Some((instance, deny)),
+        _ => None,
+    }
+}
+
+/// An `acl_sync` record: whether `room`'s ACL `content` (if any) equals the intent `deny`.
+pub(crate) fn acl_sync_record(
+    instance: Id,
+    room: Id,
+    content: Option<Id>,
+    deny: &[Id],
+    dict: &Dictionary,
+) -> Rec {
+    Rec::AclSync {
+        instance,
+        room,
+        in_sync: content.is_some_and(|c| acl_equals_intent(&content_of(dict, c), deny, dict)),
+    }
 }
 
 /// `allow` and `deny` compared as sets (missing = empty; not an array of strings = unequal),

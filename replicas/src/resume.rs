@@ -1,22 +1,34 @@
 //! Resume computations: how a restore derives a replica's delta after the restore point from
 //! its inputs' deltas and their contents there (see [`prr_engine::Seeds`]), instead of
-//! recomputing the replica from scratch.
+//! recomputing the replica from scratch. With one for every derived replica, a restore feeds
+//! nothing to the dataflow: every replica's revision is its base, and the dataflow computes
+//! only what changes after it.
 //!
-//! `member_matches` is the costliest replica to recompute (every rule matched against every
-//! user). Its contents are `R ⋈ P ⋈ W`: rules `R` that match a user, `(user, instance)` pairs
-//! `P` of `member_set`, and `(instance, rule room)` watches `W`. With `X_new = X_old + dX`, its
-//! delta is the delta-join sum
-//! `dR ⋈ P_new ⋈ W_new + R_old ⋈ dP ⋈ W_new + R_old ⋈ P_old ⋈ dW`:
-//! the deltas flow through the dataflow (joined with each other where two meet), and the old
-//! contents are looked up in indexes built from the seeds.
+//! Two patterns cover the replicas:
+//! - a join `A ⋈ B` has the delta `dA ⋈ B_old + dA ⋈ dB + A_old ⋈ dB`: the deltas flow through
+//!   the dataflow (joined with each other where two meet), and the old contents are looked up
+//!   in indexes built from the seeds;
+//! - a reduction `f` over groups has, for each group that changed, the delta
+//!   `f(old + d) − f(old)` ([`resume_reduce`]): the dataflow accumulates `d`, the old group is
+//!   looked up.
 
-use std::sync::{Arc, OnceLock};
+mod acl;
+mod matches;
+mod members;
+mod slots;
+
+pub(crate) use acl::{acl_sync, server_acl};
+pub(crate) use matches::resume as member_matches;
+pub(crate) use members::{member_bans, member_set};
+pub(crate) use slots::{policy_room, rejects};
 
 use foldhash::HashMap;
-use prr_engine::{Coll, Dictionary, Id, Seeds, Strings};
+use prr_engine::dataflow::differential_dataflow::{Data, ExchangeData, Hashable};
+use prr_engine::{Coll, Id, Strings};
 
+use crate::dag::{GroupLogic, relation_pair};
 use crate::record::{Rec, Relation, Rule};
-use crate::rules::{MatchKey, rule_key, rule_matches_user, user_match_keys};
+use crate::rules::{MatchKey, rule_key, rule_matches_user};
 
 /// The key by which a rule meets the users it may match (`None`: it matches no user).
 pub(crate) fn rule_match_key(rule: &Rule, s: &Strings<'_>) -> Option<MatchKey> {
@@ -39,228 +51,104 @@ pub(crate) fn rule_matches(rule: &Rule, user: Id, s: &Strings<'_>) -> bool {
     )
 }
 
-/// The contents of `member_matches`' inputs at the restore point, indexed.
-struct MatchSeeds {
-    /// Rules by match key, with their multiplicity.
-    rules_by_key: HashMap<MatchKey, Vec<(Arc<Rule>, isize)>>,
-    /// Rules by policy room.
-    rules_by_room: HashMap<Id, Vec<(Arc<Rule>, isize)>>,
-    /// `(instance, room)` watches.
-    watched: HashMap<(Id, Id), isize>,
-    /// The user indexes: built on another thread, since only policy and watch changes need
-    /// them (a membership change meets the old rules, not the old users).
-    users: Arc<OnceLock<UserSeeds>>,
+/// Sorts by value and sums the multiplicities of equal values, dropping zeros.
+fn consolidate<V: Ord>(v: &mut Vec<(V, isize)>) {
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out: Vec<(V, isize)> = Vec::with_capacity(v.len());
+    for (x, d) in v.drain(..) {
+        match out.last_mut() {
+            Some(last) if last.0 == x => last.1 += d,
+            _ => out.push((x, d)),
+        }
+    }
+    out.retain(|(_, d)| *d != 0);
+    *v = out;
 }
 
-/// The users of `member_set` at the restore point.
+/// The delta of `delta.reduce(logic)` over groups that held `old(key)` at the restore point:
+/// for each key whose group changed, `logic(old + d) − logic(old)`. `logic` is the
+/// reduction's own (it sees a group as DD's `reduce` presents it: sorted, consolidated,
+/// non-empty).
+pub(crate) fn resume_reduce<'s, K, V, O>(
+    name: &str,
+    delta: Coll<'s, (K, V)>,
+    old: impl Fn(&K) -> Vec<(V, isize)> + 'static,
+    logic: impl GroupLogic<K, V, O>,
+) -> Coll<'s, (K, O)>
+where
+    K: ExchangeData + Hashable,
+    V: ExchangeData,
+    O: Data + Ord,
+{
+    delta.reduce_named(name, move |key, input, output| {
+        let mut before = old(key);
+        consolidate(&mut before);
+        let mut after = before.clone();
+        after.extend(input.iter().map(|(v, d)| ((*v).clone(), *d)));
+        consolidate(&mut after);
+        let mut out = Vec::new();
+        for (group, sign) in [(&after, 1), (&before, -1)] {
+            if group.is_empty() {
+                continue;
+            }
+            let refs: Vec<(&V, isize)> = group.iter().map(|(v, d)| (v, *d)).collect();
+            let mut part = Vec::new();
+            logic(key, &refs, &mut part);
+            out.extend(part.into_iter().map(|(o, d)| (o, d * sign)));
+        }
+        consolidate(&mut out);
+        output.extend(out);
+    })
+}
+
+/// The rows of a sorted revision whose records have `key(record) == k` (the key must order
+/// records as they sort: a prefix of their fields).
+fn range<'a, K: Ord>(
+    rows: &'a [(Rec, isize)],
+    key: impl Fn(&Rec) -> K,
+    k: &K,
+) -> &'a [(Rec, isize)] {
+    let lo = rows.partition_point(|(r, _)| key(r) < *k);
+    let hi = lo + rows[lo..].partition_point(|(r, _)| key(r) <= *k);
+    &rows[lo..hi]
+}
+
+/// The `instances` source at the restore point, indexed both ways.
 #[derive(Default)]
-struct UserSeeds {
-    /// Each user's instances, with multiplicity.
-    instances_of: HashMap<Id, Vec<(Id, isize)>>,
-    /// Every user (once) under each of its match keys.
-    users_by_key: HashMap<MatchKey, Vec<Id>>,
+struct InstanceIndex {
+    /// Instance -> multiplicity of its `exists` record.
+    exists: HashMap<Id, isize>,
+    /// Room -> the instances protecting it.
+    protectors: HashMap<Id, Vec<(Id, isize)>>,
+    /// Instance -> the rooms it protects.
+    protected: HashMap<Id, Vec<(Id, isize)>>,
+    /// Room -> the instances watching it.
+    watchers: HashMap<Id, Vec<(Id, isize)>>,
+    /// Instance -> the rooms it watches.
+    watched: HashMap<Id, Vec<(Id, isize)>>,
 }
 
-const POLICY_ROOM: usize = 0;
-const MEMBER_SET: usize = 1;
-const INSTANCES: usize = 2;
-
-impl MatchSeeds {
-    fn build(seeds: &Seeds<Rec>, dict: &Dictionary) -> MatchSeeds {
-        let mut rules_by_key: HashMap<MatchKey, Vec<(Arc<Rule>, isize)>> = HashMap::default();
-        let mut rules_by_room: HashMap<Id, Vec<(Arc<Rule>, isize)>> = HashMap::default();
-        {
-            let s = dict.strings();
-            for (r, m) in seeds.input(POLICY_ROOM) {
-                if let Rec::Rule(rule) = r {
-                    if let Some(k) = rule_match_key(rule, &s) {
-                        rules_by_key.entry(k).or_default().push((rule.clone(), *m));
-                    }
-                    rules_by_room
-                        .entry(rule.room)
-                        .or_default()
-                        .push((rule.clone(), *m));
-                }
+impl InstanceIndex {
+    fn build(rows: &[(Rec, isize)]) -> InstanceIndex {
+        let mut ix = InstanceIndex::default();
+        for (r, m) in rows {
+            if let Some((_, instance)) = relation_pair(r.clone(), Relation::Exists) {
+                *ix.exists.entry(instance).or_default() += m;
+            }
+            if let Some((room, instance)) = relation_pair(r.clone(), Relation::Protect) {
+                ix.protectors.entry(room).or_default().push((instance, *m));
+                ix.protected.entry(instance).or_default().push((room, *m));
+            }
+            if let Some((room, instance)) = relation_pair(r.clone(), Relation::Watch) {
+                ix.watchers.entry(room).or_default().push((instance, *m));
+                ix.watched.entry(instance).or_default().push((room, *m));
             }
         }
-        let mut watched: HashMap<(Id, Id), isize> = HashMap::default();
-        for (r, m) in seeds.input(INSTANCES) {
-            if let Rec::Instance {
-                instance,
-                relation: Relation::Watch,
-                room,
-            } = r
-            {
-                *watched.entry((*instance, *room)).or_default() += m;
-            }
-        }
-        let users = Arc::new(OnceLock::new());
-        let (u, seeds, dict) = (users.clone(), seeds.clone(), dict.clone());
-        std::thread::spawn(move || {
-            u.get_or_init(|| UserSeeds::build(&seeds, &dict));
-        });
-        MatchSeeds {
-            rules_by_key,
-            rules_by_room,
-            watched,
-            users,
-        }
-    }
-
-    /// The user indexes, waiting for them if they are still being built.
-    fn users(&self) -> &UserSeeds {
-        self.users.wait()
-    }
-
-    /// Old users that `rule` matches.
-    fn old_users_matching<'a>(
-        &'a self,
-        rule: &'a Rule,
-        s: &'a Strings<'_>,
-    ) -> impl Iterator<Item = Id> + 'a {
-        let users = self.users();
-        rule_match_key(rule, s)
-            .and_then(|k| users.users_by_key.get(&k))
-            .into_iter()
-            .flatten()
-            .copied()
-            .filter(move |u| rule_matches(rule, *u, s))
-    }
-
-    /// Old rules that match `user`, with their multiplicity.
-    fn old_rules_matching(&self, user: Id, s: &Strings<'_>) -> Vec<(Arc<Rule>, isize)> {
-        let mut out = Vec::new();
-        for k in user_match_keys(s.get(user)) {
-            for (rule, m) in self.rules_by_key.get(&k).into_iter().flatten() {
-                if rule_matches(rule, user, s) {
-                    out.push((rule.clone(), *m));
-                }
-            }
-        }
-        out
+        ix
     }
 }
 
-impl UserSeeds {
-    fn build(seeds: &Seeds<Rec>, dict: &Dictionary) -> UserSeeds {
-        let mut instances_of: HashMap<Id, Vec<(Id, isize)>> = HashMap::default();
-        for (r, m) in seeds.input(MEMBER_SET) {
-            if let Rec::MemberSet { instance, user, .. } = r {
-                instances_of.entry(*user).or_default().push((*instance, *m));
-            }
-        }
-        let mut users_by_key: HashMap<MatchKey, Vec<Id>> = HashMap::default();
-        let s = dict.strings();
-        for user in instances_of.keys() {
-            for k in user_match_keys(s.get(*user)) {
-                users_by_key.entry(k).or_default().push(*user);
-            }
-        }
-        UserSeeds {
-            instances_of,
-            users_by_key,
-        }
-    }
-}
-
-/// `member_matches`' delta after the restore point, from the deltas of `policy_room`,
-/// `member_set` and `instances` (see the module documentation).
-pub(crate) fn member_matches<'s>(
-    deltas: &[Coll<'s, Rec>],
-    seeds: &Seeds<Rec>,
-    dict: &Dictionary,
-) -> Coll<'s, Rec> {
-    let old = seeds.shared(|s| MatchSeeds::build(s, dict));
-    let d_rules = deltas[POLICY_ROOM].clone().flat_map(|r| match r {
-        Rec::Rule(rule) => Some(rule),
-        _ => None,
-    });
-    let d_present = deltas[MEMBER_SET].clone().flat_map(|r| match r {
-        Rec::MemberSet { instance, user, .. } => Some((user, instance)),
-        _ => None,
-    });
-    let d_watched = deltas[INSTANCES].clone().flat_map(|r| match r {
-        Rec::Instance {
-            instance,
-            relation: Relation::Watch,
-            room,
-        } => Some((instance, room)),
-        _ => None,
-    });
-
-    // dR ⋈ P_old: the old users a changed rule matches, in each of their old instances.
-    let (o, d) = (old.clone(), dict.clone());
-    let rules_old_users = d_rules.clone().explode(move |rule| {
-        let s = d.strings();
-        let users = o.users();
-        let mut out = Vec::new();
-        for user in o.old_users_matching(&rule, &s) {
-            for (instance, m) in &users.instances_of[&user] {
-                out.push(((*instance, user, rule.clone()), *m));
-            }
-        }
-        out
-    });
-    // dR ⋈ dP: changed rules meet changed (user, instance) pairs by key.
-    let d = dict.clone();
-    let keyed_rules = d_rules.flat_map(move |rule| {
-        let key = rule_match_key(&rule, &d.strings());
-        key.map(|k| (k, rule))
-    });
-    let d = dict.clone();
-    let keyed_present = d_present.clone().flat_map(move |(user, instance)| {
-        let keys = user_match_keys(d.strings().get(user));
-        keys.into_iter().map(move |k| (k, (user, instance)))
-    });
-    let d = dict.clone();
-    let rules_new_users = keyed_rules
-        .join(keyed_present)
-        .filter(move |(_, (rule, (user, _)))| rule_matches(rule, *user, &d.strings()))
-        .map(|(_, (rule, (user, instance)))| (instance, user, rule));
-    // R_old ⋈ dP: the old rules that match a changed pair's user.
-    let (o, d) = (old.clone(), dict.clone());
-    let old_rules_users = d_present.explode(move |(user, instance)| {
-        o.old_rules_matching(user, &d.strings())
-            .into_iter()
-            .map(move |(rule, m)| ((instance, user, rule), m))
-    });
-    let matched = rules_old_users
-        .concat(rules_new_users)
-        .concat(old_rules_users);
-    // ... ⋈ W_new = ... ⋈ W_old + ... ⋈ dW.
-    let o = old.clone();
-    let watched_old = matched.clone().explode(move |(instance, user, rule)| {
-        let m = o.watched.get(&(instance, rule.room)).copied().unwrap_or(0);
-        (m != 0).then_some(((instance, user, rule), m))
-    });
-    let watched_new = matched
-        .map(|(instance, user, rule)| ((instance, rule.room), (user, rule)))
-        .semijoin(d_watched.clone())
-        .map(|((instance, _), (user, rule))| (instance, user, rule));
-    // R_old ⋈ P_old ⋈ dW: a changed watch meets the old rules of its room and the instance's
-    // old users they match.
-    let (o, d) = (old, dict.clone());
-    let new_watches = d_watched.explode(move |(instance, room)| {
-        let s = d.strings();
-        let users = o.users();
-        let mut out = Vec::new();
-        for (rule, rm) in o.rules_by_room.get(&room).into_iter().flatten() {
-            for user in o.old_users_matching(rule, &s) {
-                for (i, pm) in &users.instances_of[&user] {
-                    if *i == instance {
-                        out.push(((instance, user, rule.clone()), rm * pm));
-                    }
-                }
-            }
-        }
-        out
-    });
-    watched_old
-        .concat(watched_new)
-        .concat(new_watches)
-        .map(|(instance, user, rule)| Rec::Match {
-            instance,
-            user,
-            rule,
-        })
+/// The entries of `map` under `k` (none if absent).
+fn all<'a, K: std::hash::Hash + Eq, V>(map: &'a HashMap<K, Vec<V>>, k: &K) -> &'a [V] {
+    map.get(k).map(Vec::as_slice).unwrap_or(&[])
 }

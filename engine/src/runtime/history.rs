@@ -88,9 +88,7 @@ impl<R: Record> Runtime<R> {
         if self.store.is_none() {
             return Err(Error::NoStore("rebuilding from the log"));
         }
-        if let Some(engine) = self.engine.take() {
-            engine.stop()?;
-        }
+        self.stop_engine()?;
         let selected: BTreeSet<ReplicaId> = if replicas.is_empty() {
             (0..self.dag.len() as u32).map(ReplicaId).collect()
         } else {

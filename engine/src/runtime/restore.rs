@@ -1,7 +1,8 @@
 //! Restore: start points, replaying revisions and the log into a dataflow, rebuild deltas.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use prr_persist::RevisionInfo;
 
@@ -9,7 +10,7 @@ use super::Runtime;
 use crate::codec::{self, LoggedDelta};
 use crate::description::{Record, ReplicaId};
 use crate::engine::{Delta, DeltaKind, Engine, difference};
-use crate::resume::{ResumePlan, Seeds};
+use crate::resume::{ResumePlan, Rows, Seeds};
 use crate::worker::SourceUpdate;
 use crate::{Error, Seq};
 
@@ -80,59 +81,156 @@ impl<R: Record> Runtime<R> {
 
     /// What a restore at `start` resumes instead of recomputing: every resumable derived
     /// replica, provided every derived replica has a current revision at the restore point
-    /// (else everything is recomputed, and stale revisions give rebuild deltas).
+    /// (else everything is recomputed, and stale revisions give rebuild deltas). Decodes the
+    /// revisions that resume computations read, in parallel.
     fn resume_plan(&self, start: StartPoint) -> Result<Option<ResumePlan<R>>, Error> {
         if start.as_of == 0 || !self.config.resume {
             return Ok(None);
         }
-        let derived = || {
-            self.dag
-                .replicas()
-                .iter()
-                .enumerate()
-                .filter(|(_, d)| !d.is_source() && !d.is_view())
+        let dag = &self.dag;
+        let n = dag.len();
+        let derived = |i: usize| {
+            let d = dag.replica(ReplicaId(i as u32));
+            !d.is_source() && !d.is_view()
         };
-        let all_current = derived().all(|(i, _)| {
+        let all_current = (0..n).filter(|i| derived(*i)).all(|i| {
             self.revision_info(ReplicaId(i as u32), start.as_of)
                 .is_some_and(|info| self.is_fresh(&info))
         });
-        if !all_current || !derived().any(|(_, d)| d.is_resumable()) {
+        let resumed: Vec<bool> = (0..n)
+            .map(|i| derived(i) && dag.replica(ReplicaId(i as u32)).is_resumable())
+            .collect();
+        if !all_current || !resumed.contains(&true) {
             return Ok(None);
         }
-        let mut decoded: BTreeMap<ReplicaId, Arc<Vec<(R, isize)>>> = BTreeMap::new();
-        let mut seeds = vec![None; self.dag.len()];
-        for (i, desc) in derived().filter(|(_, d)| d.is_resumable()) {
-            let mut inputs = Vec::new();
-            if desc.has_resume() {
-                for x in self.dag.inputs_of(ReplicaId(i as u32)) {
-                    if !decoded.contains_key(x) {
-                        let rows =
-                            self.decode_revision(self.dag.replica(*x).name(), start.as_of)?;
-                        decoded.insert(*x, Arc::new(rows));
-                    }
-                    inputs.push(decoded[x].clone());
-                }
-            }
-            seeds[i] = Some(Seeds::new(start.as_of, inputs));
-        }
+        // Based: a source or resumed replica that no recomputed replica reads.
+        let based: Vec<bool> = (0..n)
+            .map(|i| {
+                let id = ReplicaId(i as u32);
+                (dag.replica(id).is_source() || resumed[i])
+                    && (0..n).all(|j| {
+                        resumed[j]
+                            || !derived(j)
+                            || !dag.inputs_of(ReplicaId(j as u32)).contains(&id)
+                    })
+            })
+            .collect();
+        let wanted: BTreeSet<ReplicaId> = (0..n)
+            .filter(|i| resumed[*i] && dag.replica(ReplicaId(*i as u32)).has_resume())
+            .flat_map(|i| dag.inputs_of(ReplicaId(i as u32)).iter().copied())
+            .collect();
+        let decoded = self.decode_revisions(&wanted, start.as_of)?;
+        let seeds = (0..n)
+            .map(|i| {
+                let id = ReplicaId(i as u32);
+                resumed[i].then(|| {
+                    let inputs = if dag.replica(id).has_resume() {
+                        dag.inputs_of(id)
+                            .iter()
+                            .map(|x| decoded[x].clone())
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    Seeds::new(start.as_of, inputs)
+                })
+            })
+            .collect();
         Ok(Some(ResumePlan {
             as_of: start.as_of,
             seeds,
+            based,
         }))
     }
 
-    /// A fresh engine that resumes the replicas of `plan`: fed with the source revisions and
-    /// the resumed replicas' revisions at the restore point, and the log after it.
+    /// The revisions of `replicas` as of `as_of`, each sorted by record, decoded by as many
+    /// threads as there are cores.
+    fn decode_revisions(
+        &self,
+        replicas: &BTreeSet<ReplicaId>,
+        as_of: u64,
+    ) -> Result<BTreeMap<ReplicaId, Rows<R>>, Error> {
+        let store = self.store.as_ref().expect("store");
+        let mut jobs: Vec<(ReplicaId, usize, Vec<u8>)> = Vec::new();
+        for id in replicas {
+            let name = self.dag.replica(*id).name();
+            for (i, chunk) in store.revision_chunks(name, as_of)?.into_iter().enumerate() {
+                jobs.push((*id, i, chunk));
+            }
+        }
+        let next = AtomicUsize::new(0);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let dag = &*self.dag;
+        let decode = |(id, i, bytes): &(ReplicaId, usize, Vec<u8>)| {
+            let name = dag.replica(*id).name();
+            codec::decode::<Vec<(R, i64)>>(bytes, &format!("revision ({name}, {as_of}) chunk {i}"))
+        };
+        type Decoded<R> = (usize, Result<Vec<(R, i64)>, Error>);
+        let parts: Vec<Vec<Decoded<R>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut out = Vec::new();
+                        loop {
+                            let j = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(job) = jobs.get(j) else { break out };
+                            out.push((j, decode(job)));
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("decoding threads do not panic"))
+                .collect()
+        });
+        let mut chunks: Vec<Option<Vec<(R, i64)>>> = (0..jobs.len()).map(|_| None).collect();
+        for (j, rows) in parts.into_iter().flatten() {
+            chunks[j] = Some(rows?);
+        }
+        let mut out: BTreeMap<ReplicaId, Vec<(R, isize)>> = BTreeMap::new();
+        for ((id, _, _), rows) in jobs.iter().zip(chunks) {
+            let rows = rows.expect("every chunk decoded");
+            out.entry(*id)
+                .or_default()
+                .extend(rows.into_iter().map(|(r, d)| (r, d as isize)));
+        }
+        let mut decoded = BTreeMap::new();
+        for id in replicas {
+            let rows = out.remove(id).unwrap_or_default();
+            decoded.insert(*id, Arc::new(super::sorted(rows)));
+        }
+        Ok(decoded)
+    }
+
+    /// A fresh engine that resumes the replicas of `plan`: fed with the revisions at the
+    /// restore point of the sources and resumed replicas that are not based (see
+    /// [`ResumePlan`]); the log after it is replayed by the caller.
     fn resumed_engine(&self, start: StartPoint, plan: ResumePlan<R>) -> Result<Engine<R>, Error> {
         let mut updates: Vec<SourceUpdate<R>> = Vec::new();
         for (i, desc) in self.dag.replicas().iter().enumerate() {
-            if desc.is_source() || plan.seeds[i].is_some() {
+            if (desc.is_source() || plan.seeds[i].is_some()) && !plan.based[i] {
                 let rows = self.decode_revision(desc.name(), start.as_of)?;
                 updates.extend(rows.into_iter().map(|(r, d)| (i as u32, r, d)));
             }
         }
+        // The seeds' revisions serve reads of based replicas too.
+        let mut bases: Vec<Option<Rows<R>>> = vec![None; self.dag.len()];
+        for (i, s) in plan.seeds.iter().enumerate() {
+            let Some(s) = s else { continue };
+            for (k, x) in self.dag.inputs_of(ReplicaId(i as u32)).iter().enumerate() {
+                if plan.based[x.index()] && s.has_input(k) {
+                    bases[x.index()] = Some(s.input_rows(k));
+                }
+            }
+        }
         let mut engine =
             Engine::start_resumed(self.dag.clone(), self.config.workers, Some(Arc::new(plan)))?;
+        for (i, rows) in bases.into_iter().enumerate() {
+            if let Some(rows) = rows {
+                engine.set_base(ReplicaId(i as u32), rows);
+            }
+        }
         engine.feed(start.as_of, updates)?;
         engine.step_until(start.as_of)?;
         Ok(engine)

@@ -1,0 +1,250 @@
+//! `member_matches`' resume computation. Its contents are `R ⋈ P ⋈ W`: rules `R` that match
+//! a user, `(user, instance)` pairs `P` of `member_set`, and `(instance, rule room)` watches
+//! `W`. With `X_new = X_old + dX`, its delta is the delta-join sum
+//! `dR ⋈ P_new ⋈ W_new + R_old ⋈ dP ⋈ W_new + R_old ⋈ P_old ⋈ dW`:
+//! the deltas flow through the dataflow (joined with each other where two meet), and the old
+//! contents are looked up in indexes built from the seeds.
+
+use std::sync::{Arc, OnceLock};
+
+use foldhash::HashMap;
+use prr_engine::{Coll, Dictionary, Id, Seeds, Strings};
+
+use super::{rule_match_key, rule_matches};
+use crate::record::{Rec, Relation, Rule};
+use crate::rules::{MatchKey, user_match_keys};
+
+/// The contents of `member_matches`' inputs at the restore point, indexed.
+struct MatchSeeds {
+    /// Rules by match key, with their multiplicity.
+    rules_by_key: HashMap<MatchKey, Vec<(Arc<Rule>, isize)>>,
+    /// Rules by policy room.
+    rules_by_room: HashMap<Id, Vec<(Arc<Rule>, isize)>>,
+    /// `(instance, room)` watches.
+    watched: HashMap<(Id, Id), isize>,
+    /// The user indexes: built on another thread, since only policy and watch changes need
+    /// them (a membership change meets the old rules, not the old users).
+    users: Arc<OnceLock<UserSeeds>>,
+}
+
+/// The users of `member_set` at the restore point.
+#[derive(Default)]
+struct UserSeeds {
+    /// Each user's instances, with multiplicity.
+    instances_of: HashMap<Id, Vec<(Id, isize)>>,
+    /// Every user (once) under each of its match keys.
+    users_by_key: HashMap<MatchKey, Vec<Id>>,
+}
+
+const POLICY_ROOM: usize = 0;
+const MEMBER_SET: usize = 1;
+const INSTANCES: usize = 2;
+
+impl MatchSeeds {
+    fn build(seeds: &Seeds<Rec>, dict: &Dictionary) -> MatchSeeds {
+        let mut rules_by_key: HashMap<MatchKey, Vec<(Arc<Rule>, isize)>> = HashMap::default();
+        let mut rules_by_room: HashMap<Id, Vec<(Arc<Rule>, isize)>> = HashMap::default();
+        {
+            let s = dict.strings();
+            for (r, m) in seeds.input(POLICY_ROOM) {
+                if let Rec::Rule(rule) = r {
+                    if let Some(k) = rule_match_key(rule, &s) {
+                        rules_by_key.entry(k).or_default().push((rule.clone(), *m));
+                    }
+                    rules_by_room
+                        .entry(rule.room)
+                        .or_default()
+                        .push((rule.clone(), *m));
+                }
+            }
+        }
+        let mut watched: HashMap<(Id, Id), isize> = HashMap::default();
+        for (r, m) in seeds.input(INSTANCES) {
+            if let Rec::Instance {
+                instance,
+                relation: Relation::Watch,
+                room,
+            } = r
+            {
+                *watched.entry((*instance, *room)).or_default() += m;
+            }
+        }
+        let users = Arc::new(OnceLock::new());
+        let (u, seeds, dict) = (users.clone(), seeds.clone(), dict.clone());
+        std::thread::spawn(move || {
+            u.get_or_init(|| UserSeeds::build(&seeds, &dict));
+        });
+        MatchSeeds {
+            rules_by_key,
+            rules_by_room,
+            watched,
+            users,
+        }
+    }
+
+    /// The user indexes, waiting for them if they are still being built.
+    fn users(&self) -> &UserSeeds {
+        self.users.wait()
+    }
+
+    /// Old users that `rule` matches.
+    fn old_users_matching<'a>(
+        &'a self,
+        rule: &'a Rule,
+        s: &'a Strings<'_>,
+    ) -> impl Iterator<Item = Id> + 'a {
+        let users = self.users();
+        rule_match_key(rule, s)
+            .and_then(|k| users.users_by_key.get(&k))
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(move |u| rule_matches(rule, *u, s))
+    }
+
+    /// Old rules that match `user`, with their multiplicity.
+    fn old_rules_matching(&self, user: Id, s: &Strings<'_>) -> Vec<(Arc<Rule>, isize)> {
+        let mut out = Vec::new();
+        for k in user_match_keys(s.get(user)) {
+            for (rule, m) in self.rules_by_key.get(&k).into_iter().flatten() {
+                if rule_matches(rule, user, s) {
+                    out.push((rule.clone(), *m));
+                }
+            }
+        }
+        out
+    }
+}
+
+impl UserSeeds {
+    fn build(seeds: &Seeds<Rec>, dict: &Dictionary) -> UserSeeds {
+        let mut instances_of: HashMap<Id, Vec<(Id, isize)>> = HashMap::default();
+        for (r, m) in seeds.input(MEMBER_SET) {
+            if let Rec::MemberSet { instance, user, .. } = r {
+                instances_of.entry(*user).or_default().push((*instance, *m));
+            }
+        }
+        let mut users_by_key: HashMap<MatchKey, Vec<Id>> = HashMap::default();
+        let s = dict.strings();
+        for user in instances_of.keys() {
+            for k in user_match_keys(s.get(*user)) {
+                users_by_key.entry(k).or_default().push(*user);
+            }
+        }
+        UserSeeds {
+            instances_of,
+            users_by_key,
+        }
+    }
+}
+
+/// `member_matches`' delta after the restore point, from the deltas of `policy_room`,
+/// `member_set` and `instances` (see the module documentation).
+pub(crate) fn resume<'s>(
+    deltas: &[Coll<'s, Rec>],
+    seeds: &Seeds<Rec>,
+    dict: &Dictionary,
+) -> Coll<'s, Rec> {
+    let d = dict.clone();
+    let old = seeds.shared(move |s| MatchSeeds::build(s, &d));
+    let d_rules = deltas[POLICY_ROOM].clone().flat_map(|r| match r {
+        Rec::Rule(rule) => Some(rule),
+        _ => None,
+    });
+    let d_present = deltas[MEMBER_SET].clone().flat_map(|r| match r {
+        Rec::MemberSet { instance, user, .. } => Some((user, instance)),
+        _ => None,
+    });
+    let d_watched = deltas[INSTANCES].clone().flat_map(|r| match r {
+        Rec::Instance {
+            instance,
+            relation: Relation::Watch,
+            room,
+        } => Some((instance, room)),
+        _ => None,
+    });
+
+    // dR ⋈ P_old: the old users a changed rule matches, in each of their old instances.
+    let (o, d) = (old.clone(), dict.clone());
+    let rules_old_users = d_rules.clone().explode(move |rule| {
+        let s = d.strings();
+        let o = o.get();
+        let users = o.users();
+        let mut out = Vec::new();
+        for user in o.old_users_matching(&rule, &s) {
+            for (instance, m) in &users.instances_of[&user] {
+                out.push(((*instance, user, rule.clone()), *m));
+            }
+        }
+        out
+    });
+    // dR ⋈ dP: changed rules meet changed (user, instance) pairs by key.
+    let d = dict.clone();
+    let keyed_rules = d_rules.flat_map(move |rule| {
+        let key = rule_match_key(&rule, &d.strings());
+        key.map(|k| (k, rule))
+    });
+    let d = dict.clone();
+    let keyed_present = d_present.clone().flat_map(move |(user, instance)| {
+        let keys = user_match_keys(d.strings().get(user));
+        keys.into_iter().map(move |k| (k, (user, instance)))
+    });
+    let d = dict.clone();
+    let rules_new_users = keyed_rules
+        .join(keyed_present)
+        .filter(move |(_, (rule, (user, _)))| rule_matches(rule, *user, &d.strings()))
+        .map(|(_, (rule, (user, instance)))| (instance, user, rule));
+    // R_old ⋈ dP: the old rules that match a changed pair's user.
+    let (o, d) = (old.clone(), dict.clone());
+    let old_rules_users = d_present.explode(move |(user, instance)| {
+        o.get()
+            .old_rules_matching(user, &d.strings())
+            .into_iter()
+            .map(move |(rule, m)| ((instance, user, rule), m))
+    });
+    let matched = rules_old_users
+        .concat(rules_new_users)
+        .concat(old_rules_users);
+    // ... ⋈ W_new = ... ⋈ W_old + ... ⋈ dW.
+    let o = old.clone();
+    let watched_old = matched.clone().explode(move |(instance, user, rule)| {
+        let m = o
+            .get()
+            .watched
+            .get(&(instance, rule.room))
+            .copied()
+            .unwrap_or(0);
+        (m != 0).then_some(((instance, user, rule), m))
+    });
+    let watched_new = matched
+        .map(|(instance, user, rule)| ((instance, rule.room), (user, rule)))
+        .semijoin(d_watched.clone())
+        .map(|((instance, _), (user, rule))| (instance, user, rule));
+    // R_old ⋈ P_old ⋈ dW: a changed watch meets the old rules of its room and the instance's
+    // old users they match.
+    let (o, d) = (old, dict.clone());
+    let new_watches = d_watched.explode(move |(instance, room)| {
+        let s = d.strings();
+        let o = o.get();
+        let users = o.users();
+        let mut out = Vec::new();
+        for (rule, rm) in o.rules_by_room.get(&room).into_iter().flatten() {
+            for user in o.old_users_matching(rule, &s) {
+                for (i, pm) in &users.instances_of[&user] {
+                    if *i == instance {
+                        out.push(((instance, user, rule.clone()), rm * pm));
+                    }
+                }
+            }
+        }
+        out
+    });
+    watched_old
+        .concat(watched_new)
+        .concat(new_watches)
+        .map(|(instance, user, rule)| Rec::Match {
+            instance,
+            user,
+            rule,
+        })
+}
