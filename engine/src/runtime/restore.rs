@@ -189,6 +189,10 @@ impl<R: Record> Runtime<R> {
             chunks[j] = Some(rows?);
         }
         let mut out: BTreeMap<ReplicaId, Vec<(R, isize)>> = BTreeMap::new();
+        for ((id, _, _), rows) in jobs.iter().zip(&chunks) {
+            let n = rows.as_ref().map_or(0, Vec::len);
+            out.entry(*id).or_default().reserve(n);
+        }
         for ((id, _, _), rows) in jobs.iter().zip(chunks) {
             let rows = rows.expect("every chunk decoded");
             out.entry(*id)
