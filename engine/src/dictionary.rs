@@ -167,38 +167,140 @@ impl Dictionary {
         inner.persisted = inner.persisted.max(upto);
     }
 
-    /// Replaces the contents with persisted strings, which `each` hands over in id order
-    /// (`0, 1, 2, ...`). On `each`'s error, or a string stored twice (a corrupt store), the
+    /// Replaces the contents with `expected` persisted strings, read in `parts` ranges of ids
+    /// by as many threads: `read(from, to, f)` hands over the strings with ids in `from..to`,
+    /// in id order, and returns their number. On an error of `read`, a range that does not
+    /// hold as many strings as its ids, or a string stored twice (a corrupt store), the
     /// dictionary is left empty.
-    pub(crate) fn load(
+    pub(crate) fn load_parallel(
+        &self,
+        expected: u64,
+        parts: u64,
+        read: impl Fn(u64, u64, &mut dyn FnMut(u64, &str)) -> Result<u64, crate::Error> + Sync,
+    ) -> Result<(), crate::Error> {
+        let hasher = foldhash::fast::RandomState::default();
+        let parts = parts.clamp(1, expected.max(1));
+        let bounds: Vec<u64> = (0..=parts).map(|i| expected * i / parts).collect();
+        let read = &read;
+        let parts: Vec<Result<Part, crate::Error>> = std::thread::scope(|s| {
+            let handles: Vec<_> = bounds
+                .windows(2)
+                .map(|w| {
+                    let (from, to, hasher) = (w[0], w[1], &hasher);
+                    s.spawn(move || {
+                        Part::read((to - from) as usize, hasher, |f| {
+                            let n = read(from, to, f)?;
+                            if n != to - from {
+                                return Err(crate::Error::Corrupt(format!(
+                                    "the dictionary has {n} strings with ids {from}..{to}, \
+                                     expected {}",
+                                    to - from
+                                )));
+                            }
+                            Ok(())
+                        })
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("dictionary readers do not panic"))
+                .collect()
+        });
+        match parts.into_iter().collect::<Result<Vec<Part>, _>>() {
+            Ok(parts) => self.assemble(expected as usize, hasher, parts),
+            Err(e) => {
+                *self.inner.write().expect("dictionary lock") = Inner::default();
+                Err(e)
+            }
+        }
+    }
+
+    /// Replaces the contents with `parts`, in id order, hashed by `hasher`; a string stored
+    /// twice is a corrupt store (the dictionary is left empty).
+    fn assemble(
         &self,
         expected: usize,
-        each: impl FnOnce(&mut dyn FnMut(u64, &str)) -> Result<u64, crate::Error>,
+        hasher: foldhash::fast::RandomState,
+        parts: Vec<Part>,
     ) -> Result<(), crate::Error> {
         let mut inner = self.inner.write().expect("dictionary lock");
-        *inner = Inner::default();
-        // Sized once: growing would hash every string again at each doubling.
-        inner.index.reserve(expected, |_| 0);
-        inner.ends.reserve(expected);
-        let mut duplicate = None;
-        let result = each(&mut |id, s| {
-            let hash = inner.hasher.hash_one(s);
-            if let Some(first) = inner.find(s, hash) {
-                duplicate.get_or_insert((first, id));
+        *inner = Inner {
+            hasher,
+            ..Inner::default()
+        };
+        let mut result = Ok(());
+        {
+            let total: usize = parts.iter().map(|p| p.bytes.len()).sum();
+            inner.bytes.reserve(total);
+            inner.ends.reserve(expected);
+            // Sized once: growing would hash every string again at each doubling.
+            inner.index.reserve(expected, |_| 0);
+            for part in &parts {
+                let base = inner.bytes.len() as u64;
+                inner.bytes.push_str(&part.bytes);
+                inner.ends.extend(part.ends.iter().map(|e| base + e));
             }
-            inner.push(s, hash);
-        });
-        let result = result.and_then(|_| match duplicate {
-            Some((first, id)) => Err(crate::Error::Corrupt(format!(
-                "dictionary ids {first} and {id} hold the same string"
-            ))),
-            None => Ok(()),
-        });
+            let mut duplicate = None;
+            let mut id = 0u64;
+            for part in &parts {
+                for hash in &part.hashes {
+                    let Inner {
+                        index,
+                        bytes,
+                        ends,
+                        hasher,
+                        ..
+                    } = &mut *inner;
+                    let s = packed(bytes, ends, id);
+                    if let Some(first) = index.find(*hash, |x| packed(bytes, ends, *x) == s) {
+                        duplicate.get_or_insert((*first, id));
+                    }
+                    index.insert_unique(*hash, id, |x| hasher.hash_one(packed(bytes, ends, *x)));
+                    id += 1;
+                }
+            }
+            if let Some((first, id)) = duplicate {
+                result = Err(crate::Error::Corrupt(format!(
+                    "dictionary ids {first} and {id} hold the same string"
+                )));
+            }
+        }
         match result {
             Ok(()) => inner.persisted = inner.ends.len() as u64,
             Err(_) => *inner = Inner::default(),
         }
         result
+    }
+}
+
+/// Strings read by one loader: packed as in [`Inner`] (ends relative to the part), with their
+/// hashes.
+struct Part {
+    bytes: String,
+    ends: Vec<u64>,
+    hashes: Vec<u64>,
+}
+
+impl Part {
+    /// Reads the strings `each` hands over.
+    fn read(
+        expected: usize,
+        hasher: &foldhash::fast::RandomState,
+        each: impl FnOnce(&mut dyn FnMut(u64, &str)) -> Result<(), crate::Error>,
+    ) -> Result<Part, crate::Error> {
+        let mut part = Part {
+            bytes: String::new(),
+            ends: Vec::with_capacity(expected),
+            hashes: Vec::with_capacity(expected),
+        };
+        let (bytes, ends, hashes) = (&mut part.bytes, &mut part.ends, &mut part.hashes);
+        each(&mut |_id, s| {
+            bytes.push_str(s);
+            ends.push(bytes.len() as u64);
+            hashes.push(hasher.hash_one(s));
+        })?;
+        Ok(part)
     }
 }
 
@@ -226,11 +328,11 @@ mod tests {
         let d = Dictionary::new();
         d.intern("old");
         let stored = ["x", "yy", "", "zzz"];
-        d.load(4, |f: &mut dyn FnMut(u64, &str)| {
-            for (i, s) in stored.iter().enumerate() {
-                f(i as u64, s);
+        d.load_parallel(4, 3, |from, to, f| {
+            for i in from..to {
+                f(i, stored[i as usize]);
             }
-            Ok(stored.len() as u64)
+            Ok(to - from)
         })
         .unwrap();
         assert_eq!(d.lookup("old"), None);
@@ -252,15 +354,28 @@ mod tests {
     #[test]
     fn a_string_stored_twice_is_a_corrupt_store() {
         let d = Dictionary::new();
+        let stored = ["a", "b", "a"];
         let e = d
-            .load(1, |f: &mut dyn FnMut(u64, &str)| {
-                for (i, s) in ["a", "b", "a"].iter().enumerate() {
-                    f(i as u64, s);
+            .load_parallel(3, 2, |from, to, f| {
+                for i in from..to {
+                    f(i, stored[i as usize]);
                 }
-                Ok(3)
+                Ok(to - from)
             })
             .unwrap_err();
         assert!(e.to_string().contains("ids 0 and 2"), "{e}");
+        assert!(d.is_empty());
+        // A range missing a string: the store's count and contents disagree.
+        d.intern("kept until the load");
+        let e = d
+            .load_parallel(4, 2, |from, to, f| {
+                for i in from..to.min(3) {
+                    f(i, &format!("s{i}"));
+                }
+                Ok(to.min(3) - from)
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("ids 2..4"), "{e}");
         assert!(d.is_empty());
     }
 }

@@ -12,7 +12,7 @@ use timely::WorkerConfig;
 use timely::communication::initialize::WorkerGuards;
 
 use crate::description::{Dag, JoinView, Record, ReplicaId};
-use crate::resume::{ResumePlan, Rows};
+use crate::resume::{Decoding, ResumePlan};
 use crate::worker::{Captured, Command, Reply, SourceUpdate, WorkerLink, run_worker};
 use crate::{Error, Seq};
 
@@ -453,7 +453,7 @@ fn apply<R: Record>(
 pub(crate) struct Base<R> {
     pub(crate) as_of: u64,
     pub(crate) based: Vec<bool>,
-    pub(crate) rows: Vec<Option<Rows<R>>>,
+    pub(crate) rows: Vec<Option<Arc<Decoding<R>>>>,
 }
 
 /// The in-memory engine under a [`crate::Runtime`]: the workers and the delivery of deltas.
@@ -464,6 +464,8 @@ pub(crate) struct Engine<R: Record> {
     pub(crate) workers: Workers<R>,
     /// The base revisions of a resumed dataflow (see [`Base`]).
     base: Option<Base<R>>,
+    /// The revisions a resumed dataflow's seeds are decoded from (see [`Engine::why`]).
+    decodings: Vec<Arc<Decoding<R>>>,
     /// Source deltas fed so far: the last `Seq`.
     pub(crate) fed: u64,
     /// Every replica is final below this.
@@ -487,6 +489,10 @@ impl<R: Record> Engine<R> {
         Ok(Engine {
             dag: dag.clone(),
             views: (0..n).map(|_| None).collect(),
+            decodings: (plan.iter())
+                .flat_map(|p| p.seeds.iter().flatten())
+                .flat_map(|s| s.decodings())
+                .collect(),
             base: plan.as_ref().map(|p| Base {
                 as_of: p.as_of,
                 based: p.based.clone(),
@@ -503,7 +509,7 @@ impl<R: Record> Engine<R> {
     /// Feeds a source delta at `seq` (greater than every earlier one).
     pub(crate) fn feed(&mut self, seq: u64, updates: Vec<SourceUpdate<R>>) -> Result<(), Error> {
         debug_assert!(seq > self.fed || (seq == 0 && self.fed == 0));
-        self.workers.feed(seq, updates)?;
+        self.workers.feed(seq, updates).map_err(|e| self.why(e))?;
         self.fed = self.fed.max(seq);
         Ok(())
     }
@@ -513,7 +519,7 @@ impl<R: Record> Engine<R> {
         // Nothing fed yet: every input is still open at time 0 and there is nothing to wait for.
         let upper = seq.min(self.fed) + 1;
         if self.fed > 0 && upper > self.synced_upper {
-            self.workers.sync(upper)?;
+            self.workers.sync(upper).map_err(|e| self.why(e))?;
             self.synced_upper = upper;
         }
         self.deliver()
@@ -632,19 +638,36 @@ impl<R: Record> Engine<R> {
         replica: ReplicaId,
         partition: Option<u64>,
     ) -> Result<Vec<(R, isize)>, Error> {
-        let rows = self.workers.read(replica, partition)?;
+        let rows = self
+            .workers
+            .read(replica, partition)
+            .map_err(|e| self.why(e))?;
         let i = replica.index();
         let Some(base) = self.base.as_ref().filter(|b| b.based[i]) else {
             return Ok(rows);
         };
-        let revision = base.rows[i]
-            .as_ref()
-            .expect("the runtime gives a base before reads");
+        let revision = (base.rows[i].as_ref())
+            .expect("the runtime gives a base before reads")
+            .wait()
+            .map_err(|e| Error::Corrupt(e.to_string()))?;
         let desc = self.dag.replica(replica);
         let base_rows = revision
             .iter()
             .filter(|(r, _)| partition.is_none_or(|p| desc.partition_of(r) == p));
         Ok(merge_sorted(base_rows, rows))
+    }
+
+    /// Why the workers failed: a revision of the restore that did not decode (a worker that
+    /// needed it stopped) is reported as such.
+    fn why(&self, e: Error) -> Error {
+        if matches!(e, Error::WorkerFailed) {
+            for d in &self.decodings {
+                if let Some(Err(message)) = d.try_get() {
+                    return Error::Corrupt(message.to_string());
+                }
+            }
+        }
+        e
     }
 
     /// The base's restore point and which replicas are based, for a resumed dataflow.
@@ -660,7 +683,7 @@ impl<R: Record> Engine<R> {
     }
 
     /// Gives `replica`'s base revision (sorted by record).
-    pub(crate) fn set_base(&mut self, replica: ReplicaId, rows: Rows<R>) {
+    pub(crate) fn set_base(&mut self, replica: ReplicaId, rows: Arc<Decoding<R>>) {
         if let Some(b) = self.base.as_mut() {
             b.rows[replica.index()] = Some(rows);
         }

@@ -26,6 +26,50 @@ use crate::description::{Coll, Record};
 /// A replica's consolidated contents at a restore point, sorted by record, shared.
 pub(crate) type Rows<R> = Arc<Vec<(R, isize)>>;
 
+/// A revision decoded on another thread: the restore does not wait for it, its first reader
+/// does ([`Decoding::wait`]).
+pub(crate) struct Decoding<R> {
+    cell: OnceLock<Result<Rows<R>, String>>,
+}
+
+impl<R> Decoding<R> {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Decoding {
+            cell: OnceLock::new(),
+        })
+    }
+
+    /// A revision decoded already.
+    pub(crate) fn done(rows: Rows<R>) -> Arc<Self> {
+        let d = Self::new();
+        d.set(Ok(rows));
+        d
+    }
+
+    /// Sets the outcome (once; a second outcome is ignored).
+    pub(crate) fn set(&self, outcome: Result<Rows<R>, String>) {
+        let _ = self.cell.set(outcome);
+    }
+
+    /// The rows, or why they could not be decoded, waiting until decoded.
+    pub(crate) fn wait(&self) -> Result<&Rows<R>, &str> {
+        self.cell.wait().as_ref().map_err(String::as_str)
+    }
+
+    /// The outcome, if decoding is over.
+    pub(crate) fn try_get(&self) -> Option<Result<&Rows<R>, &str>> {
+        self.cell.get().map(|r| r.as_ref().map_err(String::as_str))
+    }
+
+    /// The rows, waiting until decoded.
+    ///
+    /// # Panics
+    /// If they could not be decoded (a corrupt store: `prr check` reports it).
+    fn rows(&self) -> &Rows<R> {
+        self.wait().unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
 /// What a shared build left: the value, or the message of its panic.
 type Built = Result<Arc<dyn Any + Send + Sync>, String>;
 
@@ -34,7 +78,7 @@ type Built = Result<Arc<dyn Any + Send + Sync>, String>;
 /// per process, in the background, and shared by the workers.
 pub struct Seeds<R> {
     as_of: u64,
-    inputs: Vec<Arc<Vec<(R, isize)>>>,
+    inputs: Vec<Arc<Decoding<R>>>,
     started: Arc<AtomicBool>,
     shared: Arc<OnceLock<Built>>,
 }
@@ -82,7 +126,7 @@ impl<T: 'static> Shared<T> {
 }
 
 impl<R: Record> Seeds<R> {
-    pub(crate) fn new(as_of: u64, inputs: Vec<Arc<Vec<(R, isize)>>>) -> Self {
+    pub(crate) fn new(as_of: u64, inputs: Vec<Arc<Decoding<R>>>) -> Self {
         Seeds {
             as_of,
             inputs,
@@ -97,24 +141,36 @@ impl<R: Record> Seeds<R> {
     }
 
     /// Input `i`'s consolidated contents at the restore point, sorted by record (empty for a
-    /// replica resumed because it reads its inputs' deltas only).
+    /// replica resumed because it reads its inputs' deltas only). The restore decodes them on
+    /// other threads: this waits until they are.
+    ///
+    /// # Panics
+    /// If the revision does not decode (a corrupt store).
     pub fn input(&self, i: usize) -> &[(R, isize)] {
-        self.inputs.get(i).map(|v| v.as_slice()).unwrap_or(&[])
+        self.inputs
+            .get(i)
+            .map(|v| v.rows().as_slice())
+            .unwrap_or(&[])
     }
 
-    /// Whether input `i`'s contents were decoded (every input of a replica with a resume
-    /// computation; none for one that reads deltas only).
-    pub(crate) fn has_input(&self, i: usize) -> bool {
-        i < self.inputs.len()
+    /// Every input's revision decoded for this replica.
+    pub(crate) fn decodings(&self) -> Vec<Arc<Decoding<R>>> {
+        self.inputs.clone()
+    }
+
+    /// Input `i`'s revision, if decoded for this replica (every input of a replica with a
+    /// resume computation; none for one that reads deltas only).
+    pub(crate) fn decoding(&self, i: usize) -> Option<Arc<Decoding<R>>> {
+        self.inputs.get(i).cloned()
     }
 
     /// Input `i`'s contents at the restore point, as [`Seeds::input`], shared (an index can
     /// keep them without copying).
     ///
     /// # Panics
-    /// If the replica has no input `i`.
+    /// If the replica has no input `i`, or its revision does not decode.
     pub fn input_rows(&self, i: usize) -> Arc<Vec<(R, isize)>> {
-        self.inputs[i].clone()
+        self.inputs[i].rows().clone()
     }
 
     /// The value `build` makes from the seeds, built once per resumed replica, on a thread of

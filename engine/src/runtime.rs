@@ -23,6 +23,7 @@ use crate::codec::{self, LoggedDelta};
 use crate::description::{Dag, Record, ReplicaId};
 use crate::dictionary::Dictionary;
 use crate::engine::{Delta, Engine, Frontier, RuntimeConfig, SourceDelta, Subscription};
+use crate::resume::Decoding;
 use crate::{Error, Seq};
 
 /// The embedded runtime. See the module documentation for its life cycle.
@@ -88,7 +89,10 @@ impl<R: Record> Runtime<R> {
                     Store::open(path)?
                 };
                 let n = store.string_count()? as usize;
-                dictionary.load(n, |f| Ok(store.for_each_string(f)?))?;
+                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                dictionary.load_parallel(n as u64, threads as u64, |from, to, f| {
+                    Ok(store.for_each_string_in(from, to, f)?)
+                })?;
                 let last = store.last_seq()?;
                 (Some(store), last)
             }
@@ -314,7 +318,7 @@ impl<R: Record> Runtime<R> {
         for id in wanted {
             let rows = sorted(self.decode_revision(self.dag.replica(id).name(), as_of)?);
             let engine = self.engine.as_mut().expect("engine started");
-            engine.set_base(id, Arc::new(rows));
+            engine.set_base(id, Decoding::done(Arc::new(rows)));
         }
         Ok(())
     }

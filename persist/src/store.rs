@@ -378,6 +378,34 @@ impl Store {
         Ok(next)
     }
 
+    /// Calls `f(id, string)` for the interned strings with ids in `from..to`, in id order,
+    /// as [`Store::for_each_string`] does for all of them (several ranges can be read by
+    /// several threads at once). Returns the number read; ids in the range that are not dense
+    /// are a corrupt store.
+    pub fn for_each_string_in(
+        &self,
+        from: u64,
+        to: u64,
+        mut f: impl FnMut(u64, &str),
+    ) -> Result<u64, Error> {
+        let txn = self.begin_read()?;
+        let dict = txn.open_table(DICT)?;
+        let mut next = from;
+        for entry in dict.range(from..to)? {
+            let (k, v) = entry?;
+            if k.value() != next {
+                return Err(Error::Corrupt(format!(
+                    "dictionary id {} follows id {}: ids must be dense",
+                    k.value(),
+                    next as i64 - 1
+                )));
+            }
+            f(next, v.value());
+            next += 1;
+        }
+        Ok(next - from)
+    }
+
     /// Writes revisions of several replicas, all as of `as_of`, in one transaction, with the
     /// dictionary strings they use that are not yet stored (`strings[i]` gets id
     /// `first_id + i`). A revision that already exists at the same `(replica, as_of)` is

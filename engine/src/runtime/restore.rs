@@ -1,8 +1,7 @@
 //! Restore: start points, replaying revisions and the log into a dataflow, rebuild deltas.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use prr_persist::RevisionInfo;
 
@@ -10,7 +9,7 @@ use super::Runtime;
 use crate::codec::{self, LoggedDelta};
 use crate::description::{Record, ReplicaId};
 use crate::engine::{Delta, DeltaKind, Engine, difference};
-use crate::resume::{ResumePlan, Rows, Seeds};
+use crate::resume::{Decoding, ResumePlan, Seeds};
 use crate::worker::SourceUpdate;
 use crate::{Error, Seq};
 
@@ -143,68 +142,44 @@ impl<R: Record> Runtime<R> {
         }))
     }
 
-    /// The revisions of `replicas` as of `as_of`, each sorted by record, decoded by as many
-    /// threads as there are cores.
+    /// The revisions of `replicas` as of `as_of`, each sorted by record, decoded in the
+    /// background by as many threads as there are cores, smallest first (the restore does not
+    /// wait for them; their first reader does). Their chunks are read from the store now, so
+    /// a missing revision is an error here.
     fn decode_revisions(
         &self,
         replicas: &BTreeSet<ReplicaId>,
         as_of: u64,
-    ) -> Result<BTreeMap<ReplicaId, Rows<R>>, Error> {
+    ) -> Result<BTreeMap<ReplicaId, Arc<Decoding<R>>>, Error> {
         let store = self.store.as_ref().expect("store");
-        let mut jobs: Vec<(ReplicaId, usize, Vec<u8>)> = Vec::new();
+        let mut jobs: Vec<DecodeJob<R>> = Vec::new();
+        let mut decoding = BTreeMap::new();
         for id in replicas {
-            let name = self.dag.replica(*id).name();
-            for (i, chunk) in store.revision_chunks(name, as_of)?.into_iter().enumerate() {
-                jobs.push((*id, i, chunk));
-            }
+            let name = self.dag.replica(*id).name().to_string();
+            let chunks = store.revision_chunks(&name, as_of)?;
+            let cell = Decoding::new();
+            decoding.insert(*id, cell.clone());
+            jobs.push(DecodeJob {
+                name,
+                as_of,
+                chunks,
+                cell,
+            });
         }
-        let next = AtomicUsize::new(0);
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.chunks.iter().map(Vec::len).sum::<usize>()));
+        let jobs = Arc::new(Mutex::new(jobs));
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let dag = &*self.dag;
-        let decode = |(id, i, bytes): &(ReplicaId, usize, Vec<u8>)| {
-            let name = dag.replica(*id).name();
-            codec::decode::<Vec<(R, i64)>>(bytes, &format!("revision ({name}, {as_of}) chunk {i}"))
-        };
-        type Decoded<R> = (usize, Result<Vec<(R, i64)>, Error>);
-        let parts: Vec<Vec<Decoded<R>>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|_| {
-                    s.spawn(|| {
-                        let mut out = Vec::new();
-                        loop {
-                            let j = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(job) = jobs.get(j) else { break out };
-                            out.push((j, decode(job)));
-                        }
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("decoding threads do not panic"))
-                .collect()
-        });
-        let mut chunks: Vec<Option<Vec<(R, i64)>>> = (0..jobs.len()).map(|_| None).collect();
-        for (j, rows) in parts.into_iter().flatten() {
-            chunks[j] = Some(rows?);
+        for _ in 0..threads {
+            let jobs = jobs.clone();
+            std::thread::spawn(move || {
+                loop {
+                    let job = jobs.lock().expect("decode jobs lock").pop();
+                    let Some(job) = job else { break };
+                    job.run();
+                }
+            });
         }
-        let mut out: BTreeMap<ReplicaId, Vec<(R, isize)>> = BTreeMap::new();
-        for ((id, _, _), rows) in jobs.iter().zip(&chunks) {
-            let n = rows.as_ref().map_or(0, Vec::len);
-            out.entry(*id).or_default().reserve(n);
-        }
-        for ((id, _, _), rows) in jobs.iter().zip(chunks) {
-            let rows = rows.expect("every chunk decoded");
-            out.entry(*id)
-                .or_default()
-                .extend(rows.into_iter().map(|(r, d)| (r, d as isize)));
-        }
-        let mut decoded = BTreeMap::new();
-        for id in replicas {
-            let rows = out.remove(id).unwrap_or_default();
-            decoded.insert(*id, Arc::new(super::sorted(rows)));
-        }
-        Ok(decoded)
+        Ok(decoding)
     }
 
     /// A fresh engine that resumes the replicas of `plan`: fed with the revisions at the
@@ -219,12 +194,12 @@ impl<R: Record> Runtime<R> {
             }
         }
         // The seeds' revisions serve reads of based replicas too.
-        let mut bases: Vec<Option<Rows<R>>> = vec![None; self.dag.len()];
+        let mut bases: Vec<Option<Arc<Decoding<R>>>> = vec![None; self.dag.len()];
         for (i, s) in plan.seeds.iter().enumerate() {
             let Some(s) = s else { continue };
             for (k, x) in self.dag.inputs_of(ReplicaId(i as u32)).iter().enumerate() {
-                if plan.based[x.index()] && s.has_input(k) {
-                    bases[x.index()] = Some(s.input_rows(k));
+                if plan.based[x.index()] {
+                    bases[x.index()] = bases[x.index()].take().or_else(|| s.decoding(k));
                 }
             }
         }
@@ -377,5 +352,36 @@ impl<R: Record> Runtime<R> {
             .filter(|(_, c)| *c == n)
             .map(|(a, _)| a)
             .collect()
+    }
+}
+
+/// A revision to decode in the background (see [`Runtime::decode_revisions`]).
+struct DecodeJob<R> {
+    name: String,
+    as_of: u64,
+    chunks: Vec<Vec<u8>>,
+    cell: Arc<Decoding<R>>,
+}
+
+impl<R: Record> DecodeJob<R> {
+    fn run(self) {
+        let (name, as_of) = (&self.name, self.as_of);
+        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut parts = Vec::with_capacity(self.chunks.len());
+            for (i, chunk) in self.chunks.iter().enumerate() {
+                let what = format!("revision ({name}, {as_of}) chunk {i}");
+                parts.push(codec::decode::<Vec<(R, i64)>>(chunk, &what)?);
+            }
+            let mut rows = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+            for part in parts {
+                rows.extend(part.into_iter().map(|(r, d)| (r, d as isize)));
+            }
+            Ok::<_, Error>(Arc::new(super::sorted(rows)))
+        }));
+        self.cell.set(match decoded {
+            Ok(Ok(rows)) => Ok(rows),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("decoding revision ({name}, {as_of}) panicked")),
+        });
     }
 }

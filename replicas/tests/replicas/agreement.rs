@@ -256,3 +256,60 @@ fn replicas_resumed_after_restarts_agree_with_the_oracle() {
         "every derived replica was resumed {resumed} times"
     );
 }
+
+/// A revision the restore decodes in the background (a seed) that does not decode: the
+/// restore itself succeeds, and the first delta that needs the seed fails with an error that
+/// names the revision, not a hang or a bare worker failure.
+#[test]
+fn a_seed_revision_that_does_not_decode_is_a_clear_error() {
+    let workload = random_workload(7, 12);
+    let dir = tempfile::tempdir().unwrap();
+    let config = || {
+        RuntimeConfig::new()
+            .with_workers(1)
+            .with_store(dir.path().join("prr.redb"))
+    };
+    let mut m = Matrix::start(config()).unwrap();
+    for delta in &workload {
+        m.ingest(&to_source_items(delta)).unwrap();
+    }
+    let as_of = m.runtime().capture_revisions().unwrap().0;
+    let info = (m.runtime().revisions().unwrap().into_iter())
+        .find(|i| i.replica == "policy_room" && i.as_of == as_of)
+        .unwrap();
+    let store = m.runtime().store().unwrap();
+    let next_id = store.string_count().unwrap();
+    store
+        .write_revisions(
+            as_of,
+            &[prr_persist_write(&info, vec![b"not a revision".to_vec()])],
+            next_id,
+            &[] as &[&str],
+        )
+        .unwrap();
+    drop(m);
+    let mut m = Matrix::start(config()).unwrap();
+    m.runtime().sync().unwrap();
+    // A new policy rule needs the old rules of its slot (policy_room's seed: room_state) and
+    // member_matches' old rules (its seed: policy_room).
+    let rule = r#"{"event_id":"$new","room_id":"!list:good.net","type":"m.policy.rule.user","state_key":"new","sender":"@mod:good.net","origin_server_ts":1,"content":{"entity":"@x:evil.org","recommendation":"m.ban","reason":"r"}}"#;
+    let items = vec![parse_line("rule.ndjson", 1, rule).unwrap().unwrap()];
+    let e = m.ingest(&items).unwrap_err().to_string();
+    assert!(
+        e.contains("revision (policy_room") && e.contains("does not decode"),
+        "{e}"
+    );
+}
+
+fn prr_persist_write(
+    info: &prr_engine::RevisionInfo,
+    chunks: Vec<Vec<u8>>,
+) -> prr_persist::RevisionWrite {
+    prr_persist::RevisionWrite {
+        replica: info.replica.clone(),
+        logic_version: info.logic_version,
+        description_hash: info.description_hash,
+        records: info.records,
+        chunks,
+    }
+}
