@@ -71,12 +71,10 @@ impl Ingestor {
             instances_replica: Some(instances),
             ..Default::default()
         };
-        let contents = contents.into_iter();
-        ing.state.reserve(contents.size_hint().0);
-        ing.by_event.reserve(contents.size_hint().0);
+        let mut states = Vec::new();
         for rec in contents {
             match rec {
-                Rec::RoomState(s) => ing.set_state((s.room, s.event_type, s.state_key), Some(s)),
+                Rec::RoomState(s) => states.push(s),
                 Rec::Instance {
                     instance,
                     relation,
@@ -96,7 +94,53 @@ impl Ingestor {
                 _ => {}
             }
         }
+        ing.load_states(states);
         ing
+    }
+
+    /// Loads `room_state` records: the state and the event index are built on two threads
+    /// (a restore hands over a million records). Two records for one key (not from a
+    /// consolidated replica) are applied in order instead, the later one replacing.
+    fn load_states(&mut self, states: Vec<RoomState>) {
+        let key = |s: &RoomState| (s.room, s.event_type, s.state_key);
+        let (state, by_event) = std::thread::scope(|scope| {
+            let by_event = scope.spawn(|| {
+                let mut by_event: HashMap<(Id, Id), EventKeys> = HashMap::default();
+                by_event.reserve(states.len());
+                for s in &states {
+                    match by_event.entry((s.room, s.event_id)) {
+                        Entry::Vacant(v) => {
+                            v.insert(EventKeys::One(key(s)));
+                        }
+                        Entry::Occupied(mut o) => match o.get_mut() {
+                            EventKeys::One(k) => {
+                                let first = *k;
+                                *o.get_mut() = EventKeys::Many(vec![first, key(s)]);
+                            }
+                            EventKeys::Many(keys) => keys.push(key(s)),
+                        },
+                    }
+                }
+                by_event
+            });
+            let mut state: HashMap<StateKey, RoomState> = HashMap::default();
+            state.reserve(states.len());
+            for s in &states {
+                state.insert(key(s), s.clone());
+            }
+            (
+                state,
+                by_event.join().expect("indexing events does not panic"),
+            )
+        });
+        if state.len() == states.len() && self.state.is_empty() {
+            self.state = state;
+            self.by_event = by_event;
+        } else {
+            for s in states {
+                self.set_state(key(&s), Some(s));
+            }
+        }
     }
 
     fn set_state(&mut self, key: StateKey, new: Option<RoomState>) {

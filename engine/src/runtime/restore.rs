@@ -1,6 +1,7 @@
 //! Restore: start points, replaying revisions and the log into a dataflow, rebuild deltas.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 
 use prr_persist::RevisionInfo;
@@ -10,6 +11,9 @@ use crate::codec::{self, LoggedDelta};
 use crate::description::{Record, ReplicaId};
 use crate::engine::{Delta, DeltaKind, Engine, difference};
 use crate::resume::{Decoding, ResumePlan, Seeds};
+
+/// Decoded rows of a revision part.
+type Rows<R> = Vec<(R, isize)>;
 use crate::worker::SourceUpdate;
 use crate::{Error, Seq};
 
@@ -143,39 +147,61 @@ impl<R: Record> Runtime<R> {
     }
 
     /// The revisions of `replicas` as of `as_of`, each sorted by record, decoded in the
-    /// background by as many threads as there are cores, smallest first (the restore does not
-    /// wait for them; their first reader does). Their chunks are read from the store now, so
-    /// a missing revision is an error here.
+    /// background by as many threads as there are cores, sources first, then the smallest
+    /// first, each revision's chunks shared among the threads (the restore does not wait for
+    /// them; their first reader does). Their chunks are read from the store now, so a missing
+    /// revision is an error here.
     fn decode_revisions(
         &self,
         replicas: &BTreeSet<ReplicaId>,
         as_of: u64,
     ) -> Result<BTreeMap<ReplicaId, Arc<Decoding<R>>>, Error> {
         let store = self.store.as_ref().expect("store");
-        let mut jobs: Vec<DecodeJob<R>> = Vec::new();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut revisions = Vec::new();
         let mut decoding = BTreeMap::new();
         for id in replicas {
             let name = self.dag.replica(*id).name().to_string();
             let chunks = store.revision_chunks(&name, as_of)?;
+            let size: usize = chunks.iter().map(Vec::len).sum();
+            let source = self.dag.replica(*id).is_source();
             let cell = Decoding::new();
             decoding.insert(*id, cell.clone());
-            jobs.push(DecodeJob {
+            revisions.push(((source, std::cmp::Reverse(size)), name, chunks, cell));
+        }
+        // Popped from the end: sources first (an ingest reads their contents to know what a
+        // new event replaces), then the smallest first.
+        revisions.sort_by_key(|r| r.0);
+        let mut pieces = Vec::new();
+        for (_, name, chunks, cell) in revisions {
+            let n = chunks.len().div_ceil(threads).max(1);
+            let mut chunks = chunks.into_iter().enumerate().collect::<Vec<_>>();
+            let parts = chunks.len().div_ceil(n).max(1);
+            let assembly = Arc::new(Assembly {
                 name,
                 as_of,
-                chunks,
+                parts: Mutex::new((0..parts).map(|_| None).collect()),
+                remaining: AtomicUsize::new(parts),
                 cell,
             });
+            // The last part first: within a revision, the first part is popped first.
+            for part in (0..parts).rev() {
+                let at = (part * n).min(chunks.len());
+                pieces.push(DecodePiece {
+                    part,
+                    chunks: chunks.split_off(at),
+                    assembly: assembly.clone(),
+                });
+            }
         }
-        jobs.sort_by_key(|j| std::cmp::Reverse(j.chunks.iter().map(Vec::len).sum::<usize>()));
-        let jobs = Arc::new(Mutex::new(jobs));
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let pieces = Arc::new(Mutex::new(pieces));
         for _ in 0..threads {
-            let jobs = jobs.clone();
+            let pieces = pieces.clone();
             std::thread::spawn(move || {
                 loop {
-                    let job = jobs.lock().expect("decode jobs lock").pop();
-                    let Some(job) = job else { break };
-                    job.run();
+                    let piece = pieces.lock().expect("decode pieces lock").pop();
+                    let Some(piece) = piece else { break };
+                    piece.run();
                 }
             });
         }
@@ -355,33 +381,57 @@ impl<R: Record> Runtime<R> {
     }
 }
 
-/// A revision to decode in the background (see [`Runtime::decode_revisions`]).
-struct DecodeJob<R> {
+/// A revision decoded in the background in parts (see [`Runtime::decode_revisions`]): the
+/// thread that decodes its last part assembles it.
+struct Assembly<R> {
     name: String,
     as_of: u64,
-    chunks: Vec<Vec<u8>>,
+    /// Each part's rows, once decoded.
+    parts: Mutex<Vec<Option<Rows<R>>>>,
+    remaining: AtomicUsize,
     cell: Arc<Decoding<R>>,
 }
 
-impl<R: Record> DecodeJob<R> {
+/// Some chunks of a revision to decode.
+struct DecodePiece<R> {
+    part: usize,
+    chunks: Vec<(usize, Vec<u8>)>,
+    assembly: Arc<Assembly<R>>,
+}
+
+impl<R: Record> DecodePiece<R> {
     fn run(self) {
-        let (name, as_of) = (&self.name, self.as_of);
+        let a = &self.assembly;
+        let (name, as_of) = (&a.name, a.as_of);
         let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut parts = Vec::with_capacity(self.chunks.len());
-            for (i, chunk) in self.chunks.iter().enumerate() {
+            let mut rows = Vec::new();
+            for (i, chunk) in &self.chunks {
                 let what = format!("revision ({name}, {as_of}) chunk {i}");
-                parts.push(codec::decode::<Vec<(R, i64)>>(chunk, &what)?);
-            }
-            let mut rows = Vec::with_capacity(parts.iter().map(Vec::len).sum());
-            for part in parts {
+                let part: Vec<(R, i64)> = codec::decode(chunk, &what)?;
+                if rows.is_empty() {
+                    rows.reserve(part.len() * self.chunks.len());
+                }
                 rows.extend(part.into_iter().map(|(r, d)| (r, d as isize)));
             }
-            Ok::<_, Error>(Arc::new(super::sorted(rows)))
+            Ok::<_, Error>(rows)
         }));
-        self.cell.set(match decoded {
-            Ok(Ok(rows)) => Ok(rows),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("decoding revision ({name}, {as_of}) panicked")),
-        });
+        let rows = match decoded {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => return a.cell.set(Err(e.to_string())),
+            Err(_) => {
+                return a
+                    .cell
+                    .set(Err(format!("decoding revision ({name}, {as_of}) panicked")));
+            }
+        };
+        a.parts.lock().expect("decoded parts lock")[self.part] = Some(rows);
+        if a.remaining.fetch_sub(1, AtomicOrdering::AcqRel) == 1 {
+            let parts = std::mem::take(&mut *a.parts.lock().expect("decoded parts lock"));
+            let mut all = Vec::with_capacity(parts.iter().flatten().map(Vec::len).sum());
+            for part in parts.into_iter().flatten() {
+                all.extend(part);
+            }
+            a.cell.set(Ok(Arc::new(super::sorted(all))));
+        }
     }
 }

@@ -44,9 +44,11 @@ impl MatchSeeds {
     fn build(seeds: &Seeds<Rec>, dict: &Dictionary) -> MatchSeeds {
         let mut rules_by_key: HashMap<MatchKey, Vec<(Arc<Rule>, isize)>> = HashMap::default();
         let mut rules_by_room: HashMap<Id, Vec<(Arc<Rule>, isize)>> = HashMap::default();
-        {
+        // Waits for the decoded rules before read-locking the dictionary, and locks it a few
+        // thousand rules at a time (an ingest interning a string must not wait long).
+        for chunk in seeds.input(POLICY_ROOM).chunks(4096) {
             let s = dict.strings();
-            for (r, m) in seeds.input(POLICY_ROOM) {
+            for (r, m) in chunk {
                 if let Rec::Rule(rule) = r {
                     if let Some(k) = rule_match_key(rule, &s) {
                         rules_by_key.entry(k).or_default().push((rule.clone(), *m));
@@ -125,10 +127,15 @@ impl UserSeeds {
             }
         }
         let mut users_by_key: HashMap<MatchKey, Vec<Id>> = HashMap::default();
-        let s = dict.strings();
-        for user in instances_of.keys() {
-            for k in user_match_keys(s.get(*user)) {
-                users_by_key.entry(k).or_default().push(*user);
+        let users: Vec<Id> = instances_of.keys().copied().collect();
+        // The dictionary is read-locked a few thousand users at a time: an ingest interning a
+        // new string (a write) must not wait for the whole index.
+        for chunk in users.chunks(4096) {
+            let s = dict.strings();
+            for user in chunk {
+                for k in user_match_keys(s.get(*user)) {
+                    users_by_key.entry(k).or_default().push(*user);
+                }
             }
         }
         UserSeeds {
