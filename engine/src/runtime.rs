@@ -31,7 +31,8 @@ pub struct Runtime<R: Record> {
     config: RuntimeConfig,
     dag: Arc<Dag<R>>,
     dictionary: Dictionary,
-    store: Option<Store>,
+    /// Shared with the threads that decode a restore's seeds.
+    store: Option<Arc<Store>>,
     engine: Option<Engine<R>>,
     last_seq: u64,
     since_revision: u64,
@@ -94,7 +95,7 @@ impl<R: Record> Runtime<R> {
                     Ok(store.for_each_string_in(from, to, f)?)
                 })?;
                 let last = store.last_seq()?;
-                (Some(store), last)
+                (Some(Arc::new(store)), last)
             }
             None => (None, 0),
         };
@@ -156,7 +157,7 @@ impl<R: Record> Runtime<R> {
 
     /// The store, if the runtime is persisted.
     pub fn store(&self) -> Option<&Store> {
-        self.store.as_ref()
+        self.store.as_deref()
     }
 
     /// Commits a source delta durably (with a store) and feeds it to the dataflow; returns its
@@ -482,9 +483,15 @@ impl<R: Record> Runtime<R> {
 
     /// Rewrites the store file to give back the space of deleted entries.
     pub fn compact_store(&mut self) -> Result<(), Error> {
-        match self.store.as_mut() {
-            Some(s) => Ok(s.compact_file()?),
-            None => Err(Error::NoStore("compacting the store file")),
+        let Some(store) = self.store.as_mut() else {
+            return Err(Error::NoStore("compacting the store file"));
+        };
+        // Threads decoding a restore's seeds hold the store for a few seconds at most.
+        loop {
+            if let Some(s) = Arc::get_mut(store) {
+                return Ok(s.compact_file()?);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
 

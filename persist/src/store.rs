@@ -378,6 +378,40 @@ impl Store {
         Ok(next)
     }
 
+    /// Calls `f(i, chunk)` for the chunks `range` of a revision, in order, without copying
+    /// them (several ranges can be read by several threads at once). A chunk of the range that
+    /// is missing is a corrupt store.
+    pub fn for_each_revision_chunk<E: From<Error>>(
+        &self,
+        replica: &str,
+        as_of: u64,
+        range: std::ops::Range<u32>,
+        mut f: impl FnMut(u32, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let txn = self.begin_read()?;
+        let chunks = txn.open_table(CHUNKS).map_err(Error::from)?;
+        let mut next = range.start;
+        let entries = chunks
+            .range((replica, as_of, range.start)..(replica, as_of, range.end))
+            .map_err(Error::from)?;
+        for entry in entries {
+            let (k, v) = entry.map_err(Error::from)?;
+            let i = k.value().2;
+            if i != next {
+                break;
+            }
+            f(i, v.value())?;
+            next += 1;
+        }
+        if next != range.end {
+            return Err(Error::Corrupt(format!(
+                "revision ({replica}, {as_of}) lacks chunk {next}"
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
     /// Calls `f(id, string)` for the interned strings with ids in `from..to`, in id order,
     /// as [`Store::for_each_string`] does for all of them (several ranges can be read by
     /// several threads at once). Returns the number read; ids in the range that are not dense
@@ -787,6 +821,19 @@ mod tests {
             (3, 42, 2)
         );
         assert_eq!(store.revision_chunks("r", 2).unwrap(), w.chunks);
+        // Chunk ranges read in place; a range past the last chunk is a corrupt store.
+        let mut seen = Vec::new();
+        store
+            .for_each_revision_chunk("r", 2, 1..2, |i, c| {
+                seen.push((i, c.to_vec()));
+                Ok::<_, Error>(())
+            })
+            .unwrap();
+        assert_eq!(seen, vec![(1, b"two".to_vec())]);
+        let e = store
+            .for_each_revision_chunk("r", 2, 0..3, |_, _| Ok::<_, Error>(()))
+            .unwrap_err();
+        assert!(e.to_string().contains("lacks chunk 2"), "{e}");
         store.collect_garbage(&[("r".into(), 2)], Some(2)).unwrap();
         assert!(store.revisions().unwrap().is_empty());
         assert_eq!(store.first_log_seq().unwrap(), Some(3));

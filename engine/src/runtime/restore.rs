@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 
-use prr_persist::RevisionInfo;
+use prr_persist::{RevisionInfo, Store};
 
 use super::Runtime;
 use crate::codec::{self, LoggedDelta};
@@ -146,37 +146,46 @@ impl<R: Record> Runtime<R> {
         }))
     }
 
-    /// The revisions of `replicas` as of `as_of`, each sorted by record, decoded in the
-    /// background by as many threads as there are cores, sources first, then the smallest
+    /// The revisions of `replicas` as of `as_of`, each sorted by record, read and decoded in
+    /// the background by as many threads as there are cores, sources first, then the smallest
     /// first, each revision's chunks shared among the threads (the restore does not wait for
-    /// them; their first reader does). Their chunks are read from the store now, so a missing
-    /// revision is an error here.
+    /// them; their first reader does). A missing revision is an error here.
     fn decode_revisions(
         &self,
         replicas: &BTreeSet<ReplicaId>,
         as_of: u64,
     ) -> Result<BTreeMap<ReplicaId, Arc<Decoding<R>>>, Error> {
         let store = self.store.as_ref().expect("store");
+        let infos = store.revisions()?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut revisions = Vec::new();
         let mut decoding = BTreeMap::new();
         for id in replicas {
             let name = self.dag.replica(*id).name().to_string();
-            let chunks = store.revision_chunks(&name, as_of)?;
-            let size: usize = chunks.iter().map(Vec::len).sum();
+            let info = (infos.iter())
+                .find(|i| i.replica == name && i.as_of == as_of)
+                .ok_or_else(|| {
+                    Error::Store(prr_persist::Error::Missing(format!(
+                        "no revision of `{name}` as of seq {as_of}"
+                    )))
+                })?;
             let source = self.dag.replica(*id).is_source();
             let cell = Decoding::new();
             decoding.insert(*id, cell.clone());
-            revisions.push(((source, std::cmp::Reverse(size)), name, chunks, cell));
+            revisions.push((
+                (source, std::cmp::Reverse(info.records)),
+                info.chunks,
+                name,
+                cell,
+            ));
         }
         // Popped from the end: sources first (an ingest reads their contents to know what a
         // new event replaces), then the smallest first.
         revisions.sort_by_key(|r| r.0);
         let mut pieces = Vec::new();
-        for (_, name, chunks, cell) in revisions {
-            let n = chunks.len().div_ceil(threads).max(1);
-            let mut chunks = chunks.into_iter().enumerate().collect::<Vec<_>>();
-            let parts = chunks.len().div_ceil(n).max(1);
+        for (_, chunks, name, cell) in revisions {
+            let n = chunks.div_ceil(threads as u32).max(1);
+            let parts = chunks.div_ceil(n).max(1) as usize;
             let assembly = Arc::new(Assembly {
                 name,
                 as_of,
@@ -186,22 +195,22 @@ impl<R: Record> Runtime<R> {
             });
             // The last part first: within a revision, the first part is popped first.
             for part in (0..parts).rev() {
-                let at = (part * n).min(chunks.len());
+                let from = (part as u32 * n).min(chunks);
                 pieces.push(DecodePiece {
                     part,
-                    chunks: chunks.split_off(at),
+                    range: from..(from + n).min(chunks),
                     assembly: assembly.clone(),
                 });
             }
         }
         let pieces = Arc::new(Mutex::new(pieces));
         for _ in 0..threads {
-            let pieces = pieces.clone();
+            let (pieces, store) = (pieces.clone(), store.clone());
             std::thread::spawn(move || {
                 loop {
                     let piece = pieces.lock().expect("decode pieces lock").pop();
                     let Some(piece) = piece else { break };
-                    piece.run();
+                    piece.run(&store);
                 }
             });
         }
@@ -395,24 +404,26 @@ struct Assembly<R> {
 /// Some chunks of a revision to decode.
 struct DecodePiece<R> {
     part: usize,
-    chunks: Vec<(usize, Vec<u8>)>,
+    range: std::ops::Range<u32>,
     assembly: Arc<Assembly<R>>,
 }
 
 impl<R: Record> DecodePiece<R> {
-    fn run(self) {
+    fn run(self, store: &Store) {
         let a = &self.assembly;
         let (name, as_of) = (&a.name, a.as_of);
         let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut rows = Vec::new();
-            for (i, chunk) in &self.chunks {
+            let n = self.range.len();
+            store.for_each_revision_chunk(name, as_of, self.range.clone(), |i, chunk| {
                 let what = format!("revision ({name}, {as_of}) chunk {i}");
                 let part: Vec<(R, i64)> = codec::decode(chunk, &what)?;
                 if rows.is_empty() {
-                    rows.reserve(part.len() * self.chunks.len());
+                    rows.reserve(part.len() * n);
                 }
                 rows.extend(part.into_iter().map(|(r, d)| (r, d as isize)));
-            }
+                Ok::<_, Error>(())
+            })?;
             Ok::<_, Error>(rows)
         }));
         let rows = match decoded {
