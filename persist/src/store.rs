@@ -359,23 +359,8 @@ impl Store {
 
     /// Calls `f(id, string)` for every interned string, in id order (`0, 1, 2, ...`), without
     /// allocating one `String` each. Ids that are not dense are a corrupt store.
-    pub fn for_each_string(&self, mut f: impl FnMut(u64, &str)) -> Result<u64, Error> {
-        let txn = self.begin_read()?;
-        let dict = txn.open_table(DICT)?;
-        let mut next = 0u64;
-        for entry in dict.iter()? {
-            let (k, v) = entry?;
-            if k.value() != next {
-                return Err(Error::Corrupt(format!(
-                    "dictionary id {} follows id {}: ids must be dense",
-                    k.value(),
-                    next as i64 - 1
-                )));
-            }
-            f(next, v.value());
-            next += 1;
-        }
-        Ok(next)
+    pub fn for_each_string(&self, f: impl FnMut(u64, &str)) -> Result<u64, Error> {
+        self.for_each_string_in(0, u64::MAX, f)
     }
 
     /// Calls `f(i, chunk)` for the chunks `range` of a revision, in order, without copying

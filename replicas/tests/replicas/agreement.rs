@@ -4,7 +4,7 @@
 
 use prr_engine::RuntimeConfig;
 use prr_engine::oracle::DeltaLog;
-use prr_replicas::{Matrix, Pipeline, SourceItem, parse_line, render_sorted};
+use prr_replicas::{Matrix, Pipeline, REPLICAS, SourceItem, parse_line, render_sorted};
 use serde_json::Value;
 
 use super::oracle::{Item, Oracle};
@@ -186,17 +186,12 @@ fn pipelined_group_commits_agree_with_the_oracle() {
     }
 }
 
-/// The derived replicas that are stored (every one but the view `policy_list`).
-const DERIVED: [&str; 8] = [
-    "policy_room",
-    "room_members",
-    "member_set",
-    "member_matches",
-    "member_bans",
-    "server_acl",
-    "acl_sync",
-    "rejects",
-];
+/// The derived replicas that are stored: all but the sources and the view `policy_list`.
+fn derived() -> impl Iterator<Item = &'static str> {
+    REPLICAS
+        .into_iter()
+        .filter(|n| !["room_state", "instances", "policy_list"].contains(n))
+}
 
 /// Restarts at many points: after a clean shutdown, after capturing revisions and dropping the
 /// runtime, and after dropping it with source deltas past the newest revisions. Each restore
@@ -235,7 +230,7 @@ fn run_with_restarts(seed: u64, workers: usize, deltas: usize) -> usize {
             m = Matrix::start(config()).unwrap();
             log = DeltaLog::attach(m.runtime()).unwrap();
             let names = m.runtime().resumed();
-            if DERIVED.iter().all(|d| names.iter().any(|r| r == d)) {
+            if derived().all(|d| names.iter().any(|r| r == d)) {
                 resumed += 1;
             }
         }
