@@ -99,78 +99,52 @@ impl Ingestor {
     }
 
     /// Loads `room_state` records: the state and the event index are built on two threads
-    /// (a restore hands over a million records). Two records for one key (not from a
-    /// consolidated replica) are applied in order instead, the later one replacing.
+    /// (a restore hands over a million records). Of two records for one key (not from a
+    /// consolidated replica), the later one replaces the earlier, as in [`Ingestor::commit`].
     fn load_states(&mut self, states: Vec<RoomState>) {
         let key = |s: &RoomState| (s.room, s.event_type, s.state_key);
-        let (state, by_event) = std::thread::scope(|scope| {
+        let events: Vec<((Id, Id), StateKey)> = states
+            .iter()
+            .map(|s| ((s.room, s.event_id), key(s)))
+            .collect();
+        let (state, mut by_event, replaced) = std::thread::scope(|scope| {
             let by_event = scope.spawn(|| {
                 let mut by_event: HashMap<(Id, Id), EventKeys> = HashMap::default();
-                by_event.reserve(states.len());
-                for s in &states {
-                    match by_event.entry((s.room, s.event_id)) {
-                        Entry::Vacant(v) => {
-                            v.insert(EventKeys::One(key(s)));
-                        }
-                        Entry::Occupied(mut o) => match o.get_mut() {
-                            EventKeys::One(k) => {
-                                let first = *k;
-                                *o.get_mut() = EventKeys::Many(vec![first, key(s)]);
-                            }
-                            EventKeys::Many(keys) => keys.push(key(s)),
-                        },
-                    }
+                by_event.reserve(events.len());
+                for (event, k) in &events {
+                    index_event(&mut by_event, *event, *k);
                 }
                 by_event
             });
             let mut state: HashMap<StateKey, RoomState> = HashMap::default();
-            state.reserve(states.len());
-            for s in &states {
-                state.insert(key(s), s.clone());
-            }
-            (
-                state,
-                by_event.join().expect("indexing events does not panic"),
-            )
-        });
-        if state.len() == states.len() && self.state.is_empty() {
-            self.state = state;
-            self.by_event = by_event;
-        } else {
+            state.reserve(events.len());
+            let mut replaced = Vec::new();
             for s in states {
-                self.set_state(key(&s), Some(s));
+                if let Some(old) = state.insert(key(&s), s) {
+                    replaced.push(old);
+                }
             }
+            let by_event = by_event.join().expect("indexing events does not panic");
+            (state, by_event, replaced)
+        });
+        for old in replaced {
+            let k = key(&old);
+            let current = (state[&k].room, state[&k].event_id);
+            unindex_event(&mut by_event, (old.room, old.event_id), k);
+            unindex_event(&mut by_event, current, k);
+            index_event(&mut by_event, current, k);
         }
+        debug_assert!(self.state.is_empty(), "loaded into a new ingestor only");
+        self.state = state;
+        self.by_event = by_event;
     }
 
     fn set_state(&mut self, key: StateKey, new: Option<RoomState>) {
         if let Some(old) = self.state.remove(&key) {
-            let event = (old.room, old.event_id);
-            let emptied = match self.by_event.get_mut(&event) {
-                Some(EventKeys::One(k)) => *k == key,
-                Some(EventKeys::Many(keys)) => {
-                    keys.retain(|k| *k != key);
-                    keys.is_empty()
-                }
-                None => false,
-            };
-            if emptied {
-                self.by_event.remove(&event);
-            }
+            unindex_event(&mut self.by_event, (old.room, old.event_id), key);
         }
         if let Some(new) = new {
-            match self.by_event.entry((new.room, new.event_id)) {
-                Entry::Vacant(v) => {
-                    v.insert(EventKeys::One(key));
-                }
-                Entry::Occupied(mut o) => match o.get_mut() {
-                    EventKeys::One(k) => {
-                        let first = *k;
-                        *o.get_mut() = EventKeys::Many(vec![first, key]);
-                    }
-                    EventKeys::Many(keys) => keys.push(key),
-                },
-            }
+            index_event(&mut self.by_event, (new.room, new.event_id), key);
             self.state.insert(key, new);
         }
     }
@@ -363,4 +337,85 @@ fn intern_content(dict: &Dictionary, event_type: &str, content: &Map<String, Val
         }
     }
     dict.intern(&serde_json::to_string(content).expect("JSON values serialize"))
+}
+
+/// Records that `event` is the current record at `key`.
+fn index_event(by_event: &mut HashMap<(Id, Id), EventKeys>, event: (Id, Id), key: StateKey) {
+    match by_event.entry(event) {
+        Entry::Vacant(v) => {
+            v.insert(EventKeys::One(key));
+        }
+        Entry::Occupied(mut o) => match o.get_mut() {
+            EventKeys::One(k) => {
+                let first = *k;
+                *o.get_mut() = EventKeys::Many(vec![first, key]);
+            }
+            EventKeys::Many(keys) => keys.push(key),
+        },
+    }
+}
+
+/// Records that `event` is no longer the current record at `key`.
+fn unindex_event(by_event: &mut HashMap<(Id, Id), EventKeys>, event: (Id, Id), key: StateKey) {
+    let emptied = match by_event.get_mut(&event) {
+        Some(EventKeys::One(k)) => *k == key,
+        Some(EventKeys::Many(keys)) => {
+            keys.retain(|k| *k != key);
+            keys.is_empty()
+        }
+        None => false,
+    };
+    if emptied {
+        by_event.remove(&event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(state_key: Id, event_id: Id) -> RoomState {
+        RoomState {
+            room: 1,
+            event_type: 2,
+            state_key,
+            event_id,
+            sender: 5,
+            ts: None,
+            content: 6,
+            redacted: false,
+        }
+    }
+
+    /// Loading on two threads gives what applying the records one by one gives, also with two
+    /// records for one key (the later replaces) and one event at two keys.
+    #[test]
+    fn loading_equals_applying_in_order() {
+        let records = [state(3, 10), state(3, 11), state(4, 10), state(7, 12)];
+        let loaded = Ingestor::new(
+            ReplicaId(0),
+            ReplicaId(1),
+            records.iter().cloned().map(Rec::RoomState),
+        );
+        let mut applied = Ingestor::default();
+        for s in records {
+            applied.set_state((s.room, s.event_type, s.state_key), Some(s));
+        }
+        let sorted = |i: &Ingestor| {
+            let mut state: Vec<_> = i.state.iter().map(|(k, v)| (*k, v.clone())).collect();
+            state.sort();
+            let mut events: Vec<_> = (i.by_event.iter())
+                .map(|(e, k)| {
+                    let mut keys = k.as_slice().to_vec();
+                    keys.sort();
+                    (*e, keys)
+                })
+                .collect();
+            events.sort();
+            (state, events)
+        };
+        assert_eq!(sorted(&loaded), sorted(&applied));
+        assert_eq!(loaded.state[&(1, 2, 3)].event_id, 11);
+        assert_eq!(loaded.by_event[&(1, 10)].as_slice(), &[(1, 2, 4)]);
+    }
 }

@@ -43,16 +43,14 @@ impl Matrix {
             let rs = self.rt.replica("room_state")?;
             let inst = self.rt.replica("instances")?;
             // Before the dataflow runs, these reads are served from the source revisions.
-            let mut contents: Vec<Rec> = self
-                .rt
-                .read(rs, None)?
-                .into_iter()
-                .map(|(r, _)| r)
-                .collect();
-            contents.extend(self.rt.read(inst, None)?.into_iter().map(|(r, _)| r));
+            let states = self.rt.read(rs, None)?;
+            let instances = self.rt.read(inst, None)?;
             // An ingest needs both the ingest state and the dataflow, and each takes seconds to
             // restore at a million records: the state is built on another thread meanwhile.
-            let building = std::thread::spawn(move || Ingestor::new(rs, inst, contents));
+            let building = std::thread::spawn(move || {
+                let contents = states.into_iter().chain(instances).map(|(r, _)| r);
+                Ingestor::new(rs, inst, contents)
+            });
             let restored = self.rt.sync();
             let ingestor = building
                 .join()
