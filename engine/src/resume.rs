@@ -19,7 +19,7 @@
 use std::any::Any;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::description::{Coll, Record};
 
@@ -73,14 +73,18 @@ impl<R> Decoding<R> {
 /// What a shared build left: the value, or the message of its panic.
 type Built = Result<Arc<dyn Any + Send + Sync>, String>;
 
+/// A shared value's build, until its first reader runs it.
+type Builder = Arc<Mutex<Option<Box<dyn FnOnce() -> Built + Send>>>>;
+
 /// What a resume computation gets besides its inputs' deltas: the restore point and the
-/// inputs' contents there (their revisions), plus a place for indexes built from them once
-/// per process, in the background, and shared by the workers.
+/// inputs' contents there (their revisions), plus a place for an index built from them once
+/// per process, when first needed, and shared by the workers.
 pub struct Seeds<R> {
     as_of: u64,
     inputs: Vec<Arc<Decoding<R>>>,
     started: Arc<AtomicBool>,
     shared: Arc<OnceLock<Built>>,
+    builder: Builder,
 }
 
 impl<R> Clone for Seeds<R> {
@@ -90,13 +94,15 @@ impl<R> Clone for Seeds<R> {
             inputs: self.inputs.clone(),
             started: self.started.clone(),
             shared: self.shared.clone(),
+            builder: self.builder.clone(),
         }
     }
 }
 
-/// A value built from [`Seeds`] on another thread: [`Shared::get`] waits for it.
+/// A value built from [`Seeds`] by its first reader ([`Shared::get`]); the others wait for it.
 pub struct Shared<T> {
     slot: Arc<OnceLock<Built>>,
+    builder: Builder,
     _type: PhantomData<fn() -> T>,
 }
 
@@ -104,19 +110,24 @@ impl<T> Clone for Shared<T> {
     fn clone(&self) -> Self {
         Shared {
             slot: self.slot.clone(),
+            builder: self.builder.clone(),
             _type: PhantomData,
         }
     }
 }
 
 impl<T: 'static> Shared<T> {
-    /// The value, waiting until it is built.
+    /// The value: built by the first call, which the others wait for.
     ///
     /// # Panics
     /// If its build panicked (with the build's message), or if the same seeds were asked for
     /// values of two different types.
     pub fn get(&self) -> &T {
-        match self.slot.wait() {
+        let built = self.slot.get_or_init(|| {
+            let build = self.builder.lock().expect("builder lock").take();
+            build.map_or_else(|| Err("built twice".into()), |b| b())
+        });
+        match built {
             Ok(any) => any
                 .downcast_ref::<T>()
                 .unwrap_or_else(|| panic!("Seeds::shared asked for two types")),
@@ -132,6 +143,7 @@ impl<R: Record> Seeds<R> {
             inputs,
             started: Arc::new(AtomicBool::new(false)),
             shared: Arc::new(OnceLock::new()),
+            builder: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -173,17 +185,18 @@ impl<R: Record> Seeds<R> {
         self.inputs[i].rows().clone()
     }
 
-    /// The value `build` makes from the seeds, built once per resumed replica, on a thread of
-    /// its own that the first call starts, and shared by every worker. A restore does not wait
-    /// for it: the first update that needs it does ([`Shared::get`]).
+    /// The value `build` makes from the seeds, built once per resumed replica, by the first
+    /// update that needs it ([`Shared::get`]), and shared by every worker. A restore does not
+    /// build it: a replica whose inputs do not change after a restart never does.
     pub fn shared<T: Send + Sync + 'static>(
         &self,
         build: impl FnOnce(&Self) -> T + Send + 'static,
     ) -> Shared<T> {
         if !self.started.swap(true, Ordering::SeqCst) {
-            let seeds = self.clone();
-            std::thread::spawn(move || {
-                let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // The build gets the inputs, not this slot (which would then hold itself).
+            let seeds = Seeds::new(self.as_of, self.inputs.clone());
+            *self.builder.lock().expect("builder lock") = Some(Box::new(move || {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     Arc::new(build(&seeds)) as Arc<dyn Any + Send + Sync>
                 }))
                 .map_err(|p| {
@@ -191,12 +204,12 @@ impl<R: Record> Seeds<R> {
                         .map(|s| s.to_string())
                         .or_else(|| p.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "a panic".into())
-                });
-                let _ = seeds.shared.set(built);
-            });
+                })
+            }));
         }
         Shared {
             slot: self.shared.clone(),
+            builder: self.builder.clone(),
             _type: PhantomData,
         }
     }
