@@ -569,12 +569,14 @@ fn main() -> anyhow::Result<()> {
 
     let verdict = |r: f64| if r >= 10.0 { "met" } else { "not met" };
     println!(
-        "Issue 3 criterion (restore at least 10x faster than re-ingest, at {} membership records): ready to read {} ({}); dataflow restored {} ({}).",
+        "Issue 3 criterion (restore at least 10x faster than re-ingest, at {} membership records): ready to read {} ({}); dataflow restored {} ({}); first new delta final {} ({}).",
         memberships,
         fmt_ratio(reingest, clean.read),
         verdict(reingest / clean.read),
         fmt_ratio(reingest, clean.dataflow),
         verdict(reingest / clean.dataflow),
+        fmt_ratio(reingest, clean.first),
+        verdict(reingest / clean.first),
     );
     drop(tmp);
     Ok(())
