@@ -12,8 +12,8 @@ use crate::description::{Record, ReplicaId};
 use crate::engine::{Delta, DeltaKind, Engine, difference};
 use crate::resume::{Decoding, ResumePlan, Seeds};
 
-/// Decoded rows of a revision part.
-type Rows<R> = Vec<(R, isize)>;
+/// The decoded rows of a part of a revision.
+type PartRows<R> = Vec<(R, isize)>;
 use crate::worker::SourceUpdate;
 use crate::{Error, Seq};
 
@@ -396,7 +396,7 @@ struct Assembly<R> {
     name: String,
     as_of: u64,
     /// Each part's rows, once decoded.
-    parts: Mutex<Vec<Option<Rows<R>>>>,
+    parts: Mutex<Vec<Option<PartRows<R>>>>,
     remaining: AtomicUsize,
     cell: Arc<Decoding<R>>,
 }
