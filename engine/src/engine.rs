@@ -186,6 +186,18 @@ pub struct Delta<R> {
     pub updates: Vec<(R, isize)>,
 }
 
+/// A replica's contents as a shared base and the changes beside it ([`crate::Runtime::read_split`]):
+/// the contents are `base + changes`.
+#[derive(Clone, Debug)]
+pub struct Split<R> {
+    /// The revision the running dataflow was restored from (empty when it holds everything),
+    /// sorted by record, shared with the runtime.
+    pub base: Arc<Vec<(R, isize)>>,
+    /// The changes since the base (everything, when the base is empty), sorted by record, no
+    /// zero diffs.
+    pub changes: Vec<(R, isize)>,
+}
+
 /// A subscription to one replica's deltas, delivered in `Seq` order once final.
 #[derive(Debug)]
 pub struct Subscription<R> {
@@ -627,6 +639,28 @@ impl<R: Record> Engine<R> {
                 })
             }
         }
+    }
+
+    /// A stored replica's contents in two parts: its base revision (sorted by record, shared,
+    /// empty unless it is based) and what the dataflow holds beside it, consolidated and
+    /// sorted; the contents are their sum. Spares a copy of the base.
+    ///
+    /// # Panics
+    /// If `replica` is a view, or is based and its base was not given ([`Engine::needs_base`]).
+    pub(crate) fn read_split(&mut self, replica: ReplicaId) -> Result<Split<R>, Error> {
+        assert!(!self.dag.replica(replica).is_view(), "a stored replica");
+        self.step_until(self.fed)?;
+        let changes = self.workers.read(replica, None).map_err(|e| self.why(e))?;
+        let i = replica.index();
+        let base = match self.base.as_ref().filter(|b| b.based[i]) {
+            None => Arc::new(Vec::new()),
+            Some(base) => (base.rows[i].as_ref())
+                .expect("the runtime gives a base before reads")
+                .wait()
+                .map_err(|e| Error::Corrupt(e.to_string()))?
+                .clone(),
+        };
+        Ok(Split { base, changes })
     }
 
     /// A stored replica's contents: the dataflow's, plus its base revision if it is based.

@@ -47,7 +47,7 @@ pub use description::{
     ReplicaDescription, ReplicaId,
 };
 pub use dictionary::{Dictionary, Id, Strings};
-pub use engine::{Delta, DeltaKind, Frontier, RuntimeConfig, SourceDelta, Subscription};
+pub use engine::{Delta, DeltaKind, Frontier, RuntimeConfig, SourceDelta, Split, Subscription};
 pub use error::Error;
 pub use prr_persist::{RevisionInfo, StoreStats};
 pub use resume::{Resume, Seeds, Shared};

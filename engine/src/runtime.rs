@@ -22,7 +22,7 @@ use prr_persist::{RevisionInfo, RevisionWrite, Store, StoreStats};
 use crate::codec::{self, LoggedDelta};
 use crate::description::{Dag, Record, ReplicaId};
 use crate::dictionary::Dictionary;
-use crate::engine::{Delta, Engine, Frontier, RuntimeConfig, SourceDelta, Subscription};
+use crate::engine::{Delta, Engine, Frontier, RuntimeConfig, SourceDelta, Split, Subscription};
 use crate::resume::Decoding;
 use crate::{Error, Seq};
 
@@ -285,6 +285,21 @@ impl<R: Record> Runtime<R> {
         }
         self.ensure_engine()?;
         self.engine_read(replica, partition)
+    }
+
+    /// A stored replica's contents as its base revision (shared, not copied) and the changes
+    /// since it ([`Split`]), from the running dataflow (started if need be). For a reader that
+    /// keeps a large replica's contents, e.g. an ingest state, after a restore.
+    ///
+    /// # Panics
+    /// If `replica` is a view.
+    pub fn read_split(&mut self, replica: ReplicaId) -> Result<Split<R>, Error> {
+        self.ensure_engine()?;
+        self.give_bases(&[replica])?;
+        self.engine
+            .as_mut()
+            .expect("engine started")
+            .read_split(replica)
     }
 
     /// A replica's contents in the running dataflow (with its base revision, if based).

@@ -7,6 +7,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use foldhash::HashMap;
 
@@ -23,10 +24,17 @@ type StateKey = (Id, Id, Id);
 type InstanceRooms = (BTreeSet<Id>, BTreeSet<Id>);
 
 /// The current contents of the source replicas, as the ingest needs them.
+///
+/// `room_state` is a sorted base (after a restore: the revision the runtime restored from,
+/// shared, not copied) and, over it, the changes since: a restore need not hash a million
+/// records before its first ingest.
 #[derive(Default)]
 pub struct Ingestor {
-    state: HashMap<StateKey, RoomState>,
-    /// `(room, event_id)` -> the keys where that event is the current record.
+    /// `room_state` records sorted by record, so by key: `(room, type, state_key)`.
+    base: Arc<Vec<(Rec, isize)>>,
+    /// The changes over `base`: key -> its current record (`None`: the base's was removed).
+    state: HashMap<StateKey, Option<RoomState>>,
+    /// `(room, event_id)` -> the keys in `state` where that event is the current record.
     by_event: HashMap<(Id, Id), EventKeys>,
     instances: BTreeMap<Id, InstanceRooms>,
     room_state: Option<ReplicaId>,
@@ -34,7 +42,7 @@ pub struct Ingestor {
 }
 
 /// The keys where one event is the current record: almost always one, so without an
-/// allocation (the index holds an entry for every `room_state` record).
+/// allocation (the index may hold an entry for every `room_state` record).
 #[derive(Clone, Debug)]
 enum EventKeys {
     One(StateKey),
@@ -59,6 +67,18 @@ pub struct Prepared {
     instances: BTreeMap<Id, Option<InstanceRooms>>,
 }
 
+fn key_of(s: &RoomState) -> StateKey {
+    (s.room, s.event_type, s.state_key)
+}
+
+/// A `room_state` record of the base.
+fn base_state(r: &(Rec, isize)) -> &RoomState {
+    match &r.0 {
+        Rec::RoomState(s) => s,
+        other => unreachable!("room_state holds room states, not {other:?}"),
+    }
+}
+
 impl Ingestor {
     /// An ingestor over the given contents of `room_state` and `instances`.
     pub fn new(
@@ -66,20 +86,40 @@ impl Ingestor {
         instances: ReplicaId,
         contents: impl IntoIterator<Item = Rec>,
     ) -> Self {
+        Self::split(
+            room_state,
+            instances,
+            Arc::default(),
+            contents.into_iter().map(|r| (r, 1)),
+        )
+    }
+
+    /// An ingestor over `room_state`'s contents as `base` (sorted by record, as
+    /// [`prr_engine::Runtime::read_split`] gives them, its multiplicities 1) plus `changes`,
+    /// and over `instances`' contents (in `changes`). `changes` holds consolidated updates:
+    /// of a key, at most one record with multiplicity 1, and records of `base` with -1.
+    pub fn split(
+        room_state: ReplicaId,
+        instances: ReplicaId,
+        base: Arc<Vec<(Rec, isize)>>,
+        changes: impl IntoIterator<Item = (Rec, isize)>,
+    ) -> Self {
         let mut ing = Ingestor {
+            base,
             room_state: Some(room_state),
             instances_replica: Some(instances),
             ..Default::default()
         };
-        let mut states = Vec::new();
-        for rec in contents {
+        let (mut added, mut removed) = (Vec::new(), Vec::new());
+        for (rec, diff) in changes {
             match rec {
-                Rec::RoomState(s) => states.push(s),
+                Rec::RoomState(s) if diff > 0 => added.push(s),
+                Rec::RoomState(s) => removed.push(s),
                 Rec::Instance {
                     instance,
                     relation,
                     room,
-                } => {
+                } if diff > 0 => {
                     let e = ing.instances.entry(instance).or_default();
                     match relation {
                         Relation::Exists => {}
@@ -94,18 +134,22 @@ impl Ingestor {
                 _ => {}
             }
         }
-        ing.load_states(states);
+        ing.load_states(added);
+        for s in removed {
+            let k = key_of(&s);
+            ing.state.entry(k).or_insert(None);
+        }
         ing
     }
 
     /// Loads `room_state` records: the state and the event index are built on two threads
-    /// (a restore hands over a million records). Of two records for one key (not from a
-    /// consolidated replica), the later one replaces the earlier, as in [`Ingestor::commit`].
+    /// (without a base, a restore hands over a million records). Of two records for one key
+    /// (not from a consolidated replica), the later one replaces the earlier, as in
+    /// [`Ingestor::commit`].
     fn load_states(&mut self, states: Vec<RoomState>) {
-        let key = |s: &RoomState| (s.room, s.event_type, s.state_key);
         let events: Vec<((Id, Id), StateKey)> = states
             .iter()
-            .map(|s| ((s.room, s.event_id), key(s)))
+            .map(|s| ((s.room, s.event_id), key_of(s)))
             .collect();
         let (state, mut by_event, replaced) = std::thread::scope(|scope| {
             let by_event = scope.spawn(|| {
@@ -116,11 +160,11 @@ impl Ingestor {
                 }
                 by_event
             });
-            let mut state: HashMap<StateKey, RoomState> = HashMap::default();
+            let mut state: HashMap<StateKey, Option<RoomState>> = HashMap::default();
             state.reserve(events.len());
             let mut replaced = Vec::new();
             for s in states {
-                if let Some(old) = state.insert(key(&s), s) {
+                if let Some(Some(old)) = state.insert(key_of(&s), Some(s)) {
                     replaced.push(old);
                 }
             }
@@ -128,8 +172,9 @@ impl Ingestor {
             (state, by_event, replaced)
         });
         for old in replaced {
-            let k = key(&old);
-            let current = (state[&k].room, state[&k].event_id);
+            let k = key_of(&old);
+            let cur = state[&k].as_ref().expect("loaded");
+            let current = (cur.room, cur.event_id);
             unindex_event(&mut by_event, (old.room, old.event_id), k);
             unindex_event(&mut by_event, current, k);
             index_event(&mut by_event, current, k);
@@ -139,19 +184,56 @@ impl Ingestor {
         self.by_event = by_event;
     }
 
-    fn set_state(&mut self, key: StateKey, new: Option<RoomState>) {
-        if let Some(old) = self.state.remove(&key) {
-            unindex_event(&mut self.by_event, (old.room, old.event_id), key);
-        }
-        if let Some(new) = new {
-            index_event(&mut self.by_event, (new.room, new.event_id), key);
-            self.state.insert(key, new);
+    /// The base's records of `room` (a range of it: the base is sorted by room first).
+    fn base_room(&self, room: Id) -> &[(Rec, isize)] {
+        let start = self.base.partition_point(|r| base_state(r).room < room);
+        let end = start + self.base[start..].partition_point(|r| base_state(r).room == room);
+        &self.base[start..end]
+    }
+
+    /// The base's record at `key`.
+    fn base_get(&self, key: &StateKey) -> Option<&RoomState> {
+        let i = self.base.partition_point(|r| key_of(base_state(r)) < *key);
+        self.base
+            .get(i)
+            .map(base_state)
+            .filter(|s| key_of(s) == *key)
+    }
+
+    /// The current record at `key`.
+    fn get(&self, key: &StateKey) -> Option<&RoomState> {
+        match self.state.get(key) {
+            Some(changed) => changed.as_ref(),
+            None => self.base_get(key),
         }
     }
 
-    /// The number of `room_state` records.
-    pub fn state_len(&self) -> usize {
-        self.state.len()
+    /// The keys where `event` of `room` may be the current record: those of the changes, and
+    /// those of the base (which the changes may have replaced).
+    fn event_keys(&self, room: Id, event: Id) -> Vec<StateKey> {
+        let mut keys: Vec<StateKey> = (self.by_event.get(&(room, event)))
+            .map(|k| k.as_slice().to_vec())
+            .unwrap_or_default();
+        keys.extend(
+            (self.base_room(room).iter().map(base_state))
+                .filter(|s| s.event_id == event)
+                .map(key_of),
+        );
+        keys
+    }
+
+    fn set_state(&mut self, key: StateKey, new: Option<RoomState>) {
+        if let Some(Some(old)) = self.state.get(&key) {
+            unindex_event(&mut self.by_event, (old.room, old.event_id), key);
+        }
+        if let Some(new) = &new {
+            index_event(&mut self.by_event, (new.room, new.event_id), key);
+        }
+        if new.is_none() && self.base_get(&key).is_none() {
+            self.state.remove(&key);
+        } else {
+            self.state.insert(key, new);
+        }
     }
 
     /// Prepares the source delta of one file (or streamed batch). Interns the strings it
@@ -186,7 +268,7 @@ impl Ingestor {
         let mut delta = SourceDelta::new();
         let rs = self.room_state.expect("room_state replica");
         for (key, new) in &staged {
-            if let Some(old) = self.state.get(key) {
+            if let Some(old) = self.get(key) {
                 delta.remove(rs, Rec::RoomState(old.clone()));
             }
             if let Some(new) = new {
@@ -238,7 +320,7 @@ impl Ingestor {
     ) -> Option<&'a RoomState> {
         match staged.get(key) {
             Some(s) => s.as_ref(),
-            None => self.state.get(key),
+            None => self.get(key),
         }
     }
 
@@ -254,11 +336,7 @@ impl Ingestor {
             && let Some(target) = &ev.redacts
             && let Some(target_id) = dict.lookup(target)
         {
-            let mut keys: Vec<StateKey> = self
-                .by_event
-                .get(&(room, target_id))
-                .map(|k| k.as_slice().to_vec())
-                .unwrap_or_default();
+            let mut keys = self.event_keys(room, target_id);
             keys.extend(
                 staged_events
                     .get(&(room, target_id))
@@ -415,7 +493,86 @@ mod tests {
             (state, events)
         };
         assert_eq!(sorted(&loaded), sorted(&applied));
-        assert_eq!(loaded.state[&(1, 2, 3)].event_id, 11);
+        assert_eq!(loaded.get(&(1, 2, 3)).map(|s| s.event_id), Some(11));
         assert_eq!(loaded.by_event[&(1, 10)].as_slice(), &[(1, 2, 4)]);
+    }
+
+    type Op = ((Id, Id, Id), Option<Id>);
+
+    fn record((room, event_type, state_key): StateKey, event_id: Id) -> RoomState {
+        RoomState {
+            room,
+            event_type,
+            state_key,
+            event_id,
+            ..state(0, 0)
+        }
+    }
+
+    fn apply(ing: &mut Ingestor, ops: &[Op]) {
+        for (key, event) in ops {
+            ing.set_state(*key, event.map(|e| record(*key, e)));
+        }
+    }
+
+    /// Every key's current record, and per event the keys where it is current.
+    fn observed(ing: &Ingestor) -> (Vec<Option<RoomState>>, Vec<Vec<StateKey>>) {
+        let keys = || (1..4).flat_map(|r| (1..3).flat_map(move |t| (1..5).map(move |k| (r, t, k))));
+        let state = keys().map(|k| ing.get(&k).cloned()).collect();
+        let events = (1..4)
+            .flat_map(|room| (1..9).map(move |e| (room, e)))
+            .map(|(room, e)| {
+                let mut ks: Vec<_> = (ing.event_keys(room, e).into_iter())
+                    .filter(|k| ing.get(k).is_some_and(|s| s.event_id == e))
+                    .collect();
+                ks.sort_unstable();
+                ks.dedup();
+                ks
+            })
+            .collect();
+        (state, events)
+    }
+
+    fn ops() -> impl proptest::strategy::Strategy<Value = Vec<Op>> {
+        proptest::collection::vec(
+            (
+                (1..4u64, 1..3u64, 1..5u64),
+                proptest::option::weighted(0.7, 1..9u64),
+            ),
+            0..40,
+        )
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// An ingestor over a base and the changes since it (as a restore makes it) reads and
+        /// changes like one that holds every record, before and after further changes.
+        #[test]
+        fn a_base_and_its_changes_act_as_the_whole(
+            before in ops(), since in ops(), after in ops()
+        ) {
+            let mut whole = Ingestor::default();
+            apply(&mut whole, &before);
+            let mut base: Vec<(Rec, isize)> = (whole.state.values().flatten())
+                .map(|s| (Rec::RoomState(s.clone()), 1))
+                .collect();
+            base.sort();
+            apply(&mut whole, &since);
+            let mut now: Vec<(Rec, isize)> = (whole.state.values().flatten())
+                .map(|s| (Rec::RoomState(s.clone()), 1))
+                .collect();
+            now.sort();
+            // The changes, consolidated: what is new, and what of the base is gone.
+            let mut changes: Vec<(Rec, isize)> =
+                now.iter().filter(|r| !base.contains(r)).cloned().collect();
+            changes.extend(
+                (base.iter().filter(|r| !now.contains(r))).map(|(r, _)| (r.clone(), -1)),
+            );
+            let mut split = Ingestor::split(ReplicaId(0), ReplicaId(1), Arc::new(base), changes);
+            proptest::prop_assert_eq!(observed(&split), observed(&whole));
+            apply(&mut whole, &after);
+            apply(&mut split, &after);
+            proptest::prop_assert_eq!(observed(&split), observed(&whole));
+        }
     }
 }

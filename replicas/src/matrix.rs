@@ -42,21 +42,12 @@ impl Matrix {
         if self.ingestor.is_none() {
             let rs = self.rt.replica("room_state")?;
             let inst = self.rt.replica("instances")?;
-            // Before the dataflow runs, these reads are served from the source revisions.
-            let states = self.rt.read(rs, None)?;
+            // After a restore, `room_state` is the revision restored from (shared, looked up
+            // in place) and the changes since it: nothing of a million records is copied.
+            let states = self.rt.read_split(rs)?;
             let instances = self.rt.read(inst, None)?;
-            // An ingest needs both the ingest state and the dataflow, and each takes seconds to
-            // restore at a million records: the state is built on another thread meanwhile.
-            let building = std::thread::spawn(move || {
-                let contents = states.into_iter().chain(instances).map(|(r, _)| r);
-                Ingestor::new(rs, inst, contents)
-            });
-            let restored = self.rt.sync();
-            let ingestor = building
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            restored?;
-            self.ingestor = Some(ingestor);
+            let changes = states.changes.into_iter().chain(instances);
+            self.ingestor = Some(Ingestor::split(rs, inst, states.base, changes));
         }
         Ok(self.ingestor.as_mut().expect("ingestor loaded"))
     }
