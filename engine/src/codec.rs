@@ -20,6 +20,23 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T,
         .map_err(|e| crate::Error::Corrupt(format!("{what} does not decode: {e}")))
 }
 
+/// Decodes `bytes`, or (when `prefix`) the value at their beginning, ignoring the rest.
+pub(crate) fn decode_prefix<T: DeserializeOwned>(
+    bytes: &[u8],
+    what: &str,
+    prefix: bool,
+) -> Result<T, crate::Error> {
+    if !prefix {
+        return decode(bytes, what);
+    }
+    use bincode::Options;
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .allow_trailing_bytes()
+        .deserialize(bytes)
+        .map_err(|e| crate::Error::Corrupt(format!("{what} does not decode: {e}")))
+}
+
 /// Splits sorted records into encoded chunks.
 pub(crate) fn encode_chunks<R: Serialize>(rows: &[(R, i64)]) -> Vec<Vec<u8>> {
     rows.chunks(CHUNK_RECORDS).map(|c| encode(&c)).collect()

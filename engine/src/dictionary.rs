@@ -351,6 +351,42 @@ mod tests {
         }
     }
 
+    /// Many strings read by several threads: each is found, the ones interned after the load
+    /// get the next ids, and of two equal strings far apart (in different parts) the first
+    /// pair is reported.
+    #[test]
+    fn a_large_load_finds_every_string_and_the_first_duplicate() {
+        let n = 20_000u64;
+        let d = Dictionary::new();
+        d.load_parallel(n, 3, |from, to, f| {
+            for i in from..to {
+                f(i, &format!("@user{i}:example.org"));
+            }
+            Ok(to - from)
+        })
+        .unwrap();
+        for i in (0..n).step_by(7) {
+            assert_eq!(d.lookup(&format!("@user{i}:example.org")), Some(i));
+        }
+        assert_eq!(d.intern("new"), n);
+        assert_eq!(d.intern("@user5:example.org"), 5);
+        let stored = |i: u64| match i {
+            15_000 => "@user3:example.org".to_string(),
+            19_000 => "@user12000:example.org".to_string(),
+            i => format!("@user{i}:example.org"),
+        };
+        let e = d
+            .load_parallel(n, 2, |from, to, f| {
+                for i in from..to {
+                    f(i, &stored(i));
+                }
+                Ok(to - from)
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("ids 3 and 15000"), "{e}");
+        assert!(d.is_empty());
+    }
+
     #[test]
     fn a_string_stored_twice_is_a_corrupt_store() {
         let d = Dictionary::new();

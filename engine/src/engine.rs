@@ -12,7 +12,7 @@ use timely::WorkerConfig;
 use timely::communication::initialize::WorkerGuards;
 
 use crate::description::{Dag, JoinView, Record, ReplicaId};
-use crate::resume::{Decoding, ResumePlan};
+use crate::resume::{Decoding, ResumePlan, Revision};
 use crate::worker::{Captured, Command, Reply, SourceUpdate, WorkerLink, run_worker};
 use crate::{Error, Seq};
 
@@ -191,8 +191,8 @@ pub struct Delta<R> {
 #[derive(Clone, Debug)]
 pub struct Split<R> {
     /// The revision the running dataflow was restored from (empty when it holds everything),
-    /// sorted by record, shared with the runtime.
-    pub base: Arc<Vec<(R, isize)>>,
+    /// shared with the runtime.
+    pub base: Revision<R>,
     /// The changes since the base (everything, when the base is empty), sorted by record, no
     /// zero diffs.
     pub changes: Vec<(R, isize)>,
@@ -641,9 +641,9 @@ impl<R: Record> Engine<R> {
         }
     }
 
-    /// A stored replica's contents in two parts: its base revision (sorted by record, shared,
-    /// empty unless it is based) and what the dataflow holds beside it, consolidated and
-    /// sorted; the contents are their sum. Spares a copy of the base.
+    /// A stored replica's contents in two parts: its base revision (shared, not decoded whole
+    /// here, empty unless it is based) and what the dataflow holds beside it, consolidated and
+    /// sorted; the contents are their sum.
     ///
     /// # Panics
     /// If `replica` is a view, or is based and its base was not given ([`Engine::needs_base`]).
@@ -653,12 +653,10 @@ impl<R: Record> Engine<R> {
         let changes = self.workers.read(replica, None).map_err(|e| self.why(e))?;
         let i = replica.index();
         let base = match self.base.as_ref().filter(|b| b.based[i]) {
-            None => Arc::new(Vec::new()),
-            Some(base) => (base.rows[i].as_ref())
-                .expect("the runtime gives a base before reads")
-                .wait()
-                .map_err(|e| Error::Corrupt(e.to_string()))?
-                .clone(),
+            None => Revision::default(),
+            Some(base) => Revision::new(
+                (base.rows[i].clone()).expect("the runtime gives a base before reads"),
+            ),
         };
         Ok(Split { base, changes })
     }

@@ -50,7 +50,7 @@ pub use dictionary::{Dictionary, Id, Strings};
 pub use engine::{Delta, DeltaKind, Frontier, RuntimeConfig, SourceDelta, Split, Subscription};
 pub use error::Error;
 pub use prr_persist::{RevisionInfo, StoreStats};
-pub use resume::{Resume, Seeds, Shared};
+pub use resume::{Resume, Revision, Seeds, Shared};
 pub use runtime::{RebuildOutcome, ReplicaStatus, Runtime, Status};
 pub use seq::Seq;
 

@@ -21,21 +21,53 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use prr_persist::Store;
+
+use crate::codec;
 use crate::description::{Coll, Record};
 
 /// A replica's consolidated contents at a restore point, sorted by record, shared.
 pub(crate) type Rows<R> = Arc<Vec<(R, isize)>>;
 
 /// A revision decoded on another thread: the restore does not wait for it, its first reader
-/// does ([`Decoding::wait`]).
+/// of all of it does ([`Decoding::wait`]). Until then, a revision in the store can be looked
+/// up by chunk ([`Decoding::range`]): the chunks a lookup needs are read and decoded, once.
 pub(crate) struct Decoding<R> {
     cell: OnceLock<Result<Rows<R>, String>>,
+    chunks: Option<Chunks<R>>,
+}
+
+/// A stored revision's chunks, read when first needed (see [`Decoding::range`]).
+struct Chunks<R> {
+    store: Arc<Store>,
+    name: String,
+    as_of: u64,
+    /// Each chunk's first record.
+    firsts: Vec<OnceLock<R>>,
+    /// Each chunk's records.
+    decoded: Vec<OnceLock<Vec<(R, isize)>>>,
 }
 
 impl<R> Decoding<R> {
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(Decoding {
             cell: OnceLock::new(),
+            chunks: None,
+        })
+    }
+
+    /// A revision to decode (on another thread), that can be looked up by chunk meanwhile:
+    /// `chunks` chunks of revision `(name, as_of)` in `store`.
+    pub(crate) fn stored(store: Arc<Store>, name: &str, as_of: u64, chunks: u32) -> Arc<Self> {
+        Arc::new(Decoding {
+            cell: OnceLock::new(),
+            chunks: Some(Chunks {
+                store,
+                name: name.to_string(),
+                as_of,
+                firsts: (0..chunks).map(|_| OnceLock::new()).collect(),
+                decoded: (0..chunks).map(|_| OnceLock::new()).collect(),
+            }),
         })
     }
 
@@ -67,6 +99,164 @@ impl<R> Decoding<R> {
     /// If they could not be decoded (a corrupt store: `prr check` reports it).
     fn rows(&self) -> &Rows<R> {
         self.wait().unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+impl<R: Record> Decoding<R> {
+    /// The records whose `key` is `k`, in order; `key` must order as the records do (a
+    /// leading field, or fields, of them). From the decoded rows if they are, else from the
+    /// chunks that can hold them.
+    ///
+    /// # Panics
+    /// If a chunk it reads does not decode (a corrupt store); the outcome says why.
+    fn range<K: Ord>(&self, key: impl Fn(&R) -> K, k: &K) -> Vec<(R, isize)> {
+        if let Some(outcome) = self.try_get() {
+            return sorted_range(rows_of(outcome), &key, k).to_vec();
+        }
+        let Some(chunks) = &self.chunks else {
+            return sorted_range(self.rows(), &key, k).to_vec();
+        };
+        let n = chunks.firsts.len();
+        let first = |i: usize| key(self.first(chunks, i));
+        // The chunks that start before `k`: the last of them may hold its first records, and
+        // later chunks hold more while they start at `k`.
+        let (mut lo, mut hi) = (0, n);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if first(mid) < *k {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let after = lo;
+        let mut out = Vec::new();
+        let mut i = after.saturating_sub(1);
+        while i < n && (i < after || first(i) == *k) {
+            out.extend(sorted_range(self.chunk(chunks, i), &key, k).iter().cloned());
+            i += 1;
+        }
+        out
+    }
+
+    /// Chunk `i`'s first record, read once.
+    fn first<'a>(&'a self, chunks: &'a Chunks<R>, i: usize) -> &'a R {
+        chunks.firsts[i].get_or_init(|| {
+            let (_, (first, _)): (u64, (R, i64)) = self.read_chunk(chunks, i, true);
+            first
+        })
+    }
+
+    /// Chunk `i`'s records, read and decoded once.
+    fn chunk<'a>(&'a self, chunks: &'a Chunks<R>, i: usize) -> &'a [(R, isize)] {
+        chunks.decoded[i].get_or_init(|| {
+            let rows: Vec<(R, i64)> = self.read_chunk(chunks, i, false);
+            rows.into_iter().map(|(r, d)| (r, d as isize)).collect()
+        })
+    }
+
+    /// Reads and decodes chunk `i` (its beginning, when `prefix`: the encoding of a chunk
+    /// starts with its length and first record).
+    fn read_chunk<T: serde::de::DeserializeOwned>(
+        &self,
+        chunks: &Chunks<R>,
+        i: usize,
+        prefix: bool,
+    ) -> T {
+        let (name, as_of) = (&chunks.name, chunks.as_of);
+        let mut out = None;
+        let i = i as u32;
+        let read = chunks
+            .store
+            .for_each_revision_chunk(name, as_of, i..i + 1, |_, bytes| {
+                let what = format!("revision ({name}, {as_of}) chunk {i}");
+                out = Some(codec::decode_prefix(bytes, &what, prefix)?);
+                Ok::<_, crate::Error>(())
+            });
+        match (read, out) {
+            (Ok(()), Some(v)) => v,
+            (Err(e), _) => {
+                // The reader that waits for all of it, and the runtime, learn why.
+                self.set(Err(e.to_string()));
+                panic!("{e}")
+            }
+            (Ok(()), None) => unreachable!("a chunk read without an error was handed over"),
+        }
+    }
+}
+
+/// The rows of a decoding's outcome.
+///
+/// # Panics
+/// If it failed.
+fn rows_of<'a, R>(outcome: Result<&'a Rows<R>, &str>) -> &'a [(R, isize)] {
+    outcome.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The records of sorted `rows` whose `key` is `k`.
+fn sorted_range<'a, R, K: Ord>(
+    rows: &'a [(R, isize)],
+    key: &impl Fn(&R) -> K,
+    k: &K,
+) -> &'a [(R, isize)] {
+    let start = rows.partition_point(|(r, _)| key(r) < *k);
+    let len = rows[start..].partition_point(|(r, _)| key(r) == *k);
+    &rows[start..start + len]
+}
+
+/// A replica's revision at the restore point, shared with the runtime: looked up by key
+/// without decoding all of it ([`Revision::range`]), or read whole ([`Revision::rows`]).
+pub struct Revision<R>(Arc<Decoding<R>>);
+
+impl<R> std::fmt::Debug for Revision<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.0.chunks, self.0.try_get()) {
+            (_, Some(Ok(rows))) => write!(f, "Revision({} records)", rows.len()),
+            (_, Some(Err(e))) => write!(f, "Revision(failed: {e})"),
+            (Some(c), None) => write!(f, "Revision({} chunks, decoding)", c.firsts.len()),
+            (None, None) => write!(f, "Revision(decoding)"),
+        }
+    }
+}
+
+impl<R> Clone for Revision<R> {
+    fn clone(&self) -> Self {
+        Revision(self.0.clone())
+    }
+}
+
+impl<R: Record> Default for Revision<R> {
+    fn default() -> Self {
+        Revision(Decoding::done(Arc::default()))
+    }
+}
+
+impl<R: Record> Revision<R> {
+    pub(crate) fn new(decoding: Arc<Decoding<R>>) -> Self {
+        Revision(decoding)
+    }
+
+    /// A revision of the given rows (sorted by record).
+    pub fn of(rows: Arc<Vec<(R, isize)>>) -> Self {
+        Revision(Decoding::done(rows))
+    }
+
+    /// The records whose `key` is `k`, in record order. `key` must order as the records do:
+    /// a leading field, or leading fields, of them. Reads only the chunks that can hold them
+    /// while the revision is not decoded whole.
+    ///
+    /// # Panics
+    /// If the revision does not decode (a corrupt store).
+    pub fn range<K: Ord>(&self, key: impl Fn(&R) -> K, k: &K) -> Vec<(R, isize)> {
+        self.0.range(key, k)
+    }
+
+    /// All the records, sorted: waits until the revision is decoded.
+    ///
+    /// # Panics
+    /// If the revision does not decode (a corrupt store).
+    pub fn rows(&self) -> &Arc<Vec<(R, isize)>> {
+        self.0.rows()
     }
 }
 
@@ -165,6 +355,15 @@ impl<R: Record> Seeds<R> {
             .unwrap_or(&[])
     }
 
+    /// Input `i`'s revision at the restore point, to look up without decoding it whole
+    /// ([`Revision::range`]).
+    ///
+    /// # Panics
+    /// If the replica has no input `i` (one resumed because it reads deltas only has none).
+    pub fn revision(&self, i: usize) -> Revision<R> {
+        Revision::new(self.inputs[i].clone())
+    }
+
     /// Every input's revision decoded for this replica.
     pub(crate) fn decodings(&self) -> Vec<Arc<Decoding<R>>> {
         self.inputs.clone()
@@ -174,15 +373,6 @@ impl<R: Record> Seeds<R> {
     /// resume computation; none for one that reads deltas only).
     pub(crate) fn decoding(&self, i: usize) -> Option<Arc<Decoding<R>>> {
         self.inputs.get(i).cloned()
-    }
-
-    /// Input `i`'s contents at the restore point, as [`Seeds::input`], shared (an index can
-    /// keep them without copying).
-    ///
-    /// # Panics
-    /// If the replica has no input `i`, or its revision does not decode.
-    pub fn input_rows(&self, i: usize) -> Arc<Vec<(R, isize)>> {
-        self.inputs[i].rows().clone()
     }
 
     /// The value `build` makes from the seeds, built once per resumed replica, by the first
@@ -226,4 +416,88 @@ pub(crate) struct ResumePlan<R> {
     pub as_of: u64,
     pub seeds: Vec<Option<Seeds<R>>>,
     pub based: Vec<bool>,
+}
+
+#[cfg(test)]
+mod tests {
+    use prr_persist::RevisionWrite;
+
+    use super::*;
+
+    /// A store with one revision of `rows` in chunks of `per_chunk` records, as a decoding
+    /// that reads it by chunk (nothing decodes it whole).
+    fn stored(
+        rows: &[((u32, u32), i64)],
+        per_chunk: usize,
+    ) -> (tempfile::TempDir, Arc<Decoding<(u32, u32)>>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s.redb")).unwrap();
+        let chunks: Vec<Vec<u8>> = rows.chunks(per_chunk).map(|c| codec::encode(&c)).collect();
+        let n = chunks.len() as u32;
+        let write = RevisionWrite {
+            replica: "r".into(),
+            logic_version: 1,
+            description_hash: 7,
+            records: rows.len() as u64,
+            chunks,
+        };
+        store
+            .write_revisions(5, &[write], 0, &[] as &[&str])
+            .unwrap();
+        (dir, Decoding::stored(Arc::new(store), "r", 5, n))
+    }
+
+    /// Lookups by chunk find what a search of the whole finds: keys within one chunk, across
+    /// two or more chunk boundaries, before the first record, after the last, and between;
+    /// by a leading field and by the whole record.
+    #[test]
+    fn lookups_by_chunk_find_what_the_whole_holds() {
+        let mut rows: Vec<((u32, u32), i64)> = Vec::new();
+        for a in [1u32, 2, 4, 7] {
+            // Key 4 spans three chunks of 3; the others fit in one or two.
+            let n = if a == 4 { 8 } else { a };
+            rows.extend((0..n).map(|b| ((a, b * 2), 1 + b as i64)));
+        }
+        let whole: Vec<((u32, u32), isize)> = rows.iter().map(|(r, d)| (*r, *d as isize)).collect();
+        for per_chunk in [1, 2, 3, 5, 100] {
+            let (_dir, d) = stored(&rows, per_chunk);
+            for a in 0..9u32 {
+                let got = d.range(|r| r.0, &a);
+                assert_eq!(got, sorted_range(&whole, &|r: &(u32, u32)| r.0, &a), "{a}");
+                for b in 0..18u32 {
+                    let got = d.range(|r| *r, &(a, b));
+                    let want = sorted_range(&whole, &|r: &(u32, u32)| *r, &(a, b));
+                    assert_eq!(got, want, "({a}, {b}) in chunks of {per_chunk}");
+                }
+            }
+            assert!(d.try_get().is_none(), "lookups do not decode the whole");
+            // Once decoded whole, lookups search the rows.
+            d.set(Ok(Arc::new(whole.clone())));
+            assert_eq!(d.range(|r| r.0, &4).len(), 8);
+        }
+    }
+
+    /// A chunk that does not decode fails the lookup that reads it, and the outcome says which
+    /// revision and chunk, for the runtime to report.
+    #[test]
+    fn a_chunk_that_does_not_decode_fails_its_lookup_with_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s.redb")).unwrap();
+        let good = codec::encode(&[((1u32, 1u32), 1i64)].as_slice());
+        let write = RevisionWrite {
+            replica: "r".into(),
+            logic_version: 1,
+            description_hash: 7,
+            records: 2,
+            chunks: vec![good, vec![1, 0, 0]],
+        };
+        store
+            .write_revisions(5, &[write], 0, &[] as &[&str])
+            .unwrap();
+        let d: Arc<Decoding<(u32, u32)>> = Decoding::stored(Arc::new(store), "r", 5, 2);
+        let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d.range(|r| r.0, &3)));
+        assert!(panic.is_err());
+        let why = d.try_get().unwrap().unwrap_err();
+        assert!(why.contains("revision (r, 5) chunk 1"), "{why}");
+    }
 }

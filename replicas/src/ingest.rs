@@ -7,11 +7,10 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use foldhash::HashMap;
 
-use prr_engine::{Dictionary, Id, ReplicaId, SourceDelta};
+use prr_engine::{Dictionary, Id, ReplicaId, Revision, SourceDelta};
 use serde_json::{Map, Value};
 
 use crate::parse::{Event, ManifestEntry, SourceItem, redact_content};
@@ -30,8 +29,9 @@ type InstanceRooms = (BTreeSet<Id>, BTreeSet<Id>);
 /// records before its first ingest.
 #[derive(Default)]
 pub struct Ingestor {
-    /// `room_state` records sorted by record, so by key: `(room, type, state_key)`.
-    base: Arc<Vec<(Rec, isize)>>,
+    /// `room_state` at the restore point: records sorted by key, `(room, type, state_key)`,
+    /// looked up in place.
+    base: Revision<Rec>,
     /// The changes over `base`: key -> its current record (`None`: the base's was removed).
     state: HashMap<StateKey, Option<RoomState>>,
     /// `(room, event_id)` -> the keys in `state` where that event is the current record.
@@ -72,8 +72,16 @@ fn key_of(s: &RoomState) -> StateKey {
 }
 
 /// A `room_state` record of the base.
-fn base_state(r: &(Rec, isize)) -> &RoomState {
-    match &r.0 {
+fn base_state(r: &Rec) -> &RoomState {
+    match r {
+        Rec::RoomState(s) => s,
+        other => unreachable!("room_state holds room states, not {other:?}"),
+    }
+}
+
+/// A `room_state` record of the base, owned.
+fn into_state(r: Rec) -> RoomState {
+    match r {
         Rec::RoomState(s) => s,
         other => unreachable!("room_state holds room states, not {other:?}"),
     }
@@ -89,19 +97,19 @@ impl Ingestor {
         Self::split(
             room_state,
             instances,
-            Arc::default(),
+            Revision::default(),
             contents.into_iter().map(|r| (r, 1)),
         )
     }
 
-    /// An ingestor over `room_state`'s contents as `base` (sorted by record, as
+    /// An ingestor over `room_state`'s contents as `base` (as
     /// [`prr_engine::Runtime::read_split`] gives them, its multiplicities 1) plus `changes`,
     /// and over `instances`' contents (in `changes`). `changes` holds consolidated updates:
     /// of a key, at most one record with multiplicity 1, and records of `base` with -1.
     pub fn split(
         room_state: ReplicaId,
         instances: ReplicaId,
-        base: Arc<Vec<(Rec, isize)>>,
+        base: Revision<Rec>,
         changes: impl IntoIterator<Item = (Rec, isize)>,
     ) -> Self {
         let mut ing = Ingestor {
@@ -184,26 +192,24 @@ impl Ingestor {
         self.by_event = by_event;
     }
 
-    /// The base's records of `room` (a range of it: the base is sorted by room first).
-    fn base_room(&self, room: Id) -> &[(Rec, isize)] {
-        let start = self.base.partition_point(|r| base_state(r).room < room);
-        let end = start + self.base[start..].partition_point(|r| base_state(r).room == room);
-        &self.base[start..end]
+    /// The base's records of `room`.
+    fn base_room(&self, room: Id) -> Vec<RoomState> {
+        (self.base.range(|r| base_state(r).room, &room).into_iter())
+            .map(|(r, _)| into_state(r))
+            .collect()
     }
 
     /// The base's record at `key`.
-    fn base_get(&self, key: &StateKey) -> Option<&RoomState> {
-        let i = self.base.partition_point(|r| key_of(base_state(r)) < *key);
-        self.base
-            .get(i)
-            .map(base_state)
-            .filter(|s| key_of(s) == *key)
+    fn base_get(&self, key: &StateKey) -> Option<RoomState> {
+        (self.base.range(|r| key_of(base_state(r)), key).into_iter())
+            .map(|(r, _)| into_state(r))
+            .next()
     }
 
     /// The current record at `key`.
-    fn get(&self, key: &StateKey) -> Option<&RoomState> {
+    fn get(&self, key: &StateKey) -> Option<RoomState> {
         match self.state.get(key) {
-            Some(changed) => changed.as_ref(),
+            Some(changed) => changed.clone(),
             None => self.base_get(key),
         }
     }
@@ -215,7 +221,7 @@ impl Ingestor {
             .map(|k| k.as_slice().to_vec())
             .unwrap_or_default();
         keys.extend(
-            (self.base_room(room).iter().map(base_state))
+            (self.base_room(room).iter())
                 .filter(|s| s.event_id == event)
                 .map(key_of),
         );
@@ -269,7 +275,7 @@ impl Ingestor {
         let rs = self.room_state.expect("room_state replica");
         for (key, new) in &staged {
             if let Some(old) = self.get(key) {
-                delta.remove(rs, Rec::RoomState(old.clone()));
+                delta.remove(rs, Rec::RoomState(old));
             }
             if let Some(new) = new {
                 delta.insert(rs, Rec::RoomState(new.clone()));
@@ -313,13 +319,13 @@ impl Ingestor {
         }
     }
 
-    fn current<'a>(
-        &'a self,
-        staged: &'a HashMap<StateKey, Option<RoomState>>,
+    fn current(
+        &self,
+        staged: &HashMap<StateKey, Option<RoomState>>,
         key: &StateKey,
-    ) -> Option<&'a RoomState> {
+    ) -> Option<RoomState> {
         match staged.get(key) {
-            Some(s) => s.as_ref(),
+            Some(s) => s.clone(),
             None => self.get(key),
         }
     }
@@ -450,6 +456,8 @@ fn unindex_event(by_event: &mut HashMap<(Id, Id), EventKeys>, event: (Id, Id), k
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn state(state_key: Id, event_id: Id) -> RoomState {
@@ -518,7 +526,7 @@ mod tests {
     /// Every key's current record, and per event the keys where it is current.
     fn observed(ing: &Ingestor) -> (Vec<Option<RoomState>>, Vec<Vec<StateKey>>) {
         let keys = || (1..4).flat_map(|r| (1..3).flat_map(move |t| (1..5).map(move |k| (r, t, k))));
-        let state = keys().map(|k| ing.get(&k).cloned()).collect();
+        let state = keys().map(|k| ing.get(&k)).collect();
         let events = (1..4)
             .flat_map(|room| (1..9).map(move |e| (room, e)))
             .map(|(room, e)| {
@@ -568,7 +576,8 @@ mod tests {
             changes.extend(
                 (base.iter().filter(|r| !now.contains(r))).map(|(r, _)| (r.clone(), -1)),
             );
-            let mut split = Ingestor::split(ReplicaId(0), ReplicaId(1), Arc::new(base), changes);
+            let mut split =
+                Ingestor::split(ReplicaId(0), ReplicaId(1), Revision::of(Arc::new(base)), changes);
             proptest::prop_assert_eq!(observed(&split), observed(&whole));
             apply(&mut whole, &after);
             apply(&mut split, &after);

@@ -101,18 +101,6 @@ where
     })
 }
 
-/// The rows of a sorted revision whose records have `key(record) == k` (the key must order
-/// records as they sort: a prefix of their fields).
-fn range<'a, K: Ord>(
-    rows: &'a [(Rec, isize)],
-    key: impl Fn(&Rec) -> K,
-    k: &K,
-) -> &'a [(Rec, isize)] {
-    let lo = rows.partition_point(|(r, _)| key(r) < *k);
-    let hi = lo + rows[lo..].partition_point(|(r, _)| key(r) <= *k);
-    &rows[lo..hi]
-}
-
 /// The `instances` source at the restore point, indexed both ways.
 #[derive(Default)]
 struct InstanceIndex {

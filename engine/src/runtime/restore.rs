@@ -147,9 +147,10 @@ impl<R: Record> Runtime<R> {
     }
 
     /// The revisions of `replicas` as of `as_of`, each sorted by record, read and decoded in
-    /// the background by as many threads as there are cores, sources first, then the smallest
-    /// first, each revision's chunks shared among the threads (the restore does not wait for
-    /// them; their first reader does). A missing revision is an error here.
+    /// the background by as many threads as there are cores, the smallest first, each
+    /// revision's chunks shared among the threads (the restore does not wait for them; their
+    /// first reader of all of it does, and lookups read the chunks they need meanwhile). A
+    /// missing revision is an error here.
     fn decode_revisions(
         &self,
         replicas: &BTreeSet<ReplicaId>,
@@ -169,18 +170,13 @@ impl<R: Record> Runtime<R> {
                         "no revision of `{name}` as of seq {as_of}"
                     )))
                 })?;
-            let source = self.dag.replica(*id).is_source();
-            let cell = Decoding::new();
+            let cell = Decoding::stored(store.clone(), &name, as_of, info.chunks);
             decoding.insert(*id, cell.clone());
-            revisions.push((
-                (source, std::cmp::Reverse(info.records)),
-                info.chunks,
-                name,
-                cell,
-            ));
+            revisions.push((std::cmp::Reverse(info.records), info.chunks, name, cell));
         }
-        // Popped from the end: sources first (an ingest reads their contents to know what a
-        // new event replaces), then the smallest first.
+        // Popped from the end: the smallest first. Those are what indexes are built from
+        // (rules, instances); the large ones are mostly looked up, which their chunks serve
+        // until they are decoded.
         revisions.sort_by_key(|r| r.0);
         let mut pieces = Vec::new();
         for (_, chunks, name, cell) in revisions {

@@ -2,12 +2,10 @@
 //! room), but recomputing them needs all of `room_state` and `policy_room`: resuming them
 //! lets a restore leave those out of the dataflow.
 
-use std::sync::Arc;
-
 use foldhash::HashMap;
-use prr_engine::{Coll, Dictionary, Id, Seeds};
+use prr_engine::{Coll, Dictionary, Id, Revision, Seeds};
 
-use super::{InstanceIndex, all, range, resume_reduce};
+use super::{InstanceIndex, all, resume_reduce};
 use crate::dag::{
     Known, acl_event, acl_intent, acl_intent_of, acl_sync_record, denies, relation_pair,
     server_rule,
@@ -133,7 +131,7 @@ struct SyncSeeds {
     instances: InstanceIndex,
     acls: HashMap<Id, Vec<(Id, isize)>>,
     /// `server_acl`, sorted by record: by instance.
-    intents: Arc<Vec<(Rec, isize)>>,
+    intents: Revision<Rec>,
 }
 
 impl SyncSeeds {
@@ -178,9 +176,8 @@ impl SyncSeeds {
             Rec::Acl { instance, .. } => *instance,
             _ => 0,
         };
-        range(&self.intents, of, &instance)
-            .iter()
-            .filter_map(|(r, m)| acl_intent_of(r.clone()).map(|(_, deny)| (deny, *m)))
+        (self.intents.range(of, &instance).into_iter())
+            .filter_map(|(r, m)| acl_intent_of(r).map(|(_, deny)| (deny, m)))
             .collect()
     }
 }
@@ -204,7 +201,7 @@ pub(crate) fn acl_sync<'s>(
         SyncSeeds {
             instances: InstanceIndex::build(s.input(2)),
             acls,
-            intents: s.input_rows(1),
+            intents: s.revision(1),
         }
     });
     let k = known.clone();

@@ -2,11 +2,9 @@
 //! protected rooms of `instances`: the old memberships are looked up in the sorted
 //! `room_members` seed by `(room, user)`, the old protections in an [`InstanceIndex`].
 
-use std::sync::Arc;
+use prr_engine::{Coll, Dictionary, Id, Revision, Seeds};
 
-use prr_engine::{Coll, Dictionary, Id, Seeds};
-
-use super::{InstanceIndex, all, range, resume_reduce};
+use super::{InstanceIndex, all, resume_reduce};
 use crate::dag::{
     BanRule, ban_record, ban_value, choose_ban_rule, not_banned, present_member, relation_pair,
 };
@@ -15,7 +13,7 @@ use crate::record::{Membership, Rec, Relation};
 /// The memberships and protections at the restore point.
 struct Memberships {
     /// `room_members`, sorted by record: by room, then user.
-    members: Arc<Vec<(Rec, isize)>>,
+    members: Revision<Rec>,
     instances: InstanceIndex,
 }
 
@@ -43,15 +41,14 @@ fn membership_of(r: &Rec) -> Option<Membership> {
 impl Memberships {
     fn build(seeds: &Seeds<Rec>, members: usize, instances: usize) -> Memberships {
         Memberships {
-            members: seeds.input_rows(members),
+            members: seeds.revision(members),
             instances: InstanceIndex::build(seeds.input(instances)),
         }
     }
 
     /// Old members of `room` whose membership passes `keep`: `(user, multiplicity)`.
     fn members_of(&self, room: Id, keep: fn(Membership) -> bool) -> Vec<(Id, isize)> {
-        range(&self.members, room_of, &room)
-            .iter()
+        (self.members.range(room_of, &room).iter())
             .filter(|(r, _)| membership_of(r).is_some_and(keep))
             .map(|(r, m)| (room_user_of(r).1, *m))
             .collect()
@@ -59,8 +56,7 @@ impl Memberships {
 
     /// The old multiplicity of `user`'s memberships in `room` that pass `keep`.
     fn member(&self, room: Id, user: Id, keep: fn(Membership) -> bool) -> isize {
-        range(&self.members, room_user_of, &(room, user))
-            .iter()
+        (self.members.range(room_user_of, &(room, user)).iter())
             .filter(|(r, _)| membership_of(r).is_some_and(keep))
             .map(|(_, m)| *m)
             .sum()
@@ -161,7 +157,7 @@ pub(crate) fn member_set<'s>(deltas: &[Coll<'s, Rec>], seeds: &Seeds<Rec>) -> Co
 struct BanSeeds {
     members: Memberships,
     /// `member_matches`, sorted by record: by instance, then user.
-    matches: Arc<Vec<(Rec, isize)>>,
+    matches: Revision<Rec>,
     dict: Dictionary,
 }
 
@@ -178,9 +174,8 @@ impl BanSeeds {
             Rec::Match { instance, user, .. } => (*instance, *user),
             _ => (0, 0),
         };
-        range(&self.matches, of, key)
-            .iter()
-            .filter_map(|(r, m)| ban_value(r.clone()).map(|(_, v)| (v, *m)))
+        (self.matches.range(of, key).into_iter())
+            .filter_map(|(r, m)| ban_value(r).map(|(_, v)| (v, m)))
             .collect()
     }
 
@@ -208,7 +203,7 @@ pub(crate) fn member_bans<'s>(
     let d = dict.clone();
     let old = seeds.shared(move |s| BanSeeds {
         members: Memberships::build(s, 1, 2),
-        matches: s.input_rows(0),
+        matches: s.revision(0),
         dict: d,
     });
     let o = old.clone();
