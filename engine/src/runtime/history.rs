@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use super::restore::Replay;
 use super::{Runtime, revision_write};
 use crate::description::{Record, ReplicaId};
 use crate::engine::{Delta, difference};
@@ -70,7 +71,7 @@ impl<R: Record> Runtime<R> {
         let start = self.start_point(since.0.min(self.last_seq))?;
         let mut engine = self.replay_engine(start, start.as_of, None)?;
         let sub = engine.subscribe(replica)?;
-        self.replay_log(&mut engine, start.as_of + 1, self.last_seq)?;
+        self.replay_log(&mut engine, start.as_of + 1, self.last_seq, Replay::EachSeq)?;
         engine.step_until(self.last_seq)?;
         engine.stop()?;
         Ok(sub.try_iter().filter(|d| d.seq > since).collect())
@@ -109,7 +110,7 @@ impl<R: Record> Runtime<R> {
         let mut outcomes = Vec::new();
         let mut at = start.as_of;
         for as_of in as_ofs {
-            self.replay_log(&mut engine, at + 1, as_of)?;
+            self.replay_log(&mut engine, at + 1, as_of, Replay::Batched)?;
             engine.step_until(as_of)?;
             at = as_of;
             let mut writes = Vec::new();

@@ -20,6 +20,15 @@ use crate::{Error, Seq};
 /// While replaying the log, the dataflow is stepped to completion every this many entries.
 const REPLAY_STEP: u64 = 1024;
 
+/// How [`Runtime::replay_log`] feeds the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Replay {
+    /// Each entry at its own `Seq`: for a subscriber to the deltas.
+    EachSeq,
+    /// The entries of each step at once: for the contents.
+    Batched,
+}
+
 /// Where a replay starts: the revisions of every source replica as of `as_of` (none when 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct StartPoint {
@@ -67,7 +76,7 @@ impl<R: Record> Runtime<R> {
                 }
             }
         }
-        self.replay_log(&mut engine, start.as_of + 1, self.last_seq)?;
+        self.replay_log(&mut engine, start.as_of + 1, self.last_seq, Replay::Batched)?;
         engine.step_until(self.last_seq)?;
         self.engine = Some(engine);
         if stale && !self.config.read_only {
@@ -263,16 +272,22 @@ impl<R: Record> Runtime<R> {
             engine.feed(start.as_of, updates)?;
             engine.step_until(start.as_of)?;
         }
-        self.replay_log(&mut engine, start.as_of + 1, upto)?;
+        self.replay_log(&mut engine, start.as_of + 1, upto, Replay::Batched)?;
         engine.step_until(upto)?;
         Ok(engine)
     }
 
+    /// Feeds the log entries `from..=through` to `engine`. With [`Replay::EachSeq`], each at
+    /// its own `Seq` (a subscriber sees each one's delta); with [`Replay::Batched`], the
+    /// entries of each step (up to [`REPLAY_STEP`] of them) together at the step's last `Seq`:
+    /// the contents through each step are the same, computed once per step instead of once
+    /// per entry.
     pub(super) fn replay_log(
         &self,
         engine: &mut Engine<R>,
         from: u64,
         through: u64,
+        replay: Replay,
     ) -> Result<(), Error> {
         let Some(store) = &self.store else {
             return Ok(());
@@ -281,6 +296,7 @@ impl<R: Record> Runtime<R> {
             return Ok(());
         }
         let mut expected = from;
+        let mut pending: Vec<SourceUpdate<R>> = Vec::new();
         store.for_each_log(from, |seq, bytes| {
             if seq > through {
                 return Ok(());
@@ -292,17 +308,19 @@ impl<R: Record> Runtime<R> {
             }
             expected += 1;
             let logged: LoggedDelta<R> = codec::decode(bytes, &format!("log entry {seq}"))?;
-            let mut updates = Vec::new();
             for (name, rows) in logged {
                 let id = self.dag.id(&name).ok_or_else(|| {
                     Error::Corrupt(format!("log entry {seq} names replica `{name}`, which this program does not declare"))
                 })?;
-                updates.extend(rows.into_iter().map(|(r, d)| (id.0, r, d as isize)));
+                pending.extend(rows.into_iter().map(|(r, d)| (id.0, r, d as isize)));
             }
-            engine.feed(seq, updates)?;
             // Step now and then: a long tail fed at once would pile up uncomputed (and its
             // arrangements uncompacted) until the end.
-            if (seq - from + 1).is_multiple_of(REPLAY_STEP) {
+            let step_ends = (seq - from + 1).is_multiple_of(REPLAY_STEP) || seq == through;
+            if replay == Replay::EachSeq || step_ends {
+                engine.feed(seq, std::mem::take(&mut pending))?;
+            }
+            if step_ends {
                 engine.step_until(seq)?;
             }
             Ok(())
