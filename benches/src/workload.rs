@@ -403,6 +403,14 @@ impl Workload {
             .collect()
     }
 
+    /// The policy rooms' IDs, in order.
+    pub fn policy_room_ids(&self) -> Vec<&str> {
+        self.policy_rooms
+            .iter()
+            .map(|r| r.room_id.as_str())
+            .collect()
+    }
+
     /// The members of the largest protected room.
     pub fn largest_room(&self) -> usize {
         self.protected_rooms

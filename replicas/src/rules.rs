@@ -156,6 +156,11 @@ pub(crate) fn rule_key(
     })
 }
 
+/// Whether `k` is a literal user rule's key (the user ID itself).
+pub(crate) fn is_user_literal(k: &MatchKey) -> bool {
+    k.0 == USER_LITERAL
+}
+
 /// Every key under which a user can meet the rules that may match it.
 pub(crate) fn user_match_keys(user: &str) -> Vec<MatchKey> {
     let mut keys = vec![

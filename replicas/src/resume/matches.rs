@@ -11,8 +11,8 @@ use foldhash::HashMap;
 use prr_engine::{Coll, Dictionary, Id, Seeds, Strings};
 
 use super::{rule_match_key, rule_matches};
-use crate::record::{Rec, Relation, Rule};
-use crate::rules::{MatchKey, user_match_keys};
+use crate::record::{Kind, MatchKind, Rec, Relation, Rule};
+use crate::rules::{MatchKey, is_user_literal, user_match_keys};
 
 /// The contents of `member_matches`' inputs at the restore point, indexed.
 struct MatchSeeds {
@@ -27,13 +27,19 @@ struct MatchSeeds {
     users: Arc<OnceLock<UserSeeds>>,
 }
 
-/// The users of `member_set` at the restore point.
+/// The users of `member_set` at the restore point, each with its instances: user `users[i]`
+/// has `instances[offsets[i]..offsets[i + 1]]` (one sort instead of a map with a vector per
+/// user: a million users take a fraction of the time).
 #[derive(Default)]
 struct UserSeeds {
-    /// Each user's instances, with multiplicity.
-    instances_of: HashMap<Id, Vec<(Id, isize)>>,
-    /// Every user (once) under each of its match keys.
-    users_by_key: HashMap<MatchKey, Vec<Id>>,
+    users: Vec<Id>,
+    offsets: Vec<usize>,
+    instances: Vec<(Id, isize)>,
+    /// Every user (once) under each of its match keys but the literal one (a literal rule's
+    /// entity is its only candidate), built when a rule first needs it: it hashes every user
+    /// twice (SHA-256), which a literal ban need not wait for.
+    by_key: OnceLock<HashMap<MatchKey, Vec<Id>>>,
+    dict: Dictionary,
 }
 
 const POLICY_ROOM: usize = 0;
@@ -96,11 +102,18 @@ impl MatchSeeds {
         s: &'a Strings<'_>,
     ) -> impl Iterator<Item = Id> + 'a {
         let users = self.users();
-        rule_match_key(rule, s)
-            .and_then(|k| users.users_by_key.get(&k))
+        let literal = rule.kind == Kind::User && rule.matcher == MatchKind::Literal;
+        // The entity is interned as the user IDs are: equal strings, equal ids.
+        let entity = (rule.entity).filter(|e| literal && users.users.binary_search(e).is_ok());
+        let keyed: &[Id] = match literal {
+            true => &[],
+            false => rule_match_key(rule, s)
+                .and_then(|k| users.by_key().get(&k))
+                .map_or(&[], Vec::as_slice),
+        };
+        entity
             .into_iter()
-            .flatten()
-            .copied()
+            .chain(keyed.iter().copied())
             .filter(move |u| rule_matches(rule, *u, s))
     }
 
@@ -120,28 +133,57 @@ impl MatchSeeds {
 
 impl UserSeeds {
     fn build(seeds: &Seeds<Rec>, dict: &Dictionary) -> UserSeeds {
-        let mut instances_of: HashMap<Id, Vec<(Id, isize)>> = HashMap::default();
-        for (r, m) in seeds.input(MEMBER_SET) {
-            if let Rec::MemberSet { instance, user, .. } = r {
-                instances_of.entry(*user).or_default().push((*instance, *m));
+        let mut pairs: Vec<(Id, Id, isize)> = seeds
+            .input(MEMBER_SET)
+            .iter()
+            .filter_map(|(r, m)| match r {
+                Rec::MemberSet { instance, user, .. } => Some((*user, *instance, *m)),
+                _ => None,
+            })
+            .collect();
+        pairs.sort_unstable();
+        let mut seeds = UserSeeds {
+            dict: dict.clone(),
+            ..UserSeeds::default()
+        };
+        seeds.instances.reserve(pairs.len());
+        for (user, instance, m) in pairs {
+            if seeds.users.last() != Some(&user) {
+                seeds.users.push(user);
+                seeds.offsets.push(seeds.instances.len());
             }
+            seeds.instances.push((instance, m));
         }
-        let mut users_by_key: HashMap<MatchKey, Vec<Id>> = HashMap::default();
-        let users: Vec<Id> = instances_of.keys().copied().collect();
-        // The dictionary is read-locked a few thousand users at a time: an ingest interning a
-        // new string (a write) must not wait for the whole index.
-        for chunk in users.chunks(4096) {
-            let s = dict.strings();
-            for user in chunk {
-                for k in user_match_keys(s.get(*user)) {
-                    users_by_key.entry(k).or_default().push(*user);
+        seeds.offsets.push(seeds.instances.len());
+        seeds
+    }
+
+    /// `user`'s old instances, with multiplicity.
+    fn instances_of(&self, user: Id) -> &[(Id, isize)] {
+        match self.users.binary_search(&user) {
+            Ok(i) => &self.instances[self.offsets[i]..self.offsets[i + 1]],
+            Err(_) => &[],
+        }
+    }
+
+    /// The users under each of their match keys but the literal one.
+    fn by_key(&self) -> &HashMap<MatchKey, Vec<Id>> {
+        self.by_key.get_or_init(|| {
+            let mut by_key: HashMap<MatchKey, Vec<Id>> = HashMap::default();
+            // The dictionary is read-locked a few thousand users at a time: an ingest
+            // interning a new string (a write) must not wait for the whole index.
+            for chunk in self.users.chunks(4096) {
+                let s = self.dict.strings();
+                for user in chunk {
+                    for k in user_match_keys(s.get(*user)) {
+                        if !is_user_literal(&k) {
+                            by_key.entry(k).or_default().push(*user);
+                        }
+                    }
                 }
             }
-        }
-        UserSeeds {
-            instances_of,
-            users_by_key,
-        }
+            by_key
+        })
     }
 }
 
@@ -179,7 +221,7 @@ pub(crate) fn resume<'s>(
         let users = o.users();
         let mut out = Vec::new();
         for user in o.old_users_matching(&rule, &s) {
-            for (instance, m) in &users.instances_of[&user] {
+            for (instance, m) in users.instances_of(user) {
                 out.push(((*instance, user, rule.clone()), *m));
             }
         }
@@ -237,7 +279,7 @@ pub(crate) fn resume<'s>(
         let mut out = Vec::new();
         for (rule, rm) in o.rules_by_room.get(&room).into_iter().flatten() {
             for user in o.old_users_matching(rule, &s) {
-                for (i, pm) in &users.instances_of[&user] {
+                for (i, pm) in users.instances_of(user) {
                     if *i == instance {
                         out.push(((instance, user, rule.clone()), rm * pm));
                     }

@@ -1,44 +1,52 @@
 //! Rule slots resumed: `policy_room` (the slots' rules) and `rejects` (the slots' rejects and
 //! the rejected member events). A slot's contents are a reduction over its events in
-//! `room_state`; the old events of each slot are indexed from the `room_state` seed.
+//! `room_state`; the old events of each slot are looked up in the `room_state` seed.
 
-use foldhash::HashMap;
-use prr_engine::{Coll, Dictionary, Seeds};
+use prr_engine::{Coll, Dictionary, Id, Seeds};
 
 use super::resume_reduce;
 use crate::dag::{Known, SlotKey, member_reject, slot_logic, slot_of};
-use crate::record::{Rec, RoomState};
-
-/// Slot -> its events in `room_state` at the restore point, with their ranks.
-type SlotIndex = HashMap<SlotKey, Vec<((u8, RoomState), isize)>>;
+use crate::record::Rec;
 
 /// The slots' delta (rules and rejects) from `room_state`'s delta; `room_state` is input 0.
+/// A changed slot's old events are looked up in the `room_state` seed, at the slot's key under
+/// each event type of its kind.
 fn slots<'s>(
     room_state: Coll<'s, Rec>,
     seeds: &Seeds<Rec>,
     dict: &Dictionary,
     known: &Known,
 ) -> Coll<'s, Rec> {
-    let k = known.clone();
-    let old = seeds.shared(move |s| {
-        let mut ix = SlotIndex::default();
-        for (r, m) in s.input(0) {
-            let is_rule =
-                matches!(r, Rec::RoomState(e) if k.rule_types.contains_key(&e.event_type));
-            if let Some((key, v)) = is_rule.then(|| slot_of(r.clone(), &k)).flatten() {
-                ix.entry(key).or_default().push((v, *m));
+    let (k, old) = (known.clone(), seeds.revision(0));
+    let old_slot = move |&(room, kind, state_key): &SlotKey| {
+        let mut events = Vec::new();
+        for (event_type, (of_kind, _)) in k.rule_types.iter() {
+            if *of_kind != kind {
+                continue;
+            }
+            let at = old.range(state_key_of, &(room, *event_type, state_key));
+            for (r, m) in at {
+                events.extend(slot_of(r, &k).map(|(_, v)| (v, m)));
             }
         }
-        ix
-    });
+        events
+    };
     let k = known.clone();
     resume_reduce(
         "RuleSlots",
         room_state.flat_map(move |r| slot_of(r, &k)),
-        move |key| old.get().get(key).cloned().unwrap_or_default(),
+        old_slot,
         slot_logic(dict),
     )
     .map(|(_, rec)| rec)
+}
+
+/// A `room_state` record's key: `(room, type, state_key)`.
+fn state_key_of(r: &Rec) -> (Id, Id, Id) {
+    match r {
+        Rec::RoomState(s) => (s.room, s.event_type, s.state_key),
+        _ => (0, 0, 0),
+    }
 }
 
 /// `policy_room`'s delta after the restore point.

@@ -22,7 +22,8 @@ pub(crate) enum Child {
         #[arg(long)]
         workers: u64,
     },
-    /// Restart on an existing store: read, restore the dataflow, ingest one delta.
+    /// Restart on an existing store: read, restore the dataflow, ingest one membership (in
+    /// `room`), then one ban rule matching it (in `policy_room`).
     #[command(hide = true)]
     Restore {
         #[arg(long)]
@@ -31,6 +32,8 @@ pub(crate) enum Child {
         workers: u64,
         #[arg(long)]
         room: String,
+        #[arg(long)]
+        policy_room: String,
         /// Recompute every derived replica instead of resuming those that can be resumed.
         #[arg(long)]
         recompute: bool,
@@ -80,6 +83,25 @@ pub(crate) fn member_event(room: &str, user: &str, membership: &str, n: usize) -
         state_key: Some(user.to_string()),
         sender: user.to_string(),
         origin_server_ts: Some(1_800_000_000_000 + n as i64),
+        content,
+        redacted_because: false,
+        redacts: None,
+    })
+}
+
+/// A literal ban rule on `user` in policy room `room`.
+fn ban_rule(room: &str, user: &str) -> SourceItem {
+    let mut content = Map::new();
+    content.insert("entity".into(), user.into());
+    content.insert("recommendation".into(), "m.ban".into());
+    content.insert("reason".into(), "restore benchmark".into());
+    SourceItem::Event(Event {
+        event_id: "$benchrule".into(),
+        room_id: room.to_string(),
+        event_type: "m.policy.rule.user".into(),
+        state_key: Some(format!("rule:{user}")),
+        sender: "@bench:bench.example".into(),
+        origin_server_ts: Some(1_900_000_000_000),
         content,
         redacted_because: false,
         redacts: None,
@@ -136,6 +158,7 @@ pub(crate) fn run_as_child(child: Child) -> anyhow::Result<()> {
             store,
             workers,
             room,
+            policy_room,
             recompute,
         } => {
             let start = Instant::now();
@@ -152,8 +175,14 @@ pub(crate) fn run_as_child(child: Child) -> anyhow::Result<()> {
             let resumed = m.runtime().resumed().to_vec();
             m.ingest(&[member_event(&room, "@probe:probe.example", "join", 0)])?;
             let first = secs(start);
+            // The first policy change after a restart meets the old users: what it waits for.
+            let t = Instant::now();
+            m.ingest(&[ban_rule(&policy_room, "@probe:probe.example")])?;
+            let first_rule = secs(t);
+            let rule_bans = m.show("member_bans", None, None)?.len() as i64 - bans as i64;
             emit_result(json!({
                 "open": open, "read": read, "dataflow": dataflow, "first": first,
+                "first_rule": first_rule, "rule_bans": rule_bans,
                 "member_bans": bans, "resumed": resumed,
             }));
         }

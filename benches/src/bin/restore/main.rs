@@ -139,6 +139,9 @@ struct Restored {
     first: f64,
     rss: f64,
     bans: f64,
+    /// The first ban rule after the first delta, and the bans it added.
+    first_rule: f64,
+    rule_bans: f64,
     resumed: Value,
 }
 
@@ -146,7 +149,7 @@ fn restore_runs(
     base: &Path,
     work: &Path,
     workers: &str,
-    room: &str,
+    (room, policy_room): (&str, &str),
     runs: usize,
     label: &str,
     extra: &[&str],
@@ -164,6 +167,8 @@ fn restore_runs(
             workers,
             "--room",
             room,
+            "--policy-room",
+            policy_room,
         ];
         args.extend_from_slice(extra);
         outs.push(child(
@@ -178,6 +183,8 @@ fn restore_runs(
         read: field("read"),
         dataflow: field("dataflow"),
         first: field("first"),
+        first_rule: field("first_rule"),
+        rule_bans: field("rule_bans"),
         rss: field("peak_rss"),
         bans: field("member_bans"),
         resumed: outs
@@ -223,6 +230,8 @@ fn main() -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&work)?;
     let room = workload.protected_room_ids()[0].to_string();
+    let policy_room = workload.policy_room_ids()[0].to_string();
+    let rooms = (room.as_str(), policy_room.as_str());
     let d = dir.display().to_string();
 
     // (a) Re-ingest: fresh store, every file, then a clean shutdown (revisions captured).
@@ -265,7 +274,7 @@ fn main() -> anyhow::Result<()> {
         &base,
         &work,
         &workers,
-        &room,
+        rooms,
         cli.runs.max(1),
         "clean stop",
         &[],
@@ -275,7 +284,7 @@ fn main() -> anyhow::Result<()> {
         &base,
         &work,
         &workers,
-        &room,
+        rooms,
         cli.runs.max(1),
         "clean stop, recomputing",
         &["--recompute"],
@@ -322,7 +331,7 @@ fn main() -> anyhow::Result<()> {
                 &store,
                 &work,
                 &workers,
-                &room,
+                rooms,
                 cli.runs.max(1),
                 &format!("{n} deltas"),
                 &[],
@@ -360,7 +369,7 @@ fn main() -> anyhow::Result<()> {
                 &store,
                 &work,
                 &workers,
-                &room,
+                rooms,
                 cli.runs.max(1),
                 &format!("SIGKILL after {n} deltas"),
                 &[],
@@ -445,6 +454,15 @@ fn main() -> anyhow::Result<()> {
         fmt_secs(clean.first),
         fmt_ratio(reingest, clean.first),
         fmt_bytes(clean.rss),
+    ]);
+    t.row(vec![
+        format!(
+            "restart: then a first new ban rule (literal, on a watched list) final, adding {} bans",
+            clean.rule_bans
+        ),
+        fmt_secs(clean.first_rule),
+        String::new(),
+        String::new(),
     ]);
     t.row(vec![
         "restart, recomputing every derived replica: dataflow restored".into(),
