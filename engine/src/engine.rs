@@ -702,6 +702,15 @@ impl<R: Record> Engine<R> {
         e
     }
 
+    /// Waits until every seed revision of the restore is decoded whole (it no longer reads
+    /// the store).
+    pub(crate) fn wait_decodings(&self) -> Result<(), Error> {
+        for d in &self.decodings {
+            d.wait().map_err(|e| Error::Corrupt(e.to_string()))?;
+        }
+        Ok(())
+    }
+
     /// The base's restore point and which replicas are based, for a resumed dataflow.
     pub(crate) fn base(&self) -> Option<(u64, &[bool])> {
         self.base.as_ref().map(|b| (b.as_of, b.based.as_slice()))

@@ -34,7 +34,9 @@ pub(crate) type Rows<R> = Arc<Vec<(R, isize)>>;
 /// up by chunk ([`Decoding::range`]): the chunks a lookup needs are read and decoded, once.
 pub(crate) struct Decoding<R> {
     cell: OnceLock<Result<Rows<R>, String>>,
-    chunks: Option<Chunks<R>>,
+    /// Dropped once the outcome is set: the chunks read meanwhile, and the store handle
+    /// (which `Runtime::compact_store` needs back).
+    chunks: Mutex<Option<Arc<Chunks<R>>>>,
 }
 
 /// A stored revision's chunks, read when first needed (see [`Decoding::range`]).
@@ -52,7 +54,7 @@ impl<R> Decoding<R> {
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(Decoding {
             cell: OnceLock::new(),
-            chunks: None,
+            chunks: Mutex::new(None),
         })
     }
 
@@ -61,13 +63,13 @@ impl<R> Decoding<R> {
     pub(crate) fn stored(store: Arc<Store>, name: &str, as_of: u64, chunks: u32) -> Arc<Self> {
         Arc::new(Decoding {
             cell: OnceLock::new(),
-            chunks: Some(Chunks {
+            chunks: Mutex::new(Some(Arc::new(Chunks {
                 store,
                 name: name.to_string(),
                 as_of,
                 firsts: (0..chunks).map(|_| OnceLock::new()).collect(),
                 decoded: (0..chunks).map(|_| OnceLock::new()).collect(),
-            }),
+            }))),
         })
     }
 
@@ -78,9 +80,10 @@ impl<R> Decoding<R> {
         d
     }
 
-    /// Sets the outcome (once; a second outcome is ignored).
+    /// Sets the outcome (once; a second outcome is ignored), and lets go of the chunks.
     pub(crate) fn set(&self, outcome: Result<Rows<R>, String>) {
         let _ = self.cell.set(outcome);
+        self.chunks.lock().expect("chunks lock").take();
     }
 
     /// The rows, or why they could not be decoded, waiting until decoded.
@@ -113,7 +116,8 @@ impl<R: Record> Decoding<R> {
         if let Some(outcome) = self.try_get() {
             return sorted_range(rows_of(outcome), &key, k).to_vec();
         }
-        let Some(chunks) = &self.chunks else {
+        let chunks = self.chunks.lock().expect("chunks lock").clone();
+        let Some(chunks) = chunks.as_deref() else {
             return sorted_range(self.rows(), &key, k).to_vec();
         };
         let n = chunks.firsts.len();
@@ -210,11 +214,10 @@ pub struct Revision<R>(Arc<Decoding<R>>);
 
 impl<R> std::fmt::Debug for Revision<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (&self.0.chunks, self.0.try_get()) {
-            (_, Some(Ok(rows))) => write!(f, "Revision({} records)", rows.len()),
-            (_, Some(Err(e))) => write!(f, "Revision(failed: {e})"),
-            (Some(c), None) => write!(f, "Revision({} chunks, decoding)", c.firsts.len()),
-            (None, None) => write!(f, "Revision(decoding)"),
+        match self.0.try_get() {
+            Some(Ok(rows)) => write!(f, "Revision({} records)", rows.len()),
+            Some(Err(e)) => write!(f, "Revision(failed: {e})"),
+            None => write!(f, "Revision(decoding)"),
         }
     }
 }

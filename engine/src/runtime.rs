@@ -480,13 +480,19 @@ impl<R: Record> Runtime<R> {
         };
         let revisions = store.revisions()?;
         let (delete, log_through) = gc_plan(&self.dag, &revisions, self.config.keep_revisions);
-        // The running dataflow's base revisions are decoded before they go.
+        // The running dataflow's base and seed revisions are decoded before they go.
         if let Some((base, _)) = self.engine.as_ref().and_then(|e| e.base()) {
             let going: Vec<ReplicaId> = (delete.iter())
                 .filter(|(_, as_of)| *as_of == base)
                 .filter_map(|(name, _)| self.dag.id(name))
                 .collect();
             self.give_bases(&going)?;
+            if !going.is_empty() {
+                self.engine
+                    .as_ref()
+                    .expect("engine started")
+                    .wait_decodings()?;
+            }
         }
         let log_through = log_through.filter(|_| cut_log);
         if !delete.is_empty() || log_through.is_some() {
@@ -501,7 +507,7 @@ impl<R: Record> Runtime<R> {
         let Some(store) = self.store.as_mut() else {
             return Err(Error::NoStore("compacting the store file"));
         };
-        // Threads decoding a restore's seeds hold the store for a few seconds at most.
+        // A restore's seeds hold the store until they are decoded (a few seconds at most).
         loop {
             if let Some(s) = Arc::get_mut(store) {
                 return Ok(s.compact_file()?);
