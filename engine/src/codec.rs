@@ -20,21 +20,32 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T,
         .map_err(|e| crate::Error::Corrupt(format!("{what} does not decode: {e}")))
 }
 
-/// Decodes `bytes`, or (when `prefix`) the value at their beginning, ignoring the rest.
-pub(crate) fn decode_prefix<T: DeserializeOwned>(
+/// Decodes chunk `i` of revision `(replica, as_of)`.
+pub(crate) fn decode_chunk<R: DeserializeOwned>(
     bytes: &[u8],
-    what: &str,
-    prefix: bool,
-) -> Result<T, crate::Error> {
-    if !prefix {
-        return decode(bytes, what);
-    }
-    use bincode::Options;
-    bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .allow_trailing_bytes()
-        .deserialize(bytes)
-        .map_err(|e| crate::Error::Corrupt(format!("{what} does not decode: {e}")))
+    replica: &str,
+    as_of: u64,
+    i: u32,
+) -> Result<Vec<(R, isize)>, crate::Error> {
+    let rows: Vec<(R, i64)> = decode(bytes, &chunk_name(replica, as_of, i))?;
+    Ok(rows.into_iter().map(|(r, d)| (r, d as isize)).collect())
+}
+
+/// The first record of chunk `i` of revision `(replica, as_of)`: a chunk's encoding starts
+/// with its length and first record, and the rest is ignored.
+pub(crate) fn decode_first<R: DeserializeOwned>(
+    bytes: &[u8],
+    replica: &str,
+    as_of: u64,
+    i: u32,
+) -> Result<R, crate::Error> {
+    let (_len, (first, _diff)): (u64, (R, i64)) = decode(bytes, &chunk_name(replica, as_of, i))?;
+    Ok(first)
+}
+
+/// How errors name a revision chunk.
+fn chunk_name(replica: &str, as_of: u64, i: u32) -> String {
+    format!("revision ({replica}, {as_of}) chunk {i}")
 }
 
 /// Splits sorted records into encoded chunks.

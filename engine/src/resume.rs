@@ -145,27 +145,23 @@ impl<R: Record> Decoding<R> {
 
     /// Chunk `i`'s first record, read once.
     fn first<'a>(&'a self, chunks: &'a Chunks<R>, i: usize) -> &'a R {
-        chunks.firsts[i].get_or_init(|| {
-            let (_, (first, _)): (u64, (R, i64)) = self.read_chunk(chunks, i, true);
-            first
-        })
+        chunks.firsts[i].get_or_init(|| self.read_chunk(chunks, i, codec::decode_first))
     }
 
     /// Chunk `i`'s records, read and decoded once.
     fn chunk<'a>(&'a self, chunks: &'a Chunks<R>, i: usize) -> &'a [(R, isize)] {
-        chunks.decoded[i].get_or_init(|| {
-            let rows: Vec<(R, i64)> = self.read_chunk(chunks, i, false);
-            rows.into_iter().map(|(r, d)| (r, d as isize)).collect()
-        })
+        chunks.decoded[i].get_or_init(|| self.read_chunk(chunks, i, codec::decode_chunk))
     }
 
-    /// Reads and decodes chunk `i` (its beginning, when `prefix`: the encoding of a chunk
-    /// starts with its length and first record).
-    fn read_chunk<T: serde::de::DeserializeOwned>(
+    /// Reads chunk `i` and decodes it with `decode` (all of it, or its first record).
+    ///
+    /// # Panics
+    /// If it cannot be read or decoded; the outcome is set to why.
+    fn read_chunk<T>(
         &self,
         chunks: &Chunks<R>,
         i: usize,
-        prefix: bool,
+        decode: fn(&[u8], &str, u64, u32) -> Result<T, crate::Error>,
     ) -> T {
         let (name, as_of) = (&chunks.name, chunks.as_of);
         let mut out = None;
@@ -173,8 +169,7 @@ impl<R: Record> Decoding<R> {
         let read = chunks
             .store
             .for_each_revision_chunk(name, as_of, i..i + 1, |_, bytes| {
-                let what = format!("revision ({name}, {as_of}) chunk {i}");
-                out = Some(codec::decode_prefix(bytes, &what, prefix)?);
+                out = Some(decode(bytes, name, as_of, i)?);
                 Ok::<_, crate::Error>(())
             });
         match (read, out) {

@@ -574,9 +574,7 @@ impl<R: Record> Runtime<R> {
         let store = self.store.as_ref().expect("store");
         let mut rows = Vec::new();
         for (i, chunk) in store.revision_chunks(replica, as_of)?.iter().enumerate() {
-            let part: Vec<(R, i64)> =
-                codec::decode(chunk, &format!("revision ({replica}, {as_of}) chunk {i}"))?;
-            rows.extend(part.into_iter().map(|(r, d)| (r, d as isize)));
+            rows.extend(codec::decode_chunk(chunk, replica, as_of, i as u32)?);
         }
         Ok(rows)
     }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use serde_json::{Value, json};
 
@@ -15,18 +15,23 @@ fn member(i: u64, membership: &str) -> String {
     .to_string()
 }
 
-#[test]
-fn stream_emits_deltas_skips_bad_lines_and_survives_sigkill() {
-    let s = Scratch::new();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_prr"))
+/// `prr stream --emit <emit>` on the scratch store, its standard streams piped.
+fn stream(s: &Scratch, emit: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_prr"))
         .arg("--store")
         .arg(s.store())
-        .args(["stream", "--emit", "member_bans,room_members"])
+        .args(["stream", "--emit", emit])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn stream_emits_deltas_skips_bad_lines_and_survives_sigkill() {
+    let s = Scratch::new();
+    let mut child = stream(&s, "member_bans,room_members");
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut emitted: Vec<Value> = Vec::new();
@@ -104,15 +109,7 @@ fn compact_after_a_crash_past_the_last_revision_finishes() {
     let s = Scratch::new();
     // A clean stop captures revisions.
     s.ok(&["ingest", super::support::example("demo").to_str().unwrap()]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_prr"))
-        .arg("--store")
-        .arg(s.store())
-        .args(["stream", "--emit", "room_members"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = stream(&s, "room_members");
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
     writeln!(stdin, "{}\n{}", member(1, "join"), member(2, "join")).unwrap();

@@ -11,11 +11,11 @@ use crate::codec::{self, LoggedDelta};
 use crate::description::{Record, ReplicaId};
 use crate::engine::{Delta, DeltaKind, Engine, difference};
 use crate::resume::{Decoding, ResumePlan, Seeds};
+use crate::worker::SourceUpdate;
+use crate::{Error, Seq};
 
 /// The decoded rows of a part of a revision.
 type PartRows<R> = Vec<(R, isize)>;
-use crate::worker::SourceUpdate;
-use crate::{Error, Seq};
 
 /// While replaying the log, the dataflow is stepped to completion every this many entries.
 const REPLAY_STEP: u64 = 1024;
@@ -430,12 +430,11 @@ impl<R: Record> DecodePiece<R> {
             let mut rows = Vec::new();
             let n = self.range.len();
             store.for_each_revision_chunk(name, as_of, self.range.clone(), |i, chunk| {
-                let what = format!("revision ({name}, {as_of}) chunk {i}");
-                let part: Vec<(R, i64)> = codec::decode(chunk, &what)?;
+                let part = codec::decode_chunk(chunk, name, as_of, i)?;
                 if rows.is_empty() {
                     rows.reserve(part.len() * n);
                 }
-                rows.extend(part.into_iter().map(|(r, d)| (r, d as isize)));
+                rows.extend(part);
                 Ok::<_, Error>(())
             })?;
             Ok::<_, Error>(rows)
