@@ -12,7 +12,7 @@ use timely::WorkerConfig;
 use timely::communication::initialize::WorkerGuards;
 
 use crate::description::{Dag, JoinView, Record, ReplicaId};
-use crate::resume::{Decoding, ResumePlan, Revision};
+use crate::resume::{Decoders, Decoding, ResumePlan, Revision};
 use crate::worker::{Captured, Command, Reply, SourceUpdate, WorkerLink, run_worker};
 use crate::{Error, Seq};
 
@@ -27,6 +27,9 @@ pub struct RuntimeConfig {
     pub(crate) log_gc: bool,
     pub(crate) read_only: bool,
     pub(crate) resume: bool,
+    /// Tests: the threads that decode a restore's seeds wait until stopped.
+    #[cfg(test)]
+    pub(crate) pause_decoding: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -40,6 +43,8 @@ impl Default for RuntimeConfig {
             log_gc: false,
             read_only: false,
             resume: true,
+            #[cfg(test)]
+            pause_decoding: false,
         }
     }
 }
@@ -474,10 +479,12 @@ pub(crate) struct Engine<R: Record> {
     /// Per view with subscribers: the state its deltas are derived from.
     views: Vec<Option<ViewState<R>>>,
     pub(crate) workers: Workers<R>,
+    /// The threads that decode a resumed dataflow's seeds (see [`Engine::why`]). Declared
+    /// after `workers`, so dropped after the workers stop: no worker waits for a revision
+    /// when they stop.
+    decoders: Option<Decoders<R>>,
     /// The base revisions of a resumed dataflow (see [`Base`]).
     base: Option<Base<R>>,
-    /// The revisions a resumed dataflow's seeds are decoded from (see [`Engine::why`]).
-    decodings: Vec<Arc<Decoding<R>>>,
     /// Source deltas fed so far: the last `Seq`.
     pub(crate) fed: u64,
     /// Every replica is final below this.
@@ -495,16 +502,14 @@ impl<R: Record> Engine<R> {
     pub(crate) fn start_resumed(
         dag: Arc<Dag<R>>,
         workers: usize,
-        plan: Option<Arc<ResumePlan<R>>>,
+        resume: Option<(Arc<ResumePlan<R>>, Decoders<R>)>,
     ) -> Result<Self, Error> {
         let n = dag.len();
+        let (plan, decoders) = resume.unzip();
         Ok(Engine {
             dag: dag.clone(),
             views: (0..n).map(|_| None).collect(),
-            decodings: (plan.iter())
-                .flat_map(|p| p.seeds.iter().flatten())
-                .flat_map(|s| s.decodings())
-                .collect(),
+            decoders,
             base: plan.as_ref().map(|p| Base {
                 as_of: p.as_of,
                 based: p.based.clone(),
@@ -693,7 +698,7 @@ impl<R: Record> Engine<R> {
     /// needed it stopped) is reported as such.
     fn why(&self, e: Error) -> Error {
         if matches!(e, Error::WorkerFailed) {
-            for d in &self.decodings {
+            for d in self.decoders.iter().flat_map(|d| d.decodings()) {
                 if let Some(Err(message)) = d.try_get() {
                     return Error::Corrupt(message.to_string());
                 }
@@ -705,7 +710,7 @@ impl<R: Record> Engine<R> {
     /// Waits until every seed revision of the restore is decoded whole (it no longer reads
     /// the store).
     pub(crate) fn wait_decodings(&self) -> Result<(), Error> {
-        for d in &self.decodings {
+        for d in self.decoders.iter().flat_map(|d| d.decodings()) {
             d.wait().map_err(|e| Error::Corrupt(e.to_string()))?;
         }
         Ok(())
@@ -734,8 +739,18 @@ impl<R: Record> Engine<R> {
         self.workers.frontiers()
     }
 
+    /// Stops the workers, then the threads decoding the seeds; dropping the engine then
+    /// abandons the seeds left undecoded (see [`Decoders`]).
+    pub(crate) fn stop_threads(&mut self) -> Result<(), Error> {
+        let stopped = self.workers.stop();
+        if let Some(d) = self.decoders.as_mut() {
+            d.stop();
+        }
+        stopped
+    }
+
     pub(crate) fn stop(mut self) -> Result<(), Error> {
-        self.workers.stop()
+        self.stop_threads()
     }
 }
 

@@ -19,7 +19,8 @@
 use std::any::Any;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::thread::JoinHandle;
 
 use prr_persist::Store;
 
@@ -37,11 +38,67 @@ pub(crate) struct Decoding<R> {
     /// Dropped once the outcome is set: the chunks read meanwhile, and the store handle
     /// (which `Runtime::compact_store` needs back).
     chunks: Mutex<Option<Arc<Chunks<R>>>>,
+    /// No thread decodes it any more (the runtime stopped its decoders, see
+    /// [`Decoding::abandon`]): a reader of all of it decodes it itself.
+    abandoned: AtomicBool,
+    /// Notified, with `chunks` locked, when the outcome is set or it is abandoned.
+    changed: Condvar,
+}
+
+/// The threads that decode a restore's seed revisions in the background (see
+/// `Runtime::decode_revisions`), owned by the dataflow they serve. Dropping them stops them:
+/// each finishes the piece it decodes, then the revisions left undecoded are abandoned (a
+/// reader of all of one decodes it itself). So no thread outlives the dataflow holding the
+/// store: the file is closed cleanly when the runtime, and every revision it handed out, are
+/// dropped, and a process that exits right after a restore leaves nothing to repair.
+pub(crate) struct Decoders<R> {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    decodings: Vec<Arc<Decoding<R>>>,
+}
+
+impl<R> Decoders<R> {
+    /// Threads told to stop by `stop`, decoding `decodings`.
+    pub(crate) fn new(
+        stop: Arc<AtomicBool>,
+        threads: Vec<JoinHandle<()>>,
+        decodings: Vec<Arc<Decoding<R>>>,
+    ) -> Self {
+        Decoders {
+            stop,
+            threads,
+            decodings,
+        }
+    }
+
+    /// The revisions they decode.
+    pub(crate) fn decodings(&self) -> &[Arc<Decoding<R>>] {
+        &self.decodings
+    }
+
+    /// Stops the threads: each finishes the piece it decodes. They no longer hold the store.
+    pub(crate) fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl<R> Drop for Decoders<R> {
+    fn drop(&mut self) {
+        self.stop();
+        for d in &self.decodings {
+            d.abandon();
+        }
+    }
 }
 
 /// A stored revision's chunks, read when first needed (see [`Decoding::range`]).
 struct Chunks<R> {
-    store: Arc<Store>,
+    /// Not a strong handle: the runtime that owns the store closes it when it stops, whatever
+    /// revisions are still held (a read after that fails: "the store is closed").
+    store: Weak<Store>,
     name: String,
     as_of: u64,
     /// Each chunk's first record.
@@ -55,21 +112,25 @@ impl<R> Decoding<R> {
         Arc::new(Decoding {
             cell: OnceLock::new(),
             chunks: Mutex::new(None),
+            abandoned: AtomicBool::new(false),
+            changed: Condvar::new(),
         })
     }
 
     /// A revision to decode (on another thread), that can be looked up by chunk meanwhile:
-    /// `chunks` chunks of revision `(name, as_of)` in `store`.
-    pub(crate) fn stored(store: Arc<Store>, name: &str, as_of: u64, chunks: u32) -> Arc<Self> {
+    /// `chunks` chunks of revision `(name, as_of)` in `store`, while it is open.
+    pub(crate) fn stored(store: &Arc<Store>, name: &str, as_of: u64, chunks: u32) -> Arc<Self> {
         Arc::new(Decoding {
             cell: OnceLock::new(),
             chunks: Mutex::new(Some(Arc::new(Chunks {
-                store,
+                store: Arc::downgrade(store),
                 name: name.to_string(),
                 as_of,
                 firsts: (0..chunks).map(|_| OnceLock::new()).collect(),
                 decoded: (0..chunks).map(|_| OnceLock::new()).collect(),
             }))),
+            abandoned: AtomicBool::new(false),
+            changed: Condvar::new(),
         })
     }
 
@@ -84,16 +145,59 @@ impl<R> Decoding<R> {
     pub(crate) fn set(&self, outcome: Result<Rows<R>, String>) {
         let _ = self.cell.set(outcome);
         self.chunks.lock().expect("chunks lock").take();
+        self.changed.notify_all();
     }
 
-    /// The rows, or why they could not be decoded, waiting until decoded.
-    pub(crate) fn wait(&self) -> Result<&Rows<R>, &str> {
-        self.cell.wait().as_ref().map_err(String::as_str)
+    /// Marks it as decoded by no other thread: its decoders stopped (they are joined before
+    /// this is called). A reader of all of it then decodes it on its own thread.
+    pub(crate) fn abandon(&self) {
+        let _chunks = self.chunks.lock().expect("chunks lock");
+        self.abandoned.store(true, Ordering::SeqCst);
+        self.changed.notify_all();
     }
 
     /// The outcome, if decoding is over.
     pub(crate) fn try_get(&self) -> Option<Result<&Rows<R>, &str>> {
         self.cell.get().map(|r| r.as_ref().map_err(String::as_str))
+    }
+}
+
+impl<R: Record> Decoding<R> {
+    /// The rows, or why they could not be decoded, waiting until decoded (decoding them here
+    /// if no other thread does any more).
+    pub(crate) fn wait(&self) -> Result<&Rows<R>, &str> {
+        loop {
+            if let Some(outcome) = self.cell.get() {
+                return outcome.as_ref().map_err(String::as_str);
+            }
+            if self.abandoned.load(Ordering::SeqCst) {
+                self.decode_here();
+                continue;
+            }
+            let chunks = self.chunks.lock().expect("chunks lock");
+            if self.cell.get().is_none() && !self.abandoned.load(Ordering::SeqCst) {
+                drop(self.changed.wait(chunks).expect("chunks lock"));
+            }
+        }
+    }
+
+    /// Decodes every chunk on this thread (those read by lookups already are not read again)
+    /// and sets the outcome: the rows, or why a chunk could not be read.
+    fn decode_here(&self) {
+        let chunks = self.chunks.lock().expect("chunks lock").clone();
+        let Some(chunks) = chunks else {
+            // The outcome is set before the chunks go; a decoding made without chunks is
+            // given its outcome by its maker.
+            return self.set(Err("a revision with nothing to decode it from".into()));
+        };
+        let mut all = Vec::new();
+        for i in 0..chunks.decoded.len() {
+            match self.try_chunk(&chunks, i) {
+                Ok(rows) => all.extend_from_slice(rows),
+                Err(e) => return self.set(Err(e)),
+            }
+        }
+        self.set(Ok(Arc::new(crate::runtime::sorted(all))));
     }
 
     /// The rows, waiting until decoded.
@@ -103,9 +207,7 @@ impl<R> Decoding<R> {
     fn rows(&self) -> &Rows<R> {
         self.wait().unwrap_or_else(|e| panic!("{e}"))
     }
-}
 
-impl<R: Record> Decoding<R> {
     /// The records whose `key` is `k`, in order; `key` must order as the records do (a
     /// leading field, or fields, of them). From the decoded rows if they are, else from the
     /// chunks that can hold them.
@@ -153,6 +255,19 @@ impl<R: Record> Decoding<R> {
         chunks.decoded[i].get_or_init(|| self.read_chunk(chunks, i, codec::decode_chunk))
     }
 
+    /// Chunk `i`'s records, read and decoded once, or why they cannot be.
+    fn try_chunk<'a>(
+        &'a self,
+        chunks: &'a Chunks<R>,
+        i: usize,
+    ) -> Result<&'a [(R, isize)], String> {
+        if let Some(rows) = chunks.decoded[i].get() {
+            return Ok(rows);
+        }
+        let rows = Self::try_read_chunk(chunks, i, codec::decode_chunk)?;
+        Ok(chunks.decoded[i].get_or_init(|| rows))
+    }
+
     /// Reads chunk `i` and decodes it with `decode` (all of it, or its first record).
     ///
     /// # Panics
@@ -163,24 +278,34 @@ impl<R: Record> Decoding<R> {
         i: usize,
         decode: fn(&[u8], &str, u64, u32) -> Result<T, crate::Error>,
     ) -> T {
+        Self::try_read_chunk(chunks, i, decode).unwrap_or_else(|e| {
+            // The reader that waits for all of it, and the runtime, learn why.
+            self.set(Err(e.clone()));
+            panic!("{e}")
+        })
+    }
+
+    /// Reads chunk `i` and decodes it with `decode`, or says why it cannot.
+    fn try_read_chunk<T>(
+        chunks: &Chunks<R>,
+        i: usize,
+        decode: fn(&[u8], &str, u64, u32) -> Result<T, crate::Error>,
+    ) -> Result<T, String> {
         let (name, as_of) = (&chunks.name, chunks.as_of);
+        let Some(store) = chunks.store.upgrade() else {
+            return Err(format!(
+                "revision ({name}, {as_of}): the store is closed (its runtime stopped)"
+            ));
+        };
         let mut out = None;
         let i = i as u32;
-        let read = chunks
-            .store
+        store
             .for_each_revision_chunk(name, as_of, i..i + 1, |_, bytes| {
                 out = Some(decode(bytes, name, as_of, i)?);
                 Ok::<_, crate::Error>(())
-            });
-        match (read, out) {
-            (Ok(()), Some(v)) => v,
-            (Err(e), _) => {
-                // The reader that waits for all of it, and the runtime, learn why.
-                self.set(Err(e.to_string()));
-                panic!("{e}")
-            }
-            (Ok(()), None) => unreachable!("a chunk read without an error was handed over"),
-        }
+            })
+            .map_err(|e| e.to_string())?;
+        out.ok_or_else(|| format!("revision ({name}, {as_of}) chunk {i} is missing"))
     }
 }
 
@@ -353,6 +478,16 @@ impl<R: Record> Seeds<R> {
             .unwrap_or(&[])
     }
 
+    /// Input `i`'s contents at the restore point, like [`Seeds::input`], or why they cannot
+    /// be decoded: a corrupt store, or a store closed since (its runtime stopped). For threads
+    /// of the resume computation's own that outlive the dataflow.
+    pub fn try_input(&self, i: usize) -> Result<&[(R, isize)], String> {
+        match self.inputs.get(i) {
+            Some(d) => d.wait().map(|rows| rows.as_slice()).map_err(str::to_string),
+            None => Ok(&[]),
+        }
+    }
+
     /// Input `i`'s revision at the restore point, to look up without decoding it whole
     /// ([`Revision::range`]).
     ///
@@ -360,11 +495,6 @@ impl<R: Record> Seeds<R> {
     /// If the replica has no input `i` (one resumed because it reads deltas only has none).
     pub fn revision(&self, i: usize) -> Revision<R> {
         Revision::new(self.inputs[i].clone())
-    }
-
-    /// Every input's revision decoded for this replica.
-    pub(crate) fn decodings(&self) -> Vec<Arc<Decoding<R>>> {
-        self.inputs.clone()
     }
 
     /// Input `i`'s revision, if decoded for this replica (every input of a replica with a
@@ -422,12 +552,12 @@ mod tests {
 
     use super::*;
 
+    /// A store's directory, the store, and a decoding of its revision.
+    type Stored = (tempfile::TempDir, Arc<Store>, Arc<Decoding<(u32, u32)>>);
+
     /// A store with one revision of `rows` in chunks of `per_chunk` records, as a decoding
     /// that reads it by chunk (nothing decodes it whole).
-    fn stored(
-        rows: &[((u32, u32), i64)],
-        per_chunk: usize,
-    ) -> (tempfile::TempDir, Arc<Decoding<(u32, u32)>>) {
+    fn stored(rows: &[((u32, u32), i64)], per_chunk: usize) -> Stored {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().join("s.redb")).unwrap();
         let chunks: Vec<Vec<u8>> = rows.chunks(per_chunk).map(|c| codec::encode(&c)).collect();
@@ -442,7 +572,9 @@ mod tests {
         store
             .write_revisions(5, &[write], 0, &[] as &[&str])
             .unwrap();
-        (dir, Decoding::stored(Arc::new(store), "r", 5, n))
+        let store = Arc::new(store);
+        let d = Decoding::stored(&store, "r", 5, n);
+        (dir, store, d)
     }
 
     /// Lookups by chunk find what a search of the whole finds: keys within one chunk, across
@@ -458,7 +590,7 @@ mod tests {
         }
         let whole: Vec<((u32, u32), isize)> = rows.iter().map(|(r, d)| (*r, *d as isize)).collect();
         for per_chunk in [1, 2, 3, 5, 100] {
-            let (_dir, d) = stored(&rows, per_chunk);
+            let (_dir, _store, d) = stored(&rows, per_chunk);
             for a in 0..9u32 {
                 let got = d.range(|r| r.0, &a);
                 assert_eq!(got, sorted_range(&whole, &|r: &(u32, u32)| r.0, &a), "{a}");
@@ -473,6 +605,53 @@ mod tests {
             d.set(Ok(Arc::new(whole.clone())));
             assert_eq!(d.range(|r| r.0, &4).len(), 8);
         }
+    }
+
+    /// A revision that its decoding threads abandoned (they stopped) is decoded by its first
+    /// reader of all of it, on the reader's thread, after lookups read some chunks already
+    /// (also a reader that was waiting already: it wakes); then it lets go of the store.
+    #[test]
+    fn an_abandoned_revision_is_decoded_by_its_reader() {
+        let rows: Vec<((u32, u32), i64)> = (0..50u32).map(|i| ((i / 4, i), 1)).collect();
+        let whole: Vec<((u32, u32), isize)> = rows.iter().map(|(r, d)| (*r, *d as isize)).collect();
+        let (_dir, store, d) = stored(&rows, 7);
+        assert_eq!(d.range(|r| r.0, &5).len(), 4);
+        let waiting = {
+            let d = d.clone();
+            std::thread::spawn(move || d.wait().map(|rows| rows.len()).map_err(str::to_string))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        d.abandon();
+        assert_eq!(waiting.join().unwrap(), Ok(50));
+        assert_eq!(d.wait().unwrap().as_slice(), whole.as_slice());
+        assert_eq!(
+            Arc::weak_count(&store),
+            0,
+            "the decoded revision let go of the store"
+        );
+    }
+
+    /// A revision whose store was closed (its runtime stopped) cannot be read: a reader of all
+    /// of it, waiting or not, learns why, and a lookup fails with the same reason.
+    #[test]
+    fn a_revision_of_a_closed_store_says_so() {
+        let rows: Vec<((u32, u32), i64)> = (0..20u32).map(|i| ((i, i), 1)).collect();
+        let (_dir, store, d) = stored(&rows, 7);
+        let waiting = {
+            let d = d.clone();
+            std::thread::spawn(move || d.wait().map(|rows| rows.len()).map_err(str::to_string))
+        };
+        drop(store);
+        d.abandon();
+        let why = waiting.join().unwrap().unwrap_err();
+        assert!(
+            why.contains("revision (r, 5): the store is closed"),
+            "{why}"
+        );
+        assert_eq!(d.wait().unwrap_err(), why);
+        let lookup =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d.range(|r| r.0, &3)));
+        assert!(lookup.is_err());
     }
 
     /// A chunk that does not decode fails the lookup that reads it, and the outcome says which
@@ -492,7 +671,8 @@ mod tests {
         store
             .write_revisions(5, &[write], 0, &[] as &[&str])
             .unwrap();
-        let d: Arc<Decoding<(u32, u32)>> = Decoding::stored(Arc::new(store), "r", 5, 2);
+        let store = Arc::new(store);
+        let d: Arc<Decoding<(u32, u32)>> = Decoding::stored(&store, "r", 5, 2);
         let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d.range(|r| r.0, &3)));
         assert!(panic.is_err());
         let why = d.try_get().unwrap().unwrap_err();

@@ -340,10 +340,16 @@ impl<R: Record> Runtime<R> {
     }
 
     /// Stops the running dataflow, if any (it restarts from the store when next needed).
+    /// Stops the dataflow, to restart it later. Its seeds are decoded first: a revision
+    /// handed out (`read_split`) outlives it and stays readable.
     fn stop_engine(&mut self) -> Result<(), Error> {
         self.resumed.clear();
         match self.engine.take() {
-            Some(engine) => engine.stop(),
+            Some(engine) => {
+                let decoded = engine.wait_decodings();
+                engine.stop()?;
+                decoded
+            }
             None => Ok(()),
         }
     }
@@ -508,6 +514,9 @@ impl<R: Record> Runtime<R> {
             return Err(Error::NoStore("compacting the store file"));
         };
         // A restore's seeds hold the store until they are decoded (a few seconds at most).
+        if let Some(engine) = &self.engine {
+            engine.wait_decodings()?;
+        }
         loop {
             if let Some(s) = Arc::get_mut(store) {
                 return Ok(s.compact_file()?);
@@ -525,7 +534,17 @@ impl<R: Record> Runtime<R> {
         {
             self.capture_revisions()?;
         }
-        self.stop_engine()
+        self.resumed.clear();
+        let Some(mut engine) = self.engine.take() else {
+            return Ok(());
+        };
+        let stopped = engine.stop_threads();
+        // Nothing else holds the store now (the revisions handed out hold it weakly): this
+        // closes the file, before the seeds left undecoded are abandoned (a thread that waits
+        // for one then gives up instead of reading it).
+        self.store.take();
+        drop(engine);
+        stopped
     }
 
     /// Writes revisions in one transaction with the dictionary strings not yet stored.

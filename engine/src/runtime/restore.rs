@@ -1,7 +1,7 @@
 //! Restore: start points, replaying revisions and the log into a dataflow, rebuild deltas.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 
 use prr_persist::{RevisionInfo, Store};
@@ -10,12 +10,18 @@ use super::Runtime;
 use crate::codec::{self, LoggedDelta};
 use crate::description::{Record, ReplicaId};
 use crate::engine::{Delta, DeltaKind, Engine, difference};
-use crate::resume::{Decoding, ResumePlan, Seeds};
+use crate::resume::{Decoders, Decoding, ResumePlan, Seeds};
 use crate::worker::SourceUpdate;
 use crate::{Error, Seq};
 
 /// The decoded rows of a part of a revision.
 type PartRows<R> = Vec<(R, isize)>;
+
+/// A resumed restore's plan, and the threads decoding its seeds.
+type Planned<R> = (ResumePlan<R>, Decoders<R>);
+
+/// Revisions being decoded in the background, and the threads decoding them.
+type Decoded<R> = (BTreeMap<ReplicaId, Arc<Decoding<R>>>, Decoders<R>);
 
 /// While replaying the log, the dataflow is stepped to completion every this many entries.
 const REPLAY_STEP: u64 = 1024;
@@ -42,12 +48,12 @@ impl<R: Record> Runtime<R> {
         }
         let start = self.start_point(self.last_seq)?;
         let mut engine = match self.resume_plan(start)? {
-            Some(plan) => {
+            Some((plan, decoders)) => {
                 self.resumed = (plan.seeds.iter().enumerate())
                     .filter(|(_, s)| s.is_some())
                     .map(|(i, _)| self.dag.replica(ReplicaId(i as u32)).name().to_string())
                     .collect();
-                self.resumed_engine(start, plan)?
+                self.resumed_engine(start, plan, decoders)?
             }
             None => self.replay_engine(start, start.as_of, None)?,
         };
@@ -95,7 +101,7 @@ impl<R: Record> Runtime<R> {
     /// replica, provided every derived replica has a current revision at the restore point
     /// (else everything is recomputed, and stale revisions give rebuild deltas). Decodes the
     /// revisions that resume computations read, in parallel.
-    fn resume_plan(&self, start: StartPoint) -> Result<Option<ResumePlan<R>>, Error> {
+    fn resume_plan(&self, start: StartPoint) -> Result<Option<Planned<R>>, Error> {
         if start.as_of == 0 || !self.config.resume {
             return Ok(None);
         }
@@ -131,7 +137,7 @@ impl<R: Record> Runtime<R> {
             .filter(|i| resumed[*i] && dag.replica(ReplicaId(*i as u32)).has_resume())
             .flat_map(|i| dag.inputs_of(ReplicaId(i as u32)).iter().copied())
             .collect();
-        let decoded = self.decode_revisions(&wanted, start.as_of)?;
+        let (decoded, decoders) = self.decode_revisions(&wanted, start.as_of)?;
         let seeds = (0..n)
             .map(|i| {
                 let id = ReplicaId(i as u32);
@@ -148,11 +154,12 @@ impl<R: Record> Runtime<R> {
                 })
             })
             .collect();
-        Ok(Some(ResumePlan {
+        let plan = ResumePlan {
             as_of: start.as_of,
             seeds,
             based,
-        }))
+        };
+        Ok(Some((plan, decoders)))
     }
 
     /// The revisions of `replicas` as of `as_of`, each sorted by record, read and decoded in
@@ -164,7 +171,7 @@ impl<R: Record> Runtime<R> {
         &self,
         replicas: &BTreeSet<ReplicaId>,
         as_of: u64,
-    ) -> Result<BTreeMap<ReplicaId, Arc<Decoding<R>>>, Error> {
+    ) -> Result<Decoded<R>, Error> {
         let store = self.store.as_ref().expect("store");
         let infos = store.revisions()?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -179,7 +186,7 @@ impl<R: Record> Runtime<R> {
                         "no revision of `{name}` as of seq {as_of}"
                     )))
                 })?;
-            let cell = Decoding::stored(store.clone(), &name, as_of, info.chunks);
+            let cell = Decoding::stored(store, &name, as_of, info.chunks);
             decoding.insert(*id, cell.clone());
             revisions.push((std::cmp::Reverse(info.records), info.chunks, name, cell));
         }
@@ -209,23 +216,41 @@ impl<R: Record> Runtime<R> {
             }
         }
         let pieces = Arc::new(Mutex::new(pieces));
-        for _ in 0..threads {
-            let (pieces, store) = (pieces.clone(), store.clone());
-            std::thread::spawn(move || {
-                loop {
-                    let piece = pieces.lock().expect("decode pieces lock").pop();
-                    let Some(piece) = piece else { break };
-                    piece.run(&store);
-                }
-            });
-        }
-        Ok(decoding)
+        let stop = Arc::new(AtomicBool::new(false));
+        #[cfg(test)]
+        let paused = self.config.pause_decoding;
+        let threads = (0..threads)
+            .map(|_| {
+                let (pieces, store, stop) = (pieces.clone(), store.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    loop {
+                        #[cfg(test)]
+                        while paused && !stop.load(AtomicOrdering::SeqCst) {
+                            std::thread::sleep(std::time::Duration::from_millis(1));
+                        }
+                        if stop.load(AtomicOrdering::SeqCst) {
+                            break;
+                        }
+                        let piece = pieces.lock().expect("decode pieces lock").pop();
+                        let Some(piece) = piece else { break };
+                        piece.run(&store);
+                    }
+                })
+            })
+            .collect();
+        let decoders = Decoders::new(stop, threads, decoding.values().cloned().collect());
+        Ok((decoding, decoders))
     }
 
     /// A fresh engine that resumes the replicas of `plan`: fed with the revisions at the
     /// restore point of the sources and resumed replicas that are not based (see
     /// [`ResumePlan`]); the log after it is replayed by the caller.
-    fn resumed_engine(&self, start: StartPoint, plan: ResumePlan<R>) -> Result<Engine<R>, Error> {
+    fn resumed_engine(
+        &self,
+        start: StartPoint,
+        plan: ResumePlan<R>,
+        decoders: Decoders<R>,
+    ) -> Result<Engine<R>, Error> {
         let mut updates: Vec<SourceUpdate<R>> = Vec::new();
         for (i, desc) in self.dag.replicas().iter().enumerate() {
             if (desc.is_source() || plan.seeds[i].is_some()) && !plan.based[i] {
@@ -243,8 +268,11 @@ impl<R: Record> Runtime<R> {
                 }
             }
         }
-        let mut engine =
-            Engine::start_resumed(self.dag.clone(), self.config.workers, Some(Arc::new(plan)))?;
+        let mut engine = Engine::start_resumed(
+            self.dag.clone(),
+            self.config.workers,
+            Some((Arc::new(plan), decoders)),
+        )?;
         for (i, rows) in bases.into_iter().enumerate() {
             if let Some(rows) = rows {
                 engine.set_base(ReplicaId(i as u32), rows);
@@ -457,5 +485,103 @@ impl<R: Record> DecodePiece<R> {
             }
             a.cell.set(Ok(Arc::new(super::sorted(all))));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::mpsc::{Receiver, Sender, channel};
+    use std::sync::{Arc, Mutex};
+
+    use prr_persist::Store;
+
+    use crate::{Dag, Input, ReplicaDescription, Runtime, RuntimeConfig, SourceDelta};
+
+    /// What a thread of `copy`'s resume computation got when it read the seed.
+    type Got = Result<usize, String>;
+
+    /// numbers (source) -> copy, which reads numbers in full and resumes from their deltas.
+    /// Its resume computation also starts a thread of its own that reads the seed whole and
+    /// sends what it got to `got`, like a resume index built in the background.
+    fn dag(got: Option<Sender<Got>>) -> Dag<u64> {
+        let got = Arc::new(Mutex::new(got));
+        Dag::new(vec![
+            ReplicaDescription::source("numbers", "x", |x| *x),
+            ReplicaDescription::derived(
+                "copy",
+                "x",
+                |x| *x,
+                vec![Input::full("numbers")],
+                |i| i[0].clone(),
+            )
+            .with_resume(move |d, seeds| {
+                if let Some(tx) = got.lock().unwrap().take() {
+                    let seeds = seeds.clone();
+                    std::thread::spawn(move || {
+                        let _ = tx.send(seeds.try_input(0).map(|rows| rows.len()));
+                    });
+                }
+                d[0].clone()
+            }),
+        ])
+        .unwrap()
+    }
+
+    fn push(rt: &mut Runtime<u64>, xs: impl IntoIterator<Item = u64>) {
+        let numbers = rt.replica("numbers").unwrap();
+        let mut d = SourceDelta::new();
+        for x in xs {
+            d.insert(numbers, x);
+        }
+        rt.push(d).unwrap();
+    }
+
+    fn start(path: &Path, pause_decoding: bool) -> (Runtime<u64>, Receiver<Got>) {
+        let mut config = RuntimeConfig::new()
+            .with_store(path)
+            .with_revision_on_shutdown(false);
+        config.pause_decoding = pause_decoding;
+        let (tx, rx) = channel();
+        (
+            Runtime::start_with(config, |_| Ok(dag(Some(tx)))).unwrap(),
+            rx,
+        )
+    }
+
+    /// A runtime stopped while its restore's seeds are still being decoded (here, by threads
+    /// that do not get to decode) stops the decoding threads: they no longer hold the store,
+    /// which closes with the runtime (cleanly, and it opens again at once, nothing lost). A
+    /// thread of the resume computation that waits for a seed then learns that the store is
+    /// closed, instead of waiting forever or reading it.
+    #[test]
+    fn a_shutdown_during_the_seed_decoding_closes_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let (mut rt, _) = start(&path, false);
+        push(&mut rt, 0..20_000);
+        rt.capture_revisions().unwrap();
+        push(&mut rt, [20_000]);
+        rt.shutdown().unwrap();
+
+        let (mut rt, got) = start(&path, true);
+        rt.sync().unwrap();
+        assert_eq!(
+            rt.resumed(),
+            ["copy"],
+            "the restore resumes `copy` from its seeds"
+        );
+        rt.shutdown().unwrap();
+        let store = Store::open(&path).expect("the store is closed when the runtime stops");
+        drop(store);
+        let got = got.recv().unwrap().unwrap_err();
+        assert!(got.contains("the store is closed"), "{got}");
+
+        // Undisturbed, the thread reads the seed.
+        let (mut rt, got) = start(&path, false);
+        let copy = rt.replica("copy").unwrap();
+        assert_eq!(rt.read(copy, None).unwrap().len(), 20_001);
+        assert_eq!(got.recv().unwrap(), Ok(20_000));
+        rt.shutdown().unwrap();
     }
 }

@@ -23,8 +23,9 @@ struct MatchSeeds {
     /// `(instance, room)` watches.
     watched: HashMap<(Id, Id), isize>,
     /// The user indexes: built on another thread, since only policy and watch changes need
-    /// them (a membership change meets the old rules, not the old users).
-    users: Arc<OnceLock<UserSeeds>>,
+    /// them (a membership change meets the old rules, not the old users). Or why they could
+    /// not be: `member_set`'s revision did not decode, or the runtime stopped first.
+    users: Arc<OnceLock<Result<UserSeeds, String>>>,
 }
 
 /// The users of `member_set` at the restore point, each with its instances: user `users[i]`
@@ -80,7 +81,12 @@ impl MatchSeeds {
         let users = Arc::new(OnceLock::new());
         let (u, seeds, dict) = (users.clone(), seeds.clone(), dict.clone());
         std::thread::spawn(move || {
-            u.get_or_init(|| UserSeeds::build(&seeds, &dict));
+            // Not `Seeds::input`: this thread may outlive the dataflow, and the store.
+            u.get_or_init(|| {
+                seeds
+                    .try_input(MEMBER_SET)
+                    .map(|rows| UserSeeds::build(rows, &dict))
+            });
         });
         MatchSeeds {
             rules_by_key,
@@ -91,8 +97,11 @@ impl MatchSeeds {
     }
 
     /// The user indexes, waiting for them if they are still being built.
+    ///
+    /// # Panics
+    /// If `member_set`'s revision did not decode (a corrupt store, which the runtime reports).
     fn users(&self) -> &UserSeeds {
-        self.users.wait()
+        self.users.wait().as_ref().unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Old users that `rule` matches.
@@ -132,9 +141,9 @@ impl MatchSeeds {
 }
 
 impl UserSeeds {
-    fn build(seeds: &Seeds<Rec>, dict: &Dictionary) -> UserSeeds {
-        let mut pairs: Vec<(Id, Id, isize)> = seeds
-            .input(MEMBER_SET)
+    /// From `member_set`'s contents at the restore point.
+    fn build(member_set: &[(Rec, isize)], dict: &Dictionary) -> UserSeeds {
+        let mut pairs: Vec<(Id, Id, isize)> = member_set
             .iter()
             .filter_map(|(r, m)| match r {
                 Rec::MemberSet { instance, user, .. } => Some((*user, *instance, *m)),
