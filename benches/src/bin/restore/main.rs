@@ -125,9 +125,15 @@ fn child(args: &[&str], what: &str) -> anyhow::Result<ChildOutcome> {
     Ok(out)
 }
 
+/// Copies a store and writes the copy out before it is measured: a restart right after the
+/// copy would otherwise compete with the kernel's writeback of its hundreds of MiB (the open
+/// of the large store measured 0.73 s so against 0.46 s after a sync).
 fn copy_store(from: &Path, to: &Path) -> anyhow::Result<()> {
     std::fs::copy(from, to)
         .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+    std::fs::File::open(to)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("cannot write {} out", to.display()))?;
     Ok(())
 }
 
