@@ -330,6 +330,9 @@ fn sorted_range<'a, R, K: Ord>(
 
 /// A replica's revision at the restore point, shared with the runtime: looked up by key
 /// without decoding all of it ([`Revision::range`]), or read whole ([`Revision::rows`]).
+///
+/// Until it is decoded whole, it reads the store, which it does not keep open: once its runtime
+/// has shut down, reading what it has not read yet fails ("the store is closed").
 pub struct Revision<R>(Arc<Decoding<R>>);
 
 impl<R> std::fmt::Debug for Revision<R> {
