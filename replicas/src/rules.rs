@@ -156,31 +156,76 @@ pub(crate) fn rule_key(
     })
 }
 
-/// Whether `k` is a literal user rule's key (the user ID itself).
-pub(crate) fn is_user_literal(k: &MatchKey) -> bool {
-    k.0 == USER_LITERAL
+/// The families of a user's match keys: what a user's keys of each cost differs (a literal key
+/// is the user ID, a glob key a part of it, a hashed key a SHA-256 of it, the server keys
+/// depend on its server only), so a resumed index builds each family when a rule first needs
+/// it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KeyFamily {
+    UserLiteral,
+    UserGlob,
+    UserHash,
+    Server,
+}
+
+impl KeyFamily {
+    pub(crate) const ALL: [KeyFamily; 4] = [
+        KeyFamily::UserLiteral,
+        KeyFamily::UserGlob,
+        KeyFamily::UserHash,
+        KeyFamily::Server,
+    ];
+
+    /// The family of a key.
+    pub(crate) fn of(k: &MatchKey) -> KeyFamily {
+        match k.0 {
+            USER_LITERAL => KeyFamily::UserLiteral,
+            USER_GLOB => KeyFamily::UserGlob,
+            USER_HASH => KeyFamily::UserHash,
+            _ => KeyFamily::Server,
+        }
+    }
+}
+
+/// A user's keys of `family` (the server family: those of its server, see
+/// [`server_match_keys`]), appended to `out`, unsorted and possibly repeated.
+pub(crate) fn user_keys_of(user: &str, family: KeyFamily, out: &mut Vec<MatchKey>) {
+    match family {
+        KeyFamily::UserLiteral => out.push((USER_LITERAL, fnv64(&[user.as_bytes()]))),
+        KeyFamily::UserGlob => out.extend(
+            user_keys(user)
+                .iter()
+                .map(|k| (USER_GLOB, index_key_hash(k))),
+        ),
+        KeyFamily::UserHash => out.push((USER_HASH, fnv64(&[sha256_base64(user).as_bytes()]))),
+        KeyFamily::Server => {
+            if let Some(server) = server_name(user) {
+                out.extend(server_match_keys(server));
+            }
+        }
+    }
+}
+
+/// The keys under which the users of a server (as a user ID names it) meet server rules.
+pub(crate) fn server_match_keys(server: &str) -> Vec<MatchKey> {
+    let n = normalize_server(server);
+    let mut keys = vec![
+        (SERVER_LITERAL, fnv64(&[n.as_bytes()])),
+        (SERVER_HASH, fnv64(&[sha256_base64(&n).as_bytes()])),
+    ];
+    keys.extend(
+        server_keys(&n)
+            .iter()
+            .map(|k| (SERVER_GLOB, index_key_hash(k))),
+    );
+    keys
 }
 
 /// Every key under which a user can meet the rules that may match it.
 pub(crate) fn user_match_keys(user: &str) -> Vec<MatchKey> {
-    let mut keys = vec![
-        (USER_LITERAL, fnv64(&[user.as_bytes()])),
-        (USER_HASH, fnv64(&[sha256_base64(user).as_bytes()])),
-    ];
-    keys.extend(
-        user_keys(user)
-            .iter()
-            .map(|k| (USER_GLOB, index_key_hash(k))),
-    );
-    if let Some(server) = server_name(user) {
-        let n = normalize_server(server);
-        keys.push((SERVER_LITERAL, fnv64(&[n.as_bytes()])));
-        keys.push((SERVER_HASH, fnv64(&[sha256_base64(&n).as_bytes()])));
-        keys.extend(
-            server_keys(&n)
-                .iter()
-                .map(|k| (SERVER_GLOB, index_key_hash(k))),
-        );
+    let mut keys = Vec::new();
+    for family in KeyFamily::ALL {
+        user_keys_of(user, family, &mut keys);
     }
     keys.sort_unstable();
     keys.dedup();
@@ -246,6 +291,43 @@ mod tests {
             sha256_base64(""),
             "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
         );
+    }
+
+    /// A user's keys are the union of its keys of each family, each key of the family that
+    /// [`KeyFamily::of`] names (a resumed index is built per family and searched by it).
+    #[test]
+    fn the_key_families_partition_a_users_keys() {
+        for u in [
+            "@spam1:evil.org",
+            "@a:Evil.ORG:8448",
+            "@x:good.net",
+            "@:jki.re",
+            "@nocolon",
+            "@a:[::1]:80",
+        ] {
+            let mut union = Vec::new();
+            for family in KeyFamily::ALL {
+                let mut keys = Vec::new();
+                user_keys_of(u, family, &mut keys);
+                assert!(
+                    !keys.is_empty() || family == KeyFamily::Server,
+                    "{u}: {family:?}"
+                );
+                assert!(
+                    keys.iter().all(|k| KeyFamily::of(k) == family),
+                    "{u}: {family:?}"
+                );
+                union.extend(keys);
+            }
+            union.sort_unstable();
+            union.dedup();
+            assert_eq!(union, user_match_keys(u), "{u}");
+            if let Some(server) = server_name(u) {
+                let mut keys = Vec::new();
+                user_keys_of(u, KeyFamily::Server, &mut keys);
+                assert_eq!(keys, server_match_keys(server), "{u}");
+            }
+        }
     }
 
     #[test]

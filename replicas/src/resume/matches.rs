@@ -12,7 +12,9 @@ use prr_engine::{Coll, Dictionary, Id, Seeds, Strings};
 
 use super::{rule_match_key, rule_matches};
 use crate::record::{Kind, MatchKind, Rec, Relation, Rule};
-use crate::rules::{MatchKey, is_user_literal, user_match_keys};
+use crate::rules::{
+    KeyFamily, MatchKey, server_match_keys, server_name, user_keys_of, user_match_keys,
+};
 
 /// The contents of `member_matches`' inputs at the restore point, indexed.
 struct MatchSeeds {
@@ -36,10 +38,11 @@ struct UserSeeds {
     users: Vec<Id>,
     offsets: Vec<usize>,
     instances: Vec<(Id, isize)>,
-    /// Every user (once) under each of its match keys but the literal one (a literal rule's
-    /// entity is its only candidate), built when a rule first needs it: it hashes every user
-    /// twice (SHA-256), which a literal ban need not wait for.
-    by_key: OnceLock<HashMap<MatchKey, Vec<Id>>>,
+    /// Every user (once) under each of its match keys of a family, each family built when a
+    /// rule of it first needs it ([`UserSeeds::by_key`]): glob, hashed, server. A literal
+    /// rule's entity is its only candidate; the hashed keys cost a SHA-256 per user, which a
+    /// glob rule need not wait for; the server keys are computed once per server.
+    by_key: [OnceLock<HashMap<MatchKey, Vec<Id>>>; 3],
     dict: Dictionary,
 }
 
@@ -117,7 +120,7 @@ impl MatchSeeds {
         let keyed: &[Id] = match literal {
             true => &[],
             false => rule_match_key(rule, s)
-                .and_then(|k| users.by_key().get(&k))
+                .and_then(|k| users.by_key(KeyFamily::of(&k))?.get(&k))
                 .map_or(&[], Vec::as_slice),
         };
         entity
@@ -175,24 +178,44 @@ impl UserSeeds {
         }
     }
 
-    /// The users under each of their match keys but the literal one.
-    fn by_key(&self) -> &HashMap<MatchKey, Vec<Id>> {
-        self.by_key.get_or_init(|| {
+    /// The users under each of their match keys of `family` (none for literal keys: a
+    /// literal rule's entity is its only candidate), built on first use.
+    fn by_key(&self, family: KeyFamily) -> Option<&HashMap<MatchKey, Vec<Id>>> {
+        let slot = match family {
+            KeyFamily::UserLiteral => return None,
+            KeyFamily::UserGlob => 0,
+            KeyFamily::UserHash => 1,
+            KeyFamily::Server => 2,
+        };
+        Some(self.by_key[slot].get_or_init(|| {
             let mut by_key: HashMap<MatchKey, Vec<Id>> = HashMap::default();
+            let mut servers: HashMap<String, Vec<MatchKey>> = HashMap::default();
+            let mut keys = Vec::new();
             // The dictionary is read-locked a few thousand users at a time: an ingest
             // interning a new string (a write) must not wait for the whole index.
             for chunk in self.users.chunks(4096) {
                 let s = self.dict.strings();
                 for user in chunk {
-                    for k in user_match_keys(s.get(*user)) {
-                        if !is_user_literal(&k) {
-                            by_key.entry(k).or_default().push(*user);
+                    let u = s.get(*user);
+                    keys.clear();
+                    match (family, server_name(u)) {
+                        (KeyFamily::Server, Some(server)) => {
+                            if !servers.contains_key(server) {
+                                servers.insert(server.to_string(), server_match_keys(server));
+                            }
+                            keys.extend_from_slice(&servers[server]);
                         }
+                        _ => user_keys_of(u, family, &mut keys),
+                    }
+                    keys.sort_unstable();
+                    keys.dedup();
+                    for k in &keys {
+                        by_key.entry(*k).or_default().push(*user);
                     }
                 }
             }
             by_key
-        })
+        }))
     }
 }
 

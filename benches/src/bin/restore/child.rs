@@ -90,13 +90,13 @@ pub(crate) fn member_event(room: &str, user: &str, membership: &str, n: usize) -
 }
 
 /// A literal ban rule on `user` in policy room `room`.
-fn ban_rule(room: &str, user: &str) -> SourceItem {
+fn ban_rule(room: &str, user: &str, event_id: &str) -> SourceItem {
     let mut content = Map::new();
     content.insert("entity".into(), user.into());
     content.insert("recommendation".into(), "m.ban".into());
     content.insert("reason".into(), "restore benchmark".into());
     SourceItem::Event(Event {
-        event_id: "$benchrule".into(),
+        event_id: event_id.into(),
         room_id: room.to_string(),
         event_type: "m.policy.rule.user".into(),
         state_key: Some(format!("rule:{user}")),
@@ -177,12 +177,20 @@ pub(crate) fn run_as_child(child: Child) -> anyhow::Result<()> {
             let first = secs(start);
             // The first policy change after a restart meets the old users: what it waits for.
             let t = Instant::now();
-            m.ingest(&[ban_rule(&policy_room, "@probe:probe.example")])?;
+            m.ingest(&[ban_rule(&policy_room, "@probe:probe.example", "$benchrule")])?;
             let first_rule = secs(t);
             let rule_bans = m.show("member_bans", None, None)?.len() as i64 - bans as i64;
+            // A glob rule meets the old users by their match keys: an index of them all.
+            let t = Instant::now();
+            m.ingest(&[ban_rule(
+                &policy_room,
+                "@probe*:probe.example",
+                "$benchglob",
+            )])?;
+            let first_glob = secs(t);
             emit_result(json!({
                 "open": open, "read": read, "dataflow": dataflow, "first": first,
-                "first_rule": first_rule, "rule_bans": rule_bans,
+                "first_rule": first_rule, "rule_bans": rule_bans, "first_glob": first_glob,
                 "member_bans": bans, "resumed": resumed,
             }));
         }

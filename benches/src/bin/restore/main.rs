@@ -148,6 +148,8 @@ struct Restored {
     /// The first ban rule after the first delta, and the bans it added.
     first_rule: f64,
     rule_bans: f64,
+    /// Then a first glob rule.
+    first_glob: f64,
     resumed: Value,
 }
 
@@ -191,6 +193,7 @@ fn restore_runs(
         first: field("first"),
         first_rule: field("first_rule"),
         rule_bans: field("rule_bans"),
+        first_glob: field("first_glob"),
         rss: field("peak_rss"),
         bans: field("member_bans"),
         resumed: outs
@@ -467,6 +470,12 @@ fn main() -> anyhow::Result<()> {
             clean.rule_bans
         ),
         fmt_secs(clean.first_rule),
+        String::new(),
+        String::new(),
+    ]);
+    t.row(vec![
+        "restart: then a first glob ban rule (`@probe*:probe.example`) final".into(),
+        fmt_secs(clean.first_glob),
         String::new(),
         String::new(),
     ]);
