@@ -534,14 +534,17 @@ impl<R: Record> Runtime<R> {
         {
             self.capture_revisions()?;
         }
+        self.close()
+    }
+
+    /// Stops the workers and the threads decoding a restore's seeds, then closes the store
+    /// (nothing else holds it now: the revisions handed out hold it weakly), then drops the
+    /// dataflow, which abandons the seeds left undecoded: a thread that waits for one gives up
+    /// instead of reading it, and the file is closed cleanly when this returns.
+    fn close(&mut self) -> Result<(), Error> {
         self.resumed.clear();
-        let Some(mut engine) = self.engine.take() else {
-            return Ok(());
-        };
-        let stopped = engine.stop_threads();
-        // Nothing else holds the store now (the revisions handed out hold it weakly): this
-        // closes the file, before the seeds left undecoded are abandoned (a thread that waits
-        // for one then gives up instead of reading it).
+        let mut engine = self.engine.take();
+        let stopped = engine.as_mut().map_or(Ok(()), Engine::stop_threads);
         self.store.take();
         drop(engine);
         stopped
@@ -645,6 +648,14 @@ impl<R: Record> Runtime<R> {
             problems.push(e.to_string());
         }
         Ok(problems)
+    }
+}
+
+impl<R: Record> Drop for Runtime<R> {
+    /// A runtime dropped without [`Runtime::shutdown`] (an error path) stops the same way,
+    /// without capturing revisions.
+    fn drop(&mut self) {
+        let _ = self.close();
     }
 }
 

@@ -577,6 +577,14 @@ mod tests {
         let got = got.recv().unwrap().unwrap_err();
         assert!(got.contains("the store is closed"), "{got}");
 
+        // Dropped without a shutdown (an error path), it stops the same way.
+        let (mut rt, got) = start(&path, true);
+        rt.sync().unwrap();
+        drop(rt);
+        drop(Store::open(&path).expect("the store is closed when the runtime is dropped"));
+        let got = got.recv().unwrap().unwrap_err();
+        assert!(got.contains("the store is closed"), "{got}");
+
         // Undisturbed, the thread reads the seed.
         let (mut rt, got) = start(&path, false);
         let copy = rt.replica("copy").unwrap();
