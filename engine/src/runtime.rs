@@ -339,9 +339,9 @@ impl<R: Record> Runtime<R> {
         Ok(())
     }
 
-    /// Stops the running dataflow, if any (it restarts from the store when next needed).
-    /// Stops the dataflow, to restart it later. Its seeds are decoded first: a revision
-    /// handed out (`read_split`) outlives it and stays readable.
+    /// Stops the running dataflow, if any (it restarts from the store when next needed). Its
+    /// seeds are decoded first: a revision handed out (`read_split`) outlives it and stays
+    /// readable.
     fn stop_engine(&mut self) -> Result<(), Error> {
         self.resumed.clear();
         match self.engine.take() {

@@ -117,12 +117,10 @@ impl MatchSeeds {
         let literal = rule.kind == Kind::User && rule.matcher == MatchKind::Literal;
         // The entity is interned as the user IDs are: equal strings, equal ids.
         let entity = (rule.entity).filter(|e| literal && users.users.binary_search(e).is_ok());
-        let keyed: &[Id] = match literal {
-            true => &[],
-            false => rule_match_key(rule, s)
-                .and_then(|k| users.by_key(KeyFamily::of(&k))?.get(&k))
-                .map_or(&[], Vec::as_slice),
-        };
+        // A literal rule's key has no index: its entity is its candidate.
+        let keyed: &[Id] = rule_match_key(rule, s)
+            .and_then(|k| users.by_key(KeyFamily::of(&k))?.get(&k))
+            .map_or(&[], Vec::as_slice);
         entity
             .into_iter()
             .chain(keyed.iter().copied())
