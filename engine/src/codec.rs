@@ -5,7 +5,8 @@
 
 use serde::{Serialize, de::DeserializeOwned};
 
-/// Records per revision chunk.
+/// Records per revision chunk, unless configured otherwise
+/// ([`crate::RuntimeConfig::with_chunk_records`]).
 pub(crate) const CHUNK_RECORDS: usize = 8192;
 
 /// A source delta as written to the log: per source replica (by name), its updates.
@@ -48,7 +49,7 @@ fn chunk_name(replica: &str, as_of: u64, i: u32) -> String {
     format!("revision ({replica}, {as_of}) chunk {i}")
 }
 
-/// Splits sorted records into encoded chunks.
-pub(crate) fn encode_chunks<R: Serialize>(rows: &[(R, i64)]) -> Vec<Vec<u8>> {
-    rows.chunks(CHUNK_RECORDS).map(|c| encode(&c)).collect()
+/// Splits sorted records into encoded chunks of at most `per_chunk` records.
+pub(crate) fn encode_chunks<R: Serialize>(rows: &[(R, i64)], per_chunk: usize) -> Vec<Vec<u8>> {
+    rows.chunks(per_chunk.max(1)).map(|c| encode(&c)).collect()
 }

@@ -28,6 +28,7 @@ pub struct RuntimeConfig {
     pub(crate) log_gc: bool,
     pub(crate) read_only: bool,
     pub(crate) resume: bool,
+    pub(crate) chunk_records: usize,
     /// Tests: the threads that decode a restore's seeds wait until stopped.
     #[cfg(test)]
     pub(crate) pause_decoding: bool,
@@ -44,6 +45,7 @@ impl Default for RuntimeConfig {
             log_gc: false,
             read_only: false,
             resume: true,
+            chunk_records: crate::codec::CHUNK_RECORDS,
             #[cfg(test)]
             pause_decoding: false,
         }
@@ -67,6 +69,14 @@ impl RuntimeConfig {
     /// [`crate::Seeds`]). Both give the same contents; turning it off is for comparisons.
     pub fn with_resume(mut self, resume: bool) -> Self {
         self.resume = resume;
+        self
+    }
+
+    /// The most records a revision chunk holds (default 8,192; at least 1). A restore looks
+    /// records up by chunk and decodes chunks in parallel; small chunks are for tests that
+    /// need revisions of several chunks.
+    pub fn with_chunk_records(mut self, n: usize) -> Self {
+        self.chunk_records = n.max(1);
         self
     }
 

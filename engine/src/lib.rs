@@ -36,6 +36,7 @@ mod description;
 mod dictionary;
 mod engine;
 mod error;
+#[cfg(feature = "test-util")]
 pub mod oracle;
 mod resume;
 mod runtime;

@@ -467,7 +467,7 @@ impl<R: Record> Runtime<R> {
                     continue; // evaluated from its inputs' revisions when read
                 }
                 let rows = self.engine_read(ReplicaId(i as u32), None)?;
-                writes.push(revision_write(desc, rows));
+                writes.push(revision_write(desc, rows, self.config.chunk_records));
             }
             self.write_revisions(as_of, &writes)?;
         }
@@ -672,6 +672,7 @@ pub(crate) fn sorted<R: Record>(mut rows: Vec<(R, isize)>) -> Vec<(R, isize)> {
 fn revision_write<R: Record>(
     desc: &crate::ReplicaDescription<R>,
     rows: Vec<(R, isize)>,
+    per_chunk: usize,
 ) -> RevisionWrite {
     let rows: Vec<(R, i64)> = rows.into_iter().map(|(r, d)| (r, d as i64)).collect();
     RevisionWrite {
@@ -679,6 +680,6 @@ fn revision_write<R: Record>(
         logic_version: desc.logic_version(),
         description_hash: desc.description_hash(),
         records: rows.len() as u64,
-        chunks: codec::encode_chunks(&rows),
+        chunks: codec::encode_chunks(&rows, per_chunk),
     }
 }

@@ -141,7 +141,7 @@ impl<R: Record> Runtime<R> {
                     || info.description_hash != desc.description_hash();
                 let replace = !check_only && (!diff.is_empty() || stale);
                 if replace {
-                    writes.push(revision_write(desc, rebuilt));
+                    writes.push(revision_write(desc, rebuilt, self.config.chunk_records));
                 }
                 outcomes.push(RebuildOutcome {
                     replica: info.replica.clone(),
