@@ -5,6 +5,8 @@
 
 use serde::{Serialize, de::DeserializeOwned};
 
+use crate::error::Error;
+
 /// Records per revision chunk, unless configured otherwise
 /// ([`crate::RuntimeConfig::with_chunk_records`]).
 pub(crate) const CHUNK_RECORDS: usize = 8192;
@@ -16,9 +18,8 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     bincode::serialize(value).expect("in-memory values always encode")
 }
 
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, crate::Error> {
-    bincode::deserialize(bytes)
-        .map_err(|e| crate::Error::Corrupt(format!("{what} does not decode: {e}")))
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, Error> {
+    bincode::deserialize(bytes).map_err(|e| Error::Corrupt(format!("{what} does not decode: {e}")))
 }
 
 /// Decodes chunk `i` of revision `(replica, as_of)`.
@@ -27,7 +28,7 @@ pub(crate) fn decode_chunk<R: DeserializeOwned>(
     replica: &str,
     as_of: u64,
     i: u32,
-) -> Result<Vec<(R, isize)>, crate::Error> {
+) -> Result<Vec<(R, isize)>, Error> {
     let rows: Vec<(R, i64)> = decode(bytes, &chunk_name(replica, as_of, i))?;
     Ok(rows.into_iter().map(|(r, d)| (r, d as isize)).collect())
 }
@@ -39,7 +40,7 @@ pub(crate) fn decode_first<R: DeserializeOwned>(
     replica: &str,
     as_of: u64,
     i: u32,
-) -> Result<R, crate::Error> {
+) -> Result<R, Error> {
     let (_len, (first, _diff)): (u64, (R, i64)) = decode(bytes, &chunk_name(replica, as_of, i))?;
     Ok(first)
 }

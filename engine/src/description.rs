@@ -1,24 +1,15 @@
-//! Replica descriptions and the DAG they form.
+//! Replica descriptions: what a replica is named, how it is partitioned, what it reads, how it
+//! is computed and resumed, and the join views evaluated when read.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use differential_dataflow::VecCollection;
+use crate::record::{Coll, Record};
+use crate::seeds::{Resume, Seeds};
+use crate::updates::consolidate;
 
-use crate::resume::{Resume, Seeds};
-
-/// What a record type must provide to flow through the dataflow: it crosses workers (serde),
-/// is ordered and hashable, can be shared by workers, and can be written to the store.
-pub trait Record: differential_dataflow::ExchangeData + Hash + Sync {}
-
-impl<T: differential_dataflow::ExchangeData + Hash + Sync> Record for T {}
-
-/// A collection of records at `Seq` timestamps (the raw `u64` of [`crate::Seq`]) inside a dataflow.
-pub type Coll<'s, R> = VecCollection<'s, u64, R, isize>;
-
-/// The identifier of a replica in its [`Dag`]: its index in declaration order.
+/// The identifier of a replica in its [`crate::Dag`]: its index in declaration order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ReplicaId(pub u32);
 
@@ -147,7 +138,7 @@ impl<R> JoinView<R> {
                 out.push((v, d));
             }
         });
-        crate::engine::consolidate(out)
+        consolidate(out)
     }
 
     /// The number of records (counting multiplicity) of the view, without building them.
@@ -394,212 +385,5 @@ impl Hasher for Fnv64 {
             self.0 ^= u64::from(*b);
             self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
         }
-    }
-}
-
-/// An error in a set of replica descriptions. Each names the replica at fault.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum DagError {
-    /// Two descriptions share a name.
-    #[error("replica `{0}` is declared twice")]
-    DuplicateName(String),
-    /// A description names an input that no description declares.
-    #[error("replica `{replica}` reads unknown input `{input}`")]
-    UnknownInput {
-        /// The replica whose input is unknown.
-        replica: String,
-        /// The unknown input's name.
-        input: String,
-    },
-    /// The inputs form a cycle through this replica.
-    #[error("replica `{0}` depends on itself through its inputs (a cycle)")]
-    Cycle(String),
-    /// A derived replica without inputs.
-    #[error("derived replica `{0}` has no inputs")]
-    NoInputs(String),
-    /// A view read by a computed replica or another view: views exist only at read time.
-    #[error(
-        "replica `{replica}` reads view `{view}`; a view is evaluated when read and cannot be an input"
-    )]
-    ViewInput {
-        /// The replica that reads the view.
-        replica: String,
-        /// The view.
-        view: String,
-    },
-}
-
-/// A validated set of replica descriptions, in a topological order (every replica after its
-/// inputs).
-pub struct Dag<R: Record> {
-    replicas: Vec<ReplicaDescription<R>>,
-    inputs: Vec<Vec<ReplicaId>>,
-    by_name: BTreeMap<String, ReplicaId>,
-}
-
-impl<R: Record> fmt::Debug for Dag<R> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.replicas.iter()).finish()
-    }
-}
-
-impl<R: Record> Dag<R> {
-    /// Validates the descriptions: unique names, known inputs, no cycles. The replicas keep
-    /// their declaration order where it is already topological, and are reordered otherwise.
-    pub fn new(descriptions: Vec<ReplicaDescription<R>>) -> Result<Self, DagError> {
-        let mut names = BTreeSet::new();
-        for d in &descriptions {
-            if !names.insert(d.name.clone()) {
-                return Err(DagError::DuplicateName(d.name.clone()));
-            }
-        }
-        for d in &descriptions {
-            if !d.is_source() && d.inputs.is_empty() {
-                return Err(DagError::NoInputs(d.name.clone()));
-            }
-            for i in &d.inputs {
-                if !names.contains(&i.replica) {
-                    return Err(DagError::UnknownInput {
-                        replica: d.name.clone(),
-                        input: i.replica.clone(),
-                    });
-                }
-            }
-        }
-        let views: BTreeSet<&str> = descriptions
-            .iter()
-            .filter(|d| d.is_view())
-            .map(|d| d.name.as_str())
-            .collect();
-        for d in &descriptions {
-            if let Some(i) = d.inputs.iter().find(|i| views.contains(i.replica.as_str())) {
-                return Err(DagError::ViewInput {
-                    replica: d.name.clone(),
-                    view: i.replica.clone(),
-                });
-            }
-        }
-        // Kahn's algorithm, stable: repeatedly take the first description whose inputs are placed.
-        let mut pending: Vec<ReplicaDescription<R>> = descriptions;
-        let mut placed: BTreeSet<String> = BTreeSet::new();
-        let mut ordered = Vec::with_capacity(pending.len());
-        while !pending.is_empty() {
-            let pos = pending
-                .iter()
-                .position(|d| d.inputs.iter().all(|i| placed.contains(&i.replica)));
-            match pos {
-                Some(p) => {
-                    let d = pending.remove(p);
-                    placed.insert(d.name.clone());
-                    ordered.push(d);
-                }
-                None => {
-                    // Every pending replica waits on another pending one: name one on a cycle.
-                    return Err(DagError::Cycle(cycle_member(&pending)));
-                }
-            }
-        }
-        let by_name: BTreeMap<String, ReplicaId> = ordered
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (d.name.clone(), ReplicaId(i as u32)))
-            .collect();
-        let inputs = ordered
-            .iter()
-            .map(|d| d.inputs.iter().map(|i| by_name[&i.replica]).collect())
-            .collect();
-        Ok(Dag {
-            replicas: ordered,
-            inputs,
-            by_name,
-        })
-    }
-}
-
-/// Walks input edges among the pending descriptions until a name repeats: that one is on a cycle.
-fn cycle_member<R: Record>(pending: &[ReplicaDescription<R>]) -> String {
-    let pending_names: BTreeSet<&str> = pending.iter().map(|d| d.name.as_str()).collect();
-    let by_name: BTreeMap<&str, &ReplicaDescription<R>> =
-        pending.iter().map(|d| (d.name.as_str(), d)).collect();
-    let mut seen = BTreeSet::new();
-    let mut current = pending[0].name.as_str();
-    loop {
-        if !seen.insert(current) {
-            return current.to_string();
-        }
-        let d = by_name[current];
-        current = d
-            .inputs
-            .iter()
-            .map(|i| i.replica.as_str())
-            .find(|n| pending_names.contains(n))
-            .expect("a pending replica waits on a pending input");
-    }
-}
-
-impl<R: Record> Dag<R> {
-    /// The replicas, every one after its inputs.
-    pub fn replicas(&self) -> &[ReplicaDescription<R>] {
-        &self.replicas
-    }
-
-    /// The replica of this id.
-    pub fn replica(&self, id: ReplicaId) -> &ReplicaDescription<R> {
-        &self.replicas[id.index()]
-    }
-
-    /// The id of the replica of this name.
-    pub fn id(&self, name: &str) -> Option<ReplicaId> {
-        self.by_name.get(name).copied()
-    }
-
-    /// The ids of a replica's inputs.
-    pub fn inputs_of(&self, id: ReplicaId) -> &[ReplicaId] {
-        &self.inputs[id.index()]
-    }
-
-    /// The number of replicas.
-    pub fn len(&self) -> usize {
-        self.replicas.len()
-    }
-
-    /// Whether the DAG has no replicas.
-    pub fn is_empty(&self) -> bool {
-        self.replicas.is_empty()
-    }
-
-    /// The ids of the source replicas.
-    pub fn sources(&self) -> impl Iterator<Item = ReplicaId> + '_ {
-        self.replicas
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| d.is_source())
-            .map(|(i, _)| ReplicaId(i as u32))
-    }
-
-    /// The replicas that depend on `id`, directly or transitively.
-    pub fn dependents(&self, id: ReplicaId) -> BTreeSet<ReplicaId> {
-        let mut out = BTreeSet::new();
-        for (i, inputs) in self.inputs.iter().enumerate() {
-            if inputs.iter().any(|x| *x == id || out.contains(x)) {
-                out.insert(ReplicaId(i as u32));
-            }
-        }
-        out
-    }
-
-    /// The replicas that `id` depends on, directly or transitively.
-    pub fn ancestors(&self, id: ReplicaId) -> BTreeSet<ReplicaId> {
-        let mut out = BTreeSet::new();
-        let mut stack = vec![id];
-        while let Some(x) = stack.pop() {
-            for i in &self.inputs[x.index()] {
-                if out.insert(*i) {
-                    stack.push(*i);
-                }
-            }
-        }
-        out
     }
 }

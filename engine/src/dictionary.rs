@@ -5,6 +5,8 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use hashbrown::HashTable;
 
+use crate::error::Error;
+
 /// An interned string's id. Ids are dense, start at 0, and are never reused: once a store has
 /// persisted an id, it means the same string forever.
 pub type Id = u64;
@@ -176,13 +178,13 @@ impl Dictionary {
         &self,
         expected: u64,
         parts: u64,
-        read: impl Fn(u64, u64, &mut dyn FnMut(u64, &str)) -> Result<u64, crate::Error> + Sync,
-    ) -> Result<(), crate::Error> {
+        read: impl Fn(u64, u64, &mut dyn FnMut(u64, &str)) -> Result<u64, Error> + Sync,
+    ) -> Result<(), Error> {
         let hasher = foldhash::fast::RandomState::default();
         let parts = parts.clamp(1, expected.max(1));
         let bounds: Vec<u64> = (0..=parts).map(|i| expected * i / parts).collect();
         let read = &read;
-        let parts: Vec<Result<Part, crate::Error>> = std::thread::scope(|s| {
+        let parts: Vec<Result<Part, Error>> = std::thread::scope(|s| {
             let handles: Vec<_> = bounds
                 .windows(2)
                 .map(|w| {
@@ -191,7 +193,7 @@ impl Dictionary {
                         Part::read((to - from) as usize, hasher, |f| {
                             let n = read(from, to, f)?;
                             if n != to - from {
-                                return Err(crate::Error::Corrupt(format!(
+                                return Err(Error::Corrupt(format!(
                                     "the dictionary has {n} strings with ids {from}..{to}, \
                                      expected {}",
                                     to - from
@@ -223,7 +225,7 @@ impl Dictionary {
         expected: usize,
         hasher: foldhash::fast::RandomState,
         parts: Vec<Part>,
-    ) -> Result<(), crate::Error> {
+    ) -> Result<(), Error> {
         let mut inner = self.inner.write().expect("dictionary lock");
         *inner = Inner {
             hasher,
@@ -261,7 +263,7 @@ impl Dictionary {
                 }
             }
             if let Some((first, id)) = duplicate {
-                result = Err(crate::Error::Corrupt(format!(
+                result = Err(Error::Corrupt(format!(
                     "dictionary ids {first} and {id} hold the same string"
                 )));
             }
@@ -287,8 +289,8 @@ impl Part {
     fn read(
         expected: usize,
         hasher: &foldhash::fast::RandomState,
-        each: impl FnOnce(&mut dyn FnMut(u64, &str)) -> Result<(), crate::Error>,
-    ) -> Result<Part, crate::Error> {
+        each: impl FnOnce(&mut dyn FnMut(u64, &str)) -> Result<(), Error>,
+    ) -> Result<Part, Error> {
         let mut part = Part {
             bytes: String::new(),
             ends: Vec::with_capacity(expected),

@@ -1,6 +1,6 @@
-//! Errors of the engine.
+//! Errors of the engine: the runtime's [`Error`] and the DAG's [`DagError`].
 
-use crate::Seq;
+use crate::seq::Seq;
 
 /// An error of the runtime. A caller's misuse (unknown replica, pushing to a derived replica)
 /// is told apart from the store failing.
@@ -9,7 +9,7 @@ use crate::Seq;
 pub enum Error {
     /// The replica descriptions are invalid.
     #[error(transparent)]
-    Dag(#[from] crate::DagError),
+    Dag(#[from] DagError),
     /// No replica has this name.
     #[error("unknown replica `{name}`; the replicas are: {}", known.join(", "))]
     UnknownReplica {
@@ -38,13 +38,54 @@ pub enum Error {
     /// The timely workers could not start.
     #[error("cannot start the workers: {0}")]
     Workers(String),
-    /// A worker thread stopped (it panicked); the runtime cannot go on.
-    #[error("a dataflow worker stopped unexpectedly")]
-    WorkerFailed,
+    /// A worker thread stopped (it panicked, with this message); the runtime cannot go on.
+    #[error("a dataflow worker stopped unexpectedly: {0}")]
+    WorkerFailed(String),
     /// A stored value does not decode as this program's records.
     #[error("store is damaged or was written by other replica code: {0}")]
     Corrupt(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] prr_persist::Error),
+}
+/// An error in a set of replica descriptions. Each names the replica at fault.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DagError {
+    /// Two descriptions share a name.
+    #[error("replica `{0}` is declared twice")]
+    DuplicateName(String),
+    /// A description names an input that no description declares.
+    #[error("replica `{replica}` reads unknown input `{input}`")]
+    UnknownInput {
+        /// The replica whose input is unknown.
+        replica: String,
+        /// The unknown input's name.
+        input: String,
+    },
+    /// The inputs form a cycle through this replica.
+    #[error("replica `{0}` depends on itself through its inputs (a cycle)")]
+    Cycle(String),
+    /// A derived replica without inputs.
+    #[error("derived replica `{0}` has no inputs")]
+    NoInputs(String),
+    /// A view read by a computed replica or another view: views exist only at read time.
+    #[error(
+        "replica `{replica}` reads view `{view}`; a view is evaluated when read and cannot be an input"
+    )]
+    ViewInput {
+        /// The replica that reads the view.
+        replica: String,
+        /// The view.
+        view: String,
+    },
+}
+
+/// The message of a panic's payload (a `&str` or a `String`, as `panic!` makes them).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }

@@ -31,28 +31,44 @@
 //! rt.shutdown().unwrap();
 //! ```
 
+// The modules, bottom to top: each uses only those listed before it (see docs/design.md).
+mod api;
 mod codec;
+mod controller;
+mod dag;
+mod decoders;
 mod description;
 mod dictionary;
-mod engine;
 mod error;
+mod gc;
+mod history;
 #[cfg(feature = "test-util")]
 pub mod oracle;
-mod resume;
+mod record;
+mod restore;
+mod revision;
 mod runtime;
+mod seeds;
 mod seq;
+mod stored;
+mod updates;
 mod worker;
 
+pub use api::{
+    Delta, DeltaKind, Frontier, RebuildOutcome, ReplicaStatus, RuntimeConfig, SourceDelta, Split,
+    Status, Subscription,
+};
+pub use dag::Dag;
 pub use description::{
-    Coll, Compute, Dag, DagError, Input, InputMode, JoinView, PartitionFn, Record,
-    ReplicaDescription, ReplicaId,
+    Compute, Input, InputMode, JoinView, PartitionFn, ReplicaDescription, ReplicaId,
 };
 pub use dictionary::{Dictionary, Id, Strings};
-pub use engine::{Delta, DeltaKind, Frontier, RuntimeConfig, SourceDelta, Split, Subscription};
-pub use error::Error;
+pub use error::{DagError, Error};
 pub use prr_persist::{RevisionInfo, StoreStats};
-pub use resume::{Resume, Revision, Seeds, Shared};
-pub use runtime::{RebuildOutcome, ReplicaStatus, Runtime, Status};
+pub use record::{Coll, Record};
+pub use revision::Revision;
+pub use runtime::Runtime;
+pub use seeds::{Resume, Seeds, Shared};
 pub use seq::Seq;
 
 /// Re-exports of the dataflow crates, so replica code uses the same versions as the engine.

@@ -10,7 +10,12 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 
-use crate::{Delta, DeltaKind, Error, Record, ReplicaId, Runtime, Seq, Subscription};
+use crate::api::{Delta, DeltaKind, Subscription};
+use crate::description::ReplicaId;
+use crate::error::Error;
+use crate::record::Record;
+use crate::runtime::Runtime;
+use crate::seq::Seq;
 
 /// A difference between the runtime and the oracle.
 #[derive(Debug)]

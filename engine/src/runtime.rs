@@ -7,63 +7,38 @@
 //! [`Runtime::step_until`] waits until every replica is final through a `Seq` and delivers the
 //! deltas to subscribers; [`Runtime::shutdown`] captures revisions and stops the workers.
 
-mod gc;
-mod history;
-mod restore;
-
-use gc::gc_plan;
-pub use history::RebuildOutcome;
-
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use prr_persist::{RevisionInfo, RevisionWrite, Store, StoreStats};
+use prr_persist::{RevisionInfo, Store};
 
+use crate::api::{
+    Delta, Frontier, RebuildOutcome, ReplicaStatus, RuntimeConfig, SourceDelta, Split, Status,
+    Subscription,
+};
 use crate::codec::{self, LoggedDelta};
-use crate::description::{Dag, Record, ReplicaId};
+use crate::controller::Controller;
+use crate::dag::Dag;
+use crate::description::ReplicaId;
 use crate::dictionary::Dictionary;
-use crate::engine::{Delta, Engine, Frontier, RuntimeConfig, SourceDelta, Split, Subscription};
-use crate::resume::Decoding;
-use crate::{Error, Seq};
+use crate::error::{DagError, Error};
+use crate::gc::gc_plan;
+use crate::history;
+use crate::record::Record;
+use crate::restore::restore;
+use crate::revision::Decoding;
+use crate::seq::Seq;
+use crate::stored::Stored;
+use crate::updates::sorted;
 
 /// The embedded runtime. See the module documentation for its life cycle.
 pub struct Runtime<R: Record> {
-    config: RuntimeConfig,
-    dag: Arc<Dag<R>>,
-    dictionary: Dictionary,
-    /// Shared with the threads that decode a restore's seeds.
-    store: Option<Arc<Store>>,
-    engine: Option<Engine<R>>,
-    last_seq: u64,
+    stored: Stored<R>,
+    /// The running dataflow, once started.
+    controller: Option<Controller<R>>,
     since_revision: u64,
     rebuild_deltas: Vec<Delta<R>>,
     resumed: Vec<String>,
-}
-
-/// Status of a runtime, for `prr status`.
-#[derive(Clone, Debug)]
-pub struct Status {
-    /// The last committed `Seq` (0 for an empty store).
-    pub seq: Seq,
-    /// Per replica: its frontier, its record count, its newest revision, its logic version.
-    pub replicas: Vec<ReplicaStatus>,
-    /// Store sizes, when persisted.
-    pub store: Option<StoreStats>,
-}
-
-/// One replica's line in [`Status`].
-#[derive(Clone, Debug)]
-pub struct ReplicaStatus {
-    /// The replica's name.
-    pub name: String,
-    /// Everything below this `Seq` is final.
-    pub frontier: Seq,
-    /// The number of records (counting multiplicity).
-    pub records: u64,
-    /// The `as_of` of its newest stored revision.
-    pub newest_revision: Option<Seq>,
-    /// The logic version of the code.
-    pub logic_version: u32,
 }
 
 impl<R: Record> Runtime<R> {
@@ -79,7 +54,7 @@ impl<R: Record> Runtime<R> {
     /// are persisted before anything else happens).
     pub fn start_with(
         config: RuntimeConfig,
-        build: impl FnOnce(&Dictionary) -> Result<Dag<R>, crate::DagError>,
+        build: impl FnOnce(&Dictionary) -> Result<Dag<R>, DagError>,
     ) -> Result<Self, Error> {
         let dictionary = Dictionary::new();
         let (store, last_seq) = match &config.store {
@@ -89,9 +64,9 @@ impl<R: Record> Runtime<R> {
                 } else {
                     Store::open(path)?
                 };
-                let n = store.string_count()? as usize;
+                let n = store.string_count()?;
                 let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-                dictionary.load_parallel(n as u64, threads as u64, |from, to, f| {
+                dictionary.load_parallel(n, threads as u64, |from, to, f| {
                     Ok(store.for_each_string_in(from, to, f)?)
                 })?;
                 let last = store.last_seq()?;
@@ -108,36 +83,39 @@ impl<R: Record> Runtime<R> {
             }
         }
         let mut rt = Runtime {
-            config,
-            dag,
-            dictionary,
-            store,
-            engine: None,
-            last_seq,
+            stored: Stored {
+                config,
+                dag,
+                dictionary,
+                store,
+                last_seq,
+            },
+            controller: None,
             since_revision: 0,
             rebuild_deltas: Vec::new(),
             resumed: Vec::new(),
         };
-        if rt.store.is_none() {
-            rt.engine = Some(Engine::start(rt.dag.clone(), rt.config.workers)?);
+        if rt.stored.store.is_none() {
+            let controller = Controller::start(rt.stored.dag.clone(), rt.stored.config.workers)?;
+            rt.controller = Some(controller);
         } else {
             // Fail now, not at first use, if the store cannot be restored.
-            rt.start_point(rt.last_seq)?;
+            rt.stored.start_point(rt.stored.last_seq)?;
         }
         Ok(rt)
     }
 
     /// The replicas.
     pub fn dag(&self) -> &Dag<R> {
-        &self.dag
+        &self.stored.dag
     }
 
     /// The id of a replica by name.
     pub fn replica(&self, name: &str) -> Result<ReplicaId, Error> {
-        self.dag.id(name).ok_or_else(|| Error::UnknownReplica {
+        let dag = &self.stored.dag;
+        dag.id(name).ok_or_else(|| Error::UnknownReplica {
             name: name.to_string(),
-            known: self
-                .dag
+            known: dag
                 .replicas()
                 .iter()
                 .map(|d| d.name().to_string())
@@ -147,73 +125,63 @@ impl<R: Record> Runtime<R> {
 
     /// The dictionary of interned identifiers shared with the dataflow.
     pub fn dictionary(&self) -> &Dictionary {
-        &self.dictionary
+        &self.stored.dictionary
     }
 
     /// The last committed (or, without a store, pushed) `Seq`.
     pub fn last_seq(&self) -> Seq {
-        Seq(self.last_seq)
-    }
-
-    /// The store, if the runtime is persisted.
-    pub fn store(&self) -> Option<&Store> {
-        self.store.as_deref()
+        Seq(self.stored.last_seq)
     }
 
     /// Commits a source delta durably (with a store) and feeds it to the dataflow; returns its
     /// `Seq`. Nothing of a delta that fails is stored.
     pub fn push(&mut self, delta: SourceDelta<R>) -> Result<Seq, Error> {
-        Ok(self.push_many(vec![delta])?[0])
+        let seqs = self.push_many(vec![delta])?;
+        Ok(seqs.first().copied().unwrap_or(Seq(self.stored.last_seq)))
     }
 
     /// Commits several source deltas in one durable transaction (a group commit) and feeds them.
     pub fn push_many(&mut self, deltas: Vec<SourceDelta<R>>) -> Result<Vec<Seq>, Error> {
+        let dag = self.stored.dag.clone();
         for d in &deltas {
             for (replica, _, _) in &d.updates {
-                if !self.dag.replica(*replica).is_source() {
-                    return Err(Error::NotASource(
-                        self.dag.replica(*replica).name().to_string(),
-                    ));
+                if !dag.replica(*replica).is_source() {
+                    return Err(Error::NotASource(dag.replica(*replica).name().to_string()));
                 }
             }
         }
-        self.ensure_engine()?;
-        let seqs: Vec<u64> = match &self.store {
+        self.ensure_controller()?;
+        let last_seq = self.stored.last_seq;
+        let seqs: Vec<u64> = match &self.stored.store {
             Some(store) => {
                 let encoded: Vec<Vec<u8>> = deltas
                     .iter()
                     .map(|d| codec::encode(&self.logged(d)))
                     .collect();
                 let slices: Vec<&[u8]> = encoded.iter().map(|e| e.as_slice()).collect();
-                let (first_id, strings) = self.dictionary.unpersisted();
-                match store.append(&slices, first_id, &strings) {
-                    Ok(seqs) => {
-                        self.dictionary
-                            .mark_persisted(first_id + strings.len() as u64);
-                        seqs
-                    }
-                    // The new strings stay interned (unpersisted): the dataflow may hold their ids
-                    // already, and they are written with the next commit.
-                    Err(e) => return Err(e.into()),
-                }
+                let dictionary = &self.stored.dictionary;
+                let (first_id, strings) = dictionary.unpersisted();
+                // On failure the new strings stay interned (unpersisted): the dataflow may hold
+                // their ids already, and they are written with the next commit.
+                let seqs = store.append(&slices, first_id, &strings)?;
+                dictionary.mark_persisted(first_id + strings.len() as u64);
+                seqs
             }
-            None => (1..=deltas.len() as u64)
-                .map(|i| self.last_seq + i)
-                .collect(),
+            None => (1..=deltas.len() as u64).map(|i| last_seq + i).collect(),
         };
-        let engine = self.engine.as_mut().expect("engine started");
+        let controller = self.ensure_controller()?;
         for (seq, delta) in seqs.iter().zip(deltas) {
             let updates = delta
                 .updates
                 .into_iter()
                 .map(|(r, rec, d)| (r.0, rec, d))
                 .collect();
-            engine.feed(*seq, updates)?;
+            controller.feed(*seq, updates)?;
         }
-        self.last_seq = *seqs.last().unwrap_or(&self.last_seq);
+        self.stored.last_seq = *seqs.last().unwrap_or(&last_seq);
         self.since_revision += seqs.len() as u64;
-        if let Some(every) = self.config.revision_every
-            && self.store.is_some()
+        if let Some(every) = self.stored.config.revision_every
+            && self.stored.store.is_some()
             && self.since_revision >= every
         {
             self.capture_revisions()?;
@@ -227,33 +195,26 @@ impl<R: Record> Runtime<R> {
             by.entry(*r).or_default().push((rec.clone(), *d as i64));
         }
         by.into_iter()
-            .map(|(r, v)| (self.dag.replica(r).name().to_string(), v))
+            .map(|(r, v)| (self.stored.dag.replica(r).name().to_string(), v))
             .collect()
     }
 
     /// Steps the workers until every replica is final through `seq`, and delivers the deltas
     /// up to it to subscribers, in `Seq` order.
     pub fn step_until(&mut self, seq: Seq) -> Result<(), Error> {
-        self.ensure_engine()?;
-        self.engine
-            .as_mut()
-            .expect("engine started")
-            .step_until(seq.0)
+        self.ensure_controller()?.step_until(seq.0)
     }
 
     /// Steps until everything pushed is final.
     pub fn sync(&mut self) -> Result<(), Error> {
-        self.step_until(Seq(self.last_seq))
+        self.step_until(Seq(self.stored.last_seq))
     }
 
     /// Subscribes to a replica's deltas after the current `Seq`.
     pub fn subscribe(&mut self, replica: ReplicaId) -> Result<Subscription<R>, Error> {
-        self.ensure_engine()?;
+        self.ensure_controller()?;
         self.give_bases(&[replica])?;
-        self.engine
-            .as_mut()
-            .expect("engine started")
-            .subscribe(replica)
+        self.ensure_controller()?.subscribe(replica)
     }
 
     /// Rebuild deltas published when the runtime was restored: the difference between a stored
@@ -270,71 +231,90 @@ impl<R: Record> Runtime<R> {
         replica: ReplicaId,
         partition: Option<u64>,
     ) -> Result<Vec<(R, isize)>, Error> {
-        if let Some(view) = self.dag.replica(replica).view().cloned() {
-            let inputs = self.dag.inputs_of(replica).to_vec();
+        let dag = self.stored.dag.clone();
+        if let Some(view) = dag.replica(replica).view() {
+            let inputs = dag.inputs_of(replica);
             let right_partition = partition.filter(|_| view.partition_follows_right);
             let left = self.read(inputs[0], None)?;
             let right = self.read(inputs[1], right_partition)?;
             let rows = view.eval(&left, &right);
-            return Ok(self.filter_partition(replica, rows, partition));
+            return Ok(self.stored.filter_partition(replica, rows, partition));
         }
-        if self.engine.is_none()
-            && let Some(rows) = self.fresh_revision(replica, self.last_seq)?
+        if self.controller.is_none()
+            && let Some(rows) = self.stored.fresh_revision(replica, self.stored.last_seq)?
         {
-            return Ok(self.filter_partition(replica, rows, partition));
+            return Ok(self.stored.filter_partition(replica, rows, partition));
         }
-        self.ensure_engine()?;
-        self.engine_read(replica, partition)
+        self.controller_read(replica, partition)
     }
 
     /// A stored replica's contents as its base revision (shared, not copied) and the changes
     /// since it ([`Split`]), from the running dataflow (started if need be). For a reader that
     /// keeps a large replica's contents, e.g. an ingest state, after a restore.
     ///
-    /// # Panics
-    /// If `replica` is a view.
+    /// A view has no base: its contents are all changes.
     pub fn read_split(&mut self, replica: ReplicaId) -> Result<Split<R>, Error> {
-        self.ensure_engine()?;
+        if self.stored.dag.replica(replica).is_view() {
+            return Ok(Split {
+                base: Default::default(),
+                changes: self.read(replica, None)?,
+            });
+        }
+        self.ensure_controller()?;
         self.give_bases(&[replica])?;
-        self.engine
-            .as_mut()
-            .expect("engine started")
-            .read_split(replica)
+        self.ensure_controller()?.read_split(replica)
     }
 
-    /// A replica's contents in the running dataflow (with its base revision, if based).
-    fn engine_read(
+    /// A replica's contents in the running dataflow, started if need be (with its base
+    /// revision, if based).
+    fn controller_read(
         &mut self,
         replica: ReplicaId,
         partition: Option<u64>,
     ) -> Result<Vec<(R, isize)>, Error> {
+        self.ensure_controller()?;
         self.give_bases(&[replica])?;
-        self.engine
-            .as_mut()
-            .expect("engine started")
-            .read(replica, partition)
+        self.ensure_controller()?.read(replica, partition)
+    }
+
+    /// The running dataflow, restored first if it is not running.
+    fn ensure_controller(&mut self) -> Result<&mut Controller<R>, Error> {
+        if self.controller.is_none() {
+            let restored = restore(&self.stored)?;
+            let stale = !restored.rebuild_deltas.is_empty();
+            self.resumed = restored.resumed;
+            self.rebuild_deltas.extend(restored.rebuild_deltas);
+            self.controller = Some(restored.controller);
+            if stale && !self.stored.config.read_only {
+                self.capture_revisions()?;
+            }
+        }
+        (self.controller.as_mut())
+            .ok_or_else(|| Error::WorkerFailed("the dataflow is not running".into()))
     }
 
     /// Decodes the base revisions of `replicas` (of their inputs, for views) that the running
     /// dataflow needs and does not have yet.
     fn give_bases(&mut self, replicas: &[ReplicaId]) -> Result<(), Error> {
-        let engine = self.engine.as_ref().expect("engine started");
-        let Some((as_of, _)) = engine.base() else {
+        let Some(controller) = self.controller.as_mut() else {
             return Ok(());
         };
+        let Some((as_of, _)) = controller.base() else {
+            return Ok(());
+        };
+        let dag = &self.stored.dag;
         let mut wanted = Vec::new();
         for id in replicas {
-            if self.dag.replica(*id).is_view() {
-                wanted.extend(self.dag.inputs_of(*id).iter().copied());
+            if dag.replica(*id).is_view() {
+                wanted.extend(dag.inputs_of(*id).iter().copied());
             } else {
                 wanted.push(*id);
             }
         }
-        wanted.retain(|id| engine.needs_base(*id));
+        wanted.retain(|id| controller.needs_base(*id));
         for id in wanted {
-            let rows = sorted(self.decode_revision(self.dag.replica(id).name(), as_of)?);
-            let engine = self.engine.as_mut().expect("engine started");
-            engine.set_base(id, Decoding::done(Arc::new(rows)));
+            let rows = sorted(self.stored.decode_revision(dag.replica(id).name(), as_of)?);
+            controller.set_base(id, Decoding::done(Arc::new(rows)));
         }
         Ok(())
     }
@@ -342,49 +322,54 @@ impl<R: Record> Runtime<R> {
     /// Stops the running dataflow, if any (it restarts from the store when next needed). Its
     /// seeds are decoded first: a revision handed out (`read_split`) outlives it and stays
     /// readable.
-    fn stop_engine(&mut self) -> Result<(), Error> {
+    fn stop_controller(&mut self) -> Result<(), Error> {
         self.resumed.clear();
-        match self.engine.take() {
-            Some(engine) => {
-                let decoded = engine.wait_decodings();
-                engine.stop()?;
+        match self.controller.take() {
+            Some(controller) => {
+                let decoded = controller.wait_decodings();
+                controller.stop()?;
                 decoded
             }
             None => Ok(()),
         }
     }
 
+    /// The replicas the dataflow's restore resumed from their revisions instead of
+    /// recomputing them (none before the dataflow starts, or when it started from scratch).
+    pub fn resumed(&self) -> &[String] {
+        &self.resumed
+    }
+
     /// Every replica's frontier.
     pub fn frontiers(&mut self) -> Result<Vec<Frontier>, Error> {
-        let raw = match self.engine.as_mut() {
-            Some(e) => e.frontiers()?,
+        let last_seq = self.stored.last_seq;
+        let raw = match self.controller.as_mut() {
+            Some(c) => c.frontiers()?,
             // Nothing is running: everything committed is final.
-            None => vec![self.last_seq + 1; self.dag.len()],
+            None => vec![last_seq + 1; self.stored.dag.len()],
         };
         Ok(raw
             .into_iter()
             .enumerate()
             .map(|(i, f)| Frontier {
                 replica: ReplicaId(i as u32),
-                name: self.dag.replicas()[i].name().to_string(),
-                frontier: Seq(if f == u64::MAX { self.last_seq + 1 } else { f }),
+                name: self.stored.dag.replicas()[i].name().to_string(),
+                frontier: Seq(if f == u64::MAX { last_seq + 1 } else { f }),
             })
             .collect())
     }
 
     /// The stored revisions' headers.
     pub fn revisions(&self) -> Result<Vec<RevisionInfo>, Error> {
-        match &self.store {
-            Some(s) => Ok(s.revisions()?),
-            None => Ok(Vec::new()),
-        }
+        self.stored.revisions()
     }
 
     /// The number of records of a replica now, counting multiplicity. A view's records are
     /// counted from its inputs without being built.
     pub fn records(&mut self, replica: ReplicaId) -> Result<u64, Error> {
-        if let Some(view) = self.dag.replica(replica).view().cloned() {
-            let inputs = self.dag.inputs_of(replica).to_vec();
+        let dag = self.stored.dag.clone();
+        if let Some(view) = dag.replica(replica).view() {
+            let inputs = dag.inputs_of(replica);
             let left = self.read(inputs[0], None)?;
             let right = self.read(inputs[1], None)?;
             return Ok(view.count(&left, &right));
@@ -400,6 +385,7 @@ impl<R: Record> Runtime<R> {
     pub fn status(&mut self) -> Result<Status, Error> {
         let frontiers = self.frontiers()?;
         let revisions = self.revisions()?;
+        let last_seq = self.stored.last_seq;
         let mut replicas = Vec::new();
         for f in frontiers {
             let newest = revisions
@@ -407,36 +393,30 @@ impl<R: Record> Runtime<R> {
                 .filter(|r| r.replica == f.name)
                 .map(|r| r.as_of)
                 .max();
-            let desc = self.dag.replica(f.replica);
-            let records = match (
-                desc.view(),
-                &self.engine,
-                revisions
-                    .iter()
-                    .find(|r| r.replica == f.name && r.as_of == self.last_seq),
-            ) {
-                (Some(_), _, _) => self.records(f.replica)?,
-                (None, None, Some(info)) if self.is_fresh(info) => info.records,
-                _ => self
-                    .read(f.replica, None)?
-                    .iter()
-                    .map(|(_, d)| *d as u64)
-                    .sum(),
+            let desc = self.stored.dag.replica(f.replica);
+            let logic_version = desc.logic_version();
+            let current = revisions
+                .iter()
+                .find(|r| r.replica == f.name && r.as_of == last_seq);
+            let records = match (desc.is_view(), &self.controller, current) {
+                (true, _, _) => self.records(f.replica)?,
+                (false, None, Some(info)) if self.stored.is_fresh(info) => info.records,
+                _ => self.records(f.replica)?,
             };
             replicas.push(ReplicaStatus {
-                logic_version: self.dag.replica(f.replica).logic_version(),
+                logic_version,
                 name: f.name,
                 frontier: f.frontier,
                 records,
                 newest_revision: newest.map(Seq),
             });
         }
-        let store = match &self.store {
+        let store = match &self.stored.store {
             Some(s) => Some(s.stats()?),
             None => None,
         };
         Ok(Status {
-            seq: Seq(self.last_seq),
+            seq: Seq(last_seq),
             replicas,
             store,
         })
@@ -445,34 +425,30 @@ impl<R: Record> Runtime<R> {
     /// Captures a revision of every replica as of the last `Seq`, in one transaction, then
     /// collects garbage. Returns the `as_of`.
     pub fn capture_revisions(&mut self) -> Result<Seq, Error> {
-        if self.store.is_none() {
-            return Err(Error::NoStore("capturing revisions"));
+        self.stored.store("capturing revisions")?;
+        let as_of = self.stored.last_seq;
+        let dag = self.stored.dag.clone();
+        let mut all_fresh = self.controller.is_none();
+        for (i, d) in dag.replicas().iter().enumerate() {
+            if !all_fresh {
+                break;
+            }
+            all_fresh = d.is_view() || self.stored.has_fresh(ReplicaId(i as u32), as_of)?;
         }
-        let as_of = self.last_seq;
-        let all_fresh = self.engine.is_none()
-            && self.dag.replicas().iter().enumerate().all(|(i, d)| {
-                d.is_view()
-                    || self
-                        .revision_info(ReplicaId(i as u32), as_of)
-                        .is_some_and(|info| self.is_fresh(&info))
-            });
         if !all_fresh {
-            self.ensure_engine()?;
-            let engine = self.engine.as_mut().expect("engine started");
-            engine.step_until(as_of)?;
-            let mut writes = Vec::with_capacity(self.dag.len());
-            let dag = self.dag.clone();
+            self.ensure_controller()?.step_until(as_of)?;
+            let mut writes = Vec::with_capacity(dag.len());
             for (i, desc) in dag.replicas().iter().enumerate() {
                 if desc.is_view() {
                     continue; // evaluated from its inputs' revisions when read
                 }
-                let rows = self.engine_read(ReplicaId(i as u32), None)?;
-                writes.push(revision_write(desc, rows, self.config.chunk_records));
+                let rows = self.controller_read(ReplicaId(i as u32), None)?;
+                writes.push(self.stored.revision_write(desc, rows));
             }
-            self.write_revisions(as_of, &writes)?;
+            self.stored.write_revisions(as_of, &writes)?;
         }
         self.since_revision = 0;
-        self.collect_garbage(self.config.log_gc)?;
+        self.collect_garbage(self.stored.config.log_gc)?;
         Ok(Seq(as_of))
     }
 
@@ -481,28 +457,23 @@ impl<R: Record> Runtime<R> {
     /// dependent at the same `as_of` still needs), and, with `cut_log`, the source-log entries
     /// at or below the oldest retained restore point.
     pub fn collect_garbage(&mut self, cut_log: bool) -> Result<(), Error> {
-        let Some(store) = &self.store else {
-            return Err(Error::NoStore("collecting garbage"));
-        };
+        let store = self.stored.store("collecting garbage")?.clone();
         let revisions = store.revisions()?;
-        let (delete, log_through) = gc_plan(&self.dag, &revisions, self.config.keep_revisions);
+        let dag = self.stored.dag.clone();
+        let (delete, log_through) = gc_plan(&dag, &revisions, self.stored.config.keep_revisions);
         // The running dataflow's base and seed revisions are decoded before they go.
-        if let Some((base, _)) = self.engine.as_ref().and_then(|e| e.base()) {
+        if let Some((base, _)) = self.controller.as_ref().and_then(|c| c.base()) {
             let going: Vec<ReplicaId> = (delete.iter())
                 .filter(|(_, as_of)| *as_of == base)
-                .filter_map(|(name, _)| self.dag.id(name))
+                .filter_map(|(name, _)| dag.id(name))
                 .collect();
             self.give_bases(&going)?;
-            if !going.is_empty() {
-                self.engine
-                    .as_ref()
-                    .expect("engine started")
-                    .wait_decodings()?;
+            if let Some(controller) = self.controller.as_ref().filter(|_| !going.is_empty()) {
+                controller.wait_decodings()?;
             }
         }
         let log_through = log_through.filter(|_| cut_log);
         if !delete.is_empty() || log_through.is_some() {
-            let store = self.store.as_ref().expect("store");
             store.collect_garbage(&delete, log_through)?;
         }
         Ok(())
@@ -510,13 +481,13 @@ impl<R: Record> Runtime<R> {
 
     /// Rewrites the store file to give back the space of deleted entries.
     pub fn compact_store(&mut self) -> Result<(), Error> {
-        let Some(store) = self.store.as_mut() else {
+        // A restore's seeds hold the store until they are decoded (a few seconds at most).
+        if let Some(controller) = &self.controller {
+            controller.wait_decodings()?;
+        }
+        let Some(store) = self.stored.store.as_mut() else {
             return Err(Error::NoStore("compacting the store file"));
         };
-        // A restore's seeds hold the store until they are decoded (a few seconds at most).
-        if let Some(engine) = &self.engine {
-            engine.wait_decodings()?;
-        }
         loop {
             if let Some(s) = Arc::get_mut(store) {
                 return Ok(s.compact_file()?);
@@ -525,12 +496,68 @@ impl<R: Record> Runtime<R> {
         }
     }
 
+    /// A replica's contents as of an earlier `seq` (time travel), from a retained revision or
+    /// a replay of the log after one.
+    pub fn read_as_of(
+        &mut self,
+        replica: ReplicaId,
+        seq: Seq,
+        partition: Option<u64>,
+    ) -> Result<Vec<(R, isize)>, Error> {
+        let last = self.stored.last_seq;
+        if seq.0 > last {
+            return Err(Error::FutureSeq {
+                seq,
+                last: Seq(last),
+            });
+        }
+        if seq.0 == last {
+            return self.read(replica, partition);
+        }
+        let dag = self.stored.dag.clone();
+        if let Some(view) = dag.replica(replica).view() {
+            let inputs = dag.inputs_of(replica);
+            let right_partition = partition.filter(|_| view.partition_follows_right);
+            let left = self.read_as_of(inputs[0], seq, None)?;
+            let right = self.read_as_of(inputs[1], seq, right_partition)?;
+            let rows = view.eval(&left, &right);
+            return Ok(self.stored.filter_partition(replica, rows, partition));
+        }
+        history::read_as_of(&self.stored, replica, seq.0, partition)
+    }
+
+    /// A replica's deltas for every `Seq > since`, in order, as far back as the retained log
+    /// and revisions reach.
+    pub fn deltas_since(&mut self, replica: ReplicaId, since: Seq) -> Result<Vec<Delta<R>>, Error> {
+        history::deltas_since(&self.stored, replica, since)
+    }
+
+    /// Recomputes replicas from the source log alone (in batch) and compares them with every
+    /// retained revision of `replicas` (all when empty); unless `check_only`, replaces the
+    /// revisions that differ. Stops the running dataflow first: it restarts from the
+    /// (possibly replaced) revisions when next needed.
+    pub fn rebuild(
+        &mut self,
+        replicas: &[ReplicaId],
+        check_only: bool,
+    ) -> Result<Vec<RebuildOutcome>, Error> {
+        self.stored.store("rebuilding from the log")?;
+        self.stop_controller()?;
+        let selected: BTreeSet<ReplicaId> = if replicas.is_empty() {
+            (0..self.stored.dag.len() as u32).map(ReplicaId).collect()
+        } else {
+            replicas.iter().copied().collect()
+        };
+        history::rebuild(&self.stored, &selected, check_only)
+    }
+
     /// Stops the workers; with a store, first captures revisions (unless configured not to).
     pub fn shutdown(mut self) -> Result<(), Error> {
-        if self.store.is_some()
-            && self.config.revision_on_shutdown
-            && !self.config.read_only
-            && self.engine.is_some()
+        let config = &self.stored.config;
+        if self.stored.store.is_some()
+            && config.revision_on_shutdown
+            && !config.read_only
+            && self.controller.is_some()
         {
             self.capture_revisions()?;
         }
@@ -543,87 +570,17 @@ impl<R: Record> Runtime<R> {
     /// instead of reading it, and the file is closed cleanly when this returns.
     fn close(&mut self) -> Result<(), Error> {
         self.resumed.clear();
-        let mut engine = self.engine.take();
-        let stopped = engine.as_mut().map_or(Ok(()), Engine::stop_threads);
-        self.store.take();
-        drop(engine);
+        let mut controller = self.controller.take();
+        let stopped = controller.as_mut().map_or(Ok(()), Controller::stop_threads);
+        self.stored.store.take();
+        drop(controller);
         stopped
-    }
-
-    /// Writes revisions in one transaction with the dictionary strings not yet stored.
-    fn write_revisions(&self, as_of: u64, writes: &[RevisionWrite]) -> Result<(), Error> {
-        let (first_id, strings) = self.dictionary.unpersisted();
-        let store = self.store.as_ref().expect("store");
-        store.write_revisions(as_of, writes, first_id, &strings)?;
-        self.dictionary
-            .mark_persisted(first_id + strings.len() as u64);
-        Ok(())
-    }
-
-    // ---- restore and replay ----
-
-    fn is_fresh(&self, info: &RevisionInfo) -> bool {
-        self.dag.id(&info.replica).is_some_and(|id| {
-            let d = self.dag.replica(id);
-            d.logic_version() == info.logic_version && d.description_hash() == info.description_hash
-        })
-    }
-
-    fn revision_info(&self, replica: ReplicaId, as_of: u64) -> Option<RevisionInfo> {
-        let name = self.dag.replica(replica).name();
-        self.store
-            .as_ref()?
-            .revisions()
-            .ok()?
-            .into_iter()
-            .find(|i| i.replica == name && i.as_of == as_of)
-    }
-
-    fn fresh_revision(
-        &self,
-        replica: ReplicaId,
-        as_of: u64,
-    ) -> Result<Option<Vec<(R, isize)>>, Error> {
-        match self.revision_info(replica, as_of) {
-            Some(info) if self.is_fresh(&info) => {
-                Ok(Some(self.decode_revision(&info.replica, as_of)?))
-            }
-            _ => Ok(None),
-        }
-    }
-
-    fn decode_revision(&self, replica: &str, as_of: u64) -> Result<Vec<(R, isize)>, Error> {
-        let store = self.store.as_ref().expect("store");
-        let mut rows = Vec::new();
-        for (i, chunk) in store.revision_chunks(replica, as_of)?.iter().enumerate() {
-            rows.extend(codec::decode_chunk(chunk, replica, as_of, i as u32)?);
-        }
-        Ok(rows)
-    }
-
-    fn filter_partition(
-        &self,
-        replica: ReplicaId,
-        rows: Vec<(R, isize)>,
-        partition: Option<u64>,
-    ) -> Vec<(R, isize)> {
-        match partition {
-            None => rows,
-            Some(p) => {
-                let desc = self.dag.replica(replica);
-                rows.into_iter()
-                    .filter(|(r, _)| desc.partition_of(r) == p)
-                    .collect()
-            }
-        }
     }
 
     /// Checks the store: the engine's encodings on top of the store's own invariants.
     pub fn check_store(&self) -> Result<Vec<String>, Error> {
-        let Some(store) = &self.store else {
-            return Err(Error::NoStore("checking the store"));
-        };
-        let dag = self.dag.clone();
+        let store = self.stored.store("checking the store")?;
+        let dag = self.stored.dag.clone();
         let mut problems = store.check(
             |bytes| {
                 let logged: LoggedDelta<R> =
@@ -644,7 +601,7 @@ impl<R: Record> Runtime<R> {
                 Ok(rows.len() as u64)
             },
         )?;
-        if let Err(e) = self.start_point(self.last_seq) {
+        if let Err(e) = self.stored.start_point(self.stored.last_seq) {
             problems.push(e.to_string());
         }
         Ok(problems)
@@ -656,30 +613,5 @@ impl<R: Record> Drop for Runtime<R> {
     /// without capturing revisions.
     fn drop(&mut self) {
         let _ = self.close();
-    }
-}
-
-/// `rows` sorted by record (decoded revisions are; this only checks, for a store written
-/// otherwise).
-pub(crate) fn sorted<R: Record>(mut rows: Vec<(R, isize)>) -> Vec<(R, isize)> {
-    if !rows.is_sorted_by(|a, b| a.0 <= b.0) {
-        rows.sort_by(|a, b| a.0.cmp(&b.0));
-    }
-    rows
-}
-
-/// A replica's consolidated contents as a revision to write.
-fn revision_write<R: Record>(
-    desc: &crate::ReplicaDescription<R>,
-    rows: Vec<(R, isize)>,
-    per_chunk: usize,
-) -> RevisionWrite {
-    let rows: Vec<(R, i64)> = rows.into_iter().map(|(r, d)| (r, d as i64)).collect();
-    RevisionWrite {
-        replica: desc.name().to_string(),
-        logic_version: desc.logic_version(),
-        description_hash: desc.description_hash(),
-        records: rows.len() as u64,
-        chunks: codec::encode_chunks(&rows, per_chunk),
     }
 }

@@ -1,27 +1,30 @@
-//! The worker side of the runtime: the compiled dataflow and the command loop of one timely
-//! worker thread.
+//! The worker threads: the command loop each timely worker runs over its compiled dataflow
+//! (`compile`), and [`Workers`], the controller's handle that starts them and drives them
+//! through channels.
 
-use std::sync::Arc;
+mod compile;
+
+pub(crate) use compile::ResumePlan;
+
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use differential_dataflow::input::InputSession;
-use differential_dataflow::operators::arrange::TraceAgent;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, unbounded};
 use differential_dataflow::trace::TraceReader;
 use differential_dataflow::trace::cursor::{Cursor, cursor_list};
-use differential_dataflow::trace::implementations::ValSpine;
-use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::WorkerConfig;
+use timely::communication::initialize::WorkerGuards;
 use timely::progress::frontier::Antichain;
 use timely::worker::Worker;
 
-use differential_dataflow::AsCollection;
-use timely::dataflow::operators::core::Filter;
+use crate::dag::Dag;
+use crate::description::ReplicaId;
+use crate::error::{Error, panic_message};
+use crate::record::Record;
+use compile::{Captured, Compiled, Trace, compile};
 
-use crate::description::{Coll, Dag, Record};
-use crate::resume::ResumePlan;
-
-/// The arrangement of one replica: records keyed by their partition.
-type Trace<R> = TraceAgent<ValSpine<u64, R, u64, isize>>;
+/// How often a controller waiting for the workers checks whether one of them panicked.
+const PANIC_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// One update of a source replica: `(source replica index, record, diff)`.
 pub(crate) type SourceUpdate<R> = (u32, R, isize);
@@ -53,9 +56,6 @@ pub(crate) enum Reply<R> {
     Frontiers(Vec<u64>),
 }
 
-/// Updates of replica `.0` captured for subscribers: `(record, time, diff)`.
-pub(crate) type Captured<R> = (u32, Vec<(R, u64, isize)>);
-
 /// Channels and flags a worker shares with the controller.
 pub(crate) struct WorkerLink<R> {
     pub commands: Receiver<Command<R>>,
@@ -65,111 +65,20 @@ pub(crate) struct WorkerLink<R> {
     pub capture: Arc<Vec<AtomicBool>>,
 }
 
-/// Builds the shared dataflow on this worker and serves commands until `Shutdown`. With a
-/// `plan`, the replicas it resumes compute only their deltas after the restore point; those
-/// that are not based start from their revisions, fed at the restore point through an input of
-/// their own, like a source.
+/// Builds the shared dataflow on this worker and serves commands until `Shutdown`.
 pub(crate) fn run_worker<R: Record>(
     worker: &mut Worker,
     dag: &Dag<R>,
-    link: WorkerLink<R>,
+    link: &WorkerLink<R>,
     plan: Option<&ResumePlan<R>>,
 ) {
     let index = worker.index();
-    let n = dag.len();
-    let all_probe: ProbeHandle<u64> = ProbeHandle::new();
-    let probes: Vec<ProbeHandle<u64>> = (0..n).map(|_| ProbeHandle::new()).collect();
-
-    let (mut inputs, mut traces) = worker.dataflow::<u64, _, _>(|scope| {
-        let mut inputs: Vec<Option<InputSession<u64, R, isize>>> = Vec::with_capacity(n);
-        let mut colls: Vec<Option<Coll<'_, R>>> = Vec::with_capacity(n);
-        // A replica's updates after the restore point, once a resumed replica needs them.
-        let mut deltas: Vec<Option<Coll<'_, R>>> = vec![None; n];
-        let mut traces: Vec<Option<Trace<R>>> = Vec::with_capacity(n);
-        for (i, desc) in dag.replicas().iter().enumerate() {
-            if desc.is_view() {
-                // Views are evaluated by the controller when read; nothing runs here.
-                inputs.push(None);
-                colls.push(None);
-                traces.push(None);
-                continue;
-            }
-            let id = crate::ReplicaId(i as u32);
-            let resumed = plan.and_then(|p| p.seeds[i].as_ref().map(|s| (p.as_of, s)));
-            let coll = match (desc.compute(), resumed) {
-                (None, _) => {
-                    let mut session = InputSession::new();
-                    let c = session.to_collection(scope);
-                    inputs.push(Some(session));
-                    c
-                }
-                (Some(compute), None) => {
-                    inputs.push(None);
-                    let ins: Vec<Coll<'_, R>> = dag
-                        .inputs_of(id)
-                        .iter()
-                        .map(|x| colls[x.index()].clone().expect("inputs are not views"))
-                        .collect();
-                    compute(&ins)
-                }
-                (Some(compute), Some((as_of, seeds))) => {
-                    let mut session = InputSession::new();
-                    let revision = session.to_collection(scope);
-                    inputs.push(Some(session));
-                    let ins: Vec<Coll<'_, R>> = dag
-                        .inputs_of(id)
-                        .iter()
-                        .map(|x| {
-                            deltas[x.index()]
-                                .get_or_insert_with(|| {
-                                    let c = colls[x.index()].clone().expect("inputs are not views");
-                                    // A based input holds only its updates after `as_of`.
-                                    if plan.is_some_and(|p| p.based[x.index()]) {
-                                        c
-                                    } else {
-                                        after(c, as_of)
-                                    }
-                                })
-                                .clone()
-                        })
-                        .collect();
-                    let delta = match desc.resume() {
-                        Some(resume) => resume(&ins, seeds),
-                        None => compute(&ins),
-                    };
-                    deltas[i] = Some(delta.clone());
-                    revision.concat(delta)
-                }
-            };
-            colls.push(Some(coll.clone()));
-            let partition = desc.partition_fn();
-            let arranged = coll
-                .map(move |r| (partition(&r), r))
-                .arrange_by_key_named(desc.name());
-            traces.push(Some(arranged.trace.clone()));
-            let flag = link.capture.clone();
-            let sink = link.captured.clone();
-            let replica = i as u32;
-            arranged
-                .flat_map_ref(move |_k, v| {
-                    if flag[replica as usize].load(Ordering::Relaxed) {
-                        Some(v.clone())
-                    } else {
-                        None
-                    }
-                })
-                .inspect_batch(move |_t, data| {
-                    if !data.is_empty() {
-                        // The controller outlives the workers; a closed channel means shutdown.
-                        let _ = sink.send((replica, data.to_vec()));
-                    }
-                })
-                .probe_with(&probes[i])
-                .probe_with(&all_probe);
-        }
-        (inputs, traces)
-    });
-
+    let Compiled {
+        mut inputs,
+        mut traces,
+        probes,
+        all_probe,
+    } = compile(worker, dag, &link.capture, &link.captured, plan);
     let mut upper: u64 = 0; // every input is closed below `upper`
     let mut pending_syncs: Vec<u64> = Vec::new();
     loop {
@@ -219,7 +128,7 @@ pub(crate) fn run_worker<R: Record>(
                 // A view is final where its inputs are.
                 for (i, desc) in dag.replicas().iter().enumerate() {
                     if desc.is_view() {
-                        let inputs = dag.inputs_of(crate::ReplicaId(i as u32));
+                        let inputs = dag.inputs_of(ReplicaId(i as u32));
                         f[i] = inputs
                             .iter()
                             .map(|x| f[x.index()])
@@ -268,13 +177,6 @@ pub(crate) fn run_worker<R: Record>(
     }
 }
 
-/// The updates of `coll` at times after `as_of`: its delta since the restore point.
-fn after<R: Record>(coll: Coll<'_, R>, as_of: u64) -> Coll<'_, R> {
-    coll.inner
-        .filter(move |(_, t, _)| *t > as_of)
-        .as_collection()
-}
-
 /// Reads the consolidated contents of this worker's shard of a replica at its current upper.
 fn read_trace<R: Record>(trace: &mut Trace<R>, partition: Option<u64>) -> Vec<(R, isize)> {
     let mut upper = Antichain::new();
@@ -314,5 +216,227 @@ where
             rows.push((v.clone(), sum));
         }
         cursor.step_val(storage);
+    }
+}
+
+/// The live dataflow: worker threads and the channels to them.
+pub(crate) struct Workers<R: Record> {
+    commands: Vec<Sender<Command<R>>>,
+    replies: Receiver<(usize, Reply<R>)>,
+    pub(crate) captured: Receiver<Captured<R>>,
+    capture: Arc<Vec<AtomicBool>>,
+    guards: Option<WorkerGuards<()>>,
+    next_worker: usize,
+    /// The messages of the workers' panics, the first first.
+    panics: Arc<Mutex<Vec<String>>>,
+}
+
+impl<R: Record> Workers<R> {
+    pub(crate) fn start(
+        dag: Arc<Dag<R>>,
+        workers: usize,
+        plan: Option<Arc<ResumePlan<R>>>,
+    ) -> Result<Self, Error> {
+        let (reply_tx, replies) = unbounded();
+        let (captured_tx, captured) = unbounded();
+        let capture: Arc<Vec<AtomicBool>> =
+            Arc::new((0..dag.len()).map(|_| AtomicBool::new(false)).collect());
+        let mut commands = Vec::with_capacity(workers);
+        let mut receivers = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (tx, rx) = unbounded();
+            commands.push(tx);
+            receivers.push(Some(rx));
+        }
+        let receivers = Arc::new(Mutex::new(receivers));
+        let capture_w = capture.clone();
+        let panics: Arc<Mutex<Vec<String>>> = Arc::default();
+        let panics_w = panics.clone();
+        let mut worker_config = WorkerConfig::default();
+        differential_dataflow::configure(
+            &mut worker_config,
+            &differential_dataflow::Config::default().idle_merge_effort(Some(1000)),
+        );
+        let config = timely::Config {
+            communication: if workers == 1 {
+                timely::CommunicationConfig::Thread
+            } else {
+                timely::CommunicationConfig::Process(workers)
+            },
+            worker: worker_config,
+        };
+        let guards = timely::execute(config, move |worker| {
+            let rx = receivers.lock().expect("receivers lock")[worker.index()]
+                .take()
+                .expect("each worker takes its own receiver once");
+            let link = WorkerLink {
+                commands: rx,
+                replies: reply_tx.clone(),
+                captured: captured_tx.clone(),
+                capture: capture_w.clone(),
+            };
+            // The link outlives a panic of the loop: the controller sees the channels close
+            // only once the panic's message is recorded.
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_worker(worker, &dag, &link, plan.as_deref())
+            }));
+            if let Err(payload) = run {
+                let message = panic_message(payload.as_ref());
+                panics_w
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(message);
+                drop(link);
+                std::panic::resume_unwind(payload);
+            }
+            // Stopped: nothing more is read from the dataflow, so it is dropped rather than
+            // run to completion, which a peer that panicked would never let it reach.
+            for dataflow in worker.installed_dataflows() {
+                worker.drop_dataflow(dataflow);
+            }
+        })
+        .map_err(Error::Workers)?;
+        Ok(Workers {
+            commands,
+            replies,
+            captured,
+            capture,
+            guards: Some(guards),
+            next_worker: 0,
+            panics,
+        })
+    }
+
+    /// The error of a worker that stopped: the message of the first panic, if one was
+    /// recorded.
+    pub(crate) fn failed(&self) -> Error {
+        let panics = self.panics.lock().unwrap_or_else(|e| e.into_inner());
+        Error::WorkerFailed(
+            panics
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "it stopped without a panic message".into()),
+        )
+    }
+
+    pub(crate) fn peers(&self) -> usize {
+        self.commands.len()
+    }
+
+    pub(crate) fn send_all(&self, make: impl Fn() -> Command<R>) -> Result<(), Error> {
+        for tx in &self.commands {
+            tx.send(make()).map_err(|_| self.failed())?;
+        }
+        Ok(())
+    }
+
+    /// Sends a source delta at `seq`, spread over the workers.
+    pub(crate) fn feed(&mut self, seq: u64, updates: Vec<SourceUpdate<R>>) -> Result<(), Error> {
+        let peers = self.peers();
+        let mut shares: Vec<Vec<SourceUpdate<R>>> = (0..peers).map(|_| Vec::new()).collect();
+        if peers == 1 {
+            shares[0] = updates;
+        } else {
+            for u in updates {
+                shares[self.next_worker].push(u);
+                self.next_worker = (self.next_worker + 1) % peers;
+            }
+        }
+        for (tx, share) in self.commands.iter().zip(shares) {
+            tx.send(Command::Delta {
+                seq,
+                updates: share,
+            })
+            .map_err(|_| self.failed())?;
+        }
+        Ok(())
+    }
+
+    /// Waits for one reply of every worker. A worker that panicked fails the wait even while
+    /// the others still run (they may wait for it forever).
+    pub(crate) fn wait_all(&self, mut on_reply: impl FnMut(Reply<R>)) -> Result<(), Error> {
+        let mut replied = 0;
+        while replied < self.peers() {
+            match self.replies.recv_timeout(PANIC_POLL) {
+                Ok((_, reply)) => {
+                    on_reply(reply);
+                    replied += 1;
+                }
+                Err(RecvTimeoutError::Timeout) if !self.has_panicked() => {}
+                Err(_) => return Err(self.failed()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a worker panicked.
+    fn has_panicked(&self) -> bool {
+        !self
+            .panics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
+    /// Waits until every replica is final for all times `< upper`.
+    pub(crate) fn sync(&self, upper: u64) -> Result<(), Error> {
+        self.send_all(|| Command::Sync { upper })?;
+        self.wait_all(|_| {})
+    }
+
+    /// Reads a replica's consolidated contents (all workers' shards). Call after `sync`.
+    pub(crate) fn read(
+        &self,
+        replica: ReplicaId,
+        partition: Option<u64>,
+    ) -> Result<Vec<(R, isize)>, Error> {
+        self.send_all(|| Command::Read {
+            replica: replica.0,
+            partition,
+        })?;
+        let mut rows = Vec::new();
+        self.wait_all(|reply| {
+            if let Reply::Rows(r) = reply {
+                rows.extend(r);
+            }
+        })?;
+        rows.sort();
+        Ok(rows)
+    }
+
+    pub(crate) fn frontiers(&self) -> Result<Vec<u64>, Error> {
+        self.send_all(|| Command::Frontiers)?;
+        let mut out: Option<Vec<u64>> = None;
+        self.wait_all(|reply| {
+            if let Reply::Frontiers(f) = reply {
+                out = Some(match out.take() {
+                    None => f,
+                    Some(o) => o.into_iter().zip(f).map(|(a, b)| a.min(b)).collect(),
+                });
+            }
+        })?;
+        Ok(out.unwrap_or_default())
+    }
+
+    pub(crate) fn set_capture(&self, replica: ReplicaId) {
+        self.capture[replica.index()].store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stop(&mut self) -> Result<(), Error> {
+        for tx in &self.commands {
+            let _ = tx.send(Command::Shutdown);
+        }
+        if let Some(guards) = self.guards.take() {
+            for r in guards.join() {
+                r.map_err(|_| self.failed())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R: Record> Drop for Workers<R> {
+    fn drop(&mut self) {
+        let _ = self.stop();
     }
 }

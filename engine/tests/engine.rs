@@ -5,4 +5,5 @@ mod engine {
     pub mod diamond;
     pub mod persistence;
     pub mod random_dags;
+    pub mod worker_panic;
 }

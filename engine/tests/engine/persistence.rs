@@ -174,7 +174,7 @@ fn garbage_collection_never_breaks_restore_or_time_travel() {
         // Every retained point of history still reads back right.
         let revisions = rt.revisions().unwrap();
         let oldest = revisions.iter().map(|r| r.as_of).min().unwrap_or(0);
-        let first_log = rt.store().unwrap().first_log_seq().unwrap();
+        let first_log = rt.status().unwrap().store.unwrap().first_log_seq;
         let reach = if first_log == Some(1) {
             1
         } else {
@@ -198,10 +198,11 @@ fn garbage_collection_never_breaks_restore_or_time_travel() {
         assert!(revisions.iter().filter(|r| r.replica == name).count() <= 2);
     }
     assert!(
-        rt.store()
+        rt.status()
             .unwrap()
-            .first_log_seq()
+            .store
             .unwrap()
+            .first_log_seq
             .is_none_or(|f| f > 1),
         "GC cut the log"
     );

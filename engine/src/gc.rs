@@ -4,10 +4,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use prr_persist::RevisionInfo;
 
-use crate::description::{Dag, Record};
+use crate::dag::Dag;
+use crate::record::Record;
 
 /// Which revisions and log entries garbage collection deletes.
-pub(super) fn gc_plan<R: Record>(
+pub(crate) fn gc_plan<R: Record>(
     dag: &Dag<R>,
     revisions: &[RevisionInfo],
     keep: usize,

@@ -1,31 +1,16 @@
-//! Resuming a derived replica at a restore point instead of recomputing it.
-//!
-//! A restore feeds the source revisions and recomputes every derived replica from them, unless
-//! the replica can be *resumed*: its revision at the restore point `as_of` becomes its initial
-//! contents, and only its delta after `as_of` is computed, from its inputs' deltas after
-//! `as_of` and their contents at `as_of` (the [`Seeds`]). A replica can be resumed when
-//! - every input is read in [`crate::InputMode::Deltas`]: its computation, applied to the
-//!   inputs' deltas, yields its delta (it is linear); or
-//! - it declares a resume computation ([`crate::ReplicaDescription::with_resume`]) that derives
-//!   its delta from the inputs' deltas and seeds; the oracle tests check it against the
-//!   computation at every `Seq` after a restart.
-//!
-//! A resumed replica that a recomputed replica reads in full has its revision fed to the
-//! dataflow at `as_of`, so its collection there is its revision plus its delta. A source or
-//! resumed replica that no recomputed replica reads is *based*: the dataflow holds only its
-//! delta after `as_of`, and reads add its revision (the base) to it. When every derived replica
-//! is resumed, a restore feeds nothing to the dataflow.
+//! Revisions at a restore point and their lazy decoding: a stored revision is looked up by
+//! chunk until it is decoded whole (on other threads, see `decoders`), and read whole by its
+//! first reader that needs all of it.
 
-use std::any::Any;
-use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
-use std::thread::JoinHandle;
 
 use prr_persist::Store;
 
 use crate::codec;
-use crate::description::{Coll, Record};
+use crate::error::Error;
+use crate::record::Record;
+use crate::updates::sorted;
 
 /// A replica's consolidated contents at a restore point, sorted by record, shared.
 pub(crate) type Rows<R> = Arc<Vec<(R, isize)>>;
@@ -43,55 +28,6 @@ pub(crate) struct Decoding<R> {
     abandoned: AtomicBool,
     /// Notified, with `chunks` locked, when the outcome is set or it is abandoned.
     changed: Condvar,
-}
-
-/// The threads that decode a restore's seed revisions in the background (see
-/// `Runtime::decode_revisions`), owned by the dataflow they serve. Dropping them stops them:
-/// each finishes the piece it decodes, then the revisions left undecoded are abandoned (a
-/// reader of all of one decodes it itself). So no thread outlives the dataflow holding the
-/// store: the file is closed cleanly when the runtime, and every revision it handed out, are
-/// dropped, and a process that exits right after a restore leaves nothing to repair.
-pub(crate) struct Decoders<R> {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-    decodings: Vec<Arc<Decoding<R>>>,
-}
-
-impl<R> Decoders<R> {
-    /// Threads told to stop by `stop`, decoding `decodings`.
-    pub(crate) fn new(
-        stop: Arc<AtomicBool>,
-        threads: Vec<JoinHandle<()>>,
-        decodings: Vec<Arc<Decoding<R>>>,
-    ) -> Self {
-        Decoders {
-            stop,
-            threads,
-            decodings,
-        }
-    }
-
-    /// The revisions they decode.
-    pub(crate) fn decodings(&self) -> &[Arc<Decoding<R>>] {
-        &self.decodings
-    }
-
-    /// Stops the threads: each finishes the piece it decodes. They no longer hold the store.
-    pub(crate) fn stop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
-impl<R> Drop for Decoders<R> {
-    fn drop(&mut self) {
-        self.stop();
-        for d in &self.decodings {
-            d.abandon();
-        }
-    }
 }
 
 /// A stored revision's chunks, read when first needed (see [`Decoding::range`]).
@@ -197,14 +133,14 @@ impl<R: Record> Decoding<R> {
                 Err(e) => return self.set(Err(e)),
             }
         }
-        self.set(Ok(Arc::new(crate::runtime::sorted(all))));
+        self.set(Ok(Arc::new(sorted(all))));
     }
 
     /// The rows, waiting until decoded.
     ///
     /// # Panics
     /// If they could not be decoded (a corrupt store: `prr check` reports it).
-    fn rows(&self) -> &Rows<R> {
+    pub(crate) fn rows(&self) -> &Rows<R> {
         self.wait().unwrap_or_else(|e| panic!("{e}"))
     }
 
@@ -276,7 +212,7 @@ impl<R: Record> Decoding<R> {
         &self,
         chunks: &Chunks<R>,
         i: usize,
-        decode: fn(&[u8], &str, u64, u32) -> Result<T, crate::Error>,
+        decode: fn(&[u8], &str, u64, u32) -> Result<T, Error>,
     ) -> T {
         Self::try_read_chunk(chunks, i, decode).unwrap_or_else(|e| {
             // The reader that waits for all of it, and the runtime, learn why.
@@ -289,7 +225,7 @@ impl<R: Record> Decoding<R> {
     fn try_read_chunk<T>(
         chunks: &Chunks<R>,
         i: usize,
-        decode: fn(&[u8], &str, u64, u32) -> Result<T, crate::Error>,
+        decode: fn(&[u8], &str, u64, u32) -> Result<T, Error>,
     ) -> Result<T, String> {
         let (name, as_of) = (&chunks.name, chunks.as_of);
         let Some(store) = chunks.store.upgrade() else {
@@ -302,7 +238,7 @@ impl<R: Record> Decoding<R> {
         store
             .for_each_revision_chunk(name, as_of, i..i + 1, |_, bytes| {
                 out = Some(decode(bytes, name, as_of, i)?);
-                Ok::<_, crate::Error>(())
+                Ok::<_, Error>(())
             })
             .map_err(|e| e.to_string())?;
         out.ok_or_else(|| format!("revision ({name}, {as_of}) chunk {i} is missing"))
@@ -384,169 +320,6 @@ impl<R: Record> Revision<R> {
     pub fn rows(&self) -> &Arc<Vec<(R, isize)>> {
         self.0.rows()
     }
-}
-
-/// What a shared build left: the value, or the message of its panic.
-type Built = Result<Arc<dyn Any + Send + Sync>, String>;
-
-/// A shared value's build, until its first reader runs it.
-type Builder = Arc<Mutex<Option<Box<dyn FnOnce() -> Built + Send>>>>;
-
-/// What a resume computation gets besides its inputs' deltas: the restore point and the
-/// inputs' contents there (their revisions), plus a place for an index built from them once
-/// per process, when first needed, and shared by the workers.
-pub struct Seeds<R> {
-    as_of: u64,
-    inputs: Vec<Arc<Decoding<R>>>,
-    started: Arc<AtomicBool>,
-    shared: Arc<OnceLock<Built>>,
-    builder: Builder,
-}
-
-impl<R> Clone for Seeds<R> {
-    fn clone(&self) -> Self {
-        Seeds {
-            as_of: self.as_of,
-            inputs: self.inputs.clone(),
-            started: self.started.clone(),
-            shared: self.shared.clone(),
-            builder: self.builder.clone(),
-        }
-    }
-}
-
-/// A value built from [`Seeds`] by its first reader ([`Shared::get`]); the others wait for it.
-pub struct Shared<T> {
-    slot: Arc<OnceLock<Built>>,
-    builder: Builder,
-    _type: PhantomData<fn() -> T>,
-}
-
-impl<T> Clone for Shared<T> {
-    fn clone(&self) -> Self {
-        Shared {
-            slot: self.slot.clone(),
-            builder: self.builder.clone(),
-            _type: PhantomData,
-        }
-    }
-}
-
-impl<T: 'static> Shared<T> {
-    /// The value: built by the first call, which the others wait for.
-    ///
-    /// # Panics
-    /// If its build panicked (with the build's message), or if the same seeds were asked for
-    /// values of two different types.
-    pub fn get(&self) -> &T {
-        let built = self.slot.get_or_init(|| {
-            let build = self.builder.lock().expect("builder lock").take();
-            build.map_or_else(|| Err("built twice".into()), |b| b())
-        });
-        match built {
-            Ok(any) => any
-                .downcast_ref::<T>()
-                .unwrap_or_else(|| panic!("Seeds::shared asked for two types")),
-            Err(message) => panic!("building a resume index failed: {message}"),
-        }
-    }
-}
-
-impl<R: Record> Seeds<R> {
-    pub(crate) fn new(as_of: u64, inputs: Vec<Arc<Decoding<R>>>) -> Self {
-        Seeds {
-            as_of,
-            inputs,
-            started: Arc::new(AtomicBool::new(false)),
-            shared: Arc::new(OnceLock::new()),
-            builder: Arc::new(Mutex::new(None)),
-        }
-    }
-
-    /// The restore point: the deltas the computation gets are at later `Seq`s.
-    pub fn as_of(&self) -> u64 {
-        self.as_of
-    }
-
-    /// Input `i`'s consolidated contents at the restore point, sorted by record (empty for a
-    /// replica resumed because it reads its inputs' deltas only). The restore decodes them on
-    /// other threads: this waits until they are.
-    ///
-    /// # Panics
-    /// If the revision does not decode (a corrupt store).
-    pub fn input(&self, i: usize) -> &[(R, isize)] {
-        self.inputs
-            .get(i)
-            .map(|v| v.rows().as_slice())
-            .unwrap_or(&[])
-    }
-
-    /// Input `i`'s contents at the restore point, like [`Seeds::input`], or why they cannot
-    /// be decoded: a corrupt store, or a store closed since (its runtime stopped). For threads
-    /// of the resume computation's own that outlive the dataflow.
-    pub fn try_input(&self, i: usize) -> Result<&[(R, isize)], String> {
-        match self.inputs.get(i) {
-            Some(d) => d.wait().map(|rows| rows.as_slice()).map_err(str::to_string),
-            None => Ok(&[]),
-        }
-    }
-
-    /// Input `i`'s revision at the restore point, to look up without decoding it whole
-    /// ([`Revision::range`]).
-    ///
-    /// # Panics
-    /// If the replica has no input `i` (one resumed because it reads deltas only has none).
-    pub fn revision(&self, i: usize) -> Revision<R> {
-        Revision::new(self.inputs[i].clone())
-    }
-
-    /// Input `i`'s revision, if decoded for this replica (every input of a replica with a
-    /// resume computation; none for one that reads deltas only).
-    pub(crate) fn decoding(&self, i: usize) -> Option<Arc<Decoding<R>>> {
-        self.inputs.get(i).cloned()
-    }
-
-    /// The value `build` makes from the seeds, built once per resumed replica, by the first
-    /// update that needs it ([`Shared::get`]), and shared by every worker. A restore does not
-    /// build it: a replica whose inputs do not change after a restart never does.
-    pub fn shared<T: Send + Sync + 'static>(
-        &self,
-        build: impl FnOnce(&Self) -> T + Send + 'static,
-    ) -> Shared<T> {
-        if !self.started.swap(true, Ordering::SeqCst) {
-            // The build gets the inputs, not this slot (which would then hold itself).
-            let seeds = Seeds::new(self.as_of, self.inputs.clone());
-            *self.builder.lock().expect("builder lock") = Some(Box::new(move || {
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    Arc::new(build(&seeds)) as Arc<dyn Any + Send + Sync>
-                }))
-                .map_err(|p| {
-                    p.downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| p.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "a panic".into())
-                })
-            }));
-        }
-        Shared {
-            slot: self.shared.clone(),
-            builder: self.builder.clone(),
-            _type: PhantomData,
-        }
-    }
-}
-
-/// A resume computation: from the inputs' deltas after the restore point (in the order of
-/// [`crate::ReplicaDescription::inputs`]) and their [`Seeds`], the replica's delta after it.
-pub type Resume<R> = Arc<dyn for<'s> Fn(&[Coll<'s, R>], &Seeds<R>) -> Coll<'s, R> + Send + Sync>;
-
-/// How a restored dataflow starts: the restore point and, per replica, the seeds of a resumed
-/// replica (`None`: a source, a view, or a replica recomputed from its inputs), and whether it
-/// is based (its collection holds only its delta after the restore point).
-pub(crate) struct ResumePlan<R> {
-    pub as_of: u64,
-    pub seeds: Vec<Option<Seeds<R>>>,
-    pub based: Vec<bool>,
 }
 
 #[cfg(test)]

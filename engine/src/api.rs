@@ -1,0 +1,280 @@
+//! The types of the embedded API that are not the runtime itself: its configuration, source
+//! deltas going in, deltas and subscriptions coming out, frontiers, status and rebuild outcomes.
+
+use crossbeam_channel::Receiver;
+use prr_persist::StoreStats;
+
+use crate::codec::CHUNK_RECORDS;
+use crate::description::ReplicaId;
+use crate::revision::Revision;
+use crate::seq::Seq;
+
+/// How to run a [`crate::Runtime`].
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    pub(crate) workers: usize,
+    pub(crate) store: Option<std::path::PathBuf>,
+    pub(crate) revision_every: Option<u64>,
+    pub(crate) keep_revisions: usize,
+    pub(crate) revision_on_shutdown: bool,
+    pub(crate) log_gc: bool,
+    pub(crate) read_only: bool,
+    pub(crate) resume: bool,
+    pub(crate) chunk_records: usize,
+    /// Tests: the threads that decode a restore's seeds wait until stopped.
+    pub(crate) pause_decoding: bool,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            workers: 1,
+            store: None,
+            revision_every: None,
+            keep_revisions: 2,
+            revision_on_shutdown: true,
+            log_gc: false,
+            read_only: false,
+            resume: true,
+            chunk_records: CHUNK_RECORDS,
+            pause_decoding: false,
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// One worker, no store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The number of timely worker threads (at least 1; at most the number of cores is wise).
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
+    }
+
+    /// Whether a restore resumes the replicas that can be resumed from their revisions (the
+    /// default) instead of recomputing every derived replica from the source revisions (see
+    /// [`crate::Seeds`]). Both give the same contents; turning it off is for comparisons.
+    pub fn with_resume(mut self, resume: bool) -> Self {
+        self.resume = resume;
+        self
+    }
+
+    /// The most records a revision chunk holds (default 8,192; at least 1). A restore looks
+    /// records up by chunk and decodes chunks in parallel; small chunks are for tests that
+    /// need revisions of several chunks.
+    pub fn with_chunk_records(mut self, n: usize) -> Self {
+        self.chunk_records = n.max(1);
+        self
+    }
+
+    /// Persists the runtime in the redb store at `path` (created if missing).
+    pub fn with_store(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.store = Some(path.into());
+        self
+    }
+
+    /// Captures revisions after every `n` source deltas (`None`: only on demand and at
+    /// shutdown).
+    pub fn with_revision_every(mut self, n: Option<u64>) -> Self {
+        self.revision_every = n.filter(|n| *n > 0);
+        self
+    }
+
+    /// How many revisions of each replica to keep (the newest, plus older ones for time
+    /// travel). At least 1.
+    pub fn with_keep_revisions(mut self, n: usize) -> Self {
+        self.keep_revisions = n.max(1);
+        self
+    }
+
+    /// Whether a clean shutdown captures revisions (default: yes).
+    pub fn with_revision_on_shutdown(mut self, yes: bool) -> Self {
+        self.revision_on_shutdown = yes;
+        self
+    }
+
+    /// Whether the garbage collection after each revision capture also deletes the source log
+    /// up to the oldest retained restore point (default: no; the log then keeps the whole
+    /// history for `deltas` and time travel, and only an explicit
+    /// [`crate::Runtime::collect_garbage`] with the log cuts it).
+    pub fn with_log_gc(mut self, yes: bool) -> Self {
+        self.log_gc = yes;
+        self
+    }
+
+    /// Opens the store read-only: the file is never changed (no revision capture, no garbage
+    /// collection); pushing fails. For commands that only read.
+    pub fn with_read_only(mut self, yes: bool) -> Self {
+        self.read_only = yes;
+        self
+    }
+
+    /// The number of workers.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+}
+
+/// A batch of updates to source replicas: one atomic source delta.
+#[derive(Clone, Debug)]
+pub struct SourceDelta<R> {
+    pub(crate) updates: Vec<(ReplicaId, R, isize)>,
+}
+
+impl<R> Default for SourceDelta<R> {
+    fn default() -> Self {
+        SourceDelta {
+            updates: Vec::new(),
+        }
+    }
+}
+
+impl<R> SourceDelta<R> {
+    /// An empty source delta.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `record` to source replica `replica`.
+    pub fn insert(&mut self, replica: ReplicaId, record: R) {
+        self.updates.push((replica, record, 1));
+    }
+
+    /// Removes `record` from source replica `replica`.
+    pub fn remove(&mut self, replica: ReplicaId, record: R) {
+        self.updates.push((replica, record, -1));
+    }
+
+    /// Adds `diff` copies of `record` (negative: removes).
+    pub fn update(&mut self, replica: ReplicaId, record: R, diff: isize) {
+        self.updates.push((replica, record, diff));
+    }
+
+    /// The number of updates.
+    pub fn len(&self) -> usize {
+        self.updates.len()
+    }
+
+    /// Whether there are no updates.
+    pub fn is_empty(&self) -> bool {
+        self.updates.is_empty()
+    }
+
+    /// The updates.
+    pub fn updates(&self) -> &[(ReplicaId, R, isize)] {
+        &self.updates
+    }
+}
+
+/// Why a delta was published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeltaKind {
+    /// The change caused by the source delta at `seq`.
+    Source,
+    /// The difference between a stored revision (as of `seq`) and its recomputation by a new
+    /// logic version.
+    Rebuild,
+}
+
+/// The consolidated change of one replica at one `Seq`, with its provenance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delta<R> {
+    /// The source delta it derives from.
+    pub seq: Seq,
+    /// The replica that issued it.
+    pub replica: ReplicaId,
+    /// Why it was published.
+    pub kind: DeltaKind,
+    /// `(record, diff)`, sorted by record, no zero diffs.
+    pub updates: Vec<(R, isize)>,
+}
+
+/// A replica's contents as a shared base and the changes beside it ([`crate::Runtime::read_split`]):
+/// the contents are `base + changes`.
+#[derive(Clone, Debug)]
+pub struct Split<R> {
+    /// The revision the running dataflow was restored from (empty when it holds everything),
+    /// shared with the runtime.
+    pub base: Revision<R>,
+    /// The changes since the base (everything, when the base is empty), sorted by record, no
+    /// zero diffs.
+    pub changes: Vec<(R, isize)>,
+}
+
+/// A subscription to one replica's deltas, delivered in `Seq` order once final.
+#[derive(Debug)]
+pub struct Subscription<R> {
+    rx: Receiver<Delta<R>>,
+}
+
+impl<R> Subscription<R> {
+    /// A subscription receiving from `rx`.
+    pub(crate) fn new(rx: Receiver<Delta<R>>) -> Self {
+        Subscription { rx }
+    }
+
+    /// The deltas delivered so far and not yet taken.
+    pub fn try_iter(&self) -> impl Iterator<Item = Delta<R>> + '_ {
+        self.rx.try_iter()
+    }
+
+    /// Waits for the next delta; `None` once the runtime is gone.
+    pub fn recv(&self) -> Option<Delta<R>> {
+        self.rx.recv().ok()
+    }
+}
+
+/// A replica's frontier: the smallest `Seq` at which it may still change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frontier {
+    /// The replica.
+    pub replica: ReplicaId,
+    /// Its name.
+    pub name: String,
+    /// Everything below this `Seq` is final.
+    pub frontier: Seq,
+}
+
+/// Status of a runtime, for `prr status`.
+#[derive(Clone, Debug)]
+pub struct Status {
+    /// The last committed `Seq` (0 for an empty store).
+    pub seq: Seq,
+    /// Per replica: its frontier, its record count, its newest revision, its logic version.
+    pub replicas: Vec<ReplicaStatus>,
+    /// Store sizes, when persisted.
+    pub store: Option<StoreStats>,
+}
+
+/// One replica's line in [`Status`].
+#[derive(Clone, Debug)]
+pub struct ReplicaStatus {
+    /// The replica's name.
+    pub name: String,
+    /// Everything below this `Seq` is final.
+    pub frontier: Seq,
+    /// The number of records (counting multiplicity).
+    pub records: u64,
+    /// The `as_of` of its newest stored revision.
+    pub newest_revision: Option<Seq>,
+    /// The logic version of the code.
+    pub logic_version: u32,
+}
+
+/// What [`crate::Runtime::rebuild`] found for one stored revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RebuildOutcome {
+    /// The replica.
+    pub replica: String,
+    /// The revision's `as_of`.
+    pub as_of: Seq,
+    /// Records the recomputation has and the revision lacks.
+    pub missing: u64,
+    /// Records the revision has and the recomputation lacks.
+    pub extra: u64,
+    /// Whether the revision was replaced by the recomputation.
+    pub replaced: bool,
+}

@@ -1,0 +1,128 @@
+//! History: time travel and delta history by replaying retained revisions and the log, and
+//! rebuilds that compare stored revisions with a recomputation from the log.
+
+use std::collections::BTreeSet;
+
+use crate::api::{Delta, RebuildOutcome};
+use crate::description::ReplicaId;
+use crate::error::Error;
+use crate::record::Record;
+use crate::restore::{Replay, replay, replay_log};
+use crate::seq::Seq;
+use crate::stored::Stored;
+use crate::updates::difference;
+
+/// A stored replica's contents as of `seq` (at most the last committed), from a fresh
+/// revision at exactly `seq` or a replay of the log from the newest restore point before it.
+pub(crate) fn read_as_of<R: Record>(
+    stored: &Stored<R>,
+    replica: ReplicaId,
+    seq: u64,
+    partition: Option<u64>,
+) -> Result<Vec<(R, isize)>, Error> {
+    stored.store("reading an earlier seq")?;
+    if let Some(rows) = stored.fresh_revision(replica, seq)? {
+        return Ok(stored.filter_partition(replica, rows, partition));
+    }
+    let start = stored.start_point(seq)?;
+    let mut controller = replay(stored, start, seq)?;
+    let rows = controller.read(replica, partition)?;
+    controller.stop()?;
+    Ok(rows)
+}
+
+/// A replica's deltas for every `Seq > since`, in order, as far back as the retained log
+/// and revisions reach.
+pub(crate) fn deltas_since<R: Record>(
+    stored: &Stored<R>,
+    replica: ReplicaId,
+    since: Seq,
+) -> Result<Vec<Delta<R>>, Error> {
+    stored.store("reading delta history")?;
+    let start = stored.start_point(since.0.min(stored.last_seq))?;
+    let mut controller = replay(stored, start, start.as_of)?;
+    let sub = controller.subscribe(replica)?;
+    replay_log(
+        stored,
+        &mut controller,
+        start.as_of + 1,
+        stored.last_seq,
+        Replay::EachSeq,
+    )?;
+    controller.step_until(stored.last_seq)?;
+    controller.stop()?;
+    Ok(sub.try_iter().filter(|d| d.seq > since).collect())
+}
+
+/// Recomputes replicas from the source log alone (in batch) and compares them with every
+/// retained revision of `selected`; unless `check_only`, replaces the revisions that differ
+/// (or were made by other logic). The caller stops its running dataflow first.
+pub(crate) fn rebuild<R: Record>(
+    stored: &Stored<R>,
+    selected: &BTreeSet<ReplicaId>,
+    check_only: bool,
+) -> Result<Vec<RebuildOutcome>, Error> {
+    let dag = &stored.dag;
+    let start = stored.log_start_point()?;
+    let mut controller = replay(stored, start, start.as_of)?;
+    let revisions = stored.revisions()?;
+    let mut as_ofs: BTreeSet<u64> = BTreeSet::new();
+    for info in &revisions {
+        if let Some(id) = dag.id(&info.replica)
+            && selected.contains(&id)
+            && info.as_of >= start.as_of
+        {
+            as_ofs.insert(info.as_of);
+        }
+    }
+    let mut outcomes = Vec::new();
+    let mut at = start.as_of;
+    for as_of in as_ofs {
+        replay_log(stored, &mut controller, at + 1, as_of, Replay::Batched)?;
+        controller.step_until(as_of)?;
+        at = as_of;
+        let mut writes = Vec::new();
+        for info in revisions.iter().filter(|i| i.as_of == as_of) {
+            let Some(id) = dag.id(&info.replica) else {
+                continue;
+            };
+            // A view's revision (from a store of an earlier program) is not maintained;
+            // garbage collection deletes it.
+            if !selected.contains(&id) || dag.replica(id).is_view() {
+                continue;
+            }
+            let desc = dag.replica(id);
+            let rebuilt = controller.read(id, None)?;
+            let old = stored.decode_revision(&info.replica, as_of)?;
+            let diff = difference(&old, &rebuilt);
+            let missing = diff
+                .iter()
+                .filter(|(_, d)| *d > 0)
+                .map(|(_, d)| *d as u64)
+                .sum();
+            let extra = diff
+                .iter()
+                .filter(|(_, d)| *d < 0)
+                .map(|(_, d)| (-*d) as u64)
+                .sum();
+            let stale = info.logic_version != desc.logic_version()
+                || info.description_hash != desc.description_hash();
+            let replace = !check_only && (!diff.is_empty() || stale);
+            if replace {
+                writes.push(stored.revision_write(desc, rebuilt));
+            }
+            outcomes.push(RebuildOutcome {
+                replica: info.replica.clone(),
+                as_of: Seq(as_of),
+                missing,
+                extra,
+                replaced: replace,
+            });
+        }
+        if !writes.is_empty() {
+            stored.write_revisions(as_of, &writes)?;
+        }
+    }
+    controller.stop()?;
+    Ok(outcomes)
+}

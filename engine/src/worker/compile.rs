@@ -1,0 +1,165 @@
+//! Compiling a DAG into one worker's dataflow: an input per source replica (and per resumed
+//! replica fed its revision), each replica's collection, its arrangement by partition, the
+//! capture of its deltas for subscribers, and its probe.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crossbeam_channel::Sender;
+use differential_dataflow::AsCollection;
+use differential_dataflow::input::InputSession;
+use differential_dataflow::operators::arrange::TraceAgent;
+use differential_dataflow::trace::implementations::ValSpine;
+use timely::dataflow::operators::core::Filter;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::worker::Worker;
+
+use crate::dag::Dag;
+use crate::description::ReplicaId;
+use crate::record::{Coll, Record};
+use crate::seeds::Seeds;
+
+/// The arrangement of one replica: records keyed by their partition.
+pub(crate) type Trace<R> = TraceAgent<ValSpine<u64, R, u64, isize>>;
+
+/// Updates of replica `.0` captured for subscribers: `(record, time, diff)`.
+pub(crate) type Captured<R> = (u32, Vec<(R, u64, isize)>);
+
+/// How a restored dataflow starts: the restore point and, per replica, the seeds of a resumed
+/// replica (`None`: a source, a view, or a replica recomputed from its inputs), and whether it
+/// is based (its collection holds only its delta after the restore point).
+pub(crate) struct ResumePlan<R> {
+    pub as_of: u64,
+    pub seeds: Vec<Option<Seeds<R>>>,
+    pub based: Vec<bool>,
+}
+
+/// One worker's compiled dataflow: what the worker loop drives and reads.
+pub(crate) struct Compiled<R: Record> {
+    /// Per replica: its input session (a source, or a resumed replica fed its revision).
+    pub(crate) inputs: Vec<Option<InputSession<u64, R, isize>>>,
+    /// Per replica other than a view: its arrangement by partition.
+    pub(crate) traces: Vec<Option<Trace<R>>>,
+    /// Per replica: its probe.
+    pub(crate) probes: Vec<ProbeHandle<u64>>,
+    /// One probe over every replica.
+    pub(crate) all_probe: ProbeHandle<u64>,
+}
+
+/// Builds the shared dataflow on this worker. With a `plan`, the replicas it resumes compute
+/// only their deltas after the restore point; those that are not based start from their
+/// revisions, fed at the restore point through an input of their own, like a source. A
+/// replica's updates are sent to `captured` while `capture[i]` is set.
+pub(crate) fn compile<R: Record>(
+    worker: &mut Worker,
+    dag: &Dag<R>,
+    capture: &Arc<Vec<AtomicBool>>,
+    captured: &Sender<Captured<R>>,
+    plan: Option<&ResumePlan<R>>,
+) -> Compiled<R> {
+    let n = dag.len();
+    let all_probe: ProbeHandle<u64> = ProbeHandle::new();
+    let probes: Vec<ProbeHandle<u64>> = (0..n).map(|_| ProbeHandle::new()).collect();
+    let (inputs, traces) = worker.dataflow::<u64, _, _>(|scope| {
+        let mut inputs: Vec<Option<InputSession<u64, R, isize>>> = Vec::with_capacity(n);
+        let mut colls: Vec<Option<Coll<'_, R>>> = Vec::with_capacity(n);
+        // A replica's updates after the restore point, once a resumed replica needs them.
+        let mut deltas: Vec<Option<Coll<'_, R>>> = vec![None; n];
+        let mut traces: Vec<Option<Trace<R>>> = Vec::with_capacity(n);
+        for (i, desc) in dag.replicas().iter().enumerate() {
+            if desc.is_view() {
+                // Views are evaluated by the controller when read; nothing runs here.
+                inputs.push(None);
+                colls.push(None);
+                traces.push(None);
+                continue;
+            }
+            let id = ReplicaId(i as u32);
+            let resumed = plan.and_then(|p| p.seeds[i].as_ref().map(|s| (p.as_of, s)));
+            let coll = match (desc.compute(), resumed) {
+                (None, _) => {
+                    let mut session = InputSession::new();
+                    let c = session.to_collection(scope);
+                    inputs.push(Some(session));
+                    c
+                }
+                (Some(compute), None) => {
+                    inputs.push(None);
+                    let ins: Vec<Coll<'_, R>> = dag
+                        .inputs_of(id)
+                        .iter()
+                        .map(|x| colls[x.index()].clone().expect("inputs are not views"))
+                        .collect();
+                    compute(&ins)
+                }
+                (Some(compute), Some((as_of, seeds))) => {
+                    let mut session = InputSession::new();
+                    let revision = session.to_collection(scope);
+                    inputs.push(Some(session));
+                    let ins: Vec<Coll<'_, R>> = dag
+                        .inputs_of(id)
+                        .iter()
+                        .map(|x| {
+                            deltas[x.index()]
+                                .get_or_insert_with(|| {
+                                    let c = colls[x.index()].clone().expect("inputs are not views");
+                                    // A based input holds only its updates after `as_of`.
+                                    if plan.is_some_and(|p| p.based[x.index()]) {
+                                        c
+                                    } else {
+                                        after(c, as_of)
+                                    }
+                                })
+                                .clone()
+                        })
+                        .collect();
+                    let delta = match desc.resume() {
+                        Some(resume) => resume(&ins, seeds),
+                        None => compute(&ins),
+                    };
+                    deltas[i] = Some(delta.clone());
+                    revision.concat(delta)
+                }
+            };
+            colls.push(Some(coll.clone()));
+            let partition = desc.partition_fn();
+            let arranged = coll
+                .map(move |r| (partition(&r), r))
+                .arrange_by_key_named(desc.name());
+            traces.push(Some(arranged.trace.clone()));
+            let flag = capture.clone();
+            let sink = captured.clone();
+            let replica = i as u32;
+            arranged
+                .flat_map_ref(move |_k, v| {
+                    if flag[replica as usize].load(Ordering::Relaxed) {
+                        Some(v.clone())
+                    } else {
+                        None
+                    }
+                })
+                .inspect_batch(move |_t, data| {
+                    if !data.is_empty() {
+                        // The controller outlives the workers; a closed channel means shutdown.
+                        let _ = sink.send((replica, data.to_vec()));
+                    }
+                })
+                .probe_with(&probes[i])
+                .probe_with(&all_probe);
+        }
+        (inputs, traces)
+    });
+    Compiled {
+        inputs,
+        traces,
+        probes,
+        all_probe,
+    }
+}
+
+/// The updates of `coll` at times after `as_of`: its delta since the restore point.
+fn after<R: Record>(coll: Coll<'_, R>, as_of: u64) -> Coll<'_, R> {
+    coll.inner
+        .filter(move |(_, t, _)| *t > as_of)
+        .as_collection()
+}
