@@ -7,5 +7,7 @@ mod support;
 mod bad_input;
 #[path = "cli/commands.rs"]
 mod commands;
+#[path = "cli/docs.rs"]
+mod docs;
 #[path = "cli/stream.rs"]
 mod stream;
