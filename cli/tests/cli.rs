@@ -9,5 +9,7 @@ mod bad_input;
 mod commands;
 #[path = "cli/docs.rs"]
 mod docs;
+#[path = "cli/links.rs"]
+mod links;
 #[path = "cli/stream.rs"]
 mod stream;
