@@ -2,8 +2,8 @@
 //! example of `prr --help` and of each command's `--help`, and the README's set-up script.
 //!
 //! Commands run with `bash -o pipefail` in a [`Sandbox`], a scratch directory standing in for
-//! the repository's root: it holds a copy of `examples/`, and `./prr.redb` there (the default
-//! store) starts absent. The tested `prr` is first on `PATH`. The adaptations, all here:
+//! the repository's root: it holds a copy of `examples/data/`, and `./prr.redb` there (the
+//! default store) starts absent. The tested `prr` is first on `PATH`. The adaptations, all here:
 //! - `HOME` is a scratch home with `~/.local/share/bash-completion/completions/`, where the
 //!   completions example writes;
 //! - `tail -f FILE` runs as `cat FILE` (it would never end), and `events.ndjson` holds the demo
