@@ -4,7 +4,12 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 data=${PRR_EXAMPLE_DATA:-examples/data}
-prr() { cargo run --manifest-path "$here/Cargo.toml" --release -q -p prr-cli -- "$@"; }
+# PRR_BIN: a prr binary to run instead of building one (the CLI tests set it).
+if [ -n "${PRR_BIN:-}" ]; then
+  prr() { "$PRR_BIN" "$@"; }
+else
+  prr() { cargo run --manifest-path "$here/Cargo.toml" --release -q -p prr-cli -- "$@"; }
+fi
 prr ingest "$data/real/derived/chitchat_matrix-spec_state.json" "$data/demo"
 echo "-- member_bans: the bans the instance intends"
 prr show member_bans --format ndjson

@@ -10,7 +10,7 @@ replica); 3 invalid input data (nothing was stored); 4 `check` found problems or
 `rebuild --check` found differences.
 
 Examples:
-  prr ingest examples/data/real/chitchat_matrix-spec_state.json examples/data/manifest.json
+  prr ingest examples/data/real/derived/chitchat_matrix-spec_state.json examples/data/demo
   prr show member_bans
   prr status --format json";
 
@@ -91,7 +91,13 @@ pub enum Command {
     /// stands for its files, sorted by name; `-` reads standard input. Every file is checked
     /// before anything is stored: if one is invalid, nothing is stored.
     #[command(
-        after_help = "Examples:\n  prr ingest room-state.json manifest.json\n  prr ingest exports/\n  cat events.ndjson | prr ingest -"
+        after_help = concat!(
+            "Examples:\n",
+            "  prr ingest examples/data/real/derived/chitchat_matrix-spec_state.json \\\n",
+            "    examples/data/demo/30-manifest.json\n",
+            "  prr ingest examples/data/demo/\n",
+            "  cat examples/data/demo/20-demo-room.json | prr ingest -",
+        )
     )]
     Ingest {
         /// Files, directories, or `-` for standard input.
@@ -100,7 +106,7 @@ pub enum Command {
     },
     /// Print a replica's records, sorted by key.
     #[command(
-        after_help = "Examples:\n  prr show member_bans\n  prr show room_members --partition '!room:example.org' --format json\n  prr show server_acl --as-of 3"
+        after_help = "Examples:\n  prr show member_bans\n  prr show room_members --partition '!demo-room:example.org' --format json\n  prr show server_acl --as-of 3"
     )]
     Show {
         /// The replica (see `prr graph`).
@@ -117,7 +123,7 @@ pub enum Command {
     },
     /// Print a replica's deltas after a sequence number, in order.
     #[command(
-        after_help = "Examples:\n  prr deltas member_bans\n  prr deltas policy_list --since 12"
+        after_help = "Examples:\n  prr deltas member_bans\n  prr deltas policy_list --since 2"
     )]
     Deltas {
         /// The replica.
@@ -185,7 +191,9 @@ pub enum Command {
         format: GraphFormat,
     },
     /// Print shell completions.
-    #[command(after_help = "Example:\n  prr completions bash > /etc/bash_completion.d/prr")]
+    #[command(
+        after_help = "Example:\n  prr completions bash > ~/.local/share/bash-completion/completions/prr"
+    )]
     Completions {
         /// The shell.
         shell: clap_complete::Shell,

@@ -7,5 +7,9 @@ mod support;
 mod bad_input;
 #[path = "cli/commands.rs"]
 mod commands;
+#[path = "cli/docs.rs"]
+mod docs;
+#[path = "cli/links.rs"]
+mod links;
 #[path = "cli/stream.rs"]
 mod stream;
