@@ -80,14 +80,14 @@ impl<R> Decoding<R> {
     /// Sets the outcome (once; a second outcome is ignored), and lets go of the chunks.
     pub(crate) fn set(&self, outcome: Result<Rows<R>, String>) {
         let _ = self.cell.set(outcome);
-        self.chunks.lock().expect("chunks lock").take();
+        self.chunks.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.changed.notify_all();
     }
 
     /// Marks it as decoded by no other thread: its decoders stopped (they are joined before
     /// this is called). A reader of all of it then decodes it on its own thread.
     pub(crate) fn abandon(&self) {
-        let _chunks = self.chunks.lock().expect("chunks lock");
+        let _chunks = self.chunks.lock().unwrap_or_else(|e| e.into_inner());
         self.abandoned.store(true, Ordering::SeqCst);
         self.changed.notify_all();
     }
@@ -110,9 +110,9 @@ impl<R: Record> Decoding<R> {
                 self.decode_here();
                 continue;
             }
-            let chunks = self.chunks.lock().expect("chunks lock");
+            let chunks = self.chunks.lock().unwrap_or_else(|e| e.into_inner());
             if self.cell.get().is_none() && !self.abandoned.load(Ordering::SeqCst) {
-                drop(self.changed.wait(chunks).expect("chunks lock"));
+                drop(self.changed.wait(chunks).unwrap_or_else(|e| e.into_inner()));
             }
         }
     }
@@ -120,7 +120,11 @@ impl<R: Record> Decoding<R> {
     /// Decodes every chunk on this thread (those read by lookups already are not read again)
     /// and sets the outcome: the rows, or why a chunk could not be read.
     fn decode_here(&self) {
-        let chunks = self.chunks.lock().expect("chunks lock").clone();
+        let chunks = self
+            .chunks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let Some(chunks) = chunks else {
             // The outcome is set before the chunks go; a decoding made without chunks is
             // given its outcome by its maker.
@@ -146,26 +150,32 @@ impl<R: Record> Decoding<R> {
 
     /// The records whose `key` is `k`, in order; `key` must order as the records do (a
     /// leading field, or fields, of them). From the decoded rows if they are, else from the
-    /// chunks that can hold them.
-    ///
-    /// # Panics
-    /// If a chunk it reads does not decode (a corrupt store); the outcome says why.
-    fn range<K: Ord>(&self, key: impl Fn(&R) -> K, k: &K) -> Vec<(R, isize)> {
+    /// chunks that can hold them; or why a chunk it reads does not decode (the outcome then
+    /// says so too, for the reader of all of it and the runtime).
+    pub(crate) fn try_range<K: Ord>(
+        &self,
+        key: impl Fn(&R) -> K,
+        k: &K,
+    ) -> Result<Vec<(R, isize)>, String> {
         if let Some(outcome) = self.try_get() {
-            return sorted_range(rows_of(outcome), &key, k).to_vec();
+            return Ok(sorted_range(outcome.map_err(str::to_string)?, &key, k).to_vec());
         }
-        let chunks = self.chunks.lock().expect("chunks lock").clone();
+        let chunks = self
+            .chunks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let Some(chunks) = chunks.as_deref() else {
-            return sorted_range(self.rows(), &key, k).to_vec();
+            return Ok(sorted_range(self.wait().map_err(str::to_string)?, &key, k).to_vec());
         };
         let n = chunks.firsts.len();
-        let first = |i: usize| key(self.first(chunks, i));
+        let first = |i: usize| self.try_first(chunks, i).map(&key);
         // The chunks that start before `k`: the last of them may hold its first records, and
         // later chunks hold more while they start at `k`.
         let (mut lo, mut hi) = (0, n);
         while lo < hi {
             let mid = (lo + hi) / 2;
-            if first(mid) < *k {
+            if first(mid)? < *k {
                 lo = mid + 1;
             } else {
                 hi = mid;
@@ -174,21 +184,27 @@ impl<R: Record> Decoding<R> {
         let after = lo;
         let mut out = Vec::new();
         let mut i = after.saturating_sub(1);
-        while i < n && (i < after || first(i) == *k) {
-            out.extend(sorted_range(self.chunk(chunks, i), &key, k).iter().cloned());
+        while i < n && (i < after || first(i)? == *k) {
+            let rows = self.failing(self.try_chunk(chunks, i))?;
+            out.extend(sorted_range(rows, &key, k).iter().cloned());
             i += 1;
         }
-        out
+        Ok(out)
     }
 
-    /// Chunk `i`'s first record, read once.
-    fn first<'a>(&'a self, chunks: &'a Chunks<R>, i: usize) -> &'a R {
-        chunks.firsts[i].get_or_init(|| self.read_chunk(chunks, i, codec::decode_first))
+    /// Chunk `i`'s first record, read once, or why it cannot be.
+    fn try_first<'a>(&'a self, chunks: &'a Chunks<R>, i: usize) -> Result<&'a R, String> {
+        if let Some(first) = chunks.firsts[i].get() {
+            return Ok(first);
+        }
+        let first = self.failing(Self::try_read_chunk(chunks, i, codec::decode_first))?;
+        Ok(chunks.firsts[i].get_or_init(|| first))
     }
 
-    /// Chunk `i`'s records, read and decoded once.
-    fn chunk<'a>(&'a self, chunks: &'a Chunks<R>, i: usize) -> &'a [(R, isize)] {
-        chunks.decoded[i].get_or_init(|| self.read_chunk(chunks, i, codec::decode_chunk))
+    /// `result`; a failure also becomes the outcome, so that the reader that waits for all of
+    /// it, and the runtime, learn why.
+    fn failing<T>(&self, result: Result<T, String>) -> Result<T, String> {
+        result.inspect_err(|e| self.set(Err(e.clone())))
     }
 
     /// Chunk `i`'s records, read and decoded once, or why they cannot be.
@@ -202,23 +218,6 @@ impl<R: Record> Decoding<R> {
         }
         let rows = Self::try_read_chunk(chunks, i, codec::decode_chunk)?;
         Ok(chunks.decoded[i].get_or_init(|| rows))
-    }
-
-    /// Reads chunk `i` and decodes it with `decode` (all of it, or its first record).
-    ///
-    /// # Panics
-    /// If it cannot be read or decoded; the outcome is set to why.
-    fn read_chunk<T>(
-        &self,
-        chunks: &Chunks<R>,
-        i: usize,
-        decode: fn(&[u8], &str, u64, u32) -> Result<T, Error>,
-    ) -> T {
-        Self::try_read_chunk(chunks, i, decode).unwrap_or_else(|e| {
-            // The reader that waits for all of it, and the runtime, learn why.
-            self.set(Err(e.clone()));
-            panic!("{e}")
-        })
     }
 
     /// Reads chunk `i` and decodes it with `decode`, or says why it cannot.
@@ -243,14 +242,6 @@ impl<R: Record> Decoding<R> {
             .map_err(|e| e.to_string())?;
         out.ok_or_else(|| format!("revision ({name}, {as_of}) chunk {i} is missing"))
     }
-}
-
-/// The rows of a decoding's outcome.
-///
-/// # Panics
-/// If it failed.
-fn rows_of<'a, R>(outcome: Result<&'a Rows<R>, &str>) -> &'a [(R, isize)] {
-    outcome.unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The records of sorted `rows` whose `key` is `k`.
@@ -310,7 +301,17 @@ impl<R: Record> Revision<R> {
     /// # Panics
     /// If the revision does not decode (a corrupt store).
     pub fn range<K: Ord>(&self, key: impl Fn(&R) -> K, k: &K) -> Vec<(R, isize)> {
-        self.0.range(key, k)
+        self.try_range(key, k).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The records whose `key` is `k`, like [`Revision::range`], or why the revision cannot
+    /// be read: a corrupt store ([`Error::Corrupt`]), or a store closed since.
+    pub fn try_range<K: Ord>(
+        &self,
+        key: impl Fn(&R) -> K,
+        k: &K,
+    ) -> Result<Vec<(R, isize)>, Error> {
+        self.0.try_range(key, k).map_err(Error::Corrupt)
     }
 
     /// All the records, sorted: waits until the revision is decoded.
@@ -319,6 +320,12 @@ impl<R: Record> Revision<R> {
     /// If the revision does not decode (a corrupt store).
     pub fn rows(&self) -> &Arc<Vec<(R, isize)>> {
         self.0.rows()
+    }
+
+    /// All the records, like [`Revision::rows`], or why the revision cannot be read: a
+    /// corrupt store ([`Error::Corrupt`]), or a store closed since.
+    pub fn try_rows(&self) -> Result<&Arc<Vec<(R, isize)>>, Error> {
+        self.0.wait().map_err(|e| Error::Corrupt(e.to_string()))
     }
 }
 
@@ -368,10 +375,10 @@ mod tests {
         for per_chunk in [1, 2, 3, 5, 100] {
             let (_dir, _store, d) = stored(&rows, per_chunk);
             for a in 0..9u32 {
-                let got = d.range(|r| r.0, &a);
+                let got = d.try_range(|r| r.0, &a).unwrap();
                 assert_eq!(got, sorted_range(&whole, &|r: &(u32, u32)| r.0, &a), "{a}");
                 for b in 0..18u32 {
-                    let got = d.range(|r| *r, &(a, b));
+                    let got = d.try_range(|r| *r, &(a, b)).unwrap();
                     let want = sorted_range(&whole, &|r: &(u32, u32)| *r, &(a, b));
                     assert_eq!(got, want, "({a}, {b}) in chunks of {per_chunk}");
                 }
@@ -379,7 +386,7 @@ mod tests {
             assert!(d.try_get().is_none(), "lookups do not decode the whole");
             // Once decoded whole, lookups search the rows.
             d.set(Ok(Arc::new(whole.clone())));
-            assert_eq!(d.range(|r| r.0, &4).len(), 8);
+            assert_eq!(d.try_range(|r| r.0, &4).unwrap().len(), 8);
         }
     }
 
@@ -391,7 +398,7 @@ mod tests {
         let rows: Vec<((u32, u32), i64)> = (0..50u32).map(|i| ((i / 4, i), 1)).collect();
         let whole: Vec<((u32, u32), isize)> = rows.iter().map(|(r, d)| (*r, *d as isize)).collect();
         let (_dir, store, d) = stored(&rows, 7);
-        assert_eq!(d.range(|r| r.0, &5).len(), 4);
+        assert_eq!(d.try_range(|r| r.0, &5).unwrap().len(), 4);
         let waiting = {
             let d = d.clone();
             std::thread::spawn(move || d.wait().map(|rows| rows.len()).map_err(str::to_string))
@@ -425,9 +432,7 @@ mod tests {
             "{why}"
         );
         assert_eq!(d.wait().unwrap_err(), why);
-        let lookup =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d.range(|r| r.0, &3)));
-        assert!(lookup.is_err());
+        assert_eq!(d.try_range(|r| r.0, &3).unwrap_err(), why);
     }
 
     /// A chunk that does not decode fails the lookup that reads it, and the outcome says which
@@ -449,9 +454,9 @@ mod tests {
             .unwrap();
         let store = Arc::new(store);
         let d: Arc<Decoding<(u32, u32)>> = Decoding::stored(&store, "r", 5, 2);
-        let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d.range(|r| r.0, &3)));
-        assert!(panic.is_err());
+        let failed = d.try_range(|r| r.0, &3).unwrap_err();
         let why = d.try_get().unwrap().unwrap_err();
+        assert_eq!(failed, why);
         assert!(why.contains("revision (r, 5) chunk 1"), "{why}");
     }
 }
