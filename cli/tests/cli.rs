@@ -11,5 +11,7 @@ mod commands;
 mod docs;
 #[path = "cli/links.rs"]
 mod links;
+#[path = "cli/modules.rs"]
+mod modules;
 #[path = "cli/stream.rs"]
 mod stream;

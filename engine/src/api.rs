@@ -9,7 +9,7 @@ use crate::description::ReplicaId;
 use crate::revision::Revision;
 use crate::seq::Seq;
 
-/// How to run a [`crate::Runtime`].
+/// How to run a `Runtime`.
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
     pub(crate) workers: usize,
@@ -99,7 +99,7 @@ impl RuntimeConfig {
     /// Whether the garbage collection after each revision capture also deletes the source log
     /// up to the oldest retained restore point (default: no; the log then keeps the whole
     /// history for `deltas` and time travel, and only an explicit
-    /// [`crate::Runtime::collect_garbage`] with the log cuts it).
+    /// `Runtime::collect_garbage` with the log cuts it).
     pub fn with_log_gc(mut self, yes: bool) -> Self {
         self.log_gc = yes;
         self
@@ -192,7 +192,7 @@ pub struct Delta<R> {
     pub updates: Vec<(R, isize)>,
 }
 
-/// A replica's contents as a shared base and the changes beside it ([`crate::Runtime::read_split`]):
+/// A replica's contents as a shared base and the changes beside it (`Runtime::read_split`):
 /// the contents are `base + changes`.
 #[derive(Clone, Debug)]
 pub struct Split<R> {
@@ -264,7 +264,7 @@ pub struct ReplicaStatus {
     pub logic_version: u32,
 }
 
-/// What [`crate::Runtime::rebuild`] found for one stored revision.
+/// What `Runtime::rebuild` found for one stored revision.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RebuildOutcome {
     /// The replica.

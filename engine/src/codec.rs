@@ -7,8 +7,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::error::Error;
 
-/// Records per revision chunk, unless configured otherwise
-/// ([`crate::RuntimeConfig::with_chunk_records`]).
+/// Records per revision chunk, unless the runtime is configured otherwise.
 pub(crate) const CHUNK_RECORDS: usize = 8192;
 
 /// A source delta as written to the log: per source replica (by name), its updates.

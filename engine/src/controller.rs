@@ -34,7 +34,7 @@ pub(crate) struct Base<R> {
     pub(crate) rows: Vec<Option<Arc<Decoding<R>>>>,
 }
 
-/// The in-memory engine under a [`crate::Runtime`]: the workers and the delivery of deltas.
+/// The in-memory engine under a `Runtime`: the workers and the delivery of deltas.
 pub(crate) struct Controller<R: Record> {
     dag: Arc<Dag<R>>,
     /// Per view with subscribers: the state its deltas are derived from.

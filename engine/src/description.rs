@@ -9,7 +9,7 @@ use crate::record::{Coll, Record};
 use crate::seeds::{Resume, Seeds};
 use crate::updates::consolidate;
 
-/// The identifier of a replica in its [`crate::Dag`]: its index in declaration order.
+/// The identifier of a replica in its DAG: its index in the DAG's (topological) order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ReplicaId(pub u32);
 

@@ -4,9 +4,9 @@
 //! the replica can be *resumed*: its revision at the restore point `as_of` becomes its initial
 //! contents, and only its delta after `as_of` is computed, from its inputs' deltas after
 //! `as_of` and their contents at `as_of` (the [`Seeds`]). A replica can be resumed when
-//! - every input is read in [`crate::InputMode::Deltas`]: its computation, applied to the
+//! - every input is read in `InputMode::Deltas`: its computation, applied to the
 //!   inputs' deltas, yields its delta (it is linear); or
-//! - it declares a resume computation ([`crate::ReplicaDescription::with_resume`]) that derives
+//! - it declares a resume computation (`ReplicaDescription::with_resume`) that derives
 //!   its delta from the inputs' deltas and seeds; the oracle tests check it against the
 //!   computation at every `Seq` after a restart.
 //!
@@ -171,5 +171,5 @@ impl<R: Record> Seeds<R> {
 }
 
 /// A resume computation: from the inputs' deltas after the restore point (in the order of
-/// [`crate::ReplicaDescription::inputs`]) and their [`Seeds`], the replica's delta after it.
+/// `ReplicaDescription::inputs`) and their [`Seeds`], the replica's delta after it.
 pub type Resume<R> = Arc<dyn for<'s> Fn(&[Coll<'s, R>], &Seeds<R>) -> Coll<'s, R> + Send + Sync>;
