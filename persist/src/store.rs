@@ -55,19 +55,24 @@ impl RevisionInfo {
     }
 
     fn decode(replica: &str, as_of: u64, b: &[u8]) -> Result<Self, Error> {
-        if b.len() != 24 {
-            return Err(Error::Corrupt(format!(
+        let b: &[u8; 24] = b.try_into().map_err(|_| {
+            Error::Corrupt(format!(
                 "revision ({replica}, {as_of}) header has {} bytes, expected 24",
                 b.len()
-            )));
-        }
+            ))
+        })?;
+        let (logic, rest) = b.split_at(4);
+        let (hash, rest) = rest.split_at(8);
+        let (records, chunks) = rest.split_at(8);
+        let le4 = |x: &[u8]| u32::from_le_bytes([x[0], x[1], x[2], x[3]]);
+        let le8 = |x: &[u8]| u64::from_le_bytes([x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]]);
         Ok(RevisionInfo {
             replica: replica.to_string(),
             as_of,
-            logic_version: u32::from_le_bytes(b[0..4].try_into().expect("4 bytes")),
-            description_hash: u64::from_le_bytes(b[4..12].try_into().expect("8 bytes")),
-            records: u64::from_le_bytes(b[12..20].try_into().expect("8 bytes")),
-            chunks: u32::from_le_bytes(b[20..24].try_into().expect("4 bytes")),
+            logic_version: le4(logic),
+            description_hash: le8(hash),
+            records: le8(records),
+            chunks: le4(chunks),
         })
     }
 }
