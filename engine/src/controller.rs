@@ -34,7 +34,7 @@ pub(crate) struct Base<R> {
     pub(crate) rows: Vec<Option<Arc<Decoding<R>>>>,
 }
 
-/// The in-memory engine under a `Runtime`: the workers and the delivery of deltas.
+/// The controller under a `Runtime`: the workers, the delivery of deltas, the base revisions.
 pub(crate) struct Controller<R: Record> {
     dag: Arc<Dag<R>>,
     /// Per view with subscribers: the state its deltas are derived from.
@@ -59,7 +59,7 @@ impl<R: Record> Controller<R> {
         Self::start_resumed(dag, workers, None)
     }
 
-    /// Starts an engine whose dataflow resumes the replicas of `plan` (see [`ResumePlan`]).
+    /// Starts a controller whose dataflow resumes the replicas of `plan` (see [`ResumePlan`]).
     pub(crate) fn start_resumed(
         dag: Arc<Dag<R>>,
         workers: usize,
@@ -300,7 +300,7 @@ impl<R: Record> Controller<R> {
         self.workers.frontiers()
     }
 
-    /// Stops the workers, then the threads decoding the seeds; dropping the engine then
+    /// Stops the workers, then the threads decoding the seeds; dropping the controller then
     /// abandons the seeds left undecoded (see [`Decoders`]).
     pub(crate) fn stop_threads(&mut self) -> Result<(), Error> {
         let stopped = self.workers.stop();
