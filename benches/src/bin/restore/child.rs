@@ -1,6 +1,6 @@
 //! The children of the restore benchmark: each measurement runs in its own process.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
@@ -9,6 +9,7 @@ use prr_benches::harness::args::StoreArgs;
 use prr_benches::harness::child::emit_result;
 use prr_benches::measure::{disk_size, peak_rss, secs};
 use prr_benches::state_event;
+use prr_persist::Store;
 use prr_replicas::{Matrix, SourceItem};
 use serde_json::{Map, json};
 
@@ -129,6 +130,27 @@ fn append_deltas(m: &mut Matrix, n: usize, room: &str, group: usize) -> anyhow::
     Ok(())
 }
 
+/// What the store holds: the encoded bytes of each replica's newest revision, and the
+/// interned strings (their count and bytes). Read from the file once no runtime holds it.
+fn store_contents(path: &Path) -> anyhow::Result<(Map<String, serde_json::Value>, u64, u64)> {
+    let s = Store::open_read_only(path)?;
+    let mut revision_bytes = Map::new();
+    let infos = s.revisions()?;
+    let newest = infos.iter().map(|i| i.as_of).max().unwrap_or(0);
+    for info in infos.iter().filter(|i| i.as_of == newest) {
+        let bytes: usize = s
+            .revision_chunks(&info.replica, newest)?
+            .iter()
+            .map(Vec::len)
+            .sum();
+        revision_bytes.insert(info.replica.clone(), bytes.into());
+    }
+    let all = s.strings()?;
+    let strings = all.len() as u64;
+    let string_bytes = all.iter().map(|x| x.len() as u64).sum();
+    Ok((revision_bytes, strings, string_bytes))
+}
+
 pub(crate) fn run_as_child(child: Child) -> anyhow::Result<()> {
     match child {
         Child::Ingest { dir, store } => {
@@ -214,24 +236,10 @@ pub(crate) fn run_as_child(child: Child) -> anyhow::Result<()> {
             let t = Instant::now();
             m.runtime().sync()?;
             let dataflow = secs(t);
-            // What the store holds (after the clock): strings, revision bytes per replica.
-            let mut revision_bytes = Map::new();
-            let (mut strings, mut string_bytes) = (0u64, 0u64);
-            if let Some(s) = m.runtime().store() {
-                let infos = s.revisions()?;
-                let newest = infos.iter().map(|i| i.as_of).max().unwrap_or(0);
-                for info in infos.iter().filter(|i| i.as_of == newest) {
-                    let bytes: usize = s
-                        .revision_chunks(&info.replica, newest)?
-                        .iter()
-                        .map(Vec::len)
-                        .sum();
-                    revision_bytes.insert(info.replica.clone(), bytes.into());
-                }
-                let all = s.strings()?;
-                strings = all.len() as u64;
-                string_bytes = all.iter().map(|x| x.len() as u64).sum();
-            }
+            // What the store holds (after the clock), read once the runtime has let it go
+            // (stopped without capturing a revision: the store is as the restart found it).
+            m.shutdown()?;
+            let (revision_bytes, strings, string_bytes) = store_contents(&store.store)?;
             emit_result(json!({
                 "open": open, "decode_sources": sources, "decode_derived": derived, "decode": decode,
                 "records": records, "dataflow": dataflow, "revision_bytes": revision_bytes,
