@@ -17,7 +17,7 @@ use std::time::Instant;
 use anyhow::bail;
 use clap::{Parser, Subcommand};
 use prr_benches::drive::ingest_dir;
-use prr_benches::harness::args::{StoreArgs, WorkersArgs, WorkloadArgs};
+use prr_benches::harness::args::{StoreArgs, WorkDirArgs, WorkersArgs, WorkloadArgs};
 use prr_benches::harness::child::{ChildArgs, Children, Limits, emit_result};
 use prr_benches::harness::table::{Table, fmt_ratio, fmt_secs, heading, verdict};
 use prr_benches::measure::{load_average, machine_line, secs};
@@ -37,9 +37,8 @@ struct Cli {
     /// Repetitions (each: one fsync, one source delta).
     #[arg(long, default_value_t = 1000)]
     reps: usize,
-    /// Where the workload and the store go (default: a temporary directory).
-    #[arg(long)]
-    work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    work: WorkDirArgs,
     /// A child measurement (internal).
     #[command(subcommand)]
     child: Option<Child>,
@@ -143,12 +142,8 @@ fn main() -> anyhow::Result<()> {
     }
     let (config, workload) = cli.workload.generate();
     let tmp = tempfile::tempdir()?;
-    let work = cli
-        .work_dir
-        .clone()
-        .unwrap_or_else(|| tmp.path().to_path_buf());
-    let dir = work.join(cli.workload.dir_name());
-    cli.workload.write_unless_present("ack", &workload, &dir)?;
+    let work = cli.work.prepare(tmp.path())?;
+    let dir = cli.workload.prepare_in("ack", &workload, &work)?;
     let store = work.join("ack.redb");
     let _ = std::fs::remove_file(&store);
     let workers = cli.workers.workers;

@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -31,7 +31,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use prr_benches::drive::ingest_dir;
-use prr_benches::harness::args::{MemoryArgs, StoreArgs, WorkersArgs, WorkloadArgs, skipped};
+use prr_benches::harness::args::{
+    IngestArgs, MemoryArgs, StoreArgs, WorkDirArgs, WorkersArgs, WorkloadArgs, skipped,
+};
 use prr_benches::harness::child::{ChildArgs, Children, emit_progress, emit_result};
 use prr_benches::harness::table::{
     Table, fmt_ratio, fmt_secs, fmt_secs_or_dash as ms, heading, verdict,
@@ -70,9 +72,8 @@ struct Cli {
     skip: Vec<String>,
     #[command(flatten)]
     memory: MemoryArgs,
-    /// Where the workload and stores go (default: a temporary directory, deleted at the end).
-    #[arg(long)]
-    work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    work: WorkDirArgs,
     /// A child measurement (internal).
     #[command(subcommand)]
     child: Option<Child>,
@@ -98,12 +99,7 @@ struct WaveArgs {
 enum Child {
     /// Fresh store: ingest every file, then a clean shutdown.
     #[command(hide = true)]
-    Ingest {
-        #[arg(long)]
-        dir: PathBuf,
-        #[command(flatten)]
-        store: StoreArgs,
-    },
+    Ingest(IngestArgs),
     /// The waves through the embedded API.
     #[command(hide = true)]
     Embedded(WaveArgs),
@@ -412,7 +408,7 @@ fn run_naive(workload: &WorkloadArgs, reps: usize) -> anyhow::Result<()> {
 
 fn run_as_child(c: Child) -> anyhow::Result<()> {
     match c {
-        Child::Ingest { dir, store } => {
+        Child::Ingest(IngestArgs { dir, store }) => {
             let mut m = Matrix::start(store.config())?;
             let t = ingest_dir(&mut m, &dir, 0)?;
             m.shutdown()?;
@@ -499,13 +495,8 @@ fn main() -> anyhow::Result<()> {
     });
     let (config, workload) = cli.workload.generate();
     let tmp = tempfile::tempdir()?;
-    let work = match &cli.work_dir {
-        Some(w) => w.clone(),
-        None => tmp.path().to_path_buf(),
-    };
-    let dir = work.join(cli.workload.dir_name());
-    cli.workload
-        .write_unless_present("join_wave", &workload, &dir)?;
+    let work = cli.work.prepare(tmp.path())?;
+    let dir = cli.workload.prepare_in("join_wave", &workload, &work)?;
     let base = work.join("join-wave-base.redb");
     let _ = std::fs::remove_file(&base);
     let workers = cli.workers.workers;

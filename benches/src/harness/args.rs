@@ -45,9 +45,17 @@ impl WorkloadArgs {
         (config, workload)
     }
 
-    /// The name of a directory holding this workload: `workload-SIZE-SEED`.
-    pub fn dir_name(&self) -> String {
-        format!("workload-{}-{}", self.name(), self.seed)
+    /// The directory `work/workload-SIZE-SEED`, holding the workload once this returns (see
+    /// [`WorkloadArgs::write_unless_present`]).
+    pub fn prepare_in(
+        &self,
+        who: &str,
+        workload: &Workload,
+        work: &Path,
+    ) -> anyhow::Result<PathBuf> {
+        let dir = work.join(format!("workload-{}-{}", self.name(), self.seed));
+        self.write_unless_present(who, workload, &dir)?;
+        Ok(dir)
     }
 
     /// Makes `dir` hold the workload: used as is when it holds files, else `workload` is
@@ -91,6 +99,28 @@ impl DirArgs {
     ) -> anyhow::Result<PathBuf> {
         let dir = self.dir.clone().unwrap_or_else(|| tmp.join("workload"));
         args.write_unless_present(who, workload, &dir)?;
+        Ok(dir)
+    }
+}
+
+/// `--work-dir`: where a benchmark's stores go.
+#[derive(Clone, Debug, Args)]
+pub struct WorkDirArgs {
+    /// Where the stores go, and the generated workload unless `--dir` names one (default: a
+    /// temporary directory, deleted at the end).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+}
+
+impl WorkDirArgs {
+    /// The directory (`--work-dir`, else `default`), created if missing.
+    pub fn prepare(&self, default: &Path) -> anyhow::Result<PathBuf> {
+        let dir = self
+            .work_dir
+            .clone()
+            .unwrap_or_else(|| default.to_path_buf());
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
         Ok(dir)
     }
 }
@@ -174,6 +204,17 @@ impl StoreArgs {
             .with_store(&self.store)
             .with_workers(self.workers as usize)
     }
+}
+
+/// A child's `--dir DIR --store PATH --workers N`: a workload directory to ingest into a store.
+#[derive(Clone, Debug, Args)]
+pub struct IngestArgs {
+    /// The workload directory.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The store it goes into, and the workers.
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// A child's `--workers N [--store PATH]`: a runtime with a store, or without one (raw

@@ -1,11 +1,11 @@
 //! The children of the restore benchmark: each measurement runs in its own process.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use prr_benches::drive::{ingest_dir, intent_counts};
-use prr_benches::harness::args::StoreArgs;
+use prr_benches::harness::args::{IngestArgs, StoreArgs};
 use prr_benches::harness::child::emit_result;
 use prr_benches::measure::{disk_size, peak_rss, secs};
 use prr_benches::state_event;
@@ -17,12 +17,7 @@ use serde_json::{Map, json};
 pub(crate) enum Child {
     /// Fresh store: ingest every file, then a clean shutdown.
     #[command(hide = true)]
-    Ingest {
-        #[arg(long)]
-        dir: PathBuf,
-        #[command(flatten)]
-        store: StoreArgs,
-    },
+    Ingest(IngestArgs),
     /// Restart on an existing store: read, restore the dataflow, ingest one membership (in
     /// `room`), then one ban rule matching it (in `policy_room`).
     #[command(hide = true)]
@@ -153,7 +148,7 @@ fn store_contents(path: &Path) -> anyhow::Result<(Map<String, serde_json::Value>
 
 pub(crate) fn run_as_child(child: Child) -> anyhow::Result<()> {
     match child {
-        Child::Ingest { dir, store } => {
+        Child::Ingest(IngestArgs { dir, store }) => {
             let mut m = Matrix::start(store.config())?;
             let t = ingest_dir(&mut m, &dir, 0)?;
             let counts = intent_counts(m.runtime())?;

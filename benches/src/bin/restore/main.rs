@@ -12,11 +12,11 @@
 //! cargo run --release -p prr-benches --bin restore -- --size small
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 use clap::Parser;
-use prr_benches::harness::args::{DirArgs, MemoryArgs, WorkersArgs, WorkloadArgs};
+use prr_benches::harness::args::{DirArgs, MemoryArgs, WorkDirArgs, WorkersArgs, WorkloadArgs};
 use prr_benches::harness::child::{ChildArgs, ChildOutcome, Children};
 use prr_benches::harness::table::{Table, fmt_bytes, fmt_ratio, fmt_secs, heading, verdict};
 use prr_benches::measure::machine_line;
@@ -43,9 +43,8 @@ struct Cli {
     kill_deltas: Vec<usize>,
     #[command(flatten)]
     memory: MemoryArgs,
-    /// Where the stores go (default: a temporary directory, deleted at the end).
-    #[arg(long)]
-    work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    work: WorkDirArgs,
     /// A child measurement (internal).
     #[command(subcommand)]
     child: Option<Child>,
@@ -170,14 +169,7 @@ fn main() -> anyhow::Result<()> {
     let dir = cli
         .dir
         .prepare("restore", &cli.workload, &workload, tmp.path())?;
-    let work = match &cli.work_dir {
-        Some(w) => {
-            std::fs::create_dir_all(w)?;
-            w.clone()
-        }
-        None => tmp.path().join("stores"),
-    };
-    std::fs::create_dir_all(&work)?;
+    let work = cli.work.prepare(&tmp.path().join("stores"))?;
     let room = workload.protected_room_ids()[0].to_string();
     let policy_room = workload.policy_room_ids()[0].to_string();
     let children = Children::new("restore", cli.memory.uncapped());
