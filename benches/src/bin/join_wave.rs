@@ -22,7 +22,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -34,7 +34,9 @@ use prr_benches::drive::ingest_dir;
 use prr_benches::harness::args::{
     IngestArgs, MemoryArgs, StoreArgs, WorkDirArgs, WorkersArgs, WorkloadArgs, skipped,
 };
-use prr_benches::harness::child::{ChildArgs, Children, emit_progress, emit_result};
+use prr_benches::harness::child::{
+    ChildArgs, Children, emit_progress, emit_result, read_stderr_tail,
+};
 use prr_benches::harness::table::{
     Table, fmt_ratio, fmt_secs, fmt_secs_or_dash as ms, heading, verdict,
 };
@@ -240,12 +242,7 @@ fn run_stream(a: &WaveArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot run {}", prr.display()))?;
     let stdin = child.stdin.take().expect("piped stdin");
     let stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
+    let err_reader = read_stderr_tail(child.stderr.take().expect("piped stderr"), false);
     // The reader thread: (join key, time its room_members delta was read), or a ban update.
     enum Out {
         Member(String, Instant),

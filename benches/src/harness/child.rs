@@ -10,8 +10,9 @@
 use std::fmt::Display;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{ChildStderr, Command, Stdio};
 use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -40,6 +41,7 @@ pub fn emit_result(mut value: Value) {
     }
     emit(&json!({ "result": value }));
 }
+
 /// How a child process ended.
 #[derive(Debug, Default)]
 pub struct ChildOutcome {
@@ -116,7 +118,7 @@ pub fn run_child(
         .stderr(Stdio::piped())
         .spawn()?;
     let stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
+    let stderr = child.stderr.take().expect("piped stderr");
     let (tx, rx) = mpsc::channel::<Value>();
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
@@ -126,25 +128,7 @@ pub fn run_child(
             }
         }
     });
-    let err_reader = std::thread::spawn(move || {
-        let mut tail: Vec<u8> = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            match stderr.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if echo_stderr {
-                        let _ = std::io::stderr().write_all(&buf[..n]);
-                    }
-                    tail.extend_from_slice(&buf[..n]);
-                    if tail.len() > 8192 {
-                        tail.drain(..tail.len() - 4096);
-                    }
-                }
-            }
-        }
-        String::from_utf8_lossy(&tail).into_owned()
-    });
+    let err_reader = read_stderr_tail(stderr, echo_stderr);
     let mut outcome = ChildOutcome::default();
     let deadline = limits.cap.map(|c| start + c);
     let tick = Duration::from_millis(200);
@@ -190,6 +174,31 @@ pub fn run_child(
         eprintln!("  -> {:.1} s wall: {summary}", outcome.wall);
     }
     Ok(outcome)
+}
+
+/// Reads a child's standard error until it closes, on a thread of its own (so the child never
+/// blocks on a full pipe); the thread returns the end of it (the last 4 to 8 KiB), and echoes
+/// it to ours as it comes when `echo`.
+pub fn read_stderr_tail(mut stderr: ChildStderr, echo: bool) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut tail: Vec<u8> = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stderr.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if echo {
+                        let _ = std::io::stderr().write_all(&buf[..n]);
+                    }
+                    tail.extend_from_slice(&buf[..n]);
+                    if tail.len() > 8192 {
+                        tail.drain(..tail.len() - 4096);
+                    }
+                }
+            }
+        }
+        String::from_utf8_lossy(&tail).into_owned()
+    })
 }
 
 /// The current executable, to spawn children of the same benchmark.
