@@ -235,6 +235,19 @@ const REASONS: [&str; 6] = [
     "abuse",
 ];
 
+/// The `m.room.create` event of `room` by `creator` (room version 10).
+fn room_create(event_id: String, room: &str, creator: &str, ts: i64) -> SourceItem {
+    state_event(
+        event_id,
+        room,
+        "m.room.create",
+        "",
+        creator,
+        ts,
+        json!({"creator": creator, "room_version": "10"}),
+    )
+}
+
 /// A state event as the generator writes it (the benchmarks build their own events with it).
 pub fn state_event(
     event_id: String,
@@ -470,15 +483,7 @@ impl Workload {
         let admin = format!("@mod:{}", plan.server);
         let ts0 = 1_700_000_000_000i64 + (p as i64) * 10_000_000;
         let mut items = Vec::with_capacity(plan.rules + 2);
-        items.push(state_event(
-            format!("$l{p}c"),
-            room,
-            "m.room.create",
-            "",
-            &admin,
-            ts0,
-            json!({"creator": admin, "room_version": "10"}),
-        ));
+        items.push(room_create(format!("$l{p}c"), room, &admin, ts0));
         items.push(state_event(
             format!("$l{p}n"),
             room,
@@ -569,15 +574,7 @@ impl Workload {
         let creator = self.users[picked.index(0)].clone();
         let ts0 = 1_710_000_000_000i64 + (k as i64) * 1_000_000;
         let mut items = Vec::with_capacity(plan.members + 3);
-        items.push(state_event(
-            format!("$r{k}c"),
-            room,
-            "m.room.create",
-            "",
-            &creator,
-            ts0,
-            json!({"creator": creator, "room_version": "10"}),
-        ));
+        items.push(room_create(format!("$r{k}c"), room, &creator, ts0));
         items.push(state_event(
             format!("$r{k}p"),
             room,
