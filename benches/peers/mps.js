@@ -22,7 +22,7 @@
 //   --mode scoped    best case: the same matches for ban and takedown rules only, asked with a
 //                    recommendation (the scoped literal map plus a scan of the globs), the user
 //                    ID for user rules and the server name for server rules.
-//   --mode w3        issue 6's W3 (policy fan-out), used by `benches/src/bin/fanout.rs`: builds
+//   --mode w3        issue 6's W3 (policy fan-out), used by `benches/src/bin/fanout/main.rs`: builds
 //                    every instance's revisions and intents as Draupnir does (untimed; with
 //                    `--setup scoped` the initial member matches come from the scoped lookups,
 //                    see runW3), then applies each policy change of `--ops FILE` the way
@@ -91,6 +91,68 @@ for (const name of fs.readdirSync(dir).sort()) {
 }
 const parseSeconds = secondsSince(tParse);
 
+// ---- the revisions shared by the instances, as Draupnir builds them ----
+function stateOf(room) {
+  return [...(roomEvents.get(room)?.values() ?? [])];
+}
+
+// The policy rooms some instance watches and the rooms some instance protects.
+function roomsOfInstances() {
+  const watched = new Set();
+  const protectedRooms = new Set();
+  for (const inst of instances.values()) {
+    inst.watch.forEach((r) => watched.add(r));
+    inst.protect.forEach((r) => protectedRooms.add(r));
+  }
+  return { watched, protectedRooms };
+}
+
+// One policy room revision per room.
+function policyRoomRevisions(rooms) {
+  const out = new Map();
+  for (const room of rooms) {
+    const state = stateOf(room);
+    const create = state.find((e) => e.type === "m.room.create" && e.state_key === "");
+    const blank = mps.StandardPolicyRoomRevision.blankRevision(MatrixRoomReference.fromRoomID(room, []), create);
+    out.set(room, blank.reviseFromState(state));
+  }
+  return out;
+}
+
+// One room membership revision per room.
+function roomMembershipRevisions(rooms) {
+  const out = new Map();
+  for (const room of rooms) {
+    const members = stateOf(room).filter((e) => e.type === "m.room.member");
+    const blank = mps.StandardRoomMembershipRevision.blankRevision(MatrixRoomReference.fromRoomID(room, []));
+    out.set(room, blank.reviseFromMembership(members));
+  }
+  return out;
+}
+
+// An instance's policy list revision: the rules of the rooms it watches.
+function policyListOf(inst, policyRooms) {
+  const changes = [];
+  for (const room of inst.watch) {
+    const revision = policyRooms.get(room);
+    if (!revision) continue;
+    for (const rule of revision.allRules()) {
+      changes.push({ changeType: mps.PolicyRuleChangeType.Added, event: rule.sourceEvent, sender: rule.sourceEvent.sender, rule });
+    }
+  }
+  return mps.StandardPolicyListRevision.blankRevision().reviseFromChanges(changes);
+}
+
+// An instance's set membership revision: the members of the rooms it protects.
+function setMembershipOf(inst, roomMemberships) {
+  let set = mps.StandardSetMembershipRevision.blankRevision();
+  for (const room of inst.protect) {
+    const revision = roomMemberships.get(room);
+    if (revision) set = set.reviseFromChanges(set.changesFromAddedRoom(revision));
+  }
+  return set;
+}
+
 if (mode === "w3") {
   runW3();
   process.exit(0);
@@ -99,31 +161,12 @@ if (mode === "w3") {
 // ---- build ----
 const tBuild = performance.now();
 const ulid = monotonicFactory();
-const stateOf = (room) => [...(roomEvents.get(room)?.values() ?? [])];
-
-const watched = new Set();
-const protectedRooms = new Set();
-for (const inst of instances.values()) {
-  inst.watch.forEach((r) => watched.add(r));
-  inst.protect.forEach((r) => protectedRooms.add(r));
-}
-
-const policyRooms = new Map();
-for (const room of watched) {
-  const state = stateOf(room);
-  const create = state.find((e) => e.type === "m.room.create" && e.state_key === "");
-  const blank = mps.StandardPolicyRoomRevision.blankRevision(MatrixRoomReference.fromRoomID(room, []), create);
-  policyRooms.set(room, blank.reviseFromState(state));
-}
+const { watched, protectedRooms } = roomsOfInstances();
+const policyRooms = policyRoomRevisions(watched);
 const policyRoomSeconds = secondsSince(tBuild);
 
 const tMembership = performance.now();
-const roomMemberships = new Map();
-for (const room of protectedRooms) {
-  const members = stateOf(room).filter((e) => e.type === "m.room.member");
-  const blank = mps.StandardRoomMembershipRevision.blankRevision(MatrixRoomReference.fromRoomID(room, []));
-  roomMemberships.set(room, blank.reviseFromMembership(members));
-}
+const roomMemberships = roomMembershipRevisions(protectedRooms);
 const membershipSeconds = secondsSince(tMembership);
 
 function scopedMatches(list, set) {
@@ -148,23 +191,11 @@ let done = 0;
 const tInstances = performance.now();
 for (const [id, inst] of instances) {
   let t = performance.now();
-  const changes = [];
-  for (const room of inst.watch) {
-    const revision = policyRooms.get(room);
-    if (!revision) continue;
-    for (const rule of revision.allRules()) {
-      changes.push({ changeType: mps.PolicyRuleChangeType.Added, event: rule.sourceEvent, sender: rule.sourceEvent.sender, rule });
-    }
-  }
-  const list = mps.StandardPolicyListRevision.blankRevision().reviseFromChanges(changes);
+  const list = policyListOf(inst, policyRooms);
   phase.list += secondsSince(t);
 
   t = performance.now();
-  let set = mps.StandardSetMembershipRevision.blankRevision();
-  for (const room of inst.protect) {
-    const revision = roomMemberships.get(room);
-    if (revision) set = set.reviseFromChanges(set.changesFromAddedRoom(revision));
-  }
+  const set = setMembershipOf(inst, roomMemberships);
   counts.member_set += set.uniqueMemberCount();
   phase.set += secondsSince(t);
 
@@ -246,42 +277,13 @@ function runW3() {
   const { PolicyRuleType, Recommendation } = mps;
   const ulid = monotonicFactory();
   const tSetup = performance.now();
-  const stateOf = (room) => [...(roomEvents.get(room)?.values() ?? [])];
-  const watched = new Set();
-  const protectedRooms = new Set();
-  for (const inst of instances.values()) {
-    inst.watch.forEach((r) => watched.add(r));
-    inst.protect.forEach((r) => protectedRooms.add(r));
-  }
-  const policyRooms = new Map();
-  for (const room of watched) {
-    const state = stateOf(room);
-    const create = state.find((e) => e.type === "m.room.create" && e.state_key === "");
-    const blank = mps.StandardPolicyRoomRevision.blankRevision(MatrixRoomReference.fromRoomID(room, []), create);
-    policyRooms.set(room, blank.reviseFromState(state));
-  }
-  const roomMemberships = new Map();
-  for (const room of protectedRooms) {
-    const members = stateOf(room).filter((e) => e.type === "m.room.member");
-    const blank = mps.StandardRoomMembershipRevision.blankRevision(MatrixRoomReference.fromRoomID(room, []));
-    roomMemberships.set(room, blank.reviseFromMembership(members));
-  }
+  const { watched, protectedRooms } = roomsOfInstances();
+  const policyRooms = policyRoomRevisions(watched);
+  const roomMemberships = roomMembershipRevisions(protectedRooms);
   const states = [];
   for (const [id, inst] of instances) {
-    const changes = [];
-    for (const room of inst.watch) {
-      const revision = policyRooms.get(room);
-      if (!revision) continue;
-      for (const rule of revision.allRules()) {
-        changes.push({ changeType: mps.PolicyRuleChangeType.Added, event: rule.sourceEvent, sender: rule.sourceEvent.sender, rule });
-      }
-    }
-    const list = mps.StandardPolicyListRevision.blankRevision().reviseFromChanges(changes);
-    let set = mps.StandardSetMembershipRevision.blankRevision();
-    for (const room of inst.protect) {
-      const revision = roomMemberships.get(room);
-      if (revision) set = set.reviseFromChanges(set.changesFromAddedRoom(revision));
-    }
+    const list = policyListOf(inst, policyRooms);
+    const set = setMembershipOf(inst, roomMemberships);
     const blank = mps.StandardSetMembershipPolicyRevision.blankRevision();
     const delta = setup === "draupnir" ? blank.changesFromInitialRevisions(list, set) : scopedMatches(list, set);
     const memberPolicies = blank.reviseFromChanges(delta);

@@ -9,7 +9,8 @@ use prr_engine::{Dag, Runtime, RuntimeConfig};
 use prr_replicas::{Ingestor, Matrix, Pipeline, Rec, SourceItem, matrix_dag};
 use serde_json::{Value, json};
 
-use crate::measure::{emit_progress, secs};
+use crate::harness::child::emit_progress;
+use crate::measure::secs;
 use crate::workload::{list_files, read_file};
 
 /// Times of an ingest of a directory.

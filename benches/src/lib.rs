@@ -5,7 +5,9 @@
 //!   items.
 //! - [`NaiveState`]: a from-scratch recomputation of the intents over ordinary maps, the
 //!   plain-Rust peer.
-//! - [`measure`]: child processes, peak memory, markdown tables.
+//! - [`harness`]: what every benchmark binary runs on: its shared options ([`harness::args`]),
+//!   its child processes ([`harness::child`]) and its markdown tables ([`harness::table`]).
+//! - [`measure`]: peak memory, time, the machine and its load.
 //!
 //! The benchmarks are `harness = false` binaries that print markdown tables of ratios
 //! measured side by side in one run (see `docs/benchmarks.md`):
@@ -23,6 +25,7 @@
 //! ```
 
 pub mod drive;
+pub mod harness;
 pub mod measure;
 mod naive;
 pub mod waves;
@@ -31,5 +34,5 @@ mod workload;
 pub use naive::{Matching, NaiveOutput, NaiveState};
 pub use workload::{
     Size, Workload, WorkloadConfig, WorkloadFile, WorkloadStats, item_to_json, list_files,
-    read_dir, read_file,
+    read_dir, read_file, state_event,
 };

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use prr_replicas::{Event, SourceItem};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::Map;
+use serde_json::{Map, Value, json};
 
 use crate::workload::Workload;
 
@@ -98,6 +98,20 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     // Less a hair, so that 99.9% of 1000 is rank 999 despite rounding.
     let rank = ((p / 100.0) * sorted.len() as f64 - 1e-9).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Nearest-rank p50, p99 and p999, the maximum and the count of some latencies, as JSON
+/// fields `p50`, `p99`, `p999`, `max`, `n` (a missing value is `null`).
+pub fn latency_summary(mut v: Vec<f64>) -> Map<String, Value> {
+    v.sort_by(f64::total_cmp);
+    let json = json!({
+        "p50": percentile(&v, 50.0), "p99": percentile(&v, 99.0),
+        "p999": percentile(&v, 99.9), "max": v.last().copied().unwrap_or(f64::NAN), "n": v.len(),
+    });
+    match json {
+        Value::Object(m) => m,
+        _ => unreachable!("an object"),
+    }
 }
 
 /// The median of some values; NaN when empty.

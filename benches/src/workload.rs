@@ -235,8 +235,21 @@ const REASONS: [&str; 6] = [
     "abuse",
 ];
 
-/// A state event as the generator writes it.
-fn event(
+/// The `m.room.create` event of `room` by `creator` (room version 10).
+fn room_create(event_id: String, room: &str, creator: &str, ts: i64) -> SourceItem {
+    state_event(
+        event_id,
+        room,
+        "m.room.create",
+        "",
+        creator,
+        ts,
+        json!({"creator": creator, "room_version": "10"}),
+    )
+}
+
+/// A state event as the generator writes it (the benchmarks build their own events with it).
+pub fn state_event(
     event_id: String,
     room_id: &str,
     ty: &str,
@@ -470,16 +483,8 @@ impl Workload {
         let admin = format!("@mod:{}", plan.server);
         let ts0 = 1_700_000_000_000i64 + (p as i64) * 10_000_000;
         let mut items = Vec::with_capacity(plan.rules + 2);
-        items.push(event(
-            format!("$l{p}c"),
-            room,
-            "m.room.create",
-            "",
-            &admin,
-            ts0,
-            json!({"creator": admin, "room_version": "10"}),
-        ));
-        items.push(event(
+        items.push(room_create(format!("$l{p}c"), room, &admin, ts0));
+        items.push(state_event(
             format!("$l{p}n"),
             room,
             "m.room.name",
@@ -548,7 +553,7 @@ impl Workload {
                     REASONS[rng.random_range(0..REASONS.len())].into(),
                 );
             }
-            items.push(event(
+            items.push(state_event(
                 format!("$l{p}r{n}"),
                 room,
                 ty,
@@ -569,16 +574,8 @@ impl Workload {
         let creator = self.users[picked.index(0)].clone();
         let ts0 = 1_710_000_000_000i64 + (k as i64) * 1_000_000;
         let mut items = Vec::with_capacity(plan.members + 3);
-        items.push(event(
-            format!("$r{k}c"),
-            room,
-            "m.room.create",
-            "",
-            &creator,
-            ts0,
-            json!({"creator": creator, "room_version": "10"}),
-        ));
-        items.push(event(
+        items.push(room_create(format!("$r{k}c"), room, &creator, ts0));
+        items.push(state_event(
             format!("$r{k}p"),
             room,
             "m.room.power_levels",
@@ -588,7 +585,7 @@ impl Workload {
             json!({"users": {creator.clone(): 100}, "ban": 50, "kick": 50, "redact": 50, "users_default": 0}),
         ));
         if plan.acl {
-            items.push(event(
+            items.push(state_event(
                 format!("$r{k}a"),
                 room,
                 "m.room.server_acl",
@@ -612,7 +609,7 @@ impl Workload {
             } else {
                 json!({"membership": membership})
             };
-            items.push(event(
+            items.push(state_event(
                 format!("$r{k}m{j}"),
                 room,
                 "m.room.member",

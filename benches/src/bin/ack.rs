@@ -17,12 +17,11 @@ use std::time::Instant;
 use anyhow::bail;
 use clap::{Parser, Subcommand};
 use prr_benches::drive::ingest_dir;
-use prr_benches::measure::{
-    Limits, Table, emit_result, fmt_ratio, fmt_secs, machine_line, run_child, secs, self_command,
-};
-use prr_benches::waves::{Joins, percentile};
-use prr_benches::{Size, Workload, WorkloadConfig, list_files};
-use prr_engine::RuntimeConfig;
+use prr_benches::harness::args::{StoreArgs, WorkDirArgs, WorkersArgs, WorkloadArgs};
+use prr_benches::harness::child::{ChildArgs, Children, Limits, emit_result};
+use prr_benches::harness::table::{Table, fmt_ratio, fmt_secs, heading, verdict};
+use prr_benches::measure::{load_average, machine_line, secs};
+use prr_benches::waves::{Joins, latency_summary};
 use prr_replicas::{Ingestor, Matrix, Rec};
 use serde_json::{Value, json};
 
@@ -30,21 +29,16 @@ use serde_json::{Value, json};
 #[derive(Debug, Parser)]
 #[command(name = "ack")]
 struct Cli {
-    /// The workload size (the state the deltas are added to).
-    #[arg(long, value_enum, default_value_t = Size::Small)]
-    size: Size,
-    /// Timely workers (1 or 2).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=2))]
-    workers: u64,
-    /// The workload's seed.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    // The workload: the state the deltas are added to.
+    #[command(flatten)]
+    workload: WorkloadArgs,
+    #[command(flatten)]
+    workers: WorkersArgs,
     /// Repetitions (each: one fsync, one source delta).
     #[arg(long, default_value_t = 1000)]
     reps: usize,
-    /// Where the workload and the store go (default: a temporary directory).
-    #[arg(long)]
-    work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    work: WorkDirArgs,
     /// A child measurement (internal).
     #[command(subcommand)]
     child: Option<Child>,
@@ -57,44 +51,31 @@ enum Child {
     Measure {
         #[arg(long)]
         dir: PathBuf,
-        #[arg(long)]
-        store: PathBuf,
-        #[arg(long)]
-        workers: u64,
-        #[arg(long, value_enum)]
-        size: Size,
-        #[arg(long)]
-        seed: u64,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        workload: WorkloadArgs,
         #[arg(long)]
         reps: usize,
     },
 }
 
-fn stats(mut v: Vec<f64>) -> Value {
-    v.sort_by(f64::total_cmp);
-    json!({"p50": percentile(&v, 50.0), "p99": percentile(&v, 99.0),
-           "p999": percentile(&v, 99.9), "max": v.last().copied().unwrap_or(f64::NAN), "n": v.len()})
+fn stats(v: Vec<f64>) -> Value {
+    Value::Object(latency_summary(v))
 }
 
 fn measure(
     dir: &Path,
-    store: &Path,
-    workers: u64,
-    size: Size,
-    seed: u64,
+    store: &StoreArgs,
+    workload: &WorkloadArgs,
     reps: usize,
 ) -> anyhow::Result<()> {
-    let mut m = Matrix::start(
-        RuntimeConfig::new()
-            .with_store(store)
-            .with_workers(workers as usize)
-            .with_revision_on_shutdown(false),
-    )?;
+    let mut m = Matrix::start(store.config().with_revision_on_shutdown(false))?;
     let t = Instant::now();
     ingest_dir(&mut m, dir, 0)?;
     let ingest = secs(t);
-    let w = Workload::generate(&WorkloadConfig::for_size(size).with_seed(seed));
-    let mut joins = Joins::new(&w, seed);
+    let (_, w) = workload.generate();
+    let mut joins = Joins::new(&w, workload.seed);
     // The ingest state, as `Matrix` keeps it, to push source deltas one by one.
     let rt = m.runtime();
     let rs = rt.replica("room_state")?;
@@ -103,7 +84,7 @@ fn measure(
     contents.extend(rt.read(inst, None)?.into_iter().map(|(r, _)| r));
     let mut ingestor = Ingestor::new(rs, inst, contents);
     // One fsync: 4 KiB into a preallocated file beside the store (no size change).
-    let probe_path = store.with_extension("fsync-probe");
+    let probe_path = store.store.with_extension("fsync-probe");
     let mut probe = OpenOptions::new()
         .create(true)
         .truncate(true)
@@ -153,62 +134,46 @@ fn main() -> anyhow::Result<()> {
     if let Some(Child::Measure {
         dir,
         store,
-        workers,
-        size,
-        seed,
+        workload,
         reps,
     }) = cli.child
     {
-        return measure(&dir, &store, workers, size, seed, reps);
+        return measure(&dir, &store, &workload, reps);
     }
-    let config = WorkloadConfig::for_size(cli.size).with_seed(cli.seed);
-    let workload = Workload::generate(&config);
+    let (config, workload) = cli.workload.generate();
     let tmp = tempfile::tempdir()?;
-    let work = cli
-        .work_dir
-        .clone()
-        .unwrap_or_else(|| tmp.path().to_path_buf());
-    let dir = work.join(format!("workload-{}-{}", cli.size.name(), cli.seed));
-    if !dir.exists() || list_files(&dir)?.is_empty() {
-        eprintln!("ack: generating the workload into {}", dir.display());
-        workload.write(&dir)?;
-    }
+    let work = cli.work.prepare(tmp.path())?;
+    let dir = cli.workload.prepare_in("ack", &workload, &work)?;
     let store = work.join("ack.redb");
     let _ = std::fs::remove_file(&store);
-    eprintln!("ack: ingest W1, then {} repetitions", cli.reps);
-    let mut cmd = self_command()?;
-    cmd.arg("measure")
-        .arg("--dir")
-        .arg(&dir)
-        .arg("--store")
-        .arg(&store)
-        .args(["--workers", &cli.workers.to_string()])
-        .args(["--size", cli.size.name()])
-        .args(["--seed", &cli.seed.to_string()])
-        .args(["--reps", &cli.reps.to_string()]);
-    let out = run_child(cmd, Limits::default(), true)?;
+    let workers = cli.workers.workers;
+    let args = ChildArgs::new("measure")
+        .path("--dir", &dir)
+        .store(&store, workers)
+        .workload(cli.workload.size, cli.workload.seed)
+        .opt("--reps", cli.reps);
+    let out = Children::new("ack", Limits::default())
+        .run(&args, &format!("ingest W1, then {} repetitions", cli.reps))?;
     let _ = std::fs::remove_file(&store);
     let Some(r) = out.result.clone() else {
         bail!("ack: {}", out.failure());
     };
     let get = |a: &str, b: &str| r[a][b].as_f64().unwrap_or(f64::NAN);
     println!(
-        "## Durable acknowledgement vs one fsync: size {} ({} rules, {} membership records, {} instances), {} worker(s)\n",
-        cli.size.name(),
-        workload.rules(),
-        workload.memberships(),
-        config.instances,
-        cli.workers
+        "{}\n",
+        heading(
+            "Durable acknowledgement vs one fsync",
+            cli.workload.size,
+            &workload,
+            config.instances,
+            false,
+            workers
+        )
     );
     println!(
         "Machine: {}. Load average at the end: {}. {} repetitions after 20 of warm-up, interleaved (one fsync, one source delta), on a store holding the workload (ingest {}).\n",
         machine_line(),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" "),
+        load_average(),
         cli.reps,
         fmt_secs(r["ingest"].as_f64().unwrap_or(f64::NAN)),
     );
@@ -248,7 +213,7 @@ fn main() -> anyhow::Result<()> {
     let ratio = get("ack", "p99") / fsync_p99;
     println!(
         "Target \"durable acknowledgement p99 within 2x of one fsync\": {} (ack p99 {} = {} of fsync p99 {}; p50: {}).\n",
-        if ratio <= 2.0 { "met" } else { "not met" },
+        verdict(ratio <= 2.0),
         fmt_secs(get("ack", "p99")),
         fmt_ratio(get("ack", "p99"), fsync_p99),
         fmt_secs(fsync_p99),

@@ -10,18 +10,21 @@
 //! cargo run --release -p prr-benches --bin cold_build -- --size small
 //! ```
 
-use std::path::PathBuf;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use prr_benches::drive::{Ablated, ingest_dir, intent_counts};
-use prr_benches::measure::{
-    ChildOutcome, Limits, Table, emit_progress, emit_result, fmt_bytes, fmt_ratio, fmt_secs,
-    machine_line, peers_dir, prepare_node_peer, run_child, secs, self_command,
+use prr_benches::harness::args::{
+    CapArgs, DirArgs, MemoryArgs, RuntimeArgs, WorkersArgs, WorkloadArgs, skipped,
 };
-use prr_benches::{Matching, NaiveState, Size, Workload, WorkloadConfig, list_files, read_file};
-use prr_engine::RuntimeConfig;
+use prr_benches::harness::child::{
+    ChildArgs, ChildOutcome, Children, emit_progress, emit_result, exit_without_teardown,
+    mps_command, prepare_node_peer,
+};
+use prr_benches::harness::table::{Table, fmt_bytes, fmt_ratio, fmt_secs, heading};
+use prr_benches::measure::{machine_line, peak_rss, secs};
+use prr_benches::{Matching, NaiveState, list_files, read_file};
 use prr_replicas::Matrix;
 use serde_json::{Value, json};
 
@@ -29,26 +32,16 @@ use serde_json::{Value, json};
 #[derive(Debug, Parser)]
 #[command(name = "cold_build")]
 struct Cli {
-    /// The workload size.
-    #[arg(long, value_enum, default_value_t = Size::Small)]
-    size: Size,
-    /// Timely workers (1 or 2).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=2))]
-    workers: u64,
-    /// The workload directory: used as is when it holds files, else generated there
-    /// (default: a temporary directory).
-    #[arg(long)]
-    dir: Option<PathBuf>,
-    /// The workload's seed.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    /// Each peer's time limit, in seconds (prr itself has none).
-    #[arg(long, default_value_t = 600)]
-    cap_secs: u64,
-    /// Memory limit of each child, in GiB: a child above it is killed and reported so,
-    /// rather than left to the OOM killer.
-    #[arg(long, default_value_t = 16.0)]
-    max_rss_gib: f64,
+    #[command(flatten)]
+    workload: WorkloadArgs,
+    #[command(flatten)]
+    workers: WorkersArgs,
+    #[command(flatten)]
+    dir: DirArgs,
+    #[command(flatten)]
+    cap: CapArgs,
+    #[command(flatten)]
+    memory: MemoryArgs,
     /// Peers to leave out: `mps`, `mps-scoped`, `naive-nested`, `naive-indexed`, `dd`.
     /// (An ablation, prr without some replicas, runs as the child `prr --without NAMES`.)
     #[arg(long, value_delimiter = ',')]
@@ -71,10 +64,8 @@ enum Child {
     Prr {
         #[arg(long)]
         dir: PathBuf,
-        #[arg(long)]
-        workers: u64,
-        #[arg(long)]
-        store: Option<PathBuf>,
+        #[command(flatten)]
+        runtime: RuntimeArgs,
         /// Leave these replicas out of the DAG (an ablation, without a store).
         #[arg(long, value_delimiter = ',')]
         without: Vec<String>,
@@ -93,14 +84,12 @@ fn run_as_child(child: Child) -> anyhow::Result<()> {
     match child {
         Child::Prr {
             dir,
-            workers,
-            store,
+            runtime,
             without,
         } if !without.is_empty() => {
-            let config = RuntimeConfig::new().with_workers(workers as usize);
-            anyhow::ensure!(store.is_none(), "an ablation runs without a store");
+            anyhow::ensure!(runtime.store.is_none(), "an ablation runs without a store");
             let start = Instant::now();
-            let mut a = Ablated::start(config, &without)?;
+            let mut a = Ablated::start(runtime.config(), &without)?;
             let open = secs(start);
             let (mut parse, mut build) = (0.0, open);
             for path in list_files(&dir)? {
@@ -116,16 +105,11 @@ fn run_as_child(child: Child) -> anyhow::Result<()> {
         }
         Child::Prr {
             dir,
-            workers,
-            store,
+            runtime,
             without: _,
         } => {
-            let mut config = RuntimeConfig::new().with_workers(workers as usize);
-            if let Some(s) = &store {
-                config = config.with_store(s).with_revision_on_shutdown(false);
-            }
             let start = Instant::now();
-            let mut m = Matrix::start(config)?;
+            let mut m = Matrix::start(runtime.config())?;
             let open = secs(start);
             let t = ingest_dir(&mut m, &dir, 100)?;
             let counts = intent_counts(m.runtime())?;
@@ -152,7 +136,7 @@ fn run_as_child(child: Child) -> anyhow::Result<()> {
                 emit_progress(json!({
                     "instances": out.instances, "of": total, "elapsed": secs(start),
                     "instances_seconds": secs(start) - setup,
-                    "peak_rss": prr_benches::measure::peak_rss(),
+                    "peak_rss": peak_rss(),
                 }));
                 true
             });
@@ -166,8 +150,7 @@ fn run_as_child(child: Child) -> anyhow::Result<()> {
             }));
         }
     }
-    // Skip the teardown of large maps and dataflows: it is not part of the measurement.
-    std::process::exit(0);
+    exit_without_teardown();
 }
 
 /// One row of the table.
@@ -211,61 +194,32 @@ fn main() -> anyhow::Result<()> {
     if let Some(c) = cli.child {
         return run_as_child(c);
     }
-    let workers = cli.workers.to_string();
-    let config = WorkloadConfig::for_size(cli.size).with_seed(cli.seed);
-    let workload = Workload::generate(&config);
+    let (config, workload) = cli.workload.generate();
     let tmp = tempfile::tempdir()?;
     let dir = cli
         .dir
-        .clone()
-        .unwrap_or_else(|| tmp.path().join("workload"));
-    if !dir.exists() || list_files(&dir)?.is_empty() {
-        eprintln!(
-            "cold_build: generating the {} workload into {}",
-            cli.size.name(),
-            dir.display()
-        );
-        workload.write(&dir)?;
-    }
-    let d = dir.display().to_string();
-    let max_rss = Some((cli.max_rss_gib * (1u64 << 30) as f64) as u64);
-    let cap = Limits {
-        cap: Some(Duration::from_secs(cli.cap_secs)),
-        max_rss,
-    };
-    let uncapped = Limits { cap: None, max_rss };
-    let skip = |name: &str| cli.skip.iter().any(|s| s == name);
+        .prepare("cold_build", &cli.workload, &workload, tmp.path())?;
+    let cap = cli.memory.capped(&cli.cap);
+    let uncapped = cli.memory.uncapped();
+    let children = Children::new("cold_build", uncapped);
+    let skip = |name: &str| skipped(&cli.skip, name);
     let mut rows: Vec<Row> = Vec::new();
 
-    let run = |args: Vec<String>, cap: Limits, what: &str| -> anyhow::Result<ChildOutcome> {
-        eprintln!("cold_build: {what}");
-        let mut cmd = self_command()?;
-        cmd.args(args);
-        run_child(cmd, cap, true)
-    };
     let mut with_store = Vec::new();
     let mut without_store = Vec::new();
-    let prr_args = |store: Option<&std::path::Path>| -> Vec<String> {
-        let mut args = vec![
-            "prr".into(),
-            "--dir".into(),
-            d.clone(),
-            "--workers".into(),
-            workers.clone(),
-        ];
-        if let Some(s) = store {
-            args.extend(["--store".into(), s.display().to_string()]);
-        }
-        args
+    let prr_args = |store: Option<&Path>| {
+        ChildArgs::new("prr")
+            .path("--dir", &dir)
+            .opt("--workers", cli.workers.workers)
+            .path_if("--store", store)
     };
     for run_index in 0..cli.runs.max(1) {
         let store = tmp.path().join(format!("cold{run_index}.redb"));
-        with_store.push(run(prr_args(Some(&store)), uncapped, "prr (store)")?);
+        with_store.push(children.run(&prr_args(Some(&store)), "prr (store)")?);
         let _ = std::fs::remove_file(&store);
         if !skip("dd") {
-            without_store.push(run(
-                prr_args(None),
-                uncapped,
+            without_store.push(children.run(
+                &prr_args(None),
                 "prr without a store (raw differential dataflow)",
             )?);
         }
@@ -310,17 +264,10 @@ fn main() -> anyhow::Result<()> {
         if skip(name) {
             continue;
         }
-        let o = run(
-            vec![
-                "naive".into(),
-                "--dir".into(),
-                d.clone(),
-                "--matching".into(),
-                matching.into(),
-            ],
-            cap,
-            label,
-        )?;
+        let args = ChildArgs::new("naive")
+            .path("--dir", &dir)
+            .opt("--matching", matching);
+        let o = children.run_limited(&args, cap, label)?;
         rows.push(Row {
             system: label.into(),
             outcome: Some(o),
@@ -349,11 +296,9 @@ fn main() -> anyhow::Result<()> {
         }
         match &node {
             Ok(_) => {
-                eprintln!("cold_build: {label}");
-                let mut cmd = Command::new("node");
-                cmd.arg(peers_dir().join("mps.js"))
-                    .args(["--dir", &d, "--mode", mode]);
-                let o = run_child(cmd, cap, true)?;
+                let mut cmd = mps_command(&[]);
+                cmd.arg("--dir").arg(&dir).args(["--mode", mode]);
+                let o = children.run_command(cmd, cap, label)?;
                 rows.push(Row {
                     system: label.into(),
                     outcome: Some(o),
@@ -372,19 +317,21 @@ fn main() -> anyhow::Result<()> {
     let prr_build = rows[0].build().unwrap_or(f64::NAN);
     let prr_counts = rows[0].counts().cloned().unwrap_or(Value::Null);
     println!(
-        "## cold_build: size {} ({} rules, {} membership records, {} instances, largest room {}), {} worker(s)\n",
-        cli.size.name(),
-        workload.rules(),
-        workload.memberships(),
-        config.instances,
-        workload.largest_room(),
-        cli.workers
+        "{}\n",
+        heading(
+            "cold_build",
+            cli.workload.size,
+            &workload,
+            config.instances,
+            true,
+            cli.workers.workers
+        )
     );
     println!(
         "Machine: {}. Each system in a fresh process; peers capped at {} s. \"build\": from parsed input to every \
          intent final (prr: every replica final); \"parse\": reading and parsing the files, not included.\n",
         machine_line(),
-        cli.cap_secs
+        cli.cap.cap_secs
     );
     let mut t = Table::new(&[
         "system",
@@ -422,18 +369,18 @@ fn main() -> anyhow::Result<()> {
                 Some((est, done, of)) => (
                     format!(
                         "> {} s cap ({done} of {of} instances); extrapolated ~{}",
-                        cli.cap_secs,
+                        cli.cap.cap_secs,
                         fmt_secs(est)
                     ),
                     format!(
                         "> {} (extrapolated ~{})",
-                        fmt_ratio(cli.cap_secs as f64, prr_build),
+                        fmt_ratio(cli.cap.cap_secs as f64, prr_build),
                         fmt_ratio(est, prr_build)
                     ),
                 ),
                 None => (
-                    format!("> {} s cap (no instance finished)", cli.cap_secs),
-                    format!("> {}", fmt_ratio(cli.cap_secs as f64, prr_build)),
+                    format!("> {} s cap (no instance finished)", cli.cap.cap_secs),
+                    format!("> {}", fmt_ratio(cli.cap.cap_secs as f64, prr_build)),
                 ),
             },
             (None, false) => (o.failure(), String::new()),

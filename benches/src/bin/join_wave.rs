@@ -22,8 +22,8 @@
 //! ```
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -31,13 +31,18 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use prr_benches::drive::ingest_dir;
-use prr_benches::measure::{
-    ChildOutcome, Limits, Table, emit_progress, emit_result, fmt_ratio, fmt_secs, machine_line,
-    run_child, secs, self_command,
+use prr_benches::harness::args::{
+    IngestArgs, MemoryArgs, StoreArgs, WorkDirArgs, WorkersArgs, WorkloadArgs, skipped,
 };
-use prr_benches::waves::{Joins, median, percentile, prr_binary};
-use prr_benches::{Matching, NaiveState, Size, Workload, WorkloadConfig, item_to_json, list_files};
-use prr_engine::RuntimeConfig;
+use prr_benches::harness::child::{
+    ChildArgs, Children, emit_progress, emit_result, read_stderr_tail,
+};
+use prr_benches::harness::table::{
+    Table, fmt_ratio, fmt_secs, fmt_secs_or_dash as ms, heading, verdict,
+};
+use prr_benches::measure::{load_average, machine_line, secs};
+use prr_benches::waves::{Joins, latency_summary, median, prr_binary};
+use prr_benches::{Matching, NaiveState, Size, item_to_json};
 use prr_replicas::{Matrix, SourceItem};
 use serde_json::{Value, json};
 
@@ -45,15 +50,10 @@ use serde_json::{Value, json};
 #[derive(Debug, Parser)]
 #[command(name = "join_wave")]
 struct Cli {
-    /// The workload size.
-    #[arg(long, value_enum, default_value_t = Size::Small)]
-    size: Size,
-    /// Timely workers (1 or 2).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=2))]
-    workers: u64,
-    /// The workload's seed.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    #[command(flatten)]
+    workload: WorkloadArgs,
+    #[command(flatten)]
+    workers: WorkersArgs,
     /// Offered rates, joins per second, in increasing order.
     #[arg(long, value_delimiter = ',', default_value = "100,300,1000,3000,10000")]
     rates: Vec<f64>,
@@ -72,12 +72,10 @@ struct Cli {
     /// Systems to leave out: `embedded`, `stream`, `naive`.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
-    /// Memory limit of each child, in GiB.
-    #[arg(long, default_value_t = 16.0)]
-    max_rss_gib: f64,
-    /// Where the workload and stores go (default: a temporary directory, deleted at the end).
-    #[arg(long)]
-    work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    memory: MemoryArgs,
+    #[command(flatten)]
+    work: WorkDirArgs,
     /// A child measurement (internal).
     #[command(subcommand)]
     child: Option<Child>,
@@ -85,14 +83,10 @@ struct Cli {
 
 #[derive(Debug, clap::Args)]
 struct WaveArgs {
-    #[arg(long)]
-    store: PathBuf,
-    #[arg(long)]
-    workers: u64,
-    #[arg(long, value_enum)]
-    size: Size,
-    #[arg(long)]
-    seed: u64,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    workload: WorkloadArgs,
     #[arg(long, value_delimiter = ',')]
     rates: Vec<f64>,
     #[arg(long)]
@@ -107,14 +101,7 @@ struct WaveArgs {
 enum Child {
     /// Fresh store: ingest every file, then a clean shutdown.
     #[command(hide = true)]
-    Ingest {
-        #[arg(long)]
-        dir: PathBuf,
-        #[arg(long)]
-        store: PathBuf,
-        #[arg(long)]
-        workers: u64,
-    },
+    Ingest(IngestArgs),
     /// The waves through the embedded API.
     #[command(hide = true)]
     Embedded(WaveArgs),
@@ -124,33 +111,26 @@ enum Child {
     /// The naive recomputation of one change.
     #[command(hide = true)]
     Naive {
-        #[arg(long, value_enum)]
-        size: Size,
-        #[arg(long)]
-        seed: u64,
+        #[command(flatten)]
+        workload: WorkloadArgs,
         #[arg(long)]
         reps: usize,
     },
 }
 
 /// The latencies of one rate, as a JSON object for the parent.
-fn rate_result(
-    rate: f64,
-    planned: usize,
-    offered: usize,
-    mut lat: Vec<f64>,
-    extra: Value,
-) -> Value {
-    lat.sort_by(f64::total_cmp);
-    let mut v = json!({
-        "rate": rate, "planned": planned, "offered": offered, "completed": lat.len(),
-        "p50": percentile(&lat, 50.0), "p99": percentile(&lat, 99.0),
-        "p999": percentile(&lat, 99.9), "max": lat.last().copied().unwrap_or(f64::NAN),
-    });
-    if let (Value::Object(m), Value::Object(e)) = (&mut v, extra) {
+fn rate_result(rate: f64, planned: usize, offered: usize, lat: Vec<f64>, extra: Value) -> Value {
+    let completed = lat.len();
+    let mut m = latency_summary(lat);
+    if let Value::Object(e) = json!({
+        "rate": rate, "planned": planned, "offered": offered, "completed": completed,
+    }) {
         m.extend(e);
     }
-    v
+    if let Value::Object(e) = extra {
+        m.extend(e);
+    }
+    Value::Object(m)
 }
 
 /// Joins sent one at a time before the first rate (not measured).
@@ -167,18 +147,11 @@ fn sleep_until(t: Instant) {
     }
 }
 
-fn store_config(a: &WaveArgs) -> RuntimeConfig {
-    RuntimeConfig::new()
-        .with_store(&a.store)
-        .with_workers(a.workers as usize)
-        .with_revision_on_shutdown(false)
-}
-
 fn run_embedded(a: &WaveArgs) -> anyhow::Result<()> {
-    let w = Workload::generate(&WorkloadConfig::for_size(a.size).with_seed(a.seed));
-    let mut joins = Joins::new(&w, a.seed);
+    let (_, w) = a.workload.generate();
+    let mut joins = Joins::new(&w, a.workload.seed);
     let t = Instant::now();
-    let mut m = Matrix::start(store_config(a))?;
+    let mut m = Matrix::start(a.store.config().with_revision_on_shutdown(false))?;
     let bans_id = m.runtime().replica("member_bans")?;
     let bans = m.runtime().subscribe(bans_id)?;
     m.runtime().sync()?;
@@ -252,14 +225,14 @@ fn run_embedded(a: &WaveArgs) -> anyhow::Result<()> {
 }
 
 fn run_stream(a: &WaveArgs) -> anyhow::Result<()> {
-    let w = Workload::generate(&WorkloadConfig::for_size(a.size).with_seed(a.seed));
-    let mut joins = Joins::new(&w, a.seed);
+    let (_, w) = a.workload.generate();
+    let mut joins = Joins::new(&w, a.workload.seed);
     let prr = prr_binary()?;
     let t = Instant::now();
     let mut child = Command::new(&prr)
         .arg("--store")
-        .arg(&a.store)
-        .args(["--workers", &a.workers.to_string(), "stream"])
+        .arg(&a.store.store)
+        .args(["--workers", &a.store.workers.to_string(), "stream"])
         .args(["--emit", "room_members,member_bans"])
         .args(["--max-batch", &a.max_batch.to_string()])
         .stdin(Stdio::piped())
@@ -269,12 +242,7 @@ fn run_stream(a: &WaveArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot run {}", prr.display()))?;
     let stdin = child.stdin.take().expect("piped stdin");
     let stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
+    let err_reader = read_stderr_tail(child.stderr.take().expect("piped stderr"), false);
     // The reader thread: (join key, time its room_members delta was read), or a ban update.
     enum Out {
         Member(String, Instant),
@@ -415,13 +383,13 @@ fn run_stream(a: &WaveArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_naive(size: Size, seed: u64, reps: usize) -> anyhow::Result<()> {
-    let w = Workload::generate(&WorkloadConfig::for_size(size).with_seed(seed));
+fn run_naive(workload: &WorkloadArgs, reps: usize) -> anyhow::Result<()> {
+    let (_, w) = workload.generate();
     let mut state = NaiveState::new();
     for f in w.files() {
         state.apply(&f.items);
     }
-    let mut joins = Joins::new(&w, seed);
+    let mut joins = Joins::new(&w, workload.seed);
     let mut times = Vec::new();
     let mut bans = 0;
     for _ in 0..reps.max(1) {
@@ -437,16 +405,8 @@ fn run_naive(size: Size, seed: u64, reps: usize) -> anyhow::Result<()> {
 
 fn run_as_child(c: Child) -> anyhow::Result<()> {
     match c {
-        Child::Ingest {
-            dir,
-            store,
-            workers,
-        } => {
-            let mut m = Matrix::start(
-                RuntimeConfig::new()
-                    .with_store(&store)
-                    .with_workers(workers as usize),
-            )?;
+        Child::Ingest(IngestArgs { dir, store }) => {
+            let mut m = Matrix::start(store.config())?;
             let t = ingest_dir(&mut m, &dir, 0)?;
             m.shutdown()?;
             emit_result(json!({"parse": t.parse, "ingest": t.ingest}));
@@ -454,41 +414,12 @@ fn run_as_child(c: Child) -> anyhow::Result<()> {
         }
         Child::Embedded(a) => run_embedded(&a),
         Child::Stream(a) => run_stream(&a),
-        Child::Naive { size, seed, reps } => run_naive(size, seed, reps),
-    }
-}
-
-static MAX_RSS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-fn child(args: &[String], what: &str) -> anyhow::Result<ChildOutcome> {
-    eprintln!("join_wave: {what}");
-    let mut cmd = self_command()?;
-    cmd.args(args);
-    let max = MAX_RSS.load(std::sync::atomic::Ordering::Relaxed);
-    let out = run_child(
-        cmd,
-        Limits {
-            cap: None,
-            max_rss: (max > 0).then_some(max),
-        },
-        true,
-    )?;
-    if out.result.is_none() {
-        bail!("{what}: {}", out.failure());
-    }
-    Ok(out)
-}
-
-fn ms(s: f64) -> String {
-    if s.is_finite() {
-        fmt_secs(s)
-    } else {
-        "-".into()
+        Child::Naive { workload, reps } => run_naive(&workload, reps),
     }
 }
 
 /// Per rate: the rows of one system's table; returns the highest rate with p99 < 100 ms.
-fn wave_table(name: &str, out: &Value, embedded: bool) -> (Table, Option<f64>) {
+fn wave_table(out: &Value, embedded: bool) -> (Table, Option<f64>) {
     let mut headers = vec![
         "offered rate (joins/s)",
         "joins offered / planned",
@@ -542,7 +473,6 @@ fn wave_table(name: &str, out: &Value, embedded: bool) -> (Table, Option<f64>) {
         }
         t.row(row);
     }
-    let _ = name;
     (t, best)
 }
 
@@ -551,77 +481,46 @@ fn main() -> anyhow::Result<()> {
     if let Some(c) = cli.child {
         return run_as_child(c);
     }
-    MAX_RSS.store(
-        (cli.max_rss_gib * (1u64 << 30) as f64) as u64,
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    let size = cli.workload.size;
     let wave_secs = cli
         .secs
-        .unwrap_or(if cli.size == Size::Small { 2.0 } else { 4.0 });
-    let naive_reps = cli.naive_reps.unwrap_or(match cli.size {
+        .unwrap_or(if size == Size::Small { 2.0 } else { 4.0 });
+    let naive_reps = cli.naive_reps.unwrap_or(match size {
         Size::Small => 5,
         Size::Medium => 3,
         Size::Large => 1,
     });
-    let config = WorkloadConfig::for_size(cli.size).with_seed(cli.seed);
-    let workload = Workload::generate(&config);
+    let (config, workload) = cli.workload.generate();
     let tmp = tempfile::tempdir()?;
-    let work = match &cli.work_dir {
-        Some(w) => w.clone(),
-        None => tmp.path().to_path_buf(),
-    };
-    let dir = work.join(format!("workload-{}-{}", cli.size.name(), cli.seed));
-    if !dir.exists() || list_files(&dir)?.is_empty() {
-        eprintln!("join_wave: generating the workload into {}", dir.display());
-        workload.write(&dir)?;
-    }
+    let work = cli.work.prepare(tmp.path())?;
+    let dir = cli.workload.prepare_in("join_wave", &workload, &work)?;
     let base = work.join("join-wave-base.redb");
     let _ = std::fs::remove_file(&base);
-    let s = |p: &Path| p.display().to_string();
-    let workers = cli.workers.to_string();
-    let ingest = child(
-        &[
-            "ingest".into(),
-            "--dir".into(),
-            s(&dir),
-            "--store".into(),
-            s(&base),
-            "--workers".into(),
-            workers.clone(),
-        ],
+    let workers = cli.workers.workers;
+    let children = Children::new("join_wave", cli.memory.uncapped());
+    let ingest = children.result(
+        &ChildArgs::new("ingest")
+            .path("--dir", &dir)
+            .store(&base, workers),
         "ingest W1 (the workload) into the base store",
     )?;
-    let rates: Vec<String> = cli.rates.iter().map(|r| r.to_string()).collect();
-    let wave_args = |store: &Path| -> Vec<String> {
-        vec![
-            "--store".into(),
-            s(store),
-            "--workers".into(),
-            workers.clone(),
-            "--size".into(),
-            cli.size.name().into(),
-            "--seed".into(),
-            cli.seed.to_string(),
-            "--rates".into(),
-            rates.join(","),
-            "--secs".into(),
-            wave_secs.to_string(),
-            "--max-batch".into(),
-            cli.max_batch.to_string(),
-            "--max-lag".into(),
-            cli.max_lag.to_string(),
-        ]
+    let wave_args = |sub: &str, store: &Path| {
+        ChildArgs::new(sub)
+            .store(store, workers)
+            .workload(size, cli.workload.seed)
+            .list("--rates", &cli.rates)
+            .opt("--secs", wave_secs)
+            .opt("--max-batch", cli.max_batch)
+            .opt("--max-lag", cli.max_lag)
     };
     let run_wave = |sub: &str| -> anyhow::Result<Value> {
         let copy = work.join(format!("join-wave-{sub}.redb"));
         std::fs::copy(&base, &copy)?;
-        let mut args = vec![sub.to_string()];
-        args.extend(wave_args(&copy));
-        let out = child(&args, &format!("W4 through {sub}"))?;
+        let out = children.result(&wave_args(sub, &copy), &format!("W4 through {sub}"))?;
         std::fs::remove_file(&copy)?;
         Ok(out.result.unwrap_or(Value::Null))
     };
-    let skip = |s: &str| cli.skip.iter().any(|x| x == s);
+    let skip = |s: &str| skipped(&cli.skip, s);
     let embedded = if skip("embedded") {
         None
     } else {
@@ -635,38 +534,30 @@ fn main() -> anyhow::Result<()> {
     let naive = if skip("naive") {
         None
     } else {
-        let out = child(
-            &[
-                "naive".into(),
-                "--size".into(),
-                cli.size.name().into(),
-                "--seed".into(),
-                cli.seed.to_string(),
-                "--reps".into(),
-                naive_reps.to_string(),
-            ],
+        let out = children.result(
+            &ChildArgs::new("naive")
+                .workload(size, cli.workload.seed)
+                .opt("--reps", naive_reps),
             "naive recomputation of one change",
         )?;
         out.result
     };
 
     println!(
-        "## W4 join waves: size {} ({} rules, {} membership records, {} instances), {} worker(s)\n",
-        cli.size.name(),
-        workload.rules(),
-        workload.memberships(),
-        config.instances,
-        cli.workers
+        "{}\n",
+        heading(
+            "W4 join waves",
+            size,
+            &workload,
+            config.instances,
+            false,
+            workers
+        )
     );
     println!(
         "Machine: {}. Load average at the end: {}. Each rate offered open-loop for {} s (joins due at start + i/rate); latency from the scheduled time. W1 ingest (base store): {}.\n",
         machine_line(),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" "),
+        load_average(),
         wave_secs,
         fmt_secs(ingest.num("ingest").unwrap_or(f64::NAN))
     );
@@ -689,7 +580,7 @@ fn main() -> anyhow::Result<()> {
         ),
     ] {
         let Some(out) = out else { continue };
-        let (t, best) = wave_table(name, out, emb);
+        let (t, best) = wave_table(out, emb);
         println!("### {name}\n\n{}", t.render());
         summary.row(vec![
             name.into(),
@@ -728,21 +619,12 @@ fn main() -> anyhow::Result<()> {
                 fmt_ratio(naive_t, p99),
             ]);
             println!("{}", t.render());
-            let verdict = if naive_t / p50 >= 100.0 {
-                "met"
-            } else {
-                "not met"
-            };
             println!(
                 "Target \"W4 single changes: at least 100x lower latency than the naive recomputation\": {} at p50 ({} vs {}), {} at p99.\n",
-                verdict,
+                verdict(naive_t / p50 >= 100.0),
                 ms(p50),
                 ms(naive_t),
-                if naive_t / p99 >= 100.0 {
-                    "met"
-                } else {
-                    "not met"
-                },
+                verdict(naive_t / p99 >= 100.0),
             );
         } else {
             println!("{}", t.render());

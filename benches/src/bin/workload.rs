@@ -9,20 +9,16 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Parser;
-use prr_benches::measure::{Table, fmt_bytes};
-use prr_benches::{Size, Workload, WorkloadConfig};
+use prr_benches::harness::args::WorkloadArgs;
+use prr_benches::harness::table::{Table, fmt_bytes};
 use prr_replicas::{ManifestEntry, SourceItem};
 
 /// Writes a benchmark workload.
 #[derive(Debug, Parser)]
 #[command(name = "workload")]
 struct Cli {
-    /// The workload size.
-    #[arg(long, value_enum, default_value_t = Size::Small)]
-    size: Size,
-    /// The workload's seed.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    #[command(flatten)]
+    workload: WorkloadArgs,
     /// Where to write the files (default: a temporary directory, deleted at the end).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -30,8 +26,7 @@ struct Cli {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = WorkloadConfig::for_size(cli.size).with_seed(cli.seed);
-    let w = Workload::generate(&config);
+    let (config, w) = cli.workload.generate();
     let tmp = tempfile::tempdir()?;
     let dir = cli
         .dir
@@ -65,7 +60,11 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
-    println!("## workload: size {}, seed {}\n", cli.size.name(), cli.seed);
+    println!(
+        "## workload: size {}, seed {}\n",
+        cli.workload.name(),
+        cli.workload.seed
+    );
     let mut t = Table::new(&["what", "count"]);
     t.row(vec![
         "files (policy rooms, protected rooms, manifest)".into(),

@@ -2,33 +2,25 @@
 //! op of an ops file and prints its result.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Instant;
 
 use prr_benches::drive::{ingest_dir, intent_counts};
-use prr_benches::measure::{emit_progress, emit_result, secs};
+use prr_benches::harness::args::RuntimeArgs;
+use prr_benches::harness::child::{emit_progress, emit_result};
+use prr_benches::measure::secs;
 use prr_benches::{Matching, NaiveState, list_files, read_file};
-use prr_engine::RuntimeConfig;
 use prr_replicas::{Matrix, Rec};
 use serde_json::{Map, Value, json};
 
 use crate::ops::read_ops;
 
 /// prr: ingest the directory (untimed), then time every op until every replica is final.
-pub(crate) fn prr(
-    dir: PathBuf,
-    ops: PathBuf,
-    workers: u64,
-    store: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    let ops = read_ops(&ops)?;
-    let mut config = RuntimeConfig::new().with_workers(workers as usize);
-    if let Some(s) = &store {
-        config = config.with_store(s).with_revision_on_shutdown(false);
-    }
+pub(crate) fn prr(dir: &Path, ops: &Path, runtime: &RuntimeArgs) -> anyhow::Result<()> {
+    let ops = read_ops(ops)?;
     let start = Instant::now();
-    let mut m = Matrix::start(config)?;
-    let t = ingest_dir(&mut m, &dir, 0)?;
+    let mut m = Matrix::start(runtime.config())?;
+    let t = ingest_dir(&mut m, dir, 0)?;
     let setup = secs(start);
     emit_progress(json!({"setup": setup, "parse": t.parse}));
     let counts_before = intent_counts(m.runtime())?;
@@ -80,11 +72,11 @@ pub(crate) fn prr(
 
 /// The naive recomputation: apply the directory, then recompute after timed ops (at most
 /// `reps` of each kind).
-pub(crate) fn naive(dir: PathBuf, ops: PathBuf, reps: usize) -> anyhow::Result<()> {
-    let ops = read_ops(&ops)?;
+pub(crate) fn naive(dir: &Path, ops: &Path, reps: usize) -> anyhow::Result<()> {
+    let ops = read_ops(ops)?;
     let start = Instant::now();
     let mut state = NaiveState::new();
-    for path in list_files(&dir)? {
+    for path in list_files(dir)? {
         state.apply(&read_file(&path)?);
     }
     let setup = secs(start);

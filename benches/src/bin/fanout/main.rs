@@ -30,14 +30,17 @@ mod w3_workload;
 mod w5_workload;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use prr_benches::measure::{
-    ChildOutcome, Limits, machine_line, peers_dir, prepare_node_peer, run_child, self_command,
+use prr_benches::Size;
+use prr_benches::Workload;
+use prr_benches::harness::args::{
+    CapArgs, MemoryArgs, RuntimeArgs, WorkersArgs, WorkloadArgs, skipped,
 };
-use prr_benches::{Size, Workload, WorkloadConfig};
+use prr_benches::harness::child::{
+    ChildArgs, ChildOutcome, Children, exit_without_teardown, mps_command, prepare_node_peer,
+};
+use prr_benches::measure::{load_average, machine_line};
 
 use crate::w3_workload::write_w3;
 use crate::w5_workload::{w5_base, write_w5};
@@ -46,15 +49,10 @@ use crate::w5_workload::{w5_base, write_w5};
 #[derive(Debug, Parser)]
 #[command(name = "fanout")]
 struct Cli {
-    /// The workload size.
-    #[arg(long, value_enum, default_value_t = Size::Small)]
-    size: Size,
-    /// Timely workers (1 or 2).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=2))]
-    workers: u64,
-    /// The workload's seed.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    #[command(flatten)]
+    workload: WorkloadArgs,
+    #[command(flatten)]
+    workers: WorkersArgs,
     /// W3: instances in the workload (default: the size's).
     #[arg(long)]
     instances: Option<usize>,
@@ -82,12 +80,10 @@ struct Cli {
     /// W5: rounds of the children, the sizes alternating (default: 1 small, 3 otherwise).
     #[arg(long)]
     w5_rounds: Option<usize>,
-    /// Each peer's time limit, in seconds (prr itself has none).
-    #[arg(long, default_value_t = 600)]
-    cap_secs: u64,
-    /// Memory limit of each child, in GiB.
-    #[arg(long, default_value_t = 16.0)]
-    max_rss_gib: f64,
+    #[command(flatten)]
+    cap: CapArgs,
+    #[command(flatten)]
+    memory: MemoryArgs,
     /// Parts to leave out: `w3`, `w5`, `dd` (prr without a store), `naive`, `mps`.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
@@ -105,10 +101,8 @@ enum Child {
         dir: PathBuf,
         #[arg(long)]
         ops: PathBuf,
-        #[arg(long)]
-        workers: u64,
-        #[arg(long)]
-        store: Option<PathBuf>,
+        #[command(flatten)]
+        runtime: RuntimeArgs,
     },
     /// The naive recomputation: apply the directory, then recompute after timed ops.
     #[command(hide = true)]
@@ -125,22 +119,19 @@ enum Child {
 
 fn run_as_child(child: Child) -> anyhow::Result<()> {
     match child {
-        Child::Prr {
-            dir,
-            ops,
-            workers,
-            store,
-        } => child::prr(dir, ops, workers, store)?,
-        Child::Naive { dir, ops, reps } => child::naive(dir, ops, reps)?,
+        Child::Prr { dir, ops, runtime } => child::prr(&dir, &ops, &runtime)?,
+        Child::Naive { dir, ops, reps } => child::naive(&dir, &ops, reps)?,
     }
-    // Skip the teardown of large maps and dataflows: it is not part of the measurement.
-    std::process::exit(0);
+    exit_without_teardown();
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
+/// The command line of a `prr` child: the workload directory, the ops, the runtime.
+fn prr_args(dir: &Path, ops: &Path, workers: u64, store: Option<&Path>) -> ChildArgs {
+    ChildArgs::new("prr")
+        .path("--dir", dir)
+        .path("--ops", ops)
+        .opt("--workers", workers)
+        .path_if("--store", store)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -152,35 +143,26 @@ fn main() -> anyhow::Result<()> {
         ["draupnir", "scoped"].contains(&cli.mps_setup.as_str()),
         "--mps-setup is draupnir or scoped"
     );
-    let skip = |name: &str| cli.skip.iter().any(|s| s == name);
-    let workers = cli.workers.to_string();
-    let max_rss = Some((cli.max_rss_gib * (1u64 << 30) as f64) as u64);
-    let cap = Limits {
-        cap: Some(Duration::from_secs(cli.cap_secs)),
-        max_rss,
-    };
-    let uncapped = Limits { cap: None, max_rss };
+    let skip = |name: &str| skipped(&cli.skip, name);
+    let workers = cli.workers.workers;
+    let cap = cli.memory.capped(&cli.cap);
+    let children = Children::new("fanout", cli.memory.uncapped()).showing_load();
     let tmp = tempfile::tempdir()?;
-    let load_start = loadavg();
+    let load_start = load_average();
     let mut report = String::new();
-    let run = |args: Vec<String>, limits: Limits, what: &str| -> anyhow::Result<ChildOutcome> {
-        eprintln!("fanout: {what} (load {})", loadavg());
-        let mut cmd = self_command()?;
-        cmd.args(args);
-        run_child(cmd, limits, true)
-    };
+    let size = cli.workload.size;
 
     if !skip("w3") {
-        let mut config = WorkloadConfig::for_size(cli.size).with_seed(cli.seed);
+        let mut config = cli.workload.config();
         if let Some(n) = cli.instances {
             config.instances = n;
         }
-        let reps = cli.reps.unwrap_or(match cli.size {
+        let reps = cli.reps.unwrap_or(match size {
             Size::Small => 10,
             Size::Medium => 30,
             Size::Large => 20,
         });
-        let naive_reps = cli.naive_reps.unwrap_or(match cli.size {
+        let naive_reps = cli.naive_reps.unwrap_or(match size {
             Size::Small => 3,
             Size::Medium => 5,
             Size::Large => 2,
@@ -190,51 +172,33 @@ fn main() -> anyhow::Result<()> {
         let ops = tmp.path().join("w3-ops.ndjson");
         eprintln!(
             "fanout: writing the {} W3 workload into {}",
-            cli.size.name(),
+            size.name(),
             dir.display()
         );
         let plan = write_w3(&workload, &dir, &ops, reps)?;
-        let (d, o) = (dir.display().to_string(), ops.display().to_string());
-        let prr_args = |store: Option<&Path>| {
-            let mut a = vec![
-                "prr".to_string(),
-                "--dir".into(),
-                d.clone(),
-                "--ops".into(),
-                o.clone(),
-                "--workers".into(),
-                workers.clone(),
-            ];
-            if let Some(s) = store {
-                a.extend(["--store".into(), s.display().to_string()]);
-            }
-            a
-        };
         let store = tmp.path().join("w3.redb");
-        let prr = run(prr_args(Some(&store)), uncapped, "W3: prr (store)")?;
+        let prr = children.run(
+            &prr_args(&dir, &ops, workers, Some(&store)),
+            "W3: prr (store)",
+        )?;
         let _ = std::fs::remove_file(&store);
         let dd = if skip("dd") {
             None
         } else {
-            Some(run(
-                prr_args(None),
-                uncapped,
+            Some(children.run(
+                &prr_args(&dir, &ops, workers, None),
                 "W3: prr without a store (raw differential dataflow)",
             )?)
         };
         let naive = if skip("naive") {
             None
         } else {
-            Some(run(
-                vec![
-                    "naive".into(),
-                    "--dir".into(),
-                    d.clone(),
-                    "--ops".into(),
-                    o.clone(),
-                    "--reps".into(),
-                    naive_reps.to_string(),
-                ],
+            let args = ChildArgs::new("naive")
+                .path("--dir", &dir)
+                .path("--ops", &ops)
+                .opt("--reps", naive_reps);
+            Some(children.run_limited(
+                &args,
                 cap,
                 "W3: naive recomputation (plain Rust, hash maps)",
             )?)
@@ -246,30 +210,22 @@ fn main() -> anyhow::Result<()> {
         };
         let mps = match &node {
             Ok(_) => {
-                eprintln!(
-                    "fanout: W3: matrix-protection-suite (setup {}) (load {})",
-                    cli.mps_setup,
-                    loadavg()
-                );
-                let mut cmd = Command::new("node");
                 // Every instance keeps its revisions: above node's default heap limit at 1,000
                 // instances.
-                cmd.arg(format!(
+                let mut cmd = mps_command(&[format!(
                     "--max-old-space-size={}",
-                    (cli.max_rss_gib * 1024.0) as u64
-                ))
-                .arg(peers_dir().join("mps.js"))
-                .args([
-                    "--dir",
-                    &d,
-                    "--mode",
-                    "w3",
-                    "--ops",
-                    &o,
-                    "--setup",
-                    &cli.mps_setup,
-                ]);
-                Some(run_child(cmd, cap, true)?)
+                    (cli.memory.max_rss_gib * 1024.0) as u64
+                )]);
+                cmd.arg("--dir")
+                    .arg(&dir)
+                    .args(["--mode", "w3", "--ops"])
+                    .arg(&ops)
+                    .args(["--setup", &cli.mps_setup]);
+                Some(children.run_command(
+                    cmd,
+                    cap,
+                    &format!("W3: matrix-protection-suite (setup {})", cli.mps_setup),
+                )?)
             }
             Err(why) => {
                 eprintln!("fanout: skipping matrix-protection-suite: {why}");
@@ -292,23 +248,23 @@ fn main() -> anyhow::Result<()> {
 
     if !skip("w5") {
         let idle = if cli.idle.is_empty() {
-            match cli.size {
+            match size {
                 Size::Small => vec![100, 1_000],
                 _ => vec![1_000, 10_000],
             }
         } else {
             cli.idle.clone()
         };
-        let reps = cli.w5_reps.unwrap_or(match cli.size {
+        let reps = cli.w5_reps.unwrap_or(match size {
             Size::Small => 20,
             _ => 50,
         });
-        let base_config = w5_base(cli.size, cli.seed);
+        let base_config = w5_base(size, cli.workload.seed);
         let base = Workload::generate(&base_config);
         let ops = tmp.path().join("w5-ops.ndjson");
         // The machine is shared: run the sizes alternately, `--w5-rounds` times, and pool the
         // samples, so that a change of load between two children does not decide the ratio.
-        let rounds = cli.w5_rounds.unwrap_or(match cli.size {
+        let rounds = cli.w5_rounds.unwrap_or(match size {
             Size::Small => 1,
             _ => 3,
         });
@@ -322,28 +278,18 @@ fn main() -> anyhow::Result<()> {
         for round in 0..rounds {
             for (k, &n) in idle.iter().enumerate() {
                 let store = tmp.path().join(format!("w5-{n}.redb"));
-                let mut args = vec![
-                    "prr".to_string(),
-                    "--dir".into(),
-                    dirs[k].display().to_string(),
-                    "--ops".into(),
-                    ops.display().to_string(),
-                    "--workers".into(),
-                    workers.clone(),
-                ];
-                if !cli.w5_no_store {
-                    args.extend(["--store".into(), store.display().to_string()]);
-                }
-                let o = run(
-                    args,
-                    uncapped,
+                let store = (!cli.w5_no_store).then_some(store.as_path());
+                let o = children.run(
+                    &prr_args(&dirs[k], &ops, workers, store),
                     &format!(
                         "W5: prr ({}), {n} idle instances, round {} of {rounds}",
                         if cli.w5_no_store { "no store" } else { "store" },
                         round + 1
                     ),
                 )?;
-                let _ = std::fs::remove_file(&store);
+                if let Some(store) = store {
+                    let _ = std::fs::remove_file(store);
+                }
                 per_round[k].push(o);
             }
         }
@@ -365,8 +311,8 @@ fn main() -> anyhow::Result<()> {
         "Machine: {}. Load average (1, 5, 15 min) at start: {load_start}; at end: {}. Each system in a fresh \
          process; peers capped at {} s.\n",
         machine_line(),
-        loadavg(),
-        cli.cap_secs
+        load_average(),
+        cli.cap.cap_secs
     );
     println!("{report}");
     drop(tmp);

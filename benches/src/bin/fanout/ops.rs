@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use prr_benches::item_to_json;
-use prr_replicas::{Event, SourceItem, parse_file};
+use prr_replicas::{SourceItem, parse_file};
 use serde_json::{Value, json};
 
 /// One change: a source delta of its own.
@@ -65,6 +65,7 @@ pub(crate) fn write_items(path: &Path, items: &[SourceItem]) -> anyhow::Result<(
     Ok(())
 }
 
+/// A state event of the W3 and W5 workloads (all at one time).
 pub(crate) fn state_event(
     event_id: String,
     room: &str,
@@ -73,20 +74,15 @@ pub(crate) fn state_event(
     sender: &str,
     content: Value,
 ) -> SourceItem {
-    let Value::Object(content) = content else {
-        unreachable!("content is an object")
-    };
-    SourceItem::Event(Event {
+    prr_benches::state_event(
         event_id,
-        room_id: room.to_string(),
-        event_type: ty.to_string(),
-        state_key: Some(state_key.to_string()),
-        sender: sender.to_string(),
-        origin_server_ts: Some(1_800_000_000_000),
+        room,
+        ty,
+        state_key,
+        sender,
+        1_800_000_000_000,
         content,
-        redacted_because: false,
-        redacts: None,
-    })
+    )
 }
 
 pub(crate) fn user_rule(

@@ -1,23 +1,14 @@
 //! The report: table cells of the children's latencies, and the W3 and W5 sections.
 
-use prr_benches::measure::{ChildOutcome, Table, fmt_bytes, fmt_ratio, fmt_secs};
+use prr_benches::harness::child::ChildOutcome;
+use prr_benches::harness::table::{Table, fmt_bytes, fmt_ratio, fmt_secs, heading};
+use prr_benches::waves::percentile;
 use prr_benches::{Workload, WorkloadConfig};
 use serde_json::{Map, Value};
 
 use crate::Cli;
 use crate::w3_workload::{W3_KINDS, W3Plan};
 use crate::w5_workload::W5_KINDS;
-
-/// Nearest-rank percentile of unsorted samples.
-fn percentile(samples: &[f64], p: f64) -> Option<f64> {
-    if samples.is_empty() {
-        return None;
-    }
-    let mut s = samples.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let rank = ((p * s.len() as f64).ceil() as usize).clamp(1, s.len());
-    Some(s[rank - 1])
-}
 
 /// Latencies of one kind from a child's result.
 fn lat(o: &ChildOutcome, kind: &str) -> Vec<f64> {
@@ -30,8 +21,14 @@ fn lat(o: &ChildOutcome, kind: &str) -> Vec<f64> {
         .collect()
 }
 
+/// The `q`-th percentile (0..=100, nearest rank) of the latencies of one kind, if any.
 fn p(o: Option<&ChildOutcome>, kind: &str, q: f64) -> Option<f64> {
-    percentile(&lat(o?, kind), q)
+    let mut samples = lat(o?, kind);
+    if samples.is_empty() {
+        return None;
+    }
+    samples.sort_by(f64::total_cmp);
+    Some(percentile(&samples, q))
 }
 
 /// Why a child has no result, short enough for a table cell (the full reason is on stderr).
@@ -83,14 +80,15 @@ pub(crate) fn w3(
         mps_skipped,
     } = outcomes;
     let mut report = String::new();
-    report.push_str(&format!(
-        "## W3 policy fan-out: size {} ({} rules, {} membership records, {} instances), {} worker(s)\n\n",
-        cli.size.name(),
-        workload.rules(),
-        workload.memberships(),
+    report.push_str(&heading(
+        "W3 policy fan-out",
+        cli.workload.size,
+        workload,
         plan.instances,
-        cli.workers
+        false,
+        cli.workers.workers,
     ));
+    report.push_str("\n\n");
     report.push_str(&format!(
         "Setup (untimed): W1's files, then a policy room with 102 rules watched by all {} instances. \
          {} distinct present members. Globs (share of present members): new `{}` ({:.2}%), modified `{}` ({:.2}%) \
@@ -153,14 +151,14 @@ pub(crate) fn w3(
                 kind,
                 ["member_matches", "ban_intents", "instances"],
             ),
-            cell(Some(prr), kind, 0.5),
-            cell(Some(prr), kind, 0.99),
-            cell(dd.as_ref(), kind, 0.5),
-            cell(dd.as_ref(), kind, 0.99),
-            cell(naive.as_ref(), kind, 0.5),
-            cell(naive.as_ref(), kind, 0.99),
-            cell(mps.as_ref(), kind, 0.5),
-            cell(mps.as_ref(), kind, 0.99),
+            cell(Some(prr), kind, 50.0),
+            cell(Some(prr), kind, 99.0),
+            cell(dd.as_ref(), kind, 50.0),
+            cell(dd.as_ref(), kind, 99.0),
+            cell(naive.as_ref(), kind, 50.0),
+            cell(naive.as_ref(), kind, 99.0),
+            cell(mps.as_ref(), kind, 50.0),
+            cell(mps.as_ref(), kind, 99.0),
         ]);
     }
     report.push_str(&t.render());
@@ -246,7 +244,7 @@ pub(crate) fn w3(
     ];
     for (target, peer, need) in &peers {
         for (kind, label) in W3_KINDS {
-            let pair = |o: Option<&ChildOutcome>| (p(o, kind, 0.5), p(o, kind, 0.99));
+            let pair = |o: Option<&ChildOutcome>| (p(o, kind, 50.0), p(o, kind, 99.0));
             let (a50, a99) = pair(Some(prr));
             let (b50, b99) = pair(*peer);
             let both = |x: Option<f64>, y: Option<f64>| match (x, y) {
@@ -305,7 +303,7 @@ pub(crate) fn w5(
             .iter()
             .map(|(kind, _)| {
                 rs.iter()
-                    .map(|o| cell(Some(o), kind, 0.5))
+                    .map(|o| cell(Some(o), kind, 50.0))
                     .collect::<Vec<_>>()
                     .join(", ")
             })
@@ -332,8 +330,8 @@ pub(crate) fn w5(
     }
     report.push_str(&format!(
         "## W5 many idle instances: size {}, {} worker(s)\n\n",
-        cli.size.name(),
-        cli.workers
+        cli.workload.name(),
+        cli.workers.workers
     ));
     report.push_str(&format!(
         "Base: {} rules in {} lists, {} membership records in {} rooms. Each idle instance watches 1-3 of \
@@ -377,10 +375,10 @@ pub(crate) fn w5(
                 .map(fmt_secs)
                 .unwrap_or_else(|| short_failure(o)),
             fmt_bytes(o.num("peak_rss").unwrap_or(o.max_rss_seen as f64)),
-            cell(Some(o), "join", 0.5),
-            cell(Some(o), "join", 0.99),
-            cell(Some(o), "rule", 0.5),
-            cell(Some(o), "rule", 0.99),
+            cell(Some(o), "join", 50.0),
+            cell(Some(o), "join", 99.0),
+            cell(Some(o), "rule", 50.0),
+            cell(Some(o), "rule", 99.0),
             format!("{} / {}", ch("join"), ch("rule")),
             round_p50s[k].clone(),
         ]);
@@ -397,8 +395,8 @@ pub(crate) fn w5(
             "met? (p50)",
         ]);
         for (kind, label) in W5_KINDS {
-            let (x50, x99) = (p(Some(a), kind, 0.5), p(Some(a), kind, 0.99));
-            let (y50, y99) = (p(Some(b), kind, 0.5), p(Some(b), kind, 0.99));
+            let (x50, x99) = (p(Some(a), kind, 50.0), p(Some(a), kind, 99.0));
+            let (y50, y99) = (p(Some(b), kind, 50.0), p(Some(b), kind, 99.0));
             let both = |x: Option<f64>, y: Option<f64>| match (x, y) {
                 (Some(x), Some(y)) => format!("{} / {}", fmt_secs(x), fmt_secs(y)),
                 _ => "n/a".into(),

@@ -1,35 +1,29 @@
 //! The children of the restore benchmark: each measurement runs in its own process.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use prr_benches::drive::{ingest_dir, intent_counts};
-use prr_benches::measure::{disk_size, emit_result, peak_rss, secs};
-use prr_engine::RuntimeConfig;
-use prr_replicas::{Event, Matrix, SourceItem};
+use prr_benches::harness::args::{IngestArgs, StoreArgs};
+use prr_benches::harness::child::emit_result;
+use prr_benches::measure::{disk_size, peak_rss, secs};
+use prr_benches::state_event;
+use prr_persist::Store;
+use prr_replicas::{Matrix, SourceItem};
 use serde_json::{Map, json};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Child {
     /// Fresh store: ingest every file, then a clean shutdown.
     #[command(hide = true)]
-    Ingest {
-        #[arg(long)]
-        dir: PathBuf,
-        #[arg(long)]
-        store: PathBuf,
-        #[arg(long)]
-        workers: u64,
-    },
+    Ingest(IngestArgs),
     /// Restart on an existing store: read, restore the dataflow, ingest one membership (in
     /// `room`), then one ban rule matching it (in `policy_room`).
     #[command(hide = true)]
     Restore {
-        #[arg(long)]
-        store: PathBuf,
-        #[arg(long)]
-        workers: u64,
+        #[command(flatten)]
+        store: StoreArgs,
         #[arg(long)]
         room: String,
         #[arg(long)]
@@ -41,71 +35,74 @@ pub(crate) enum Child {
     /// Where restore time goes: decode every revision, then restore the dataflow.
     #[command(hide = true)]
     Breakdown {
-        #[arg(long)]
-        store: PathBuf,
-        #[arg(long)]
-        workers: u64,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Restore the dataflow, append `n` one-event source deltas without capturing revisions,
     /// print the result, then wait to be killed (SIGKILL by the parent).
     #[command(hide = true)]
-    AppendAndWait {
-        #[arg(long)]
-        store: PathBuf,
-        #[arg(long)]
-        workers: u64,
-        #[arg(long)]
-        n: usize,
-        #[arg(long)]
-        room: String,
-    },
+    AppendAndWait(AppendArgs),
     /// Append `n` one-event source deltas without capturing revisions.
     #[command(hide = true)]
-    Append {
-        #[arg(long)]
-        store: PathBuf,
-        #[arg(long)]
-        workers: u64,
-        #[arg(long)]
-        n: usize,
-        #[arg(long)]
-        room: String,
-    },
+    Append(AppendArgs),
 }
 
-pub(crate) fn member_event(room: &str, user: &str, membership: &str, n: usize) -> SourceItem {
-    let mut content = Map::new();
-    content.insert("membership".into(), membership.into());
-    SourceItem::Event(Event {
-        event_id: format!("$bench{n}"),
-        room_id: room.to_string(),
-        event_type: "m.room.member".into(),
-        state_key: Some(user.to_string()),
-        sender: user.to_string(),
-        origin_server_ts: Some(1_800_000_000_000 + n as i64),
-        content,
-        redacted_because: false,
-        redacts: None,
-    })
+/// The options of the children that append source deltas.
+#[derive(Debug, Args)]
+pub(crate) struct AppendArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// How many one-event source deltas.
+    #[arg(long)]
+    n: usize,
+    /// The protected room they go to.
+    #[arg(long)]
+    room: String,
+}
+
+impl AppendArgs {
+    /// Starts the runtime on the store, capturing no revision, and appends the deltas in group
+    /// commits of `group`; returns it with the seconds the appending took.
+    fn start_and_append(&self, group: usize, sync: bool) -> anyhow::Result<(Matrix, f64)> {
+        let mut m = Matrix::start(
+            self.store
+                .config()
+                .with_revision_on_shutdown(false)
+                .with_revision_every(None),
+        )?;
+        if sync {
+            m.runtime().sync()?;
+        }
+        let start = Instant::now();
+        append_deltas(&mut m, self.n, &self.room, group)?;
+        Ok((m, secs(start)))
+    }
+}
+
+/// A membership event of `user` in `room`, number `n`.
+fn member_event(room: &str, user: &str, membership: &str, n: usize) -> SourceItem {
+    state_event(
+        format!("$bench{n}"),
+        room,
+        "m.room.member",
+        user,
+        user,
+        1_800_000_000_000 + n as i64,
+        json!({ "membership": membership }),
+    )
 }
 
 /// A literal ban rule on `user` in policy room `room`.
 fn ban_rule(room: &str, user: &str, event_id: &str) -> SourceItem {
-    let mut content = Map::new();
-    content.insert("entity".into(), user.into());
-    content.insert("recommendation".into(), "m.ban".into());
-    content.insert("reason".into(), "restore benchmark".into());
-    SourceItem::Event(Event {
-        event_id: event_id.into(),
-        room_id: room.to_string(),
-        event_type: "m.policy.rule.user".into(),
-        state_key: Some(format!("rule:{user}")),
-        sender: "@bench:bench.example".into(),
-        origin_server_ts: Some(1_900_000_000_000),
-        content,
-        redacted_because: false,
-        redacts: None,
-    })
+    state_event(
+        event_id.into(),
+        room,
+        "m.policy.rule.user",
+        &format!("rule:{user}"),
+        "@bench:bench.example",
+        1_900_000_000_000,
+        json!({"entity": user, "recommendation": "m.ban", "reason": "restore benchmark"}),
+    )
 }
 
 /// Appends `n` one-event source deltas (joins and leaves of late users), each its own `Seq`,
@@ -128,20 +125,31 @@ fn append_deltas(m: &mut Matrix, n: usize, room: &str, group: usize) -> anyhow::
     Ok(())
 }
 
-fn config(store: &Path, workers: u64) -> RuntimeConfig {
-    RuntimeConfig::new()
-        .with_store(store)
-        .with_workers(workers as usize)
+/// What the store holds: the encoded bytes of each replica's newest revision, and the
+/// interned strings (their count and bytes). Read from the file once no runtime holds it.
+fn store_contents(path: &Path) -> anyhow::Result<(Map<String, serde_json::Value>, u64, u64)> {
+    let s = Store::open_read_only(path)?;
+    let mut revision_bytes = Map::new();
+    let infos = s.revisions()?;
+    let newest = infos.iter().map(|i| i.as_of).max().unwrap_or(0);
+    for info in infos.iter().filter(|i| i.as_of == newest) {
+        let bytes: usize = s
+            .revision_chunks(&info.replica, newest)?
+            .iter()
+            .map(Vec::len)
+            .sum();
+        revision_bytes.insert(info.replica.clone(), bytes.into());
+    }
+    let all = s.strings()?;
+    let strings = all.len() as u64;
+    let string_bytes = all.iter().map(|x| x.len() as u64).sum();
+    Ok((revision_bytes, strings, string_bytes))
 }
 
 pub(crate) fn run_as_child(child: Child) -> anyhow::Result<()> {
     match child {
-        Child::Ingest {
-            dir,
-            store,
-            workers,
-        } => {
-            let mut m = Matrix::start(config(&store, workers))?;
+        Child::Ingest(IngestArgs { dir, store }) => {
+            let mut m = Matrix::start(store.config())?;
             let t = ingest_dir(&mut m, &dir, 0)?;
             let counts = intent_counts(m.runtime())?;
             let rss_before_shutdown = peak_rss();
@@ -151,19 +159,19 @@ pub(crate) fn run_as_child(child: Child) -> anyhow::Result<()> {
             emit_result(json!({
                 "parse": t.parse, "ingest": t.ingest, "last_file": t.last_file, "files": t.files,
                 "shutdown": shutdown, "rss_before_shutdown": rss_before_shutdown,
-                "store_bytes": disk_size(&store), "counts": counts,
+                "store_bytes": disk_size(&store.store), "counts": counts,
             }));
         }
         Child::Restore {
             store,
-            workers,
             room,
             policy_room,
             recompute,
         } => {
             let start = Instant::now();
             let mut m = Matrix::start(
-                config(&store, workers)
+                store
+                    .config()
                     .with_revision_on_shutdown(false)
                     .with_resume(!recompute),
             )?;
@@ -194,9 +202,9 @@ pub(crate) fn run_as_child(child: Child) -> anyhow::Result<()> {
                 "member_bans": bans, "resumed": resumed,
             }));
         }
-        Child::Breakdown { store, workers } => {
+        Child::Breakdown { store } => {
             let start = Instant::now();
-            let mut m = Matrix::start(config(&store, workers).with_revision_on_shutdown(false))?;
+            let mut m = Matrix::start(store.config().with_revision_on_shutdown(false))?;
             let open = secs(start);
             let names: Vec<(String, bool)> = m
                 .runtime()
@@ -223,63 +231,26 @@ pub(crate) fn run_as_child(child: Child) -> anyhow::Result<()> {
             let t = Instant::now();
             m.runtime().sync()?;
             let dataflow = secs(t);
-            // What the store holds (after the clock): strings, revision bytes per replica.
-            let mut revision_bytes = Map::new();
-            let (mut strings, mut string_bytes) = (0u64, 0u64);
-            if let Some(s) = m.runtime().store() {
-                let infos = s.revisions()?;
-                let newest = infos.iter().map(|i| i.as_of).max().unwrap_or(0);
-                for info in infos.iter().filter(|i| i.as_of == newest) {
-                    let bytes: usize = s
-                        .revision_chunks(&info.replica, newest)?
-                        .iter()
-                        .map(Vec::len)
-                        .sum();
-                    revision_bytes.insert(info.replica.clone(), bytes.into());
-                }
-                let all = s.strings()?;
-                strings = all.len() as u64;
-                string_bytes = all.iter().map(|x| x.len() as u64).sum();
-            }
+            // What the store holds (after the clock), read once the runtime has let it go
+            // (stopped without capturing a revision: the store is as the restart found it).
+            m.shutdown()?;
+            let (revision_bytes, strings, string_bytes) = store_contents(&store.store)?;
             emit_result(json!({
                 "open": open, "decode_sources": sources, "decode_derived": derived, "decode": decode,
                 "records": records, "dataflow": dataflow, "revision_bytes": revision_bytes,
                 "strings": strings, "string_bytes": string_bytes,
             }));
         }
-        Child::Append {
-            store,
-            workers,
-            n,
-            room,
-        } => {
-            let mut m = Matrix::start(
-                config(&store, workers)
-                    .with_revision_on_shutdown(false)
-                    .with_revision_every(None),
-            )?;
-            append_deltas(&mut m, n, &room, 100)?;
+        Child::Append(args) => {
+            let (mut m, _) = args.start_and_append(100, false)?;
             let last = m.runtime().last_seq().0;
             m.shutdown()?;
-            emit_result(json!({"appended": n, "last_seq": last}));
+            emit_result(json!({"appended": args.n, "last_seq": last}));
         }
-        Child::AppendAndWait {
-            store,
-            workers,
-            n,
-            room,
-        } => {
-            let mut m = Matrix::start(
-                config(&store, workers)
-                    .with_revision_on_shutdown(false)
-                    .with_revision_every(None),
-            )?;
-            m.runtime().sync()?;
-            let start = Instant::now();
-            append_deltas(&mut m, n, &room, 1000)?;
-            let append = secs(start);
+        Child::AppendAndWait(args) => {
+            let (mut m, append) = args.start_and_append(1000, true)?;
             let last = m.runtime().last_seq().0;
-            emit_result(json!({"appended": n, "last_seq": last, "append": append}));
+            emit_result(json!({"appended": args.n, "last_seq": last, "append": append}));
             // Committed and final: now wait for the SIGKILL (never a clean stop).
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(3600));

@@ -12,35 +12,26 @@
 //! cargo run --release -p prr-benches --bin restore -- --size small
 //! ```
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Parser;
-use prr_benches::measure::{
-    ChildOutcome, Limits, Table, fmt_bytes, fmt_ratio, fmt_secs, machine_line, run_child,
-    self_command,
-};
-use prr_benches::{Size, Workload, WorkloadConfig, list_files};
+use prr_benches::harness::args::{DirArgs, MemoryArgs, WorkDirArgs, WorkersArgs, WorkloadArgs};
+use prr_benches::harness::child::{ChildArgs, ChildOutcome, Children};
+use prr_benches::harness::table::{Table, fmt_bytes, fmt_ratio, fmt_secs, heading, verdict};
+use prr_benches::measure::machine_line;
 use serde_json::Value;
 
 /// Restore after a restart versus re-ingest, and restore with deltas after the last revision.
 #[derive(Debug, Parser)]
 #[command(name = "restore")]
 struct Cli {
-    /// The workload size.
-    #[arg(long, value_enum, default_value_t = Size::Small)]
-    size: Size,
-    /// Timely workers (1 or 2).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=2))]
-    workers: u64,
-    /// The workload directory: used as is when it holds files, else generated there
-    /// (default: a temporary directory).
-    #[arg(long)]
-    dir: Option<PathBuf>,
-    /// The workload's seed.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    #[command(flatten)]
+    workload: WorkloadArgs,
+    #[command(flatten)]
+    workers: WorkersArgs,
+    #[command(flatten)]
+    dir: DirArgs,
     /// Runs of each measurement (the table shows the median).
     #[arg(long, default_value_t = 1)]
     runs: usize,
@@ -50,13 +41,10 @@ struct Cli {
     /// Source deltas after the last revision before a SIGKILL (W2 after a crash); none: skip.
     #[arg(long, value_delimiter = ',', default_value = "0,1000,100000")]
     kill_deltas: Vec<usize>,
-    /// Memory limit of each child, in GiB: a child above it is killed (and the run fails)
-    /// rather than left to the OOM killer.
-    #[arg(long, default_value_t = 16.0)]
-    max_rss_gib: f64,
-    /// Where the stores go (default: a temporary directory, deleted at the end).
-    #[arg(long)]
-    work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    memory: MemoryArgs,
+    #[command(flatten)]
+    work: WorkDirArgs,
     /// A child measurement (internal).
     #[command(subcommand)]
     child: Option<Child>,
@@ -66,35 +54,8 @@ mod child;
 
 use child::{Child, run_as_child};
 
-/// Runs an `append-and-wait` child until it prints its result, then kills it with SIGKILL
-/// (`Child::kill` on Unix). Returns its result.
-fn append_then_sigkill(args: &[&str], what: &str) -> anyhow::Result<Value> {
-    use std::io::BufRead;
-    eprintln!("restore: {what}");
-    let mut cmd: Command = self_command()?;
-    let mut proc = cmd
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .spawn()?;
-    let stdout = proc.stdout.take().expect("piped stdout");
-    let mut result = None;
-    for line in std::io::BufReader::new(stdout).lines() {
-        let line = line?;
-        if let Ok(v) = serde_json::from_str::<Value>(&line)
-            && let Some(r) = v.get("result")
-        {
-            result = Some(r.clone());
-            break;
-        }
-    }
-    // Our own child, by its handle: SIGKILL, no clean shutdown.
-    proc.kill()?;
-    let status = proc.wait()?;
-    eprintln!("  -> killed ({status}): {result:?}");
-    result.with_context(|| format!("{what}: the child ended without a result ({status})"))
-}
-
+/// The upper median (the middle value, the higher of the two for an even count); NaN when
+/// empty.
 fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -103,26 +64,12 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// The memory limit of children, in bytes (set once from the command line).
-static MAX_RSS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-fn limits() -> Limits {
-    let max = MAX_RSS.load(std::sync::atomic::Ordering::Relaxed);
-    Limits {
-        cap: None,
-        max_rss: (max > 0).then_some(max),
-    }
-}
-
-fn child(args: &[&str], what: &str) -> anyhow::Result<ChildOutcome> {
-    eprintln!("restore: {what}");
-    let mut cmd: Command = self_command()?;
-    cmd.args(args);
-    let out = run_child(cmd, limits(), true)?;
-    if out.result.is_none() {
-        bail!("{what}: {}", out.failure());
-    }
-    Ok(out)
+/// The command line of an `append` or `append-and-wait` child: `n` deltas into `room`.
+fn append_args(sub: &str, store: &Path, workers: u64, n: usize, room: &str) -> ChildArgs {
+    ChildArgs::new(sub)
+        .store(store, workers)
+        .opt("--n", n)
+        .opt("--room", room)
 }
 
 /// Copies a store and writes the copy out before it is measured: a restart right after the
@@ -153,56 +100,62 @@ struct Restored {
     resumed: Value,
 }
 
-fn restore_runs(
-    base: &Path,
-    work: &Path,
-    workers: &str,
-    (room, policy_room): (&str, &str),
+/// The restarts of one kind: `runs` children `restore` (with `extra` flags), each on its own
+/// copy of `base`.
+struct Restarts<'a> {
+    children: &'a Children,
+    work: &'a Path,
+    workers: u64,
+    room: &'a str,
+    policy_room: &'a str,
     runs: usize,
-    label: &str,
-    extra: &[&str],
-) -> anyhow::Result<Restored> {
-    let mut outs = Vec::new();
-    for run in 0..runs {
-        let copy = work.join("restore.redb");
-        copy_store(base, &copy)?;
-        let s = copy.display().to_string();
-        let mut args = vec![
-            "restore",
-            "--store",
-            &s,
-            "--workers",
-            workers,
-            "--room",
-            room,
-            "--policy-room",
-            policy_room,
-        ];
-        args.extend_from_slice(extra);
-        outs.push(child(
-            &args,
-            &format!("restart ({label}), run {}", run + 1),
-        )?);
-        std::fs::remove_file(&copy)?;
+}
+
+impl Restarts<'_> {
+    fn run(&self, base: &Path, label: &str, extra: &[&str]) -> anyhow::Result<Restored> {
+        let mut outs = Vec::new();
+        for run in 0..self.runs {
+            let copy = self.work.join("restore.redb");
+            copy_store(base, &copy)?;
+            let args = extra.iter().fold(
+                ChildArgs::new("restore")
+                    .store(&copy, self.workers)
+                    .opt("--room", self.room)
+                    .opt("--policy-room", self.policy_room),
+                |args, flag| args.flag(flag),
+            );
+            outs.push(
+                self.children
+                    .result(&args, &format!("restart ({label}), run {}", run + 1))?,
+            );
+            std::fs::remove_file(&copy)?;
+        }
+        Ok(Restored::median_of(&outs))
     }
-    let field = |f: &str| median(outs.iter().filter_map(|o| o.num(f)).collect());
-    Ok(Restored {
-        open: field("open"),
-        read: field("read"),
-        dataflow: field("dataflow"),
-        first: field("first"),
-        first_rule: field("first_rule"),
-        rule_bans: field("rule_bans"),
-        first_glob: field("first_glob"),
-        rss: field("peak_rss"),
-        bans: field("member_bans"),
-        resumed: outs
-            .first()
-            .and_then(|o| o.result.as_ref())
-            .and_then(|r| r.get("resumed"))
-            .cloned()
-            .unwrap_or(Value::Null),
-    })
+}
+
+impl Restored {
+    /// The medians of the children's fields.
+    fn median_of(outs: &[ChildOutcome]) -> Restored {
+        let field = |f: &str| median(outs.iter().filter_map(|o| o.num(f)).collect());
+        Restored {
+            open: field("open"),
+            read: field("read"),
+            dataflow: field("dataflow"),
+            first: field("first"),
+            first_rule: field("first_rule"),
+            rule_bans: field("rule_bans"),
+            first_glob: field("first_glob"),
+            rss: field("peak_rss"),
+            bans: field("member_bans"),
+            resumed: outs
+                .first()
+                .and_then(|o| o.result.as_ref())
+                .and_then(|r| r.get("resumed"))
+                .cloned()
+                .unwrap_or(Value::Null),
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -210,38 +163,24 @@ fn main() -> anyhow::Result<()> {
     if let Some(c) = cli.child {
         return run_as_child(c);
     }
-    MAX_RSS.store(
-        (cli.max_rss_gib * (1u64 << 30) as f64) as u64,
-        std::sync::atomic::Ordering::Relaxed,
-    );
-    let workers = cli.workers.to_string();
-    let config = WorkloadConfig::for_size(cli.size).with_seed(cli.seed);
-    let workload = Workload::generate(&config);
+    let workers = cli.workers.workers;
+    let (config, workload) = cli.workload.generate();
     let tmp = tempfile::tempdir()?;
     let dir = cli
         .dir
-        .clone()
-        .unwrap_or_else(|| tmp.path().join("workload"));
-    if !dir.exists() || list_files(&dir)?.is_empty() {
-        eprintln!(
-            "restore: generating the {} workload into {}",
-            cli.size.name(),
-            dir.display()
-        );
-        workload.write(&dir)?;
-    }
-    let work = match &cli.work_dir {
-        Some(w) => {
-            std::fs::create_dir_all(w)?;
-            w.clone()
-        }
-        None => tmp.path().join("stores"),
-    };
-    std::fs::create_dir_all(&work)?;
+        .prepare("restore", &cli.workload, &workload, tmp.path())?;
+    let work = cli.work.prepare(&tmp.path().join("stores"))?;
     let room = workload.protected_room_ids()[0].to_string();
     let policy_room = workload.policy_room_ids()[0].to_string();
-    let rooms = (room.as_str(), policy_room.as_str());
-    let d = dir.display().to_string();
+    let children = Children::new("restore", cli.memory.uncapped());
+    let restarts = Restarts {
+        children: &children,
+        work: &work,
+        workers,
+        room: &room,
+        policy_room: &policy_room,
+        runs: cli.runs.max(1),
+    };
 
     // (a) Re-ingest: fresh store, every file, then a clean shutdown (revisions captured).
     let base = work.join("base.redb");
@@ -253,11 +192,14 @@ fn main() -> anyhow::Result<()> {
             work.join("again.redb")
         };
         let _ = std::fs::remove_file(&store);
-        let s = store.display().to_string();
-        ingests.push(child(
-            &["ingest", "--dir", &d, "--store", &s, "--workers", &workers],
-            &format!("re-ingest, run {}", run + 1),
-        )?);
+        ingests.push(
+            children.result(
+                &ChildArgs::new("ingest")
+                    .path("--dir", &dir)
+                    .store(&store, workers),
+                &format!("re-ingest, run {}", run + 1),
+            )?,
+        );
         if run > 0 {
             std::fs::remove_file(&store)?;
         }
@@ -279,32 +221,15 @@ fn main() -> anyhow::Result<()> {
     let store_bytes = ingest_field("store_bytes");
 
     // (b) Restart after a clean stop.
-    let clean = restore_runs(
-        &base,
-        &work,
-        &workers,
-        rooms,
-        cli.runs.max(1),
-        "clean stop",
-        &[],
-    )?;
+    let clean = restarts.run(&base, "clean stop", &[])?;
     // The same restart, recomputing every derived replica (side by side, same store).
-    let recomputed = restore_runs(
-        &base,
-        &work,
-        &workers,
-        rooms,
-        cli.runs.max(1),
-        "clean stop, recomputing",
-        &["--recompute"],
-    )?;
+    let recomputed = restarts.run(&base, "clean stop, recomputing", &["--recompute"])?;
 
     // Where restore time goes.
     let copy = work.join("breakdown.redb");
     copy_store(&base, &copy)?;
-    let c = copy.display().to_string();
-    let bd = child(
-        &["breakdown", "--store", &c, "--workers", &workers],
+    let bd = children.result(
+        &ChildArgs::new("breakdown").store(&copy, workers),
         "restore breakdown",
     )?;
     std::fs::remove_file(&copy)?;
@@ -318,34 +243,11 @@ fn main() -> anyhow::Result<()> {
         }
         let store = work.join(format!("deltas{n}.redb"));
         copy_store(&base, &store)?;
-        let s = store.display().to_string();
-        let ns = n.to_string();
-        child(
-            &[
-                "append",
-                "--store",
-                &s,
-                "--workers",
-                &workers,
-                "--n",
-                &ns,
-                "--room",
-                &room,
-            ],
+        children.result(
+            &append_args("append", &store, workers, n, &room),
             &format!("appending {n} deltas"),
         )?;
-        with_deltas.push((
-            n,
-            restore_runs(
-                &store,
-                &work,
-                &workers,
-                rooms,
-                cli.runs.max(1),
-                &format!("{n} deltas"),
-                &[],
-            )?,
-        ));
+        with_deltas.push((n, restarts.run(&store, &format!("{n} deltas"), &[])?));
         std::fs::remove_file(&store)?;
     }
 
@@ -354,48 +256,30 @@ fn main() -> anyhow::Result<()> {
     for &n in &cli.kill_deltas {
         let store = work.join(format!("killed{n}.redb"));
         copy_store(&base, &store)?;
-        let s = store.display().to_string();
-        let ns = n.to_string();
-        let r = append_then_sigkill(
-            &[
-                "append-and-wait",
-                "--store",
-                &s,
-                "--workers",
-                &workers,
-                "--n",
-                &ns,
-                "--room",
-                &room,
-            ],
+        let r = children.result_then_sigkill(
+            &append_args("append-and-wait", &store, workers, n, &room),
             &format!("appending {n} deltas, then SIGKILL"),
         )?;
         let append = r.get("append").and_then(Value::as_f64).unwrap_or(f64::NAN);
         killed.push((
             n,
             append,
-            restore_runs(
-                &store,
-                &work,
-                &workers,
-                rooms,
-                cli.runs.max(1),
-                &format!("SIGKILL after {n} deltas"),
-                &[],
-            )?,
+            restarts.run(&store, &format!("SIGKILL after {n} deltas"), &[])?,
         ));
         std::fs::remove_file(&store)?;
     }
 
     let memberships = workload.memberships();
     println!(
-        "## restore: size {} ({} rules, {} membership records, {} instances, largest room {}), {} worker(s)\n",
-        cli.size.name(),
-        workload.rules(),
-        memberships,
-        config.instances,
-        workload.largest_room(),
-        cli.workers
+        "{}\n",
+        heading(
+            "restore",
+            cli.workload.size,
+            &workload,
+            config.instances,
+            true,
+            workers
+        )
     );
     println!(
         "Machine: {}. Median of {} run(s), each in a fresh process; warm page cache.\n",
@@ -600,7 +484,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
-    let verdict = |r: f64| if r >= 10.0 { "met" } else { "not met" };
+    let verdict = |r: f64| verdict(r >= 10.0);
     println!(
         "Issue 3 criterion (restore at least 10x faster than re-ingest, at {} membership records): ready to read {} ({}); dataflow restored {} ({}); first new delta final {} ({}).",
         memberships,
