@@ -28,3 +28,6 @@ pub(crate) mod rejects;
 pub(crate) mod room_members;
 pub(crate) mod room_state;
 pub(crate) mod server_acl;
+
+#[cfg(test)]
+mod resume_check;

@@ -44,3 +44,25 @@ fn member_rejects<'s>(
     let (d, k) = (dict.clone(), known.clone());
     room_state.flat_map(move |r| member_reject(&r, &d, &k))
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::description;
+    use crate::replicas::resume_check::{self as check, check_resume, histories};
+
+    proptest! {
+        #![proptest_config(check::config())]
+
+        /// `rejects` resumed after a restart equals its computation from scratch after every
+        /// input delta (rule slots and member events resumed from the `room_state` seed).
+        #[test]
+        fn resumed_equals_recomputed(
+            workers in 1..=2usize,
+            history in histories(vec![check::room_state()], 3),
+        ) {
+            check_resume(description, workers, &history)?;
+        }
+    }
+}

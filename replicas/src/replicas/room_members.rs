@@ -23,3 +23,25 @@ pub(crate) fn description(dict: &Dictionary, known: &Known) -> ReplicaDescriptio
     .with_record_type("(room_id, user_id, membership, displayname)")
     .with_logic_version(1)
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::description;
+    use crate::replicas::resume_check::{self as check, check_resume, histories};
+
+    proptest! {
+        #![proptest_config(check::config())]
+
+        /// `room_members` resumed after a restart equals its computation from scratch after every
+        /// input delta (member events resumed from their deltas alone).
+        #[test]
+        fn resumed_equals_recomputed(
+            workers in 1..=2usize,
+            history in histories(vec![check::room_state()], 3),
+        ) {
+            check_resume(description, workers, &history)?;
+        }
+    }
+}
