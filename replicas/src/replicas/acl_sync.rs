@@ -256,22 +256,11 @@ fn resume<'s>(
 
 #[cfg(test)]
 mod tests {
-    use proptest::prelude::*;
-
-    use super::description;
-    use crate::replicas::resume_check::{self as check, check_resume, histories};
-
-    proptest! {
-        #![proptest_config(check::config())]
-
-        /// `acl_sync` resumed after a restart equals its computation from scratch after every
-        /// input delta (the rooms' reduction and the join with the intents, resumed).
-        #[test]
-        fn resumed_equals_recomputed(
-            workers in 1..=2usize,
-            history in histories(vec![check::room_state(), check::server_acl(), check::instances()], 3),
-        ) {
-            check_resume(description, workers, &history)?;
-        }
-    }
+    crate::replicas::resume_check::resume_test!(
+        "`acl_sync` resumed after a restart equals its computation from scratch after every \
+         input delta (the rooms' reduction and the join with the intents, resumed).",
+        room_state,
+        server_acl,
+        instances
+    );
 }

@@ -184,22 +184,11 @@ fn resume<'s>(deltas: &[Coll<'s, Rec>], seeds: &Seeds<Rec>, dict: &Dictionary) -
 
 #[cfg(test)]
 mod tests {
-    use proptest::prelude::*;
-
-    use super::description;
-    use crate::replicas::resume_check::{self as check, check_resume, histories};
-
-    proptest! {
-        #![proptest_config(check::config())]
-
-        /// `member_bans` resumed after a restart equals its computation from scratch after every
-        /// input delta (the chosen rule's reduction and the join with the memberships, resumed).
-        #[test]
-        fn resumed_equals_recomputed(
-            workers in 1..=2usize,
-            history in histories(vec![check::member_matches(), check::room_members(), check::instances()], 3),
-        ) {
-            check_resume(description, workers, &history)?;
-        }
-    }
+    crate::replicas::resume_check::resume_test!(
+        "`member_bans` resumed after a restart equals its computation from scratch after every \
+         input delta (the chosen rule's reduction and the join with the memberships, resumed).",
+        member_matches,
+        room_members,
+        instances
+    );
 }

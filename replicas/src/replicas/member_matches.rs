@@ -401,22 +401,11 @@ fn resume<'s>(deltas: &[Coll<'s, Rec>], seeds: &Seeds<Rec>, dict: &Dictionary) -
 
 #[cfg(test)]
 mod tests {
-    use proptest::prelude::*;
-
-    use super::description;
-    use crate::replicas::resume_check::{self as check, check_resume, histories};
-
-    proptest! {
-        #![proptest_config(check::config())]
-
-        /// `member_matches` resumed after a restart equals its computation from scratch after every
-        /// input delta (the three-way join's delta, with the users indexed by match key).
-        #[test]
-        fn resumed_equals_recomputed(
-            workers in 1..=2usize,
-            history in histories(vec![check::policy_room(), check::member_set(), check::instances()], 3),
-        ) {
-            check_resume(description, workers, &history)?;
-        }
-    }
+    crate::replicas::resume_check::resume_test!(
+        "`member_matches` resumed after a restart equals its computation from scratch after every \
+         input delta (the three-way join's delta, with the users indexed by match key).",
+        policy_room,
+        member_set,
+        instances
+    );
 }

@@ -73,22 +73,10 @@ fn resume<'s>(deltas: &[Coll<'s, Rec>], seeds: &Seeds<Rec>) -> Coll<'s, Rec> {
 
 #[cfg(test)]
 mod tests {
-    use proptest::prelude::*;
-
-    use super::description;
-    use crate::replicas::resume_check::{self as check, check_resume, histories};
-
-    proptest! {
-        #![proptest_config(check::config())]
-
-        /// `member_set` resumed after a restart equals its computation from scratch after every
-        /// input delta (the memberships' join resumed, then the count).
-        #[test]
-        fn resumed_equals_recomputed(
-            workers in 1..=2usize,
-            history in histories(vec![check::room_members(), check::instances()], 3),
-        ) {
-            check_resume(description, workers, &history)?;
-        }
-    }
+    crate::replicas::resume_check::resume_test!(
+        "`member_set` resumed after a restart equals its computation from scratch after every \
+         input delta (the memberships' join resumed, then the count).",
+        room_members,
+        instances
+    );
 }

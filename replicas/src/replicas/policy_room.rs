@@ -30,22 +30,9 @@ fn is_rule(r: &Rec) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use proptest::prelude::*;
-
-    use super::description;
-    use crate::replicas::resume_check::{self as check, check_resume, histories};
-
-    proptest! {
-        #![proptest_config(check::config())]
-
-        /// `policy_room` resumed after a restart equals its computation from scratch after every
-        /// input delta (rule slots resumed from the `room_state` seed: a changed slot's old events, under each event type of its kind).
-        #[test]
-        fn resumed_equals_recomputed(
-            workers in 1..=2usize,
-            history in histories(vec![check::room_state()], 3),
-        ) {
-            check_resume(description, workers, &history)?;
-        }
-    }
+    crate::replicas::resume_check::resume_test!(
+        "`policy_room` resumed after a restart equals its computation from scratch after every \
+         input delta (rule slots resumed from the `room_state` seed: a changed slot's old events, under each event type of its kind).",
+        room_state
+    );
 }

@@ -47,22 +47,9 @@ fn member_rejects<'s>(
 
 #[cfg(test)]
 mod tests {
-    use proptest::prelude::*;
-
-    use super::description;
-    use crate::replicas::resume_check::{self as check, check_resume, histories};
-
-    proptest! {
-        #![proptest_config(check::config())]
-
-        /// `rejects` resumed after a restart equals its computation from scratch after every
-        /// input delta (rule slots and member events resumed from the `room_state` seed).
-        #[test]
-        fn resumed_equals_recomputed(
-            workers in 1..=2usize,
-            history in histories(vec![check::room_state()], 3),
-        ) {
-            check_resume(description, workers, &history)?;
-        }
-    }
+    crate::replicas::resume_check::resume_test!(
+        "`rejects` resumed after a restart equals its computation from scratch after every \
+         input delta (rule slots and member events resumed from the `room_state` seed).",
+        room_state
+    );
 }

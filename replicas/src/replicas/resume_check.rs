@@ -238,7 +238,7 @@ pub(crate) fn check_resume(
     let mut resumed = Runtime::start_with(stored(), |d| dag(describe, d)).map_err(fail)?;
     resumed.sync().map_err(fail)?;
     prop_assert!(
-        resumed.resumed().iter().any(|r| *r == name),
+        resumed.resumed().contains(&name),
         "{name} is resumed: {:?}",
         resumed.resumed()
     );
@@ -270,16 +270,50 @@ pub(crate) fn check_resume(
     Ok(())
 }
 
+/// A replica's resume property test, `tests::resumed_equals_recomputed`, in the replica's
+/// file: a doc line for what it guards, then the contents of its inputs (functions of this
+/// module), in the replica's input order.
+macro_rules! resume_test {
+    ($doc:literal, $($input:ident),+ $(,)?) => {
+        use proptest::prelude::*;
+
+        use crate::replicas::resume_check::{check_resume, config, histories};
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[doc = $doc]
+            #[test]
+            fn resumed_equals_recomputed(
+                workers in 1..=2usize,
+                history in histories(
+                    vec![$(crate::replicas::resume_check::$input()),+],
+                    3,
+                ),
+            ) {
+                check_resume(super::description, workers, &history)?;
+            }
+        }
+    };
+}
+pub(crate) use resume_test;
+
 /// The proptest configuration of the resume checks: few, small cases (each starts three
 /// runtimes), so that all of them take seconds.
 pub(crate) fn config() -> ProptestConfig {
     ProptestConfig {
-        cases: 12,
+        cases: 24,
         ..ProptestConfig::default()
     }
 }
 
 // Input contents, each valid for its replica.
+
+/// The records of `keyed`, one per key: the last of each.
+fn one_per_key<K: Ord>(keyed: impl IntoIterator<Item = (K, Rec)>) -> BTreeSet<Rec> {
+    let by_key: std::collections::BTreeMap<K, Rec> = keyed.into_iter().collect();
+    by_key.into_values().collect()
+}
 
 /// `room_state`: member events, ACL events, rule events of every type, another state event;
 /// one per `(room, type, state_key)`.
@@ -324,11 +358,10 @@ pub(crate) fn room_state() -> BoxedStrategy<BTreeSet<Rec>> {
     );
     prop::collection::vec(record, 0..10)
         .prop_map(|states| {
-            let mut by_key = std::collections::BTreeMap::new();
-            for s in states {
-                by_key.insert((s.room, s.event_type, s.state_key), s);
-            }
-            by_key.into_values().map(Rec::RoomState).collect()
+            one_per_key(
+                (states.into_iter())
+                    .map(|s| ((s.room, s.event_type, s.state_key), Rec::RoomState(s))),
+            )
         })
         .boxed()
 }
@@ -406,11 +439,7 @@ pub(crate) fn rule() -> BoxedStrategy<Arc<Rule>> {
 pub(crate) fn policy_room() -> BoxedStrategy<BTreeSet<Rec>> {
     prop::collection::vec(rule(), 0..8)
         .prop_map(|rules| {
-            let mut by_slot = std::collections::BTreeMap::new();
-            for r in rules {
-                by_slot.insert((r.room, r.kind, r.state_key), r);
-            }
-            by_slot.into_values().map(Rec::Rule).collect()
+            one_per_key((rules.into_iter()).map(|r| ((r.room, r.kind, r.state_key), Rec::Rule(r))))
         })
         .boxed()
 }
@@ -433,19 +462,19 @@ pub(crate) fn room_members() -> BoxedStrategy<BTreeSet<Rec>> {
     );
     prop::collection::vec(member, 0..10)
         .prop_map(|members| {
-            let mut by_key = std::collections::BTreeMap::new();
-            for (room, user, membership, displayname) in members {
-                by_key.insert(
-                    (room, user),
-                    Rec::Member {
-                        room,
-                        user,
-                        membership,
-                        displayname,
-                    },
-                );
-            }
-            by_key.into_values().collect()
+            one_per_key(
+                members
+                    .into_iter()
+                    .map(|(room, user, membership, displayname)| {
+                        let member = Rec::Member {
+                            room,
+                            user,
+                            membership,
+                            displayname,
+                        };
+                        ((room, user), member)
+                    }),
+            )
         })
         .boxed()
 }
@@ -455,18 +484,14 @@ pub(crate) fn member_set() -> BoxedStrategy<BTreeSet<Rec>> {
     let pair = (one_of(&INSTANCES), one_of(&USERS), 1..=3u32);
     prop::collection::vec(pair, 0..8)
         .prop_map(|pairs| {
-            let mut by_key = std::collections::BTreeMap::new();
-            for (instance, user, rooms) in pairs {
-                by_key.insert(
-                    (instance, user),
-                    Rec::MemberSet {
-                        instance,
-                        user,
-                        rooms,
-                    },
-                );
-            }
-            by_key.into_values().collect()
+            one_per_key(pairs.into_iter().map(|(instance, user, rooms)| {
+                let count = Rec::MemberSet {
+                    instance,
+                    user,
+                    rooms,
+                };
+                ((instance, user), count)
+            }))
         })
         .boxed()
 }

@@ -26,22 +26,9 @@ pub(crate) fn description(dict: &Dictionary, known: &Known) -> ReplicaDescriptio
 
 #[cfg(test)]
 mod tests {
-    use proptest::prelude::*;
-
-    use super::description;
-    use crate::replicas::resume_check::{self as check, check_resume, histories};
-
-    proptest! {
-        #![proptest_config(check::config())]
-
-        /// `room_members` resumed after a restart equals its computation from scratch after every
-        /// input delta (member events resumed from their deltas alone).
-        #[test]
-        fn resumed_equals_recomputed(
-            workers in 1..=2usize,
-            history in histories(vec![check::room_state()], 3),
-        ) {
-            check_resume(description, workers, &history)?;
-        }
-    }
+    crate::replicas::resume_check::resume_test!(
+        "`room_members` resumed after a restart equals its computation from scratch after every \
+         input delta (member events resumed from their deltas alone).",
+        room_state
+    );
 }

@@ -189,22 +189,10 @@ fn resume<'s>(deltas: &[Coll<'s, Rec>], seeds: &Seeds<Rec>, dict: &Dictionary) -
 
 #[cfg(test)]
 mod tests {
-    use proptest::prelude::*;
-
-    use super::description;
-    use crate::replicas::resume_check::{self as check, check_resume, histories};
-
-    proptest! {
-        #![proptest_config(check::config())]
-
-        /// `server_acl` resumed after a restart equals its computation from scratch after every
-        /// input delta (the intent's reduction over the server rules' join with the watches, resumed).
-        #[test]
-        fn resumed_equals_recomputed(
-            workers in 1..=2usize,
-            history in histories(vec![check::policy_room(), check::instances()], 3),
-        ) {
-            check_resume(description, workers, &history)?;
-        }
-    }
+    crate::replicas::resume_check::resume_test!(
+        "`server_acl` resumed after a restart equals its computation from scratch after every \
+         input delta (the intent's reduction over the server rules' join with the watches, resumed).",
+        policy_room,
+        instances
+    );
 }
