@@ -71,19 +71,21 @@ fn key_of(s: &RoomState) -> StateKey {
     (s.room, s.event_type, s.state_key)
 }
 
-/// A `room_state` record of the base.
-fn base_state(r: &Rec) -> &RoomState {
+/// A record's key in the base. `room_state` records sort first (their variant is `Rec`'s
+/// first) by their key; a record of another replica (in a damaged store: stored data, not a
+/// bug) sorts after them all, so a lookup never finds it.
+fn base_key(r: &Rec) -> StateKey {
     match r {
-        Rec::RoomState(s) => s,
-        other => unreachable!("room_state holds room states, not {other:?}"),
+        Rec::RoomState(s) => key_of(s),
+        _ => (Id::MAX, Id::MAX, Id::MAX),
     }
 }
 
-/// A `room_state` record of the base, owned.
-fn into_state(r: Rec) -> RoomState {
+/// A `room_state` record of the base, owned (`None` for a record of another replica).
+fn into_state(r: Rec) -> Option<RoomState> {
     match r {
-        Rec::RoomState(s) => s,
-        other => unreachable!("room_state holds room states, not {other:?}"),
+        Rec::RoomState(s) => Some(s),
+        _ => None,
     }
 }
 
@@ -194,16 +196,14 @@ impl Ingestor {
 
     /// The base's records of `room`.
     fn base_room(&self, room: Id) -> Vec<RoomState> {
-        (self.base.range(|r| base_state(r).room, &room).into_iter())
-            .map(|(r, _)| into_state(r))
+        (self.base.range(|r| base_key(r).0, &room).into_iter())
+            .filter_map(|(r, _)| into_state(r))
             .collect()
     }
 
     /// The base's record at `key`.
     fn base_get(&self, key: &StateKey) -> Option<RoomState> {
-        (self.base.range(|r| key_of(base_state(r)), key).into_iter())
-            .map(|(r, _)| into_state(r))
-            .next()
+        (self.base.range(base_key, key).into_iter()).find_map(|(r, _)| into_state(r))
     }
 
     /// The current record at `key`.

@@ -1,5 +1,5 @@
-//! `prr-replicas`: the Matrix moderation replicas of prr (see `spec/matrix-replicas.md` in
-//! the shared design documents): room state, policy rooms and lists, memberships, members
+//! `prr-replicas`: the Matrix moderation replicas of prr (their contract is
+//! `docs/replicas.md`): room state, policy rooms and lists, memberships, members
 //! matching policies, and the intents (bans, server ACLs) of each bot instance.
 //!
 //! Files are parsed ([`parse_file`]), turned into source deltas by the [`Ingestor`] (latest
@@ -26,17 +26,36 @@
 //! assert_eq!(bans[0]["reason"], "spam");
 //! ```
 
+// The modules in layers, bottom to top; each uses only modules of the layers below it
+// (imports name an item's defining module, never the re-exports below):
+// 1. `glob`, `record`, `parse`, `reduce`;
+// 2. `rules` (rule content, match keys), `known` (known ids, stored contents), `relations`
+//    (the instances' relations), `render`;
+// 3. `member_events`, `memberships`, `slots`: what several replicas compute alike;
+// 4. `replicas` (one file per replica), then `dag` (assembles them);
+// 5. `ingest`, then `matrix`.
 mod dag;
+// Some of the glob's methods serve only its tests and benchmarks (feature `test-util`).
+#[cfg_attr(not(feature = "test-util"), allow(dead_code))]
 mod glob;
 mod ingest;
+mod known;
 mod matrix;
+mod member_events;
+mod memberships;
 mod parse;
 mod record;
+mod reduce;
+mod relations;
 mod render;
-mod resume;
+mod replicas;
 mod rules;
+mod slots;
 
 pub use dag::{REPLICAS, matrix_dag};
+/// The glob matcher and its index keys: internals, public for the crate's tests and
+/// benchmarks only (feature `test-util`), not API.
+#[cfg(feature = "test-util")]
 pub use glob::{
     Glob, IndexKey, SERVER_PREFIX_LEN, USER_PREFIX_LEN, server_glob_key, server_keys,
     user_glob_key, user_keys,

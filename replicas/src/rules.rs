@@ -5,8 +5,10 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use prr_engine::{Id, Strings};
+
 use crate::glob::{Glob, IndexKey, server_glob_key, server_keys, user_glob_key, user_keys};
-use crate::record::{Kind, MatchKind, RejectReason};
+use crate::record::{Kind, MatchKind, RejectReason, Rule};
 
 /// What a rule slot's content says, before its strings are interned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -254,6 +256,27 @@ pub(crate) fn rule_matches_user(
             }
         },
     }
+}
+
+/// The key by which a rule meets the users it may match (`None`: it matches no user).
+pub(crate) fn rule_match_key(rule: &Rule, s: &Strings<'_>) -> Option<MatchKey> {
+    rule_key(
+        rule.kind,
+        rule.matcher,
+        rule.entity.map(|e| s.get(e)),
+        rule.sha256.map(|h| s.get(h)),
+    )
+}
+
+/// Whether `rule` matches `user` (once they meet by key).
+pub(crate) fn rule_matches(rule: &Rule, user: Id, s: &Strings<'_>) -> bool {
+    rule_matches_user(
+        rule.kind,
+        rule.matcher,
+        rule.entity.map(|e| s.get(e)),
+        rule.sha256.map(|h| s.get(h)),
+        s.get(user),
+    )
 }
 
 /// Whether a server rule matches a normalized server name (port dropped, lower case).

@@ -272,7 +272,9 @@ fn a_seed_revision_that_does_not_decode_is_a_clear_error() {
     let info = (m.runtime().revisions().unwrap().into_iter())
         .find(|i| i.replica == "policy_room" && i.as_of == as_of)
         .unwrap();
-    let store = m.runtime().store().unwrap();
+    // Overwrite the revision with a chunk that does not decode, in the file itself.
+    drop(m);
+    let store = prr_persist::Store::open(dir.path().join("prr.redb")).unwrap();
     let next_id = store.string_count().unwrap();
     store
         .write_revisions(
@@ -282,7 +284,7 @@ fn a_seed_revision_that_does_not_decode_is_a_clear_error() {
             &[] as &[&str],
         )
         .unwrap();
-    drop(m);
+    drop(store);
     let mut m = Matrix::start(config()).unwrap();
     m.runtime().sync().unwrap();
     // A new policy rule needs the old rules of its slot (policy_room's seed: room_state) and

@@ -1,4 +1,4 @@
-//! Hand-written cases for the points of `spec/matrix-replicas.md` where this crate deliberately
+//! Hand-written cases for the points of `docs/replicas.md` where this crate deliberately
 //! differs from the protection suite (the spec's **Differs** notes), and for spec points that the
 //! random workload of the oracle test may reach only rarely: the rule slot, redactions, an
 //! instance's own server, `acl_sync`, the choice of the rule behind a member ban, a policy room

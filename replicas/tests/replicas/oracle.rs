@@ -1,4 +1,4 @@
-//! The correctness oracle: every replica of `spec/matrix-replicas.md`, recomputed from scratch
+//! The correctness oracle: every replica of `docs/replicas.md`, recomputed from scratch
 //! with ordinary Rust over `BTreeMap`s, with no incremental machinery at all.
 //!
 //! The oracle keeps only the source state (the current `room_state` records and the instances of

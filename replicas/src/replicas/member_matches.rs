@@ -1,6 +1,11 @@
-//! `member_matches`' resume computation. Its contents are `R ⋈ P ⋈ W`: rules `R` that match
-//! a user, `(user, instance)` pairs `P` of `member_set`, and `(instance, rule room)` watches
-//! `W`. With `X_new = X_old + dX`, its delta is the delta-join sum
+//! `member_matches`: for each instance, the users of its `member_set` that a rule of a policy
+//! room it watches matches. Each rule is matched once against each present user, whatever the
+//! number of instances; then the matches are spread to the instances that watch the rule's
+//! room and have the user.
+//!
+//! Resumed as a join: its contents are `R ⋈ P ⋈ W`: rules `R` that match a user,
+//! `(user, instance)` pairs `P` of `member_set`, and `(instance, rule room)` watches `W`. With
+//! `X_new = X_old + dX`, its delta is the delta-join sum
 //! `dR ⋈ P_new ⋈ W_new + R_old ⋈ dP ⋈ W_new + R_old ⋈ P_old ⋈ dW`:
 //! the deltas flow through the dataflow (joined with each other where two meet), and the old
 //! contents are looked up in indexes built from the seeds.
@@ -8,13 +13,83 @@
 use std::sync::{Arc, OnceLock};
 
 use foldhash::HashMap;
-use prr_engine::{Coll, Dictionary, Id, Seeds, Strings};
+use prr_engine::{Coll, Dictionary, Id, Input, ReplicaDescription, Seeds, Strings};
 
-use super::{rule_match_key, rule_matches};
+use crate::known::Known;
 use crate::record::{Kind, MatchKind, Rec, Relation, Rule};
+use crate::relations::watches;
 use crate::rules::{
-    KeyFamily, MatchKey, server_match_keys, server_name, user_keys_of, user_match_keys,
+    KeyFamily, MatchKey, rule_match_key, rule_matches, server_match_keys, server_name,
+    user_keys_of, user_match_keys,
 };
+
+/// `member_matches`' description (inputs: `policy_room`, `member_set`, `instances`).
+pub(crate) fn description(dict: &Dictionary, _known: &Known) -> ReplicaDescription<Rec> {
+    let (d, d2) = (dict.clone(), dict.clone());
+    ReplicaDescription::derived(
+        "member_matches",
+        "instance",
+        Rec::partition,
+        vec![
+            Input::full("policy_room"),
+            Input::full("member_set"),
+            Input::full("instances"),
+        ],
+        move |i| member_matches(i[0].clone(), i[1].clone(), i[2].clone(), &d),
+    )
+    .with_resume(move |deltas, seeds| resume(deltas, seeds, &d2))
+    .with_record_type("(instance, user_id, rule)")
+    .with_logic_version(1)
+}
+
+/// Each rule is matched once against each present user, whatever the number of instances;
+/// then the matches are spread to the instances that watch the rule's room and have the user.
+fn member_matches<'s>(
+    policy_room: Coll<'s, Rec>,
+    member_set: Coll<'s, Rec>,
+    instances: Coll<'s, Rec>,
+    dict: &Dictionary,
+) -> Coll<'s, Rec> {
+    let d = dict.clone();
+    let rules = policy_room.flat_map(move |r| match r {
+        Rec::Rule(rule) => {
+            let key = rule_match_key(&rule, &d.strings());
+            key.map(|k| (k, rule))
+        }
+        _ => None,
+    });
+    let users = member_set
+        .clone()
+        .flat_map(|r| match r {
+            Rec::MemberSet { user, .. } => Some(user),
+            _ => None,
+        })
+        .distinct();
+    let d = dict.clone();
+    let probes = users.flat_map(move |u| {
+        let keys = d.with(u, user_match_keys);
+        keys.into_iter().map(move |k| (k, u))
+    });
+    let d = dict.clone();
+    let matches = rules
+        .join(probes)
+        .filter(move |(_, (rule, user))| rule_matches(rule, *user, &d.strings()));
+    let present = member_set.flat_map(|r| match r {
+        Rec::MemberSet { instance, user, .. } => Some((user, instance)),
+        _ => None,
+    });
+    let watched = watches(instances).map(|(room, instance)| (instance, room));
+    matches
+        .map(|(_, (rule, user))| (user, rule))
+        .join(present)
+        .map(|(user, (rule, instance))| ((instance, rule.room), (user, rule)))
+        .semijoin(watched)
+        .map(|((instance, _), (user, rule))| Rec::Match {
+            instance,
+            user,
+            rule,
+        })
+}
 
 /// The contents of `member_matches`' inputs at the restore point, indexed.
 struct MatchSeeds {
@@ -219,11 +294,7 @@ impl UserSeeds {
 
 /// `member_matches`' delta after the restore point, from the deltas of `policy_room`,
 /// `member_set` and `instances` (see the module documentation).
-pub(crate) fn resume<'s>(
-    deltas: &[Coll<'s, Rec>],
-    seeds: &Seeds<Rec>,
-    dict: &Dictionary,
-) -> Coll<'s, Rec> {
+fn resume<'s>(deltas: &[Coll<'s, Rec>], seeds: &Seeds<Rec>, dict: &Dictionary) -> Coll<'s, Rec> {
     let d = dict.clone();
     let old = seeds.shared(move |s| MatchSeeds::build(s, &d));
     let d_rules = deltas[POLICY_ROOM].clone().flat_map(|r| match r {
@@ -326,4 +397,15 @@ pub(crate) fn resume<'s>(
             user,
             rule,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    crate::replicas::resume_check::resume_test!(
+        "`member_matches` resumed after a restart equals its computation from scratch after every \
+         input delta (the three-way join's delta, with the users indexed by match key).",
+        policy_room,
+        member_set,
+        instances
+    );
 }
