@@ -406,7 +406,7 @@ fn main() -> anyhow::Result<()> {
     println!("{}", t.render());
     println!(
         "Counts marked \"(differs)\" disagree with prr. The plain-Rust peers compute the spec's semantics and must \
-         agree; matrix-protection-suite differs by design (see spec/matrix-replicas.md, **Differs**: it does not match \
+         agree; matrix-protection-suite differs by design (see docs/replicas.md, **Differs**: it does not match \
          hashed rules, and matches server rules against the whole user ID).\n"
     );
     drop(tmp);
