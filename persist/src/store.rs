@@ -169,9 +169,8 @@ fn open_u64(key: &str, b: &[u8]) -> Result<u64, Error> {
 /// Checks a dictionary entry's checksum and UTF-8.
 fn open_string(id: u64, b: &[u8]) -> Result<&str, Error> {
     let payload = sealed::dict(id).open(b, || format!("table dictionary: id {id}"))?;
-    std::str::from_utf8(payload).map_err(|e| {
-        Error::Corrupt(format!("table dictionary: id {id} is not UTF-8: {e}"))
-    })
+    std::str::from_utf8(payload)
+        .map_err(|e| Error::Corrupt(format!("table dictionary: id {id} is not UTF-8: {e}")))
 }
 
 /// Checks a log entry's checksum; its payload.
@@ -596,7 +595,8 @@ impl Store {
         let extra = contained("revision_chunks", || {
             let txn = self.begin_read()?;
             let chunks = txn.open_table(CHUNKS)?;
-            let mut after = chunks.range((replica, as_of, info.chunks)..=(replica, as_of, u32::MAX))?;
+            let mut after =
+                chunks.range((replica, as_of, info.chunks)..=(replica, as_of, u32::MAX))?;
             Ok::<_, Error>(after.next().transpose()?.map(|(k, _)| k.value().2))
         })?;
         if let Some(i) = extra {

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::{
-    CHUNKS, DICT, KEY_DICT_LEN, KEY_LAST_SEQ, LOG, META, REVISIONS, RevisionInfo, Store,
-    callback, contained, open_chunk, open_log, open_string, open_u64,
+    CHUNKS, DICT, KEY_DICT_LEN, KEY_LAST_SEQ, LOG, META, REVISIONS, RevisionInfo, Store, callback,
+    contained, open_chunk, open_log, open_string, open_u64,
 };
 use crate::Error;
 
@@ -104,7 +104,9 @@ impl Store {
                 match open_log(seq, v.value()) {
                     Ok(payload) => {
                         if let Err(e) = callback(|| decode_log(seq, payload)) {
-                            problems.push(format!("table log: entry at seq {seq} does not decode: {e}"));
+                            problems.push(format!(
+                                "table log: entry at seq {seq} does not decode: {e}"
+                            ));
                         }
                     }
                     Err(Error::Corrupt(m)) => problems.push(m),

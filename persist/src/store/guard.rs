@@ -38,7 +38,10 @@ fn install_hook() {
 
 /// Runs `f`, a read of `table`, turning a panic of the storage library into
 /// `Error::Corrupt("the storage library failed reading <table>: <message>")`.
-pub(crate) fn contained<T, E: From<Error>>(table: &str, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+pub(crate) fn contained<T, E: From<Error>>(
+    table: &str,
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E> {
     install_hook();
     DEPTH.with(|d| d.set(d.get() + 1));
     let outcome = catch_unwind(AssertUnwindSafe(f));

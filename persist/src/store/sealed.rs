@@ -51,7 +51,11 @@ impl Context {
 
     /// The payload of a sealed value, or `Error::Corrupt` naming `what` when it is too short
     /// or its checksum does not match.
-    pub(crate) fn open<'a>(&self, sealed: &'a [u8], what: impl Fn() -> String) -> Result<&'a [u8], Error> {
+    pub(crate) fn open<'a>(
+        &self,
+        sealed: &'a [u8],
+        what: impl Fn() -> String,
+    ) -> Result<&'a [u8], Error> {
         let Some((crc, payload)) = sealed.split_first_chunk::<4>() else {
             return Err(Error::Corrupt(format!(
                 "{} has {} bytes, too short for its checksum",
@@ -109,12 +113,18 @@ mod tests {
     fn a_sealed_value_opens_only_under_its_own_key_and_intact() {
         let sealed = log(7).seal(b"payload");
         assert_eq!(log(7).open(&sealed, || "x".into()).unwrap(), b"payload");
-        assert!(log(8).open(&sealed, || "x".into()).is_err(), "moved to another key");
+        assert!(
+            log(8).open(&sealed, || "x".into()).is_err(),
+            "moved to another key"
+        );
         for i in 0..sealed.len() {
             let mut bad = sealed.clone();
             bad[i] ^= 0x10;
             let e = log(7).open(&bad, || "log entry 7".into()).unwrap_err();
-            assert!(e.to_string().contains("log entry 7 fails its checksum"), "{e}");
+            assert!(
+                e.to_string().contains("log entry 7 fails its checksum"),
+                "{e}"
+            );
         }
         let e = log(7).open(&[1, 2], || "log entry 7".into()).unwrap_err();
         assert!(e.to_string().contains("too short"), "{e}");
