@@ -135,12 +135,26 @@ pub struct StoreStats {
 enum Db {
     Write(Database),
     Read(ReadOnlyDatabase),
+    /// Closed, while the store is dropped.
+    Closed,
 }
 
 /// The store: a redb database in one file, opened for writing by one process at a time.
 pub struct Store {
     db: Db,
     path: PathBuf,
+}
+
+impl Drop for Store {
+    /// Closes the database. After a contained panic of redb (a damaged page), closing can
+    /// panic too (on a poisoned lock): contained as well, so that it does not end the process.
+    fn drop(&mut self) {
+        let db = std::mem::replace(&mut self.db, Db::Closed);
+        let _ = contained("the file while closing it", || {
+            drop(db);
+            Ok::<(), Error>(())
+        });
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -284,13 +298,19 @@ impl Store {
         Ok(match &self.db {
             Db::Write(db) => db.begin_read()?,
             Db::Read(db) => db.begin_read()?,
+            Db::Closed => {
+                return Err(Error::Missing(format!(
+                    "store {} is closed",
+                    self.path.display()
+                )));
+            }
         })
     }
 
     fn begin_write(&self) -> Result<WriteTransaction, Error> {
         match &self.db {
             Db::Write(db) => Ok(db.begin_write()?),
-            Db::Read(_) => Err(Error::ReadOnly(self.path.clone())),
+            Db::Read(_) | Db::Closed => Err(Error::ReadOnly(self.path.clone())),
         }
     }
 
@@ -659,7 +679,7 @@ impl Store {
                 db.compact()?;
                 Ok(())
             }),
-            Db::Read(_) => Err(Error::ReadOnly(self.path.clone())),
+            Db::Read(_) | Db::Closed => Err(Error::ReadOnly(self.path.clone())),
         }
     }
 }
