@@ -44,7 +44,10 @@ pub(crate) fn contained<T, E: From<Error>>(
 ) -> Result<T, E> {
     install_hook();
     DEPTH.with(|d| d.set(d.get() + 1));
+    // A read made by a callback is the storage library's again.
+    let in_callback = IN_CALLBACK.with(|c| c.replace(false));
     let outcome = catch_unwind(AssertUnwindSafe(f));
+    IN_CALLBACK.with(|c| c.set(in_callback));
     DEPTH.with(|d| d.set(d.get() - 1));
     match outcome {
         Ok(r) => r,
