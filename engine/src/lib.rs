@@ -64,7 +64,7 @@ pub use description::{
 };
 pub use dictionary::{Dictionary, Id, Strings};
 pub use error::{DagError, Error};
-pub use prr_persist::{RevisionInfo, StoreStats};
+pub use prr_persist::{Quarantined, RevisionInfo, StoreStats};
 pub use record::{Coll, Record};
 pub use revision::Revision;
 pub use runtime::Runtime;

@@ -4,6 +4,7 @@ mod engine {
     pub mod dag_errors;
     pub mod diamond;
     pub mod persistence;
+    pub mod poison;
     pub mod random_dags;
     pub mod worker_panic;
 }
