@@ -13,5 +13,7 @@ mod docs;
 mod links;
 #[path = "cli/modules.rs"]
 mod modules;
+#[path = "cli/poisoned.rs"]
+mod poisoned;
 #[path = "cli/stream.rs"]
 mod stream;
