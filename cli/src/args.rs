@@ -104,12 +104,14 @@ pub enum Command {
         #[arg(required = true, value_name = "FILE|DIR")]
         paths: Vec<PathBuf>,
     },
-    /// Print a replica's records, sorted by key.
+    /// Print a replica's records, sorted by key (or, `prr show poisoned`, the quarantined
+    /// source deltas).
     #[command(
-        after_help = "Examples:\n  prr show member_bans\n  prr show room_members --partition '!demo-room:example.org' --format json\n  prr show server_acl --as-of 3"
+        after_help = "Examples:\n  prr show member_bans\n  prr show room_members --partition '!demo-room:example.org' --format json\n  prr show server_acl --as-of 3\n  prr show poisoned"
     )]
     Show {
-        /// The replica (see `prr graph`).
+        /// The replica (see `prr graph`), or `poisoned`: the source deltas quarantined because
+        /// a replica's computation panicked on them (seq, time, message).
         replica: String,
         /// Only this partition (a room ID or an instance ID, per the replica).
         #[arg(long, value_name = "KEY")]
@@ -168,6 +170,20 @@ pub enum Command {
         /// Only compare; exit 4 on a difference.
         #[arg(long)]
         check: bool,
+    },
+    /// Drop a quarantined (poisoned) source delta for good: it is never replayed.
+    ///
+    /// A source delta that a replica's computation panicked on is quarantined: the replicas
+    /// stay as if it never came, and `prr status` and `prr show poisoned` list it. This drops
+    /// it: its log entry becomes an empty delta. An unknown SEQ is an error (exit 1).
+    #[command(
+        name = "ack-poisoned",
+        after_help = "Examples:\n  prr show poisoned\n  prr show poisoned --format json | jq -r '.[].seq' | xargs -r -n1 prr ack-poisoned"
+    )]
+    AckPoisoned {
+        /// The quarantined delta's sequence number (see `prr show poisoned`).
+        #[arg(value_name = "SEQ")]
+        seq: u64,
     },
     /// Verify the store's integrity.
     ///

@@ -71,6 +71,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         ));
     }
     match &cli.command {
+        Command::Show { replica, .. } if replica == query::POISONED => {}
         Command::Show { replica, .. } | Command::Deltas { replica, .. } => {
             known_replicas([replica])?
         }
@@ -94,6 +95,12 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             partition,
             as_of,
             format,
+        } if replica == query::POISONED => query::show_poisoned(&ctx, partition, as_of, format),
+        Command::Show {
+            replica,
+            partition,
+            as_of,
+            format,
         } => query::show(&ctx, &replica, partition.as_deref(), as_of, format),
         Command::Deltas {
             replica,
@@ -107,6 +114,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Compact => admin::compact(&ctx),
         Command::Rebuild { replicas, check } => admin::rebuild(&ctx, &replicas, check),
         Command::Check => admin::check(&ctx),
+        Command::AckPoisoned { seq } => admin::ack_poisoned(&ctx, seq),
         Command::Stream { emit, max_batch } => stream::stream(&ctx, &emit, max_batch),
         Command::Graph { format } => admin::graph(&ctx, format),
         Command::Completions { shell } => {

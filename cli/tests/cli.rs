@@ -15,5 +15,7 @@ mod docs;
 mod links;
 #[path = "cli/modules.rs"]
 mod modules;
+#[path = "cli/poisoned.rs"]
+mod poisoned;
 #[path = "cli/stream.rs"]
 mod stream;

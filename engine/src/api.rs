@@ -247,6 +247,8 @@ pub struct Status {
     pub replicas: Vec<ReplicaStatus>,
     /// Store sizes, when persisted.
     pub store: Option<StoreStats>,
+    /// The quarantined source deltas (see `Runtime::poisoned`).
+    pub poisoned: Vec<Seq>,
 }
 
 /// One replica's line in [`Status`].

@@ -75,6 +75,10 @@ pub(crate) fn check_at<R: Record>(
         problems.push(format!("the dictionary does not load: {}", plain_ref(e)));
     }
     let last_seq = store.last_seq().unwrap_or(0);
+    // A damaged quarantine is reported by the store's own check; here, skip what is readable.
+    let quarantine = (store.quarantined().unwrap_or_default().into_iter())
+        .map(|q| (q.seq, q))
+        .collect();
     let mut dag = build(&dictionary)?;
     if loaded.is_err() {
         // Every id would look out of range: only the store's own checks and decoding apply.
@@ -86,6 +90,7 @@ pub(crate) fn check_at<R: Record>(
         dictionary,
         store: Some(Arc::new(store)),
         last_seq,
+        quarantine,
     };
     problems.extend(check(&stored)?);
     Ok(problems)

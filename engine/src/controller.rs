@@ -162,6 +162,38 @@ impl<R: Record> Controller<R> {
     pub(crate) fn subscribe(&mut self, replica: ReplicaId) -> Result<Subscription<R>, Error> {
         // Everything fed so far is final first, so the subscription sees whole deltas only.
         self.step_until(self.fed)?;
+        self.capture(replica)?;
+        let (tx, rx) = unbounded();
+        self.subscribers[replica.index()].push(tx);
+        Ok(Subscription::new(rx))
+    }
+
+    /// Takes the subscribers of this (failed) dataflow, for the one that replaces it
+    /// ([`Controller::adopt_subscribers`]).
+    pub(crate) fn take_subscribers(&mut self) -> Vec<Vec<Sender<Delta<R>>>> {
+        let n = self.subscribers.len();
+        std::mem::replace(&mut self.subscribers, (0..n).map(|_| Vec::new()).collect())
+    }
+
+    /// Gives the subscribers of a failed dataflow to this one, restarted where that one's
+    /// deltas were last delivered: they receive the deltas after it from this one. The base
+    /// revisions of the subscribed replicas (of their inputs, for views) are given first.
+    pub(crate) fn adopt_subscribers(
+        &mut self,
+        subscribers: Vec<Vec<Sender<Delta<R>>>>,
+    ) -> Result<(), Error> {
+        self.step_until(self.fed)?;
+        for (i, subs) in subscribers.into_iter().enumerate() {
+            if !subs.is_empty() {
+                self.capture(ReplicaId(i as u32))?;
+                self.subscribers[i].extend(subs);
+            }
+        }
+        Ok(())
+    }
+
+    /// Captures `replica`'s deltas from now on (a view's: its inputs', and its state).
+    fn capture(&mut self, replica: ReplicaId) -> Result<(), Error> {
         if self.dag.replica(replica).is_view() {
             if self.views[replica.index()].is_none() {
                 let inputs = self.dag.inputs_of(replica).to_vec();
@@ -176,9 +208,7 @@ impl<R: Record> Controller<R> {
         } else {
             self.workers.set_capture(replica);
         }
-        let (tx, rx) = unbounded();
-        self.subscribers[replica.index()].push(tx);
-        Ok(Subscription::new(rx))
+        Ok(())
     }
 
     pub(crate) fn read(

@@ -44,9 +44,29 @@ pub enum Error {
     /// A stored value does not decode as this program's records.
     #[error("store is damaged or was written by other replica code: {0}")]
     Corrupt(String),
+    /// `ack_poisoned` of a `Seq` that is not quarantined.
+    #[error(
+        "{seq} is not a quarantined delta; quarantined: {}",
+        list_seqs(poisoned)
+    )]
+    NotPoisoned {
+        /// The `Seq` asked for.
+        seq: Seq,
+        /// The quarantined ones.
+        poisoned: Vec<Seq>,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] prr_persist::Error),
+}
+
+/// `3, 7`, or `none`.
+fn list_seqs(seqs: &[Seq]) -> String {
+    if seqs.is_empty() {
+        return "none".into();
+    }
+    let s: Vec<String> = seqs.iter().map(|s| s.0.to_string()).collect();
+    s.join(", ")
 }
 /// An error in a set of replica descriptions. Each names the replica at fault.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

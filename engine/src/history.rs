@@ -146,7 +146,7 @@ fn verify_log<R: Record>(stored: &Stored<R>, from: u64) -> Result<(), Error> {
     let store = stored.store("rebuilding from the log")?;
     let ids = stored.id_check();
     let mut expected = from;
-    let verified = store.for_each_log(from, |seq, bytes| {
+    let verified = store.for_each_log(from.., |seq, bytes| {
         if seq != expected {
             return Err(Error::HistoryUnavailable(format!(
                 "the source log lacks seq {expected} (next retained: {seq})"

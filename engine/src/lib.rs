@@ -65,7 +65,7 @@ pub use description::{
 };
 pub use dictionary::{Dictionary, Id, Strings};
 pub use error::{DagError, Error, damage_panic};
-pub use prr_persist::{RevisionInfo, StoreStats};
+pub use prr_persist::{Quarantined, RevisionInfo, StoreStats};
 pub use record::{Coll, Record, RecordIds};
 pub use revision::Revision;
 pub use runtime::Runtime;

@@ -44,11 +44,13 @@ pub(crate) struct Restored<R: Record> {
     pub(crate) rebuild_deltas: Vec<Delta<R>>,
 }
 
-/// Restores the dataflow: from the newest restore point, resuming what can be resumed (see
-/// [`crate::seeds`]), then the log after it.
-pub(crate) fn restore<R: Record>(stored: &Stored<R>) -> Result<Restored<R>, Error> {
+/// Restores the dataflow through `through` (the last committed `Seq`, or an earlier one to
+/// re-apply the deltas after it one by one): from the newest restore point at or before it,
+/// resuming what can be resumed (see [`crate::seeds`]), then the log after it, quarantined
+/// deltas skipped.
+pub(crate) fn restore<R: Record>(stored: &Stored<R>, through: u64) -> Result<Restored<R>, Error> {
     let dag = &stored.dag;
-    let start = stored.start_point(stored.last_seq)?;
+    let start = stored.start_point(through)?;
     let mut resumed = Vec::new();
     let mut controller = match resume_plan(stored, start)? {
         Some((plan, decoders)) => {
@@ -87,10 +89,10 @@ pub(crate) fn restore<R: Record>(stored: &Stored<R>) -> Result<Restored<R>, Erro
         stored,
         &mut controller,
         start.as_of + 1,
-        stored.last_seq,
+        through,
         Replay::Batched,
     )?;
-    controller.step_until(stored.last_seq)?;
+    controller.step_until(through)?;
     Ok(Restored {
         controller,
         resumed,
@@ -268,10 +270,11 @@ pub(crate) fn replay<R: Record>(
     Ok(controller)
 }
 
-/// Feeds the log entries `from..=through` to `controller`. With [`Replay::EachSeq`], each at
-/// its own `Seq` (a subscriber sees each one's delta); with [`Replay::Batched`], the entries
-/// of each step (up to [`REPLAY_STEP`] of them) together at the step's last `Seq`: the
-/// contents through each step are the same, computed once per step instead of once per entry.
+/// Feeds the log entries `from..=through` to `controller`, except the quarantined ones. With
+/// [`Replay::EachSeq`], each at its own `Seq` (a subscriber sees each one's delta); with
+/// [`Replay::Batched`], the entries of each step (up to [`REPLAY_STEP`] of them) together at
+/// the step's last `Seq`: the contents through each step are the same, computed once per step
+/// instead of once per entry.
 pub(crate) fn replay_log<R: Record>(
     stored: &Stored<R>,
     controller: &mut Controller<R>,
@@ -288,17 +291,18 @@ pub(crate) fn replay_log<R: Record>(
     let mut expected = from;
     let ids = stored.id_check();
     let mut pending: Vec<SourceUpdate<R>> = Vec::new();
-    store.for_each_log(from, |seq, bytes| {
-        if seq > through {
-            return Ok(());
-        }
+    store.for_each_log(from..=through, |seq, bytes| {
         if seq != expected {
             return Err(Error::HistoryUnavailable(format!(
                 "the source log lacks seq {expected} (next retained: {seq})"
             )));
         }
         expected += 1;
-        let logged: LoggedDelta<R> = codec::decode_log(bytes, seq, &ids)?;
+        let logged: LoggedDelta<R> = if stored.is_quarantined(seq) {
+            Vec::new()
+        } else {
+            codec::decode_log(bytes, seq, &ids)?
+        };
         for (name, rows) in logged {
             let id = stored.dag.id(&name).ok_or_else(|| {
                 Error::Corrupt(format!(

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use prr_persist::{RevisionInfo, Store};
+use prr_persist::{Quarantined, RevisionInfo, Store};
 
 use crate::api::{
     Delta, Frontier, RebuildOutcome, ReplicaStatus, RuntimeConfig, SourceDelta, Split, Status,
@@ -26,7 +26,7 @@ use crate::error::{DagError, Error};
 use crate::gc::gc_plan;
 use crate::history;
 use crate::record::Record;
-use crate::restore::restore;
+use crate::restore::{Replay, replay_log, restore};
 use crate::revision::Decoding;
 use crate::seq::Seq;
 use crate::stored::Stored;
@@ -40,6 +40,8 @@ pub struct Runtime<R: Record> {
     since_revision: u64,
     rebuild_deltas: Vec<Delta<R>>,
     resumed: Vec<String>,
+    /// The deltas this runtime quarantined since it started, in order.
+    newly_poisoned: Vec<Seq>,
 }
 
 impl<R: Record> Runtime<R> {
@@ -75,6 +77,10 @@ impl<R: Record> Runtime<R> {
             }
             None => (None, 0),
         };
+        let quarantine = match &store {
+            Some(s) => (s.quarantined()?.into_iter()).map(|q| (q.seq, q)).collect(),
+            None => BTreeMap::new(),
+        };
         let dag = Arc::new(build(&dictionary)?);
         if let Some(store) = store.as_ref().filter(|s| !s.is_read_only()) {
             let (first_id, strings) = dictionary.unpersisted();
@@ -90,11 +96,13 @@ impl<R: Record> Runtime<R> {
                 dictionary,
                 store,
                 last_seq,
+                quarantine,
             },
             controller: None,
             since_revision: 0,
             rebuild_deltas: Vec::new(),
             resumed: Vec::new(),
+            newly_poisoned: Vec::new(),
         };
         if rt.stored.store.is_none() {
             let controller = Controller::start(rt.stored.dag.clone(), rt.stored.config.workers)?;
@@ -135,7 +143,8 @@ impl<R: Record> Runtime<R> {
     }
 
     /// Commits a source delta durably (with a store) and feeds it to the dataflow; returns its
-    /// `Seq`. Nothing of a delta that fails is stored.
+    /// `Seq`. Nothing of a delta that fails is stored. A delta that a replica's computation
+    /// panics on is quarantined, not an error (see [`Runtime::poisoned`]).
     pub fn push(&mut self, delta: SourceDelta<R>) -> Result<Seq, Error> {
         let seqs = self.push_many(vec![delta])?;
         Ok(seqs.first().copied().unwrap_or(Seq(self.stored.last_seq)))
@@ -170,16 +179,22 @@ impl<R: Record> Runtime<R> {
             }
             None => (1..=deltas.len() as u64).map(|i| last_seq + i).collect(),
         };
-        let controller = self.ensure_controller()?;
+        self.stored.last_seq = *seqs.last().unwrap_or(&last_seq);
         for (seq, delta) in seqs.iter().zip(deltas) {
             let updates = delta
                 .updates
                 .into_iter()
                 .map(|(r, rec, d)| (r.0, rec, d))
                 .collect();
-            controller.feed(*seq, updates)?;
+            match self.ensure_controller()?.feed(*seq, updates) {
+                Err(Error::WorkerFailed(_)) if self.stored.store.is_some() => {
+                    // The sorting out feeds every committed delta from the log, these too.
+                    self.quarantine_poisoned(self.computed_through())?;
+                    break;
+                }
+                fed => fed?,
+            }
         }
-        self.stored.last_seq = *seqs.last().unwrap_or(&last_seq);
         self.since_revision += seqs.len() as u64;
         if let Some(every) = self.stored.config.revision_every
             && self.stored.store.is_some()
@@ -203,7 +218,7 @@ impl<R: Record> Runtime<R> {
     /// Steps the workers until every replica is final through `seq`, and delivers the deltas
     /// up to it to subscribers, in `Seq` order.
     pub fn step_until(&mut self, seq: Seq) -> Result<(), Error> {
-        self.ensure_controller()?.step_until(seq.0)
+        self.on_dataflow(&[], |c| c.step_until(seq.0))
     }
 
     /// Steps until everything pushed is final.
@@ -213,9 +228,7 @@ impl<R: Record> Runtime<R> {
 
     /// Subscribes to a replica's deltas after the current `Seq`.
     pub fn subscribe(&mut self, replica: ReplicaId) -> Result<Subscription<R>, Error> {
-        self.ensure_controller()?;
-        self.give_bases(&[replica])?;
-        self.ensure_controller()?.subscribe(replica)
+        self.on_dataflow(&[replica], |c| c.subscribe(replica))
     }
 
     /// Rebuild deltas published when the runtime was restored: the difference between a stored
@@ -261,9 +274,7 @@ impl<R: Record> Runtime<R> {
                 changes: self.read(replica, None)?,
             });
         }
-        self.ensure_controller()?;
-        self.give_bases(&[replica])?;
-        self.ensure_controller()?.read_split(replica)
+        self.on_dataflow(&[replica], |c| c.read_split(replica))
     }
 
     /// A replica's contents in the running dataflow, started if need be (with its base
@@ -273,25 +284,174 @@ impl<R: Record> Runtime<R> {
         replica: ReplicaId,
         partition: Option<u64>,
     ) -> Result<Vec<(R, isize)>, Error> {
-        self.ensure_controller()?;
-        self.give_bases(&[replica])?;
-        self.ensure_controller()?.read(replica, partition)
+        self.on_dataflow(&[replica], |c| c.read(replica, partition))
     }
 
-    /// The running dataflow, restored first if it is not running.
+    /// Runs `op` on the running dataflow (restored first if need be, with the base revisions of
+    /// `bases`). If a worker panics (with a store), the deltas the dataflow was computing are
+    /// sorted out ([`Runtime::quarantine_poisoned`]) and `op` runs once more, on the restarted
+    /// dataflow.
+    fn on_dataflow<T>(
+        &mut self,
+        bases: &[ReplicaId],
+        mut op: impl FnMut(&mut Controller<R>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        self.ensure_controller()?;
+        self.give_bases(bases)?;
+        match op(self.ensure_controller()?) {
+            Err(Error::WorkerFailed(_)) if self.stored.store.is_some() => {
+                self.quarantine_poisoned(self.computed_through())?;
+                self.give_bases(bases)?;
+                op(self.ensure_controller()?)
+            }
+            done => done,
+        }
+    }
+
+    /// The `Seq` through which the running dataflow computed everything (whatever failed
+    /// after).
+    fn computed_through(&self) -> u64 {
+        (self.controller.as_ref()).map_or(0, |c| c.synced_upper.saturating_sub(1))
+    }
+
+    /// The running dataflow, restored first if it is not running. A delta of the log that
+    /// panics while it is replayed (committed, but not quarantined before the process stopped)
+    /// is quarantined now.
     fn ensure_controller(&mut self) -> Result<&mut Controller<R>, Error> {
         if self.controller.is_none() {
-            let restored = restore(&self.stored)?;
-            let stale = !restored.rebuild_deltas.is_empty();
-            self.resumed = restored.resumed;
-            self.rebuild_deltas.extend(restored.rebuild_deltas);
-            self.controller = Some(restored.controller);
-            if stale && !self.stored.config.read_only {
-                self.capture_revisions()?;
+            let last = self.stored.last_seq;
+            match self.restart_dataflow(last) {
+                Err(Error::WorkerFailed(_)) if self.stored.store.is_some() => {
+                    let good = self.stored.start_point(last)?.as_of;
+                    self.quarantine_poisoned(good)?;
+                }
+                restarted => restarted?,
             }
         }
         (self.controller.as_mut())
             .ok_or_else(|| Error::WorkerFailed("the dataflow is not running".into()))
+    }
+
+    /// Starts the dataflow afresh from the store, through `through`: the newest restore point
+    /// at or before it, then the log up to it, quarantined deltas skipped. A running dataflow
+    /// (a failed one) is stopped first; its subscribers move to the new one, which delivers
+    /// the deltas after `through` to them.
+    fn restart_dataflow(&mut self, through: u64) -> Result<(), Error> {
+        let subscribers = match self.controller.take() {
+            Some(mut old) => {
+                // A revision handed out by `read_split` stays readable (see `stop_controller`).
+                let _ = old.wait_decodings();
+                let subscribers = old.take_subscribers();
+                // It failed: its error is the one being handled.
+                let _ = old.stop_threads();
+                subscribers
+            }
+            None => Vec::new(),
+        };
+        self.resumed.clear();
+        let restored = restore(&self.stored, through)?;
+        let stale = !restored.rebuild_deltas.is_empty();
+        self.resumed = restored.resumed;
+        self.rebuild_deltas.extend(restored.rebuild_deltas);
+        self.controller = Some(restored.controller);
+        if subscribers.iter().any(|s| !s.is_empty()) {
+            let subscribed: Vec<ReplicaId> = (subscribers.iter().enumerate())
+                .filter(|(_, s)| !s.is_empty())
+                .map(|(i, _)| ReplicaId(i as u32))
+                .collect();
+            self.give_bases(&subscribed)?;
+            if let Some(c) = self.controller.as_mut() {
+                c.adopt_subscribers(subscribers)?;
+            }
+        }
+        // Fresh revisions replace stale ones, as of the last `Seq` only.
+        if stale && !self.stored.config.read_only && through == self.stored.last_seq {
+            self.capture_revisions()?;
+        }
+        Ok(())
+    }
+
+    /// Sorts out the deltas a failed dataflow was computing, after `good` (through which it
+    /// had computed everything): restarts the dataflow through `good`, then applies each later
+    /// delta of the log alone, in order. One that panics again is quarantined (durably, before
+    /// anything else) and the dataflow restarted through it, without it; the others are
+    /// applied. Each delta is tried alone once, so this ends; a panic that does not recur
+    /// quarantines nothing. A panic while restarting through `good` (not caused by a delta
+    /// after it) is the error.
+    fn quarantine_poisoned(&mut self, good: u64) -> Result<(), Error> {
+        self.restart_dataflow(good)?;
+        for seq in good + 1..=self.stored.last_seq {
+            if self.stored.is_quarantined(seq) {
+                continue;
+            }
+            let Runtime {
+                stored, controller, ..
+            } = self;
+            let controller = (controller.as_mut())
+                .ok_or_else(|| Error::WorkerFailed("the dataflow is not running".into()))?;
+            match replay_log(stored, controller, seq, seq, Replay::EachSeq) {
+                Ok(()) => {}
+                Err(Error::WorkerFailed(message)) => {
+                    self.quarantine(seq, message)?;
+                    self.restart_dataflow(seq)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Quarantines the delta at `seq` with the panic's message: durably (unless read-only:
+    /// then for this runtime's life), before anything else happens.
+    fn quarantine(&mut self, seq: u64, message: String) -> Result<(), Error> {
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let entry = Quarantined {
+            seq,
+            unix_ms,
+            message,
+        };
+        if !self.stored.config.read_only {
+            self.stored
+                .store("quarantining a delta")?
+                .quarantine(&entry)?;
+        }
+        self.stored.quarantine.insert(seq, entry);
+        self.newly_poisoned.push(Seq(seq));
+        Ok(())
+    }
+
+    /// The quarantined source deltas, by `Seq`: each one a replica's computation panicked on
+    /// (with the panic's message and when). No replica holds anything of them (source
+    /// replicas included), and no replay, restore, rebuild or time travel feeds them, until
+    /// [`Runtime::ack_poisoned`] drops them. Without a store a panic stops the runtime
+    /// instead ([`Error::WorkerFailed`]): there is nothing to restart from.
+    pub fn poisoned(&self) -> Vec<Quarantined> {
+        self.stored.quarantine.values().cloned().collect()
+    }
+
+    /// The deltas this runtime quarantined since it started, in order: a caller that keeps
+    /// state derived from the deltas it pushed (an ingest state) reloads it when this grows.
+    pub fn newly_poisoned(&self) -> &[Seq] {
+        &self.newly_poisoned
+    }
+
+    /// Drops the quarantined delta at `seq` for good: its log entry becomes an empty delta
+    /// (so the log stays contiguous) and it leaves the quarantine, in one transaction. No
+    /// replica ever held it, so nothing else changes. An error if `seq` is not quarantined.
+    pub fn ack_poisoned(&mut self, seq: Seq) -> Result<(), Error> {
+        let store = self.stored.store("dropping a quarantined delta")?;
+        if !self.stored.is_quarantined(seq.0) {
+            return Err(Error::NotPoisoned {
+                seq,
+                poisoned: self.stored.quarantine.keys().map(|s| Seq(*s)).collect(),
+            });
+        }
+        let empty: LoggedDelta<R> = Vec::new();
+        store.drop_quarantined(seq.0, &codec::encode(&empty))?;
+        self.stored.quarantine.remove(&seq.0);
+        Ok(())
     }
 
     /// Decodes the base revisions of `replicas` (of their inputs, for views) that the running
@@ -343,12 +503,12 @@ impl<R: Record> Runtime<R> {
 
     /// Every replica's frontier.
     pub fn frontiers(&mut self) -> Result<Vec<Frontier>, Error> {
-        let last_seq = self.stored.last_seq;
-        let raw = match self.controller.as_mut() {
-            Some(c) => c.frontiers()?,
+        let raw = match self.controller.is_some() {
+            true => self.on_dataflow(&[], |c| c.frontiers())?,
             // Nothing is running: everything committed is final.
-            None => vec![last_seq + 1; self.stored.dag.len()],
+            false => vec![self.stored.last_seq + 1; self.stored.dag.len()],
         };
+        let last_seq = self.stored.last_seq;
         Ok(raw
             .into_iter()
             .enumerate()
@@ -420,6 +580,7 @@ impl<R: Record> Runtime<R> {
             seq: Seq(last_seq),
             replicas,
             store,
+            poisoned: self.stored.quarantine.keys().map(|s| Seq(*s)).collect(),
         })
     }
 
@@ -437,7 +598,7 @@ impl<R: Record> Runtime<R> {
             all_fresh = d.is_view() || self.stored.has_fresh(ReplicaId(i as u32), as_of)?;
         }
         if !all_fresh {
-            self.ensure_controller()?.step_until(as_of)?;
+            self.step_until(Seq(as_of))?;
             let mut writes = Vec::with_capacity(dag.len());
             for (i, desc) in dag.replicas().iter().enumerate() {
                 if desc.is_view() {

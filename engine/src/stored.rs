@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use prr_persist::{RevisionInfo, RevisionWrite, Store};
+use prr_persist::{Quarantined, RevisionInfo, RevisionWrite, Store};
 
 use crate::api::RuntimeConfig;
 use crate::codec;
@@ -30,12 +30,20 @@ pub(crate) struct Stored<R: Record> {
     pub(crate) store: Option<Arc<Store>>,
     /// The last committed (or, without a store, pushed) `Seq`.
     pub(crate) last_seq: u64,
+    /// The quarantined source deltas, by `Seq` (a copy of the store's, plus those quarantined
+    /// by a read-only runtime, for its life only): every replay skips them.
+    pub(crate) quarantine: BTreeMap<u64, Quarantined>,
 }
 
 impl<R: Record> Stored<R> {
     /// The store, or an error saying that `what` needs one.
     pub(crate) fn store(&self, what: &'static str) -> Result<&Arc<Store>, Error> {
         self.store.as_ref().ok_or(Error::NoStore(what))
+    }
+
+    /// Whether the source delta at `seq` is quarantined: no replay feeds it.
+    pub(crate) fn is_quarantined(&self, seq: u64) -> bool {
+        self.quarantine.contains_key(&seq)
     }
 
     /// The stored revisions' headers (none without a store).

@@ -5,6 +5,7 @@ mod engine {
     pub mod diamond;
     pub mod integrity;
     pub mod persistence;
+    pub mod poison;
     pub mod random_dags;
     pub mod worker_panic;
 }

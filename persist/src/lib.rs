@@ -7,7 +7,9 @@
 //!   as the source delta that first uses them;
 //! - **revisions**: each replica's consolidated contents as of a sequence number, in sorted
 //!   chunks, with its logic version and description hash;
-//! - **metadata**: the format version and the last sequence number.
+//! - **metadata**: the format version and the last sequence number;
+//! - the **quarantine**: source deltas that a replica's computation panicked on, skipped by
+//!   every replay until dropped.
 //!
 //! The crate knows nothing of Matrix or of dataflows: log entries and revision chunks are
 //! opaque bytes. The byte layout of every table is documented in `docs/design.md`.
@@ -26,4 +28,4 @@ mod error;
 mod store;
 
 pub use error::Error;
-pub use store::{FORMAT_VERSION, RevisionInfo, RevisionWrite, Store, StoreStats};
+pub use store::{FORMAT_VERSION, Quarantined, RevisionInfo, RevisionWrite, Store, StoreStats};

@@ -15,6 +15,8 @@ use crate::render::{render_sorted, to_json};
 pub struct Matrix {
     rt: Runtime<Rec>,
     ingestor: Option<Ingestor>,
+    /// How many deltas the runtime had quarantined when the ingest state was loaded.
+    ingestor_poisoned: usize,
 }
 
 /// What one ingest changed.
@@ -30,7 +32,11 @@ impl Matrix {
     /// Starts the runtime (opening its store, if configured) with the Matrix replicas.
     pub fn start(config: RuntimeConfig) -> Result<Self, Error> {
         let rt = Runtime::start_with(config, matrix_dag)?;
-        Ok(Matrix { rt, ingestor: None })
+        Ok(Matrix {
+            rt,
+            ingestor: None,
+            ingestor_poisoned: 0,
+        })
     }
 
     /// The runtime underneath.
@@ -38,7 +44,14 @@ impl Matrix {
         &mut self.rt
     }
 
+    /// The ingest state, loaded from the replicas when first needed, and again after the
+    /// runtime quarantined a delta: the state had applied it, the replicas have not.
     fn ingestor(&mut self) -> Result<&mut Ingestor, Error> {
+        let poisoned = self.rt.newly_poisoned().len();
+        if poisoned != self.ingestor_poisoned {
+            self.ingestor = None;
+            self.ingestor_poisoned = poisoned;
+        }
         if self.ingestor.is_none() {
             let rs = self.rt.replica("room_state")?;
             let inst = self.rt.replica("instances")?;
@@ -53,7 +66,8 @@ impl Matrix {
     }
 
     /// Ingests one source delta (a parsed file): commits it durably and feeds it. Returns its
-    /// `Seq`; replicas are final through it when this returns.
+    /// `Seq`; replicas are final through it when this returns (a delta that a replica's
+    /// computation panicked on is quarantined instead: see `Runtime::newly_poisoned`).
     pub fn ingest(&mut self, items: &[SourceItem]) -> Result<Seq, Error> {
         Ok(self.ingest_many(&[items])?[0])
     }
@@ -225,7 +239,90 @@ impl Pipeline {
 
 #[cfg(test)]
 mod tests {
-    use super::Pipeline;
+    use prr_engine::{Dag, Input, ReplicaDescription, RuntimeConfig, Seq};
+
+    use super::{Matrix, Pipeline};
+    use crate::dag::matrix_dag;
+    use crate::parse::parse_file;
+    use crate::record::Rec;
+
+    /// The Matrix replicas on a runtime, plus `tripwire`, a test replica whose computation
+    /// panics on the `room_state` record of the event `$poison`.
+    fn with_tripwire(config: RuntimeConfig) -> Matrix {
+        let rt = prr_engine::Runtime::start_with(config, |dict| {
+            let poison = dict.intern("$poison");
+            let mut replicas = matrix_dag(dict)?.replicas().to_vec();
+            replicas.push(ReplicaDescription::derived(
+                "tripwire",
+                "none",
+                |_| 0,
+                vec![Input::deltas("room_state")],
+                move |i| {
+                    i[0].clone().filter(move |r| {
+                        let hit = matches!(r, Rec::RoomState(s) if s.event_id == poison);
+                        assert!(!hit, "tripwire: event $poison");
+                        false
+                    })
+                },
+            ));
+            Dag::new(replicas)
+        })
+        .unwrap();
+        Matrix {
+            rt,
+            ingestor: None,
+            ingestor_poisoned: 0,
+        }
+    }
+
+    fn member(event_id: &str, user: &str, membership: &str) -> Vec<crate::parse::SourceItem> {
+        let file = format!(
+            r#"[{{"event_id": "{event_id}", "room_id": "!r:x", "type": "m.room.member",
+                "state_key": "{user}", "sender": "{user}", "content": {{"membership": "{membership}"}}}}]"#
+        );
+        parse_file("f.json", file.as_bytes()).unwrap()
+    }
+
+    /// After a quarantine, the ingest state is reloaded from the replicas: the next delta
+    /// replaces what the replicas hold, not what the quarantined delta would have put there.
+    #[test]
+    fn the_ingest_state_forgets_a_quarantined_delta() {
+        for workers in [1, 2] {
+            let dir = tempfile::tempdir().unwrap();
+            let config = RuntimeConfig::new()
+                .with_store(dir.path().join("s.redb"))
+                .with_workers(workers);
+            let mut m = with_tripwire(config);
+            m.ingest(&member("$1", "@a:x", "join")).unwrap();
+            assert_eq!(
+                m.ingest(&member("$poison", "@b:x", "join")).unwrap(),
+                Seq(2)
+            );
+            assert_eq!(m.runtime().newly_poisoned(), [Seq(2)]);
+            m.ingest(&member("$3", "@b:x", "leave")).unwrap();
+            let state = m.show("room_state", None, None).unwrap();
+            let ids: Vec<&str> = state
+                .iter()
+                .map(|r| r["event_id"].as_str().unwrap())
+                .collect();
+            assert_eq!(ids, ["$1", "$3"], "{workers} workers: {state:?}");
+            let members = m.show("room_members", None, None).unwrap();
+            let got: Vec<(&str, &str)> = (members.iter())
+                .map(|r| {
+                    (
+                        r["user_id"].as_str().unwrap(),
+                        r["membership"].as_str().unwrap(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                got,
+                [("@a:x", "join"), ("@b:x", "leave")],
+                "{workers} workers"
+            );
+            m.shutdown().unwrap();
+        }
+    }
 
     #[test]
     fn groups_stop_at_the_batch_or_item_bound_and_hold_at_least_one_batch() {

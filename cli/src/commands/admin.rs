@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use prr_engine::{InputMode, Runtime, RuntimeConfig};
+use prr_engine::{InputMode, Runtime, RuntimeConfig, Seq};
 use prr_replicas::{Matrix, REPLICAS, Rec, matrix_dag};
 use serde_json::json;
 
@@ -46,6 +46,10 @@ pub fn status(ctx: &Ctx, format: InfoFormat) -> Result<u8, Failure> {
                 "store": ctx.store.display().to_string(),
                 "store_bytes": store.map(|s| s.file_bytes).unwrap_or(0),
                 "rejects": rejects,
+                "poisoned": {
+                    "count": st.poisoned.len(),
+                    "seqs": st.poisoned.iter().map(|s| s.0).collect::<Vec<_>>(),
+                },
             });
             writeln!(out, "{v}")?;
         }
@@ -65,6 +69,17 @@ pub fn status(ctx: &Ctx, format: InfoFormat) -> Result<u8, Failure> {
                 )?;
             }
             writeln!(out, "rejects  {rejects}")?;
+            if !st.poisoned.is_empty() {
+                let seqs: Vec<String> = st.poisoned.iter().map(|s| s.0.to_string()).collect();
+                writeln!(
+                    out,
+                    "poisoned {} quarantined source deltas: seq {} (see `prr show poisoned`)",
+                    seqs.len(),
+                    seqs.join(", ")
+                )?;
+            } else {
+                writeln!(out, "poisoned 0")?;
+            }
             writeln!(out)?;
             writeln!(
                 out,
@@ -85,6 +100,35 @@ pub fn status(ctx: &Ctx, format: InfoFormat) -> Result<u8, Failure> {
         }
     }
     m.shutdown()?;
+    Ok(exit::OK)
+}
+
+/// `prr ack-poisoned SEQ`: drops a quarantined source delta for good.
+pub fn ack_poisoned(ctx: &Ctx, seq: u64) -> Result<u8, Failure> {
+    if !ctx.store.exists() {
+        return Err(Failure::new(
+            exit::FAILURE,
+            anyhow::anyhow!("no store at {}", ctx.store.display()),
+        ));
+    }
+    // An unknown seq leaves the file as it was: a store opened for writing is rewritten in
+    // part even when nothing is committed.
+    let mut m = ctx.open_read()?;
+    let quarantined: Vec<Seq> = (m.runtime().poisoned().iter())
+        .map(|q| Seq(q.seq))
+        .collect();
+    m.shutdown()?;
+    if !quarantined.contains(&Seq(seq)) {
+        return Err(prr_engine::Error::NotPoisoned {
+            seq: Seq(seq),
+            poisoned: quarantined,
+        }
+        .into());
+    }
+    let mut m = ctx.open()?;
+    m.runtime().ack_poisoned(Seq(seq))?;
+    m.shutdown()?;
+    println!("dropped the quarantined source delta at seq {seq} for good");
     Ok(exit::OK)
 }
 

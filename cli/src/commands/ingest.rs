@@ -168,6 +168,9 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
         );
     }
     let rejects = m.show("rejects", None, None)?.len();
+    let poisoned: Vec<String> = (m.runtime().newly_poisoned().iter())
+        .map(|s| s.0.to_string())
+        .collect();
     m.shutdown()?;
     let mut out = std::io::stdout().lock();
     match (seqs.first(), seqs.last()) {
@@ -187,5 +190,12 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
         }
     }
     writeln!(out, "rejects: {rejects} (see `prr show rejects`)")?;
+    if !poisoned.is_empty() {
+        writeln!(
+            out,
+            "poisoned: seq {} quarantined, a replica panicked on them (see `prr show poisoned`)",
+            poisoned.join(", ")
+        )?;
+    }
     Ok(exit::OK)
 }

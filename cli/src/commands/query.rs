@@ -6,8 +6,11 @@ use prr_engine::Seq;
 
 use super::Ctx;
 use crate::args::{DeltasFormat, ShowFormat};
-use crate::output::table;
+use crate::output::{table, utc};
 use crate::{Failure, exit};
+
+/// The name `prr show` takes for the quarantined source deltas (no replica has it).
+pub const POISONED: &str = "poisoned";
 
 pub fn show(
     ctx: &Ctx,
@@ -18,6 +21,44 @@ pub fn show(
 ) -> Result<u8, Failure> {
     let mut m = ctx.open_read()?;
     let rows = m.show(replica, partition, as_of.map(Seq))?;
+    write_rows(rows, format)?;
+    m.shutdown()?;
+    Ok(exit::OK)
+}
+
+/// `prr show poisoned`: the quarantined source deltas, by seq, as `{"seq", "quarantined_at",
+/// "message"}` objects.
+pub fn show_poisoned(
+    ctx: &Ctx,
+    partition: Option<String>,
+    as_of: Option<u64>,
+    format: Option<ShowFormat>,
+) -> Result<u8, Failure> {
+    if partition.is_some() || as_of.is_some() {
+        return Err(Failure::new(
+            exit::USAGE,
+            anyhow::anyhow!(
+                "`prr show poisoned` lists the quarantined source deltas: it takes neither --partition nor --as-of"
+            ),
+        ));
+    }
+    let mut m = ctx.open_read()?;
+    let rows = (m.runtime().poisoned().into_iter())
+        .map(|q| {
+            serde_json::json!({
+                "seq": q.seq,
+                "quarantined_at": utc(q.unix_ms),
+                "message": q.message,
+            })
+        })
+        .collect();
+    write_rows(rows, format)?;
+    m.shutdown()?;
+    Ok(exit::OK)
+}
+
+/// Writes `show`'s rows in `format` (by default a table on a terminal, else NDJSON).
+fn write_rows(rows: Vec<serde_json::Value>, format: Option<ShowFormat>) -> Result<(), Failure> {
     let format = format.unwrap_or(if std::io::stdout().is_terminal() {
         ShowFormat::Table
     } else {
@@ -34,8 +75,7 @@ pub fn show(
         ShowFormat::Table => write!(out, "{}", table(&rows))?,
     }
     out.flush()?;
-    m.shutdown()?;
-    Ok(exit::OK)
+    Ok(())
 }
 
 pub fn deltas(ctx: &Ctx, replica: &str, since: u64, format: DeltasFormat) -> Result<u8, Failure> {

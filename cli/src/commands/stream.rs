@@ -78,7 +78,16 @@ pub fn stream(ctx: &Ctx, emit: &[String], max_batch: usize) -> Result<u8, Failur
         }
         out.flush()?;
     }
+    let poisoned: Vec<String> = (m.runtime().newly_poisoned().iter())
+        .map(|s| s.0.to_string())
+        .collect();
     m.shutdown()?;
+    if !poisoned.is_empty() {
+        eprintln!(
+            "prr: seq {} quarantined, a replica panicked on them (see `prr show poisoned`)",
+            poisoned.join(", ")
+        );
+    }
     if bad > 0 {
         eprintln!("prr: {bad} bad lines skipped");
     }

@@ -123,6 +123,21 @@ impl Store {
             Ok(())
         });
         note(r, &mut problems);
+        // Quarantine entries: sealed, decodable, naming a seq that was committed.
+        match self.quarantined() {
+            Ok(q) => problems.extend(
+                q.iter()
+                    .filter(|e| e.seq == 0 || last_seq.is_some_and(|l| e.seq > l))
+                    .map(|e| {
+                        format!(
+                            "table quarantine: entry at seq {} is outside 1..={}",
+                            e.seq,
+                            last_seq.map_or("?".into(), |l| l.to_string())
+                        )
+                    }),
+            ),
+            Err(e) => note(Err(e), &mut problems),
+        }
         // Headers, then chunks: every chunk checked, counted against its header.
         let mut headers: BTreeMap<(String, u64), Option<RevisionInfo>> = BTreeMap::new();
         let r = contained("revisions", || {

@@ -98,6 +98,13 @@ pub(crate) fn chunk(replica: &str, as_of: u64, i: u32) -> Context {
     c
 }
 
+/// The context of quarantine entry `seq`.
+pub(crate) fn quarantine(seq: u64) -> Context {
+    let mut c = Context::new("quarantine");
+    c.u64(seq);
+    c
+}
+
 /// The context of the `meta` entry `name`.
 pub(crate) fn meta(name: &str) -> Context {
     let mut c = Context::new("meta");

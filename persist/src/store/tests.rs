@@ -370,3 +370,86 @@ fn a_store_of_format_1_is_upgraded_on_open() {
         vec![3]
     );
 }
+
+#[test]
+fn a_store_without_a_quarantine_table_has_no_quarantined_deltas() {
+    let (_d, path) = temp();
+    let store = Store::open(&path).unwrap();
+    store.append(&[b"a".as_slice()], 0, &[] as &[&str]).unwrap();
+    assert_eq!(store.quarantined().unwrap(), vec![]);
+    drop(store);
+    // Read-only, the missing table is not created and reads as empty too.
+    let store = Store::open_read_only(&path).unwrap();
+    assert_eq!(store.quarantined().unwrap(), vec![]);
+    assert!(
+        store
+            .check(|_, _| Ok(()), |_, _, _, _| Ok(0))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn quarantine_survives_a_reopen_and_dropping_it_empties_its_log_entry() {
+    let (_d, path) = temp();
+    let store = Store::open(&path).unwrap();
+    store
+        .append(&[b"a".as_slice(), b"poison", b"c"], 0, &[] as &[&str])
+        .unwrap();
+    let entry = Quarantined {
+        seq: 2,
+        unix_ms: 1_700_000_000_000,
+        message: "record 13 is unlucky".into(),
+    };
+    store.quarantine(&entry).unwrap();
+    let err = store
+        .quarantine(&Quarantined {
+            seq: 9,
+            ..entry.clone()
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("seq 9"), "{err}");
+    drop(store);
+
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.quarantined().unwrap(), vec![entry]);
+    assert!(
+        store
+            .check(|_, _| Ok(()), |_, _, _, _| Ok(0))
+            .unwrap()
+            .is_empty()
+    );
+    let err = store.drop_quarantined(3, b"").unwrap_err();
+    assert!(
+        err.to_string().contains("no quarantined delta at seq 3"),
+        "{err}"
+    );
+    store.drop_quarantined(2, b"empty").unwrap();
+    assert_eq!(store.quarantined().unwrap(), vec![]);
+    let log = store.log_from(1).unwrap();
+    let bytes: Vec<&[u8]> = log.iter().map(|(_, b)| b.as_slice()).collect();
+    assert_eq!(bytes, [b"a".as_slice(), b"empty", b"c"]);
+    assert!(store.drop_quarantined(2, b"").is_err(), "dropped for good");
+}
+
+#[test]
+fn a_damaged_quarantine_entry_is_an_error_not_a_panic() {
+    let (_d, path) = temp();
+    let store = Store::open(&path).unwrap();
+    store.append(&[b"a".as_slice()], 0, &[] as &[&str]).unwrap();
+    {
+        let txn = store.begin_write().unwrap();
+        txn.open_table(QUARANTINE)
+            .unwrap()
+            .insert(1, [1u8, 2, 3].as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let err = store.quarantined().unwrap_err();
+    assert!(
+        err.to_string().contains("quarantine: entry at seq 1"),
+        "{err}"
+    );
+    let problems = store.check(|_, _| Ok(()), |_, _, _, _| Ok(0)).unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+}
