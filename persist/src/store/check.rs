@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::{
-    CHUNKS, DICT, KEY_DICT_LEN, KEY_LAST_SEQ, LOG, META, REVISIONS, RevisionInfo, Store, callback,
-    contained, open_chunk, open_log, open_string, open_u64,
+    CHUNKS, DICT, KEY_DICT_LEN, KEY_LAST_SEQ, LOG, REVISIONS, RevisionInfo, Store, callback,
+    contained, open_chunk, open_log, open_string,
 };
 use crate::Error;
 
@@ -34,21 +34,11 @@ impl Store {
                 });
             }
         };
-        let meta = |key: &str, problems: &mut Vec<String>| {
-            let r = contained("meta", || {
-                let txn = self.begin_read()?;
-                let meta = txn.open_table(META)?;
-                let v = meta
-                    .get(key)?
-                    .ok_or_else(|| Error::Corrupt(format!("table meta: `{key}` is missing")))?;
-                open_u64(key, v.value())
-            });
-            match r {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    note(Err(e), problems);
-                    None
-                }
+        let meta = |key: &str, problems: &mut Vec<String>| match self.meta_u64(key) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                note(Err(e), problems);
+                None
             }
         };
         let last_seq = meta(KEY_LAST_SEQ, &mut problems);
