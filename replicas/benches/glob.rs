@@ -4,9 +4,41 @@ use criterion::{Criterion, criterion_main};
 use prr_replicas::Glob;
 use std::hint::black_box;
 
-/// Pathological patterns against a 10,000-character text. Star-separated
-/// literal segments are searched in linear time; the last case (a long
-/// segment containing `?`) shows the `O(n · m)` worst case of `?` segments.
+/// One comparison at the bound the replicas enforce (texts and needed
+/// lengths of at most 255 bytes): the matcher's worst case, `n · (L + 2) + m`
+/// steps, is a long star-free segment almost matched at every position.
+fn glob_worst_case(c: &mut Criterion) {
+    let text = "a".repeat(255);
+    let mut group = c.benchmark_group("glob_worst_case");
+    for len in [16, 64, 127, 200, 254] {
+        let glob = Glob::new(&format!("*{}b", "a".repeat(len)));
+        group.bench_function(format!("star_a{len}_b/255_a"), |b| {
+            b.iter(|| glob.matches(black_box(&text)))
+        });
+    }
+    let q = Glob::new(&format!("*{}?b", "a".repeat(127)));
+    group.bench_function("star_a127_q_b/255_a", |b| {
+        b.iter(|| q.matches(black_box(&text)))
+    });
+    let hostile = Glob::new("*a*a*a*a*a*a*a*a*b");
+    group.bench_function("star_a_x8_b/255_a", |b| {
+        b.iter(|| hostile.matches(black_box(&text)))
+    });
+    // Issue 15's 64 KiB rule: compiled once per rule (never compared: it needs more bytes
+    // than any ID has; a shorter text is refused in one step).
+    let long = format!("{}*b", "*a".repeat(32_767));
+    group.bench_function("compile/star_a_x32767_b", |b| {
+        b.iter(|| Glob::new(black_box(&long)))
+    });
+    let long_glob = Glob::new(&long);
+    group.bench_function("star_a_x32767_b/255_a", |b| {
+        b.iter(|| long_glob.matches(black_box(&text)))
+    });
+    group.finish();
+}
+
+/// Pathological patterns against a 10,000-character text (longer than any
+/// ID: the replicas never compare one, but the matcher stays linear on them).
 fn glob_hostile(c: &mut Criterion) {
     let text = "a".repeat(10_000);
     let text_b = format!("{text}b");
@@ -89,7 +121,12 @@ fn glob_typical(c: &mut Criterion) {
 /// The generated group function is undocumented, hence the `allow`.
 #[allow(missing_docs)]
 mod group {
-    criterion::criterion_group!(benches, super::glob_hostile, super::glob_typical);
+    criterion::criterion_group!(
+        benches,
+        super::glob_worst_case,
+        super::glob_hostile,
+        super::glob_typical
+    );
 }
 
 criterion_main!(group::benches);

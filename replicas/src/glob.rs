@@ -24,14 +24,26 @@
 //! # Complexity
 //!
 //! Patterns come from untrusted sources, so matching never backtracks
-//! exponentially. The pattern is split once, at construction, into literal
-//! segments between stars. Matching anchors the first segment at the start of
-//! the text and the last at its end, then finds each middle segment at its
-//! leftmost position after the previous one (which is always correct for
-//! star-separated segments). Segments without `?` are searched with
-//! [`str::find`] (linear); segments containing `?` are tried at each
-//! candidate position, which costs at most `O(n · min(n, m))` for a text of
-//! `n` bytes and a pattern of `m` bytes, and is linear in practice.
+//! exponentially, never recurses and never allocates. A glob is compiled once:
+//! its pattern (ASCII-lowercased for an ignore-case glob) with every run of
+//! `*` collapsed to one. Matching is the greedy single-backtrack algorithm:
+//! text and pattern are walked together, byte by byte; at a `*` the positions
+//! are remembered, and on a mismatch the walk resumes just after the *last*
+//! `*` seen, one character further in the text. An earlier `*` is never
+//! revisited (a match of the rest after a later `*` is found by extending that
+//! later `*` alone), so the text position of the last `*` only moves forward.
+//!
+//! **Worst case of one comparison**: with `n` the text's length in bytes, `m`
+//! the compiled pattern's and `L` its longest star-free segment (literal bytes
+//! and `?`), at most `n · (L + 2) + m` steps, each a byte comparison. A walk
+//! that reaches the next `*` passes text no later walk revisits (`n + m` steps
+//! in all); a walk that fails takes at most `L + 1` steps and moves the last
+//! `*` one character on, which happens at most `n` times. A text shorter than
+//! [`Glob::min_len`] is refused in one step. Policy rules compare only texts of
+//! at most 255 bytes (user IDs and server names) with globs whose
+//! [`Glob::min_len`] is at most 255 (see `rules`), so `n, L ≤ 255` and
+//! `m ≤ 511`: at most 66,046 steps (tens of microseconds), and linear
+//! (`O(n + m)`) for the usual patterns.
 //!
 //! # Index keys
 //!
@@ -40,46 +52,11 @@
 //! under which a user or server has to be looked up. If a glob matches an
 //! entity, the glob's key is always among the entity's keys.
 
-use std::borrow::Cow;
-
 /// Number of leading characters used by [`IndexKey::Prefix`] for user IDs.
 pub const USER_PREFIX_LEN: usize = 4;
 
 /// Number of leading characters used by [`IndexKey::Prefix`] for server names.
 pub const SERVER_PREFIX_LEN: usize = 4;
-
-/// One piece of a star-free segment.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum Piece {
-    /// Literal text (never empty; ASCII-lowercased in ignore-case globs).
-    Lit(Box<str>),
-    /// This many consecutive `?` (at least one).
-    Any(usize),
-}
-
-/// A star-free part of a pattern: literals and `?`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
-struct Segment {
-    pieces: Vec<Piece>,
-    /// Minimum number of bytes of text this segment can match.
-    min_len: usize,
-    /// Whether the segment contains `?`.
-    has_any: bool,
-}
-
-/// The compiled shape of a pattern.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum Shape {
-    /// No star: the whole text must match this segment.
-    Exact(Segment),
-    /// At least one star: `first*middle[0]*…*middle[k]*last`, with empty
-    /// middle segments (from consecutive stars) dropped.
-    Star {
-        first: Segment,
-        middle: Vec<Segment>,
-        last: Segment,
-    },
-}
 
 /// A compiled Matrix glob (`*` and `?` wildcards, everything else literal,
 /// anchored at both ends).
@@ -91,7 +68,13 @@ enum Shape {
 pub struct Glob {
     pattern: Box<str>,
     ignore_ascii_case: bool,
-    shape: Shape,
+    /// The pattern with runs of `*` collapsed to one, ASCII-lowercased when
+    /// `ignore_ascii_case`. `*` and `?` are ASCII, so they never occur inside
+    /// the UTF-8 encoding of another character: the program is walked as bytes.
+    program: Box<[u8]>,
+    /// Bytes of text the pattern needs at least: its literal bytes plus one
+    /// per `?`.
+    min_len: usize,
 }
 
 impl Glob {
@@ -124,74 +107,85 @@ impl Glob {
         self.ignore_ascii_case
     }
 
-    /// Whether the glob matches the whole of `text`.
-    ///
-    /// An ignore-case glob lower-cases (ASCII) a text containing ASCII
-    /// upper-case letters into a temporary string before matching; a text
-    /// that is already lower-case is matched in place.
+    /// The least number of bytes a text must have to match: the pattern's
+    /// literal bytes plus one per `?` (a `?` matches one character, of one to
+    /// four bytes). No text shorter than this matches.
+    pub fn min_len(&self) -> usize {
+        self.min_len
+    }
+
+    /// Whether the glob matches the whole of `text`. Never allocates; see the
+    /// module documentation for its worst case.
     pub fn matches(&self, text: &str) -> bool {
-        let text: Cow<'_, str> =
-            if self.ignore_ascii_case && text.bytes().any(|b| b.is_ascii_uppercase()) {
-                Cow::Owned(text.to_ascii_lowercase())
-            } else {
-                Cow::Borrowed(text)
-            };
-        let text: &str = &text;
-        match &self.shape {
-            Shape::Exact(seg) => seg.match_at(text.as_bytes(), 0) == Some(text.len()),
-            Shape::Star {
-                first,
-                middle,
-                last,
-            } => {
-                let bytes = text.as_bytes();
-                let Some(mut pos) = first.match_at(bytes, 0) else {
-                    return false;
-                };
-                let Some(limit) = last.match_back(bytes, bytes.len()) else {
-                    return false;
-                };
-                if limit < pos {
-                    return false;
-                }
-                // The first and last segments have fixed positions; the
-                // middle segments must fit, in order, in text[pos..limit].
-                let window = &text[..limit];
-                for seg in middle {
-                    match seg.find(window, pos) {
-                        Some(end) => pos = end,
-                        None => return false,
-                    }
-                }
-                true
-            }
+        if text.len() < self.min_len {
+            return false;
         }
+        let (p, t) = (&*self.program, text.as_bytes());
+        let fold = self.ignore_ascii_case;
+        let (mut pi, mut ti) = (0, 0);
+        // After the last `*` seen: where the pattern resumes, and the text
+        // position the `*` has been extended to.
+        let mut star: Option<(usize, usize)> = None;
+        while ti < t.len() {
+            if let Some(&c) = p.get(pi) {
+                match c {
+                    b'*' => {
+                        pi += 1;
+                        star = Some((pi, ti));
+                        continue;
+                    }
+                    b'?' => {
+                        // `ti` is on a character boundary here: it is moved
+                        // by whole characters, or by bytes of a literal
+                        // character that matched whole.
+                        pi += 1;
+                        ti += utf8_len(t[ti]);
+                        continue;
+                    }
+                    c if c == t[ti] || (fold && c == t[ti].to_ascii_lowercase()) => {
+                        pi += 1;
+                        ti += 1;
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            // A mismatch (or the pattern ran out): the last `*` takes one
+            // more character, and the rest after it starts over.
+            let Some((resume, at)) = star else {
+                return false;
+            };
+            let at = at + utf8_len(t[at]);
+            star = Some((resume, at));
+            (pi, ti) = (resume, at);
+        }
+        // The text is consumed (a `?` may have stepped past its end only if
+        // the text were not UTF-8): what is left of the pattern must be `*`.
+        ti == t.len() && p[pi.min(p.len())..].iter().all(|&c| c == b'*')
     }
 
     fn compile(pattern: &str, ignore_ascii_case: bool) -> Glob {
-        let folded: Cow<'_, str> = if ignore_ascii_case {
-            Cow::Owned(pattern.to_ascii_lowercase())
-        } else {
-            Cow::Borrowed(pattern)
-        };
-        let mut parts = folded.split('*').map(Segment::parse);
-        let first = parts.next().unwrap_or_default();
-        let mut rest: Vec<Segment> = parts.collect();
-        let shape = match rest.pop() {
-            None => Shape::Exact(first),
-            Some(last) => {
-                rest.retain(|seg| !seg.pieces.is_empty());
-                Shape::Star {
-                    first,
-                    middle: rest,
-                    last,
+        let mut program = Vec::with_capacity(pattern.len());
+        let mut min_len = 0;
+        for &b in pattern.as_bytes() {
+            match b {
+                b'*' if program.last() == Some(&b'*') => {}
+                b'*' => program.push(b),
+                _ => {
+                    min_len += 1;
+                    program.push(if ignore_ascii_case {
+                        b.to_ascii_lowercase()
+                    } else {
+                        b
+                    });
                 }
             }
-        };
+        }
         Glob {
             pattern: pattern.into(),
             ignore_ascii_case,
-            shape,
+            program: program.into_boxed_slice(),
+            min_len,
         }
     }
 }
@@ -203,118 +197,6 @@ fn utf8_len(lead: u8) -> usize {
         0x80..=0xdf => 2,
         0xe0..=0xef => 3,
         _ => 4,
-    }
-}
-
-/// Whether `b` is a UTF-8 continuation byte.
-fn is_continuation(b: u8) -> bool {
-    b & 0xc0 == 0x80
-}
-
-impl Segment {
-    /// Parses a star-free part of a pattern.
-    fn parse(part: &str) -> Segment {
-        let mut seg = Segment::default();
-        let mut rest = part;
-        while !rest.is_empty() {
-            let lit_len = rest.find('?').unwrap_or(rest.len());
-            if lit_len > 0 {
-                seg.pieces.push(Piece::Lit(rest[..lit_len].into()));
-                seg.min_len += lit_len;
-                rest = &rest[lit_len..];
-            }
-            let anys = rest.len() - rest.trim_start_matches('?').len();
-            if anys > 0 {
-                seg.pieces.push(Piece::Any(anys));
-                seg.min_len += anys;
-                seg.has_any = true;
-                rest = &rest[anys..];
-            }
-        }
-        seg
-    }
-
-    /// Matches the segment against `text` starting at byte `start` (a char
-    /// boundary); returns the byte offset just past the match.
-    fn match_at(&self, text: &[u8], start: usize) -> Option<usize> {
-        let mut i = start;
-        for piece in &self.pieces {
-            match piece {
-                Piece::Lit(lit) => {
-                    let lit = lit.as_bytes();
-                    let end = i.checked_add(lit.len()).filter(|&e| e <= text.len())?;
-                    if &text[i..end] != lit {
-                        return None;
-                    }
-                    i = end;
-                }
-                Piece::Any(n) => {
-                    for _ in 0..*n {
-                        let &lead = text.get(i)?;
-                        i += utf8_len(lead);
-                    }
-                }
-            }
-        }
-        Some(i)
-    }
-
-    /// Matches the segment against `text` so that it ends at byte `end` (a
-    /// char boundary); returns the byte offset where the match starts.
-    fn match_back(&self, text: &[u8], end: usize) -> Option<usize> {
-        let mut i = end;
-        for piece in self.pieces.iter().rev() {
-            match piece {
-                Piece::Lit(lit) => {
-                    let lit = lit.as_bytes();
-                    let start = i.checked_sub(lit.len())?;
-                    // A literal starts with a non-continuation byte, so an
-                    // equal slice starts on a char boundary.
-                    if &text[start..i] != lit {
-                        return None;
-                    }
-                    i = start;
-                }
-                Piece::Any(n) => {
-                    for _ in 0..*n {
-                        i = i.checked_sub(1)?;
-                        while is_continuation(text[i]) {
-                            i -= 1;
-                        }
-                    }
-                }
-            }
-        }
-        Some(i)
-    }
-
-    /// Finds the leftmost match of this (non-empty) segment lying entirely in
-    /// `text[from..]` (`from` a char boundary); returns the byte offset just
-    /// past it.
-    fn find(&self, text: &str, from: usize) -> Option<usize> {
-        let bytes = text.as_bytes();
-        if !self.has_any {
-            // A single literal: a linear substring search.
-            let Some(Piece::Lit(lit)) = self.pieces.first() else {
-                return Some(from);
-            };
-            return text[from..].find(&**lit).map(|off| from + off + lit.len());
-        }
-        let mut s = from;
-        while bytes.len() - s >= self.min_len {
-            if let Some(Piece::Lit(lit)) = self.pieces.first() {
-                // Jump to the next occurrence of the leading literal.
-                s += text[s..].find(&**lit)?;
-                if bytes.len() - s < self.min_len {
-                    return None;
-                }
-            }
-            if let Some(end) = self.match_at(bytes, s) {
-                return Some(end);
-            }
-            s += utf8_len(bytes[s]);
-        }
-        None
     }
 }
 

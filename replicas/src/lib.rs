@@ -28,7 +28,7 @@
 
 // The modules in layers, bottom to top; each uses only modules of the layers below it
 // (imports name an item's defining module, never the re-exports below):
-// 1. `glob`, `record`, `parse`, `reduce`;
+// 1. `glob`, then `record` (a rule keeps its compiled glob), `parse`, `reduce`;
 // 2. `rules` (rule content, match keys), `known` (known ids, stored contents), `relations`
 //    (the instances' relations), `render`;
 // 3. `member_events`, `memberships`, `slots`: what several replicas compute alike;

@@ -1,9 +1,13 @@
 //! The records of the Matrix replicas: small tuples of interned ids.
 
-use std::sync::Arc;
+use std::cmp::Ordering;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, OnceLock};
 
 use prr_engine::Id;
 use serde::{Deserialize, Serialize};
+
+use crate::glob::Glob;
 
 /// A `room_state` record: the latest state event at `(room, type, state_key)`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -148,6 +152,63 @@ pub struct Rule {
     pub class: Class,
     /// The reason, if a string.
     pub reason: Option<Id>,
+    /// The entity's glob (glob rules only), compiled at the rule's first comparison.
+    #[serde(skip)]
+    pub(crate) compiled: CompiledGlob,
+}
+
+impl Rule {
+    /// The rule's glob, compiled by `compile` at the first call and kept with the rule: every
+    /// record sharing the rule's `Arc` (its `policy_room` record, the join's copies of it, its
+    /// matches) shares one compiled glob, so a rule is compiled once, not once per comparison.
+    pub(crate) fn glob(&self, compile: impl FnOnce() -> Glob) -> &Glob {
+        self.compiled.0.get_or_init(compile)
+    }
+}
+
+/// A rule's compiled glob, a cache beside the rule's fields: never written to the store, and
+/// not part of the rule's identity (all are equal, so rules compare, order and hash by their
+/// fields alone, as before).
+#[derive(Clone, Default)]
+pub(crate) struct CompiledGlob(OnceLock<Glob>);
+
+#[cfg(test)]
+impl CompiledGlob {
+    /// Whether the rule's glob has been compiled.
+    pub(crate) fn is_compiled(&self) -> bool {
+        self.0.get().is_some()
+    }
+}
+
+impl PartialEq for CompiledGlob {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for CompiledGlob {}
+
+impl PartialOrd for CompiledGlob {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for CompiledGlob {
+    fn cmp(&self, _: &Self) -> Ordering {
+        Ordering::Equal
+    }
+}
+
+impl Hash for CompiledGlob {
+    fn hash<H: Hasher>(&self, _: &mut H) {}
+}
+
+impl std::fmt::Debug for CompiledGlob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The same whether compiled or not: equal rules print alike.
+        f.write_str("CompiledGlob")
+    }
 }
 
 /// A membership value.

@@ -82,11 +82,7 @@ pub fn server_name(user_id: &str) -> Option<&str> {
 /// A server name as server rules and ACLs compare it: a trailing `:digits` port dropped, ASCII
 /// lower-cased.
 pub fn normalize_server(server: &str) -> String {
-    let host = match server.rsplit_once(':') {
-        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => server,
-    };
-    host.to_ascii_lowercase()
+    host(server).to_ascii_lowercase()
 }
 
 /// Padded standard base64 of the SHA-256 of `s`: the form of hashed rules.
@@ -138,6 +134,9 @@ pub(crate) fn rule_key(
     sha256: Option<&str>,
 ) -> Option<MatchKey> {
     let text = |s: Option<&str>| s.unwrap_or("").as_bytes().to_vec();
+    if matcher == MatchKind::Glob && !entity.is_some_and(glob_can_match) {
+        return None;
+    }
     Some(match (kind, matcher) {
         (Kind::Room, _) => return None,
         (Kind::User, MatchKind::Literal) => (USER_LITERAL, fnv64(&[&text(entity)])),
@@ -194,6 +193,8 @@ impl KeyFamily {
 pub(crate) fn user_keys_of(user: &str, family: KeyFamily, out: &mut Vec<MatchKey>) {
     match family {
         KeyFamily::UserLiteral => out.push((USER_LITERAL, fnv64(&[user.as_bytes()]))),
+        // No glob is compared with a text longer than any ID.
+        KeyFamily::UserGlob if user.len() > MAX_ID_LEN => {}
         KeyFamily::UserGlob => out.extend(
             user_keys(user)
                 .iter()
@@ -215,11 +216,14 @@ pub(crate) fn server_match_keys(server: &str) -> Vec<MatchKey> {
         (SERVER_LITERAL, fnv64(&[n.as_bytes()])),
         (SERVER_HASH, fnv64(&[sha256_base64(&n).as_bytes()])),
     ];
-    keys.extend(
-        server_keys(&n)
-            .iter()
-            .map(|k| (SERVER_GLOB, index_key_hash(k))),
-    );
+    // No glob is compared with a text longer than any ID.
+    if n.len() <= MAX_ID_LEN {
+        keys.extend(
+            server_keys(&n)
+                .iter()
+                .map(|k| (SERVER_GLOB, index_key_hash(k))),
+        );
+    }
     keys
 }
 
@@ -234,7 +238,46 @@ pub(crate) fn user_match_keys(user: &str) -> Vec<MatchKey> {
     keys
 }
 
-/// Whether a rule matches a user, exactly as the spec says.
+/// The longest user ID the spec allows, in bytes (so no server name is longer either). No glob
+/// is compared with a longer text, so a glob that needs more bytes ([`Glob::min_len`]) never
+/// matches: such a rule stays a rule (in `policy_room`, `policy_list`), but it has no match key
+/// and is never compared. This bounds the cost of one comparison (see [`crate::glob`]).
+pub(crate) const MAX_ID_LEN: usize = 255;
+
+/// The bytes of text a glob pattern needs at least (its [`Glob::min_len`], without compiling it).
+fn glob_min_len(pattern: &str) -> usize {
+    pattern.bytes().filter(|&b| b != b'*').count()
+}
+
+/// Whether a rule's glob can match any text (user ID or server name) at all.
+fn glob_can_match(pattern: &str) -> bool {
+    glob_min_len(pattern) <= MAX_ID_LEN
+}
+
+/// A rule entity's glob: case-sensitive for user rules, ASCII case folding for server rules.
+fn compile_glob(kind: Kind, entity: &str) -> Glob {
+    match kind {
+        Kind::Server => Glob::new_ignore_ascii_case(entity),
+        _ => Glob::new(entity),
+    }
+}
+
+/// Whether a compiled glob matches `text`: never for a text longer than any ID.
+fn glob_matches(glob: &Glob, text: &str) -> bool {
+    text.len() <= MAX_ID_LEN && glob.matches(text)
+}
+
+/// A server name without its trailing `:digits` port, as it is (not lower-cased).
+fn host(server: &str) -> &str {
+    match server.rsplit_once(':') {
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => server,
+    }
+}
+
+/// Whether a rule matches a user, exactly as the spec says (compiling its glob, if any: for
+/// tests; the replicas use [`rule_matches`], which compiles a rule once).
+#[cfg(test)]
 pub(crate) fn rule_matches_user(
     kind: Kind,
     matcher: MatchKind,
@@ -242,23 +285,44 @@ pub(crate) fn rule_matches_user(
     sha256: Option<&str>,
     user: &str,
 ) -> bool {
+    let glob = entity
+        .filter(|e| matcher == MatchKind::Glob && glob_can_match(e))
+        .map(|e| compile_glob(kind, e));
+    matches_user(kind, matcher, entity, sha256, glob.as_ref(), user)
+}
+
+/// Whether a rule matches a user, its glob (if a glob rule that can match) compiled.
+fn matches_user(
+    kind: Kind,
+    matcher: MatchKind,
+    entity: Option<&str>,
+    sha256: Option<&str>,
+    glob: Option<&Glob>,
+    user: &str,
+) -> bool {
     match kind {
         Kind::Room => false,
         Kind::User => match matcher {
             MatchKind::Literal => entity == Some(user),
-            MatchKind::Glob => entity.is_some_and(|e| Glob::new(e).matches(user)),
+            MatchKind::Glob => glob.is_some_and(|g| glob_matches(g, user)),
             MatchKind::Hashed => sha256.is_some_and(|h| h == sha256_base64(user)),
         },
         Kind::Server => match server_name(user) {
             None => false,
-            Some(server) => {
-                server_entity_matches(matcher, entity, sha256, &normalize_server(server))
-            }
+            Some(server) => match matcher {
+                MatchKind::Literal => entity.is_some_and(|e| e.eq_ignore_ascii_case(host(server))),
+                // The glob folds ASCII case itself: the host needs no lower-cased copy.
+                MatchKind::Glob => glob.is_some_and(|g| glob_matches(g, host(server))),
+                MatchKind::Hashed => {
+                    sha256.is_some_and(|h| h == sha256_base64(&normalize_server(server)))
+                }
+            },
         },
     }
 }
 
-/// The key by which a rule meets the users it may match (`None`: it matches no user).
+/// The key by which a rule meets the users it may match (`None`: it matches no user, e.g. a
+/// glob that needs more bytes than any ID has).
 pub(crate) fn rule_match_key(rule: &Rule, s: &Strings<'_>) -> Option<MatchKey> {
     rule_key(
         rule.kind,
@@ -268,13 +332,19 @@ pub(crate) fn rule_match_key(rule: &Rule, s: &Strings<'_>) -> Option<MatchKey> {
     )
 }
 
-/// Whether `rule` matches `user` (once they meet by key).
+/// Whether `rule` matches `user` (once they meet by key). A glob is compiled at the rule's
+/// first comparison and kept with the rule ([`Rule::glob`]).
 pub(crate) fn rule_matches(rule: &Rule, user: Id, s: &Strings<'_>) -> bool {
-    rule_matches_user(
+    let entity = rule.entity.map(|e| s.get(e));
+    let glob = entity
+        .filter(|e| rule.matcher == MatchKind::Glob && glob_can_match(e))
+        .map(|e| rule.glob(|| compile_glob(rule.kind, e)));
+    matches_user(
         rule.kind,
         rule.matcher,
-        rule.entity.map(|e| s.get(e)),
+        entity,
         rule.sha256.map(|h| s.get(h)),
+        glob,
         s.get(user),
     )
 }
@@ -288,9 +358,9 @@ pub(crate) fn server_entity_matches(
 ) -> bool {
     match matcher {
         MatchKind::Literal => entity.is_some_and(|e| e.eq_ignore_ascii_case(normalized)),
-        MatchKind::Glob => {
-            entity.is_some_and(|e| Glob::new_ignore_ascii_case(e).matches(normalized))
-        }
+        MatchKind::Glob => entity.is_some_and(|e| {
+            glob_can_match(e) && glob_matches(&Glob::new_ignore_ascii_case(e), normalized)
+        }),
         MatchKind::Hashed => sha256.is_some_and(|h| h == sha256_base64(normalized)),
     }
 }
@@ -351,6 +421,104 @@ mod tests {
                 assert_eq!(keys, server_match_keys(server), "{u}");
             }
         }
+    }
+
+    /// A glob rule of `kind` with `entity`, interned in `dict`.
+    fn glob_rule(dict: &prr_engine::Dictionary, kind: Kind, entity: &str) -> Rule {
+        let id = |s: &str| dict.intern(s);
+        Rule {
+            room: id("!list:x"),
+            kind,
+            state_key: id("k"),
+            event_type: id("m.policy.rule.user"),
+            event_id: id("$e"),
+            sender: id("@mod:x"),
+            matcher: MatchKind::Glob,
+            entity: Some(id(entity)),
+            sha256: None,
+            recommendation: id("m.ban"),
+            class: crate::record::Class::Ban,
+            reason: None,
+            compiled: Default::default(),
+        }
+    }
+
+    /// Problem 5 of issue 15: a rule's glob is compiled once, at its first comparison, and
+    /// kept with the rule (a second compilation would run the closure, which fails); a glob
+    /// that needs more bytes than any ID has no match key, is never compiled and matches
+    /// nothing, with the same answer as a fresh comparison.
+    #[test]
+    fn problem_5_a_rule_is_compiled_once_and_a_too_long_glob_never() {
+        let dict = prr_engine::Dictionary::new();
+        let users = ["@aaaaaaaa:b", "@alice:example.org", "@a:aaaaaaab"];
+        let user_ids: Vec<Id> = users.iter().map(|u| dict.intern(u)).collect();
+        let short = std::sync::Arc::new(glob_rule(&dict, Kind::User, "*a*a*a*a*a*a*a*a*b"));
+        let shared = short.clone();
+        let long = format!("{}*b", "*a".repeat(32_767));
+        let long_user = glob_rule(&dict, Kind::User, &long);
+        let long_server = glob_rule(&dict, Kind::Server, &long);
+        let s = dict.strings();
+        let found: Vec<bool> = user_ids
+            .iter()
+            .map(|u| rule_matches(&short, *u, &s))
+            .collect();
+        assert_eq!(found, [true, false, true]);
+        // Compiled by the first comparison, shared by every clone of the rule's `Arc`.
+        let g = shared.glob(|| panic!("the rule's glob was compiled a second time"));
+        assert_eq!(g.pattern(), "*a*a*a*a*a*a*a*a*b");
+        for u in &user_ids {
+            rule_matches(&shared, *u, &s);
+        }
+        for (rule, kind) in [(&long_user, "user"), (&long_server, "server")] {
+            assert_eq!(rule_match_key(rule, &s), None, "{kind}");
+            for (u, text) in user_ids.iter().zip(users) {
+                assert!(!rule_matches(rule, *u, &s), "{kind} {text}");
+                assert!(
+                    !rule_matches_user(rule.kind, MatchKind::Glob, Some(&long), None, text),
+                    "{kind} {text}"
+                );
+            }
+            assert!(!rule.compiled.is_compiled(), "{kind} rule compiled");
+        }
+    }
+
+    /// The 255-byte bound: a glob that needs exactly 255 bytes matches a 255-byte user ID; one
+    /// that needs 256 has no key; no glob matches a longer text (but literal rules still do).
+    #[test]
+    fn globs_compare_ids_of_at_most_255_bytes() {
+        let id255 = format!("@{}:b", "a".repeat(252));
+        assert_eq!(id255.len(), MAX_ID_LEN);
+        // 255 bytes needed (254 literal, one `?`), then 256.
+        let fits = format!("@{}*:?", "a".repeat(252));
+        let too_long = format!("@{}*:?", "a".repeat(253));
+        let user =
+            |e: &str, u: &str| rule_matches_user(Kind::User, MatchKind::Glob, Some(e), None, u);
+        assert!(user(&fits, &id255));
+        assert!(rule_key(Kind::User, MatchKind::Glob, Some(&fits), None).is_some());
+        assert!(rule_key(Kind::User, MatchKind::Glob, Some(&too_long), None).is_none());
+        let id256 = format!("@{}:b", "a".repeat(253));
+        assert!(!user("@*", &id256));
+        assert!(!user("*", &id256));
+        assert!(user("*", &id255));
+        assert!(rule_matches_user(
+            Kind::User,
+            MatchKind::Literal,
+            Some(&id256),
+            None,
+            &id256
+        ));
+        // No glob key for a user no glob is compared with, so it meets no glob rule.
+        let mut keys = Vec::new();
+        user_keys_of(&id256, KeyFamily::UserGlob, &mut keys);
+        assert!(keys.is_empty());
+        // Server rules compare the host (port dropped), case-insensitively, without a copy.
+        let server =
+            |e: &str, u: &str| rule_matches_user(Kind::Server, MatchKind::Glob, Some(e), None, u);
+        assert!(server("*.EVIL.org", "@a:x.evil.ORG:8448"));
+        assert!(!server("*.evil.org", "@a:x.evil.org:84a8"));
+        let host = format!("{}.org", "h".repeat(251));
+        assert!(server("*.org", &format!("@a:{host}")));
+        assert!(!server("*.org", &format!("@a:h{host}")));
     }
 
     #[test]
@@ -440,5 +608,80 @@ mod tests {
             parse(serde_json::json!({"entity": "x", "recommendation": 1})),
             Err(RejectReason::RecommendationNotString)
         );
+    }
+
+    /// Characters of the generated user IDs and rule entities: ID punctuation, ASCII case,
+    /// non-ASCII, and the glob's wildcards (in entities).
+    const ID_CHARS: &[char] = &[
+        'a', 'A', 'b', 'e', 'E', 'v', 'o', 'r', 'g', ':', '.', '@', '1', '8', 'é', 'İ', '𝔸',
+    ];
+
+    fn id_text(max: usize, wild: bool) -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let mut chars = ID_CHARS.to_vec();
+        if wild {
+            chars.extend(['*', '*', '?']);
+        }
+        prop::collection::vec(prop::sample::select(chars), 0..max).prop_map(String::from_iter)
+    }
+
+    fn fuzz_cases() -> u32 {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            256
+        } else {
+            2048
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(fuzz_cases()))]
+
+        /// Fuzzing the matching join's keys: whenever a rule (user or server; literal, glob or
+        /// hashed) matches a user, the rule's key is among the user's, so the join never
+        /// misses a match; and the replicas' comparison (its glob compiled once, kept with the
+        /// rule) answers as a fresh one.
+        #[test]
+        fn fuzz_match_keys_never_exclude_a_match(
+            local in id_text(6, false),
+            server in id_text(14, false),
+            port in proptest::option::of(0u16..10_000),
+            kind in proptest::sample::select(vec![Kind::User, Kind::Server]),
+            matcher in proptest::sample::select(vec![MatchKind::Literal, MatchKind::Glob, MatchKind::Hashed]),
+            entity in id_text(12, true),
+            from_user in proptest::bool::ANY,
+        ) {
+            let user = match port {
+                Some(p) => format!("@{local}:{server}:{p}"),
+                None => format!("@{local}:{server}"),
+            };
+            // Half the entities are taken from the user, so that many rules match.
+            let entity = match (from_user, kind) {
+                (true, Kind::Server) => normalize_server(&server).to_ascii_uppercase(),
+                (true, _) => user.clone(),
+                (false, _) => entity,
+            };
+            let hashed = match kind {
+                Kind::Server => sha256_base64(&normalize_server(&server)),
+                _ => sha256_base64(&user),
+            };
+            let (entity, sha256) = match matcher {
+                MatchKind::Hashed => (None, Some(hashed.as_str())),
+                _ => (Some(entity.as_str()), None),
+            };
+            let matched = rule_matches_user(kind, matcher, entity, sha256, &user);
+            if matched {
+                let key = rule_key(kind, matcher, entity, sha256);
+                proptest::prop_assert!(key.is_some_and(|k| user_match_keys(&user).contains(&k)));
+            }
+            let dict = prr_engine::Dictionary::new();
+            let mut rule = glob_rule(&dict, kind, entity.unwrap_or(""));
+            rule.matcher = matcher;
+            rule.entity = entity.map(|e| dict.intern(e));
+            rule.sha256 = sha256.map(|h| dict.intern(h));
+            let u = dict.intern(&user);
+            let s = dict.strings();
+            proptest::prop_assert_eq!(rule_matches(&rule, u, &s), matched);
+            proptest::prop_assert_eq!(rule_matches(&rule, u, &s), matched);
+        }
     }
 }

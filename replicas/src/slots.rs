@@ -53,6 +53,7 @@ fn slot_logic(dict: &Dictionary) -> impl GroupLogic<SlotKey, (u8, RoomState), Re
                     recommendation: d.intern(rc.recommendation),
                     class: Class::of(rc.recommendation),
                     reason: rc.reason.map(|r| d.intern(r)),
+                    compiled: Default::default(),
                 };
                 output.push((Rec::Rule(Arc::new(rule)), 1));
             }

@@ -372,3 +372,112 @@ proptest! {
         prop_assert!(server_keys(&text).contains(&server_glob_key(&pattern)));
     }
 }
+
+/// Cases of the fuzzing properties below: bounded under `CI=true` (seconds), more by hand.
+fn fuzz_cases() -> u32 {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        512
+    } else {
+        4096
+    }
+}
+
+/// Any character, the glob's special ones and the alphabet above being likelier.
+fn any_char() -> impl Strategy<Value = char> {
+    prop_oneof![
+        3 => any::<char>(),
+        2 => prop::sample::select(ALPHABET),
+        1 => Just('*'),
+        1 => Just('?'),
+    ]
+}
+
+/// The worst case of the greedy matcher: a long segment after a star, almost matched at every
+/// position of a text of 255 bytes; and the same shapes around the 255-byte bound.
+#[test]
+fn worst_case_shapes_agree_with_reference() {
+    let text = "a".repeat(255);
+    for len in [1, 2, 64, 127, 128, 200, 254, 255] {
+        for pattern in [
+            format!("*{}b", "a".repeat(len)),
+            format!("*{}b*", "a".repeat(len)),
+            format!("*{}?b", "a".repeat(len)),
+            format!("{}*", "?".repeat(len)),
+            format!("*a{}", "?".repeat(len)),
+        ] {
+            assert_eq!(
+                cs(&pattern, &text),
+                reference(&pattern, &text, false),
+                "{pattern}"
+            );
+        }
+    }
+}
+
+#[test]
+fn runs_of_stars_collapse() {
+    let glob = Glob::new("a***b**?*");
+    assert_eq!(&*glob.program, b"a*b*?*");
+    assert_eq!(glob.min_len(), 3);
+    assert_eq!(glob.pattern(), "a***b**?*");
+    assert_eq!(Glob::new("*").min_len(), 0);
+    assert_eq!(Glob::new_ignore_ascii_case("É?X").min_len(), 4);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(fuzz_cases()))]
+
+    /// Fuzzing: arbitrary Unicode patterns and texts, checked against the reference.
+    #[test]
+    fn fuzz_agrees_with_reference(
+        pattern in prop::collection::vec(any_char(), 0..24).prop_map(String::from_iter),
+        text in prop::collection::vec(any_char(), 0..40).prop_map(String::from_iter),
+    ) {
+        prop_assert_eq!(cs(&pattern, &text), reference(&pattern, &text, false));
+        prop_assert_eq!(ci(&pattern, &text), reference(&pattern, &text, true));
+    }
+
+    /// Fuzzing: arbitrary bytes (made UTF-8, as every text the replicas see is) never panic,
+    /// and whatever matches is at least [`Glob::min_len`] long and shares a key with the glob.
+    #[test]
+    fn fuzz_arbitrary_bytes_never_panic(
+        pattern in prop::collection::vec(any::<u8>(), 0..64),
+        text in prop::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let pattern = String::from_utf8_lossy(&pattern);
+        let text = String::from_utf8_lossy(&text);
+        for glob in [Glob::new(&pattern), Glob::new_ignore_ascii_case(&pattern)] {
+            if glob.matches(&text) {
+                prop_assert!(text.len() >= glob.min_len());
+            }
+            prop_assert!(!glob.program.windows(2).any(|w| w == b"**"));
+        }
+        if cs(&pattern, &text) {
+            prop_assert!(user_keys(&text).contains(&user_glob_key(&pattern)));
+        }
+        if ci(&pattern, &text) {
+            prop_assert!(server_keys(&text).contains(&server_glob_key(&pattern)));
+        }
+    }
+
+    /// Fuzzing the index keys: texts built to match arbitrary Unicode patterns always share
+    /// the pattern's key.
+    #[test]
+    fn fuzz_keys_never_exclude_a_match(
+        pattern in prop::collection::vec(any_char(), 0..16).prop_map(String::from_iter),
+        fills in prop::collection::vec(prop::collection::vec(any_char(), 0..6), 16),
+    ) {
+        let mut text = String::new();
+        for (i, c) in pattern.chars().enumerate() {
+            match c {
+                '*' => text.extend(fills[i].iter().filter(|c| **c != '*' && **c != '?')),
+                '?' => text.push(fills[i].first().copied().unwrap_or('x')),
+                c => text.push(c),
+            }
+        }
+        prop_assert!(cs(&pattern, &text), "{:?} {:?}", pattern, text);
+        prop_assert!(user_keys(&text).contains(&user_glob_key(&pattern)));
+        prop_assert!(ci(&pattern, &text));
+        prop_assert!(server_keys(&text).contains(&server_glob_key(&pattern)));
+    }
+}

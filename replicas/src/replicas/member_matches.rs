@@ -70,17 +70,18 @@ fn member_matches<'s>(
         let keys = d.with(u, user_match_keys);
         keys.into_iter().map(move |k| (k, u))
     });
+    // Each candidate pair is compared inside the join: only matches leave it (a rule without a
+    // usable literal part meets every user; the pairs are never materialized).
     let d = dict.clone();
-    let matches = rules
-        .join(probes)
-        .filter(move |(_, (rule, user))| rule_matches(rule, *user, &d.strings()));
+    let matches = rules.join_core(probes.arrange_by_key(), move |_, rule, user| {
+        rule_matches(rule, *user, &d.strings()).then(|| (*user, rule.clone()))
+    });
     let present = member_set.flat_map(|r| match r {
         Rec::MemberSet { instance, user, .. } => Some((user, instance)),
         _ => None,
     });
     let watched = watches(instances).map(|(room, instance)| (instance, room));
     matches
-        .map(|(_, (rule, user))| (user, rule))
         .join(present)
         .map(|(user, (rule, instance))| ((instance, rule.room), (user, rule)))
         .semijoin(watched)
@@ -341,10 +342,12 @@ fn resume<'s>(deltas: &[Coll<'s, Rec>], seeds: &Seeds<Rec>, dict: &Dictionary) -
         keys.into_iter().map(move |k| (k, (user, instance)))
     });
     let d = dict.clone();
-    let rules_new_users = keyed_rules
-        .join(keyed_present)
-        .filter(move |(_, (rule, (user, _)))| rule_matches(rule, *user, &d.strings()))
-        .map(|(_, (rule, (user, instance)))| (instance, user, rule));
+    let rules_new_users = keyed_rules.join_core(
+        keyed_present.arrange_by_key(),
+        move |_, rule, (user, instance)| {
+            rule_matches(rule, *user, &d.strings()).then(|| (*instance, *user, rule.clone()))
+        },
+    );
     // R_old ⋈ dP: the old rules that match a changed pair's user.
     let (o, d) = (old.clone(), dict.clone());
     let old_rules_users = d_present.explode(move |(user, instance)| {

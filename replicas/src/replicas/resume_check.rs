@@ -429,6 +429,7 @@ pub(crate) fn rule() -> BoxedStrategy<Arc<Rule>> {
                     recommendation: id(rec),
                     class: Class::of(rec),
                     reason,
+                    compiled: Default::default(),
                 })
             },
         )

@@ -63,6 +63,10 @@ pub fn sha256_b64(s: &str) -> String {
     STANDARD.encode(Sha256::digest(s.as_bytes()))
 }
 
+/// The spec's limit on user IDs (and so server names), in bytes: a glob is never compared with
+/// a longer text (`docs/replicas.md`).
+const MAX_ID_LEN: usize = 255;
+
 /// Anchored glob match: `*` is any run of characters (possibly empty), `?` exactly one Unicode
 /// scalar value, every other character literal. Plain dynamic programming, O(pattern × text).
 pub fn glob_match(pattern: &str, text: &str) -> bool {
@@ -105,7 +109,9 @@ fn normalize_server(server: &str) -> String {
 fn server_entity_matches(matcher: &Matcher, normalized: &str) -> bool {
     match matcher {
         Matcher::Literal(e) => e.to_ascii_lowercase() == normalized,
-        Matcher::Glob(g) => glob_match(&g.to_ascii_lowercase(), normalized),
+        Matcher::Glob(g) => {
+            normalized.len() <= MAX_ID_LEN && glob_match(&g.to_ascii_lowercase(), normalized)
+        }
         Matcher::Hashed(h) => sha256_b64(normalized) == *h,
     }
 }
@@ -248,7 +254,7 @@ impl Rule {
         match self.kind {
             "user" => match &self.matcher {
                 Matcher::Literal(e) => e == user_id,
-                Matcher::Glob(g) => glob_match(g, user_id),
+                Matcher::Glob(g) => user_id.len() <= MAX_ID_LEN && glob_match(g, user_id),
                 Matcher::Hashed(h) => sha256_b64(user_id) == *h,
             },
             "server" => server_name(user_id).is_some_and(|server| {
