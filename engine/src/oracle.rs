@@ -195,3 +195,27 @@ pub fn describe<R: Debug + Ord + Clone>(
         want.len()
     )
 }
+
+/// Decodes a log entry (a source delta as the log holds it: per source replica by name, its
+/// updates) exactly as a restore does, for fuzz tests of a crate with its own record type.
+#[allow(clippy::type_complexity)]
+pub fn decode_log_entry<R: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<Vec<(String, Vec<(R, i64)>)>, Error> {
+    crate::codec::decode(bytes, "log entry")
+}
+
+/// Decodes revision chunk `(replica, as_of, i)` whole, and its first record alone, exactly as
+/// a read and a lookup do, for fuzz tests of a crate with its own record type.
+#[allow(clippy::type_complexity)]
+pub fn decode_revision_chunk<R: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    replica: &str,
+    as_of: u64,
+    i: u32,
+) -> (Result<Vec<(R, isize)>, Error>, Result<R, Error>) {
+    (
+        crate::codec::decode_chunk(bytes, replica, as_of, i),
+        crate::codec::decode_first(bytes, replica, as_of, i),
+    )
+}

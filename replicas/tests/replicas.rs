@@ -9,5 +9,7 @@ mod workload;
 mod agreement;
 #[path = "replicas/differs.rs"]
 mod differs;
+#[path = "replicas/fuzz.rs"]
+mod fuzz;
 #[path = "replicas/real_data.rs"]
 mod real_data;
