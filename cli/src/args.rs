@@ -156,6 +156,10 @@ pub enum Command {
     #[command(after_help = "Example:\n  prr compact")]
     Compact,
     /// Recompute replicas from the source log and compare with (or replace) stored revisions.
+    ///
+    /// The whole log is verified first: an entry that fails its checksum or does not decode is
+    /// an error naming it, and no revision is replaced. A revision that fails its checksums or
+    /// does not decode is reported as damaged, and replaced by the recomputation.
     #[command(
         after_help = "Examples:\n  prr rebuild --check\n  prr rebuild member_matches member_bans"
     )]
@@ -167,6 +171,11 @@ pub enum Command {
         check: bool,
     },
     /// Verify the store's integrity.
+    ///
+    /// Verifies every checksum (log entries, dictionary, revision headers and chunks, metadata)
+    /// and every invariant of the store's format (docs/design.md), and that every entry decodes
+    /// with dictionary ids in range; prints each problem with its table and entry, and exits 4
+    /// when there is one.
     #[command(after_help = "Example:\n  prr check")]
     Check,
     /// Embedded streaming: NDJSON events or manifests in, replica deltas out.

@@ -7,6 +7,8 @@ mod support;
 mod bad_input;
 #[path = "cli/commands.rs"]
 mod commands;
+#[path = "cli/damage.rs"]
+mod damage;
 #[path = "cli/docs.rs"]
 mod docs;
 #[path = "cli/limits.rs"]

@@ -334,4 +334,7 @@ pub struct RebuildOutcome {
     pub extra: u64,
     /// Whether the revision was replaced by the recomputation.
     pub replaced: bool,
+    /// Why the stored revision could not be read (it fails its checksums or does not decode),
+    /// if so: then `missing` counts every record of the recomputation.
+    pub damage: Option<String>,
 }

@@ -5,7 +5,67 @@
 
 use serde::{Serialize, de::DeserializeOwned};
 
+use crate::dictionary::Dictionary;
 use crate::error::Error;
+use crate::record::RecordIds;
+
+/// Checks that the records read from the store use only ids of the dictionary (see
+/// [`RecordIds`]); without a [`RecordIds`], nothing is checked.
+pub(crate) struct IdCheck<R> {
+    ids: Option<RecordIds<R>>,
+    dictionary: Dictionary,
+}
+
+impl<R> Clone for IdCheck<R> {
+    fn clone(&self) -> Self {
+        IdCheck {
+            ids: self.ids,
+            dictionary: self.dictionary.clone(),
+        }
+    }
+}
+
+impl<R> IdCheck<R> {
+    /// Checks the ids `ids` lists against `dictionary` (its length when checked).
+    pub(crate) fn new(ids: Option<RecordIds<R>>, dictionary: Dictionary) -> Self {
+        IdCheck { ids, dictionary }
+    }
+
+    /// An [`IdCheck`] that checks nothing (tests of decoding alone).
+    #[cfg(test)]
+    pub(crate) fn unchecked() -> Self {
+        IdCheck::new(None, Dictionary::new())
+    }
+
+    /// `Error::Corrupt` naming `what` and the record's position when a record of `rows`
+    /// holds an id at or past the dictionary's length.
+    pub(crate) fn rows<'a>(
+        &self,
+        rows: impl IntoIterator<Item = &'a R>,
+        what: impl Fn() -> String,
+    ) -> Result<(), Error>
+    where
+        R: 'a,
+    {
+        let Some(ids) = self.ids else { return Ok(()) };
+        let len = self.dictionary.len() as u64;
+        for (n, r) in rows.into_iter().enumerate() {
+            let mut bad = None;
+            ids(r, &mut |id| {
+                if id >= len {
+                    bad.get_or_insert(id);
+                }
+            });
+            if let Some(id) = bad {
+                return Err(Error::Corrupt(format!(
+                    "{}: record {n} uses dictionary id {id}, but the dictionary holds {len} strings",
+                    what()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Records per revision chunk, unless the runtime is configured otherwise.
 pub(crate) const CHUNK_RECORDS: usize = 8192;
@@ -21,14 +81,32 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T,
     bincode::deserialize(bytes).map_err(|e| Error::Corrupt(format!("{what} does not decode: {e}")))
 }
 
-/// Decodes chunk `i` of revision `(replica, as_of)`.
+/// Decodes log entry `seq`, checking its ids.
+pub(crate) fn decode_log<R: DeserializeOwned>(
+    bytes: &[u8],
+    seq: u64,
+    ids: &IdCheck<R>,
+) -> Result<LoggedDelta<R>, Error> {
+    let what = || format!("log entry {seq}");
+    let logged: LoggedDelta<R> = decode(bytes, &what())?;
+    for (_, rows) in &logged {
+        ids.rows(rows.iter().map(|(r, _)| r), what)?;
+    }
+    Ok(logged)
+}
+
+/// Decodes chunk `i` of revision `(replica, as_of)`, checking its ids.
 pub(crate) fn decode_chunk<R: DeserializeOwned>(
     bytes: &[u8],
     replica: &str,
     as_of: u64,
     i: u32,
+    ids: &IdCheck<R>,
 ) -> Result<Vec<(R, isize)>, Error> {
     let rows: Vec<(R, i64)> = decode(bytes, &chunk_name(replica, as_of, i))?;
+    ids.rows(rows.iter().map(|(r, _)| r), || {
+        chunk_name(replica, as_of, i)
+    })?;
     Ok(rows.into_iter().map(|(r, d)| (r, d as isize)).collect())
 }
 
@@ -39,13 +117,15 @@ pub(crate) fn decode_first<R: DeserializeOwned>(
     replica: &str,
     as_of: u64,
     i: u32,
+    ids: &IdCheck<R>,
 ) -> Result<R, Error> {
     let (_len, (first, _diff)): (u64, (R, i64)) = decode(bytes, &chunk_name(replica, as_of, i))?;
+    ids.rows([&first], || chunk_name(replica, as_of, i))?;
     Ok(first)
 }
 
 /// How errors name a revision chunk.
-fn chunk_name(replica: &str, as_of: u64, i: u32) -> String {
+pub(crate) fn chunk_name(replica: &str, as_of: u64, i: u32) -> String {
     format!("revision ({replica}, {as_of}) chunk {i}")
 }
 

@@ -5,7 +5,7 @@ use std::fmt;
 
 use crate::description::{ReplicaDescription, ReplicaId};
 use crate::error::DagError;
-use crate::record::Record;
+use crate::record::{Record, RecordIds};
 
 /// A validated set of replica descriptions, in a topological order (every replica after its
 /// inputs).
@@ -13,6 +13,7 @@ pub struct Dag<R: Record> {
     replicas: Vec<ReplicaDescription<R>>,
     inputs: Vec<Vec<ReplicaId>>,
     by_name: BTreeMap<String, ReplicaId>,
+    record_ids: Option<RecordIds<R>>,
 }
 
 impl<R: Record> fmt::Debug for Dag<R> {
@@ -94,7 +95,27 @@ impl<R: Record> Dag<R> {
             replicas: ordered,
             inputs,
             by_name,
+            record_ids: None,
         })
+    }
+
+    /// Declares which fields of a record are dictionary ids: every record read from the store
+    /// (log entries, revision chunks) is then checked to use only ids the dictionary holds, and
+    /// `check` verifies it for the whole store. Without it, ids are not checked.
+    pub fn with_record_ids(mut self, ids: RecordIds<R>) -> Self {
+        self.record_ids = Some(ids);
+        self
+    }
+
+    /// The same DAG without its [`Dag::with_record_ids`].
+    pub(crate) fn without_record_ids(mut self) -> Self {
+        self.record_ids = None;
+        self
+    }
+
+    /// The function listing a record's dictionary ids, if declared.
+    pub(crate) fn record_ids(&self) -> Option<RecordIds<R>> {
+        self.record_ids
     }
 }
 

@@ -33,12 +33,13 @@ pub(crate) fn decode_in_background<R: Record>(
     revisions: Vec<ToDecode>,
     as_of: u64,
     paused: bool,
+    ids: &codec::IdCheck<R>,
 ) -> (Vec<Arc<Decoding<R>>>, Decoders<R>) {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut cells = Vec::with_capacity(revisions.len());
     let mut queue = Vec::with_capacity(revisions.len());
     for r in revisions {
-        let cell = Decoding::stored(store, &r.name, as_of, r.chunks);
+        let cell = Decoding::stored(store, &r.name, as_of, r.chunks, ids.clone());
         cells.push(cell.clone());
         queue.push((std::cmp::Reverse(r.records), r.chunks, r.name, cell));
     }
@@ -56,6 +57,7 @@ pub(crate) fn decode_in_background<R: Record>(
             parts: Mutex::new((0..parts).map(|_| None).collect()),
             remaining: AtomicUsize::new(parts),
             cell,
+            ids: ids.clone(),
         });
         // The last part first: within a revision, the first part is popped first.
         for part in (0..parts).rev() {
@@ -140,6 +142,7 @@ struct Assembly<R> {
     parts: Mutex<Vec<Option<PartRows<R>>>>,
     remaining: AtomicUsize,
     cell: Arc<Decoding<R>>,
+    ids: codec::IdCheck<R>,
 }
 
 /// Some chunks of a revision to decode.
@@ -157,7 +160,7 @@ impl<R: Record> DecodePiece<R> {
             let mut rows = Vec::new();
             let n = self.range.len();
             store.for_each_revision_chunk(name, as_of, self.range.clone(), |i, chunk| {
-                let part = codec::decode_chunk(chunk, name, as_of, i)?;
+                let part = codec::decode_chunk(chunk, name, as_of, i, &a.ids)?;
                 if rows.is_empty() {
                     rows.reserve(part.len() * n);
                 }

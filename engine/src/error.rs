@@ -84,11 +84,36 @@ pub enum DagError {
     },
 }
 
-/// The message of a panic's payload (a `&str` or a `String`, as `panic!` makes them).
+/// The message of a panic's payload (a `&str` or a `String`, as `panic!` makes them, or a
+/// [`Damage`]).
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
+        .or_else(|| payload.downcast_ref::<Damage>().map(|d| d.0.clone()))
         .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// The payload of a panic that carries damage found in the store (a revision a worker reads
+/// that does not decode) out of replica code that cannot return an error: the worker catches
+/// it and the runtime reports it as an error, so the panic hook does not print it.
+struct Damage(String);
+
+static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
+
+/// For replica code that finds the store damaged where it cannot return an error (inside a
+/// computation, e.g. a seed revision that does not decode): stops the worker with `message`,
+/// which the runtime reports as an error (`Error::WorkerFailed`); unlike a `panic!`, the
+/// panic hook prints nothing for it.
+pub fn damage_panic(message: String) -> ! {
+    QUIET_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if info.payload().downcast_ref::<Damage>().is_none() {
+                previous(info);
+            }
+        }));
+    });
+    std::panic::panic_any(Damage(message))
 }

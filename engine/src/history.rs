@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use crate::api::{Delta, RebuildOutcome};
+use crate::codec;
 use crate::description::ReplicaId;
 use crate::error::Error;
 use crate::record::Record;
@@ -64,6 +65,9 @@ pub(crate) fn rebuild<R: Record>(
 ) -> Result<Vec<RebuildOutcome>, Error> {
     let dag = &stored.dag;
     let start = stored.log_start_point()?;
+    // The log is verified whole before anything is recomputed: a rebuild never replaces a
+    // revision from a log that fails its checksums or does not decode.
+    verify_log(stored, start.as_of + 1)?;
     let mut controller = replay(stored, start, start.as_of)?;
     let revisions = stored.revisions()?;
     let mut as_ofs: BTreeSet<u64> = BTreeSet::new();
@@ -93,7 +97,14 @@ pub(crate) fn rebuild<R: Record>(
             }
             let desc = dag.replica(id);
             let rebuilt = controller.read(id, None)?;
-            let old = stored.decode_revision(&info.replica, as_of)?;
+            // A revision that cannot be read is damage to repair, not a reason to stop.
+            let (old, damage) = match stored.decode_revision(&info.replica, as_of) {
+                Ok(old) => (old, None),
+                Err(e @ (Error::Corrupt(_) | Error::Store(prr_persist::Error::Corrupt(_)))) => {
+                    (Vec::new(), Some(e.to_string()))
+                }
+                Err(e) => return Err(e),
+            };
             let diff = difference(&old, &rebuilt);
             let missing = diff
                 .iter()
@@ -107,7 +118,7 @@ pub(crate) fn rebuild<R: Record>(
                 .sum();
             let stale = info.logic_version != desc.logic_version()
                 || info.description_hash != desc.description_hash();
-            let replace = !check_only && (!diff.is_empty() || stale);
+            let replace = !check_only && (!diff.is_empty() || stale || damage.is_some());
             if replace {
                 writes.push(stored.revision_write(desc, rebuilt));
             }
@@ -117,6 +128,7 @@ pub(crate) fn rebuild<R: Record>(
                 missing,
                 extra,
                 replaced: replace,
+                damage,
             });
         }
         if !writes.is_empty() {
@@ -125,4 +137,41 @@ pub(crate) fn rebuild<R: Record>(
     }
     controller.stop()?;
     Ok(outcomes)
+}
+
+/// Reads and decodes every log entry from `from` on (checksums, records, dictionary ids,
+/// replica names, no gap): the first that fails is an error naming it, and the rebuild stops
+/// before replacing anything.
+fn verify_log<R: Record>(stored: &Stored<R>, from: u64) -> Result<(), Error> {
+    let store = stored.store("rebuilding from the log")?;
+    let ids = stored.id_check();
+    let mut expected = from;
+    let verified = store.for_each_log(from, |seq, bytes| {
+        if seq != expected {
+            return Err(Error::HistoryUnavailable(format!(
+                "the source log lacks seq {expected} (next retained: {seq})"
+            )));
+        }
+        expected += 1;
+        let logged = codec::decode_log(bytes, seq, &ids)?;
+        if let Some((name, _)) = logged.iter().find(|(n, _)| stored.dag.id(n).is_none()) {
+            return Err(Error::Corrupt(format!(
+                "log entry {seq} names replica `{name}`, which this program does not declare"
+            )));
+        }
+        Ok(())
+    });
+    verified.map_err(|e| {
+        Error::Corrupt(format!(
+            "the source log cannot be rebuilt from, so no revision is replaced: {e}"
+        ))
+    })?;
+    if expected <= stored.last_seq {
+        return Err(Error::Corrupt(format!(
+            "the source log ends at seq {}, before the last seq {}: no revision is replaced",
+            expected - 1,
+            stored.last_seq
+        )));
+    }
+    Ok(())
 }

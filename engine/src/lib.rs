@@ -33,6 +33,7 @@
 
 // The modules, bottom to top: each uses only those listed before it (see docs/design.md).
 mod api;
+mod check;
 mod codec;
 mod controller;
 mod dag;
@@ -63,9 +64,9 @@ pub use description::{
     Compute, Input, InputMode, JoinView, PartitionFn, ReplicaDescription, ReplicaId,
 };
 pub use dictionary::{Dictionary, Id, Strings};
-pub use error::{DagError, Error};
+pub use error::{DagError, Error, damage_panic};
 pub use prr_persist::{RevisionInfo, StoreStats};
-pub use record::{Coll, Record};
+pub use record::{Coll, Record, RecordIds};
 pub use revision::Revision;
 pub use runtime::Runtime;
 pub use seeds::{Resume, Seeds, Shared};

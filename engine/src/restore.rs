@@ -159,8 +159,13 @@ fn resume_plan<R: Record>(
             chunks: info.chunks,
         });
     }
-    let (cells, decoders) =
-        decode_in_background(store, to_decode, start.as_of, stored.config.pause_decoding);
+    let (cells, decoders) = decode_in_background(
+        store,
+        to_decode,
+        start.as_of,
+        stored.config.pause_decoding,
+        &stored.id_check(),
+    );
     let decoded: Vec<(ReplicaId, Arc<Decoding<R>>)> = wanted.into_iter().zip(cells).collect();
     let decoding_of = |x: &ReplicaId| {
         let at = decoded.binary_search_by_key(x, |(id, _)| *id);
@@ -281,6 +286,7 @@ pub(crate) fn replay_log<R: Record>(
         return Ok(());
     }
     let mut expected = from;
+    let ids = stored.id_check();
     let mut pending: Vec<SourceUpdate<R>> = Vec::new();
     store.for_each_log(from, |seq, bytes| {
         if seq > through {
@@ -292,7 +298,7 @@ pub(crate) fn replay_log<R: Record>(
             )));
         }
         expected += 1;
-        let logged: LoggedDelta<R> = codec::decode(bytes, &format!("log entry {seq}"))?;
+        let logged: LoggedDelta<R> = codec::decode_log(bytes, seq, &ids)?;
         for (name, rows) in logged {
             let id = stored.dag.id(&name).ok_or_else(|| {
                 Error::Corrupt(format!(

@@ -7,10 +7,13 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 
 use prr_persist::Store;
 
-use crate::codec;
-use crate::error::Error;
+use crate::codec::{self, IdCheck};
+use crate::error::{Error, damage_panic};
 use crate::record::Record;
 use crate::updates::sorted;
+
+/// Decodes a chunk (its bytes, the revision's replica and `as_of`, its number) into `T`.
+type ChunkDecoder<R, T> = fn(&[u8], &str, u64, u32, &IdCheck<R>) -> Result<T, Error>;
 
 /// A replica's consolidated contents at a restore point, sorted by record, shared.
 pub(crate) type Rows<R> = Arc<Vec<(R, isize)>>;
@@ -41,6 +44,8 @@ struct Chunks<R> {
     firsts: Vec<OnceLock<R>>,
     /// Each chunk's records.
     decoded: Vec<OnceLock<Vec<(R, isize)>>>,
+    /// Checks the ids of the records read.
+    ids: IdCheck<R>,
 }
 
 impl<R> Decoding<R> {
@@ -55,7 +60,13 @@ impl<R> Decoding<R> {
 
     /// A revision to decode (on another thread), that can be looked up by chunk meanwhile:
     /// `chunks` chunks of revision `(name, as_of)` in `store`, while it is open.
-    pub(crate) fn stored(store: &Arc<Store>, name: &str, as_of: u64, chunks: u32) -> Arc<Self> {
+    pub(crate) fn stored(
+        store: &Arc<Store>,
+        name: &str,
+        as_of: u64,
+        chunks: u32,
+        ids: IdCheck<R>,
+    ) -> Arc<Self> {
         Arc::new(Decoding {
             cell: OnceLock::new(),
             chunks: Mutex::new(Some(Arc::new(Chunks {
@@ -64,6 +75,7 @@ impl<R> Decoding<R> {
                 as_of,
                 firsts: (0..chunks).map(|_| OnceLock::new()).collect(),
                 decoded: (0..chunks).map(|_| OnceLock::new()).collect(),
+                ids,
             }))),
             abandoned: AtomicBool::new(false),
             changed: Condvar::new(),
@@ -145,7 +157,8 @@ impl<R: Record> Decoding<R> {
     /// # Panics
     /// If they could not be decoded (a corrupt store: `prr check` reports it).
     pub(crate) fn rows(&self) -> &Rows<R> {
-        self.wait().unwrap_or_else(|e| panic!("{e}"))
+        self.wait()
+            .unwrap_or_else(|e| damage_panic(format!("store is damaged: {e}")))
     }
 
     /// The records whose `key` is `k`, in order; `key` must order as the records do (a
@@ -224,7 +237,7 @@ impl<R: Record> Decoding<R> {
     fn try_read_chunk<T>(
         chunks: &Chunks<R>,
         i: usize,
-        decode: fn(&[u8], &str, u64, u32) -> Result<T, Error>,
+        decode: ChunkDecoder<R, T>,
     ) -> Result<T, String> {
         let (name, as_of) = (&chunks.name, chunks.as_of);
         let Some(store) = chunks.store.upgrade() else {
@@ -236,7 +249,7 @@ impl<R: Record> Decoding<R> {
         let i = i as u32;
         store
             .for_each_revision_chunk(name, as_of, i..i + 1, |_, bytes| {
-                out = Some(decode(bytes, name, as_of, i)?);
+                out = Some(decode(bytes, name, as_of, i, &chunks.ids)?);
                 Ok::<_, Error>(())
             })
             .map_err(|e| e.to_string())?;
@@ -301,7 +314,8 @@ impl<R: Record> Revision<R> {
     /// # Panics
     /// If the revision does not decode (a corrupt store).
     pub fn range<K: Ord>(&self, key: impl Fn(&R) -> K, k: &K) -> Vec<(R, isize)> {
-        self.try_range(key, k).unwrap_or_else(|e| panic!("{e}"))
+        self.try_range(key, k)
+            .unwrap_or_else(|e| damage_panic(e.to_string()))
     }
 
     /// The records whose `key` is `k`, like [`Revision::range`], or why the revision cannot
@@ -356,7 +370,7 @@ mod tests {
             .write_revisions(5, &[write], 0, &[] as &[&str])
             .unwrap();
         let store = Arc::new(store);
-        let d = Decoding::stored(&store, "r", 5, n);
+        let d = Decoding::stored(&store, "r", 5, n, IdCheck::unchecked());
         (dir, store, d)
     }
 
@@ -453,7 +467,8 @@ mod tests {
             .write_revisions(5, &[write], 0, &[] as &[&str])
             .unwrap();
         let store = Arc::new(store);
-        let d: Arc<Decoding<(u32, u32)>> = Decoding::stored(&store, "r", 5, 2);
+        let d: Arc<Decoding<(u32, u32)>> =
+            Decoding::stored(&store, "r", 5, 2, IdCheck::unchecked());
         let failed = d.try_range(|r| r.0, &3).unwrap_err();
         let why = d.try_get().unwrap().unwrap_err();
         assert_eq!(failed, why);

@@ -21,7 +21,7 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::error::panic_message;
+use crate::error::{damage_panic, panic_message};
 use crate::record::{Coll, Record};
 use crate::revision::{Decoding, Revision};
 
@@ -86,7 +86,8 @@ impl<T: 'static> Shared<T> {
             Ok(any) => any
                 .downcast_ref::<T>()
                 .unwrap_or_else(|| panic!("Seeds::shared asked for two types")),
-            Err(message) => panic!("building a resume index failed: {message}"),
+            // Its own panic was printed already, unless it was damage.
+            Err(message) => damage_panic(format!("building a resume index failed: {message}")),
         }
     }
 }

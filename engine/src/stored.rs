@@ -89,6 +89,11 @@ impl<R: Record> Stored<R> {
         }
     }
 
+    /// Checks records read from the store against the dictionary (see [`crate::RecordIds`]).
+    pub(crate) fn id_check(&self) -> codec::IdCheck<R> {
+        codec::IdCheck::new(self.dag.record_ids(), self.dictionary.clone())
+    }
+
     /// The records of revision `(replica, as_of)`, in chunk order.
     pub(crate) fn decode_revision(
         &self,
@@ -96,9 +101,10 @@ impl<R: Record> Stored<R> {
         as_of: u64,
     ) -> Result<Vec<(R, isize)>, Error> {
         let store = self.store("reading a revision")?;
+        let ids = self.id_check();
         let mut rows = Vec::new();
         for (i, chunk) in store.revision_chunks(replica, as_of)?.iter().enumerate() {
-            rows.extend(codec::decode_chunk(chunk, replica, as_of, i as u32)?);
+            rows.extend(codec::decode_chunk(chunk, replica, as_of, i as u32, &ids)?);
         }
         Ok(rows)
     }

@@ -4,6 +4,7 @@ mod engine {
     pub mod config;
     pub mod dag_errors;
     pub mod diamond;
+    pub mod integrity;
     pub mod persistence;
     pub mod random_dags;
     pub mod worker_panic;

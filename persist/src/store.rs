@@ -9,18 +9,30 @@ use redb::{
 
 use crate::Error;
 
-/// The format version this build writes and reads. Bump it on any change of a table's layout.
-pub const FORMAT_VERSION: u32 = 1;
+mod check;
+mod guard;
+mod sealed;
+mod upgrade;
 
+use guard::{callback, contained};
+
+/// The format version this build writes and reads. Bump it on any change of a table's layout.
+/// A store of format 1 is upgraded when opened (see `docs/design.md`).
+pub const FORMAT_VERSION: u32 = 2;
+
+// Every value but the format version is sealed: `crc32 | payload` (see `sealed`).
 /// `meta`: metadata by name. Values are little-endian integers (see `docs/design.md`).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-/// `log`: the source log. Key: `Seq`. Value: an encoded source delta (opaque here).
+/// `log`: the source log. Key: `Seq`. Value: a sealed encoded source delta (opaque here).
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
-/// `dict`: interned identifiers. Key: id. Value: the string.
-const DICT: TableDefinition<u64, &str> = TableDefinition::new("dict");
-/// `revisions`: one row per revision. Key: `(replica, as_of)`. Value: 24 bytes, see [`RevisionInfo`].
+/// `dictionary`: interned identifiers. Key: id. Value: the sealed string's UTF-8 bytes
+/// (validated here: redb's own `&str` decoding panics on invalid UTF-8).
+const DICT: TableDefinition<u64, &[u8]> = TableDefinition::new("dictionary");
+/// `revisions`: one row per revision. Key: `(replica, as_of)`. Value: a sealed 24-byte header,
+/// see [`RevisionInfo`].
 const REVISIONS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("revisions");
-/// `revision_chunks`: a revision's records. Key: `(replica, as_of, chunk)`. Value: opaque bytes.
+/// `revision_chunks`: a revision's records. Key: `(replica, as_of, chunk)`. Value: sealed
+/// opaque bytes.
 const CHUNKS: TableDefinition<(&str, u64, u32), &[u8]> = TableDefinition::new("revision_chunks");
 
 const KEY_FORMAT: &str = "format_version";
@@ -45,16 +57,26 @@ pub struct RevisionInfo {
 }
 
 impl RevisionInfo {
-    fn encode(&self) -> [u8; 24] {
+    /// The sealed header (28 bytes).
+    fn encode(&self) -> Vec<u8> {
         let mut b = [0u8; 24];
         b[0..4].copy_from_slice(&self.logic_version.to_le_bytes());
         b[4..12].copy_from_slice(&self.description_hash.to_le_bytes());
         b[12..20].copy_from_slice(&self.records.to_le_bytes());
         b[20..24].copy_from_slice(&self.chunks.to_le_bytes());
-        b
+        sealed::header(&self.replica, self.as_of).seal(&b)
     }
 
-    fn decode(replica: &str, as_of: u64, b: &[u8]) -> Result<Self, Error> {
+    /// Decodes a sealed header, checking its checksum.
+    fn decode(replica: &str, as_of: u64, sealed_bytes: &[u8]) -> Result<Self, Error> {
+        let b = sealed::header(replica, as_of).open(sealed_bytes, || {
+            format!("table revisions: revision ({replica}, {as_of}) header")
+        })?;
+        Self::decode_plain(replica, as_of, b)
+    }
+
+    /// Decodes a header's 24 bytes.
+    fn decode_plain(replica: &str, as_of: u64, b: &[u8]) -> Result<Self, Error> {
         let b: &[u8; 24] = b.try_into().map_err(|_| {
             Error::Corrupt(format!(
                 "revision ({replica}, {as_of}) header has {} bytes, expected 24",
@@ -113,12 +135,26 @@ pub struct StoreStats {
 enum Db {
     Write(Database),
     Read(ReadOnlyDatabase),
+    /// Closed, while the store is dropped.
+    Closed,
 }
 
 /// The store: a redb database in one file, opened for writing by one process at a time.
 pub struct Store {
     db: Db,
     path: PathBuf,
+}
+
+impl Drop for Store {
+    /// Closes the database. After a contained panic of redb (a damaged page), closing can
+    /// panic too (on a poisoned lock): contained as well, so that it does not end the process.
+    fn drop(&mut self) {
+        let db = std::mem::replace(&mut self.db, Db::Closed);
+        let _ = contained("the file while closing it", || {
+            drop(db);
+            Ok::<(), Error>(())
+        });
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -146,6 +182,36 @@ fn le_u64(b: &[u8], what: &str) -> Result<u64, Error> {
         .map_err(|_| Error::Corrupt(format!("meta `{what}` has {} bytes, expected 8", b.len())))
 }
 
+/// A sealed `meta` integer: its checksum, then `u64 LE`.
+fn sealed_u64(key: &str, v: u64) -> Vec<u8> {
+    sealed::meta(key).seal(&v.to_le_bytes())
+}
+
+/// Reads a sealed `meta` integer.
+fn open_u64(key: &str, b: &[u8]) -> Result<u64, Error> {
+    let payload = sealed::meta(key).open(b, || format!("table meta: `{key}`"))?;
+    le_u64(payload, key)
+}
+
+/// Checks a dictionary entry's checksum and UTF-8.
+fn open_string(id: u64, b: &[u8]) -> Result<&str, Error> {
+    let payload = sealed::dict(id).open(b, || format!("table dictionary: id {id}"))?;
+    std::str::from_utf8(payload)
+        .map_err(|e| Error::Corrupt(format!("table dictionary: id {id} is not UTF-8: {e}")))
+}
+
+/// Checks a log entry's checksum; its payload.
+fn open_log(seq: u64, b: &[u8]) -> Result<&[u8], Error> {
+    sealed::log(seq).open(b, || format!("table log: entry at seq {seq}"))
+}
+
+/// Checks a revision chunk's checksum; its payload.
+fn open_chunk<'a>(replica: &str, as_of: u64, i: u32, b: &'a [u8]) -> Result<&'a [u8], Error> {
+    sealed::chunk(replica, as_of, i).open(b, || {
+        format!("table revision_chunks: revision ({replica}, {as_of}) chunk {i}")
+    })
+}
+
 impl Store {
     /// Opens the store at `path`, creating it (with the current format version) if the file
     /// does not exist. Fails if another process has it open, if the file is not a prr store,
@@ -156,11 +222,14 @@ impl Store {
             && std::fs::metadata(&path)
                 .map(|m| m.len() > 0)
                 .unwrap_or(false);
-        let db = match if exists {
-            Database::open(&path)
-        } else {
-            Database::create(&path)
-        } {
+        let opened = contained("the file", || {
+            Ok::<_, Error>(if exists {
+                Database::open(&path)
+            } else {
+                Database::create(&path)
+            })
+        })?;
+        let db = match opened {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(Error::Locked { path }),
             Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))) => {
@@ -190,7 +259,8 @@ impl Store {
     /// every write fails with [`Error::ReadOnly`].
     pub fn open_read_only(path: impl AsRef<Path>) -> Result<Store, Error> {
         let path = path.as_ref().to_path_buf();
-        let db = match ReadOnlyDatabase::open(&path) {
+        let opened = contained("the file", || Ok::<_, Error>(ReadOnlyDatabase::open(&path)))?;
+        let db = match opened {
             Ok(db) => db,
             // Not closed cleanly (a crash): a read-only handle cannot repair it. Open it for
             // writing once, which repairs it, then read-only again.
@@ -219,8 +289,17 @@ impl Store {
             db: Db::Read(db),
             path,
         };
-        store.check_format()?;
-        Ok(store)
+        match store.check_format() {
+            // A store of format 1: upgraded by a writable handle, once, then read.
+            Err(Error::FormatVersion { found: 1, .. }) => {
+                let path = store.path.clone();
+                drop(store);
+                drop(Store::open(&path)?);
+                Store::open_read_only(path)
+            }
+            Err(e) => Err(e),
+            Ok(()) => Ok(store),
+        }
     }
 
     /// Whether this handle is read-only.
@@ -232,13 +311,19 @@ impl Store {
         Ok(match &self.db {
             Db::Write(db) => db.begin_read()?,
             Db::Read(db) => db.begin_read()?,
+            Db::Closed => {
+                return Err(Error::Missing(format!(
+                    "store {} is closed",
+                    self.path.display()
+                )));
+            }
         })
     }
 
     fn begin_write(&self) -> Result<WriteTransaction, Error> {
         match &self.db {
             Db::Write(db) => Ok(db.begin_write()?),
-            Db::Read(_) => Err(Error::ReadOnly(self.path.clone())),
+            Db::Read(_) | Db::Closed => Err(Error::ReadOnly(self.path.clone())),
         }
     }
 
@@ -247,8 +332,8 @@ impl Store {
         {
             let mut meta = txn.open_table(META)?;
             meta.insert(KEY_FORMAT, FORMAT_VERSION.to_le_bytes().as_slice())?;
-            meta.insert(KEY_LAST_SEQ, 0u64.to_le_bytes().as_slice())?;
-            meta.insert(KEY_DICT_LEN, 0u64.to_le_bytes().as_slice())?;
+            meta.insert(KEY_LAST_SEQ, sealed_u64(KEY_LAST_SEQ, 0).as_slice())?;
+            meta.insert(KEY_DICT_LEN, sealed_u64(KEY_DICT_LEN, 0).as_slice())?;
             txn.open_table(LOG)?;
             txn.open_table(DICT)?;
             txn.open_table(REVISIONS)?;
@@ -258,7 +343,24 @@ impl Store {
         Ok(())
     }
 
+    /// Checks the format version; a writable handle upgrades a store of format 1.
     fn check_format(&self) -> Result<(), Error> {
+        let found = contained("meta", || self.format_version())?;
+        if found == 1 && !self.is_read_only() {
+            return upgrade::from_v1(self);
+        }
+        if found != FORMAT_VERSION {
+            return Err(Error::FormatVersion {
+                path: self.path.clone(),
+                found,
+                supported: FORMAT_VERSION,
+            });
+        }
+        Ok(())
+    }
+
+    /// The format version written in `meta`.
+    fn format_version(&self) -> Result<u32, Error> {
         let txn = self.begin_read()?;
         let meta = match txn.open_table(META) {
             Ok(t) => t,
@@ -277,23 +379,13 @@ impl Store {
             });
         };
         let bytes = v.value();
-        let found = match <[u8; 4]>::try_from(bytes) {
-            Ok(b) => u32::from_le_bytes(b),
-            Err(_) => {
-                return Err(Error::NotAStore {
-                    path: self.path.clone(),
-                    reason: format!("its format version has {} bytes, expected 4", bytes.len()),
-                });
-            }
-        };
-        if found != FORMAT_VERSION {
-            return Err(Error::FormatVersion {
+        match <[u8; 4]>::try_from(bytes) {
+            Ok(b) => Ok(u32::from_le_bytes(b)),
+            Err(_) => Err(Error::NotAStore {
                 path: self.path.clone(),
-                found,
-                supported: FORMAT_VERSION,
-            });
+                reason: format!("its format version has {} bytes, expected 4", bytes.len()),
+            }),
         }
-        Ok(())
     }
 
     /// The store's path.
@@ -302,12 +394,14 @@ impl Store {
     }
 
     fn meta_u64(&self, key: &str) -> Result<u64, Error> {
-        let txn = self.begin_read()?;
-        let meta = txn.open_table(META)?;
-        let v = meta
-            .get(key)?
-            .ok_or_else(|| Error::Corrupt(format!("meta `{key}` is missing")))?;
-        le_u64(v.value(), key)
+        contained("meta", || {
+            let txn = self.begin_read()?;
+            let meta = txn.open_table(META)?;
+            let v = meta
+                .get(key)?
+                .ok_or_else(|| Error::Corrupt(format!("table meta: `{key}` is missing")))?;
+            open_u64(key, v.value())
+        })
     }
 
     /// The last committed sequence number, 0 for an empty store.
@@ -324,10 +418,12 @@ impl Store {
         first_id: u64,
         strings: &[S],
     ) -> Result<Vec<u64>, Error> {
-        let txn = self.begin_write()?;
-        let seqs = append_in(&txn, deltas, first_id, strings)?;
-        txn.commit()?;
-        Ok(seqs)
+        contained("log", || {
+            let txn = self.begin_write()?;
+            let seqs = append_in(&txn, deltas, first_id, strings)?;
+            txn.commit()?;
+            Ok(seqs)
+        })
     }
 
     /// The source-log entries with `seq >= from`, in order.
@@ -346,20 +442,26 @@ impl Store {
         from: u64,
         mut f: impl FnMut(u64, &[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
-        let txn = self.begin_read()?;
-        let log = txn.open_table(LOG).map_err(Error::from)?;
-        for entry in log.range(from..).map_err(Error::from)? {
-            let (k, v) = entry.map_err(Error::from)?;
-            f(k.value(), v.value())?;
-        }
-        Ok(())
+        contained("log", || {
+            let txn = self.begin_read()?;
+            let log = txn.open_table(LOG).map_err(Error::from)?;
+            for entry in log.range(from..).map_err(Error::from)? {
+                let (k, v) = entry.map_err(Error::from)?;
+                let seq = k.value();
+                let payload = open_log(seq, v.value())?;
+                callback(|| f(seq, payload))?;
+            }
+            Ok(())
+        })
     }
 
     /// The oldest retained source-log entry's sequence number.
     pub fn first_log_seq(&self) -> Result<Option<u64>, Error> {
-        let txn = self.begin_read()?;
-        let log = txn.open_table(LOG)?;
-        Ok(log.first()?.map(|(k, _)| k.value()))
+        contained("log", || {
+            let txn = self.begin_read()?;
+            let log = txn.open_table(LOG)?;
+            Ok(log.first()?.map(|(k, _)| k.value()))
+        })
     }
 
     /// Every interned string, by id.
@@ -371,8 +473,10 @@ impl Store {
 
     /// The number of interned strings.
     pub fn string_count(&self) -> Result<u64, Error> {
-        let txn = self.begin_read()?;
-        Ok(txn.open_table(DICT)?.len()?)
+        contained("dictionary", || {
+            let txn = self.begin_read()?;
+            Ok(txn.open_table(DICT)?.len()?)
+        })
     }
 
     /// Calls `f(id, string)` for every interned string, in id order (`0, 1, 2, ...`), without
@@ -391,28 +495,31 @@ impl Store {
         range: std::ops::Range<u32>,
         mut f: impl FnMut(u32, &[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
-        let txn = self.begin_read()?;
-        let chunks = txn.open_table(CHUNKS).map_err(Error::from)?;
-        let mut next = range.start;
-        let entries = chunks
-            .range((replica, as_of, range.start)..(replica, as_of, range.end))
-            .map_err(Error::from)?;
-        for entry in entries {
-            let (k, v) = entry.map_err(Error::from)?;
-            let i = k.value().2;
-            if i != next {
-                break;
+        contained("revision_chunks", || {
+            let txn = self.begin_read()?;
+            let chunks = txn.open_table(CHUNKS).map_err(Error::from)?;
+            let mut next = range.start;
+            let entries = chunks
+                .range((replica, as_of, range.start)..(replica, as_of, range.end))
+                .map_err(Error::from)?;
+            for entry in entries {
+                let (k, v) = entry.map_err(Error::from)?;
+                let i = k.value().2;
+                if i != next {
+                    break;
+                }
+                let payload = open_chunk(replica, as_of, i, v.value())?;
+                callback(|| f(i, payload))?;
+                next += 1;
             }
-            f(i, v.value())?;
-            next += 1;
-        }
-        if next != range.end {
-            return Err(Error::Corrupt(format!(
-                "revision ({replica}, {as_of}) lacks chunk {next}"
-            ))
-            .into());
-        }
-        Ok(())
+            if next != range.end {
+                return Err(Error::Corrupt(format!(
+                    "table revision_chunks: revision ({replica}, {as_of}) lacks chunk {next}"
+                ))
+                .into());
+            }
+            Ok(())
+        })
     }
 
     /// Calls `f(id, string)` for the interned strings with ids in `from..to`, in id order,
@@ -425,22 +532,25 @@ impl Store {
         to: u64,
         mut f: impl FnMut(u64, &str),
     ) -> Result<u64, Error> {
-        let txn = self.begin_read()?;
-        let dict = txn.open_table(DICT)?;
-        let mut next = from;
-        for entry in dict.range(from..to)? {
-            let (k, v) = entry?;
-            if k.value() != next {
-                return Err(Error::Corrupt(format!(
-                    "dictionary id {} follows id {}: ids must be dense",
-                    k.value(),
-                    next as i64 - 1
-                )));
+        contained("dictionary", || {
+            let txn = self.begin_read()?;
+            let dict = txn.open_table(DICT)?;
+            let mut next = from;
+            for entry in dict.range(from..to)? {
+                let (k, v) = entry?;
+                if k.value() != next {
+                    return Err(Error::Corrupt(format!(
+                        "table dictionary: id {} follows id {}: ids must be dense",
+                        k.value(),
+                        next as i64 - 1
+                    )));
+                }
+                let s = open_string(next, v.value())?;
+                callback(|| f(next, s));
+                next += 1;
             }
-            f(next, v.value());
-            next += 1;
-        }
-        Ok(next - from)
+            Ok(next - from)
+        })
     }
 
     /// Writes revisions of several replicas, all as of `as_of`, in one transaction, with the
@@ -454,66 +564,77 @@ impl Store {
         first_id: u64,
         strings: &[S],
     ) -> Result<(), Error> {
-        let txn = self.begin_write()?;
-        append_in(&txn, &[], first_id, strings)?;
-        {
-            let mut revs = txn.open_table(REVISIONS)?;
-            let mut chunks = txn.open_table(CHUNKS)?;
-            for w in writes {
-                delete_revision_in(&mut revs, &mut chunks, &w.replica, as_of)?;
-                let info = RevisionInfo {
-                    replica: w.replica.clone(),
-                    as_of,
-                    logic_version: w.logic_version,
-                    description_hash: w.description_hash,
-                    records: w.records,
-                    chunks: w.chunks.len() as u32,
-                };
-                revs.insert((w.replica.as_str(), as_of), info.encode().as_slice())?;
-                for (i, c) in w.chunks.iter().enumerate() {
-                    chunks.insert((w.replica.as_str(), as_of, i as u32), c.as_slice())?;
+        contained("revisions", || {
+            let txn = self.begin_write()?;
+            append_in(&txn, &[], first_id, strings)?;
+            {
+                let mut revs = txn.open_table(REVISIONS)?;
+                let mut chunks = txn.open_table(CHUNKS)?;
+                for w in writes {
+                    delete_revision_in(&mut revs, &mut chunks, &w.replica, as_of)?;
+                    let info = RevisionInfo {
+                        replica: w.replica.clone(),
+                        as_of,
+                        logic_version: w.logic_version,
+                        description_hash: w.description_hash,
+                        records: w.records,
+                        chunks: w.chunks.len() as u32,
+                    };
+                    revs.insert((w.replica.as_str(), as_of), info.encode().as_slice())?;
+                    for (i, c) in w.chunks.iter().enumerate() {
+                        let i = i as u32;
+                        let c = sealed::chunk(&w.replica, as_of, i).seal(c);
+                        chunks.insert((w.replica.as_str(), as_of, i), c.as_slice())?;
+                    }
                 }
             }
-        }
-        txn.commit()?;
-        Ok(())
+            txn.commit()?;
+            Ok(())
+        })
     }
 
     /// Every stored revision's header, by replica then `as_of`.
     pub fn revisions(&self) -> Result<Vec<RevisionInfo>, Error> {
-        let txn = self.begin_read()?;
-        let revs = txn.open_table(REVISIONS)?;
-        let mut out = Vec::new();
-        for entry in revs.iter()? {
-            let (k, v) = entry?;
-            let (replica, as_of) = k.value();
-            out.push(RevisionInfo::decode(replica, as_of, v.value())?);
-        }
-        Ok(out)
+        contained("revisions", || {
+            let txn = self.begin_read()?;
+            let revs = txn.open_table(REVISIONS)?;
+            let mut out = Vec::new();
+            for entry in revs.iter()? {
+                let (k, v) = entry?;
+                let (replica, as_of) = k.value();
+                out.push(RevisionInfo::decode(replica, as_of, v.value())?);
+            }
+            Ok(out)
+        })
     }
 
     /// The chunks of one revision, in order.
     pub fn revision_chunks(&self, replica: &str, as_of: u64) -> Result<Vec<Vec<u8>>, Error> {
-        let txn = self.begin_read()?;
-        let revs = txn.open_table(REVISIONS)?;
-        let info = match revs.get((replica, as_of))? {
-            Some(v) => RevisionInfo::decode(replica, as_of, v.value())?,
-            None => {
-                return Err(Error::Missing(format!(
+        let info = contained("revisions", || {
+            let txn = self.begin_read()?;
+            let revs = txn.open_table(REVISIONS)?;
+            match revs.get((replica, as_of))? {
+                Some(v) => RevisionInfo::decode(replica, as_of, v.value()),
+                None => Err(Error::Missing(format!(
                     "no revision of `{replica}` as of seq {as_of}"
-                )));
+                ))),
             }
-        };
-        let chunks = txn.open_table(CHUNKS)?;
-        let mut out = Vec::with_capacity(info.chunks as usize);
-        for entry in chunks.range((replica, as_of, 0u32)..=(replica, as_of, u32::MAX))? {
-            let (_, v) = entry?;
-            out.push(v.value().to_vec());
-        }
-        if out.len() != info.chunks as usize {
+        })?;
+        let mut out = Vec::with_capacity(info.chunks.min(1 << 16) as usize);
+        self.for_each_revision_chunk(replica, as_of, 0..info.chunks, |_, c| {
+            out.push(c.to_vec());
+            Ok::<(), Error>(())
+        })?;
+        let extra = contained("revision_chunks", || {
+            let txn = self.begin_read()?;
+            let chunks = txn.open_table(CHUNKS)?;
+            let mut after =
+                chunks.range((replica, as_of, info.chunks)..=(replica, as_of, u32::MAX))?;
+            Ok::<_, Error>(after.next().transpose()?.map(|(k, _)| k.value().2))
+        })?;
+        if let Some(i) = extra {
             return Err(Error::Corrupt(format!(
-                "revision ({replica}, {as_of}) has {} chunks, its header says {}",
-                out.len(),
+                "table revision_chunks: revision ({replica}, {as_of}) has chunk {i}, its header says {} chunks",
                 info.chunks
             )));
         }
@@ -527,126 +648,51 @@ impl Store {
         revisions: &[(String, u64)],
         log_through: Option<u64>,
     ) -> Result<(), Error> {
-        let txn = self.begin_write()?;
-        {
-            let mut revs = txn.open_table(REVISIONS)?;
-            let mut chunks = txn.open_table(CHUNKS)?;
-            for (replica, as_of) in revisions {
-                delete_revision_in(&mut revs, &mut chunks, replica, *as_of)?;
+        contained("revisions", || {
+            let txn = self.begin_write()?;
+            {
+                let mut revs = txn.open_table(REVISIONS)?;
+                let mut chunks = txn.open_table(CHUNKS)?;
+                for (replica, as_of) in revisions {
+                    delete_revision_in(&mut revs, &mut chunks, replica, *as_of)?;
+                }
+                if let Some(through) = log_through {
+                    let mut log = txn.open_table(LOG)?;
+                    log.retain_in(..=through, |_, _| false)?;
+                }
             }
-            if let Some(through) = log_through {
-                let mut log = txn.open_table(LOG)?;
-                log.retain_in(..=through, |_, _| false)?;
-            }
-        }
-        txn.commit()?;
-        Ok(())
+            txn.commit()?;
+            Ok(())
+        })
     }
 
     /// Sizes of what the store holds.
     pub fn stats(&self) -> Result<StoreStats, Error> {
         let last_seq = self.last_seq()?;
-        let txn = self.begin_read()?;
-        let log = txn.open_table(LOG)?;
-        let dict = txn.open_table(DICT)?;
-        let revs = txn.open_table(REVISIONS)?;
-        Ok(StoreStats {
-            last_seq,
-            log_entries: log.len()?,
-            first_log_seq: log.first()?.map(|(k, _)| k.value()),
-            strings: dict.len()?,
-            revisions: revs.len()?,
-            file_bytes: std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0),
+        contained("the tables' sizes", || {
+            let txn = self.begin_read()?;
+            let log = txn.open_table(LOG)?;
+            let dict = txn.open_table(DICT)?;
+            let revs = txn.open_table(REVISIONS)?;
+            Ok(StoreStats {
+                last_seq,
+                log_entries: log.len()?,
+                first_log_seq: log.first()?.map(|(k, _)| k.value()),
+                strings: dict.len()?,
+                revisions: revs.len()?,
+                file_bytes: std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0),
+            })
         })
-    }
-
-    /// Checks the store's invariants; returns the problems found (empty when it is sound).
-    /// `decode_log` and `decode_chunk` check that opaque values decode.
-    pub fn check(
-        &self,
-        mut decode_log: impl FnMut(&[u8]) -> Result<(), String>,
-        mut decode_chunk: impl FnMut(&[u8]) -> Result<u64, String>,
-    ) -> Result<Vec<String>, Error> {
-        let mut problems = Vec::new();
-        let last_seq = self.last_seq()?;
-        let dict_len = self.meta_u64(KEY_DICT_LEN)?;
-        let strings = self.strings();
-        match strings {
-            Ok(s) if s.len() as u64 != dict_len => problems.push(format!(
-                "dictionary holds {} strings, metadata says {dict_len}",
-                s.len()
-            )),
-            Ok(_) => {}
-            Err(e) => problems.push(e.to_string()),
-        }
-        let txn = self.begin_read()?;
-        let log = txn.open_table(LOG)?;
-        let mut previous: Option<u64> = None;
-        for entry in log.iter()? {
-            let (k, v) = entry?;
-            let seq = k.value();
-            if seq == 0 || seq > last_seq {
-                problems.push(format!("log entry {seq} is outside 1..={last_seq}"));
-            }
-            if let Some(p) = previous
-                && seq != p + 1
-            {
-                problems.push(format!("log has a gap between seq {p} and seq {seq}"));
-            }
-            previous = Some(seq);
-            if let Err(e) = decode_log(v.value()) {
-                problems.push(format!("log entry {seq} does not decode: {e}"));
-            }
-        }
-        if let Some(p) = previous
-            && p != last_seq
-        {
-            problems.push(format!(
-                "log ends at seq {p}, metadata says last seq {last_seq}"
-            ));
-        }
-        drop(log);
-        drop(txn);
-        for info in self.revisions()? {
-            if info.as_of > last_seq {
-                problems.push(format!(
-                    "revision ({}, {}) is newer than the last seq {last_seq}",
-                    info.replica, info.as_of
-                ));
-            }
-            match self.revision_chunks(&info.replica, info.as_of) {
-                Ok(chunks) => {
-                    let mut records = 0u64;
-                    for (i, c) in chunks.iter().enumerate() {
-                        match decode_chunk(c) {
-                            Ok(n) => records += n,
-                            Err(e) => problems.push(format!(
-                                "revision ({}, {}) chunk {i} does not decode: {e}",
-                                info.replica, info.as_of
-                            )),
-                        }
-                    }
-                    if records != info.records {
-                        problems.push(format!(
-                            "revision ({}, {}) has {records} records, its header says {}",
-                            info.replica, info.as_of, info.records
-                        ));
-                    }
-                }
-                Err(e) => problems.push(e.to_string()),
-            }
-        }
-        Ok(problems)
     }
 
     /// Rewrites the file to release the space of deleted entries.
     pub fn compact_file(&mut self) -> Result<(), Error> {
         match &mut self.db {
-            Db::Write(db) => {
+            Db::Write(db) => contained("the file", || {
                 db.compact()?;
                 Ok(())
-            }
-            Db::Read(_) => Err(Error::ReadOnly(self.path.clone())),
+            }),
+            Db::Read(_) | Db::Closed => Err(Error::ReadOnly(self.path.clone())),
         }
     }
 }
@@ -661,8 +707,8 @@ fn append_in<S: AsRef<str>>(
     let read = |meta: &redb::Table<&str, &[u8]>, key: &str| -> Result<u64, Error> {
         let v = meta
             .get(key)?
-            .ok_or_else(|| Error::Corrupt(format!("meta `{key}` is missing")))?;
-        le_u64(v.value(), key)
+            .ok_or_else(|| Error::Corrupt(format!("table meta: `{key}` is missing")))?;
+        open_u64(key, v.value())
     };
     let last = read(&meta, KEY_LAST_SEQ)?;
     let dict_len = read(&meta, KEY_DICT_LEN)?;
@@ -674,23 +720,24 @@ fn append_in<S: AsRef<str>>(
         }
         let mut dict = txn.open_table(DICT)?;
         for (i, s) in strings.iter().enumerate() {
-            dict.insert(first_id + i as u64, s.as_ref())?;
+            let id = first_id + i as u64;
+            dict.insert(id, sealed::dict(id).seal(s.as_ref().as_bytes()).as_slice())?;
         }
         meta.insert(
             KEY_DICT_LEN,
-            (dict_len + strings.len() as u64).to_le_bytes().as_slice(),
+            sealed_u64(KEY_DICT_LEN, dict_len + strings.len() as u64).as_slice(),
         )?;
     }
     let mut log = txn.open_table(LOG)?;
     let mut seqs = Vec::with_capacity(deltas.len());
     for (i, d) in deltas.iter().enumerate() {
         let seq = last + 1 + i as u64;
-        log.insert(seq, *d)?;
+        log.insert(seq, sealed::log(seq).seal(d).as_slice())?;
         seqs.push(seq);
     }
     meta.insert(
         KEY_LAST_SEQ,
-        (last + deltas.len() as u64).to_le_bytes().as_slice(),
+        sealed_u64(KEY_LAST_SEQ, last + deltas.len() as u64).as_slice(),
     )?;
     Ok(seqs)
 }

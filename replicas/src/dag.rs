@@ -46,7 +46,10 @@ const DESCRIPTIONS: [Describe; 11] = [
 /// Builds the DAG of the Matrix replicas over `dict`.
 pub fn matrix_dag(dict: &Dictionary) -> Result<Dag<Rec>, DagError> {
     let known = Known::new(dict);
-    Dag::new(DESCRIPTIONS.iter().map(|d| d(dict, &known)).collect())
+    Ok(
+        Dag::new(DESCRIPTIONS.iter().map(|d| d(dict, &known)).collect())?
+            .with_record_ids(|r, f| r.ids(f)),
+    )
 }
 
 #[cfg(test)]

@@ -357,6 +357,111 @@ impl Rec {
     }
 }
 
+impl Rule {
+    /// Calls `f` with each dictionary id of the rule.
+    fn ids(&self, f: &mut dyn FnMut(Id)) {
+        for id in [
+            self.room,
+            self.state_key,
+            self.event_type,
+            self.event_id,
+            self.sender,
+            self.recommendation,
+        ] {
+            f(id);
+        }
+        for id in [self.entity, self.sha256, self.reason]
+            .into_iter()
+            .flatten()
+        {
+            f(id);
+        }
+    }
+}
+
+impl Rec {
+    /// Calls `f` with each dictionary id the record holds (every field of type `Id`): the
+    /// engine checks records read from the store against the dictionary with it.
+    pub fn ids(&self, f: &mut dyn FnMut(Id)) {
+        match self {
+            Rec::RoomState(r) => {
+                for id in [
+                    r.room,
+                    r.event_type,
+                    r.state_key,
+                    r.event_id,
+                    r.sender,
+                    r.content,
+                ] {
+                    f(id);
+                }
+            }
+            Rec::Instance { instance, room, .. } => {
+                f(*instance);
+                f(*room);
+            }
+            Rec::Rule(rule) => rule.ids(f),
+            Rec::ListRule { instance, rule } | Rec::Match { instance, rule, .. } => {
+                f(*instance);
+                rule.ids(f);
+                if let Rec::Match { user, .. } = self {
+                    f(*user);
+                }
+            }
+            Rec::Member {
+                room,
+                user,
+                displayname,
+                ..
+            } => {
+                f(*room);
+                f(*user);
+                if let Some(d) = displayname {
+                    f(*d);
+                }
+            }
+            Rec::MemberSet { instance, user, .. } => {
+                f(*instance);
+                f(*user);
+            }
+            Rec::Ban {
+                instance,
+                room,
+                user,
+                rule_room,
+                rule_event,
+                reason,
+            } => {
+                for id in [*instance, *room, *user, *rule_room, *rule_event] {
+                    f(id);
+                }
+                if let Some(r) = reason {
+                    f(*r);
+                }
+            }
+            Rec::Acl { instance, deny } => {
+                f(*instance);
+                deny.iter().for_each(|id| f(*id));
+            }
+            Rec::AclSync { instance, room, .. } => {
+                f(*instance);
+                f(*room);
+            }
+            Rec::Reject {
+                room,
+                event_id,
+                event_type,
+                state_key,
+                ..
+            } => {
+                for id in [*room, *event_id, *event_type, *state_key] {
+                    f(id);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod size_tests {
     use super::*;

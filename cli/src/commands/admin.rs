@@ -2,8 +2,8 @@
 
 use std::io::Write;
 
-use prr_engine::{InputMode, RuntimeConfig};
-use prr_replicas::{Matrix, REPLICAS};
+use prr_engine::{InputMode, Runtime, RuntimeConfig};
+use prr_replicas::{Matrix, REPLICAS, Rec, matrix_dag};
 use serde_json::json;
 
 use super::Ctx;
@@ -165,7 +165,17 @@ pub fn rebuild(ctx: &Ctx, replicas: &[String], check: bool) -> Result<u8, Failur
     let outcomes = m.runtime().rebuild(&ids, check)?;
     let mut differ = false;
     for o in &outcomes {
-        let state = if o.missing + o.extra == 0 {
+        let state = if let Some(damage) = &o.damage {
+            differ = true;
+            format!(
+                "damaged: {damage}{}",
+                if o.replaced {
+                    "; replaced by the recomputation"
+                } else {
+                    ""
+                }
+            )
+        } else if o.missing + o.extra == 0 {
             "same".to_string()
         } else {
             differ = true;
@@ -198,9 +208,13 @@ pub fn rebuild(ctx: &Ctx, replicas: &[String], check: bool) -> Result<u8, Failur
 }
 
 pub fn check(ctx: &Ctx) -> Result<u8, Failure> {
-    let mut m = ctx.open_read()?;
-    let problems = m.runtime().check_store()?;
-    m.shutdown()?;
+    // Not through a started runtime: damage can keep one from starting, and `check` reports
+    // it like any other.
+    let config = RuntimeConfig::new()
+        .with_store(&ctx.store)
+        .with_workers(ctx.workers)
+        .with_read_only(true);
+    let problems = Runtime::<Rec>::check_store_at(config, matrix_dag)?;
     if problems.is_empty() {
         writeln!(
             std::io::stdout().lock(),

@@ -137,8 +137,238 @@ fn check_finds_a_sound_store_sound() {
     let (_d, path) = temp();
     let store = Store::open(&path).unwrap();
     store.append(&[b"a".as_slice()], 0, &["s"]).unwrap();
-    let problems = store.check(|_| Ok(()), |_| Ok(0)).unwrap();
+    let problems = store.check(|_, _| Ok(()), |_, _, _, _| Ok(0)).unwrap();
     assert!(problems.is_empty(), "{problems:?}");
+}
+
+/// Writes a raw value under a key of a table, as damage (or an older format) would leave it.
+fn poke<K: redb::Key + 'static>(
+    store: &Store,
+    table: TableDefinition<K, &[u8]>,
+    key: K::SelfType<'_>,
+    value: &[u8],
+) {
+    let txn = store.begin_write().unwrap();
+    txn.open_table(table).unwrap().insert(key, value).unwrap();
+    txn.commit().unwrap();
+}
+
+/// A store with two log entries, two strings and a revision of two chunks.
+fn small_store(path: &Path) -> Store {
+    let store = Store::open(path).unwrap();
+    store
+        .append(&[b"a".as_slice(), b"b"], 0, &["x", "@evil:spam.example"])
+        .unwrap();
+    let w = RevisionWrite {
+        replica: "r".into(),
+        logic_version: 1,
+        description_hash: 7,
+        records: 2,
+        chunks: vec![b"one".to_vec(), b"two".to_vec()],
+    };
+    store
+        .write_revisions(2, std::slice::from_ref(&w), 2, &[] as &[&str])
+        .unwrap();
+    store
+}
+
+fn check_ok(store: &Store) -> Vec<String> {
+    store
+        .check(|_, _| Ok(()), |_, _, _, c| Ok(c.len() as u64 / 3))
+        .unwrap()
+}
+
+/// Problem 1: a dictionary string that is not UTF-8 (one byte set to 0xFF) made every command,
+/// `check` included, panic in redb's `&str` decoding. Now it is an error naming the id.
+#[test]
+fn problem_1_a_string_that_is_not_utf8_is_damage_not_a_panic() {
+    let (_d, path) = temp();
+    let store = small_store(&path);
+    assert!(check_ok(&store).is_empty());
+    // Sealed correctly, but not UTF-8: the checksum passes, the UTF-8 check does not.
+    poke(
+        &store,
+        DICT,
+        1,
+        &sealed::dict(1).seal(b"@evil:spam.example\xff"),
+    );
+    let e = store.strings().unwrap_err();
+    assert!(
+        e.to_string().contains("dictionary: id 1 is not UTF-8"),
+        "{e}"
+    );
+    let problems = check_ok(&store);
+    assert!(
+        problems.iter().any(|p| p.contains("id 1 is not UTF-8")),
+        "{problems:?}"
+    );
+    // The byte flipped in place: the checksum fails.
+    let mut v = sealed::dict(1).seal(b"@evil:spam.example");
+    *v.last_mut().unwrap() = 0xFF;
+    poke(&store, DICT, 1, &v);
+    let e = store.strings().unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("dictionary: id 1 fails its checksum"),
+        "{e}"
+    );
+}
+
+#[test]
+fn every_kind_of_value_is_checked_on_read_and_by_check() {
+    let (_d, path) = temp();
+    let store = small_store(&path);
+    // A log entry with one byte changed.
+    let mut v = sealed::log(2).seal(b"b");
+    v[4] ^= 1;
+    poke(&store, LOG, 2, &v);
+    let e = store.log_from(1).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("log: entry at seq 2 fails its checksum"),
+        "{e}"
+    );
+    // A chunk moved to another number fails the checksum of its new place.
+    let moved = sealed::chunk("r", 2, 0).seal(b"one");
+    poke(&store, CHUNKS, ("r", 2, 1), &moved);
+    let e = store.revision_chunks("r", 2).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("revision (r, 2) chunk 1 fails its checksum"),
+        "{e}"
+    );
+    // A header with a changed record count.
+    let mut h = RevisionInfo::decode("r", 2, &sealed::header("r", 2).seal(&[0; 24]))
+        .unwrap()
+        .encode();
+    h[10] ^= 4;
+    poke(&store, REVISIONS, ("r", 2), &h);
+    assert!(
+        store
+            .revisions()
+            .unwrap_err()
+            .to_string()
+            .contains("header fails its checksum")
+    );
+    // meta `last_seq` changed.
+    let mut m = sealed_u64(KEY_LAST_SEQ, 2);
+    m[4] = 9;
+    poke(&store, META, KEY_LAST_SEQ, &m);
+    assert!(
+        store
+            .last_seq()
+            .unwrap_err()
+            .to_string()
+            .contains("`last_seq` fails its checksum")
+    );
+    let problems = check_ok(&store);
+    for want in [
+        "log: entry at seq 2 fails",
+        "chunk 1 fails its checksum",
+        "revision (r, 2) header fails",
+        "`last_seq` fails",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.contains(want)),
+            "{want}: {problems:?}"
+        );
+    }
+}
+
+#[test]
+fn check_finds_gaps_missing_chunks_and_counts() {
+    let (_d, path) = temp();
+    let store = small_store(&path);
+    {
+        let txn = store.begin_write().unwrap();
+        txn.open_table(LOG).unwrap().remove(1).unwrap();
+        txn.open_table(CHUNKS).unwrap().remove(("r", 2, 1)).unwrap();
+        txn.commit().unwrap();
+    }
+    poke(
+        &store,
+        CHUNKS,
+        ("q", 1, 0),
+        &sealed::chunk("q", 1, 0).seal(b"x"),
+    );
+    let problems = check_ok(&store);
+    for want in [
+        "revision (r, 2) has 1 chunks, its header says 2",
+        "chunk 0 of revision (q, 1), which has no header",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.contains(want)),
+            "{want}: {problems:?}"
+        );
+    }
+    // The log starts at 2 (as after garbage collection): no gap is reported for that.
+    assert!(!problems.iter().any(|p| p.contains("gap")), "{problems:?}");
+    let e = store.revision_chunks("r", 2).unwrap_err();
+    assert!(e.to_string().contains("lacks chunk 1"), "{e}");
+}
+
+/// Writes a store of format 1 as that format laid it out: raw values, `dict` of `&str`.
+fn write_v1(path: &Path) {
+    let store = Store::open(path).unwrap();
+    let txn = store.begin_write().unwrap();
+    {
+        let mut meta = txn.open_table(META).unwrap();
+        meta.insert(KEY_FORMAT, 1u32.to_le_bytes().as_slice())
+            .unwrap();
+        meta.insert(KEY_LAST_SEQ, 2u64.to_le_bytes().as_slice())
+            .unwrap();
+        meta.insert(KEY_DICT_LEN, 2u64.to_le_bytes().as_slice())
+            .unwrap();
+        let mut log = txn.open_table(LOG).unwrap();
+        log.insert(1, b"a".as_slice()).unwrap();
+        log.insert(2, b"b".as_slice()).unwrap();
+        let v1: TableDefinition<u64, &str> = TableDefinition::new("dict");
+        let mut dict = txn.open_table(v1).unwrap();
+        dict.insert(0, "x").unwrap();
+        dict.insert(1, "y").unwrap();
+        let mut revs = txn.open_table(REVISIONS).unwrap();
+        let mut header = [0u8; 24];
+        header[12] = 2; // records
+        header[20] = 1; // chunks
+        revs.insert(("r", 2), header.as_slice()).unwrap();
+        let mut chunks = txn.open_table(CHUNKS).unwrap();
+        chunks.insert(("r", 2, 0), b"two".as_slice()).unwrap();
+    }
+    txn.delete_table(DICT).unwrap();
+    txn.commit().unwrap();
+}
+
+#[test]
+fn a_store_of_format_1_is_upgraded_on_open() {
+    let (_d, path) = temp();
+    write_v1(&path);
+    // A read-only open upgrades it too (once, through a writable handle).
+    let store = Store::open_read_only(&path).unwrap();
+    assert_eq!(store.format_version().unwrap(), FORMAT_VERSION);
+    assert_eq!(store.last_seq().unwrap(), 2);
+    assert_eq!(store.strings().unwrap(), vec!["x", "y"]);
+    assert_eq!(
+        store.log_from(1).unwrap(),
+        vec![(1, b"a".to_vec()), (2, b"b".to_vec())]
+    );
+    assert_eq!(
+        store.revision_chunks("r", 2).unwrap(),
+        vec![b"two".to_vec()]
+    );
+    let info = &store.revisions().unwrap()[0];
+    assert_eq!((info.records, info.chunks), (2, 1));
+    assert!(
+        store
+            .check(|_, _| Ok(()), |_, _, _, _| Ok(2))
+            .unwrap()
+            .is_empty()
+    );
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        store.append(&[b"c".as_slice()], 2, &["z"]).unwrap(),
+        vec![3]
+    );
 }
 
 #[test]

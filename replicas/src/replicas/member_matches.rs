@@ -179,7 +179,8 @@ impl MatchSeeds {
     /// # Panics
     /// If `member_set`'s revision did not decode (a corrupt store, which the runtime reports).
     fn users(&self) -> &UserSeeds {
-        self.users.wait().as_ref().unwrap_or_else(|e| panic!("{e}"))
+        (self.users.wait().as_ref())
+            .unwrap_or_else(|e| prr_engine::damage_panic(format!("store is damaged: {e}")))
     }
 
     /// Old users that `rule` matches.
