@@ -178,13 +178,13 @@ mod tests {
 
     /// Every decoder on `bytes`: a value or an error naming what, never a panic.
     fn decode_all(bytes: &[u8]) {
-        if let Err(e) = decode::<LoggedDelta<Rec>>(bytes, "log entry 9") {
+        if let Err(e) = decode_log::<Rec>(bytes, 9, &IdCheck::unchecked()) {
             assert!(e.to_string().contains("log entry 9 does not decode"), "{e}");
         }
-        if let Err(e) = decode_chunk::<Rec>(bytes, "r", 4, 2) {
+        if let Err(e) = decode_chunk::<Rec>(bytes, "r", 4, 2, &IdCheck::unchecked()) {
             assert!(e.to_string().contains("revision (r, 4) chunk 2"), "{e}");
         }
-        if let Err(e) = decode_first::<Rec>(bytes, "r", 4, 2) {
+        if let Err(e) = decode_first::<Rec>(bytes, "r", 4, 2, &IdCheck::unchecked()) {
             assert!(e.to_string().contains("revision (r, 4) chunk 2"), "{e}");
         }
     }
@@ -210,9 +210,9 @@ mod tests {
         ) {
             let chunk = encode_chunks(&rows, rows.len()).remove(0);
             let log = encode(&vec![(name, rows.clone())]);
-            let decoded: Vec<(Rec, isize)> = decode_chunk(&chunk, "r", 1, 0).unwrap();
+            let decoded: Vec<(Rec, isize)> = decode_chunk(&chunk, "r", 1, 0, &IdCheck::unchecked()).unwrap();
             prop_assert_eq!(decoded.len(), rows.len());
-            prop_assert_eq!(decode_first::<Rec>(&chunk, "r", 1, 0).unwrap(), rows[0].0.clone());
+            prop_assert_eq!(decode_first::<Rec>(&chunk, "r", 1, 0, &IdCheck::unchecked()).unwrap(), rows[0].0.clone());
             for original in [chunk, log] {
                 let mut bytes = original.clone();
                 for (at, b) in &flips {

@@ -7,7 +7,7 @@ use prr_engine::{Error, oracle};
 use prr_replicas::Rec;
 
 fuzz_target!(|data: &[u8]| {
-    if let Err(e) = oracle::decode_log_entry::<Rec>(data) {
+    if let Err(e) = oracle::decode_log_entry::<Rec>(data, 1) {
         assert!(matches!(e, Error::Corrupt(_)), "{e:?}");
     }
     let (whole, first) = oracle::decode_revision_chunk::<Rec>(data, "room_state", 1, 0);

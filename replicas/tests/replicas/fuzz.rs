@@ -526,9 +526,9 @@ fn deep_nesting_is_an_error_not_a_stack_overflow() {
 
 /// Every decoder on `bytes`: a value or `Error::Corrupt` naming what, never a panic.
 fn decode_all(bytes: &[u8]) {
-    if let Err(e) = oracle::decode_log_entry::<Rec>(bytes) {
+    if let Err(e) = oracle::decode_log_entry::<Rec>(bytes, 9) {
         assert!(matches!(e, Error::Corrupt(_)), "{e:?}");
-        assert!(e.to_string().contains("log entry"), "{e}");
+        assert!(e.to_string().contains("log entry 9"), "{e}");
     }
     let (whole, first) = oracle::decode_revision_chunk::<Rec>(bytes, "room_state", 3, 1);
     for e in [whole.err(), first.err()].into_iter().flatten() {
