@@ -29,7 +29,8 @@ pub struct Cli {
         value_name = "PATH"
     )]
     pub store: PathBuf,
-    /// Timely worker threads (at most the number of cores is wise).
+    /// Timely worker threads (at most the number of cores is wise; more than 4 per core is
+    /// refused).
     #[arg(long, global = true, default_value_t = 1, value_name = "N")]
     pub workers: usize,
     /// Capture revisions every N source deltas (besides `compact` and the end of each command).

@@ -30,20 +30,79 @@ impl Ctx {
         Ok(Matrix::start(config)?)
     }
 
-    /// The runtime for commands that only read: no revision capture at exit, and a missing
-    /// store file reads as an empty store without creating one.
-    pub fn open_read(&self) -> Result<Matrix, Failure> {
-        if !self.store.exists() {
-            return Ok(Matrix::start(
-                RuntimeConfig::new().with_workers(self.workers),
-            )?);
+    /// The runtime on an existing store, for commands that write but must not create one
+    /// (`compact`, `rebuild`): a missing file is `no store at PATH`, as for the readers.
+    pub fn open_existing(&self) -> Result<Matrix, Failure> {
+        match std::fs::metadata(&self.store) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(no_store(&self.store)),
+            // Anything else (a loop, permission denied) is for the store to say.
+            _ => self.open(),
         }
+    }
+
+    /// The runtime for commands that only read: no revision capture at exit, and a missing
+    /// store file is `no store at PATH` (exit 1); nothing is created.
+    pub fn open_read(&self) -> Result<Matrix, Failure> {
         let config = RuntimeConfig::new()
             .with_store(&self.store)
             .with_workers(self.workers)
             .with_read_only(true);
         Ok(Matrix::start(config)?)
     }
+}
+
+/// The error of every command that reads a store that is not there.
+fn no_store(path: &std::path::Path) -> Failure {
+    Failure::new(
+        exit::FAILURE,
+        anyhow::anyhow!("no store at {}", path.display()),
+    )
+}
+
+/// Checks the global options' ranges before anything is opened: a usage error that gives the
+/// reason and the limit.
+fn limits(cli: &Cli) -> Result<(), Failure> {
+    let usage = |m: String| Err(Failure::new(exit::USAGE, anyhow::anyhow!(m)));
+    let max = RuntimeConfig::max_workers();
+    if cli.workers == 0 {
+        return usage("--workers must be at least 1".into());
+    }
+    if cli.workers > max {
+        let cores = max / RuntimeConfig::WORKERS_PER_CORE;
+        return usage(format!(
+            "--workers {} is too many: this machine has {cores} cores, and prr starts at most \
+             {} worker threads per core, so at most {max}; more threads than cores only slow \
+             every step down",
+            cli.workers,
+            RuntimeConfig::WORKERS_PER_CORE,
+        ));
+    }
+    if cli.keep_revisions == 0 {
+        return usage("--keep-revisions must be at least 1 (the newest revision is kept)".into());
+    }
+    if cli.revision_every == Some(0) {
+        return usage(
+            "--revision-every must be at least 1; leave it out to capture revisions only at \
+             the end of each command"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// A storage failure whose message does not name the store gets its path, once.
+fn name_the_store(mut f: Failure, path: &std::path::Path) -> Failure {
+    let storage = f.error.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<prr_engine::Error>(),
+            Some(prr_engine::Error::Store(_) | prr_engine::Error::Corrupt(_))
+        )
+    });
+    let shown = path.display().to_string();
+    if storage && !format!("{:#}", f.error).contains(&shown) {
+        f.error = f.error.context(format!("store {shown}"));
+    }
+    f
 }
 
 /// Checks replica names before anything is opened, so a typo never touches the store.
@@ -64,12 +123,7 @@ fn known_replicas<'a>(names: impl IntoIterator<Item = &'a String>) -> Result<(),
 
 /// Runs a command; returns the exit status.
 pub fn run(cli: Cli) -> Result<u8, Failure> {
-    if cli.workers == 0 {
-        return Err(Failure::new(
-            exit::USAGE,
-            anyhow::anyhow!("--workers must be at least 1"),
-        ));
-    }
+    limits(&cli)?;
     match &cli.command {
         Command::Show { replica, .. } if replica == query::POISONED => {}
         Command::Show { replica, .. } | Command::Deltas { replica, .. } => {
@@ -88,39 +142,66 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         revision_every: cli.revision_every,
         keep_revisions: cli.keep_revisions,
     };
-    match cli.command {
-        Command::Ingest { paths } => ingest::ingest(&ctx, &paths),
+    command(&ctx, cli.command).map_err(|f| name_the_store(f, &ctx.store))
+}
+
+fn command(ctx: &Ctx, command: Command) -> Result<u8, Failure> {
+    match command {
+        Command::Ingest { paths } => ingest::ingest(ctx, &paths),
         Command::Show {
             replica,
             partition,
             as_of,
             format,
-        } if replica == query::POISONED => query::show_poisoned(&ctx, partition, as_of, format),
+        } if replica == query::POISONED => query::show_poisoned(ctx, partition, as_of, format),
         Command::Show {
             replica,
             partition,
             as_of,
             format,
-        } => query::show(&ctx, &replica, partition.as_deref(), as_of, format),
+        } => query::show(ctx, &replica, partition.as_deref(), as_of, format),
         Command::Deltas {
             replica,
             since,
             format,
-        } => query::deltas(&ctx, &replica, since, format),
-        Command::Status { format } => admin::status(&ctx, format),
-        Command::Revisions { replica, format } => {
-            admin::revisions(&ctx, replica.as_deref(), format)
-        }
-        Command::Compact => admin::compact(&ctx),
-        Command::Rebuild { replicas, check } => admin::rebuild(&ctx, &replicas, check),
-        Command::Check => admin::check(&ctx),
-        Command::AckPoisoned { seq } => admin::ack_poisoned(&ctx, seq),
-        Command::Stream { emit, max_batch } => stream::stream(&ctx, &emit, max_batch),
-        Command::Graph { format } => admin::graph(&ctx, format),
+        } => query::deltas(ctx, &replica, since, format),
+        Command::Status { format } => admin::status(ctx, format),
+        Command::Revisions { replica, format } => admin::revisions(ctx, replica.as_deref(), format),
+        Command::Compact => admin::compact(ctx),
+        Command::Rebuild { replicas, check } => admin::rebuild(ctx, &replicas, check),
+        Command::Check => admin::check(ctx),
+        Command::AckPoisoned { seq } => admin::ack_poisoned(ctx, seq),
+        Command::Stream { emit, max_batch } => stream::stream(ctx, &emit, max_batch),
+        Command::Graph { format } => admin::graph(ctx, format),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "prr", &mut std::io::stdout());
             Ok(exit::OK)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_10_a_storage_error_names_the_store_once() {
+        let path = std::path::Path::new("/var/lib/prr/prr.redb");
+        let damaged = Failure::new(
+            exit::FAILURE,
+            prr_engine::Error::Corrupt("log entry 7 does not decode".into()),
+        );
+        let named = format!("{:#}", name_the_store(damaged, path).error);
+        assert!(
+            named.starts_with("store /var/lib/prr/prr.redb: "),
+            "{named}"
+        );
+        let already = Failure::new(
+            exit::FAILURE,
+            anyhow::anyhow!("no store at /var/lib/prr/prr.redb"),
+        );
+        let kept = format!("{:#}", name_the_store(already, path).error);
+        assert_eq!(kept, "no store at /var/lib/prr/prr.redb");
     }
 }

@@ -47,6 +47,7 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
         let code = match error.downcast_ref::<prr_engine::Error>() {
             Some(prr_engine::Error::UnknownReplica { .. }) => exit::USAGE,
             Some(prr_engine::Error::FutureSeq { .. }) => exit::USAGE,
+            Some(prr_engine::Error::InvalidConfig(_)) => exit::USAGE,
             _ => exit::FAILURE,
         };
         Failure { code, error }
@@ -59,10 +60,28 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(f) if is_broken_pipe(&f.error) => ExitCode::from(exit::OK),
         Err(f) => {
-            eprintln!("prr: error: {:#}", f.error);
+            eprintln!("prr: error: {}", message(&f.error));
             ExitCode::from(f.code)
         }
     }
+}
+
+/// The error and its causes, `outer: inner: ...`, each said once: a cause whose text the
+/// message already holds (an error that shows its source in its own text, as
+/// `storage error: {0}` does) is not repeated.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// A reader that stopped reading (`prr show | head`) is not an error.
@@ -71,4 +90,36 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "storage error: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn problem_10_a_cause_already_in_the_message_is_printed_once() {
+        let io = std::io::Error::other("disk on fire");
+        let e = anyhow::Error::new(Outer(io)).context("store /x/prr.redb");
+        assert_eq!(
+            message(&e),
+            "store /x/prr.redb: storage error: disk on fire"
+        );
+        let chained = anyhow::anyhow!("inner cause").context("outer");
+        assert_eq!(message(&chained), "outer: inner cause");
+    }
 }

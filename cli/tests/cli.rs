@@ -11,6 +11,8 @@ mod commands;
 mod damage;
 #[path = "cli/docs.rs"]
 mod docs;
+#[path = "cli/limits.rs"]
+mod limits;
 #[path = "cli/links.rs"]
 mod links;
 #[path = "cli/modules.rs"]

@@ -6,6 +6,7 @@ use prr_persist::StoreStats;
 
 use crate::codec::CHUNK_RECORDS;
 use crate::description::ReplicaId;
+use crate::error::Error;
 use crate::revision::Revision;
 use crate::seq::Seq;
 
@@ -43,15 +44,70 @@ impl Default for RuntimeConfig {
 }
 
 impl RuntimeConfig {
+    /// The most worker threads per core that [`Self::validate`] accepts.
+    pub const WORKERS_PER_CORE: usize = 4;
+
+    /// The most records per revision chunk that [`Self::validate`] accepts: a chunk is read
+    /// and decoded whole by a lookup, so one of millions of records would make every lookup
+    /// slow and every decoding thread hold it all.
+    pub const MAX_CHUNK_RECORDS: usize = 1 << 20;
+
     /// One worker, no store.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// The number of timely worker threads (at least 1; at most the number of cores is wise).
+    /// The number of timely worker threads: at least 1 and at most [`Self::max_workers`]
+    /// (at most the number of cores is wise). [`Self::validate`] (and so `Runtime::start`)
+    /// refuses a number out of that range.
     pub fn with_workers(mut self, workers: usize) -> Self {
-        self.workers = workers.max(1);
+        self.workers = workers;
         self
+    }
+
+    /// The most worker threads a runtime starts on this machine: [`Self::WORKERS_PER_CORE`] per
+    /// core (`std::thread::available_parallelism`, 1 if unknown). More threads than cores only
+    /// add scheduling and exchange costs; far more (hundreds, thousands) make every step
+    /// crawl and every worker's arrangements take memory.
+    pub fn max_workers() -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        cores.saturating_mul(Self::WORKERS_PER_CORE)
+    }
+
+    /// Checks every setting: `workers` in `1..=max_workers()`, `keep_revisions` at least 1,
+    /// `chunk_records` in `1..=MAX_CHUNK_RECORDS`, `revision_every` not `Some(0)`.
+    /// `Runtime::start` calls it first, before it opens anything; an error names the setting,
+    /// the value and the bound.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |m: String| Err(Error::InvalidConfig(m));
+        let max = Self::max_workers();
+        if self.workers == 0 {
+            return bad("workers is 0; a runtime needs at least 1 worker thread".into());
+        }
+        if self.workers > max {
+            return bad(format!(
+                "workers is {}, more than the limit of {max} on this machine ({} per core, {} cores)",
+                self.workers,
+                Self::WORKERS_PER_CORE,
+                max / Self::WORKERS_PER_CORE
+            ));
+        }
+        if self.keep_revisions == 0 {
+            return bad("keep_revisions is 0; at least the newest revision is kept".into());
+        }
+        if self.chunk_records == 0 || self.chunk_records > Self::MAX_CHUNK_RECORDS {
+            return bad(format!(
+                "chunk_records is {}, outside 1..={}",
+                self.chunk_records,
+                Self::MAX_CHUNK_RECORDS
+            ));
+        }
+        if self.revision_every == Some(0) {
+            return bad(
+                "revision_every is Some(0); use None to capture revisions only on demand".into(),
+            );
+        }
+        Ok(())
     }
 
     /// Whether a restore resumes the replicas that can be resumed from their revisions (the
@@ -62,11 +118,12 @@ impl RuntimeConfig {
         self
     }
 
-    /// The most records a revision chunk holds (default 8,192; at least 1). A restore looks
+    /// The most records a revision chunk holds (default 8,192; at least 1, at most
+    /// [`Self::MAX_CHUNK_RECORDS`]). A restore looks
     /// records up by chunk and decodes chunks in parallel; small chunks are for tests that
     /// need revisions of several chunks.
     pub fn with_chunk_records(mut self, n: usize) -> Self {
-        self.chunk_records = n.max(1);
+        self.chunk_records = n;
         self
     }
 
@@ -77,16 +134,16 @@ impl RuntimeConfig {
     }
 
     /// Captures revisions after every `n` source deltas (`None`: only on demand and at
-    /// shutdown).
+    /// shutdown; `Some(0)` is refused).
     pub fn with_revision_every(mut self, n: Option<u64>) -> Self {
-        self.revision_every = n.filter(|n| *n > 0);
+        self.revision_every = n;
         self
     }
 
     /// How many revisions of each replica to keep (the newest, plus older ones for time
     /// travel). At least 1.
     pub fn with_keep_revisions(mut self, n: usize) -> Self {
-        self.keep_revisions = n.max(1);
+        self.keep_revisions = n;
         self
     }
 

@@ -35,6 +35,9 @@ pub enum Error {
     /// What was asked for is older than the retained log and revisions reach.
     #[error("history not retained: {0}")]
     HistoryUnavailable(String),
+    /// A `RuntimeConfig` setting is out of its range (see `RuntimeConfig::validate`).
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
     /// The timely workers could not start.
     #[error("cannot start the workers: {0}")]
     Workers(String),

@@ -195,3 +195,32 @@ pub fn describe<R: Debug + Ord + Clone>(
         want.len()
     )
 }
+
+/// Decodes log entry `seq` (a source delta as the log holds it: per source replica by name,
+/// its updates) as a restore does, for fuzz tests of a crate with its own record type. The
+/// records' dictionary ids are not checked (there is no dictionary here).
+#[allow(clippy::type_complexity)]
+pub fn decode_log_entry<R: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    seq: u64,
+) -> Result<Vec<(String, Vec<(R, i64)>)>, Error> {
+    let unchecked = crate::codec::IdCheck::new(None, crate::dictionary::Dictionary::new());
+    crate::codec::decode_log(bytes, seq, &unchecked)
+}
+
+/// Decodes revision chunk `(replica, as_of, i)` whole, and its first record alone, as a read
+/// and a lookup do, for fuzz tests of a crate with its own record type. The records'
+/// dictionary ids are not checked.
+#[allow(clippy::type_complexity)]
+pub fn decode_revision_chunk<R: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    replica: &str,
+    as_of: u64,
+    i: u32,
+) -> (Result<Vec<(R, isize)>, Error>, Result<R, Error>) {
+    let unchecked = crate::codec::IdCheck::new(None, crate::dictionary::Dictionary::new());
+    (
+        crate::codec::decode_chunk(bytes, replica, as_of, i, &unchecked),
+        crate::codec::decode_first(bytes, replica, as_of, i, &unchecked),
+    )
+}

@@ -59,6 +59,7 @@ impl<R: Record> Runtime<R> {
         config: RuntimeConfig,
         build: impl FnOnce(&Dictionary) -> Result<Dag<R>, DagError>,
     ) -> Result<Self, Error> {
+        config.validate()?;
         let dictionary = Dictionary::new();
         let (store, last_seq) = match &config.store {
             Some(path) => {

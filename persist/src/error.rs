@@ -35,6 +35,16 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// The file cannot be opened or created: permission denied, a symbolic link loop, a
+    /// parent that is not a directory, ... (the operating system's reason, in words).
+    #[error("cannot open store {path}: {}", io_reason(.cause))]
+    Io {
+        /// The store's path.
+        path: PathBuf,
+        /// What the operating system said (its text is already in the message, so it is not
+        /// chained as a source: a chained source is printed again).
+        cause: std::io::Error,
+    },
     /// A value in the store does not have the documented layout.
     #[error("store is damaged: {0}")]
     Corrupt(String),
@@ -47,6 +57,33 @@ pub enum Error {
     /// The storage engine failed.
     #[error("storage error: {0}")]
     Storage(#[from] redb::Error),
+}
+
+/// `ELOOP`: too many levels of symbolic links (`std::io::ErrorKind::FilesystemLoop` is not
+/// stable yet, so the number is matched; it differs between Linux and the BSDs).
+const ELOOP: i32 = if cfg!(any(target_os = "linux", target_os = "android")) {
+    40
+} else {
+    62
+};
+
+/// Why an I/O operation on the store's path failed, in words that say what to look at.
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    if e.raw_os_error() == Some(ELOOP) {
+        return "a symbolic link loop (too many levels of symbolic links)".into();
+    }
+    match e.kind() {
+        ErrorKind::PermissionDenied => {
+            "permission denied; check the permissions of the file and its directories".into()
+        }
+        ErrorKind::NotFound => "no such file or directory".into(),
+        ErrorKind::NotADirectory => "a component of the path is not a directory".into(),
+        ErrorKind::IsADirectory => "it is a directory, not a file".into(),
+        ErrorKind::ReadOnlyFilesystem => "the file system is read-only".into(),
+        ErrorKind::StorageFull => "no space left on the device".into(),
+        _ => e.to_string(),
+    }
 }
 
 macro_rules! storage_from {

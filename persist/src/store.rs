@@ -170,6 +170,19 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// An I/O error while opening the file at `path`: a file too short or garbled for redb is
+/// not a prr store; anything else is the operating system refusing (permission denied, a
+/// symbolic link loop, ...), said as such.
+fn open_io_error(path: PathBuf, e: std::io::Error) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData => Error::NotAStore {
+            path,
+            reason: e.to_string(),
+        },
+        _ => Error::Io { path, cause: e },
+    }
+}
+
 fn le_u64(b: &[u8], what: &str) -> Result<u64, Error> {
     b.try_into()
         .map(u64::from_le_bytes)
@@ -226,11 +239,8 @@ impl Store {
         let db = match opened {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(Error::Locked { path }),
-            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))) if exists => {
-                return Err(Error::NotAStore {
-                    path,
-                    reason: e.to_string(),
-                });
+            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))) => {
+                return Err(open_io_error(path, e));
             }
             Err(redb::DatabaseError::Storage(e)) if exists => {
                 return Err(Error::NotAStore {
@@ -270,6 +280,9 @@ impl Store {
                 if e.kind() == std::io::ErrorKind::NotFound =>
             {
                 return Err(Error::Missing(format!("no store at {}", path.display())));
+            }
+            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))) => {
+                return Err(open_io_error(path, e));
             }
             Err(redb::DatabaseError::Storage(e)) => {
                 return Err(Error::NotAStore {

@@ -9,6 +9,8 @@ mod workload;
 mod agreement;
 #[path = "replicas/differs.rs"]
 mod differs;
+#[path = "replicas/fuzz.rs"]
+mod fuzz;
 #[path = "replicas/hostile_rules.rs"]
 mod hostile_rules;
 #[path = "replicas/real_data.rs"]

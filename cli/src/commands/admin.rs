@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::Ctx;
 use crate::args::{GraphFormat, InfoFormat};
+use crate::output::escape;
 use crate::{Failure, exit};
 
 pub fn status(ctx: &Ctx, format: InfoFormat) -> Result<u8, Failure> {
@@ -165,7 +166,10 @@ pub fn revisions(ctx: &Ctx, replica: Option<&str>, format: InfoFormat) -> Result
                 writeln!(
                     out,
                     "{:<15} {:>8} {:>6} {:>10}",
-                    r.replica, r.as_of, r.logic_version, r.records
+                    escape(&r.replica),
+                    r.as_of,
+                    r.logic_version,
+                    r.records
                 )?;
             }
         }
@@ -175,7 +179,7 @@ pub fn revisions(ctx: &Ctx, replica: Option<&str>, format: InfoFormat) -> Result
 }
 
 pub fn compact(ctx: &Ctx) -> Result<u8, Failure> {
-    let mut m = ctx.open()?;
+    let mut m = ctx.open_existing()?;
     let before = std::fs::metadata(&ctx.store).map(|m| m.len()).unwrap_or(0);
     let as_of = m.runtime().capture_revisions()?;
     m.runtime().collect_garbage(true)?;
@@ -193,13 +197,11 @@ pub fn compact(ctx: &Ctx) -> Result<u8, Failure> {
 }
 
 pub fn rebuild(ctx: &Ctx, replicas: &[String], check: bool) -> Result<u8, Failure> {
-    if !ctx.store.exists() {
-        return Err(Failure::new(
-            exit::FAILURE,
-            anyhow::anyhow!("no store at {}", ctx.store.display()),
-        ));
-    }
-    let mut m = if check { ctx.open_read()? } else { ctx.open()? };
+    let mut m = if check {
+        ctx.open_read()?
+    } else {
+        ctx.open_existing()?
+    };
     let ids = replicas
         .iter()
         .map(|r| m.runtime().replica(r))
@@ -250,12 +252,6 @@ pub fn rebuild(ctx: &Ctx, replicas: &[String], check: bool) -> Result<u8, Failur
 }
 
 pub fn check(ctx: &Ctx) -> Result<u8, Failure> {
-    if !ctx.store.exists() {
-        return Err(Failure::new(
-            exit::FAILURE,
-            anyhow::anyhow!("no store at {}", ctx.store.display()),
-        ));
-    }
     // Not through a started runtime: damage can keep one from starting, and `check` reports
     // it like any other.
     let config = RuntimeConfig::new()
@@ -272,7 +268,11 @@ pub fn check(ctx: &Ctx) -> Result<u8, Failure> {
         Ok(exit::OK)
     } else {
         for p in &problems {
-            writeln!(std::io::stdout().lock(), "problem: {p}")?;
+            writeln!(
+                std::io::stdout().lock(),
+                "problem: {}",
+                escape(&p.to_string())
+            )?;
         }
         Ok(exit::DIFFERENCES)
     }

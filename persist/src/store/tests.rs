@@ -453,3 +453,76 @@ fn a_damaged_quarantine_entry_is_an_error_not_a_panic() {
     let problems = store.check(|_, _| Ok(()), |_, _, _, _| Ok(0)).unwrap();
     assert_eq!(problems.len(), 1, "{problems:?}");
 }
+
+#[test]
+fn problem_10_permission_denied_is_said_as_such_with_the_path_once() {
+    let path = PathBuf::from("/srv/prr/locked.redb");
+    let e = open_io_error(
+        path.clone(),
+        std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+    );
+    let text = e.to_string();
+    assert!(matches!(e, Error::Io { .. }), "{e:?}");
+    assert!(text.contains("permission denied"), "{text}");
+    assert!(!text.contains("not a prr store"), "{text}");
+    assert_eq!(text.matches("/srv/prr/locked.redb").count(), 1, "{text}");
+    assert!(
+        std::error::Error::source(&e).is_none(),
+        "the cause is in the message and is not chained again: {text}"
+    );
+    // A file too short for redb is still "not a prr store".
+    let short = open_io_error(
+        path,
+        std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+    );
+    assert!(matches!(short, Error::NotAStore { .. }), "{short:?}");
+}
+
+#[test]
+fn problem_10_a_symlink_loop_is_said_as_such() {
+    let (d, path) = temp();
+    let other = d.path().join("other.redb");
+    std::os::unix::fs::symlink(&other, &path).unwrap();
+    std::os::unix::fs::symlink(&path, &other).unwrap();
+    for (how, result) in [
+        ("open", Store::open(&path)),
+        ("open_read_only", Store::open_read_only(&path)),
+    ] {
+        let e = result.expect_err(how);
+        let text = e.to_string();
+        assert!(matches!(e, Error::Io { .. }), "{how}: {e:?}");
+        assert!(text.contains("symbolic link loop"), "{how}: {text}");
+        assert!(!text.contains("no such file"), "{how}: {text}");
+        assert_eq!(
+            text.matches(path.to_str().unwrap()).count(),
+            1,
+            "{how}: {text}"
+        );
+    }
+    assert!(
+        std::fs::symlink_metadata(&path).unwrap().is_symlink(),
+        "the link is untouched"
+    );
+}
+
+#[test]
+fn problem_10_a_parent_that_is_a_file_is_said_as_such() {
+    let (d, _) = temp();
+    let file = d.path().join("plain");
+    std::fs::write(&file, b"x").unwrap();
+    let path = file.join("s.redb");
+    for (how, result) in [
+        ("open", Store::open(&path)),
+        ("open_read_only", Store::open_read_only(&path)),
+    ] {
+        let e = result.expect_err(how);
+        let text = e.to_string();
+        assert!(matches!(e, Error::Io { .. }), "{how}: {e:?}");
+        assert!(text.contains("not a directory"), "{how}: {text}");
+        assert_eq!(
+            text.matches(path.to_str().unwrap()).count(),
+            1,
+            "{how}: {text}"
+        );
+    }
+}
