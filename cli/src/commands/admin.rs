@@ -106,13 +106,7 @@ pub fn status(ctx: &Ctx, format: InfoFormat) -> Result<u8, Failure> {
 
 /// `prr ack-poisoned SEQ`: drops a quarantined source delta for good.
 pub fn ack_poisoned(ctx: &Ctx, seq: u64) -> Result<u8, Failure> {
-    if !ctx.store.exists() {
-        return Err(Failure::new(
-            exit::FAILURE,
-            anyhow::anyhow!("no store at {}", ctx.store.display()),
-        ));
-    }
-    // An unknown seq leaves the file as it was: a store opened for writing is rewritten in
+    // A missing store is `no store at PATH` from `open_read`. An unknown seq leaves the file as it was: a store opened for writing is rewritten in
     // part even when nothing is committed.
     let mut m = ctx.open_read()?;
     let quarantined: Vec<Seq> = (m.runtime().poisoned().iter())
