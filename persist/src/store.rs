@@ -3,11 +3,15 @@
 use std::path::{Path, PathBuf};
 
 use redb::{
-    Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, TableDefinition, WriteTransaction,
+    Database, ReadOnlyDatabase, ReadTransaction, ReadableTable, ReadableTableMetadata,
+    TableDefinition, WriteTransaction,
 };
 
 use crate::Error;
+
+mod handle;
+
+use handle::{Handle, Opener, ReadOpener};
 
 /// The format version this build writes and reads. Bump it on any change of a table's layout.
 pub const FORMAT_VERSION: u32 = 1;
@@ -109,15 +113,14 @@ pub struct StoreStats {
     pub file_bytes: u64,
 }
 
-/// The database underneath: open for writing, or read-only (which never changes the file).
-enum Db {
-    Write(Database),
-    Read(ReadOnlyDatabase),
-}
-
 /// The store: a redb database in one file, opened for writing by one process at a time.
+///
+/// After the storage fails under a write (an I/O error, a failed fsync, a full disk), the
+/// store reopens the database at the next operation, so a process goes on once the fault
+/// clears. A failed [`Store::append`] says whether it was committed ([`Error::NotCommitted`],
+/// or [`Error::InDoubt`] when the store cannot be read back to tell).
 pub struct Store {
-    db: Db,
+    db: Handle,
     path: PathBuf,
 }
 
@@ -164,8 +167,16 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         };
+        let reopen = path.clone();
+        let opener: Opener = std::sync::Arc::new(move || Database::open(&reopen));
+        let reread = path.clone();
+        let read_opener: ReadOpener = std::sync::Arc::new(move || {
+            let file = std::fs::File::open(&reread)?;
+            let base = redb::backends::FileBackend::new(file).map_err(std::io::Error::other)?;
+            Ok(Box::new(base) as Box<dyn redb::StorageBackend>)
+        });
         let store = Store {
-            db: Db::Write(db),
+            db: Handle::write(db, opener, read_opener),
             path,
         };
         if exists {
@@ -203,29 +214,85 @@ impl Store {
             Err(e) => return Err(e.into()),
         };
         let store = Store {
-            db: Db::Read(db),
+            db: Handle::read_only(db),
             path,
         };
         store.check_format()?;
         Ok(store)
     }
 
+    /// Opens (or creates) a store on a custom redb storage backend, for fault-injection
+    /// tests: `backend` is called for the first open and again whenever the store reopens
+    /// itself after a storage failure. `path` names the store in messages and statistics.
+    #[cfg(feature = "test-util")]
+    pub fn open_with_backend<B: redb::StorageBackend>(
+        path: impl AsRef<Path>,
+        backend: impl Fn() -> std::io::Result<B> + Send + Sync + 'static,
+    ) -> Result<Store, Error> {
+        let path = path.as_ref().to_path_buf();
+        let backend = std::sync::Arc::new(backend);
+        let b = backend.clone();
+        let opener: Opener = std::sync::Arc::new(move || {
+            Database::builder().create_with_backend(b().map_err(redb::StorageError::from)?)
+        });
+        let read_opener: ReadOpener =
+            std::sync::Arc::new(move || Ok(Box::new(backend()?) as Box<dyn redb::StorageBackend>));
+        let store = Store {
+            db: Handle::write(opener()?, opener, read_opener),
+            path,
+        };
+        let fresh = {
+            let txn = store.begin_read()?;
+            matches!(
+                txn.open_table(META),
+                Err(redb::TableError::TableDoesNotExist(_))
+            )
+        };
+        if fresh {
+            store.initialize()?;
+        } else {
+            store.check_format()?;
+        }
+        Ok(store)
+    }
+
     /// Whether this handle is read-only.
     pub fn is_read_only(&self) -> bool {
-        matches!(self.db, Db::Read(_))
+        self.db.is_read_only()
     }
 
     fn begin_read(&self) -> Result<ReadTransaction, Error> {
-        Ok(match &self.db {
-            Db::Write(db) => db.begin_read()?,
-            Db::Read(db) => db.begin_read()?,
-        })
+        self.db.begin_read()
     }
 
     fn begin_write(&self) -> Result<WriteTransaction, Error> {
-        match &self.db {
-            Db::Write(db) => Ok(db.begin_write()?),
-            Db::Read(_) => Err(Error::ReadOnly(self.path.clone())),
+        self.db
+            .begin_write()?
+            .ok_or_else(|| Error::ReadOnly(self.path.clone()))
+    }
+
+    /// Runs `f` in a write transaction and commits it. A failure of the storage marks the
+    /// database for reopening (the transaction is dropped first). A failure at commit carries
+    /// what `f` returned: whether that commit took place is not known.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, Error>,
+    ) -> Result<T, WriteFailure<T>> {
+        let failed = |error: Error, at_commit: Option<T>| WriteFailure {
+            error: self.db.failure(error),
+            at_commit,
+        };
+        let txn = self.begin_write().map_err(|e| failed(e, None))?;
+        let value = match f(&txn) {
+            Ok(v) => v,
+            Err(e) => {
+                drop(txn);
+                return Err(failed(e, None));
+            }
+        };
+        match txn.commit() {
+            Ok(()) => Ok(value),
+            Err(e) => Err(failed(e.into(), Some(value))),
         }
     }
 
@@ -311,10 +378,76 @@ impl Store {
         first_id: u64,
         strings: &[S],
     ) -> Result<Vec<u64>, Error> {
+        let written = self.write(|txn| append_in(txn, deltas, first_id, strings));
+        let failure = match written {
+            Ok(appended) => return Ok(appended.seqs),
+            Err(failure) => failure,
+        };
+        let what = |before: Option<&Appended>| match before {
+            Some(a) if !deltas.is_empty() => {
+                format!(
+                    "source deltas seq {}..={}",
+                    a.last + 1,
+                    a.last + deltas.len() as u64
+                )
+            }
+            _ if !deltas.is_empty() => format!("{} source deltas", deltas.len()),
+            _ => format!("{} dictionary strings", strings.len()),
+        };
+        let Some(appended) = failure.at_commit else {
+            return Err(Error::NotCommitted {
+                what: what(None),
+                source: Box::new(failure.error),
+            });
+        };
+        // The commit failed: read the store back to tell whether it took place.
+        let what = what(Some(&appended));
+        let after = (
+            appended.last + deltas.len() as u64,
+            appended.dict_len + strings.len() as u64,
+        );
+        match self.settle_commit() {
+            Ok(now) if now == after => Ok(appended.seqs),
+            Ok(now) if now == (appended.last, appended.dict_len) => Err(Error::NotCommitted {
+                what,
+                source: Box::new(failure.error),
+            }),
+            Ok((seq, dict)) => Err(Error::Corrupt(format!(
+                "after a failed commit of {what}, the store holds last seq {seq} and {dict} strings, neither what it held before ({}, {}) nor after ({}, {})",
+                appended.last, appended.dict_len, after.0, after.1
+            ))),
+            Err(reopen) => Err(Error::InDoubt {
+                what,
+                source: Box::new(failure.error),
+                reopen: Box::new(reopen),
+            }),
+        }
+    }
+
+    /// After a failed commit: reopens the database, reads the last seq and the number of
+    /// strings back, and commits an empty transaction so that what is read is durable.
+    fn settle_commit(&self) -> Result<(u64, u64), Error> {
+        self.db.mark_failed();
+        if let Err(reopen) = self.db.reopen_if_failed() {
+            // The storage still fails: read the file back without writing to it.
+            return self
+                .db
+                .read_back(|txn| {
+                    let meta = txn.open_table(META)?;
+                    let read = |key: &str| -> Result<u64, Error> {
+                        let v = meta
+                            .get(key)?
+                            .ok_or_else(|| Error::Corrupt(format!("meta `{key}` is missing")))?;
+                        le_u64(v.value(), key)
+                    };
+                    Ok((read(KEY_LAST_SEQ)?, read(KEY_DICT_LEN)?))
+                })
+                .map_err(|_| reopen);
+        }
+        let now = (self.last_seq()?, self.meta_u64(KEY_DICT_LEN)?);
         let txn = self.begin_write()?;
-        let seqs = append_in(&txn, deltas, first_id, strings)?;
-        txn.commit()?;
-        Ok(seqs)
+        txn.commit().map_err(|e| self.db.failure(e.into()))?;
+        Ok(now)
     }
 
     /// The source-log entries with `seq >= from`, in order.
@@ -441,29 +574,8 @@ impl Store {
         first_id: u64,
         strings: &[S],
     ) -> Result<(), Error> {
-        let txn = self.begin_write()?;
-        append_in(&txn, &[], first_id, strings)?;
-        {
-            let mut revs = txn.open_table(REVISIONS)?;
-            let mut chunks = txn.open_table(CHUNKS)?;
-            for w in writes {
-                delete_revision_in(&mut revs, &mut chunks, &w.replica, as_of)?;
-                let info = RevisionInfo {
-                    replica: w.replica.clone(),
-                    as_of,
-                    logic_version: w.logic_version,
-                    description_hash: w.description_hash,
-                    records: w.records,
-                    chunks: w.chunks.len() as u32,
-                };
-                revs.insert((w.replica.as_str(), as_of), info.encode().as_slice())?;
-                for (i, c) in w.chunks.iter().enumerate() {
-                    chunks.insert((w.replica.as_str(), as_of, i as u32), c.as_slice())?;
-                }
-            }
-        }
-        txn.commit()?;
-        Ok(())
+        self.write(|txn| write_revisions_in(txn, as_of, writes, first_id, strings))
+            .map_err(WriteFailure::into_error)
     }
 
     /// Every stored revision's header, by replica then `as_of`.
@@ -514,8 +626,7 @@ impl Store {
         revisions: &[(String, u64)],
         log_through: Option<u64>,
     ) -> Result<(), Error> {
-        let txn = self.begin_write()?;
-        {
+        self.write(|txn| {
             let mut revs = txn.open_table(REVISIONS)?;
             let mut chunks = txn.open_table(CHUNKS)?;
             for (replica, as_of) in revisions {
@@ -525,9 +636,9 @@ impl Store {
                 let mut log = txn.open_table(LOG)?;
                 log.retain_in(..=through, |_, _| false)?;
             }
-        }
-        txn.commit()?;
-        Ok(())
+            Ok(())
+        })
+        .map_err(WriteFailure::into_error)
     }
 
     /// Sizes of what the store holds.
@@ -628,14 +739,64 @@ impl Store {
 
     /// Rewrites the file to release the space of deleted entries.
     pub fn compact_file(&mut self) -> Result<(), Error> {
-        match &mut self.db {
-            Db::Write(db) => {
-                db.compact()?;
+        match self.db.database_mut()? {
+            Some(db) => {
+                db.compact().map_err(|e| self.db.failure(e.into()))?;
                 Ok(())
             }
-            Db::Read(_) => Err(Error::ReadOnly(self.path.clone())),
+            None => Err(Error::ReadOnly(self.path.clone())),
         }
     }
+}
+
+/// What [`append_in`] wrote: the last seq and the number of strings before it, and the new
+/// seqs.
+struct Appended {
+    last: u64,
+    dict_len: u64,
+    seqs: Vec<u64>,
+}
+
+/// A failed write transaction: why, and what its body returned if it failed at commit.
+struct WriteFailure<T> {
+    error: Error,
+    at_commit: Option<T>,
+}
+
+impl<T> WriteFailure<T> {
+    /// The error, for a write whose outcome either way leaves a sound store (a revision
+    /// capture, garbage collection): the next operation reopens the database if need be.
+    fn into_error(self) -> Error {
+        self.error
+    }
+}
+
+fn write_revisions_in<S: AsRef<str>>(
+    txn: &WriteTransaction,
+    as_of: u64,
+    writes: &[RevisionWrite],
+    first_id: u64,
+    strings: &[S],
+) -> Result<(), Error> {
+    append_in(txn, &[], first_id, strings)?;
+    let mut revs = txn.open_table(REVISIONS)?;
+    let mut chunks = txn.open_table(CHUNKS)?;
+    for w in writes {
+        delete_revision_in(&mut revs, &mut chunks, &w.replica, as_of)?;
+        let info = RevisionInfo {
+            replica: w.replica.clone(),
+            as_of,
+            logic_version: w.logic_version,
+            description_hash: w.description_hash,
+            records: w.records,
+            chunks: w.chunks.len() as u32,
+        };
+        revs.insert((w.replica.as_str(), as_of), info.encode().as_slice())?;
+        for (i, c) in w.chunks.iter().enumerate() {
+            chunks.insert((w.replica.as_str(), as_of, i as u32), c.as_slice())?;
+        }
+    }
+    Ok(())
 }
 
 fn append_in<S: AsRef<str>>(
@@ -643,7 +804,7 @@ fn append_in<S: AsRef<str>>(
     deltas: &[&[u8]],
     first_id: u64,
     strings: &[S],
-) -> Result<Vec<u64>, Error> {
+) -> Result<Appended, Error> {
     let mut meta = txn.open_table(META)?;
     let read = |meta: &redb::Table<&str, &[u8]>, key: &str| -> Result<u64, Error> {
         let v = meta
@@ -679,7 +840,11 @@ fn append_in<S: AsRef<str>>(
         KEY_LAST_SEQ,
         (last + deltas.len() as u64).to_le_bytes().as_slice(),
     )?;
-    Ok(seqs)
+    Ok(Appended {
+        last,
+        dict_len,
+        seqs,
+    })
 }
 
 fn delete_revision_in(
