@@ -47,6 +47,38 @@ pub enum Error {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] prr_persist::Error),
+    /// Source deltas were committed (durable) and fed, but the revision capture due after
+    /// them failed. Nothing is lost: the next capture retries it.
+    #[error(
+        "{} committed and durable, but the revision capture due after it failed (the next capture retries it): {source}",
+        seq_range(committed)
+    )]
+    CaptureFailed {
+        /// The `Seq`s of the source deltas committed by the call that failed.
+        committed: Vec<Seq>,
+        /// Why the capture failed.
+        source: Box<Error>,
+    },
+}
+
+impl Error {
+    /// The source deltas that the call returning this error committed nonetheless (none
+    /// unless [`Error::CaptureFailed`]).
+    pub fn committed(&self) -> &[Seq] {
+        match self {
+            Error::CaptureFailed { committed, .. } => committed,
+            _ => &[],
+        }
+    }
+}
+
+/// `source deltas seq 3..=5`, for messages.
+fn seq_range(seqs: &[Seq]) -> String {
+    match (seqs.first(), seqs.last()) {
+        (Some(a), Some(b)) if a == b => format!("source delta seq {}", a.0),
+        (Some(a), Some(b)) => format!("source deltas seq {}..={}", a.0, b.0),
+        _ => "no source delta".to_string(),
+    }
 }
 /// An error in a set of replica descriptions. Each names the replica at fault.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 mod engine {
     pub mod dag_errors;
     pub mod diamond;
+    pub mod faults;
     pub mod persistence;
     pub mod random_dags;
     pub mod worker_panic;

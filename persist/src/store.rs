@@ -391,7 +391,10 @@ impl Store {
                     a.last + deltas.len() as u64
                 )
             }
-            _ if !deltas.is_empty() => format!("{} source deltas", deltas.len()),
+            _ if !deltas.is_empty() => format!(
+                "the {} source delta(s) after the last committed seq",
+                deltas.len()
+            ),
             _ => format!("{} dictionary strings", strings.len()),
         };
         let Some(appended) = failure.at_commit else {
