@@ -9,6 +9,8 @@ mod bad_input;
 mod commands;
 #[path = "cli/docs.rs"]
 mod docs;
+#[path = "cli/faults.rs"]
+mod faults;
 #[path = "cli/links.rs"]
 mod links;
 #[path = "cli/modules.rs"]

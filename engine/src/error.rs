@@ -70,6 +70,22 @@ impl Error {
             _ => &[],
         }
     }
+
+    /// Whether a commit failed without the store telling whether it took place (the next
+    /// operation reads the store back): see `prr_persist::Error::InDoubt`.
+    pub fn is_in_doubt(&self) -> bool {
+        matches!(self, Error::Store(prr_persist::Error::InDoubt { .. }))
+    }
+
+    /// Whether the storage failed underneath (an I/O error, a full disk, a failed fsync): the
+    /// operation may succeed once the fault clears.
+    pub fn is_storage_failure(&self) -> bool {
+        match self {
+            Error::Store(e) => e.is_storage_failure(),
+            Error::CaptureFailed { source, .. } => source.is_storage_failure(),
+            _ => false,
+        }
+    }
 }
 
 /// `source deltas seq 3..=5`, for messages.
