@@ -18,6 +18,9 @@ pub enum Fault {
     Sync,
     /// The disk is full: `write` and growing the file fail with `StorageFull` (ENOSPC).
     Full,
+    /// The device is gone: once its turn comes (counted in writes), every operation fails,
+    /// reads included, so a failed commit cannot even be read back.
+    Device,
 }
 
 #[derive(Debug, Default)]
@@ -94,7 +97,19 @@ impl Faults {
             Fault::Full => std::io::Error::from(std::io::ErrorKind::StorageFull),
             Fault::Write => std::io::Error::other("injected write failure"),
             Fault::Sync => std::io::Error::other("injected fsync failure"),
+            Fault::Device => std::io::Error::other("injected device failure"),
         })
+    }
+
+    /// Whether the device is gone now (reads fail too).
+    fn gone(&self) -> std::io::Result<()> {
+        let s = self.lock();
+        match s.armed {
+            Some((Fault::Device, 0)) if s.fired => {
+                Err(std::io::Error::other("injected device failure"))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Whether the disk is full now (growing the file fails).
@@ -134,10 +149,12 @@ impl StorageBackend for FaultyBackend {
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.faults.gone()?;
         self.inner.read(offset, out)
     }
 
     fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.faults.gone()?;
         if self.faults.full() && len > self.inner.len()? {
             return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
         }
@@ -145,6 +162,7 @@ impl StorageBackend for FaultyBackend {
     }
 
     fn sync_data(&self) -> std::io::Result<()> {
+        self.faults.gone()?;
         self.faults.operation(true)?;
         self.inner.sync_data()
     }

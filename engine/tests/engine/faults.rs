@@ -44,6 +44,9 @@ fn dag() -> Dag<u64> {
     .unwrap()
 }
 
+/// The commits found in doubt, by every test of this module.
+static IN_DOUBT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Where the fault strikes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Point {
@@ -104,6 +107,7 @@ impl Acked {
             }
             Err(Error::Store(prr_persist::Error::NotCommitted { .. })) => false,
             Err(Error::Store(prr_persist::Error::InDoubt { .. })) => {
+                IN_DOUBT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 assert!(self.in_doubt.is_none(), "{what}: two commits in doubt");
                 self.in_doubt = Some(group);
                 false
@@ -256,6 +260,10 @@ fn run(dir: &Path, workers: usize, point: Point, fault: Fault, at: u64) -> bool 
 /// Every commit point, every fault kind, every operation of the kind until one that the
 /// commit point does not reach (every third under CI).
 fn every_operation(workers: usize, points: &[Point]) {
+    every_operation_of(workers, points, &[Fault::Write, Fault::Sync, Fault::Full]);
+}
+
+fn every_operation_of(workers: usize, points: &[Point], kinds: &[Fault]) {
     let stride = if std::env::var("CI").is_ok_and(|v| v == "true") {
         3
     } else {
@@ -263,7 +271,7 @@ fn every_operation(workers: usize, points: &[Point]) {
     };
     let dir = tempfile::tempdir().unwrap();
     for &point in points {
-        for fault in [Fault::Write, Fault::Sync, Fault::Full] {
+        for &fault in kinds {
             let mut at = 0;
             while run(dir.path(), workers, point, fault, at) {
                 at += stride;
@@ -293,4 +301,18 @@ fn faults_at_every_garbage_collection_leave_the_runtime_equal_to_the_store() {
     for workers in [1, 2] {
         every_operation(workers, &[Point::CollectGarbage]);
     }
+}
+
+/// The device gone during a push: the commit cannot be read back (in doubt); the runtime
+/// fails until the device returns, then reads the store back and feeds what was committed.
+#[test]
+fn a_commit_in_doubt_is_settled_once_the_store_can_be_read() {
+    for workers in [1, 2] {
+        every_operation_of(
+            workers,
+            &[Point::Push, Point::GroupCommit],
+            &[Fault::Device],
+        );
+    }
+    assert!(IN_DOUBT.load(std::sync::atomic::Ordering::Relaxed) > 0);
 }

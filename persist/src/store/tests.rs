@@ -147,7 +147,7 @@ fn check_finds_a_sound_store_sound() {
 #[test]
 fn a_failed_append_says_whether_it_committed_and_the_store_goes_on() {
     use crate::{Fault, Faults, FaultyBackend};
-    for fault in [Fault::Write, Fault::Sync, Fault::Full] {
+    for fault in [Fault::Write, Fault::Sync, Fault::Full, Fault::Device] {
         let (_d, path) = temp();
         let faults = Faults::new();
         let (p, f) = (path.clone(), faults.clone());
