@@ -7,7 +7,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 const AFTER_HELP: &str = "\
 Exit status: 0 success; 1 the store or runtime failed; 2 bad usage (unknown command, option or
 replica); 3 invalid input data (nothing was stored); 4 `check` found problems or
-`rebuild --check` found differences.
+`rebuild --check` found differences; 5 `ingest` committed every source delta (see its summary)
+but the revision capture after them failed (the next capture retries it).
 
 Examples:
   prr ingest examples/data/real/derived/chitchat_matrix-spec_state.json examples/data/demo
@@ -90,7 +91,9 @@ pub enum Command {
     /// A file is room state (a JSON array of events, `{"state": [...]}`, `{"room_id", "events"}`,
     /// or one event per line) or an instance manifest (`{"instances": [...]}`). A directory
     /// stands for its files, sorted by name; `-` reads standard input. Every file is checked
-    /// before anything is stored: if one is invalid, nothing is stored.
+    /// before anything is stored: if one is invalid, nothing is stored. If storing fails (a
+    /// full disk, an I/O error), the error says which files are committed, with their seqs,
+    /// and which are not (ingest those again).
     #[command(
         after_help = concat!(
             "Examples:\n",
@@ -197,7 +200,9 @@ pub enum Command {
     /// Embedded streaming: NDJSON events or manifests in, replica deltas out.
     ///
     /// Lines that arrive together form one source delta; each is committed durably before its
-    /// deltas are written. A bad line is reported on standard error and skipped.
+    /// deltas are written. A bad line is reported on standard error and skipped. A storage
+    /// failure (a full disk, an I/O error) is reported and the same lines are retried until
+    /// they commit, never twice.
     #[command(
         after_help = "Example:\n  tail -f events.ndjson | prr stream --emit member_bans,server_acl"
     )]

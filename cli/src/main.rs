@@ -22,6 +22,9 @@ pub mod exit {
     pub const INVALID_INPUT: u8 = 3;
     /// `check` found problems, or `rebuild --check` found differences.
     pub const DIFFERENCES: u8 = 4;
+    /// The source deltas were committed (the output names them: do not send them again), but
+    /// the revision capture after them failed; the next command that captures retries it.
+    pub const NOT_CAPTURED: u8 = 5;
 }
 
 /// An error with the exit status it calls for.

@@ -11,6 +11,8 @@ mod commands;
 mod damage;
 #[path = "cli/docs.rs"]
 mod docs;
+#[path = "cli/faults.rs"]
+mod faults;
 #[path = "cli/limits.rs"]
 mod limits;
 #[path = "cli/links.rs"]

@@ -61,6 +61,54 @@ pub enum Error {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] prr_persist::Error),
+    /// Source deltas were committed (durable) and fed, but the revision capture due after
+    /// them failed. Nothing is lost: the next capture retries it.
+    #[error(
+        "{} committed and durable, but the revision capture due after it failed (the next capture retries it): {source}",
+        seq_range(committed)
+    )]
+    CaptureFailed {
+        /// The `Seq`s of the source deltas committed by the call that failed.
+        committed: Vec<Seq>,
+        /// Why the capture failed.
+        source: Box<Error>,
+    },
+}
+
+impl Error {
+    /// The source deltas that the call returning this error committed nonetheless (none
+    /// unless [`Error::CaptureFailed`]).
+    pub fn committed(&self) -> &[Seq] {
+        match self {
+            Error::CaptureFailed { committed, .. } => committed,
+            _ => &[],
+        }
+    }
+
+    /// Whether a commit failed without the store telling whether it took place (the next
+    /// operation reads the store back): see `prr_persist::Error::InDoubt`.
+    pub fn is_in_doubt(&self) -> bool {
+        matches!(self, Error::Store(prr_persist::Error::InDoubt { .. }))
+    }
+
+    /// Whether the storage failed underneath (an I/O error, a full disk, a failed fsync): the
+    /// operation may succeed once the fault clears.
+    pub fn is_storage_failure(&self) -> bool {
+        match self {
+            Error::Store(e) => e.is_storage_failure(),
+            Error::CaptureFailed { source, .. } => source.is_storage_failure(),
+            _ => false,
+        }
+    }
+}
+
+/// `source deltas seq 3..=5`, for messages.
+fn seq_range(seqs: &[Seq]) -> String {
+    match (seqs.first(), seqs.last()) {
+        (Some(a), Some(b)) if a == b => format!("source delta seq {}", a.0),
+        (Some(a), Some(b)) => format!("source deltas seq {}..={}", a.0, b.0),
+        _ => "no source delta".to_string(),
+    }
 }
 
 /// `3, 7`, or `none`.

@@ -330,6 +330,32 @@ pub(crate) fn replay_log<R: Record>(
     Ok(())
 }
 
+/// After a failed commit whose outcome was not known: reads the store back, feeds the running
+/// dataflow (if any) the log entries committed after its last fed `Seq` after all, each at its
+/// own `Seq`, and marks the strings the store holds as persisted. Returns the store's last
+/// `Seq`. Changes nothing when the store cannot be read.
+pub(crate) fn settle_after_fault<R: Record>(
+    stored: &Stored<R>,
+    controller: Option<&mut Controller<R>>,
+) -> Result<u64, Error> {
+    let Some(store) = &stored.store else {
+        return Ok(stored.last_seq);
+    };
+    let last = store.last_seq()?;
+    let strings = store.string_count()?;
+    if let Some(controller) = controller {
+        replay_log(
+            stored,
+            controller,
+            stored.last_seq + 1,
+            last,
+            Replay::EachSeq,
+        )?;
+    }
+    stored.dictionary.mark_persisted(strings);
+    Ok(last)
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;

@@ -26,7 +26,7 @@ use crate::error::{DagError, Error};
 use crate::gc::gc_plan;
 use crate::history;
 use crate::record::Record;
-use crate::restore::{Replay, replay_log, restore};
+use crate::restore::{Replay, replay_log, restore, settle_after_fault};
 use crate::revision::Decoding;
 use crate::seq::Seq;
 use crate::stored::Stored;
@@ -38,6 +38,9 @@ pub struct Runtime<R: Record> {
     /// The running dataflow, once started.
     controller: Option<Controller<R>>,
     since_revision: u64,
+    /// A commit of source deltas failed without telling whether it took place
+    /// (`prr_persist::Error::InDoubt`): the next operation reads the store back first.
+    unsettled: bool,
     rebuild_deltas: Vec<Delta<R>>,
     resumed: Vec<String>,
     /// The deltas this runtime quarantined since it started, in order.
@@ -60,14 +63,34 @@ impl<R: Record> Runtime<R> {
         build: impl FnOnce(&Dictionary) -> Result<Dag<R>, DagError>,
     ) -> Result<Self, Error> {
         config.validate()?;
+        let store = match &config.store {
+            Some(path) if config.read_only => Some(Store::open_read_only(path)?),
+            Some(path) => Some(Store::open(path)?),
+            None => None,
+        };
+        Self::start_inner(config, store, build)
+    }
+
+    /// Like [`Runtime::start_with`], on a store opened by the caller (e.g. on a
+    /// fault-injecting storage backend, `Store::open_with_backend`); `config`'s store path is
+    /// ignored.
+    #[cfg(feature = "test-util")]
+    pub fn start_on(
+        config: RuntimeConfig,
+        store: Store,
+        build: impl FnOnce(&Dictionary) -> Result<Dag<R>, DagError>,
+    ) -> Result<Self, Error> {
+        Self::start_inner(config, Some(store), build)
+    }
+
+    fn start_inner(
+        config: RuntimeConfig,
+        store: Option<Store>,
+        build: impl FnOnce(&Dictionary) -> Result<Dag<R>, DagError>,
+    ) -> Result<Self, Error> {
         let dictionary = Dictionary::new();
-        let (store, last_seq) = match &config.store {
-            Some(path) => {
-                let store = if config.read_only {
-                    Store::open_read_only(path)?
-                } else {
-                    Store::open(path)?
-                };
+        let (store, last_seq) = match store {
+            Some(store) => {
                 let n = store.string_count()?;
                 let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
                 dictionary.load_parallel(n, threads as u64, |from, to, f| {
@@ -101,6 +124,7 @@ impl<R: Record> Runtime<R> {
             },
             controller: None,
             since_revision: 0,
+            unsettled: false,
             rebuild_deltas: Vec::new(),
             resumed: Vec::new(),
             newly_poisoned: Vec::new(),
@@ -163,7 +187,7 @@ impl<R: Record> Runtime<R> {
         }
         self.ensure_controller()?;
         let last_seq = self.stored.last_seq;
-        let seqs: Vec<u64> = match &self.stored.store {
+        let committed = match &self.stored.store {
             Some(store) => {
                 let encoded: Vec<Vec<u8>> = deltas
                     .iter()
@@ -173,12 +197,23 @@ impl<R: Record> Runtime<R> {
                 let dictionary = &self.stored.dictionary;
                 let (first_id, strings) = dictionary.unpersisted();
                 // On failure the new strings stay interned (unpersisted): the dataflow may hold
-                // their ids already, and they are written with the next commit.
-                let seqs = store.append(&slices, first_id, &strings)?;
-                dictionary.mark_persisted(first_id + strings.len() as u64);
-                seqs
+                // their ids already, and they are written with the next commit. The store says
+                // whether a failed commit took place; when it cannot tell, the next operation
+                // reads it back (`settle`).
+                let appended = store.append(&slices, first_id, &strings);
+                if appended.is_ok() {
+                    dictionary.mark_persisted(first_id + strings.len() as u64);
+                }
+                appended
             }
-            None => (1..=deltas.len() as u64).map(|i| last_seq + i).collect(),
+            None => Ok((1..=deltas.len() as u64).map(|i| last_seq + i).collect()),
+        };
+        let seqs = match committed {
+            Ok(seqs) => seqs,
+            Err(e) => {
+                self.unsettled = matches!(e, prr_persist::Error::InDoubt { .. });
+                return Err(e.into());
+            }
         };
         self.stored.last_seq = *seqs.last().unwrap_or(&last_seq);
         for (seq, delta) in seqs.iter().zip(deltas) {
@@ -197,13 +232,33 @@ impl<R: Record> Runtime<R> {
             }
         }
         self.since_revision += seqs.len() as u64;
+        let seqs: Vec<Seq> = seqs.into_iter().map(Seq).collect();
         if let Some(every) = self.stored.config.revision_every
             && self.stored.store.is_some()
             && self.since_revision >= every
+            && let Err(e) = self.capture_revisions()
         {
-            self.capture_revisions()?;
+            return Err(Error::CaptureFailed {
+                committed: seqs,
+                source: Box::new(e),
+            });
         }
-        Ok(seqs.into_iter().map(Seq).collect())
+        Ok(seqs)
+    }
+
+    /// After a commit whose outcome the store could not tell: reads the store back and makes
+    /// the runtime equal to it (the dataflow is fed what was committed after all, the
+    /// dictionary marks what is stored). Fails, changing nothing, while the store cannot be
+    /// read.
+    fn settle(&mut self) -> Result<(), Error> {
+        if !self.unsettled {
+            return Ok(());
+        }
+        let through = settle_after_fault(&self.stored, self.controller.as_mut())?;
+        self.since_revision += through - self.stored.last_seq;
+        self.stored.last_seq = through;
+        self.unsettled = false;
+        Ok(())
     }
 
     fn logged(&self, delta: &SourceDelta<R>) -> LoggedDelta<R> {
@@ -319,6 +374,7 @@ impl<R: Record> Runtime<R> {
     /// panics while it is replayed (committed, but not quarantined before the process stopped)
     /// is quarantined now.
     fn ensure_controller(&mut self) -> Result<&mut Controller<R>, Error> {
+        self.settle()?;
         if self.controller.is_none() {
             let last = self.stored.last_seq;
             match self.restart_dataflow(last) {
@@ -589,6 +645,7 @@ impl<R: Record> Runtime<R> {
     /// collects garbage. Returns the `as_of`.
     pub fn capture_revisions(&mut self) -> Result<Seq, Error> {
         self.stored.store("capturing revisions")?;
+        self.settle()?;
         let as_of = self.stored.last_seq;
         let dag = self.stored.dag.clone();
         let mut all_fresh = self.controller.is_none();
@@ -621,6 +678,7 @@ impl<R: Record> Runtime<R> {
     /// at or below the oldest retained restore point.
     pub fn collect_garbage(&mut self, cut_log: bool) -> Result<(), Error> {
         let store = self.stored.store("collecting garbage")?.clone();
+        self.settle()?;
         let revisions = store.revisions()?;
         let dag = self.stored.dag.clone();
         let (delete, log_through) = gc_plan(&dag, &revisions, self.stored.config.keep_revisions);

@@ -4,6 +4,7 @@ mod engine {
     pub mod config;
     pub mod dag_errors;
     pub mod diamond;
+    pub mod faults;
     pub mod integrity;
     pub mod persistence;
     pub mod poison;

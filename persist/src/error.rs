@@ -57,6 +57,44 @@ pub enum Error {
     /// The storage engine failed.
     #[error("storage error: {0}")]
     Storage(#[from] redb::Error),
+    /// A write failed and is known not to have been committed: nothing of it is in the store.
+    #[error("{what} not committed: {source}")]
+    NotCommitted {
+        /// What was being written, e.g. `source deltas seq 5..=7`.
+        what: String,
+        /// Why it failed.
+        source: Box<Error>,
+    },
+    /// The storage failed while a write was being committed, and the store could not be read
+    /// back to tell whether the commit took place: either all of it is in the store or nothing.
+    /// The next operation reopens the store and settles it (its last seq tells).
+    #[error(
+        "{what} may or may not be committed: {source}; the store could not be read back ({reopen}); its last seq tells once the storage works again"
+    )]
+    InDoubt {
+        /// What was being written, e.g. `source deltas seq 5..=7`.
+        what: String,
+        /// Why the commit failed.
+        source: Box<Error>,
+        /// Why the store could not be read back.
+        reopen: Box<Error>,
+    },
+}
+
+impl Error {
+    /// Whether this is a failure of the storage underneath (an I/O error, a full disk, a
+    /// failed fsync, or an operation refused after one), as opposed to misuse or damage.
+    pub fn is_storage_failure(&self) -> bool {
+        match self {
+            Error::Storage(e) => matches!(
+                e,
+                redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseClosed
+            ),
+            Error::NotCommitted { source, .. } => source.is_storage_failure(),
+            Error::InDoubt { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 /// `ELOOP`: too many levels of symbolic links (`std::io::ErrorKind::FilesystemLoop` is not

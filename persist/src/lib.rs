@@ -25,7 +25,11 @@
 //! ```
 
 mod error;
+#[cfg(feature = "test-util")]
+mod faults;
 mod store;
 
 pub use error::Error;
+#[cfg(feature = "test-util")]
+pub use faults::{Fault, Faults, FaultyBackend};
 pub use store::{FORMAT_VERSION, Quarantined, RevisionInfo, RevisionWrite, Store, StoreStats};

@@ -3,14 +3,16 @@
 use std::path::{Path, PathBuf};
 
 use redb::{
-    Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, TableDefinition, WriteTransaction,
+    Database, ReadOnlyDatabase, ReadTransaction, ReadableTable, ReadableTableMetadata,
+    TableDefinition, WriteTransaction,
 };
 
 use crate::Error;
 
+mod append;
 mod check;
 mod guard;
+mod handle;
 mod quarantine;
 mod sealed;
 mod upgrade;
@@ -18,6 +20,7 @@ mod upgrade;
 pub use quarantine::Quarantined;
 
 use guard::{callback, contained};
+use handle::{Handle, Opener, ReadOpener};
 
 /// The format version this build writes and reads. Bump it on any change of a table's layout.
 /// A store of format 1 is upgraded when opened (see `docs/design.md`).
@@ -138,17 +141,14 @@ pub struct StoreStats {
     pub file_bytes: u64,
 }
 
-/// The database underneath: open for writing, or read-only (which never changes the file).
-enum Db {
-    Write(Database),
-    Read(ReadOnlyDatabase),
-    /// Closed, while the store is dropped.
-    Closed,
-}
-
 /// The store: a redb database in one file, opened for writing by one process at a time.
+///
+/// After the storage fails under a write (an I/O error, a failed fsync, a full disk), the
+/// store reopens the database at the next operation, so a process goes on once the fault
+/// clears. A failed [`Store::append`] says whether it was committed ([`Error::NotCommitted`],
+/// or [`Error::InDoubt`] when the store cannot be read back to tell).
 pub struct Store {
-    db: Db,
+    db: Handle,
     path: PathBuf,
 }
 
@@ -156,7 +156,7 @@ impl Drop for Store {
     /// Closes the database. After a contained panic of redb (a damaged page), closing can
     /// panic too (on a poisoned lock): contained as well, so that it does not end the process.
     fn drop(&mut self) {
-        let db = std::mem::replace(&mut self.db, Db::Closed);
+        let db = self.db.close();
         let _ = contained("the file while closing it", || {
             drop(db);
             Ok::<(), Error>(())
@@ -250,8 +250,16 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         };
+        let reopen = path.clone();
+        let opener: Opener = std::sync::Arc::new(move || Database::open(&reopen));
+        let reread = path.clone();
+        let read_opener: ReadOpener = std::sync::Arc::new(move || {
+            let file = std::fs::File::open(&reread)?;
+            let base = redb::backends::FileBackend::new(file).map_err(std::io::Error::other)?;
+            Ok(Box::new(base) as Box<dyn redb::StorageBackend>)
+        });
         let store = Store {
-            db: Db::Write(db),
+            db: Handle::write(db, opener, read_opener),
             path,
         };
         if exists {
@@ -293,7 +301,7 @@ impl Store {
             Err(e) => return Err(e.into()),
         };
         let store = Store {
-            db: Db::Read(db),
+            db: Handle::read_only(db),
             path,
         };
         match store.check_format() {
@@ -309,29 +317,54 @@ impl Store {
         }
     }
 
+    /// Opens (or creates) a store on a custom redb storage backend, for fault-injection
+    /// tests: `backend` is called for the first open and again whenever the store reopens
+    /// itself after a storage failure. `path` names the store in messages and statistics.
+    #[cfg(feature = "test-util")]
+    pub fn open_with_backend<B: redb::StorageBackend>(
+        path: impl AsRef<Path>,
+        backend: impl Fn() -> std::io::Result<B> + Send + Sync + 'static,
+    ) -> Result<Store, Error> {
+        let path = path.as_ref().to_path_buf();
+        let backend = std::sync::Arc::new(backend);
+        let b = backend.clone();
+        let opener: Opener = std::sync::Arc::new(move || {
+            Database::builder().create_with_backend(b().map_err(redb::StorageError::from)?)
+        });
+        let read_opener: ReadOpener =
+            std::sync::Arc::new(move || Ok(Box::new(backend()?) as Box<dyn redb::StorageBackend>));
+        let store = Store {
+            db: Handle::write(opener()?, opener, read_opener),
+            path,
+        };
+        let fresh = {
+            let txn = store.begin_read()?;
+            matches!(
+                txn.open_table(META),
+                Err(redb::TableError::TableDoesNotExist(_))
+            )
+        };
+        if fresh {
+            store.initialize()?;
+        } else {
+            store.check_format()?;
+        }
+        Ok(store)
+    }
+
     /// Whether this handle is read-only.
     pub fn is_read_only(&self) -> bool {
-        matches!(self.db, Db::Read(_))
+        self.db.is_read_only()
     }
 
     fn begin_read(&self) -> Result<ReadTransaction, Error> {
-        Ok(match &self.db {
-            Db::Write(db) => db.begin_read()?,
-            Db::Read(db) => db.begin_read()?,
-            Db::Closed => {
-                return Err(Error::Missing(format!(
-                    "store {} is closed",
-                    self.path.display()
-                )));
-            }
-        })
+        self.db.begin_read()
     }
 
     fn begin_write(&self) -> Result<WriteTransaction, Error> {
-        match &self.db {
-            Db::Write(db) => Ok(db.begin_write()?),
-            Db::Read(_) | Db::Closed => Err(Error::ReadOnly(self.path.clone())),
-        }
+        self.db
+            .begin_write()?
+            .ok_or_else(|| Error::ReadOnly(self.path.clone()))
     }
 
     fn initialize(&self) -> Result<(), Error> {
@@ -414,23 +447,6 @@ impl Store {
     /// The last committed sequence number, 0 for an empty store.
     pub fn last_seq(&self) -> Result<u64, Error> {
         self.meta_u64(KEY_LAST_SEQ)
-    }
-
-    /// Appends source deltas to the log in one durable transaction (a group commit), together
-    /// with the dictionary strings first used by them (`strings[i]` gets id `first_id + i`),
-    /// and returns their sequence numbers. When this returns, they are on disk.
-    pub fn append<S: AsRef<str>>(
-        &self,
-        deltas: &[&[u8]],
-        first_id: u64,
-        strings: &[S],
-    ) -> Result<Vec<u64>, Error> {
-        contained("log", || {
-            let txn = self.begin_write()?;
-            let seqs = append_in(&txn, deltas, first_id, strings)?;
-            txn.commit()?;
-            Ok(seqs)
-        })
     }
 
     /// The source-log entries with `seq >= from`, in order.
@@ -572,31 +588,8 @@ impl Store {
         strings: &[S],
     ) -> Result<(), Error> {
         contained("revisions", || {
-            let txn = self.begin_write()?;
-            append_in(&txn, &[], first_id, strings)?;
-            {
-                let mut revs = txn.open_table(REVISIONS)?;
-                let mut chunks = txn.open_table(CHUNKS)?;
-                for w in writes {
-                    delete_revision_in(&mut revs, &mut chunks, &w.replica, as_of)?;
-                    let info = RevisionInfo {
-                        replica: w.replica.clone(),
-                        as_of,
-                        logic_version: w.logic_version,
-                        description_hash: w.description_hash,
-                        records: w.records,
-                        chunks: w.chunks.len() as u32,
-                    };
-                    revs.insert((w.replica.as_str(), as_of), info.encode().as_slice())?;
-                    for (i, c) in w.chunks.iter().enumerate() {
-                        let i = i as u32;
-                        let c = sealed::chunk(&w.replica, as_of, i).seal(c);
-                        chunks.insert((w.replica.as_str(), as_of, i), c.as_slice())?;
-                    }
-                }
-            }
-            txn.commit()?;
-            Ok(())
+            self.write(|txn| write_revisions_in(txn, as_of, writes, first_id, strings))
+                .map_err(append::WriteFailure::into_error)
         })
     }
 
@@ -656,8 +649,7 @@ impl Store {
         log_through: Option<u64>,
     ) -> Result<(), Error> {
         contained("revisions", || {
-            let txn = self.begin_write()?;
-            {
+            self.write(|txn| {
                 let mut revs = txn.open_table(REVISIONS)?;
                 let mut chunks = txn.open_table(CHUNKS)?;
                 for (replica, as_of) in revisions {
@@ -667,9 +659,9 @@ impl Store {
                     let mut log = txn.open_table(LOG)?;
                     log.retain_in(..=through, |_, _| false)?;
                 }
-            }
-            txn.commit()?;
-            Ok(())
+                Ok(())
+            })
+            .map_err(append::WriteFailure::into_error)
         })
     }
 
@@ -694,59 +686,46 @@ impl Store {
 
     /// Rewrites the file to release the space of deleted entries.
     pub fn compact_file(&mut self) -> Result<(), Error> {
-        match &mut self.db {
-            Db::Write(db) => contained("the file", || {
-                db.compact()?;
-                Ok(())
-            }),
-            Db::Read(_) | Db::Closed => Err(Error::ReadOnly(self.path.clone())),
-        }
+        let path = self.path.clone();
+        let handle = &mut self.db;
+        contained("the file", || match handle.database_mut()? {
+            Some(db) => match db.compact() {
+                Ok(_) => Ok(()),
+                Err(e) => Err(handle.failure(e.into())),
+            },
+            None => Err(Error::ReadOnly(path)),
+        })
     }
 }
 
-fn append_in<S: AsRef<str>>(
+fn write_revisions_in<S: AsRef<str>>(
     txn: &WriteTransaction,
-    deltas: &[&[u8]],
+    as_of: u64,
+    writes: &[RevisionWrite],
     first_id: u64,
     strings: &[S],
-) -> Result<Vec<u64>, Error> {
-    let mut meta = txn.open_table(META)?;
-    let read = |meta: &redb::Table<&str, &[u8]>, key: &str| -> Result<u64, Error> {
-        let v = meta
-            .get(key)?
-            .ok_or_else(|| Error::Corrupt(format!("table meta: `{key}` is missing")))?;
-        open_u64(key, v.value())
-    };
-    let last = read(&meta, KEY_LAST_SEQ)?;
-    let dict_len = read(&meta, KEY_DICT_LEN)?;
-    if !strings.is_empty() {
-        if first_id != dict_len {
-            return Err(Error::Corrupt(format!(
-                "new dictionary ids start at {first_id}, but the store holds {dict_len}"
-            )));
+) -> Result<(), Error> {
+    append::append_in(txn, &[], first_id, strings)?;
+    let mut revs = txn.open_table(REVISIONS)?;
+    let mut chunks = txn.open_table(CHUNKS)?;
+    for w in writes {
+        delete_revision_in(&mut revs, &mut chunks, &w.replica, as_of)?;
+        let info = RevisionInfo {
+            replica: w.replica.clone(),
+            as_of,
+            logic_version: w.logic_version,
+            description_hash: w.description_hash,
+            records: w.records,
+            chunks: w.chunks.len() as u32,
+        };
+        revs.insert((w.replica.as_str(), as_of), info.encode().as_slice())?;
+        for (i, c) in w.chunks.iter().enumerate() {
+            let i = i as u32;
+            let c = sealed::chunk(&w.replica, as_of, i).seal(c);
+            chunks.insert((w.replica.as_str(), as_of, i), c.as_slice())?;
         }
-        let mut dict = txn.open_table(DICT)?;
-        for (i, s) in strings.iter().enumerate() {
-            let id = first_id + i as u64;
-            dict.insert(id, sealed::dict(id).seal(s.as_ref().as_bytes()).as_slice())?;
-        }
-        meta.insert(
-            KEY_DICT_LEN,
-            sealed_u64(KEY_DICT_LEN, dict_len + strings.len() as u64).as_slice(),
-        )?;
     }
-    let mut log = txn.open_table(LOG)?;
-    let mut seqs = Vec::with_capacity(deltas.len());
-    for (i, d) in deltas.iter().enumerate() {
-        let seq = last + 1 + i as u64;
-        log.insert(seq, sealed::log(seq).seal(d).as_slice())?;
-        seqs.push(seq);
-    }
-    meta.insert(
-        KEY_LAST_SEQ,
-        sealed_u64(KEY_LAST_SEQ, last + deltas.len() as u64).as_slice(),
-    )?;
-    Ok(seqs)
+    Ok(())
 }
 
 fn delete_revision_in(

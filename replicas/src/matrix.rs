@@ -104,9 +104,11 @@ impl Matrix {
             deltas.push(std::mem::take(&mut prepared.delta));
             ingestor.commit(prepared);
         }
-        self.rt.push_many(deltas).inspect_err(|_| {
-            // The ingest state ran ahead of the store: reload it from the replicas.
-            self.ingestor = None;
+        self.rt.push_many(deltas).inspect_err(|e| {
+            if e.committed().is_empty() {
+                // The ingest state ran ahead of the store: reload it from the replicas.
+                self.ingestor = None;
+            }
         })
     }
 
@@ -211,7 +213,12 @@ impl Pipeline {
         m: &mut Matrix,
         batches: &[B],
     ) -> Result<Vec<Seq>, Error> {
-        let seqs = m.submit_many(batches)?;
+        let seqs = m.submit_many(batches).inspect_err(|e| {
+            // Committed, but the revision capture after them failed: they are in flight.
+            if let Some(last) = e.committed().last() {
+                self.in_flight = self.in_flight.max(Some(*last));
+            }
+        })?;
         if let Some(previous) = self
             .in_flight
             .replace(*seqs.last().expect("at least one batch"))

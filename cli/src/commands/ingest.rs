@@ -125,6 +125,14 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
             }
         }
     };
+    let before = m.runtime().last_seq().0;
+    let names_of: Vec<String> = parsed.iter().map(|(n, _)| n.clone()).collect();
+    // A failure says exactly which files are committed (file `i` is seq `before + 1 + i`).
+    let failed = |m: &mut prr_replicas::Matrix, context: String, e: prr_engine::Error| {
+        let now = m.runtime().last_seq().0;
+        let ack = acknowledgement(&names_of, before, now, e.is_in_doubt());
+        Failure::new(exit::FAILURE, anyhow::anyhow!("{context}: {e}\n{ack}"))
+    };
     let mut start = 0;
     let mut pipeline = Pipeline::new();
     while start < parsed.len() {
@@ -143,7 +151,16 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
             )
         };
         // One group computes while the next is committed (`Pipeline`).
-        let got = pipeline.submit(&mut m, &group).context(context)?;
+        let got = match pipeline.submit(&mut m, &group) {
+            Ok(got) => got,
+            // Committed; the revision capture due after them failed: say so, and go on (the
+            // next capture retries it).
+            Err(e) if !e.committed().is_empty() => {
+                eprintln!("prr: warning: {e}");
+                e.committed().to_vec()
+            }
+            Err(e) => return Err(failed(&mut m, context, e)),
+        };
         // Committed: the parsed items are not needed any more.
         parsed[start..end].iter_mut().for_each(|p| p.1 = Vec::new());
         seqs.extend(got);
@@ -153,9 +170,13 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
         }
         start = end;
     }
-    pipeline
-        .finish(&mut m)
-        .context("while computing the ingested deltas")?;
+    if let Err(e) = pipeline.finish(&mut m) {
+        return Err(failed(
+            &mut m,
+            "while computing the ingested deltas".into(),
+            e,
+        ));
+    }
     drain(&mut changes);
     if progress {
         eprintln!();
@@ -171,7 +192,9 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
     let poisoned: Vec<String> = (m.runtime().newly_poisoned().iter())
         .map(|s| s.0.to_string())
         .collect();
-    m.shutdown()?;
+    // The deltas are committed: a failure of the revision capture at shutdown is reported
+    // after the summary, with its own exit status.
+    let capture_failed = m.shutdown().err();
     let mut out = std::io::stdout().lock();
     match (seqs.first(), seqs.last()) {
         (Some(a), Some(b)) => writeln!(
@@ -197,5 +220,50 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
             poisoned.join(", ")
         )?;
     }
-    Ok(exit::OK)
+    match capture_failed {
+        None => Ok(exit::OK),
+        Some(e) => Err(Failure::new(
+            exit::NOT_CAPTURED,
+            anyhow::anyhow!(
+                "the source deltas above are committed and durable (do not ingest them again), but the revision capture after them failed: {e}; the next command that captures revisions (ingest, compact, stream) retries it"
+            ),
+        )),
+    }
+}
+
+/// Which files of a failed ingest are committed, which may be (`in_doubt`: the failing group's
+/// commit could not be read back), and which are not: file `i` of `names` is seq
+/// `before + 1 + i`, and the store's last committed seq is `now`.
+fn acknowledgement(names: &[String], before: u64, now: u64, in_doubt: bool) -> String {
+    let committed = (now.saturating_sub(before) as usize).min(names.len());
+    let mut lines = Vec::new();
+    if committed == 0 {
+        lines.push("committed: none of the files".to_string());
+    } else {
+        lines.push(format!(
+            "committed: {} of {} files ({} .. {}) as seq {}..={}; do not ingest them again",
+            committed,
+            names.len(),
+            names[0],
+            names[committed - 1],
+            before + 1,
+            now
+        ));
+    }
+    let mut rest = committed;
+    if in_doubt && rest < names.len() {
+        lines.push(format!(
+            "in doubt: from {} on, the group whose commit failed may or may not be committed: once the storage works, `prr status` shows the last seq ({} if none of it is)",
+            names[rest], now
+        ));
+        rest = names.len();
+    }
+    if rest < names.len() {
+        lines.push(format!(
+            "not committed: {} files from {} on; ingest them again",
+            names.len() - rest,
+            names[rest]
+        ));
+    }
+    lines.join("\n")
 }

@@ -41,6 +41,10 @@ pub fn stream(ctx: &Ctx, emit: &[String], max_batch: usize) -> Result<u8, Failur
                 Err(_) => break,
             }
         }
+        let line_range = match (lines.first(), lines.last()) {
+            (Some(a), Some(b)) => format!("lines {}..={}", a.0, b.0),
+            _ => String::new(),
+        };
         let mut items: Vec<SourceItem> = Vec::with_capacity(lines.len());
         for (no, bytes) in lines {
             let text = match std::str::from_utf8(&bytes) {
@@ -66,7 +70,7 @@ pub fn stream(ctx: &Ctx, emit: &[String], max_batch: usize) -> Result<u8, Failur
         if items.is_empty() {
             continue;
         }
-        m.ingest(&items)?;
+        ingest_until_committed(&mut m, &items, &line_range)?;
         let dict = m.runtime().dictionary().clone();
         for (name, sub) in &subs {
             for d in sub.try_iter() {
@@ -92,4 +96,52 @@ pub fn stream(ctx: &Ctx, emit: &[String], max_batch: usize) -> Result<u8, Failur
         eprintln!("prr: {bad} bad lines skipped");
     }
     Ok(exit::OK)
+}
+
+/// Ingests one batch of lines as one source delta. A failure of the storage is reported and
+/// the batch retried (each second, then less often) until it commits: the store says whether a
+/// failed commit took place, so a batch is never committed twice. A revision capture that
+/// fails after the commit is reported and left to the next capture. Any other error ends the
+/// stream, naming the lines not committed.
+fn ingest_until_committed(
+    m: &mut prr_replicas::Matrix,
+    items: &[SourceItem],
+    lines: &str,
+) -> Result<(), Failure> {
+    let mut wait = std::time::Duration::from_secs(1);
+    loop {
+        let before = m.runtime().last_seq();
+        let e = match m.ingest(items) {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        if let Some(seq) = e.committed().last() {
+            eprintln!("prr: warning: <stdin>: {lines}: {e}");
+            return Ok(m.wait(*seq)?);
+        }
+        if !e.is_storage_failure() {
+            return Err(Failure::new(
+                exit::FAILURE,
+                anyhow::anyhow!(
+                    "<stdin>: {lines} not committed (the last committed seq is {before}): {e}"
+                ),
+            ));
+        }
+        eprintln!(
+            "prr: <stdin>: {lines}: {e}; retrying in {}s",
+            wait.as_secs()
+        );
+        std::thread::sleep(wait);
+        wait = (wait * 2).min(std::time::Duration::from_secs(30));
+        if e.is_in_doubt() {
+            // Read the store back (settling the commit in doubt) before sending it again.
+            if m.runtime().sync().is_ok() && m.runtime().last_seq() > before {
+                eprintln!(
+                    "prr: <stdin>: {lines}: committed after all as seq {}",
+                    m.runtime().last_seq()
+                );
+                return Ok(());
+            }
+        }
+    }
 }

@@ -526,3 +526,61 @@ fn problem_10_a_parent_that_is_a_file_is_said_as_such() {
         );
     }
 }
+
+/// Appends one delta with one new string under each fault at each of its operations; the
+/// outcome said is the truth read back after the fault clears, and the store goes on.
+#[cfg(feature = "test-util")]
+#[test]
+fn a_failed_append_says_whether_it_committed_and_the_store_goes_on() {
+    use crate::{Fault, Faults, FaultyBackend};
+    for fault in [Fault::Write, Fault::Sync, Fault::Full, Fault::Device] {
+        let (_d, path) = temp();
+        let faults = Faults::new();
+        let (p, f) = (path.clone(), faults.clone());
+        let store = Store::open_with_backend(&path, move || FaultyBackend::open(&p, &f)).unwrap();
+        let mut expected = 0u64;
+        for at in 0.. {
+            faults.arm(fault, at);
+            let string = format!("s{expected}");
+            let id = store.string_count().unwrap_or(expected);
+            let result = store.append(&[string.as_bytes()], id, &[string.as_str()]);
+            let fired = faults.fired();
+            faults.clear();
+            match &result {
+                Ok(seqs) => {
+                    expected += 1;
+                    assert_eq!(seqs, &vec![expected]);
+                }
+                Err(Error::NotCommitted { .. }) => {}
+                Err(Error::InDoubt { .. }) => {
+                    // Settled by the next operation.
+                    let now = store.last_seq().unwrap();
+                    assert!(now == expected || now == expected + 1, "{fault:?} at {at}");
+                    expected = now;
+                }
+                Err(e) => panic!("{fault:?} at {at}: unexpected error {e}"),
+            }
+            assert!(
+                result.is_ok() || fired,
+                "{fault:?} at {at}: failed without a fault"
+            );
+            assert_eq!(store.last_seq().unwrap(), expected, "{fault:?} at {at}");
+            assert_eq!(store.string_count().unwrap(), expected);
+            if !fired {
+                break;
+            }
+            assert!(
+                at < 200,
+                "{fault:?}: the fault still fires after 200 operations"
+            );
+        }
+        assert!(expected >= 1);
+        let log = store.log_from(1).unwrap();
+        let strings = store.strings().unwrap();
+        drop(store);
+        let reopened = Store::open(&path).unwrap();
+        assert_eq!(reopened.last_seq().unwrap(), expected);
+        assert_eq!(reopened.log_from(1).unwrap(), log);
+        assert_eq!(reopened.strings().unwrap(), strings);
+    }
+}
