@@ -122,3 +122,185 @@ fn problem_6_a_failed_ingest_says_exactly_what_it_committed() {
         "no limit made the ingest fail: {exits:?}"
     );
 }
+
+/// A `prr stream --emit room_members --max-batch 5` on `s`'s store whose file may grow by
+/// 64 KB (a soft limit: `prlimit` can lift it), fed 400 joins of 2 KB each from a thread.
+struct LimitedStream {
+    child: std::process::Child,
+    emitted: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+const JOINS: usize = 400;
+
+impl LimitedStream {
+    fn start(s: &Scratch) -> LimitedStream {
+        use std::io::{BufRead, BufReader, Read, Write};
+        use std::sync::{Arc, Mutex};
+        let limit = std::fs::metadata(s.store()).unwrap().len() + 64 * 1024;
+        let script = format!(
+            "ulimit -S -f {}; trap '' XFSZ; exec \"$0\" --store \"$1\" stream --emit room_members --max-batch 5",
+            limit / 1024
+        );
+        let mut child = Command::new("bash")
+            .args(["-c", &script, env!("CARGO_BIN_EXE_prr")])
+            .arg(s.store())
+            .env_remove("PRR_STORE")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let emitted = Arc::new(Mutex::new(Vec::<serde_json::Value>::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+        let (e1, e2) = (emitted.clone(), stderr.clone());
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let line = line.unwrap();
+                e1.lock()
+                    .unwrap()
+                    .push(serde_json::from_str(&line).unwrap());
+            }
+        });
+        let err_reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                e2.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        // Written from a thread: while the stream retries it reads no more, and a write blocks.
+        let mut stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || {
+            for i in 1..=JOINS {
+                let event = serde_json::json!({"event_id": format!("$m{i}"), "room_id": "!room:x",
+                    "type": "m.room.member", "state_key": format!("@spam{i}:evil.example"),
+                    "sender": "@x:x", "content": {"membership": "join", "pad": "x".repeat(2000)}});
+                if writeln!(stdin, "{event}").is_err() {
+                    break;
+                }
+            }
+        });
+        LimitedStream {
+            child,
+            emitted,
+            stderr,
+            threads: vec![writer, reader, err_reader],
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until the stream reports a retry, checking that it stays alive.
+    fn wait_for_retry(&mut self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while !self.stderr().contains("retrying") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no retry reported: {}",
+                self.stderr()
+            );
+            assert!(
+                self.child.try_wait().unwrap().is_none(),
+                "the stream died: {}",
+                self.stderr()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(
+            self.child.try_wait().unwrap().is_none(),
+            "the stream died: {}",
+            self.stderr()
+        );
+    }
+
+    /// Joins the threads once the process is gone; the seqs of the emitted records and
+    /// stderr.
+    fn finish(self) -> (Vec<u64>, String) {
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let stderr = self.stderr.lock().unwrap().clone();
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        let seqs = (self.emitted.lock().unwrap().iter())
+            .map(|v| v["seq"].as_u64().unwrap())
+            .collect();
+        (seqs, stderr)
+    }
+}
+
+/// The members of the streamed room.
+fn streamed_members(s: &Scratch) -> usize {
+    s.ok(&[
+        "show",
+        "room_members",
+        "--partition",
+        "!room:x",
+        "--format",
+        "ndjson",
+    ])
+    .lines()
+    .count()
+}
+
+/// `prr stream` on a store that cannot grow: the batch that cannot commit is reported and
+/// retried (the process does not die), and the store holds exactly the deltas emitted before
+/// it: nothing emitted is lost, nothing unemitted is committed.
+#[test]
+fn stream_retries_a_batch_the_disk_refuses_and_commits_nothing_unacknowledged() {
+    let s = Scratch::new();
+    s.ok(&["ingest", example("demo").to_str().unwrap()]);
+    let mut stream = LimitedStream::start(&s);
+    stream.wait_for_retry();
+    stream.child.kill().unwrap();
+    stream.child.wait().unwrap();
+    let (emitted, stderr) = stream.finish();
+    let last_emitted = emitted.iter().max().copied().unwrap_or(3);
+    assert_eq!(
+        last_seq(&s),
+        last_emitted,
+        "the store holds exactly the emitted deltas: {stderr}"
+    );
+    // One joined member per emitted record, each once.
+    assert_eq!(streamed_members(&s), emitted.len(), "{stderr}");
+    assert!(s.ok(&["check"]).starts_with("ok:"));
+}
+
+/// The same stream, and the disk gets room while it retries: the same process goes on by
+/// itself, without a restart, and every line is applied exactly once.
+#[test]
+fn stream_resumes_by_itself_once_the_disk_has_room() {
+    let s = Scratch::new();
+    s.ok(&["ingest", example("demo").to_str().unwrap()]);
+    let before = last_seq(&s);
+    let mut stream = LimitedStream::start(&s);
+    stream.wait_for_retry();
+    let pid = stream.child.id().to_string();
+    let lifted = Command::new("prlimit")
+        .args(["--pid", &pid, "--fsize=unlimited:"])
+        .status()
+        .unwrap();
+    assert!(lifted.success(), "prlimit failed");
+    // The writer ends its input after the last join: the stream ends when it has all.
+    let status = stream.child.wait().unwrap();
+    let (emitted, stderr) = stream.finish();
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert_eq!(emitted.len(), JOINS, "{stderr}");
+    assert_eq!(streamed_members(&s), JOINS, "{stderr}");
+    // Nothing committed twice: the seqs emitted are the store's, each batch once.
+    let mut seqs = emitted.clone();
+    seqs.dedup();
+    assert_eq!(seqs.first().copied(), Some(before + 1), "{stderr}");
+    assert_eq!(seqs.last().copied(), Some(last_seq(&s)), "{stderr}");
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    assert!(s.ok(&["check"]).starts_with("ok:"));
+}

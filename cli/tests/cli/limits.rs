@@ -103,6 +103,8 @@ const READERS: &[&[&str]] = &[
     &["rebuild"],
     &["rebuild", "--check"],
     &["compact"],
+    &["show", "poisoned"],
+    &["ack-poisoned", "1"],
 ];
 
 #[test]
