@@ -1,13 +1,13 @@
 //! The Matrix replicas on a runtime: ingest parsed files, read replicas as JSON.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
-use prr_engine::{Error, Runtime, RuntimeConfig, Seq};
+use prr_engine::{Error, Id, Runtime, RuntimeConfig, Seq};
 use serde_json::{Value, json};
 
 use crate::dag::matrix_dag;
 use crate::ingest::Ingestor;
-use crate::parse::SourceItem;
+use crate::parse::{Event, SourceItem};
 use crate::record::Rec;
 use crate::render::{render_sorted, to_json};
 
@@ -17,6 +17,43 @@ pub struct Matrix {
     ingestor: Option<Ingestor>,
     /// How many deltas the runtime had quarantined when the ingest state was loaded.
     ingestor_poisoned: usize,
+    /// The event IDs of `source_events`, loaded when first needed (and again after a failed
+    /// commit or a quarantine, like the ingest state).
+    seen: Option<HashSet<Id>>,
+}
+
+/// An event that a homeserver source delivered (an event of an appservice transaction), for
+/// [`Matrix::ingest_received`].
+// Valid events are by far the most common; boxing them would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum Received {
+    /// A valid state event or redaction: applied to `room_state`.
+    Valid(Event),
+    /// An event that is not valid: it goes to `rejects` (through `source_events`) with its
+    /// reason. Fields the event lacks are empty strings.
+    Invalid {
+        /// The room, as written.
+        room_id: String,
+        /// The event ID, or a stand-in derived from the event's JSON when it has none.
+        event_id: String,
+        /// The type, as written.
+        event_type: String,
+        /// The state key, as written.
+        state_key: String,
+        /// What is wrong (the field and why).
+        reason: String,
+    },
+}
+
+impl Received {
+    /// The event ID it is deduplicated by.
+    pub fn event_id(&self) -> &str {
+        match self {
+            Received::Valid(e) => &e.event_id,
+            Received::Invalid { event_id, .. } => event_id,
+        }
+    }
 }
 
 /// What one ingest changed.
@@ -32,11 +69,18 @@ impl Matrix {
     /// Starts the runtime (opening its store, if configured) with the Matrix replicas.
     pub fn start(config: RuntimeConfig) -> Result<Self, Error> {
         let rt = Runtime::start_with(config, matrix_dag)?;
-        Ok(Matrix {
+        Ok(Self::from_runtime(rt))
+    }
+
+    /// The Matrix replicas on a runtime already started with [`matrix_dag`] (e.g. on a store
+    /// with a fault-injecting backend, for tests).
+    pub fn from_runtime(rt: Runtime<Rec>) -> Self {
+        Matrix {
             rt,
             ingestor: None,
             ingestor_poisoned: 0,
-        })
+            seen: None,
+        }
     }
 
     /// The runtime underneath.
@@ -50,6 +94,7 @@ impl Matrix {
         let poisoned = self.rt.newly_poisoned().len();
         if poisoned != self.ingestor_poisoned {
             self.ingestor = None;
+            self.seen = None;
             self.ingestor_poisoned = poisoned;
         }
         if self.ingestor.is_none() {
@@ -110,6 +155,96 @@ impl Matrix {
                 self.ingestor = None;
             }
         })
+    }
+
+    /// Ingests the events a homeserver source delivered (one appservice transaction) as one
+    /// source delta, **exactly once by event ID**: an event whose ID `source_events` holds
+    /// (from any earlier delta, whatever transaction brought it) or that came earlier in
+    /// `events` is left out. The others are applied (valid ones to `room_state`, invalid ones to
+    /// `rejects`) and their IDs added to `source_events` in the same source delta, so the IDs
+    /// are durable exactly when their effect is. Returns the new `Seq` once replicas are final
+    /// through it, or `None` when nothing was new (nothing is stored).
+    ///
+    /// An error with [`Error::committed`] empty stored nothing; a retry is safe either way.
+    pub fn ingest_received(&mut self, events: Vec<Received>) -> Result<Option<Seq>, Error> {
+        self.ingestor()?;
+        let source_events = self.rt.replica("source_events")?;
+        if self.seen.is_none() {
+            let rows = self.rt.read(source_events, None)?;
+            let ids = rows.into_iter().filter_map(|(r, _)| match r {
+                Rec::SourceEvent { event_id, .. } => Some(event_id),
+                _ => None,
+            });
+            self.seen = Some(ids.collect());
+        }
+        let dict = self.rt.dictionary().clone();
+        let seen = self.seen.as_ref().expect("seen loaded");
+        let mut in_batch = HashSet::new();
+        let fresh: Vec<Received> = (events.into_iter())
+            .filter(|e| {
+                let old = (dict.lookup(e.event_id())).is_some_and(|id| seen.contains(&id));
+                !old && in_batch.insert(e.event_id().to_string())
+            })
+            .collect();
+        if fresh.is_empty() {
+            return Ok(None);
+        }
+        let items: Vec<SourceItem> = (fresh.iter())
+            .filter_map(|e| match e {
+                Received::Valid(ev) => Some(SourceItem::Event(ev.clone())),
+                Received::Invalid { .. } => None,
+            })
+            .collect();
+        let ingestor = self.ingestor.as_mut().expect("ingestor loaded");
+        let mut prepared = ingestor.prepare(&dict, &items);
+        let mut delta = std::mem::take(&mut prepared.delta);
+        ingestor.commit(prepared);
+        let mut ids = Vec::with_capacity(fresh.len());
+        for e in &fresh {
+            let record = match e {
+                Received::Valid(ev) => Rec::SourceEvent {
+                    room: dict.intern(&ev.room_id),
+                    event_id: dict.intern(&ev.event_id),
+                    event_type: dict.intern(&ev.event_type),
+                    state_key: dict.intern(ev.state_key.as_deref().unwrap_or("")),
+                    invalid: None,
+                },
+                Received::Invalid {
+                    room_id,
+                    event_id,
+                    event_type,
+                    state_key,
+                    reason,
+                } => Rec::SourceEvent {
+                    room: dict.intern(room_id),
+                    event_id: dict.intern(event_id),
+                    event_type: dict.intern(event_type),
+                    state_key: dict.intern(state_key),
+                    invalid: Some(dict.intern(reason)),
+                },
+            };
+            if let Rec::SourceEvent { event_id, .. } = &record {
+                ids.push(*event_id);
+            }
+            delta.insert(source_events, record);
+        }
+        match self.rt.push(delta) {
+            Ok(seq) => {
+                self.seen.as_mut().expect("seen loaded").extend(ids);
+                self.rt.step_until(seq)?;
+                Ok(Some(seq))
+            }
+            Err(e) => {
+                if e.committed().is_empty() {
+                    // Perhaps committed (in doubt), perhaps not: both reload from the store.
+                    self.ingestor = None;
+                    self.seen = None;
+                } else {
+                    self.seen.as_mut().expect("seen loaded").extend(ids);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Waits until every replica is final through `seq` (and delivers the deltas up to it to
@@ -275,11 +410,7 @@ mod tests {
             Dag::new(replicas)
         })
         .unwrap();
-        Matrix {
-            rt,
-            ingestor: None,
-            ingestor_poisoned: 0,
-        }
+        Matrix::from_runtime(rt)
     }
 
     fn member(event_id: &str, user: &str, membership: &str) -> Vec<crate::parse::SourceItem> {

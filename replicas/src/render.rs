@@ -1,9 +1,9 @@
 //! Records as the spec's JSON objects, and the keys `prr show` sorts them by.
 
-use prr_engine::{Dictionary, Id};
+use prr_engine::{Dictionary, Id, Status};
 use serde_json::{Map, Value, json};
 
-use crate::record::{Rec, Relation, Rule};
+use crate::record::{Rec, RejectReason, Relation, Rule};
 
 /// The reason of a ban whose rule gives none.
 pub const NO_REASON: &str = "<no reason supplied>";
@@ -159,10 +159,69 @@ pub fn to_json(dict: &Dictionary, rec: &Rec) -> Value {
             m.insert("type".into(), s(dict, *event_type));
             m.insert("state_key".into(), s(dict, *state_key));
             m.insert("replica".into(), json!(reason.replica()));
-            m.insert("reason".into(), json!(reason.message()));
+            let text = match reason {
+                RejectReason::InvalidEvent(text) => s(dict, *text),
+                other => json!(other.message()),
+            };
+            m.insert("reason".into(), text);
+        }
+        Rec::SourceEvent {
+            room,
+            event_id,
+            event_type,
+            state_key,
+            invalid,
+        } => {
+            m.insert("room_id".into(), s(dict, *room));
+            m.insert("event_id".into(), s(dict, *event_id));
+            m.insert("type".into(), s(dict, *event_type));
+            m.insert("state_key".into(), s(dict, *state_key));
+            m.insert("valid".into(), Value::Bool(invalid.is_none()));
+            m.insert(
+                "reason".into(),
+                invalid.map(|r| s(dict, r)).unwrap_or(Value::Null),
+            );
         }
     }
     Value::Object(m)
+}
+
+/// The JSON of `prr status --format json` (also the base of `prr serve`'s `GET /v1/status`):
+/// `seq`, `replicas` (name, frontier, records, newest revision, logic version), `log`,
+/// `store` (`store_path` as given), `store_bytes`, `rejects` (the records of `rejects`) and
+/// `poisoned` (count and seqs).
+pub fn status_json(st: &Status, store_path: &std::path::Path) -> Value {
+    let rejects = (st.replicas.iter())
+        .find(|r| r.name == "rejects")
+        .map(|r| r.records)
+        .unwrap_or(0);
+    let replicas: Vec<Value> = (st.replicas.iter())
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "frontier": r.frontier.0,
+                "records": r.records,
+                "newest_revision": r.newest_revision.map(|s| s.0),
+                "logic_version": r.logic_version,
+            })
+        })
+        .collect();
+    let store = st.store.as_ref();
+    json!({
+        "seq": st.seq.0,
+        "replicas": replicas,
+        "log": {
+            "entries": store.map(|s| s.log_entries).unwrap_or(0),
+            "first_seq": store.and_then(|s| s.first_log_seq),
+        },
+        "store": store_path.display().to_string(),
+        "store_bytes": store.map(|s| s.file_bytes).unwrap_or(0),
+        "rejects": rejects,
+        "poisoned": {
+            "count": st.poisoned.len(),
+            "seqs": st.poisoned.iter().map(|s| s.0).collect::<Vec<_>>(),
+        },
+    })
 }
 
 /// The key a record is sorted by in output: the spec's key fields, as text.
@@ -214,18 +273,22 @@ pub fn sort_key(dict: &Dictionary, rec: &Rec) -> Vec<String> {
         Rec::AclSync { instance, room, .. } => vec![t(*instance), t(*room)],
         Rec::Reject {
             room,
+            event_id,
             event_type,
             state_key,
             reason,
-            ..
         } => {
+            // The event ID only orders invalid events from a homeserver source that share the
+            // rest (a missing type or state key); other rejects are unique without it.
             vec![
                 t(*room),
                 t(*event_type),
                 t(*state_key),
                 reason.replica().into(),
+                t(*event_id),
             ]
         }
+        Rec::SourceEvent { room, event_id, .. } => vec![t(*room), t(*event_id)],
     }
 }
 

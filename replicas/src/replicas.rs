@@ -28,6 +28,7 @@ pub(crate) mod rejects;
 pub(crate) mod room_members;
 pub(crate) mod room_state;
 pub(crate) mod server_acl;
+pub(crate) mod source_events;
 
 #[cfg(test)]
 mod resume_check;
