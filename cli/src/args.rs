@@ -220,7 +220,9 @@ pub enum Command {
     /// `GET /v1/replicas/{name}/deltas?since=SEQ&wait=SECONDS`, `POST /v1/ingest` (any file
     /// shape `prr ingest` reads; answers `{"seq": N}` once durable), `GET /metrics`. With
     /// `--registration`, the homeserver's transactions (`PUT /_matrix/app/v1/transactions/{txnId}`)
-    /// become source deltas, exactly once by event ID. Prints `listening on ADDR` when ready;
+    /// become source deltas, exactly once by event ID, and the state of every room an instance
+    /// names is fetched (joining its bot), at start, when named and every --resync-every.
+    /// Prints `listening on ADDR` when ready;
     /// SIGTERM or SIGINT stops it cleanly (exit 0). Without `--api-token-file` it listens on
     /// loopback addresses only. Logs go to standard error (`RUST_LOG`, default `info`).
     #[command(
@@ -252,6 +254,15 @@ pub enum Command {
         /// and shutdown).
         #[arg(long, default_value_t = 60, value_name = "SECONDS")]
         revision_interval: u64,
+        /// With a homeserver, fetch the state of every room the instances name again this
+        /// many seconds after the last time, ingesting what differs (heals lost events).
+        #[arg(
+            long,
+            default_value_t = 3600,
+            value_name = "SECONDS",
+            requires = "homeserver"
+        )]
+        resync_every: u64,
     },
     /// Print the replica DAG: inputs and partition keys.
     #[command(after_help = "Examples:\n  prr graph\n  prr graph --format mermaid")]

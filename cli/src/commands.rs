@@ -180,6 +180,7 @@ fn command(ctx: &Ctx, command: Command) -> Result<u8, Failure> {
             access_token_file,
             api_token_file,
             revision_interval,
+            resync_every,
         } => serve::serve(
             ctx,
             serve::Options {
@@ -189,6 +190,7 @@ fn command(ctx: &Ctx, command: Command) -> Result<u8, Failure> {
                 access_token_file,
                 api_token_file,
                 revision_interval,
+                resync_every,
             },
         ),
         Command::Graph { format } => admin::graph(ctx, format),

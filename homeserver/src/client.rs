@@ -206,6 +206,25 @@ impl Homeserver {
         }
     }
 
+    /// `POST /_matrix/client/v3/register` as an appservice (`m.login.application_service`):
+    /// registers the user `localpart` of the appservice's namespace, which a homeserver
+    /// requires before the appservice acts as it. A user that exists already is fine.
+    pub async fn register_appservice_user(&self, localpart: &str) -> Result<(), Error> {
+        let body = serde_json::json!({
+            "type": "m.login.application_service",
+            "username": localpart,
+            "inhibit_login": true,
+        });
+        match self
+            .call(Method::POST, &["register"], &[], Some(&body), None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(Error::Refused { errcode, .. }) if errcode == "M_USER_IN_USE" => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `GET /_matrix/client/v3/directory/room/{alias}`: the room id an alias names and servers
     /// to join it through.
     pub async fn resolve_alias(&self, alias: &str) -> Result<(String, Vec<String>), Error> {

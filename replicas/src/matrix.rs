@@ -1,6 +1,6 @@
 //! The Matrix replicas on a runtime: ingest parsed files, read replicas as JSON.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use prr_engine::{Error, Id, Runtime, RuntimeConfig, Seq};
 use serde_json::{Value, json};
@@ -167,16 +167,7 @@ impl Matrix {
     ///
     /// An error with [`Error::committed`] empty stored nothing; a retry is safe either way.
     pub fn ingest_received(&mut self, events: Vec<Received>) -> Result<Option<Seq>, Error> {
-        self.ingestor()?;
-        let source_events = self.rt.replica("source_events")?;
-        if self.seen.is_none() {
-            let rows = self.rt.read(source_events, None)?;
-            let ids = rows.into_iter().filter_map(|(r, _)| match r {
-                Rec::SourceEvent { event_id, .. } => Some(event_id),
-                _ => None,
-            });
-            self.seen = Some(ids.collect());
-        }
+        self.load_seen()?;
         let dict = self.rt.dictionary().clone();
         let seen = self.seen.as_ref().expect("seen loaded");
         let mut in_batch = HashSet::new();
@@ -186,9 +177,77 @@ impl Matrix {
                 !old && in_batch.insert(e.event_id().to_string())
             })
             .collect();
+        self.apply_received(fresh)
+    }
+
+    /// Ingests a room's current state as the homeserver gives it (`GET /rooms/{room}/state`,
+    /// for catch-up and resync), as **authoritative**: every state event that is not the
+    /// current `room_state` record at its key is applied, even if its event ID was seen
+    /// before (an older event may have been applied after it), so that afterwards the room's
+    /// `room_state` equals the homeserver's state at those keys. The IDs not yet in
+    /// `source_events` are added there in the same source delta, so a transaction that
+    /// brings one of these events later is a duplicate. Invalid events are rejects, once.
+    /// Returns `None` when the state was already current (nothing is stored).
+    pub fn ingest_room_state(
+        &mut self,
+        room_id: &str,
+        events: Vec<Received>,
+    ) -> Result<Option<Seq>, Error> {
+        self.load_seen()?;
+        let current: HashMap<(String, String), String> =
+            (self.show("room_state", Some(room_id), None)?)
+                .into_iter()
+                .filter_map(|r| {
+                    let field = |f: &str| r[f].as_str().map(str::to_string);
+                    Some(((field("type")?, field("state_key")?), field("event_id")?))
+                })
+                .collect();
+        let dict = self.rt.dictionary().clone();
+        let seen = self.seen.as_ref().expect("seen loaded");
+        let mut in_batch = HashSet::new();
+        let differs: Vec<Received> = (events.into_iter())
+            .filter(|e| {
+                let new = match e {
+                    Received::Valid(ev) => match &ev.state_key {
+                        Some(key) => {
+                            current.get(&(ev.event_type.clone(), key.clone())) != Some(&ev.event_id)
+                        }
+                        None => !(dict.lookup(&ev.event_id)).is_some_and(|id| seen.contains(&id)),
+                    },
+                    Received::Invalid { event_id, .. } => {
+                        !(dict.lookup(event_id)).is_some_and(|id| seen.contains(&id))
+                    }
+                };
+                new && in_batch.insert(e.event_id().to_string())
+            })
+            .collect();
+        self.apply_received(differs)
+    }
+
+    /// Loads the IDs of `source_events` once.
+    fn load_seen(&mut self) -> Result<(), Error> {
+        self.ingestor()?;
+        if self.seen.is_none() {
+            let source_events = self.rt.replica("source_events")?;
+            let rows = self.rt.read(source_events, None)?;
+            let ids = rows.into_iter().filter_map(|(r, _)| match r {
+                Rec::SourceEvent { event_id, .. } => Some(event_id),
+                _ => None,
+            });
+            self.seen = Some(ids.collect());
+        }
+        Ok(())
+    }
+
+    /// Applies `fresh` (each event once) as one source delta, adding to `source_events` the
+    /// IDs it does not hold yet.
+    fn apply_received(&mut self, fresh: Vec<Received>) -> Result<Option<Seq>, Error> {
         if fresh.is_empty() {
             return Ok(None);
         }
+        self.ingestor()?;
+        let source_events = self.rt.replica("source_events")?;
+        let dict = self.rt.dictionary().clone();
         let items: Vec<SourceItem> = (fresh.iter())
             .filter_map(|e| match e {
                 Received::Valid(ev) => Some(SourceItem::Event(ev.clone())),
@@ -224,6 +283,13 @@ impl Matrix {
                 },
             };
             if let Rec::SourceEvent { event_id, .. } = &record {
+                if self
+                    .seen
+                    .as_ref()
+                    .is_some_and(|seen| seen.contains(event_id))
+                {
+                    continue;
+                }
                 ids.push(*event_id);
             }
             delta.insert(source_events, record);
@@ -460,6 +526,62 @@ mod tests {
             );
             m.shutdown().unwrap();
         }
+    }
+
+    fn received(event_id: &str, user: &str, membership: &str) -> super::Received {
+        match member(event_id, user, membership).remove(0) {
+            crate::parse::SourceItem::Event(e) => super::Received::Valid(e),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A room's fetched state is authoritative: an event seen before is applied again when
+    /// an older one was applied after it; what is current stores nothing; and a transaction
+    /// that brings a fetched event later is a duplicate.
+    #[test]
+    fn fetched_room_state_is_authoritative_and_marks_its_events_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RuntimeConfig::new().with_store(dir.path().join("s.redb"));
+        let mut m = Matrix::start(config).unwrap();
+        let ids = |m: &mut Matrix| -> Vec<String> {
+            (m.show("room_state", Some("!r:x"), None).unwrap().iter())
+                .map(|r| r["event_id"].as_str().unwrap().to_string())
+                .collect()
+        };
+        // $2 (leave) is newer than $1 (join), but a late transaction applied $1 after it.
+        assert_eq!(
+            m.ingest_received(vec![received("$2", "@a:x", "leave")])
+                .unwrap(),
+            Some(Seq(1))
+        );
+        assert_eq!(
+            m.ingest_received(vec![received("$1", "@a:x", "join")])
+                .unwrap(),
+            Some(Seq(2))
+        );
+        assert_eq!(ids(&mut m), ["$1"]);
+        // The homeserver's state says $2, and has @b's join ($3) that no transaction brought.
+        let state = vec![
+            received("$2", "@a:x", "leave"),
+            received("$3", "@b:x", "join"),
+        ];
+        assert_eq!(
+            m.ingest_room_state("!r:x", state.clone()).unwrap(),
+            Some(Seq(3))
+        );
+        assert_eq!(ids(&mut m), ["$2", "$3"]);
+        // Fetched again: already current, nothing stored.
+        assert_eq!(m.ingest_room_state("!r:x", state).unwrap(), None);
+        // $3 arriving in a transaction now is a duplicate.
+        assert_eq!(
+            m.ingest_received(vec![received("$3", "@b:x", "join")])
+                .unwrap(),
+            None
+        );
+        // Each event ID is in source_events once.
+        let seen = m.show("source_events", None, None).unwrap();
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        m.shutdown().unwrap();
     }
 
     #[test]

@@ -195,7 +195,7 @@ fn string_field(o: Option<&Map<String, Value>>, field: &str) -> Option<String> {
 /// The events prr keeps: state events (with a `state_key`) and redactions, each validated
 /// as `prr ingest` validates a file's events. An invalid one becomes [`Received::Invalid`]
 /// (a reject) instead of failing the transaction. Other events (messages, ...) are left out.
-fn received(txn_id: &str, events: Vec<Value>) -> Vec<Received> {
+pub(crate) fn received(txn_id: &str, events: Vec<Value>) -> Vec<Received> {
     let file = format!("transaction {txn_id}");
     let mut out = Vec::new();
     for (i, ev) in events.into_iter().enumerate() {

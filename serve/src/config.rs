@@ -12,6 +12,9 @@ use crate::error::Error;
 /// The address `prr serve` listens on unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9797";
 
+/// How often the rooms the instances name are fetched again unless told otherwise: 1 h.
+pub const DEFAULT_RESYNC: Duration = Duration::from_secs(3600);
+
 /// The longest a `GET /v1/replicas/{name}/deltas?wait=` request waits, in seconds: a longer
 /// `wait` is cut to it.
 pub const MAX_WAIT_SECS: u64 = 300;
@@ -89,6 +92,7 @@ pub struct ServeConfig {
     pub(crate) homeserver: Option<String>,
     pub(crate) registration: Option<Registration>,
     pub(crate) revision_interval: Duration,
+    pub(crate) resync_every: Duration,
 }
 
 /// A secret read from a file; its `Debug` hides it.
@@ -114,6 +118,7 @@ impl ServeConfig {
             homeserver: None,
             registration: None,
             revision_interval: Duration::from_secs(60),
+            resync_every: DEFAULT_RESYNC,
         }
     }
 
@@ -135,6 +140,19 @@ impl ServeConfig {
     pub fn with_revision_interval(mut self, every: Duration) -> Self {
         self.revision_interval = every;
         self
+    }
+
+    /// With a homeserver source, fetch the state of every room the instances name again this
+    /// often (and ingest what differs), to heal events the homeserver lost. At least 1 s.
+    pub fn with_resync_every(mut self, every: Duration) -> Result<Self, Error> {
+        if every < Duration::from_secs(1) {
+            return Err(Error::Config(format!(
+                "--resync-every {}s: must be at least 1s",
+                every.as_secs_f64()
+            )));
+        }
+        self.resync_every = every;
+        Ok(self)
     }
 
     /// Receive the homeserver's appservice transactions: `homeserver` is its client-server

@@ -27,6 +27,12 @@ pub(crate) enum Command {
         events: Vec<Received>,
         reply: oneshot::Sender<Result<Option<Seq>, Error>>,
     },
+    /// A room's state fetched from the homeserver (catch-up, resync): authoritative.
+    RoomState {
+        room_id: String,
+        events: Vec<Received>,
+        reply: oneshot::Sender<Result<Option<Seq>, Error>>,
+    },
     /// `prr show`.
     Show {
         replica: String,
@@ -181,6 +187,20 @@ impl Core {
                     seq,
                     unix_ms: now_ms(),
                 });
+                let _ = reply.send(got);
+            }
+            Command::RoomState {
+                room_id,
+                events,
+                reply,
+            } => {
+                let started = Instant::now();
+                let n = events.len() as u64;
+                let got = self.m.ingest_room_state(&room_id, events);
+                let got = self.committed(got, started);
+                if let Ok(Some(_)) = &got {
+                    self.metrics.source_delta("catch_up", n);
+                }
                 let _ = reply.send(got);
             }
             Command::Show {

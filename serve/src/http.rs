@@ -32,6 +32,8 @@ pub(crate) struct AppState {
     pub registration: Option<Arc<Registration>>,
     pub homeserver: Option<Arc<str>>,
     pub store: Arc<std::path::Path>,
+    /// Catch-up's progress, with a homeserver source.
+    pub catch_up: Option<crate::catchup::Shared>,
 }
 
 /// A plain-text answer.
@@ -301,17 +303,24 @@ fn status_value(s: &AppState, report: &Report) -> Value {
                 "homeserver": s.homeserver.as_deref(),
                 "transactions": src.appservice_transactions,
                 "last_transaction": last,
-                "catch_up": "not built: rooms' state from before the appservice received them is not fetched",
             }),
         );
     }
     // Caught up: without a homeserver source the store is all there is to catch up with;
-    // with one, nothing fetches the rooms' state from before the transactions (catch-up is
-    // not built), so no instance is.
-    let caught_up = s.registration.is_none();
+    // with one, an instance is once every room it names has been fetched (see `catchup`).
+    let catch_up = (s.catch_up.as_ref()).map(|c| {
+        c.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    });
+    let instance_caught_up = |i: &str| catch_up.as_ref().is_none_or(|c| c.caught_up(i));
     let instances: Vec<Value> = (report.instances.iter())
-        .map(|i| json!({"id": i, "caught_up": caught_up}))
+        .map(|i| json!({"id": i, "caught_up": instance_caught_up(i)}))
         .collect();
+    let caught_up = report.instances.iter().all(|i| instance_caught_up(i));
+    if let Some(c) = &catch_up {
+        sources.insert("catch_up".into(), c.to_json());
+    }
     let o = v.as_object_mut().expect("status is an object");
     o.insert("sources".into(), Value::Object(sources));
     o.insert("instances".into(), Value::Array(instances));

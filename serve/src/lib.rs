@@ -10,7 +10,8 @@
 //!   NDJSON), behind a bearer token when one is configured;
 //! - `GET /metrics`: Prometheus (OpenMetrics) text;
 //! - with an appservice registration, the homeserver's transactions: one source delta each,
-//!   durable before the 200, exactly once by event ID.
+//!   durable before the 200, exactly once by event ID; and catch-up: the state of every room
+//!   an instance names, fetched when it is named and again every `resync_every`.
 //!
 //! Every write is durable before it is answered, so a `SIGKILL` loses nothing answered; a
 //! storage failure makes writes answer 503 until it clears, reads go on. `SIGTERM` or
@@ -25,8 +26,9 @@
 //! ```
 
 // Layers, bottom to top: `error`, `config`, `metrics`; `core` (the thread); `http` (the /v1
-// API and middleware), `appservice`; `run`.
+// API and middleware), `appservice`, `catchup`; `run`.
 mod appservice;
+mod catchup;
 mod config;
 mod core;
 mod error;
@@ -34,6 +36,8 @@ mod http;
 mod metrics;
 mod run;
 
-pub use config::{DEFAULT_LISTEN, MAX_BODY_BYTES, MAX_WAIT_SECS, Registration, ServeConfig};
+pub use config::{
+    DEFAULT_LISTEN, DEFAULT_RESYNC, MAX_BODY_BYTES, MAX_WAIT_SECS, Registration, ServeConfig,
+};
 pub use error::Error;
 pub use run::{serve, serve_with};

@@ -8,10 +8,12 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
+use prr_homeserver::{AccessToken, Homeserver};
 use prr_replicas::Matrix;
 use tokio::sync::watch;
 
 use crate::appservice;
+use crate::catchup;
 use crate::config::{MAX_BODY_BYTES, ServeConfig};
 use crate::core::Core;
 use crate::error::Error;
@@ -70,6 +72,23 @@ pub fn serve_with(
         .build()
         .map_err(|e| Error::Config(format!("cannot start the HTTP runtime: {e}")))?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let catch_up = match (&config.homeserver, &config.registration) {
+        (Some(url), Some(reg)) => {
+            let hs = Homeserver::new(url, AccessToken::new(reg.as_token.clone()))
+                .map_err(|e| Error::Config(format!("--homeserver: {e}")))?;
+            let shared = catchup::Shared::default();
+            rt.spawn(catchup::run(
+                hs,
+                core_tx.clone(),
+                seq_rx.clone(),
+                stop_rx.clone(),
+                config.resync_every,
+                shared.clone(),
+            ));
+            Some(shared)
+        }
+        _ => None,
+    };
     let state = AppState {
         core: core_tx,
         metrics,
@@ -79,6 +98,7 @@ pub fn serve_with(
         registration: config.registration.clone().map(Arc::new),
         homeserver: config.homeserver.as_deref().map(Arc::from),
         store: Arc::from(config.store.as_path()),
+        catch_up,
     };
     let served = rt.block_on(async move {
         let listener =

@@ -17,6 +17,7 @@ pub struct Options {
     pub access_token_file: Option<PathBuf>,
     pub api_token_file: Option<PathBuf>,
     pub revision_interval: u64,
+    pub resync_every: u64,
 }
 
 pub fn serve(ctx: &Ctx, o: Options) -> Result<u8, Failure> {
@@ -42,7 +43,9 @@ pub fn serve(ctx: &Ctx, o: Options) -> Result<u8, Failure> {
         .with_keep_revisions(ctx.keep_revisions);
     let mut config = ServeConfig::new(runtime, &ctx.store)
         .with_listen(o.listen)
-        .with_revision_interval(Duration::from_secs(o.revision_interval));
+        .with_revision_interval(Duration::from_secs(o.revision_interval))
+        .with_resync_every(Duration::from_secs(o.resync_every))
+        .map_err(usage)?;
     if let Some(path) = &o.api_token_file {
         config = config.with_api_token_file(path).map_err(usage)?;
     }
