@@ -21,5 +21,7 @@ mod links;
 mod modules;
 #[path = "cli/poisoned.rs"]
 mod poisoned;
+#[path = "cli/serve.rs"]
+mod serve;
 #[path = "cli/stream.rs"]
 mod stream;
