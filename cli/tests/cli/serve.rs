@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::support::{Scratch, example};
 
 /// A running `prr serve`.
-struct Server {
+pub(super) struct Server {
     child: Child,
     addr: String,
     agent: ureq::Agent,
@@ -21,7 +21,7 @@ struct Server {
 impl Server {
     /// Starts `prr --store <store> serve --listen 127.0.0.1:0 args...` and waits for its
     /// `listening on ADDR`.
-    fn start(s: &Scratch, args: &[&str]) -> Server {
+    pub(super) fn start(s: &Scratch, args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_prr"))
             .arg("--store")
             .arg(s.store())
@@ -93,13 +93,13 @@ impl Server {
         answer(req.send(body).unwrap())
     }
 
-    fn json(&self, path: &str) -> Value {
+    pub(super) fn json(&self, path: &str) -> Value {
         let (status, body) = self.get(path);
         assert_eq!(status, 200, "GET {path}: {body}");
         serde_json::from_str(&body).unwrap()
     }
 
-    fn rows(&self, path: &str) -> Vec<Value> {
+    pub(super) fn rows(&self, path: &str) -> Vec<Value> {
         let (status, body) = self.get(path);
         assert_eq!(status, 200, "GET {path}: {body}");
         body.lines()
@@ -107,7 +107,7 @@ impl Server {
             .collect()
     }
 
-    fn ingest(&self, body: &[u8]) -> u64 {
+    pub(super) fn ingest(&self, body: &[u8]) -> u64 {
         let (status, body) = self.post("/v1/ingest", body);
         assert_eq!(status, 200, "{body}");
         serde_json::from_str::<Value>(&body).unwrap()["seq"]
