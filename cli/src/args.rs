@@ -244,7 +244,8 @@ pub enum Command {
             conflicts_with = "access_token_file"
         )]
         registration: Option<PathBuf>,
-        /// Bot mode: follow /sync with this access token (not built yet: refused).
+        /// Bot mode: follow /sync as the account of this access token (the file's contents);
+        /// the instance manifest is the account's Draupnir configuration.
         #[arg(long, value_name = "FILE", requires = "homeserver")]
         access_token_file: Option<PathBuf>,
         /// Require `Authorization: Bearer <token>` on every /v1 request (the file's contents).

@@ -5,6 +5,8 @@ mod support;
 
 #[path = "cli/bad_input.rs"]
 mod bad_input;
+#[path = "cli/bot_mode.rs"]
+mod bot_mode;
 #[path = "cli/catch_up.rs"]
 mod catch_up;
 #[path = "cli/commands.rs"]

@@ -7,11 +7,11 @@ use crate::known::Known;
 use crate::record::Rec;
 use crate::replicas::{
     acl_sync, instances, member_bans, member_matches, member_set, policy_list, policy_room,
-    rejects, room_members, room_state, server_acl, source_events,
+    rejects, room_members, room_state, server_acl, source_events, source_positions,
 };
 
 /// The names of the replicas, in the order `prr show` and `status` list them.
-pub const REPLICAS: [&str; 12] = [
+pub const REPLICAS: [&str; 13] = [
     "room_state",
     "instances",
     "policy_room",
@@ -23,6 +23,7 @@ pub const REPLICAS: [&str; 12] = [
     "server_acl",
     "acl_sync",
     "source_events",
+    "source_positions",
     "rejects",
 ];
 
@@ -30,7 +31,7 @@ pub const REPLICAS: [&str; 12] = [
 type Describe = fn(&Dictionary, &Known) -> ReplicaDescription<Rec>;
 
 /// Each replica's description, in the order of [`REPLICAS`].
-const DESCRIPTIONS: [Describe; 12] = [
+const DESCRIPTIONS: [Describe; 13] = [
     room_state::description,
     instances::description,
     policy_room::description,
@@ -42,6 +43,7 @@ const DESCRIPTIONS: [Describe; 12] = [
     server_acl::description,
     acl_sync::description,
     source_events::description,
+    source_positions::description,
     rejects::description,
 ];
 
@@ -78,6 +80,7 @@ mod tests {
             ("server_acl", 1, 0x5f00187d5ffe6658),
             ("acl_sync", 1, 0xc03a52c11b2fb357),
             ("source_events", 1, 0x8361ad117ef82acc),
+            ("source_positions", 1, 0x1f3c5ccdd8df386a),
             // 2: it reads `source_events`' invalid events too.
             ("rejects", 2, 0xc7046debb8de44cb),
         ];

@@ -239,21 +239,69 @@ impl Matrix {
         Ok(())
     }
 
+    /// Ingests what one `/sync` response of a homeserver source brought, as one source delta:
+    /// its events exactly once by event ID (as [`Matrix::ingest_received`]), `extra` items
+    /// before them (the instance manifest read from the account's data), and the source's new
+    /// `position` in `source_positions`, so that the position is durable exactly when what
+    /// came before it is. Returns `None`, storing nothing (not even the position), when
+    /// nothing is new: resuming from an older position then brings nothing new either.
+    pub fn ingest_from_source(
+        &mut self,
+        events: Vec<Received>,
+        extra: Vec<SourceItem>,
+        source: &str,
+        position: &str,
+    ) -> Result<Option<Seq>, Error> {
+        self.load_seen()?;
+        let dict = self.rt.dictionary().clone();
+        let seen = self.seen.as_ref().expect("seen loaded");
+        let mut in_batch = HashSet::new();
+        let fresh: Vec<Received> = (events.into_iter())
+            .filter(|e| {
+                let old = (dict.lookup(e.event_id())).is_some_and(|id| seen.contains(&id));
+                !old && in_batch.insert(e.event_id().to_string())
+            })
+            .collect();
+        self.apply(fresh, extra, Some((source, position)))
+    }
+
+    /// Where the homeserver source `source` is, as stored in `source_positions`.
+    pub fn source_position(&mut self, source: &str) -> Result<Option<String>, Error> {
+        let rows = self.show("source_positions", Some(source), None)?;
+        Ok(rows
+            .first()
+            .and_then(|r| r["position"].as_str())
+            .map(str::to_string))
+    }
+
     /// Applies `fresh` (each event once) as one source delta, adding to `source_events` the
     /// IDs it does not hold yet.
     fn apply_received(&mut self, fresh: Vec<Received>) -> Result<Option<Seq>, Error> {
-        if fresh.is_empty() {
+        self.apply(fresh, Vec::new(), None)
+    }
+
+    /// [`Matrix::apply_received`] with `extra` items first and a source position.
+    fn apply(
+        &mut self,
+        fresh: Vec<Received>,
+        extra: Vec<SourceItem>,
+        position: Option<(&str, &str)>,
+    ) -> Result<Option<Seq>, Error> {
+        if fresh.is_empty() && extra.is_empty() {
             return Ok(None);
         }
+        let old_position = match position {
+            Some((source, _)) => self.source_position(source)?,
+            None => None,
+        };
         self.ingestor()?;
         let source_events = self.rt.replica("source_events")?;
         let dict = self.rt.dictionary().clone();
-        let items: Vec<SourceItem> = (fresh.iter())
-            .filter_map(|e| match e {
-                Received::Valid(ev) => Some(SourceItem::Event(ev.clone())),
-                Received::Invalid { .. } => None,
-            })
-            .collect();
+        let mut items = extra;
+        items.extend(fresh.iter().filter_map(|e| match e {
+            Received::Valid(ev) => Some(SourceItem::Event(ev.clone())),
+            Received::Invalid { .. } => None,
+        }));
         let ingestor = self.ingestor.as_mut().expect("ingestor loaded");
         let mut prepared = ingestor.prepare(&dict, &items);
         let mut delta = std::mem::take(&mut prepared.delta);
@@ -293,6 +341,16 @@ impl Matrix {
                 ids.push(*event_id);
             }
             delta.insert(source_events, record);
+        }
+        if let Some((source, new)) = position {
+            let positions = self.rt.replica("source_positions")?;
+            let source = dict.intern(source);
+            if let Some(old) = old_position {
+                let position = dict.intern(&old);
+                delta.remove(positions, Rec::SourcePosition { source, position });
+            }
+            let position = dict.intern(new);
+            delta.insert(positions, Rec::SourcePosition { source, position });
         }
         match self.rt.push(delta) {
             Ok(seq) => {

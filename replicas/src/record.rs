@@ -418,6 +418,15 @@ pub enum Rec {
         /// Why it is not a valid event; `None` for a valid one (applied to `room_state`).
         invalid: Option<Id>,
     },
+    /// `source_positions`: where a homeserver source is (a `/sync` client's `next_batch`),
+    /// committed in the same source delta as what it brought, so that a restart resumes
+    /// there with no gap and no duplicate.
+    SourcePosition {
+        /// The source's name (e.g. `sync:@bot:example.org`).
+        source: Id,
+        /// Its position (opaque to prr).
+        position: Id,
+    },
 }
 
 impl Rec {
@@ -436,6 +445,7 @@ impl Rec {
             Rec::AclSync { instance, .. } => *instance,
             Rec::Reject { room, .. } => *room,
             Rec::SourceEvent { room, .. } => *room,
+            Rec::SourcePosition { source, .. } => *source,
         }
     }
 }
@@ -557,6 +567,10 @@ impl Rec {
                 if let Some(text) = invalid {
                     f(*text);
                 }
+            }
+            Rec::SourcePosition { source, position } => {
+                f(*source);
+                f(*position);
             }
         }
     }

@@ -182,6 +182,10 @@ pub fn to_json(dict: &Dictionary, rec: &Rec) -> Value {
                 invalid.map(|r| s(dict, r)).unwrap_or(Value::Null),
             );
         }
+        Rec::SourcePosition { source, position } => {
+            m.insert("source".into(), s(dict, *source));
+            m.insert("position".into(), s(dict, *position));
+        }
     }
     Value::Object(m)
 }
@@ -289,6 +293,7 @@ pub fn sort_key(dict: &Dictionary, rec: &Rec) -> Vec<String> {
             ]
         }
         Rec::SourceEvent { room, event_id, .. } => vec![t(*room), t(*event_id)],
+        Rec::SourcePosition { source, .. } => vec![t(*source)],
     }
 }
 

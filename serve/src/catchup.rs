@@ -37,6 +37,8 @@ pub(crate) struct CatchUp {
     /// Rooms fetched in all, and the time of the last full resync (Unix ms).
     pub rooms_fetched: u64,
     pub last_resync_ms: Option<u64>,
+    /// Bot mode: the `/sync` source's user, state and last error.
+    pub sync: Option<Value>,
 }
 
 impl CatchUp {
@@ -188,7 +190,7 @@ async fn named_rooms(core: &Sender<Command>) -> Option<BTreeMap<String, BTreeSet
     Some(named)
 }
 
-fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, CatchUp> {
+pub(crate) fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, CatchUp> {
     shared.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

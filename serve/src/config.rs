@@ -91,6 +91,8 @@ pub struct ServeConfig {
     pub(crate) api_token: Option<Token>,
     pub(crate) homeserver: Option<String>,
     pub(crate) registration: Option<Registration>,
+    /// Bot mode: the bot account's access token.
+    pub(crate) access_token: Option<Token>,
     pub(crate) revision_interval: Duration,
     pub(crate) resync_every: Duration,
 }
@@ -117,6 +119,7 @@ impl ServeConfig {
             api_token: None,
             homeserver: None,
             registration: None,
+            access_token: None,
             revision_interval: Duration::from_secs(60),
             resync_every: DEFAULT_RESYNC,
         }
@@ -163,12 +166,13 @@ impl ServeConfig {
         Ok(self)
     }
 
-    /// Bot mode: follow the homeserver's `/sync` as the user of the access token. The URL and
-    /// the token file are checked, then this is refused: bot mode is not built yet.
-    pub fn with_bot(self, homeserver: &str, access_token: &Path) -> Result<Self, Error> {
-        homeserver_url(homeserver)?;
-        token_file(access_token)?;
-        Err(Error::BotModeNotBuilt)
+    /// Bot mode: follow the homeserver's `/sync` as the account of the access token (the
+    /// file's contents), as Draupnir does in bot mode; the instance manifest comes from the
+    /// account's Draupnir configuration in its account data.
+    pub fn with_bot(mut self, homeserver: &str, access_token: &Path) -> Result<Self, Error> {
+        self.homeserver = Some(homeserver_url(homeserver)?);
+        self.access_token = Some(token_file(access_token)?);
+        Ok(self)
     }
 
     /// The address to bind: `listen` resolved; without an API token every address it

@@ -33,6 +33,19 @@ pub(crate) enum Command {
         events: Vec<Received>,
         reply: oneshot::Sender<Result<Option<Seq>, Error>>,
     },
+    /// What one `/sync` response brought (bot mode), with the source's new position.
+    Sync {
+        events: Vec<Received>,
+        extra: Vec<SourceItem>,
+        source: String,
+        position: String,
+        reply: oneshot::Sender<Result<Option<Seq>, Error>>,
+    },
+    /// Where a homeserver source is.
+    SourcePosition {
+        source: String,
+        reply: oneshot::Sender<Result<Option<String>, Error>>,
+    },
     /// `prr show`.
     Show {
         replica: String,
@@ -202,6 +215,25 @@ impl Core {
                     self.metrics.source_delta("catch_up", n);
                 }
                 let _ = reply.send(got);
+            }
+            Command::Sync {
+                events,
+                extra,
+                source,
+                position,
+                reply,
+            } => {
+                let started = Instant::now();
+                let n = (events.len() + extra.len()) as u64;
+                let got = self.m.ingest_from_source(events, extra, &source, &position);
+                let got = self.committed(got, started);
+                if let Ok(Some(_)) = &got {
+                    self.metrics.source_delta("sync", n);
+                }
+                let _ = reply.send(got);
+            }
+            Command::SourcePosition { source, reply } => {
+                let _ = reply.send(self.m.source_position(&source));
             }
             Command::Show {
                 replica,

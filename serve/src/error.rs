@@ -24,12 +24,9 @@ pub enum Error {
          write the replicas; listen on a loopback address (127.0.0.1, [::1]) or give an API token"
     )]
     NotLoopback(String),
-    /// `--access-token-file` (bot mode) was given.
-    #[error(
-        "bot mode (/sync) is not built yet: use an appservice registration (--registration FILE) \
-         or POST /v1/ingest"
-    )]
-    BotModeNotBuilt,
+    /// The homeserver refused the bot's access token at start (bot mode).
+    #[error("{0}")]
+    Unauthorized(String),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -49,9 +46,6 @@ pub enum Error {
 impl Error {
     /// Whether the error is the caller's (a bad option), not the machine's.
     pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
-            Error::Config(_) | Error::NotLoopback(_) | Error::BotModeNotBuilt
-        )
+        matches!(self, Error::Config(_) | Error::NotLoopback(_))
     }
 }

@@ -318,8 +318,14 @@ fn status_value(s: &AppState, report: &Report) -> Value {
         .map(|i| json!({"id": i, "caught_up": instance_caught_up(i)}))
         .collect();
     let caught_up = report.instances.iter().all(|i| instance_caught_up(i));
-    if let Some(c) = &catch_up {
-        sources.insert("catch_up".into(), c.to_json());
+    match &catch_up {
+        Some(c) if c.sync.is_some() => {
+            sources.insert("sync".into(), c.sync.clone().unwrap_or_default());
+        }
+        Some(c) => {
+            sources.insert("catch_up".into(), c.to_json());
+        }
+        None => {}
     }
     let o = v.as_object_mut().expect("status is an object");
     o.insert("sources".into(), Value::Object(sources));

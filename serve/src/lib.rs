@@ -28,6 +28,7 @@
 // Layers, bottom to top: `error`, `config`, `metrics`; `core` (the thread); `http` (the /v1
 // API and middleware), `appservice`, `catchup`; `run`.
 mod appservice;
+mod bot;
 mod catchup;
 mod config;
 mod core;

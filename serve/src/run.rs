@@ -13,6 +13,7 @@ use prr_replicas::Matrix;
 use tokio::sync::watch;
 
 use crate::appservice;
+use crate::bot;
 use crate::catchup;
 use crate::config::{MAX_BODY_BYTES, ServeConfig};
 use crate::core::Core;
@@ -88,6 +89,43 @@ pub fn serve_with(
             Some(shared)
         }
         _ => None,
+    };
+    let catch_up = match (&config.homeserver, &config.access_token) {
+        (Some(url), Some(token)) => {
+            let hs = Homeserver::new(url, AccessToken::new(token.0.clone()))
+                .map_err(|e| Error::Config(format!("--homeserver: {e}")))?;
+            // A token the homeserver refuses stops the start; a homeserver that does not
+            // answer yet is waited for by the source.
+            let once = hs.clone().with_retry(prr_homeserver::Retry {
+                attempts: Some(1),
+                ..Default::default()
+            });
+            let user = match rt.block_on(once.whoami()) {
+                Ok(user) => Some(user),
+                Err(e) if e.is_unauthorized() => return Err(Error::Unauthorized(e.to_string())),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the homeserver does not answer yet; retrying");
+                    None
+                }
+            };
+            let shared = catchup::Shared::default();
+            let (core, stopping, task_shared) = (core_tx.clone(), stop_rx.clone(), shared.clone());
+            rt.spawn(async move {
+                let user = match user {
+                    Some(u) => u,
+                    None => match hs.whoami().await {
+                        Ok(u) => u,
+                        Err(e) => {
+                            tracing::error!(error = %e, "bot mode stopped");
+                            return;
+                        }
+                    },
+                };
+                bot::run(hs, user, core, stopping, task_shared).await
+            });
+            Some(shared)
+        }
+        _ => catch_up,
     };
     let state = AppState {
         core: core_tx,
