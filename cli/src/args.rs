@@ -224,9 +224,10 @@ pub enum Command {
     /// names is fetched (joining its bot), at start, when named and every --resync-every.
     /// Prints `listening on ADDR` when ready;
     /// SIGTERM or SIGINT stops it cleanly (exit 0). Without `--api-token-file` it listens on
-    /// loopback addresses only. Logs go to standard error (`RUST_LOG`, default `info`).
+    /// loopback addresses only. Logs go to standard error (`RUST_LOG`, default `info`). The
+    /// examples stop it with SIGTERM after 2 s.
     #[command(
-        after_help = "Examples:\n  prr serve\n  prr serve --listen 0.0.0.0:9797 --api-token-file /etc/prr/api-token\n  prr serve --homeserver https://matrix.example.org --registration /etc/prr/registration.yaml"
+        after_help = "Examples:\n  timeout --preserve-status -s TERM 2 prr serve --listen 127.0.0.1:0\n  echo s3cret > api-token && timeout --preserve-status -s TERM 2 prr serve --listen 0.0.0.0:0 --api-token-file api-token"
     )]
     Serve {
         /// The address to listen on (port 0: any free port).

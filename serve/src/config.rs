@@ -82,7 +82,8 @@ impl Registration {
     }
 }
 
-/// The configuration of `prr serve`: built with `with_*` setters, checked by [`crate::serve`].
+/// The configuration of `prr serve`: built with `with_*` setters; the address is checked when
+/// the service starts.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
     pub(crate) listen: String,

@@ -319,3 +319,114 @@ pub(crate) async fn ask<T>(
     core.send(make(tx)).ok()?;
     rx.await.ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use prr_engine::{Runtime, RuntimeConfig};
+    use prr_persist::{Fault, Faults, FaultyBackend, Store};
+    use prr_replicas::{Matrix, matrix_dag, parse_file};
+
+    use super::*;
+    use crate::http::engine_status;
+
+    fn member(event_id: &str, user: &str) -> Vec<SourceItem> {
+        let file = format!(
+            r#"[{{"event_id": "{event_id}", "room_id": "!r:x", "type": "m.room.member",
+                "state_key": "{user}", "sender": "{user}", "content": {{"membership": "join"}}}}]"#
+        );
+        parse_file("f.json", file.as_bytes()).unwrap()
+    }
+
+    fn ingest(core: &mut Core, items: Vec<SourceItem>) -> Result<Seq, Error> {
+        let (reply, mut rx) = oneshot::channel();
+        core.handle(Command::Ingest { items, reply });
+        rx.try_recv().expect("answered at once")
+    }
+
+    fn transaction(core: &mut Core, events: Vec<Received>) -> Result<Option<Seq>, Error> {
+        let (reply, mut rx) = oneshot::channel();
+        core.handle(Command::Transaction {
+            txn_id: "t".into(),
+            events,
+            reply,
+        });
+        rx.try_recv().expect("answered at once")
+    }
+
+    fn show(core: &mut Core, replica: &str) -> Vec<Value> {
+        let (reply, mut rx) = oneshot::channel();
+        core.handle(Command::Show {
+            replica: replica.into(),
+            partition: None,
+            as_of: None,
+            reply,
+        });
+        rx.try_recv().expect("answered at once").unwrap()
+    }
+
+    /// A storage fault makes writes fail as 503 (nothing acknowledged), reads go on, and the
+    /// same core writes again once the fault clears; a transaction retried after the fault is
+    /// applied once.
+    #[test]
+    fn writes_answer_503_while_the_storage_fails_and_resume_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let faults = Faults::new();
+        let (p, f) = (path.clone(), faults.clone());
+        let store = Store::open_with_backend(&path, move || FaultyBackend::open(&p, &f)).unwrap();
+        let rt = Runtime::start_on(RuntimeConfig::new(), store, matrix_dag).unwrap();
+        let (seq_tx, seq_rx) = watch::channel(0);
+        let metrics = Arc::new(Metrics::new());
+        let mut core = Core::new(
+            Matrix::from_runtime(rt),
+            metrics,
+            seq_tx,
+            Duration::from_secs(60),
+        );
+        assert_eq!(ingest(&mut core, member("$1", "@a:x")).unwrap(), Seq(1));
+        assert_eq!(*seq_rx.borrow(), 1);
+
+        for fault in [Fault::Write, Fault::Sync, Fault::Full] {
+            faults.arm(fault, 0);
+            let e = ingest(&mut core, member("$2", "@b:x")).unwrap_err();
+            assert_eq!(
+                engine_status(&e),
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "{fault:?}: {e}"
+            );
+            assert!(core.sources.storage_fault.is_some());
+            let event = match member("$t", "@t:x").remove(0) {
+                SourceItem::Event(e) => e,
+                SourceItem::Manifest(_) => unreachable!(),
+            };
+            let e = transaction(&mut core, vec![Received::Valid(event)]).unwrap_err();
+            assert_eq!(
+                engine_status(&e),
+                axum::http::StatusCode::SERVICE_UNAVAILABLE
+            );
+            // Reads go on.
+            assert_eq!(show(&mut core, "room_members").len(), 1, "{fault:?}");
+            faults.clear();
+        }
+        // The fault cleared: the same core writes again, and the status forgets the fault.
+        let seq = ingest(&mut core, member("$2", "@b:x")).unwrap();
+        assert!(core.sources.storage_fault.is_none());
+        let event = match member("$t", "@t:x").remove(0) {
+            SourceItem::Event(e) => e,
+            SourceItem::Manifest(_) => unreachable!(),
+        };
+        let applied = transaction(&mut core, vec![Received::Valid(event.clone())]).unwrap();
+        assert_eq!(applied, Some(Seq(seq.0 + 1)));
+        assert_eq!(
+            transaction(&mut core, vec![Received::Valid(event)]).unwrap(),
+            None
+        );
+        let users: Vec<String> = (show(&mut core, "room_members").iter())
+            .map(|r| r["user_id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(users, ["@a:x", "@b:x", "@t:x"]);
+        assert_eq!(*seq_rx.borrow(), seq.0 + 1);
+    }
+}

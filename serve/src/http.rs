@@ -135,41 +135,36 @@ pub(crate) async fn count_requests(
     response
 }
 
-/// Query parameters, each parsed by `parse`; an unknown or repeated one, or one that does
-/// not parse, is a 400 naming it.
+/// Query parameters by name; an unknown or repeated one is an error naming it (a 400).
 fn params(
     query: Vec<(String, String)>,
     known: &[&str],
-) -> Result<std::collections::BTreeMap<String, String>, Response> {
+) -> Result<std::collections::BTreeMap<String, String>, String> {
     let mut out = std::collections::BTreeMap::new();
     for (k, v) in query {
         if !known.contains(&k.as_str()) {
-            return Err(text(
-                StatusCode::BAD_REQUEST,
-                format!("unknown query parameter `{k}`; known: {}", known.join(", ")),
+            return Err(format!(
+                "unknown query parameter `{k}`; known: {}",
+                known.join(", ")
             ));
         }
         if out.insert(k.clone(), v).is_some() {
-            return Err(text(
-                StatusCode::BAD_REQUEST,
-                format!("query parameter `{k}` is given twice"),
-            ));
+            return Err(format!("query parameter `{k}` is given twice"));
         }
     }
     Ok(out)
 }
 
-fn number(
-    p: &std::collections::BTreeMap<String, String>,
-    k: &str,
-) -> Result<Option<u64>, Response> {
+/// The 400 of a bad query.
+fn bad_query(message: String) -> Response {
+    text(StatusCode::BAD_REQUEST, message)
+}
+
+fn number(p: &std::collections::BTreeMap<String, String>, k: &str) -> Result<Option<u64>, String> {
     match p.get(k) {
         None => Ok(None),
         Some(v) => v.parse().map(Some).map_err(|_| {
-            text(
-                StatusCode::BAD_REQUEST,
-                format!("query parameter `{k}` must be a non-negative integer, found `{v}`"),
-            )
+            format!("query parameter `{k}` must be a non-negative integer, found `{v}`")
         }),
     }
 }
@@ -182,11 +177,11 @@ pub(crate) async fn show(
 ) -> Response {
     let p = match params(query, &["partition", "as_of"]) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(m) => return bad_query(m),
     };
     let as_of = match number(&p, "as_of") {
         Ok(a) => a.map(Seq),
-        Err(r) => return r,
+        Err(m) => return bad_query(m),
     };
     let partition = p.get("partition").cloned();
     let got = ask(&s.core, |reply| Command::Show {
@@ -212,11 +207,11 @@ pub(crate) async fn deltas(
 ) -> Response {
     let p = match params(query, &["since", "wait"]) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(m) => return bad_query(m),
     };
     let (since, wait) = match (number(&p, "since"), number(&p, "wait")) {
         (Ok(s), Ok(w)) => (Seq(s.unwrap_or(0)), w.unwrap_or(0).min(MAX_WAIT_SECS)),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(m), _) | (_, Err(m)) => return bad_query(m),
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     let mut seq = s.seq.clone();
