@@ -56,7 +56,7 @@ pub(crate) async fn run(
         None => return,
     };
     tracing::info!(%user, resuming = since.is_some(), "bot mode: syncing");
-    set_sync(&shared, &user, "syncing", None);
+    set_sync_at(&shared, &user, "syncing", None, since.as_deref());
     let mut manifest: Option<Value> = None;
     let mut named: BTreeSet<String> = BTreeSet::new();
     let mut joined: BTreeSet<String> = BTreeSet::new();
@@ -149,7 +149,7 @@ pub(crate) async fn run(
         lock(&shared)
             .instances
             .insert(user.clone(), (caught_up, error.clone()));
-        set_sync(&shared, &user, "syncing", error);
+        set_sync_at(&shared, &user, "syncing", error, since.as_deref());
     }
 }
 
@@ -187,8 +187,25 @@ fn manifest_items(user: &str, manifest: &Value) -> Vec<SourceItem> {
     }
 }
 
+/// The status's `sources.sync`: the user, the state, the last error and the position (the
+/// `next_batch` committed last, kept from the previous call when `position` is `None`).
 fn set_sync(shared: &Shared, user: &str, state: &str, error: Option<String>) {
-    lock(shared).sync = Some(serde_json::json!({"user": user, "state": state, "error": error}));
+    set_sync_at(shared, user, state, error, None);
+}
+
+fn set_sync_at(
+    shared: &Shared,
+    user: &str,
+    state: &str,
+    error: Option<String>,
+    position: Option<&str>,
+) {
+    let mut s = lock(shared);
+    let kept = (s.sync.as_ref()).and_then(|v| v["position"].as_str().map(str::to_string));
+    let position = position.map(str::to_string).or(kept);
+    s.sync = Some(serde_json::json!({
+        "user": user, "state": state, "error": error, "position": position,
+    }));
 }
 
 fn stop(shared: &Shared, user: &str, why: String) {

@@ -266,6 +266,11 @@ fn bot_mode_follows_sync_resumes_after_sigkill_and_follows_its_configuration() {
     });
     let status = server.json("/v1/status");
     assert_eq!(status["sources"]["sync"]["user"], BOT, "{status}");
+    assert_eq!(status["sources"]["sync"]["state"], "syncing", "{status}");
+    assert!(
+        status["sources"]["sync"]["position"].is_string(),
+        "{status}"
+    );
     // What happens next comes through incremental syncs.
     member(
         &mut fake.lock().unwrap(),
