@@ -187,11 +187,14 @@ impl Matrix {
     /// `room_state` equals the homeserver's state at those keys. The IDs not yet in
     /// `source_events` are added there in the same source delta, so a transaction that
     /// brings one of these events later is a duplicate. Invalid events are rejects, once.
+    /// The keys `(type, state_key)` in `newer` are left as they are: a transaction changed
+    /// them while the state was being fetched, so the fetched event there may be older.
     /// Returns `None` when the state was already current (nothing is stored).
     pub fn ingest_room_state(
         &mut self,
         room_id: &str,
         events: Vec<Received>,
+        newer: &HashSet<(String, String)>,
     ) -> Result<Option<Seq>, Error> {
         self.load_seen()?;
         let current: HashMap<(String, String), String> =
@@ -210,7 +213,8 @@ impl Matrix {
                 let new = match e {
                     Received::Valid(ev) => match &ev.state_key {
                         Some(key) => {
-                            current.get(&(ev.event_type.clone(), key.clone())) != Some(&ev.event_id)
+                            let at = (ev.event_type.clone(), key.clone());
+                            !newer.contains(&at) && current.get(&at) != Some(&ev.event_id)
                         }
                         None => !(dict.lookup(&ev.event_id)).is_some_and(|id| seen.contains(&id)),
                     },
@@ -624,21 +628,36 @@ mod tests {
             received("$3", "@b:x", "join"),
         ];
         assert_eq!(
-            m.ingest_room_state("!r:x", state.clone()).unwrap(),
+            m.ingest_room_state("!r:x", state.clone(), &Default::default())
+                .unwrap(),
             Some(Seq(3))
         );
         assert_eq!(ids(&mut m), ["$2", "$3"]);
         // Fetched again: already current, nothing stored.
-        assert_eq!(m.ingest_room_state("!r:x", state).unwrap(), None);
+        assert_eq!(
+            m.ingest_room_state("!r:x", state, &Default::default())
+                .unwrap(),
+            None
+        );
         // $3 arriving in a transaction now is a duplicate.
         assert_eq!(
             m.ingest_received(vec![received("$3", "@b:x", "join")])
                 .unwrap(),
             None
         );
+        // A key a transaction changed while the state was fetched keeps the transaction's event.
+        assert_eq!(
+            m.ingest_received(vec![received("$5", "@b:x", "leave")])
+                .unwrap(),
+            Some(Seq(4))
+        );
+        let stale = vec![received("$3", "@b:x", "join")];
+        let newer = [("m.room.member".to_string(), "@b:x".to_string())].into();
+        assert_eq!(m.ingest_room_state("!r:x", stale, &newer).unwrap(), None);
+        assert_eq!(ids(&mut m), ["$2", "$5"]);
         // Each event ID is in source_events once.
         let seen = m.show("source_events", None, None).unwrap();
-        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert_eq!(seen.len(), 4, "{seen:?}");
         m.shutdown().unwrap();
     }
 

@@ -153,7 +153,22 @@ async fn fetch(
     }
     let bot = hs.acting_as(instance);
     bot.join(room, &[]).await.map_err(|e| e.to_string())?;
-    let state = bot.room_state(room).await.map_err(|e| e.to_string())?;
+    // Transactions that change the room from now on win over the fetched state.
+    let room_id = room.to_string();
+    let _ = core.send(Command::FetchStarted { room_id });
+    let state = match bot.room_state(room).await {
+        Ok(state) => state,
+        Err(e) => {
+            // An empty state ends the fetch in the core, changing nothing.
+            let _ = ask(core, |reply| Command::RoomState {
+                room_id: room.to_string(),
+                events: Vec::new(),
+                reply,
+            })
+            .await;
+            return Err(e.to_string());
+        }
+    };
     let events = received(&format!("state of {room}"), state);
     let room_id = room.to_string();
     match ask(core, |reply| Command::RoomState {

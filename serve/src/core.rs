@@ -4,6 +4,7 @@
 //! revisions; when every sender is gone it answers what is queued, captures revisions and
 //! stops the runtime.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -27,6 +28,9 @@ pub(crate) enum Command {
         events: Vec<Received>,
         reply: oneshot::Sender<Result<Option<Seq>, Error>>,
     },
+    /// Catch-up starts fetching a room's state: from now on, the keys that transactions
+    /// change there are kept from being overwritten by the fetched state.
+    FetchStarted { room_id: String },
     /// A room's state fetched from the homeserver (catch-up, resync): authoritative.
     RoomState {
         room_id: String,
@@ -110,6 +114,9 @@ pub(crate) struct Core {
     /// Whether source deltas came since the last revision capture.
     dirty: bool,
     last_capture: Instant,
+    /// Rooms whose state catch-up is fetching, with the keys `(type, state_key)` that
+    /// transactions changed since the fetch began: the fetched state may be older there.
+    fetching: HashMap<String, HashSet<(String, String)>>,
 }
 
 impl Core {
@@ -127,6 +134,7 @@ impl Core {
             revision_interval,
             dirty: false,
             last_capture: Instant::now(),
+            fetching: HashMap::new(),
         }
     }
 
@@ -183,6 +191,16 @@ impl Core {
             } => {
                 let started = Instant::now();
                 let n = events.len() as u64;
+                if !self.fetching.is_empty() {
+                    for e in &events {
+                        if let Received::Valid(ev) = e
+                            && let Some(keys) = self.fetching.get_mut(&ev.room_id)
+                            && let Some(key) = &ev.state_key
+                        {
+                            keys.insert((ev.event_type.clone(), key.clone()));
+                        }
+                    }
+                }
                 let got = self.m.ingest_received(events);
                 let got = self.committed(got, started);
                 let (outcome, seq) = match &got {
@@ -202,6 +220,9 @@ impl Core {
                 });
                 let _ = reply.send(got);
             }
+            Command::FetchStarted { room_id } => {
+                self.fetching.entry(room_id).or_default();
+            }
             Command::RoomState {
                 room_id,
                 events,
@@ -209,7 +230,8 @@ impl Core {
             } => {
                 let started = Instant::now();
                 let n = events.len() as u64;
-                let got = self.m.ingest_room_state(&room_id, events);
+                let newer = self.fetching.remove(&room_id).unwrap_or_default();
+                let got = self.m.ingest_room_state(&room_id, events, &newer);
                 let got = self.committed(got, started);
                 if let Ok(Some(_)) = &got {
                     self.metrics.source_delta("catch_up", n);
