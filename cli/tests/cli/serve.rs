@@ -210,6 +210,10 @@ fn serve_answers_as_the_cli_does_on_the_same_files() {
     assert_eq!(server.rows(&path), want);
     assert!(!want.is_empty());
 
+    let want = cli_lines(&reference, &["show", "poisoned", "--format", "ndjson"]);
+    assert_eq!(server.rows("/v1/replicas/poisoned"), want);
+    assert_eq!(server.get("/v1/replicas/poisoned?as_of=1").0, 400);
+
     let status = server.json("/v1/status");
     let cli: Value = serde_json::from_str(&reference.ok(&["status", "--format", "json"])).unwrap();
     assert_eq!(status["seq"], cli["seq"]);
