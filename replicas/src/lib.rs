@@ -69,5 +69,5 @@ pub use parse::{
 pub use record::{
     Class, Kind, MatchKind, Membership, Rec, RejectReason, Relation, RoomState, Rule,
 };
-pub use render::{NO_REASON, render_sorted, sort_key, status_json, to_json};
+pub use render::{NO_REASON, poisoned_json, render_sorted, sort_key, status_json, to_json};
 pub use rules::{normalize_server, server_name, sha256_base64};

@@ -9,7 +9,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prr_engine::{Error, Seq, Status};
-use prr_replicas::{Matrix, Received, SourceItem};
+use prr_replicas::{Matrix, Received, SourceItem, poisoned_json};
 use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 
@@ -57,6 +57,8 @@ pub(crate) enum Command {
         as_of: Option<Seq>,
         reply: oneshot::Sender<Result<Vec<Value>, Error>>,
     },
+    /// `prr show poisoned`.
+    Poisoned { reply: oneshot::Sender<Vec<Value>> },
     /// `prr deltas`.
     Deltas {
         replica: String,
@@ -264,6 +266,10 @@ impl Core {
                 reply,
             } => {
                 let _ = reply.send(self.m.show(&replica, partition.as_deref(), as_of));
+            }
+            Command::Poisoned { reply } => {
+                let rows = self.m.runtime().poisoned();
+                let _ = reply.send(rows.iter().map(poisoned_json).collect());
             }
             Command::Deltas {
                 replica,

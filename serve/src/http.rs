@@ -169,7 +169,11 @@ fn number(p: &std::collections::BTreeMap<String, String>, k: &str) -> Result<Opt
     }
 }
 
-/// `GET /v1/replicas/{name}?partition=KEY&as_of=SEQ`: the lines of `prr show --format ndjson`.
+/// The name `prr show` takes for the quarantined source deltas (no replica has it).
+const POISONED: &str = "poisoned";
+
+/// `GET /v1/replicas/{name}?partition=KEY&as_of=SEQ`: the lines of `prr show --format ndjson`
+/// (`poisoned`: the quarantined source deltas, as `prr show poisoned`).
 pub(crate) async fn show(
     State(s): State<AppState>,
     Path(replica): Path<String>,
@@ -184,6 +188,18 @@ pub(crate) async fn show(
         Err(m) => return bad_query(m),
     };
     let partition = p.get("partition").cloned();
+    if replica == POISONED {
+        if partition.is_some() || as_of.is_some() {
+            return bad_query(
+                "`poisoned` lists the quarantined source deltas: it takes neither partition nor as_of"
+                    .into(),
+            );
+        }
+        return match ask(&s.core, |reply| Command::Poisoned { reply }).await {
+            None => stopping(),
+            Some(rows) => ndjson(&rows),
+        };
+    }
     let got = ask(&s.core, |reply| Command::Show {
         replica,
         partition,

@@ -151,7 +151,7 @@ pub fn serve_with(
         let app = router(state);
         println!("listening on {local}");
         let _ = std::io::stdout().flush();
-        tracing::info!(%local, "listening on {local}");
+        tracing::info!("listening on {local}");
         let stop = async move {
             stop_signal().await;
             tracing::info!("stopping: finishing the requests in flight");

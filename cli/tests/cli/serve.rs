@@ -210,6 +210,10 @@ fn serve_answers_as_the_cli_does_on_the_same_files() {
     assert_eq!(server.rows(&path), want);
     assert!(!want.is_empty());
 
+    let want = cli_lines(&reference, &["show", "poisoned", "--format", "ndjson"]);
+    assert_eq!(server.rows("/v1/replicas/poisoned"), want);
+    assert_eq!(server.get("/v1/replicas/poisoned?as_of=1").0, 400);
+
     let status = server.json("/v1/status");
     let cli: Value = serde_json::from_str(&reference.ok(&["status", "--format", "json"])).unwrap();
     assert_eq!(status["seq"], cli["seq"]);
@@ -627,4 +631,30 @@ fn metrics_lines_parse_and_count_what_happened() {
         "{text}"
     );
     assert!(!exposition_line("prr_x{a=b} 1") && !exposition_line("9x 1"));
+}
+
+#[test]
+fn revisions_are_captured_while_serving_after_a_change() {
+    let s = Scratch::new();
+    let server = Server::start(&s, &["--revision-interval", "1"]);
+    server.ingest(&std::fs::read(&demo_files()[0]).unwrap());
+    // Polled (at most 30 s): the capture comes about a second after the change.
+    let stored = |status: &Value| -> Vec<Value> {
+        (status["replicas"].as_array().unwrap().iter())
+            .filter(|r| r["name"] != "policy_list")
+            .map(|r| r["newest_revision"].clone())
+            .collect()
+    };
+    let mut captured = false;
+    for _ in 0..300 {
+        if stored(&server.json("/v1/status")).iter().all(|r| r == 1) {
+            captured = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(captured, "{}", server.json("/v1/status"));
+    server.kill();
+    let status: Value = serde_json::from_str(&s.ok(&["status", "--format", "json"])).unwrap();
+    assert!(stored(&status).iter().all(|r| r == 1), "{status}");
 }
