@@ -97,7 +97,6 @@ pub(crate) fn homeserver_yaml(config: &SynapseConfig, layout: &Layout<'_>) -> St
     let path = |name: &str| dir.join(name).display().to_string();
     let mut v = json!({
         "server_name": config.server_name,
-        "pid_file": path("homeserver.pid"),
         "report_stats": false,
         "signing_key_path": path("signing.key"),
         "media_store_path": path("media"),

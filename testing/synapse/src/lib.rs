@@ -23,6 +23,23 @@
 //! # let _ = state;
 //! # Ok::<(), prr_synapse_harness::Error>(())
 //! ```
+//!
+//! With an appservice: the registration is made first, so that the service it names (`prr
+//! serve`) can start with the same file before Synapse does.
+//!
+//! ```no_run
+//! use prr_synapse_harness::{AppserviceRegistration, Synapse, SynapseConfig, free_port};
+//!
+//! let url = format!("http://127.0.0.1:{}", free_port()?);
+//! let registration = AppserviceRegistration::new("localhost", Some(&url));
+//! # let registration_file = std::env::temp_dir().join("registration.yaml");
+//! registration.write(&registration_file)?;
+//! // ... start `prr serve --registration <registration_file>` listening at `url` here ...
+//! let synapse = Synapse::start(SynapseConfig::new().with_appservice(registration))?;
+//! let bot = synapse.register_appservice_user("prr_bot")?; // in the `@prr_.*` namespace
+//! assert_eq!(bot.whoami()?, "@prr_bot:localhost");
+//! # Ok::<(), prr_synapse_harness::Error>(())
+//! ```
 
 mod appservice;
 mod client;

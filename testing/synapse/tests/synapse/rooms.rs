@@ -192,6 +192,8 @@ fn joins_and_a_ban_read_back_from_state() -> TestResult {
 fn state_exports_parse_and_give_prr_its_rules_members_and_a_ban_intent() -> TestResult {
     let rooms = ROOMS.get();
     let dir = tempfile::tempdir()?;
+    // `PRR_SYNAPSE_EXPORT_DIR=DIR` keeps the three files, to try `prr ingest DIR` by hand.
+    let keep = std::env::var_os("PRR_SYNAPSE_EXPORT_DIR").map(std::path::PathBuf::from);
     // Both shapes `prr ingest` reads: the client API's array and the admin API's `{"state"}`.
     let policy = rooms.admin.state_export(&rooms.policy)?;
     let protected = rooms.admin.admin_state_export(&rooms.protected)?;
@@ -209,6 +211,10 @@ fn state_exports_parse_and_give_prr_its_rules_members_and_a_ban_intent() -> Test
         ("manifest.json", &manifest),
     ] {
         std::fs::write(dir.path().join(name), text)?;
+        if let Some(keep) = &keep {
+            std::fs::create_dir_all(keep)?;
+            std::fs::write(keep.join(name), text)?;
+        }
         batches.push(prr_replicas::parse_file(name, text.as_bytes())?);
     }
     let config = prr_engine::RuntimeConfig::new()
