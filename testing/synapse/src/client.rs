@@ -84,6 +84,12 @@ impl RoomOptions {
         self
     }
 
+    /// Room version 12: makes these users creators too (`creation_content.additional_creators`),
+    /// with the same implicit, unlimited power as the creator.
+    pub fn with_additional_creators(self, user_ids: &[&str]) -> Self {
+        self.with_field("creation_content", json!({"additional_creators": user_ids}))
+    }
+
     /// Sets `power_level_content_override`. In room version 12 the creator must not appear in
     /// its `users` (Synapse answers 400): creators have unlimited power implicitly.
     pub fn with_power_levels(self, content: Value) -> Self {

@@ -114,6 +114,30 @@ fn v12_rooms_have_ids_without_server_part_and_an_implicit_creator() -> TestResul
     // What this Synapse offers: 12 is the default.
     let caps = rooms.alice.capabilities()?;
     assert_eq!(caps["capabilities"]["m.room_versions"]["default"], "12");
+    assert_eq!(
+        caps["capabilities"]["m.room_versions"]["available"]["12"],
+        "stable"
+    );
+    // Listing the creator in the power levels is refused in room version 12.
+    let listed =
+        RoomOptions::new().with_power_levels(json!({"users": {rooms.alice.user_id(): 100}}));
+    let refused = rooms.alice.create_room(&listed).unwrap_err();
+    assert_eq!(refused.status(), Some(400), "{refused}");
+    // Additional creators share the creator's implicit power.
+    let shared = RoomOptions::new().with_additional_creators(&[rooms.bob.user_id()]);
+    let room = rooms.alice.create_room(&shared)?;
+    rooms.bob.join(&room).unwrap_err(); // private: an invite is still needed to join
+    rooms.alice.invite(&room, rooms.bob.user_id())?;
+    rooms.bob.join(&room)?;
+    rooms
+        .bob
+        .send_state(&room, "m.room.topic", "", &json!({"topic": "bob may"}))?;
+    let create = rooms.bob.state(&room)?;
+    let create = find(&create, "m.room.create", "");
+    assert_eq!(
+        create["content"]["additional_creators"],
+        json!([rooms.bob.user_id()])
+    );
     // Room version 11 rooms still have a server part.
     let v11 = rooms
         .alice
