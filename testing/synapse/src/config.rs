@@ -19,6 +19,7 @@ pub struct SynapseConfig {
     pub(crate) venv: Option<PathBuf>,
     pub(crate) start_timeout: Duration,
     pub(crate) extra: Map<String, Value>,
+    pub(crate) python_path: Vec<PathBuf>,
 }
 
 impl Default for SynapseConfig {
@@ -29,6 +30,7 @@ impl Default for SynapseConfig {
             venv: None,
             start_timeout: Duration::from_secs(60),
             extra: Map::new(),
+            python_path: Vec::new(),
         }
     }
 }
@@ -69,6 +71,13 @@ impl SynapseConfig {
     /// (e.g. `default_room_version`, `modules`).
     pub fn with_option(mut self, key: &str, value: Value) -> Self {
         self.extra.insert(key.into(), value);
+        self
+    }
+
+    /// Adds a directory to Synapse's `PYTHONPATH`: where the Python modules named by a
+    /// `modules` option (spam checkers, ...) are found.
+    pub fn with_python_path(mut self, dir: &Path) -> Self {
+        self.python_path.push(dir.to_path_buf());
         self
     }
 

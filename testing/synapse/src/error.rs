@@ -4,8 +4,10 @@ use std::path::PathBuf;
 
 /// What went wrong while starting, stopping or talking to Synapse.
 ///
-/// Messages never contain access tokens, appservice tokens or the shared secret.
-#[derive(Debug, thiserror::Error)]
+/// Messages never contain access tokens, appservice tokens or the shared secret. `Debug` shows
+/// the same message as `Display`, so that a test returning `Result<(), Error>` (or a boxed
+/// error) prints what to do, not a struct dump.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The virtual environment with the pinned Synapse is missing or holds another version.
@@ -83,6 +85,12 @@ pub enum Error {
     /// started without an appservice, a request while it is stopped, ...).
     #[error("{0}")]
     Usage(String),
+}
+
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 impl Error {

@@ -142,3 +142,27 @@ impl PolicyRule {
 pub fn sha256_base64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(Sha256::digest(s.as_bytes()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_is_padded_standard_base64_of_sha256() {
+        assert_eq!(
+            sha256_base64(""),
+            "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
+        );
+    }
+
+    #[test]
+    fn stable_hashes_move_the_hash() {
+        let r = PolicyRule::hashed(RuleKind::User, "@a:b").with_stable_hashes();
+        assert_eq!(r.content()["hashes"]["sha256"], sha256_base64("@a:b"));
+        assert!(r.content().get("org.matrix.msc4205.hashes").is_none());
+        assert_eq!(
+            r.state_key(),
+            format!("rule:sha256:{}", sha256_base64("@a:b"))
+        );
+    }
+}

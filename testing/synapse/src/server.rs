@@ -145,7 +145,15 @@ impl Synapse {
         };
         let out: File = open().map_err(|e| io("open the log", e))?;
         let err: File = open().map_err(|e| io("open the log", e))?;
-        let child = Command::new(&self.python)
+        let mut command = Command::new(&self.python);
+        if !self.config.python_path.is_empty() {
+            let inherited = std::env::var_os("PYTHONPATH");
+            let paths = self.config.python_path.iter().cloned();
+            let joined = std::env::join_paths(paths.chain(inherited.iter().map(PathBuf::from)))
+                .map_err(|e| Error::Usage(format!("a PYTHONPATH entry holds a `:`: {e}")))?;
+            command.env("PYTHONPATH", joined);
+        }
+        let child = command
             .arg(dir.join("launcher.py"))
             .arg("--config-path")
             .arg(dir.join("homeserver.yaml"))

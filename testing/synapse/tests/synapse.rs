@@ -3,6 +3,7 @@
 
 mod synapse {
     mod appservice;
+    mod modules;
     mod restart;
     mod rooms;
     mod shared;
