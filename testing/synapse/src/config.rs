@@ -28,7 +28,7 @@ impl Default for SynapseConfig {
             server_name: "localhost".into(),
             appservice: None,
             venv: None,
-            start_timeout: Duration::from_secs(60),
+            start_timeout: Duration::from_secs(120),
             extra: Map::new(),
             python_path: Vec::new(),
         }
@@ -37,7 +37,7 @@ impl Default for SynapseConfig {
 
 impl SynapseConfig {
     /// The defaults: server name `localhost`, no appservice, the venv of
-    /// [`venv_dir`](crate::venv_dir), 60 s to start.
+    /// [`venv_dir`](crate::venv_dir), 120 s to start (a start takes 1 to 3 s on an idle machine).
     pub fn new() -> Self {
         Self::default()
     }

@@ -4,6 +4,7 @@ use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -19,6 +20,36 @@ const LAUNCHER: &str = include_str!("launcher.py");
 
 /// How long a clean stop may take before the process is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How many Synapses of this process may be starting at once. A start is mostly CPU (Python
+/// imports, a new database); on 2 cores, five at once made each take five times as long.
+const PARALLEL_STARTS: usize = 2;
+
+/// The number of Synapses starting now, and a wake-up for those waiting for their turn.
+static STARTING: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+
+/// A turn to start; ends on drop.
+struct StartTurn;
+
+impl StartTurn {
+    fn take() -> StartTurn {
+        let (count, turn) = &STARTING;
+        let mut n = count.lock().unwrap_or_else(|p| p.into_inner());
+        while *n >= PARALLEL_STARTS {
+            n = turn.wait(n).unwrap_or_else(|p| p.into_inner());
+        }
+        *n += 1;
+        StartTurn
+    }
+}
+
+impl Drop for StartTurn {
+    fn drop(&mut self) {
+        let (count, turn) = &STARTING;
+        *count.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        turn.notify_one();
+    }
+}
 
 /// A Synapse homeserver running on 127.0.0.1, owned by the test.
 ///
@@ -128,8 +159,10 @@ impl Synapse {
         Ok(synapse)
     }
 
-    /// Starts the process and waits until it answers.
+    /// Starts the process and waits until it answers (the timeout counts from its turn: at
+    /// most two Synapses of one process start at once).
     fn spawn(&mut self) -> Result<(), Error> {
+        let _turn = StartTurn::take();
         let dir = self.dir.path();
         let log = self.log_path();
         let open = || {
