@@ -160,7 +160,10 @@ impl World {
     fn reference(&self, manifest: &[u8]) -> Scratch {
         let r = Scratch::new();
         let mut files = vec![r.file("manifest.json", manifest)];
-        for (name, room) in [("policy.json", &self.policy), ("protected.json", &self.protected)] {
+        for (name, room) in [
+            ("policy.json", &self.policy),
+            ("protected.json", &self.protected),
+        ] {
             let export = self.moderator.state_export(room).unwrap();
             files.push(r.file(name, export.as_bytes()));
         }
@@ -241,7 +244,10 @@ fn each_event_once(server: &Server, world: &World) {
     }
     for e in world.moderator.state(&world.protected).unwrap() {
         let id = e["event_id"].as_str().unwrap();
-        assert!(seen.contains(id), "{id} of the room's state not in source_events");
+        assert!(
+            seen.contains(id),
+            "{id} of the room's state not in source_events"
+        );
     }
 }
 
