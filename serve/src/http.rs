@@ -137,6 +137,8 @@ pub(crate) async fn count_requests(
 
 /// Query parameters, each parsed by `parse`; an unknown or repeated one, or one that does
 /// not parse, is a 400 naming it.
+// The `Err` is the answer itself, built once per bad request: its size does not matter.
+#[allow(clippy::result_large_err)]
 fn params(
     query: Vec<(String, String)>,
     known: &[&str],
@@ -159,6 +161,7 @@ fn params(
     Ok(out)
 }
 
+#[allow(clippy::result_large_err)] // as for `params`
 fn number(
     p: &std::collections::BTreeMap<String, String>,
     k: &str,

@@ -39,12 +39,9 @@ impl Metrics {
             source_deltas: Family::default(),
             source_events: Family::default(),
             // 1 ms .. ~4 s.
-            commit: Histogram::new(
-                [
-                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                ]
-                .into_iter(),
-            ),
+            commit: Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
             http: Family::default(),
             transactions: Family::default(),
         };

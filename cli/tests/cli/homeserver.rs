@@ -256,7 +256,7 @@ fn appservice_server(
     s: &Scratch,
     listen: &str,
     synapse: &Synapse,
-    registration: &PathBuf,
+    registration: &std::path::Path,
     resync: &str,
 ) -> Server {
     Server::start_at(

@@ -117,3 +117,57 @@ fn appservice_catch_up_then_transactions_equal_the_cli_across_a_synapse_restart(
     each_event_once(&server, &world);
     assert_eq!(server.terminate(), Some(0));
 }
+
+/// `prr serve` is SIGKILLed while 30 users join; restarted on the same store and port, it
+/// gets what Synapse retries (and a Synapse restart makes it retry at once if it backed off):
+/// every join arrives, each event once.
+#[test]
+fn appservice_sigkill_during_a_burst_of_joins_loses_and_repeats_nothing() {
+    let _slot = slot();
+    let s = Scratch::new();
+    let (mut world, registration, listen) = appservice_world(&s);
+    let server = appservice_server(&s, &listen, &world.synapse, &registration, "3600");
+    let instance = instance();
+    let manifest = world.manifest(&instance);
+    server.ingest(&manifest);
+    caught_up(&server, &instance);
+    let protected = world.protected.clone();
+    let names: Vec<String> = (0..30).map(|i| format!("burst{i}")).collect();
+    let members: Vec<_> = (names.iter())
+        .map(|n| world.synapse.register(n, "pw", false).unwrap())
+        .collect();
+    let joiner = std::thread::spawn(move || {
+        for m in &members {
+            m.join(&protected).unwrap();
+        }
+    });
+    let protected = world.protected.clone();
+    eventually("some joins arrive before the kill", 60, || {
+        let n = joined(&server, &protected).len();
+        (n >= 8).then_some(()).ok_or(format!("{n} joined"))
+    });
+    server.kill();
+    joiner.join().unwrap();
+    let server = appservice_server(&s, &listen, &world.synapse, &registration, "3600");
+    let all: std::collections::BTreeSet<String> =
+        (names.iter()).map(|n| format!("@{n}:{HS}")).collect();
+    let arrived = || {
+        let got = joined(&server, &protected);
+        let missing: Vec<_> = all.difference(&got).collect();
+        missing
+            .is_empty()
+            .then_some(())
+            .ok_or(format!("missing {missing:?}"))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while arrived().is_err() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    if arrived().is_err() {
+        // Synapse backs off from an appservice that failed; a restart retries at once.
+        world.synapse.restart().unwrap();
+    }
+    eventually("every join arrives after the restart", 60, arrived);
+    world.equals_the_cli(&server, &manifest);
+    each_event_once(&server, &world);
+}
