@@ -146,7 +146,9 @@ fn appservice_sigkill_during_a_burst_of_joins_loses_and_repeats_nothing() {
         let n = joined(&server, &protected).len();
         (n >= 8).then_some(()).ok_or(format!("{n} joined"))
     });
+    let before_kill = joined(&server, &protected).len();
     server.kill();
+    let burst_done_before_kill = joiner.is_finished();
     joiner.join().unwrap();
     let server = appservice_server(&s, &listen, &world.synapse, &registration, "3600");
     let all: std::collections::BTreeSet<String> =
@@ -163,10 +165,15 @@ fn appservice_sigkill_during_a_burst_of_joins_loses_and_repeats_nothing() {
     while arrived().is_err() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    if arrived().is_err() {
+    let restarted = arrived().is_err();
+    if restarted {
         // Synapse backs off from an appservice that failed; a restart retries at once.
         world.synapse.restart().unwrap();
     }
+    eprintln!(
+        "killed with {before_kill} joined (burst over by then: {burst_done_before_kill}); \
+         Synapse restarted to retry: {restarted}"
+    );
     eventually("every join arrives after the restart", 60, arrived);
     world.equals_the_cli(&server, &manifest);
     each_event_once(&server, &world);
