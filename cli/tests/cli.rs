@@ -17,6 +17,8 @@ mod damage;
 mod docs;
 #[path = "cli/faults.rs"]
 mod faults;
+#[path = "cli/homeserver.rs"]
+mod homeserver;
 #[path = "cli/limits.rs"]
 mod limits;
 #[path = "cli/links.rs"]

@@ -22,10 +22,15 @@ impl Server {
     /// Starts `prr --store <store> serve --listen 127.0.0.1:0 args...` and waits for its
     /// `listening on ADDR`.
     pub(super) fn start(s: &Scratch, args: &[&str]) -> Server {
+        Server::start_at(s, "127.0.0.1:0", args)
+    }
+
+    /// Like [`Server::start`], listening on `listen` (a fixed port: an appservice's URL).
+    pub(super) fn start_at(s: &Scratch, listen: &str, args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_prr"))
             .arg("--store")
             .arg(s.store())
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen])
             .args(args)
             .current_dir(s.dir.path())
             .env_remove("PRR_STORE")
@@ -71,7 +76,7 @@ impl Server {
         }
     }
 
-    fn get(&self, path: &str) -> (u16, String) {
+    pub(super) fn get(&self, path: &str) -> (u16, String) {
         let r = self.auth(self.agent.get(self.url(path))).call().unwrap();
         answer(r)
     }
@@ -122,7 +127,7 @@ impl Server {
     }
 
     /// Sends SIGTERM and returns the exit code.
-    fn terminate(mut self) -> Option<i32> {
+    pub(super) fn terminate(mut self) -> Option<i32> {
         self.signal("-TERM");
         let status = self.child.wait().unwrap();
         status.code()
