@@ -214,6 +214,58 @@ pub enum Command {
         #[arg(long, default_value_t = 4096, value_name = "N")]
         max_batch: usize,
     },
+    /// Serve the replicas over HTTP, and receive a homeserver's appservice transactions.
+    ///
+    /// `GET /v1/status`, `GET /v1/replicas/{name}?partition=KEY&as_of=SEQ`,
+    /// `GET /v1/replicas/{name}/deltas?since=SEQ&wait=SECONDS`, `POST /v1/ingest` (any file
+    /// shape `prr ingest` reads; answers `{"seq": N}` once durable), `GET /metrics`. With
+    /// `--registration`, the homeserver's transactions (`PUT /_matrix/app/v1/transactions/{txnId}`)
+    /// become source deltas, exactly once by event ID, and the state of every room an instance
+    /// names is fetched (joining its bot), at start, when named and every --resync-every.
+    /// Prints `listening on ADDR` when ready;
+    /// SIGTERM or SIGINT stops it cleanly (exit 0). Without `--api-token-file` it listens on
+    /// loopback addresses only. Logs go to standard error (`RUST_LOG`, default `info`). The
+    /// examples stop it with SIGTERM after 2 s.
+    #[command(
+        after_help = "Examples:\n  timeout --preserve-status -s TERM 2 prr serve --listen 127.0.0.1:0\n  echo s3cret > api-token && timeout --preserve-status -s TERM 2 prr serve --listen 0.0.0.0:0 --api-token-file api-token"
+    )]
+    Serve {
+        /// The address to listen on (port 0: any free port).
+        #[arg(long, default_value = prr_serve::DEFAULT_LISTEN, value_name = "ADDR")]
+        listen: String,
+        /// The homeserver's client-server URL (with --registration or --access-token-file).
+        #[arg(long, value_name = "URL")]
+        homeserver: Option<String>,
+        /// The appservice registration YAML also given to the homeserver (id, url, as_token,
+        /// hs_token, sender_localpart, namespaces).
+        #[arg(
+            long,
+            value_name = "FILE",
+            requires = "homeserver",
+            conflicts_with = "access_token_file"
+        )]
+        registration: Option<PathBuf>,
+        /// Bot mode: follow /sync as the account of this access token (the file's contents);
+        /// the instance manifest is the account's Draupnir configuration.
+        #[arg(long, value_name = "FILE", requires = "homeserver")]
+        access_token_file: Option<PathBuf>,
+        /// Require `Authorization: Bearer <token>` on every /v1 request (the file's contents).
+        #[arg(long, value_name = "FILE")]
+        api_token_file: Option<PathBuf>,
+        /// Also capture revisions this many seconds after a change (besides --revision-every
+        /// and shutdown).
+        #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+        revision_interval: u64,
+        /// With a homeserver, fetch the state of every room the instances name again this
+        /// many seconds after the last time, ingesting what differs (heals lost events).
+        #[arg(
+            long,
+            default_value_t = 3600,
+            value_name = "SECONDS",
+            requires = "homeserver"
+        )]
+        resync_every: u64,
+    },
     /// Print the replica DAG: inputs and partition keys.
     #[command(after_help = "Examples:\n  prr graph\n  prr graph --format mermaid")]
     Graph {

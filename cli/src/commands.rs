@@ -3,6 +3,7 @@
 mod admin;
 mod ingest;
 mod query;
+mod serve;
 mod stream;
 
 use prr_engine::RuntimeConfig;
@@ -172,6 +173,26 @@ fn command(ctx: &Ctx, command: Command) -> Result<u8, Failure> {
         Command::Check => admin::check(ctx),
         Command::AckPoisoned { seq } => admin::ack_poisoned(ctx, seq),
         Command::Stream { emit, max_batch } => stream::stream(ctx, &emit, max_batch),
+        Command::Serve {
+            listen,
+            homeserver,
+            registration,
+            access_token_file,
+            api_token_file,
+            revision_interval,
+            resync_every,
+        } => serve::serve(
+            ctx,
+            serve::Options {
+                listen,
+                homeserver,
+                registration,
+                access_token_file,
+                api_token_file,
+                revision_interval,
+                resync_every,
+            },
+        ),
         Command::Graph { format } => admin::graph(ctx, format),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();

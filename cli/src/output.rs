@@ -106,28 +106,6 @@ pub fn table(rows: &[Value]) -> String {
     out
 }
 
-/// A time in milliseconds since the Unix epoch as RFC 3339 UTC, `2026-12-05T13:01:02.345Z`.
-pub fn utc(unix_ms: u64) -> String {
-    let (days, ms) = (unix_ms / 86_400_000, unix_ms % 86_400_000);
-    // Days to a civil date (Howard Hinnant's `civil_from_days`), from 1970-01-01.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        ms / 3_600_000,
-        ms / 60_000 % 60,
-        ms / 1000 % 60,
-        ms % 1000
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,12 +145,5 @@ mod tests {
             escape("@alice:example.org é 日本"),
             "@alice:example.org é 日本"
         );
-    }
-
-    #[test]
-    fn utc_writes_rfc_3339() {
-        assert_eq!(utc(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
-        assert_eq!(utc(1_764_940_862_345), "2025-12-05T13:21:02.345Z");
     }
 }

@@ -5,6 +5,10 @@ mod support;
 
 #[path = "cli/bad_input.rs"]
 mod bad_input;
+#[path = "cli/bot_mode.rs"]
+mod bot_mode;
+#[path = "cli/catch_up.rs"]
+mod catch_up;
 #[path = "cli/commands.rs"]
 mod commands;
 #[path = "cli/damage.rs"]
@@ -13,6 +17,8 @@ mod damage;
 mod docs;
 #[path = "cli/faults.rs"]
 mod faults;
+#[path = "cli/homeserver.rs"]
+mod homeserver;
 #[path = "cli/limits.rs"]
 mod limits;
 #[path = "cli/links.rs"]
@@ -21,5 +27,7 @@ mod links;
 mod modules;
 #[path = "cli/poisoned.rs"]
 mod poisoned;
+#[path = "cli/serve.rs"]
+mod serve;
 #[path = "cli/stream.rs"]
 mod stream;

@@ -7,11 +7,11 @@ use crate::known::Known;
 use crate::record::Rec;
 use crate::replicas::{
     acl_sync, instances, member_bans, member_matches, member_set, policy_list, policy_room,
-    rejects, room_members, room_state, server_acl,
+    rejects, room_members, room_state, server_acl, source_events, source_positions,
 };
 
 /// The names of the replicas, in the order `prr show` and `status` list them.
-pub const REPLICAS: [&str; 11] = [
+pub const REPLICAS: [&str; 13] = [
     "room_state",
     "instances",
     "policy_room",
@@ -22,6 +22,8 @@ pub const REPLICAS: [&str; 11] = [
     "member_bans",
     "server_acl",
     "acl_sync",
+    "source_events",
+    "source_positions",
     "rejects",
 ];
 
@@ -29,7 +31,7 @@ pub const REPLICAS: [&str; 11] = [
 type Describe = fn(&Dictionary, &Known) -> ReplicaDescription<Rec>;
 
 /// Each replica's description, in the order of [`REPLICAS`].
-const DESCRIPTIONS: [Describe; 11] = [
+const DESCRIPTIONS: [Describe; 13] = [
     room_state::description,
     instances::description,
     policy_room::description,
@@ -40,6 +42,8 @@ const DESCRIPTIONS: [Describe; 11] = [
     member_bans::description,
     server_acl::description,
     acl_sync::description,
+    source_events::description,
+    source_positions::description,
     rejects::description,
 ];
 
@@ -75,7 +79,10 @@ mod tests {
             ("member_bans", 1, 0x9ce1082c18b03eb3),
             ("server_acl", 1, 0x5f00187d5ffe6658),
             ("acl_sync", 1, 0xc03a52c11b2fb357),
-            ("rejects", 1, 0xe470943251d70a6e),
+            ("source_events", 1, 0x8361ad117ef82acc),
+            ("source_positions", 1, 0x1f3c5ccdd8df386a),
+            // 2: it reads `source_events`' invalid events too.
+            ("rejects", 2, 0xc7046debb8de44cb),
         ];
         assert_eq!(got, want);
         assert_eq!(

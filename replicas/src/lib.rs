@@ -61,12 +61,13 @@ pub use glob::{
     user_glob_key, user_keys,
 };
 pub use ingest::{Ingestor, Prepared};
-pub use matrix::{IngestSummary, Matrix, Pipeline};
+pub use matrix::{IngestSummary, Matrix, Pipeline, Received};
 pub use parse::{
-    Event, Location, ManifestEntry, ParseError, SourceItem, parse_file, parse_line, redact_content,
+    Event, Location, ManifestEntry, ParseError, SourceItem, parse_event, parse_file, parse_line,
+    redact_content,
 };
 pub use record::{
     Class, Kind, MatchKind, Membership, Rec, RejectReason, Relation, RoomState, Rule,
 };
-pub use render::{NO_REASON, render_sorted, sort_key, to_json};
+pub use render::{NO_REASON, poisoned_json, render_sorted, sort_key, status_json, to_json};
 pub use rules::{normalize_server, server_name, sha256_base64};

@@ -1,13 +1,13 @@
 //! The Matrix replicas on a runtime: ingest parsed files, read replicas as JSON.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use prr_engine::{Error, Runtime, RuntimeConfig, Seq};
+use prr_engine::{Error, Id, Runtime, RuntimeConfig, Seq};
 use serde_json::{Value, json};
 
 use crate::dag::matrix_dag;
 use crate::ingest::Ingestor;
-use crate::parse::SourceItem;
+use crate::parse::{Event, SourceItem};
 use crate::record::Rec;
 use crate::render::{render_sorted, to_json};
 
@@ -17,6 +17,43 @@ pub struct Matrix {
     ingestor: Option<Ingestor>,
     /// How many deltas the runtime had quarantined when the ingest state was loaded.
     ingestor_poisoned: usize,
+    /// The event IDs of `source_events`, loaded when first needed (and again after a failed
+    /// commit or a quarantine, like the ingest state).
+    seen: Option<HashSet<Id>>,
+}
+
+/// An event that a homeserver source delivered (an event of an appservice transaction), for
+/// [`Matrix::ingest_received`].
+// Valid events are by far the most common; boxing them would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum Received {
+    /// A valid state event or redaction: applied to `room_state`.
+    Valid(Event),
+    /// An event that is not valid: it goes to `rejects` (through `source_events`) with its
+    /// reason. Fields the event lacks are empty strings.
+    Invalid {
+        /// The room, as written.
+        room_id: String,
+        /// The event ID, or a stand-in derived from the event's JSON when it has none.
+        event_id: String,
+        /// The type, as written.
+        event_type: String,
+        /// The state key, as written.
+        state_key: String,
+        /// What is wrong (the field and why).
+        reason: String,
+    },
+}
+
+impl Received {
+    /// The event ID it is deduplicated by.
+    pub fn event_id(&self) -> &str {
+        match self {
+            Received::Valid(e) => &e.event_id,
+            Received::Invalid { event_id, .. } => event_id,
+        }
+    }
 }
 
 /// What one ingest changed.
@@ -32,11 +69,18 @@ impl Matrix {
     /// Starts the runtime (opening its store, if configured) with the Matrix replicas.
     pub fn start(config: RuntimeConfig) -> Result<Self, Error> {
         let rt = Runtime::start_with(config, matrix_dag)?;
-        Ok(Matrix {
+        Ok(Self::from_runtime(rt))
+    }
+
+    /// The Matrix replicas on a runtime already started with [`matrix_dag`] (e.g. on a store
+    /// with a fault-injecting backend, for tests).
+    pub fn from_runtime(rt: Runtime<Rec>) -> Self {
+        Matrix {
             rt,
             ingestor: None,
             ingestor_poisoned: 0,
-        })
+            seen: None,
+        }
     }
 
     /// The runtime underneath.
@@ -50,6 +94,7 @@ impl Matrix {
         let poisoned = self.rt.newly_poisoned().len();
         if poisoned != self.ingestor_poisoned {
             self.ingestor = None;
+            self.seen = None;
             self.ingestor_poisoned = poisoned;
         }
         if self.ingestor.is_none() {
@@ -110,6 +155,224 @@ impl Matrix {
                 self.ingestor = None;
             }
         })
+    }
+
+    /// Ingests the events a homeserver source delivered (one appservice transaction) as one
+    /// source delta, **exactly once by event ID**: an event whose ID `source_events` holds
+    /// (from any earlier delta, whatever transaction brought it) or that came earlier in
+    /// `events` is left out. The others are applied (valid ones to `room_state`, invalid ones to
+    /// `rejects`) and their IDs added to `source_events` in the same source delta, so the IDs
+    /// are durable exactly when their effect is. Returns the new `Seq` once replicas are final
+    /// through it, or `None` when nothing was new (nothing is stored).
+    ///
+    /// An error with [`Error::committed`] empty stored nothing; a retry is safe either way.
+    pub fn ingest_received(&mut self, events: Vec<Received>) -> Result<Option<Seq>, Error> {
+        self.load_seen()?;
+        let dict = self.rt.dictionary().clone();
+        let seen = self.seen.as_ref().expect("seen loaded");
+        let mut in_batch = HashSet::new();
+        let fresh: Vec<Received> = (events.into_iter())
+            .filter(|e| {
+                let old = (dict.lookup(e.event_id())).is_some_and(|id| seen.contains(&id));
+                !old && in_batch.insert(e.event_id().to_string())
+            })
+            .collect();
+        self.apply_received(fresh)
+    }
+
+    /// Ingests a room's current state as the homeserver gives it (`GET /rooms/{room}/state`,
+    /// for catch-up and resync), as **authoritative**: every state event that is not the
+    /// current `room_state` record at its key is applied, even if its event ID was seen
+    /// before (an older event may have been applied after it), so that afterwards the room's
+    /// `room_state` equals the homeserver's state at those keys. The IDs not yet in
+    /// `source_events` are added there in the same source delta, so a transaction that
+    /// brings one of these events later is a duplicate. Invalid events are rejects, once.
+    /// The keys `(type, state_key)` in `newer` are left as they are: a transaction changed
+    /// them while the state was being fetched, so the fetched event there may be older.
+    /// Returns `None` when the state was already current (nothing is stored).
+    pub fn ingest_room_state(
+        &mut self,
+        room_id: &str,
+        events: Vec<Received>,
+        newer: &HashSet<(String, String)>,
+    ) -> Result<Option<Seq>, Error> {
+        self.load_seen()?;
+        let current: HashMap<(String, String), String> =
+            (self.show("room_state", Some(room_id), None)?)
+                .into_iter()
+                .filter_map(|r| {
+                    let field = |f: &str| r[f].as_str().map(str::to_string);
+                    Some(((field("type")?, field("state_key")?), field("event_id")?))
+                })
+                .collect();
+        let dict = self.rt.dictionary().clone();
+        let seen = self.seen.as_ref().expect("seen loaded");
+        let mut in_batch = HashSet::new();
+        let differs: Vec<Received> = (events.into_iter())
+            .filter(|e| {
+                let new = match e {
+                    Received::Valid(ev) => match &ev.state_key {
+                        Some(key) => {
+                            let at = (ev.event_type.clone(), key.clone());
+                            !newer.contains(&at) && current.get(&at) != Some(&ev.event_id)
+                        }
+                        None => !(dict.lookup(&ev.event_id)).is_some_and(|id| seen.contains(&id)),
+                    },
+                    Received::Invalid { event_id, .. } => {
+                        !(dict.lookup(event_id)).is_some_and(|id| seen.contains(&id))
+                    }
+                };
+                new && in_batch.insert(e.event_id().to_string())
+            })
+            .collect();
+        self.apply_received(differs)
+    }
+
+    /// Loads the IDs of `source_events` once.
+    fn load_seen(&mut self) -> Result<(), Error> {
+        self.ingestor()?;
+        if self.seen.is_none() {
+            let source_events = self.rt.replica("source_events")?;
+            let rows = self.rt.read(source_events, None)?;
+            let ids = rows.into_iter().filter_map(|(r, _)| match r {
+                Rec::SourceEvent { event_id, .. } => Some(event_id),
+                _ => None,
+            });
+            self.seen = Some(ids.collect());
+        }
+        Ok(())
+    }
+
+    /// Ingests what one `/sync` response of a homeserver source brought, as one source delta:
+    /// its events exactly once by event ID (as [`Matrix::ingest_received`]), `extra` items
+    /// before them (the instance manifest read from the account's data), and the source's new
+    /// `position` in `source_positions`, so that the position is durable exactly when what
+    /// came before it is. Returns `None`, storing nothing (not even the position), when
+    /// nothing is new: resuming from an older position then brings nothing new either.
+    pub fn ingest_from_source(
+        &mut self,
+        events: Vec<Received>,
+        extra: Vec<SourceItem>,
+        source: &str,
+        position: &str,
+    ) -> Result<Option<Seq>, Error> {
+        self.load_seen()?;
+        let dict = self.rt.dictionary().clone();
+        let seen = self.seen.as_ref().expect("seen loaded");
+        let mut in_batch = HashSet::new();
+        let fresh: Vec<Received> = (events.into_iter())
+            .filter(|e| {
+                let old = (dict.lookup(e.event_id())).is_some_and(|id| seen.contains(&id));
+                !old && in_batch.insert(e.event_id().to_string())
+            })
+            .collect();
+        self.apply(fresh, extra, Some((source, position)))
+    }
+
+    /// Where the homeserver source `source` is, as stored in `source_positions`.
+    pub fn source_position(&mut self, source: &str) -> Result<Option<String>, Error> {
+        let rows = self.show("source_positions", Some(source), None)?;
+        Ok(rows
+            .first()
+            .and_then(|r| r["position"].as_str())
+            .map(str::to_string))
+    }
+
+    /// Applies `fresh` (each event once) as one source delta, adding to `source_events` the
+    /// IDs it does not hold yet.
+    fn apply_received(&mut self, fresh: Vec<Received>) -> Result<Option<Seq>, Error> {
+        self.apply(fresh, Vec::new(), None)
+    }
+
+    /// [`Matrix::apply_received`] with `extra` items first and a source position.
+    fn apply(
+        &mut self,
+        fresh: Vec<Received>,
+        extra: Vec<SourceItem>,
+        position: Option<(&str, &str)>,
+    ) -> Result<Option<Seq>, Error> {
+        if fresh.is_empty() && extra.is_empty() {
+            return Ok(None);
+        }
+        let old_position = match position {
+            Some((source, _)) => self.source_position(source)?,
+            None => None,
+        };
+        self.ingestor()?;
+        let source_events = self.rt.replica("source_events")?;
+        let dict = self.rt.dictionary().clone();
+        let mut items = extra;
+        items.extend(fresh.iter().filter_map(|e| match e {
+            Received::Valid(ev) => Some(SourceItem::Event(ev.clone())),
+            Received::Invalid { .. } => None,
+        }));
+        let ingestor = self.ingestor.as_mut().expect("ingestor loaded");
+        let mut prepared = ingestor.prepare(&dict, &items);
+        let mut delta = std::mem::take(&mut prepared.delta);
+        ingestor.commit(prepared);
+        let mut ids = Vec::with_capacity(fresh.len());
+        for e in &fresh {
+            let record = match e {
+                Received::Valid(ev) => Rec::SourceEvent {
+                    room: dict.intern(&ev.room_id),
+                    event_id: dict.intern(&ev.event_id),
+                    event_type: dict.intern(&ev.event_type),
+                    state_key: dict.intern(ev.state_key.as_deref().unwrap_or("")),
+                    invalid: None,
+                },
+                Received::Invalid {
+                    room_id,
+                    event_id,
+                    event_type,
+                    state_key,
+                    reason,
+                } => Rec::SourceEvent {
+                    room: dict.intern(room_id),
+                    event_id: dict.intern(event_id),
+                    event_type: dict.intern(event_type),
+                    state_key: dict.intern(state_key),
+                    invalid: Some(dict.intern(reason)),
+                },
+            };
+            if let Rec::SourceEvent { event_id, .. } = &record {
+                if self
+                    .seen
+                    .as_ref()
+                    .is_some_and(|seen| seen.contains(event_id))
+                {
+                    continue;
+                }
+                ids.push(*event_id);
+            }
+            delta.insert(source_events, record);
+        }
+        if let Some((source, new)) = position {
+            let positions = self.rt.replica("source_positions")?;
+            let source = dict.intern(source);
+            if let Some(old) = old_position {
+                let position = dict.intern(&old);
+                delta.remove(positions, Rec::SourcePosition { source, position });
+            }
+            let position = dict.intern(new);
+            delta.insert(positions, Rec::SourcePosition { source, position });
+        }
+        match self.rt.push(delta) {
+            Ok(seq) => {
+                self.seen.as_mut().expect("seen loaded").extend(ids);
+                self.rt.step_until(seq)?;
+                Ok(Some(seq))
+            }
+            Err(e) => {
+                if e.committed().is_empty() {
+                    // Perhaps committed (in doubt), perhaps not: both reload from the store.
+                    self.ingestor = None;
+                    self.seen = None;
+                } else {
+                    self.seen.as_mut().expect("seen loaded").extend(ids);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Waits until every replica is final through `seq` (and delivers the deltas up to it to
@@ -275,11 +538,7 @@ mod tests {
             Dag::new(replicas)
         })
         .unwrap();
-        Matrix {
-            rt,
-            ingestor: None,
-            ingestor_poisoned: 0,
-        }
+        Matrix::from_runtime(rt)
     }
 
     fn member(event_id: &str, user: &str, membership: &str) -> Vec<crate::parse::SourceItem> {
@@ -329,6 +588,77 @@ mod tests {
             );
             m.shutdown().unwrap();
         }
+    }
+
+    fn received(event_id: &str, user: &str, membership: &str) -> super::Received {
+        match member(event_id, user, membership).remove(0) {
+            crate::parse::SourceItem::Event(e) => super::Received::Valid(e),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A room's fetched state is authoritative: an event seen before is applied again when
+    /// an older one was applied after it; what is current stores nothing; and a transaction
+    /// that brings a fetched event later is a duplicate.
+    #[test]
+    fn fetched_room_state_is_authoritative_and_marks_its_events_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RuntimeConfig::new().with_store(dir.path().join("s.redb"));
+        let mut m = Matrix::start(config).unwrap();
+        let ids = |m: &mut Matrix| -> Vec<String> {
+            (m.show("room_state", Some("!r:x"), None).unwrap().iter())
+                .map(|r| r["event_id"].as_str().unwrap().to_string())
+                .collect()
+        };
+        // $2 (leave) is newer than $1 (join), but a late transaction applied $1 after it.
+        assert_eq!(
+            m.ingest_received(vec![received("$2", "@a:x", "leave")])
+                .unwrap(),
+            Some(Seq(1))
+        );
+        assert_eq!(
+            m.ingest_received(vec![received("$1", "@a:x", "join")])
+                .unwrap(),
+            Some(Seq(2))
+        );
+        assert_eq!(ids(&mut m), ["$1"]);
+        // The homeserver's state says $2, and has @b's join ($3) that no transaction brought.
+        let state = vec![
+            received("$2", "@a:x", "leave"),
+            received("$3", "@b:x", "join"),
+        ];
+        assert_eq!(
+            m.ingest_room_state("!r:x", state.clone(), &Default::default())
+                .unwrap(),
+            Some(Seq(3))
+        );
+        assert_eq!(ids(&mut m), ["$2", "$3"]);
+        // Fetched again: already current, nothing stored.
+        assert_eq!(
+            m.ingest_room_state("!r:x", state, &Default::default())
+                .unwrap(),
+            None
+        );
+        // $3 arriving in a transaction now is a duplicate.
+        assert_eq!(
+            m.ingest_received(vec![received("$3", "@b:x", "join")])
+                .unwrap(),
+            None
+        );
+        // A key a transaction changed while the state was fetched keeps the transaction's event.
+        assert_eq!(
+            m.ingest_received(vec![received("$5", "@b:x", "leave")])
+                .unwrap(),
+            Some(Seq(4))
+        );
+        let stale = vec![received("$3", "@b:x", "join")];
+        let newer = [("m.room.member".to_string(), "@b:x".to_string())].into();
+        assert_eq!(m.ingest_room_state("!r:x", stale, &newer).unwrap(), None);
+        assert_eq!(ids(&mut m), ["$2", "$5"]);
+        // Each event ID is in source_events once.
+        let seen = m.show("source_events", None, None).unwrap();
+        assert_eq!(seen.len(), 4, "{seen:?}");
+        m.shutdown().unwrap();
     }
 
     #[test]

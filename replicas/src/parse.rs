@@ -238,6 +238,28 @@ pub fn parse_line(file: &str, line_no: u64, line: &str) -> Result<Option<SourceI
         .map_err(|fe| fe.at(file, at))
 }
 
+/// Validates one event given as JSON (an event of an appservice transaction), as an event of
+/// a file is validated; `file` and `location` name it in errors.
+///
+/// Returns `Ok(None)` for an event that is ignored (no `state_key` and not a usable
+/// `m.room.redaction`).
+pub fn parse_event(
+    file: &str,
+    location: Location,
+    value: Value,
+) -> Result<Option<Event>, ParseError> {
+    let Value::Object(obj) = value else {
+        let found = kind(&value);
+        return Err(error(
+            file,
+            location,
+            None,
+            format!("expected a JSON object (an event), found {found}"),
+        ));
+    };
+    validate_event(obj, &RoomSource::None).map_err(|fe| fe.at(file, location))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Errors
 

@@ -272,6 +272,9 @@ pub enum RejectReason {
     MembershipMissing,
     /// A member event whose `membership` is not a known value.
     MembershipUnknown,
+    /// An event a homeserver source delivered that is not a valid event (see `source_events`):
+    /// the interned text says which field and why.
+    InvalidEvent(Id),
 }
 
 impl RejectReason {
@@ -282,10 +285,12 @@ impl RejectReason {
             | RejectReason::NoEntityOrHash
             | RejectReason::RecommendationNotString => "policy_room",
             RejectReason::MembershipMissing | RejectReason::MembershipUnknown => "room_members",
+            RejectReason::InvalidEvent(_) => "room_state",
         }
     }
 
-    /// A sentence for people.
+    /// A sentence for people; for [`RejectReason::InvalidEvent`] only its gist: the
+    /// interned text gives the field (see `to_json`).
     pub fn message(self) -> &'static str {
         match self {
             RejectReason::EntityNotString => "`entity` is not a string",
@@ -297,6 +302,7 @@ impl RejectReason {
             RejectReason::MembershipUnknown => {
                 "`membership` is not join, invite, knock, leave or ban"
             }
+            RejectReason::InvalidEvent(_) => "not a valid event",
         }
     }
 }
@@ -397,6 +403,30 @@ pub enum Rec {
         /// Why.
         reason: RejectReason,
     },
+    /// `source_events`: an event that a homeserver source (an appservice transaction)
+    /// delivered and that was kept (a state event or a redaction), valid or not. Its event ID
+    /// is never applied again.
+    SourceEvent {
+        /// The room (the empty string when the event named none).
+        room: Id,
+        /// The event ID (for an event without one, `~sha256:` and the hash of its JSON).
+        event_id: Id,
+        /// Its type (empty when missing).
+        event_type: Id,
+        /// Its state key (empty for a redaction without one).
+        state_key: Id,
+        /// Why it is not a valid event; `None` for a valid one (applied to `room_state`).
+        invalid: Option<Id>,
+    },
+    /// `source_positions`: where a homeserver source is (a `/sync` client's `next_batch`),
+    /// committed in the same source delta as what it brought, so that a restart resumes
+    /// there with no gap and no duplicate.
+    SourcePosition {
+        /// The source's name (e.g. `sync:@bot:example.org`).
+        source: Id,
+        /// Its position (opaque to prr).
+        position: Id,
+    },
 }
 
 impl Rec {
@@ -414,6 +444,8 @@ impl Rec {
             Rec::Acl { instance, .. } => *instance,
             Rec::AclSync { instance, .. } => *instance,
             Rec::Reject { room, .. } => *room,
+            Rec::SourceEvent { room, .. } => *room,
+            Rec::SourcePosition { source, .. } => *source,
         }
     }
 }
@@ -513,11 +545,32 @@ impl Rec {
                 event_id,
                 event_type,
                 state_key,
-                ..
+                reason,
             } => {
                 for id in [*room, *event_id, *event_type, *state_key] {
                     f(id);
                 }
+                if let RejectReason::InvalidEvent(text) = reason {
+                    f(*text);
+                }
+            }
+            Rec::SourceEvent {
+                room,
+                event_id,
+                event_type,
+                state_key,
+                invalid,
+            } => {
+                for id in [*room, *event_id, *event_type, *state_key] {
+                    f(id);
+                }
+                if let Some(text) = invalid {
+                    f(*text);
+                }
+            }
+            Rec::SourcePosition { source, position } => {
+                f(*source);
+                f(*position);
             }
         }
     }

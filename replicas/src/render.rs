@@ -1,9 +1,9 @@
 //! Records as the spec's JSON objects, and the keys `prr show` sorts them by.
 
-use prr_engine::{Dictionary, Id};
+use prr_engine::{Dictionary, Id, Quarantined, Status};
 use serde_json::{Map, Value, json};
 
-use crate::record::{Rec, Relation, Rule};
+use crate::record::{Rec, RejectReason, Relation, Rule};
 
 /// The reason of a ban whose rule gives none.
 pub const NO_REASON: &str = "<no reason supplied>";
@@ -159,10 +159,105 @@ pub fn to_json(dict: &Dictionary, rec: &Rec) -> Value {
             m.insert("type".into(), s(dict, *event_type));
             m.insert("state_key".into(), s(dict, *state_key));
             m.insert("replica".into(), json!(reason.replica()));
-            m.insert("reason".into(), json!(reason.message()));
+            let text = match reason {
+                RejectReason::InvalidEvent(text) => s(dict, *text),
+                other => json!(other.message()),
+            };
+            m.insert("reason".into(), text);
+        }
+        Rec::SourceEvent {
+            room,
+            event_id,
+            event_type,
+            state_key,
+            invalid,
+        } => {
+            m.insert("room_id".into(), s(dict, *room));
+            m.insert("event_id".into(), s(dict, *event_id));
+            m.insert("type".into(), s(dict, *event_type));
+            m.insert("state_key".into(), s(dict, *state_key));
+            m.insert("valid".into(), Value::Bool(invalid.is_none()));
+            m.insert(
+                "reason".into(),
+                invalid.map(|r| s(dict, r)).unwrap_or(Value::Null),
+            );
+        }
+        Rec::SourcePosition { source, position } => {
+            m.insert("source".into(), s(dict, *source));
+            m.insert("position".into(), s(dict, *position));
         }
     }
     Value::Object(m)
+}
+
+/// The JSON of `prr status --format json` (also the base of `prr serve`'s `GET /v1/status`):
+/// `seq`, `replicas` (name, frontier, records, newest revision, logic version), `log`,
+/// `store` (`store_path` as given), `store_bytes`, `rejects` (the records of `rejects`) and
+/// `poisoned` (count and seqs).
+pub fn status_json(st: &Status, store_path: &std::path::Path) -> Value {
+    let rejects = (st.replicas.iter())
+        .find(|r| r.name == "rejects")
+        .map(|r| r.records)
+        .unwrap_or(0);
+    let replicas: Vec<Value> = (st.replicas.iter())
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "frontier": r.frontier.0,
+                "records": r.records,
+                "newest_revision": r.newest_revision.map(|s| s.0),
+                "logic_version": r.logic_version,
+            })
+        })
+        .collect();
+    let store = st.store.as_ref();
+    json!({
+        "seq": st.seq.0,
+        "replicas": replicas,
+        "log": {
+            "entries": store.map(|s| s.log_entries).unwrap_or(0),
+            "first_seq": store.and_then(|s| s.first_log_seq),
+        },
+        "store": store_path.display().to_string(),
+        "store_bytes": store.map(|s| s.file_bytes).unwrap_or(0),
+        "rejects": rejects,
+        "poisoned": {
+            "count": st.poisoned.len(),
+            "seqs": st.poisoned.iter().map(|s| s.0).collect::<Vec<_>>(),
+        },
+    })
+}
+
+/// A quarantined (poisoned) source delta as `prr show poisoned` prints it:
+/// `{"seq", "quarantined_at" (RFC 3339 UTC), "message"}`.
+pub fn poisoned_json(q: &Quarantined) -> Value {
+    json!({
+        "seq": q.seq,
+        "quarantined_at": utc(q.unix_ms),
+        "message": q.message,
+    })
+}
+
+/// A time in milliseconds since the Unix epoch as RFC 3339 UTC, `2026-12-05T13:01:02.345Z`.
+fn utc(unix_ms: u64) -> String {
+    let (days, ms) = (unix_ms / 86_400_000, unix_ms % 86_400_000);
+    // Days to a civil date (Howard Hinnant's `civil_from_days`), from 1970-01-01.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
 }
 
 /// The key a record is sorted by in output: the spec's key fields, as text.
@@ -214,18 +309,23 @@ pub fn sort_key(dict: &Dictionary, rec: &Rec) -> Vec<String> {
         Rec::AclSync { instance, room, .. } => vec![t(*instance), t(*room)],
         Rec::Reject {
             room,
+            event_id,
             event_type,
             state_key,
             reason,
-            ..
         } => {
+            // The event ID only orders invalid events from a homeserver source that share the
+            // rest (a missing type or state key); other rejects are unique without it.
             vec![
                 t(*room),
                 t(*event_type),
                 t(*state_key),
                 reason.replica().into(),
+                t(*event_id),
             ]
         }
+        Rec::SourceEvent { room, event_id, .. } => vec![t(*room), t(*event_id)],
+        Rec::SourcePosition { source, .. } => vec![t(*source)],
     }
 }
 
@@ -239,4 +339,16 @@ pub fn render_sorted(dict: &Dictionary, rows: &[(Rec, isize)]) -> Vec<Value> {
     }
     keyed.sort_by(|a, b| a.0.cmp(&b.0));
     keyed.into_iter().map(|(_, v)| v).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_writes_rfc_3339() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(utc(1_764_940_862_345), "2025-12-05T13:21:02.345Z");
+    }
 }

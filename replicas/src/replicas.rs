@@ -28,6 +28,8 @@ pub(crate) mod rejects;
 pub(crate) mod room_members;
 pub(crate) mod room_state;
 pub(crate) mod server_acl;
+pub(crate) mod source_events;
+pub(crate) mod source_positions;
 
 #[cfg(test)]
 mod resume_check;

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use prr_engine::{InputMode, Runtime, RuntimeConfig, Seq};
-use prr_replicas::{Matrix, REPLICAS, Rec, matrix_dag};
+use prr_replicas::{Matrix, REPLICAS, Rec, matrix_dag, status_json};
 use serde_json::json;
 
 use super::Ctx;
@@ -23,35 +23,7 @@ pub fn status(ctx: &Ctx, format: InfoFormat) -> Result<u8, Failure> {
     let mut out = std::io::stdout().lock();
     match format {
         InfoFormat::Json => {
-            let replicas: Vec<_> = st
-                .replicas
-                .iter()
-                .map(|r| {
-                    json!({
-                        "name": r.name,
-                        "frontier": r.frontier.0,
-                        "records": r.records,
-                        "newest_revision": r.newest_revision.map(|s| s.0),
-                        "logic_version": r.logic_version,
-                    })
-                })
-                .collect();
-            let store = st.store.as_ref();
-            let v = json!({
-                "seq": st.seq.0,
-                "replicas": replicas,
-                "log": {
-                    "entries": store.map(|s| s.log_entries).unwrap_or(0),
-                    "first_seq": store.and_then(|s| s.first_log_seq),
-                },
-                "store": ctx.store.display().to_string(),
-                "store_bytes": store.map(|s| s.file_bytes).unwrap_or(0),
-                "rejects": rejects,
-                "poisoned": {
-                    "count": st.poisoned.len(),
-                    "seqs": st.poisoned.iter().map(|s| s.0).collect::<Vec<_>>(),
-                },
-            });
+            let v = status_json(&st, &ctx.store);
             writeln!(out, "{v}")?;
         }
         InfoFormat::Table => {

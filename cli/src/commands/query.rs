@@ -3,10 +3,11 @@
 use std::io::{IsTerminal, Write};
 
 use prr_engine::Seq;
+use prr_replicas::poisoned_json;
 
 use super::Ctx;
 use crate::args::{DeltasFormat, ShowFormat};
-use crate::output::{table, utc};
+use crate::output::table;
 use crate::{Failure, exit};
 
 /// The name `prr show` takes for the quarantined source deltas (no replica has it).
@@ -44,13 +45,7 @@ pub fn show_poisoned(
     }
     let mut m = ctx.open_read()?;
     let rows = (m.runtime().poisoned().into_iter())
-        .map(|q| {
-            serde_json::json!({
-                "seq": q.seq,
-                "quarantined_at": utc(q.unix_ms),
-                "message": q.message,
-            })
-        })
+        .map(|q| poisoned_json(&q))
         .collect();
     write_rows(rows, format)?;
     m.shutdown()?;

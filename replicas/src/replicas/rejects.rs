@@ -1,15 +1,16 @@
 //! `rejects`: the events that could not be read: the rule slots' rejects (see
-//! [`crate::slots`]) and the member events whose membership is missing or unknown (a function
-//! of each event alone, so resumed from the delta alone).
+//! [`crate::slots`]), the member events whose membership is missing or unknown (a function
+//! of each event alone, so resumed from the delta alone), and the invalid events a homeserver
+//! source delivered (`source_events`, read in deltas).
 
 use prr_engine::{Coll, Dictionary, Input, ReplicaDescription};
 
 use crate::known::Known;
 use crate::member_events::member_reject;
-use crate::record::Rec;
+use crate::record::{Rec, RejectReason};
 use crate::slots::{resume_rule_slots, rule_slots};
 
-/// `rejects`' description (input: `room_state`).
+/// `rejects`' description (inputs: `room_state`, `source_events`).
 pub(crate) fn description(dict: &Dictionary, known: &Known) -> ReplicaDescription<Rec> {
     let (d, k) = (dict.clone(), known.clone());
     let (d2, k2) = (dict.clone(), known.clone());
@@ -17,22 +18,47 @@ pub(crate) fn description(dict: &Dictionary, known: &Known) -> ReplicaDescriptio
         "rejects",
         "room_id",
         Rec::partition,
-        vec![Input::full("room_state")],
+        vec![Input::full("room_state"), Input::deltas("source_events")],
         move |i| {
             let slots = rule_slots(i[0].clone(), &d, &k).filter(is_reject);
-            slots.concat(member_rejects(i[0].clone(), &d, &k))
+            let members = member_rejects(i[0].clone(), &d, &k);
+            slots.concat(members).concat(invalid_events(i[1].clone()))
         },
     )
     .with_resume(move |deltas, seeds| {
         let slots = resume_rule_slots(deltas[0].clone(), seeds, &d2, &k2).filter(is_reject);
-        slots.concat(member_rejects(deltas[0].clone(), &d2, &k2))
+        let members = member_rejects(deltas[0].clone(), &d2, &k2);
+        slots
+            .concat(members)
+            .concat(invalid_events(deltas[1].clone()))
     })
     .with_record_type("(room_id, event_id, type, state_key, replica, reason)")
-    .with_logic_version(1)
+    // 2: the invalid events of `source_events`.
+    .with_logic_version(2)
 }
 
 fn is_reject(r: &Rec) -> bool {
     matches!(r, Rec::Reject { .. })
+}
+
+/// The invalid events of `source_events` (or of its delta), as rejects.
+fn invalid_events(source_events: Coll<'_, Rec>) -> Coll<'_, Rec> {
+    source_events.flat_map(|r| match r {
+        Rec::SourceEvent {
+            room,
+            event_id,
+            event_type,
+            state_key,
+            invalid: Some(text),
+        } => Some(Rec::Reject {
+            room,
+            event_id,
+            event_type,
+            state_key,
+            reason: RejectReason::InvalidEvent(text),
+        }),
+        _ => None,
+    })
 }
 
 /// The rejected member events of `room_state` (or of its delta).

@@ -1,0 +1,287 @@
+//! `prr serve` against a real Synapse (the harness of `testing/synapse`; `bash
+//! scripts/synapse-venv.sh` once first): as an appservice (catch-up, then transactions), across
+//! a SIGKILL of prr during a burst of joins and across a Synapse restart, and in bot mode
+//! (`/sync`). Every test ends by comparing the service's replicas with the CLI's on a store
+//! made by `prr ingest` of Synapse's `/state` exports and the same manifest.
+//!
+//! At most two of these tests run a Synapse at once ([`slot`]): CI has two cores.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use prr_synapse_harness::{
+    AppserviceRegistration, Client, PolicyRule, RoomOptions, RuleKind, Synapse, SynapseConfig,
+    free_port,
+};
+use serde_json::{Value, json};
+
+use super::serve::Server;
+use super::support::Scratch;
+
+#[path = "homeserver/appservice.rs"]
+mod appservice;
+
+/// The homeserver's server name.
+const HS: &str = "localhost";
+
+/// Every replica but `source_events`: it holds every event received, also those replaced
+/// since, where a `/state` export holds only the current ones. `room_state` is compared whole:
+/// the bot's own joins are in both (catch-up fetches the state after joining, and the
+/// transaction bringing the join again is deduplicated by event id). `acl_sync` is compared
+/// too: no room has an ACL event, so both sides say out of sync.
+const COMPARED: [&str; 11] = [
+    "room_state",
+    "instances",
+    "policy_room",
+    "policy_list",
+    "room_members",
+    "member_set",
+    "member_matches",
+    "member_bans",
+    "server_acl",
+    "acl_sync",
+    "rejects",
+];
+
+/// How many of these tests may run a Synapse at once.
+const PARALLEL: usize = 2;
+static RUNNING: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+
+/// A turn to run a Synapse; ends on drop (declare it first, so it is dropped last).
+struct Slot;
+
+fn slot() -> Slot {
+    let (count, turn) = &RUNNING;
+    let mut n = count.lock().unwrap_or_else(|p| p.into_inner());
+    while *n >= PARALLEL {
+        n = turn.wait(n).unwrap_or_else(|p| p.into_inner());
+    }
+    *n += 1;
+    Slot
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let (count, turn) = &RUNNING;
+        *count.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        turn.notify_one();
+    }
+}
+
+/// Polls `f` every 200 ms until it gives `Ok`, for at most `secs` seconds; then panics with
+/// its last `Err`.
+fn eventually<T>(what: &str, secs: u64, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if Instant::now() >= deadline => panic!("{what}: not within {secs} s: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// A Synapse with a moderator, a policy room (room version 12, public) with rules of every
+/// kind, and a public protected room that some users joined.
+struct World {
+    synapse: Synapse,
+    moderator: Client,
+    policy: String,
+    protected: String,
+}
+
+/// The rules the moderator sets up.
+fn literal_rule() -> PolicyRule {
+    PolicyRule::entity(RuleKind::User, "@baduser:localhost").with_reason("literal")
+}
+fn glob_rule() -> PolicyRule {
+    PolicyRule::entity(RuleKind::User, "@spam*:localhost").with_reason("glob")
+}
+fn hashed_rule() -> PolicyRule {
+    PolicyRule::hashed(RuleKind::User, "@hashme:localhost").with_reason("hashed")
+}
+/// A server no member can be on (one Synapse, no federation): denied in `server_acl`.
+fn evil_server_rule() -> PolicyRule {
+    PolicyRule::entity(RuleKind::Server, "evil.example")
+}
+/// Matches every member's server (`localhost`): in `member_matches` for everyone, but never
+/// in the deny list (it matches the instance's own server).
+fn own_server_rule() -> PolicyRule {
+    PolicyRule::entity(RuleKind::Server, "local*")
+}
+
+impl World {
+    fn start(config: SynapseConfig) -> World {
+        // Cheap password hashes: tests register dozens of users.
+        let config = config.with_option("bcrypt_rounds", json!(4));
+        let synapse = Synapse::start(config).expect("Synapse starts");
+        let moderator = synapse.register("moderator", "pw", true).unwrap();
+        let policy = moderator
+            .create_room(&RoomOptions::new().public().with_name("ban list"))
+            .unwrap();
+        for rule in [
+            literal_rule(),
+            glob_rule(),
+            hashed_rule(),
+            evil_server_rule(),
+            own_server_rule(),
+        ] {
+            moderator.send_rule(&policy, &rule).unwrap();
+        }
+        let protected = moderator
+            .create_room(&RoomOptions::new().public().with_name("protected"))
+            .unwrap();
+        let world = World {
+            synapse,
+            moderator,
+            policy,
+            protected,
+        };
+        // Members from before prr: only catch-up can know them.
+        world.user_joins("alice");
+        world.user_joins("baduser");
+        world
+    }
+
+    /// Registers `localpart` and joins it to the protected room.
+    fn user_joins(&self, localpart: &str) -> Client {
+        let user = self.synapse.register(localpart, "pw", false).unwrap();
+        user.join(&self.protected).unwrap();
+        user
+    }
+
+    fn manifest(&self, instance: &str) -> Vec<u8> {
+        json!({"instances": [{"id": instance, "watch": [self.policy], "protect": [self.protected]}]})
+            .to_string()
+            .into_bytes()
+    }
+
+    /// A store made by `prr ingest` of the manifest and both rooms' `/state` exports.
+    fn reference(&self, manifest: &[u8]) -> Scratch {
+        let r = Scratch::new();
+        let mut files = vec![r.file("manifest.json", manifest)];
+        for (name, room) in [
+            ("policy.json", &self.policy),
+            ("protected.json", &self.protected),
+        ] {
+            let export = self.moderator.state_export(room).unwrap();
+            files.push(r.file(name, export.as_bytes()));
+        }
+        let mut args = vec!["ingest"];
+        args.extend(files.iter().map(|f| f.to_str().unwrap()));
+        r.ok(&args);
+        r
+    }
+
+    /// Waits (60 s at most) until every compared replica of `server` equals the CLI's on a
+    /// store made from `/state` exports.
+    fn equals_the_cli(&self, server: &Server, manifest: &[u8]) {
+        eventually("the service's replicas equal the CLI's", 60, || {
+            let reference = self.reference(manifest);
+            for name in COMPARED {
+                let want = reference.show(name);
+                let got = server.rows(&format!("/v1/replicas/{name}"));
+                if got != want {
+                    return Err(format!(
+                        "{name}:\n service {}\n     cli {}",
+                        lines(&got),
+                        lines(&want)
+                    ));
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+fn lines(rows: &[Value]) -> String {
+    let text: Vec<String> = rows.iter().map(Value::to_string).collect();
+    text.join("\n         ")
+}
+
+/// The users of the protected room's `member_bans` intents.
+fn banned(server: &Server, room: &str) -> BTreeSet<String> {
+    (server.rows("/v1/replicas/member_bans").iter())
+        .filter(|r| r["room_id"] == room)
+        .map(|r| r["user_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The users whose membership in `room` is `join`.
+fn joined(server: &Server, room: &str) -> BTreeSet<String> {
+    (server.rows("/v1/replicas/room_members").iter())
+        .filter(|r| r["room_id"] == room && r["membership"] == "join")
+        .map(|r| r["user_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn users(localparts: &[&str]) -> BTreeSet<String> {
+    localparts.iter().map(|l| format!("@{l}:{HS}")).collect()
+}
+
+/// Waits until `/v1/status` says `instance` is caught up.
+fn caught_up(server: &Server, instance: &str) {
+    eventually(&format!("{instance} caught up"), 60, || {
+        let status = server.json("/v1/status");
+        let found = (status["instances"].as_array().into_iter().flatten())
+            .any(|i| i["id"] == instance && i["caught_up"] == true);
+        if found {
+            Ok(())
+        } else {
+            Err(status.to_string())
+        }
+    });
+}
+
+/// Asserts that `source_events` holds each event id once, and holds every event of the
+/// protected room's current state.
+fn each_event_once(server: &Server, world: &World) {
+    let rows = server.rows("/v1/replicas/source_events");
+    let mut seen = BTreeSet::new();
+    for r in &rows {
+        let id = r["event_id"].as_str().unwrap().to_string();
+        assert!(seen.insert(id.clone()), "{id} twice in source_events");
+    }
+    for e in world.moderator.state(&world.protected).unwrap() {
+        let id = e["event_id"].as_str().unwrap();
+        assert!(
+            seen.contains(id),
+            "{id} of the room's state not in source_events"
+        );
+    }
+}
+
+/// `prr serve` as the appservice of `registration`, listening at `listen`.
+fn appservice_server(
+    s: &Scratch,
+    listen: &str,
+    synapse: &Synapse,
+    registration: &std::path::Path,
+    resync: &str,
+) -> Server {
+    Server::start_at(
+        s,
+        listen,
+        &[
+            "--homeserver",
+            synapse.base_url(),
+            "--registration",
+            registration.to_str().unwrap(),
+            "--resync-every",
+            resync,
+        ],
+    )
+}
+
+/// A Synapse whose appservice is at `127.0.0.1:<a free port>`; the registration file and the
+/// listen address for `prr serve`.
+fn appservice_world(s: &Scratch) -> (World, PathBuf, String) {
+    let listen = format!("127.0.0.1:{}", free_port().unwrap());
+    let reg = AppserviceRegistration::new(HS, Some(&format!("http://{listen}")));
+    let file = s.dir.path().join("registration.yaml");
+    reg.write(&file).unwrap();
+    let world = World::start(SynapseConfig::new().with_appservice(reg));
+    (world, file, listen)
+}

@@ -1,0 +1,460 @@
+//! The core thread: the one owner of the [`Matrix`]. It serves commands from a channel, one at
+//! a time, and answers each through a oneshot channel; reads wait behind at most the one
+//! command in hand (an ingest step). Every `revision_interval` after a change it captures
+//! revisions; when every sender is gone it answers what is queued, captures revisions and
+//! stops the runtime.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prr_engine::{Error, Seq, Status};
+use prr_replicas::{Matrix, Received, SourceItem, poisoned_json};
+use serde_json::Value;
+use tokio::sync::{oneshot, watch};
+
+use crate::metrics::Metrics;
+
+/// A command to the core, with the channel its answer goes to.
+pub(crate) enum Command {
+    /// One source delta from `POST /v1/ingest`.
+    Ingest {
+        items: Vec<SourceItem>,
+        reply: oneshot::Sender<Result<Seq, Error>>,
+    },
+    /// One appservice transaction's kept events.
+    Transaction {
+        txn_id: String,
+        events: Vec<Received>,
+        reply: oneshot::Sender<Result<Option<Seq>, Error>>,
+    },
+    /// Catch-up starts fetching a room's state: from now on, the keys that transactions
+    /// change there are kept from being overwritten by the fetched state.
+    FetchStarted { room_id: String },
+    /// A room's state fetched from the homeserver (catch-up, resync): authoritative.
+    RoomState {
+        room_id: String,
+        events: Vec<Received>,
+        reply: oneshot::Sender<Result<Option<Seq>, Error>>,
+    },
+    /// What one `/sync` response brought (bot mode), with the source's new position.
+    Sync {
+        events: Vec<Received>,
+        extra: Vec<SourceItem>,
+        source: String,
+        position: String,
+        reply: oneshot::Sender<Result<Option<Seq>, Error>>,
+    },
+    /// Where a homeserver source is.
+    SourcePosition {
+        source: String,
+        reply: oneshot::Sender<Result<Option<String>, Error>>,
+    },
+    /// `prr show`.
+    Show {
+        replica: String,
+        partition: Option<String>,
+        as_of: Option<Seq>,
+        reply: oneshot::Sender<Result<Vec<Value>, Error>>,
+    },
+    /// `prr show poisoned`.
+    Poisoned { reply: oneshot::Sender<Vec<Value>> },
+    /// `prr deltas`.
+    Deltas {
+        replica: String,
+        since: Seq,
+        reply: oneshot::Sender<Result<Vec<Value>, Error>>,
+    },
+    /// `prr status`, with the instances and the sources.
+    Status {
+        reply: oneshot::Sender<Result<Report, Error>>,
+    },
+}
+
+/// What `GET /v1/status` and `/metrics` are made of.
+pub(crate) struct Report {
+    pub status: Status,
+    /// The instance IDs of the `instances` replica, sorted.
+    pub instances: Vec<String>,
+    pub sources: Sources,
+}
+
+/// The position and state of each source.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Sources {
+    /// `POST /v1/ingest`: the last seq it added and how many deltas.
+    pub api_last_seq: Option<u64>,
+    pub api_deltas: u64,
+    /// The last appservice transaction: its id, outcome, seq and time (Unix ms).
+    pub appservice: Option<LastTransaction>,
+    pub appservice_transactions: u64,
+    /// The last storage failure of a write, while writes fail: its message and time.
+    pub storage_fault: Option<(String, u64)>,
+}
+
+/// The last appservice transaction the core handled.
+#[derive(Clone, Debug)]
+pub(crate) struct LastTransaction {
+    pub txn_id: String,
+    /// `applied`, `duplicate` or `failed`.
+    pub outcome: &'static str,
+    pub seq: Option<u64>,
+    pub unix_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    (SystemTime::now().duration_since(UNIX_EPOCH)).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The core's state besides the runtime.
+pub(crate) struct Core {
+    m: Matrix,
+    metrics: std::sync::Arc<Metrics>,
+    seq_tx: watch::Sender<u64>,
+    sources: Sources,
+    revision_interval: Duration,
+    /// Whether source deltas came since the last revision capture.
+    dirty: bool,
+    last_capture: Instant,
+    /// Rooms whose state catch-up is fetching, with the keys `(type, state_key)` that
+    /// transactions changed since the fetch began: the fetched state may be older there.
+    fetching: HashMap<String, HashSet<(String, String)>>,
+}
+
+impl Core {
+    pub(crate) fn new(
+        m: Matrix,
+        metrics: std::sync::Arc<Metrics>,
+        seq_tx: watch::Sender<u64>,
+        revision_interval: Duration,
+    ) -> Self {
+        Core {
+            m,
+            metrics,
+            seq_tx,
+            sources: Sources::default(),
+            revision_interval,
+            dirty: false,
+            last_capture: Instant::now(),
+            fetching: HashMap::new(),
+        }
+    }
+
+    /// Serves `rx` until every sender is dropped, then captures revisions and stops the
+    /// runtime.
+    pub(crate) fn run(mut self, rx: Receiver<Command>) -> Result<(), Error> {
+        loop {
+            let wait = self
+                .revision_interval
+                .saturating_sub(self.last_capture.elapsed());
+            match rx.recv_timeout(wait.max(Duration::from_millis(10))) {
+                Ok(cmd) => self.handle(cmd),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if self.dirty && self.last_capture.elapsed() >= self.revision_interval {
+                self.capture();
+            }
+        }
+        tracing::info!("capturing revisions and stopping the runtime");
+        self.m.shutdown()
+    }
+
+    fn capture(&mut self) {
+        self.last_capture = Instant::now();
+        match self.m.runtime().capture_revisions() {
+            Ok(as_of) => {
+                self.dirty = false;
+                tracing::info!(as_of = as_of.0, "revisions captured");
+            }
+            // Retried at the next interval; nothing acknowledged depends on it.
+            Err(e) => tracing::warn!(error = %e, "revision capture failed"),
+        }
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Ingest { items, reply } => {
+                let events = items.len() as u64;
+                let started = Instant::now();
+                let got = self.m.ingest_many(&[items]).map(|seqs| seqs[0]);
+                let got = self.committed(got.map(Some), started);
+                if let Ok(Some(seq)) = &got {
+                    self.sources.api_last_seq = Some(seq.0);
+                    self.sources.api_deltas += 1;
+                    self.metrics.source_delta("api", events);
+                }
+                let _ = reply.send(got.map(|s| s.expect("an ingest adds a delta")));
+            }
+            Command::Transaction {
+                txn_id,
+                events,
+                reply,
+            } => {
+                let started = Instant::now();
+                let n = events.len() as u64;
+                if !self.fetching.is_empty() {
+                    for e in &events {
+                        if let Received::Valid(ev) = e
+                            && let Some(keys) = self.fetching.get_mut(&ev.room_id)
+                            && let Some(key) = &ev.state_key
+                        {
+                            keys.insert((ev.event_type.clone(), key.clone()));
+                        }
+                    }
+                }
+                let got = self.m.ingest_received(events);
+                let got = self.committed(got, started);
+                let (outcome, seq) = match &got {
+                    Ok(Some(seq)) => {
+                        self.metrics.source_delta("appservice", n);
+                        ("applied", Some(seq.0))
+                    }
+                    Ok(None) => ("duplicate", None),
+                    Err(_) => ("failed", None),
+                };
+                self.sources.appservice_transactions += 1;
+                self.sources.appservice = Some(LastTransaction {
+                    txn_id,
+                    outcome,
+                    seq,
+                    unix_ms: now_ms(),
+                });
+                let _ = reply.send(got);
+            }
+            Command::FetchStarted { room_id } => {
+                self.fetching.entry(room_id).or_default();
+            }
+            Command::RoomState {
+                room_id,
+                events,
+                reply,
+            } => {
+                let started = Instant::now();
+                let n = events.len() as u64;
+                let newer = self.fetching.remove(&room_id).unwrap_or_default();
+                let got = self.m.ingest_room_state(&room_id, events, &newer);
+                let got = self.committed(got, started);
+                if let Ok(Some(_)) = &got {
+                    self.metrics.source_delta("catch_up", n);
+                }
+                let _ = reply.send(got);
+            }
+            Command::Sync {
+                events,
+                extra,
+                source,
+                position,
+                reply,
+            } => {
+                let started = Instant::now();
+                let n = (events.len() + extra.len()) as u64;
+                let got = self.m.ingest_from_source(events, extra, &source, &position);
+                let got = self.committed(got, started);
+                if let Ok(Some(_)) = &got {
+                    self.metrics.source_delta("sync", n);
+                }
+                let _ = reply.send(got);
+            }
+            Command::SourcePosition { source, reply } => {
+                let _ = reply.send(self.m.source_position(&source));
+            }
+            Command::Show {
+                replica,
+                partition,
+                as_of,
+                reply,
+            } => {
+                let _ = reply.send(self.m.show(&replica, partition.as_deref(), as_of));
+            }
+            Command::Poisoned { reply } => {
+                let rows = self.m.runtime().poisoned();
+                let _ = reply.send(rows.iter().map(poisoned_json).collect());
+            }
+            Command::Deltas {
+                replica,
+                since,
+                reply,
+            } => {
+                let _ = reply.send(self.m.deltas(&replica, since));
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(self.report());
+            }
+        }
+    }
+
+    /// A write's outcome: a commit whose revision capture failed is a success (the delta is
+    /// durable; the capture is retried); a storage failure is remembered for the status until
+    /// a write succeeds again.
+    fn committed(
+        &mut self,
+        got: Result<Option<Seq>, Error>,
+        started: Instant,
+    ) -> Result<Option<Seq>, Error> {
+        let got = match got {
+            Err(e) if !e.committed().is_empty() => {
+                tracing::warn!(error = %e, "committed, but the revision capture after it failed");
+                let seq = *e.committed().last().expect("not empty");
+                // Replicas are computed through it before it is answered.
+                self.m.wait(seq).map(|()| Some(seq))
+            }
+            other => other,
+        };
+        match &got {
+            Ok(Some(seq)) => {
+                self.metrics.commit_seconds(started.elapsed());
+                self.sources.storage_fault = None;
+                self.dirty = true;
+                self.seq_tx.send_replace(seq.0);
+                let newly = self.m.runtime().newly_poisoned();
+                if newly.last() == Some(seq) {
+                    tracing::warn!(seq = seq.0, "a replica panicked on this delta: quarantined");
+                }
+            }
+            Ok(None) => {}
+            Err(e) if e.is_storage_failure() => {
+                tracing::error!(error = %e, "storage failure: writes answer 503 until it clears");
+                self.sources.storage_fault = Some((e.to_string(), now_ms()));
+            }
+            Err(e) => tracing::error!(error = %e, "write failed"),
+        }
+        got
+    }
+
+    fn report(&mut self) -> Result<Report, Error> {
+        let status = self.m.runtime().status()?;
+        let rows = self.m.show("instances", None, None)?;
+        let mut instances: Vec<String> = (rows.iter())
+            .filter_map(|r| r["instance"].as_str().map(str::to_string))
+            .collect();
+        instances.dedup();
+        Ok(Report {
+            status,
+            instances,
+            sources: self.sources.clone(),
+        })
+    }
+}
+
+/// Sends `make(reply)` to the core and waits for its answer; `None` when the core is gone
+/// (stopping).
+pub(crate) async fn ask<T>(
+    core: &Sender<Command>,
+    make: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Option<T> {
+    let (tx, rx) = oneshot::channel();
+    core.send(make(tx)).ok()?;
+    rx.await.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use prr_engine::{Runtime, RuntimeConfig};
+    use prr_persist::{Fault, Faults, FaultyBackend, Store};
+    use prr_replicas::{Matrix, matrix_dag, parse_file};
+
+    use super::*;
+    use crate::http::engine_status;
+
+    fn member(event_id: &str, user: &str) -> Vec<SourceItem> {
+        let file = format!(
+            r#"[{{"event_id": "{event_id}", "room_id": "!r:x", "type": "m.room.member",
+                "state_key": "{user}", "sender": "{user}", "content": {{"membership": "join"}}}}]"#
+        );
+        parse_file("f.json", file.as_bytes()).unwrap()
+    }
+
+    fn ingest(core: &mut Core, items: Vec<SourceItem>) -> Result<Seq, Error> {
+        let (reply, mut rx) = oneshot::channel();
+        core.handle(Command::Ingest { items, reply });
+        rx.try_recv().expect("answered at once")
+    }
+
+    fn transaction(core: &mut Core, events: Vec<Received>) -> Result<Option<Seq>, Error> {
+        let (reply, mut rx) = oneshot::channel();
+        core.handle(Command::Transaction {
+            txn_id: "t".into(),
+            events,
+            reply,
+        });
+        rx.try_recv().expect("answered at once")
+    }
+
+    fn show(core: &mut Core, replica: &str) -> Vec<Value> {
+        let (reply, mut rx) = oneshot::channel();
+        core.handle(Command::Show {
+            replica: replica.into(),
+            partition: None,
+            as_of: None,
+            reply,
+        });
+        rx.try_recv().expect("answered at once").unwrap()
+    }
+
+    /// A storage fault makes writes fail as 503 (nothing acknowledged), reads go on, and the
+    /// same core writes again once the fault clears; a transaction retried after the fault is
+    /// applied once.
+    #[test]
+    fn writes_answer_503_while_the_storage_fails_and_resume_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let faults = Faults::new();
+        let (p, f) = (path.clone(), faults.clone());
+        let store = Store::open_with_backend(&path, move || FaultyBackend::open(&p, &f)).unwrap();
+        let rt = Runtime::start_on(RuntimeConfig::new(), store, matrix_dag).unwrap();
+        let (seq_tx, seq_rx) = watch::channel(0);
+        let metrics = Arc::new(Metrics::new());
+        let mut core = Core::new(
+            Matrix::from_runtime(rt),
+            metrics,
+            seq_tx,
+            Duration::from_secs(60),
+        );
+        assert_eq!(ingest(&mut core, member("$1", "@a:x")).unwrap(), Seq(1));
+        assert_eq!(*seq_rx.borrow(), 1);
+
+        for fault in [Fault::Write, Fault::Sync, Fault::Full] {
+            faults.arm(fault, 0);
+            let e = ingest(&mut core, member("$2", "@b:x")).unwrap_err();
+            assert_eq!(
+                engine_status(&e),
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "{fault:?}: {e}"
+            );
+            assert!(core.sources.storage_fault.is_some());
+            let event = match member("$t", "@t:x").remove(0) {
+                SourceItem::Event(e) => e,
+                SourceItem::Manifest(_) => unreachable!(),
+            };
+            let e = transaction(&mut core, vec![Received::Valid(event)]).unwrap_err();
+            assert_eq!(
+                engine_status(&e),
+                axum::http::StatusCode::SERVICE_UNAVAILABLE
+            );
+            // Reads go on.
+            assert_eq!(show(&mut core, "room_members").len(), 1, "{fault:?}");
+            faults.clear();
+        }
+        // The fault cleared: the same core writes again, and the status forgets the fault.
+        let seq = ingest(&mut core, member("$2", "@b:x")).unwrap();
+        assert!(core.sources.storage_fault.is_none());
+        let event = match member("$t", "@t:x").remove(0) {
+            SourceItem::Event(e) => e,
+            SourceItem::Manifest(_) => unreachable!(),
+        };
+        let applied = transaction(&mut core, vec![Received::Valid(event.clone())]).unwrap();
+        assert_eq!(applied, Some(Seq(seq.0 + 1)));
+        assert_eq!(
+            transaction(&mut core, vec![Received::Valid(event)]).unwrap(),
+            None
+        );
+        let users: Vec<String> = (show(&mut core, "room_members").iter())
+            .map(|r| r["user_id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(users, ["@a:x", "@b:x", "@t:x"]);
+        assert_eq!(*seq_rx.borrow(), seq.0 + 1);
+    }
+}

@@ -1,0 +1,44 @@
+//! `prr-serve`: the long-running prr service, `prr serve`.
+//!
+//! One **core thread** owns the [`prr_replicas::Matrix`] (reads step the dataflow, so they
+//! need it exclusively) and serves commands from a channel, answering each through a oneshot
+//! channel; the HTTP handlers (tokio and axum) send it commands. A read waits behind at most
+//! one ingest step.
+//!
+//! - `GET /v1/status`, `GET /v1/replicas/{name}`, `GET /v1/replicas/{name}/deltas`,
+//!   `POST /v1/ingest`: the CLI's `status`, `show`, `deltas` and `ingest` over HTTP (JSON and
+//!   NDJSON), behind a bearer token when one is configured;
+//! - `GET /metrics`: Prometheus (OpenMetrics) text;
+//! - with an appservice registration, the homeserver's transactions: one source delta each,
+//!   durable before the 200, exactly once by event ID; and catch-up: the state of every room
+//!   an instance names, fetched when it is named and again every `resync_every`.
+//!
+//! Every write is durable before it is answered, so a `SIGKILL` loses nothing answered; a
+//! storage failure makes writes answer 503 until it clears, reads go on. `SIGTERM` or
+//! `SIGINT` stops accepting, finishes what is in flight, captures revisions and returns.
+//!
+//! ```no_run
+//! use prr_engine::RuntimeConfig;
+//! use prr_serve::{ServeConfig, serve};
+//!
+//! let runtime = RuntimeConfig::new().with_store("prr.redb");
+//! serve(ServeConfig::new(runtime, "prr.redb").with_listen("127.0.0.1:9797")).unwrap();
+//! ```
+
+// Layers, bottom to top: `error`, `config`, `metrics`; `core` (the thread); `http` (the /v1
+// API and middleware), `appservice`, `catchup`; `run`.
+mod appservice;
+mod bot;
+mod catchup;
+mod config;
+mod core;
+mod error;
+mod http;
+mod metrics;
+mod run;
+
+pub use config::{
+    DEFAULT_LISTEN, DEFAULT_RESYNC, MAX_BODY_BYTES, MAX_WAIT_SECS, Registration, ServeConfig,
+};
+pub use error::Error;
+pub use run::{serve, serve_with};
