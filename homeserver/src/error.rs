@@ -1,6 +1,6 @@
 //! The errors of a call to the homeserver.
 
-/// Why a call to the homeserver failed, after the retries its [`Retry`](crate::Retry) allows.
+/// Why a call to the homeserver failed, after the retries its `Retry` allows.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

@@ -11,7 +11,7 @@ pub struct Retry {
     pub first: Duration,
     /// The longest wait.
     pub max: Duration,
-    /// How many attempts in all before [`Error::GaveUp`](crate::Error::GaveUp); `None`: no
+    /// How many attempts in all before `Error::GaveUp`; `None`: no
     /// limit (a long-running source keeps trying until the homeserver is back).
     pub attempts: Option<u32>,
 }

@@ -21,9 +21,9 @@ use prr_replicas::{SourceItem, parse_file};
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::appservice::received;
 use crate::catchup::{Shared, lock};
 use crate::core::{Command, ask};
+use crate::received::received;
 
 /// How long one incremental sync waits for something new.
 const LONG_POLL: Duration = Duration::from_secs(30);

@@ -23,8 +23,8 @@ use prr_homeserver::Homeserver;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::appservice::received;
 use crate::core::{Command, ask};
+use crate::received::received;
 
 /// How soon a room that could not be fetched is tried again.
 pub const RETRY_EVERY: Duration = Duration::from_secs(30);

@@ -25,8 +25,8 @@
 //! serve(ServeConfig::new(runtime, "prr.redb").with_listen("127.0.0.1:9797")).unwrap();
 //! ```
 
-// Layers, bottom to top: `error`, `config`, `metrics`; `core` (the thread); `http` (the /v1
-// API and middleware), `appservice`, `catchup`; `run`.
+// Layers, bottom to top: `error`, `config`, `metrics`, `received`; `core` (the thread);
+// `http` (the /v1 API and middleware), `appservice`, `catchup`, `bot`; `run`.
 mod appservice;
 mod bot;
 mod catchup;
@@ -35,6 +35,7 @@ mod core;
 mod error;
 mod http;
 mod metrics;
+mod received;
 mod run;
 
 pub use config::{
