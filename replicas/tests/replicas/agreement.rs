@@ -188,9 +188,16 @@ fn pipelined_group_commits_agree_with_the_oracle() {
 
 /// The derived replicas that are stored: all but the sources and the view `policy_list`.
 fn derived() -> impl Iterator<Item = &'static str> {
-    REPLICAS
-        .into_iter()
-        .filter(|n| !["room_state", "instances", "source_events", "policy_list"].contains(n))
+    REPLICAS.into_iter().filter(|n| {
+        ![
+            "room_state",
+            "instances",
+            "source_events",
+            "source_positions",
+            "policy_list",
+        ]
+        .contains(n)
+    })
 }
 
 /// Restarts at many points: after a clean shutdown, after capturing revisions and dropping the
