@@ -51,6 +51,8 @@ mod render;
 mod replicas;
 mod rules;
 mod slots;
+#[cfg(feature = "test-util")]
+mod tripwire;
 
 pub use dag::{REPLICAS, matrix_dag};
 /// The glob matcher and its index keys: internals, public for the crate's tests and
@@ -71,3 +73,6 @@ pub use record::{
 };
 pub use render::{NO_REASON, poisoned_json, render_sorted, sort_key, status_json, to_json};
 pub use rules::{normalize_server, server_name, sha256_base64};
+/// A test replica that panics on one event (feature `test-util`): for quarantine tests.
+#[cfg(feature = "test-util")]
+pub use tripwire::dag_with_tripwire;

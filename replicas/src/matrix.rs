@@ -167,16 +167,7 @@ impl Matrix {
     ///
     /// An error with [`Error::committed`] empty stored nothing; a retry is safe either way.
     pub fn ingest_received(&mut self, events: Vec<Received>) -> Result<Option<Seq>, Error> {
-        self.load_seen()?;
-        let dict = self.rt.dictionary().clone();
-        let seen = self.seen.as_ref().expect("seen loaded");
-        let mut in_batch = HashSet::new();
-        let fresh: Vec<Received> = (events.into_iter())
-            .filter(|e| {
-                let old = (dict.lookup(e.event_id())).is_some_and(|id| seen.contains(&id));
-                !old && in_batch.insert(e.event_id().to_string())
-            })
-            .collect();
+        let fresh = self.fresh(events)?;
         self.apply_received(fresh)
     }
 
@@ -228,6 +219,21 @@ impl Matrix {
         self.apply_received(differs)
     }
 
+    /// The events of `events` whose IDs neither `source_events` holds nor an earlier event of
+    /// `events` has: each new event once, in order.
+    fn fresh(&mut self, events: Vec<Received>) -> Result<Vec<Received>, Error> {
+        self.load_seen()?;
+        let dict = self.rt.dictionary().clone();
+        let seen = self.seen.as_ref().expect("seen loaded");
+        let mut in_batch = HashSet::new();
+        Ok((events.into_iter())
+            .filter(|e| {
+                let old = (dict.lookup(e.event_id())).is_some_and(|id| seen.contains(&id));
+                !old && in_batch.insert(e.event_id().to_string())
+            })
+            .collect())
+    }
+
     /// Loads the IDs of `source_events` once.
     fn load_seen(&mut self) -> Result<(), Error> {
         self.ingestor()?;
@@ -256,16 +262,7 @@ impl Matrix {
         source: &str,
         position: &str,
     ) -> Result<Option<Seq>, Error> {
-        self.load_seen()?;
-        let dict = self.rt.dictionary().clone();
-        let seen = self.seen.as_ref().expect("seen loaded");
-        let mut in_batch = HashSet::new();
-        let fresh: Vec<Received> = (events.into_iter())
-            .filter(|e| {
-                let old = (dict.lookup(e.event_id())).is_some_and(|id| seen.contains(&id));
-                !old && in_batch.insert(e.event_id().to_string())
-            })
-            .collect();
+        let fresh = self.fresh(events)?;
         self.apply(fresh, extra, Some((source, position)))
     }
 
@@ -509,33 +506,15 @@ impl Pipeline {
 
 #[cfg(test)]
 mod tests {
-    use prr_engine::{Dag, Input, ReplicaDescription, RuntimeConfig, Seq};
+    use prr_engine::{RuntimeConfig, Seq};
 
     use super::{Matrix, Pipeline};
-    use crate::dag::matrix_dag;
     use crate::parse::parse_file;
-    use crate::record::Rec;
 
-    /// The Matrix replicas on a runtime, plus `tripwire`, a test replica whose computation
-    /// panics on the `room_state` record of the event `$poison`.
+    /// The Matrix replicas on a runtime, plus `tripwire`, which panics on `$poison`.
     fn with_tripwire(config: RuntimeConfig) -> Matrix {
         let rt = prr_engine::Runtime::start_with(config, |dict| {
-            let poison = dict.intern("$poison");
-            let mut replicas = matrix_dag(dict)?.replicas().to_vec();
-            replicas.push(ReplicaDescription::derived(
-                "tripwire",
-                "none",
-                |_| 0,
-                vec![Input::deltas("room_state")],
-                move |i| {
-                    i[0].clone().filter(move |r| {
-                        let hit = matches!(r, Rec::RoomState(s) if s.event_id == poison);
-                        assert!(!hit, "tripwire: event $poison");
-                        false
-                    })
-                },
-            ));
-            Dag::new(replicas)
+            crate::dag_with_tripwire(dict, "$poison")
         })
         .unwrap();
         Matrix::from_runtime(rt)

@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::serve::Server;
-use super::support::Scratch;
+use super::support::{Scratch, serve_fake, until};
 
 const TOKEN: &str = "syt_bot_secret";
 const BOT: &str = "@bot:x";
@@ -178,33 +178,7 @@ fn start_fake(f: Shared) -> String {
         .route("/_matrix/client/v3/join/{room}", post(join))
         .route("/_matrix/client/v3/sync", get(sync))
         .with_state(f);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    format!("http://{}", rx.recv().unwrap())
-}
-
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !f() {
-        assert!(Instant::now() < deadline, "never: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn banned(server: &Server) -> Vec<String> {
-    (server.rows("/v1/replicas/member_bans").iter())
-        .map(|r| r["user_id"].as_str().unwrap().to_string())
-        .collect()
+    serve_fake(app)
 }
 
 fn member(f: &mut Fake, room: &str, id: &str, user: &str) {
@@ -260,9 +234,9 @@ fn bot_mode_follows_sync_resumes_after_sigkill_and_follows_its_configuration() {
         (status["instances"].as_array().unwrap().iter())
             .any(|i| i["id"] == BOT && i["caught_up"] == true)
     };
-    eventually("the bot is caught up", || caught_up(&server));
-    eventually("@spam1 is banned", || {
-        banned(&server) == ["@spam1:evil.example"]
+    until("the bot is caught up", || caught_up(&server));
+    until("@spam1 is banned", || {
+        server.banned_users() == ["@spam1:evil.example"]
     });
     let status = server.json("/v1/status");
     assert_eq!(status["sources"]["sync"]["user"], BOT, "{status}");
@@ -278,7 +252,7 @@ fn bot_mode_follows_sync_resumes_after_sigkill_and_follows_its_configuration() {
         "$j3",
         "@spam2:evil.example",
     );
-    eventually("@spam2 is banned", || banned(&server).len() == 2);
+    until("@spam2 is banned", || server.banned_users().len() == 2);
     // SIGKILL; an event while it is down; the restart resumes from the committed position.
     server.kill();
     let syncs_before = fake.lock().unwrap().syncs.len();
@@ -289,7 +263,7 @@ fn bot_mode_follows_sync_resumes_after_sigkill_and_follows_its_configuration() {
         "@spam3:evil.example",
     );
     let server = bot(&s, &base, &token);
-    eventually("@spam3 is banned", || banned(&server).len() == 3);
+    until("@spam3 is banned", || server.banned_users().len() == 3);
     let first_after_restart = fake.lock().unwrap().syncs[syncs_before].clone();
     assert!(
         first_after_restart.is_some(),
@@ -315,8 +289,8 @@ fn bot_mode_follows_sync_resumes_after_sigkill_and_follows_its_configuration() {
             json!({"rooms": ["!room:x", "!room2:x"]}),
         );
     }
-    eventually("@spam9 in !room2:x is banned", || {
-        banned(&server).len() == 4
+    until("@spam9 in !room2:x is banned", || {
+        server.banned_users().len() == 4
     });
     let protect: Vec<Value> = (server.rows("/v1/replicas/instances").into_iter())
         .filter(|r| r["relation"] == "protect")

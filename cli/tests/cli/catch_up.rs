@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -13,7 +12,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::serve::Server;
-use super::support::Scratch;
+use super::support::{Scratch, serve_fake, until};
 
 const AS_TOKEN: &str = "as-secret-7";
 
@@ -77,19 +76,7 @@ fn start_fake(f: Shared) -> String {
         .route("/_matrix/client/v3/join/{room}", post(join))
         .route("/_matrix/client/v3/rooms/{room}/state", get(state))
         .with_state(f);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    format!("http://{}", rx.recv().unwrap())
+    serve_fake(app)
 }
 
 fn event(room: &str, id: &str, kind: &str, key: &str, content: Value) -> Value {
@@ -105,21 +92,6 @@ fn join_event(room: &str, id: &str, user: &str) -> Value {
         user,
         json!({"membership": "join"}),
     )
-}
-
-/// Polls `f` every 100 ms until it holds, for at most 60 s.
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !f() {
-        assert!(Instant::now() < deadline, "never: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn banned(server: &Server) -> Vec<String> {
-    (server.rows("/v1/replicas/member_bans").iter())
-        .map(|r| r["user_id"].as_str().unwrap().to_string())
-        .collect()
 }
 
 #[test]
@@ -169,8 +141,8 @@ fn catch_up_fetches_the_rooms_an_instance_names_and_resync_heals() {
         (status["instances"].as_array().unwrap().iter())
             .any(|i| i["id"] == who && i["caught_up"] == true)
     };
-    eventually("@bot:x is caught up", || caught_up(&server, "@bot:x"));
-    assert_eq!(banned(&server), ["@spam1:evil.example"]);
+    until("@bot:x is caught up", || caught_up(&server, "@bot:x"));
+    assert_eq!(server.banned_users(), ["@spam1:evil.example"]);
     {
         let f = fake.lock().unwrap();
         assert!(
@@ -202,8 +174,8 @@ fn catch_up_fetches_the_rooms_an_instance_names_and_resync_heals() {
         .get_mut("!room:x")
         .unwrap()
         .push(join_event("!room:x", "$j3", "@spam2:evil.example"));
-    eventually("the resync brings @spam2's join", || {
-        banned(&server) == ["@spam1:evil.example", "@spam2:evil.example"]
+    until("the resync brings @spam2's join", || {
+        server.banned_users() == ["@spam1:evil.example", "@spam2:evil.example"]
     });
     // What was current already was not ingested again: one delta per change, not per resync.
     let seqs: Vec<u64> = (server.rows("/v1/replicas/room_state/deltas?since=0").iter())

@@ -9,7 +9,6 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Condvar, Mutex};
-use std::time::{Duration, Instant};
 
 use prr_synapse_harness::{
     AppserviceRegistration, Client, PolicyRule, RoomOptions, RuleKind, Synapse, SynapseConfig,
@@ -18,32 +17,26 @@ use prr_synapse_harness::{
 use serde_json::{Value, json};
 
 use super::serve::Server;
-use super::support::Scratch;
+use super::support::{Scratch, eventually};
 
 #[path = "homeserver/appservice.rs"]
 mod appservice;
+#[path = "homeserver/soak.rs"]
+mod soak;
 
 /// The homeserver's server name.
 const HS: &str = "localhost";
 
-/// Every replica but `source_events`: it holds every event received, also those replaced
-/// since, where a `/state` export holds only the current ones. `room_state` is compared whole:
+/// Every replica but the service's own sources: `source_events` holds every event received,
+/// also those replaced since, where a `/state` export holds only the current ones, and
+/// `source_positions` holds a bot's `/sync` position, which an export has not. `room_state` is compared whole:
 /// the bot's own joins are in both (catch-up fetches the state after joining, and the
 /// transaction bringing the join again is deduplicated by event id). `acl_sync` is compared
 /// too: no room has an ACL event, so both sides say out of sync.
-const COMPARED: [&str; 11] = [
-    "room_state",
-    "instances",
-    "policy_room",
-    "policy_list",
-    "room_members",
-    "member_set",
-    "member_matches",
-    "member_bans",
-    "server_acl",
-    "acl_sync",
-    "rejects",
-];
+fn compared() -> impl Iterator<Item = &'static str> {
+    (prr_replicas::REPLICAS.into_iter())
+        .filter(|r| !matches!(*r, "source_events" | "source_positions"))
+}
 
 /// How many of these tests may run a Synapse at once.
 const PARALLEL: usize = 2;
@@ -67,19 +60,6 @@ impl Drop for Slot {
         let (count, turn) = &RUNNING;
         *count.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
         turn.notify_one();
-    }
-}
-
-/// Polls `f` every 200 ms until it gives `Ok`, for at most `secs` seconds; then panics with
-/// its last `Err`.
-fn eventually<T>(what: &str, secs: u64, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(e) if Instant::now() >= deadline => panic!("{what}: not within {secs} s: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
     }
 }
 
@@ -180,7 +160,7 @@ impl World {
     fn equals_the_cli(&self, server: &Server, manifest: &[u8]) {
         eventually("the service's replicas equal the CLI's", 60, || {
             let reference = self.reference(manifest);
-            for name in COMPARED {
+            for name in compared() {
                 let want = reference.show(name);
                 let got = server.rows(&format!("/v1/replicas/{name}"));
                 if got != want {

@@ -3,14 +3,14 @@
 //!
 //! No Matrix replica panics on any record (that would be a bug to fix, not a fixture), so the
 //! store is made through the engine's API, the way an embedding program would make it: the
-//! Matrix replicas plus `tripwire`, a test replica whose computation panics on the event
-//! `$poison`. The quarantine and the log name only the Matrix source replicas, so `prr` (the
+//! Matrix replicas plus `tripwire` (`prr_replicas::dag_with_tripwire`), a test replica whose
+//! computation panics on the event `$poison`. The quarantine and the log name only the Matrix source replicas, so `prr` (the
 //! Matrix replicas alone) reads the store as any other; no revision of `tripwire` is written.
 
 use std::path::Path;
 
-use prr_engine::{Dag, Input, ReplicaDescription, Runtime, RuntimeConfig, Seq};
-use prr_replicas::{Ingestor, Rec, matrix_dag, parse_file};
+use prr_engine::{Runtime, RuntimeConfig, Seq};
+use prr_replicas::{Ingestor, Rec, dag_with_tripwire, parse_file};
 use serde_json::Value;
 
 use crate::support::Scratch;
@@ -30,25 +30,8 @@ fn store_with_a_poisoned_delta(path: &Path) {
     let config = RuntimeConfig::new()
         .with_store(path)
         .with_revision_on_shutdown(false);
-    let mut rt: Runtime<Rec> = Runtime::start_with(config, |dict| {
-        let poison = dict.intern("$poison");
-        let mut replicas = matrix_dag(dict)?.replicas().to_vec();
-        replicas.push(ReplicaDescription::derived(
-            "tripwire",
-            "none",
-            |_| 0,
-            vec![Input::deltas("room_state")],
-            move |i| {
-                i[0].clone().filter(move |r| {
-                    let hit = matches!(r, Rec::RoomState(s) if s.event_id == poison);
-                    assert!(!hit, "tripwire: event $poison");
-                    false
-                })
-            },
-        ));
-        Dag::new(replicas)
-    })
-    .unwrap();
+    let mut rt: Runtime<Rec> =
+        Runtime::start_with(config, |dict| dag_with_tripwire(dict, "$poison")).unwrap();
     let rs = rt.replica("room_state").unwrap();
     let inst = rt.replica("instances").unwrap();
     let mut ingestor = Ingestor::new(rs, inst, []);

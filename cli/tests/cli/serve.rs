@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use prr_replicas::REPLICAS;
 use serde_json::{Value, json};
 
 use super::support::{Scratch, example};
@@ -120,6 +121,16 @@ impl Server {
             .unwrap()
     }
 
+    /// The process's resident memory in bytes (`VmRSS`).
+    pub(super) fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kb = (status.lines())
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmRSS in /proc/PID/status");
+        kb * 1024
+    }
+
     fn signal(&self, name: &str) {
         let pid = self.child.id().to_string();
         let ok = Command::new("kill").args([name, &pid]).status().unwrap();
@@ -160,21 +171,6 @@ fn demo_files() -> Vec<std::path::PathBuf> {
     files.sort();
     files
 }
-
-const REPLICAS: [&str; 12] = [
-    "room_state",
-    "instances",
-    "policy_room",
-    "policy_list",
-    "room_members",
-    "member_set",
-    "member_matches",
-    "member_bans",
-    "server_acl",
-    "acl_sync",
-    "source_events",
-    "rejects",
-];
 
 fn cli_lines(s: &Scratch, args: &[&str]) -> Vec<Value> {
     s.ok(args)
@@ -487,6 +483,13 @@ fn appservice_transactions_are_authenticated_checked_and_applied_once() {
 }
 
 impl Server {
+    /// The users of every `member_bans` intent, in the replica's order.
+    pub(super) fn banned_users(&self) -> Vec<String> {
+        (self.rows("/v1/replicas/member_bans").iter())
+            .map(|r| r["user_id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     fn agent_post(&self, path: &str, token: Option<&str>) -> (u16, String) {
         let mut req = self.agent.post(self.url(path));
         if let Some(t) = token {

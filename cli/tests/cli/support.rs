@@ -88,3 +88,43 @@ pub fn bytes(p: &Path) -> String {
         sha2::Sha256::digest(&data)
     )
 }
+
+/// Polls `f` every 100 ms until it gives `Ok`, for at most `secs` seconds; then panics with
+/// its last `Err`.
+pub fn eventually<T>(what: &str, secs: u64, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if std::time::Instant::now() >= deadline => {
+                panic!("{what}: not within {secs} s: {e}")
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
+}
+
+/// Polls `holds` until it is true, for at most 60 s ([`eventually`] for a plain condition).
+pub fn until(what: &str, mut holds: impl FnMut() -> bool) {
+    eventually(what, 60, || {
+        holds().then_some(()).ok_or("still false".into())
+    })
+}
+
+/// Serves `app` (a fake homeserver) on a free loopback port from a thread of its own; its
+/// base URL.
+pub fn serve_fake(app: axum::Router) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    format!("http://{}", rx.recv().unwrap())
+}
