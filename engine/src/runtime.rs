@@ -10,6 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crossbeam_channel::Sender;
+
 use prr_persist::{RevisionInfo, Store};
 
 use crate::api::{
@@ -33,6 +35,7 @@ use crate::stored::Stored;
 use crate::updates::sorted;
 
 mod poison;
+mod preview;
 
 /// The embedded runtime. See the module documentation for its life cycle.
 pub struct Runtime<R: Record> {
@@ -179,14 +182,7 @@ impl<R: Record> Runtime<R> {
 
     /// Commits several source deltas in one durable transaction (a group commit) and feeds them.
     pub fn push_many(&mut self, deltas: Vec<SourceDelta<R>>) -> Result<Vec<Seq>, Error> {
-        let dag = self.stored.dag.clone();
-        for d in &deltas {
-            for (replica, _, _) in &d.updates {
-                if !dag.replica(*replica).is_source() {
-                    return Err(Error::NotASource(dag.replica(*replica).name().to_string()));
-                }
-            }
-        }
+        self.only_sources(&deltas)?;
         self.ensure_controller()?;
         let last_seq = self.stored.last_seq;
         let committed = match &self.stored.store {
@@ -246,6 +242,19 @@ impl<R: Record> Runtime<R> {
             });
         }
         Ok(seqs)
+    }
+
+    /// An error unless every update of `deltas` is to a source replica.
+    fn only_sources(&self, deltas: &[SourceDelta<R>]) -> Result<(), Error> {
+        let dag = &self.stored.dag;
+        for d in deltas {
+            for (replica, _, _) in &d.updates {
+                if !dag.replica(*replica).is_source() {
+                    return Err(Error::NotASource(dag.replica(*replica).name().to_string()));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// After a commit whose outcome the store could not tell: reads the store back and makes
@@ -413,6 +422,17 @@ impl<R: Record> Runtime<R> {
         self.resumed = restored.resumed;
         self.rebuild_deltas.extend(restored.rebuild_deltas);
         self.controller = Some(restored.controller);
+        self.adopt_subscribers(subscribers)?;
+        // Fresh revisions replace stale ones, as of the last `Seq` only.
+        if stale && !self.stored.config.read_only && through == self.stored.last_seq {
+            self.capture_revisions()?;
+        }
+        Ok(())
+    }
+
+    /// Gives `subscribers` (taken from a dataflow that stopped) to the running one, with the
+    /// base revisions of the replicas they follow.
+    fn adopt_subscribers(&mut self, subscribers: Vec<Vec<Sender<Delta<R>>>>) -> Result<(), Error> {
         if subscribers.iter().any(|s| !s.is_empty()) {
             let subscribed: Vec<ReplicaId> = (subscribers.iter().enumerate())
                 .filter(|(_, s)| !s.is_empty())
@@ -422,10 +442,6 @@ impl<R: Record> Runtime<R> {
             if let Some(c) = self.controller.as_mut() {
                 c.adopt_subscribers(subscribers)?;
             }
-        }
-        // Fresh revisions replace stale ones, as of the last `Seq` only.
-        if stale && !self.stored.config.read_only && through == self.stored.last_seq {
-            self.capture_revisions()?;
         }
         Ok(())
     }

@@ -8,6 +8,7 @@ mod engine {
     pub mod integrity;
     pub mod persistence;
     pub mod poison;
+    pub mod preview;
     pub mod random_dags;
     pub mod worker_panic;
 }
