@@ -108,6 +108,27 @@ pub enum Command {
         #[arg(required = true, value_name = "FILE|DIR")]
         paths: Vec<PathBuf>,
     },
+    /// Show what ingesting files would change, without storing anything.
+    ///
+    /// The files are read and validated as `prr ingest` reads them (each its own source
+    /// delta); the output is the deltas the ingest would cause, per replica (records carry
+    /// their instance): the lines `prr deltas REPLICA` prints after the same ingest, each
+    /// with its `replica`. The store is not changed.
+    #[command(
+        after_help = "Examples:\n  prr preview examples/data/demo/10-policy-list.json\n  prr preview new-rules.json --emit member_bans,server_acl --format table"
+    )]
+    Preview {
+        /// Files, directories, or `-` for standard input.
+        #[arg(required = true, value_name = "FILE|DIR")]
+        paths: Vec<PathBuf>,
+        /// Replicas whose deltas to show (comma-separated) [default: every replica but the
+        /// views].
+        #[arg(long, value_delimiter = ',', value_name = "REPLICA,...")]
+        emit: Vec<String>,
+        /// Output format [default: table on a terminal, ndjson otherwise].
+        #[arg(long, value_enum)]
+        format: Option<ShowFormat>,
+    },
     /// Print a replica's records, sorted by key (or, `prr show poisoned`, the quarantined
     /// source deltas).
     #[command(

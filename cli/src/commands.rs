@@ -2,6 +2,7 @@
 
 mod admin;
 mod ingest;
+mod preview;
 mod query;
 mod serve;
 mod stream;
@@ -134,7 +135,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             replica: Some(r), ..
         } => known_replicas([r])?,
         Command::Rebuild { replicas, .. } => known_replicas(replicas)?,
-        Command::Stream { emit, .. } => known_replicas(emit)?,
+        Command::Stream { emit, .. } | Command::Preview { emit, .. } => known_replicas(emit)?,
         _ => {}
     }
     let ctx = Ctx {
@@ -149,6 +150,11 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
 fn command(ctx: &Ctx, command: Command) -> Result<u8, Failure> {
     match command {
         Command::Ingest { paths } => ingest::ingest(ctx, &paths),
+        Command::Preview {
+            paths,
+            emit,
+            format,
+        } => preview::preview(ctx, &paths, &emit, format),
         Command::Show {
             replica,
             partition,

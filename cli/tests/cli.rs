@@ -27,6 +27,8 @@ mod links;
 mod modules;
 #[path = "cli/poisoned.rs"]
 mod poisoned;
+#[path = "cli/preview.rs"]
+mod preview;
 #[path = "cli/serve.rs"]
 mod serve;
 #[path = "cli/stream.rs"]

@@ -3,13 +3,15 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use prr_engine::{Error, Id, Runtime, RuntimeConfig, Seq};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::dag::matrix_dag;
 use crate::ingest::Ingestor;
 use crate::parse::{Event, SourceItem};
 use crate::record::Rec;
 use crate::render::{render_sorted, to_json};
+
+mod preview;
 
 /// A runtime running the Matrix replicas, with the ingest state beside it.
 pub struct Matrix {
@@ -405,7 +407,15 @@ impl Matrix {
     pub fn deltas(&mut self, replica: &str, since: Seq) -> Result<Vec<Value>, Error> {
         let id = self.rt.replica(replica)?;
         let deltas = self.rt.deltas_since(id, since)?;
+        Ok(self.render_deltas(&deltas, false))
+    }
+
+    /// Each update of `deltas` as JSON lines `{"seq", "diff", "record"}` (`diff` 1 or -1, an
+    /// update of multiplicity n as n lines), per delta in the order of [`Matrix::deltas`];
+    /// with `named`, each line starts with `"replica"`.
+    fn render_deltas(&self, deltas: &[prr_engine::Delta<Rec>], named: bool) -> Vec<Value> {
         let dict = self.rt.dictionary();
+        let dag = self.rt.dag();
         let mut out = Vec::new();
         for d in deltas {
             let mut rows: Vec<(Vec<String>, isize, Value)> = d
@@ -415,12 +425,19 @@ impl Matrix {
                 .collect();
             rows.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
             for (_, diff, record) in rows {
+                let mut line = serde_json::Map::new();
+                if named {
+                    line.insert("replica".into(), dag.replica(d.replica).name().into());
+                }
+                line.insert("seq".into(), d.seq.0.into());
+                line.insert("diff".into(), diff.signum().into());
+                line.insert("record".into(), record);
                 for _ in 0..diff.unsigned_abs() {
-                    out.push(json!({"seq": d.seq.0, "diff": diff.signum(), "record": record}));
+                    out.push(Value::Object(line.clone()));
                 }
             }
         }
-        Ok(out)
+        out
     }
 
     /// Stops the runtime, capturing revisions first.

@@ -51,7 +51,13 @@ fn read(path: &Path) -> Result<Vec<u8>, Failure> {
     }
 }
 
-pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
+/// Reads and parses every file that `paths` name (directories expand to their files sorted
+/// by name), with a progress line on a terminal for large inputs: `(name, items)` each. The
+/// first invalid file is the error: nothing is stored before every file is valid. Also
+/// whether the input is large enough for progress lines on this terminal.
+pub(super) fn parse_all(
+    paths: &[PathBuf],
+) -> Result<(Vec<(String, Vec<SourceItem>)>, bool), Failure> {
     let files = expand(paths)?;
     let total: u64 = files
         .iter()
@@ -59,7 +65,6 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
         .map(|m| m.len())
         .sum();
     let progress = std::io::stderr().is_terminal() && total >= PROGRESS_BYTES;
-    // Every file is parsed and validated before anything is stored.
     let mut parsed: Vec<(String, Vec<SourceItem>)> = Vec::with_capacity(files.len());
     let mut done = 0u64;
     for f in &files {
@@ -85,6 +90,12 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
     if progress {
         eprintln!();
     }
+    Ok((parsed, progress))
+}
+
+pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
+    // Every file is parsed and validated before anything is stored.
+    let (mut parsed, progress) = parse_all(paths)?;
     let mut m = ctx.open()?;
     let names: Vec<String> = m
         .runtime()
