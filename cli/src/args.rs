@@ -239,7 +239,8 @@ pub enum Command {
     ///
     /// `GET /v1/status`, `GET /v1/replicas/{name}?partition=KEY&as_of=SEQ`,
     /// `GET /v1/replicas/{name}/deltas?since=SEQ&wait=SECONDS`, `POST /v1/ingest` (any file
-    /// shape `prr ingest` reads; answers `{"seq": N}` once durable), `GET /metrics`. With
+    /// shape `prr ingest` reads; answers `{"seq": N}` once durable), `POST /v1/preview?emit=`
+    /// (what that ingest would change, stored nowhere), `GET /metrics`. With
     /// `--registration`, the homeserver's transactions (`PUT /_matrix/app/v1/transactions/{txnId}`)
     /// become source deltas, exactly once by event ID, and the state of every room an instance
     /// names is fetched (joining its bot), at start, when named and every --resync-every.

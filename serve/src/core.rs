@@ -65,6 +65,12 @@ pub(crate) enum Command {
         since: Seq,
         reply: oneshot::Sender<Result<Vec<Value>, Error>>,
     },
+    /// `prr preview`: the deltas one source delta would cause, stored nowhere.
+    Preview {
+        items: Vec<SourceItem>,
+        emit: Vec<String>,
+        reply: oneshot::Sender<Result<Vec<Value>, Error>>,
+    },
     /// `prr status`, with the instances and the sources.
     Status {
         reply: oneshot::Sender<Result<Report, Error>>,
@@ -277,6 +283,9 @@ impl Core {
                 reply,
             } => {
                 let _ = reply.send(self.m.deltas(&replica, since));
+            }
+            Command::Preview { items, emit, reply } => {
+                let _ = reply.send(self.m.preview(&[items], &emit));
             }
             Command::Status { reply } => {
                 let _ = reply.send(self.report());

@@ -11,7 +11,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prr_engine::{Error, Seq};
-use prr_replicas::{parse_file, status_json};
+use prr_replicas::{REPLICAS, parse_file, status_json};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -268,6 +268,42 @@ pub(crate) async fn ingest(State(s): State<AppState>, body: Bytes) -> Response {
     match ask(&s.core, |reply| Command::Ingest { items, reply }).await {
         None => stopping(),
         Some(Ok(seq)) => axum::Json(json!({ "seq": seq.0 })).into_response(),
+        Some(Err(e)) => engine_error(&e),
+    }
+}
+
+/// `POST /v1/preview?emit=REPLICA,...`: the deltas that ingesting the body (any shape `prr
+/// ingest` reads; one source delta) would cause, as `prr preview --format ndjson` prints
+/// them; nothing is stored.
+pub(crate) async fn preview(
+    State(s): State<AppState>,
+    Query(query): Query<Vec<(String, String)>>,
+    body: Bytes,
+) -> Response {
+    let p = match params(query, &["emit"]) {
+        Ok(p) => p,
+        Err(m) => return bad_query(m),
+    };
+    let emit: Vec<String> = (p.get("emit").into_iter())
+        .flat_map(|v| v.split(','))
+        .filter(|r| !r.is_empty())
+        .map(str::to_string)
+        .collect();
+    if let Some(r) = emit.iter().find(|r| !REPLICAS.contains(&r.as_str())) {
+        return bad_query(format!(
+            "unknown replica `{r}` in `emit`; the replicas are: {}",
+            REPLICAS.join(", ")
+        ));
+    }
+    let parsed = tokio::task::spawn_blocking(move || parse_file("request body", &body)).await;
+    let items = match parsed {
+        Ok(Ok(items)) => items,
+        Ok(Err(e)) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    match ask(&s.core, |reply| Command::Preview { items, emit, reply }).await {
+        None => stopping(),
+        Some(Ok(rows)) => ndjson(&rows),
         Some(Err(e)) => engine_error(&e),
     }
 }

@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use super::serve::Server;
 use super::support::{Scratch, example};
 
 /// A store with the policy list and the rooms, but no manifest yet.
@@ -115,4 +116,37 @@ fn preview_selects_replicas_formats_and_refuses_bad_input() {
         std::fs::read(s.store()).unwrap() == before,
         "the store changed"
     );
+}
+
+/// `POST /v1/preview` answers what `POST /v1/ingest` of the same body then does, and stores
+/// nothing; bad input is a 400.
+#[test]
+fn serve_previews_what_an_ingest_then_does() {
+    let s = without_manifest();
+    let server = Server::start(&s, &[]);
+    let manifest = std::fs::read(example("demo/30-manifest.json")).unwrap();
+    let (status, body) = server.post("/v1/preview?emit=member_bans,server_acl", &manifest);
+    assert_eq!(status, 200, "{body}");
+    let previewed = lines(&body);
+    assert_eq!(previewed.len(), 6, "5 bans and an ACL: {previewed:?}");
+    assert_eq!(server.json("/v1/status")["seq"], 3, "nothing stored");
+    assert_eq!(server.ingest(&manifest), 4);
+    for replica in ["member_bans", "server_acl"] {
+        let real = server.rows(&format!("/v1/replicas/{replica}/deltas?since=3"));
+        let preview: Vec<Value> = (previewed.iter())
+            .filter(|r| r["replica"] == replica)
+            .map(|r| {
+                let mut r = r.as_object().unwrap().clone();
+                r.remove("replica");
+                Value::Object(r)
+            })
+            .collect();
+        assert_eq!(preview, real, "{replica}");
+    }
+    let (status, body) = server.post("/v1/preview?emit=nope", &manifest);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("unknown replica `nope`"), "{body}");
+    let (status, body) = server.post("/v1/preview", br#"{"instances": [{"id": "x"}]}"#);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(server.json("/v1/status")["seq"], 4);
 }

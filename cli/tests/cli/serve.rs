@@ -82,7 +82,7 @@ impl Server {
         answer(r)
     }
 
-    fn post(&self, path: &str, body: &[u8]) -> (u16, String) {
+    pub(super) fn post(&self, path: &str, body: &[u8]) -> (u16, String) {
         let r = self
             .auth(self.agent.post(self.url(path)))
             .send(body)
