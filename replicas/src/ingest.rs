@@ -214,6 +214,33 @@ impl Ingestor {
         }
     }
 
+    /// Whether the state event `ev` is older than the current record at its key: another
+    /// event, whose `origin_server_ts` is later. A homeserver delivers a room's events in
+    /// order, but what it delivers late (a backlog retried after prr was down) may be older
+    /// than the state fetched since.
+    pub fn older_than_current(&self, dict: &Dictionary, ev: &Event) -> bool {
+        let Some(state_key) = &ev.state_key else {
+            return false;
+        };
+        let key = (
+            dict.lookup(&ev.room_id),
+            dict.lookup(&ev.event_type),
+            dict.lookup(state_key),
+        );
+        let (Some(room), Some(kind), Some(state_key)) = key else {
+            return false;
+        };
+        let Some(current) = self.get(&(room, kind, state_key)) else {
+            return false;
+        };
+        match (ev.origin_server_ts, current.ts) {
+            (Some(ts), Some(current_ts)) => {
+                ts < current_ts && dict.lookup(&ev.event_id) != Some(current.event_id)
+            }
+            _ => false,
+        }
+    }
+
     /// The keys where `event` of `room` may be the current record: those of the changes, and
     /// those of the base (which the changes may have replaced).
     fn event_keys(&self, room: Id, event: Id) -> Vec<StateKey> {

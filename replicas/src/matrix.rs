@@ -168,9 +168,24 @@ impl Matrix {
     /// through it, or `None` when nothing was new (nothing is stored).
     ///
     /// An error with [`Error::committed`] empty stored nothing; a retry is safe either way.
+    ///
+    /// A state event older (by `origin_server_ts`) than the current record at its key is
+    /// recorded in `source_events` but not applied: a homeserver retrying a backlog after prr
+    /// was down delivers events older than the state catch-up fetched since. (With clocks
+    /// that disagree, a newer event may look older: the next resync applies it.)
     pub fn ingest_received(&mut self, events: Vec<Received>) -> Result<Option<Seq>, Error> {
         let fresh = self.fresh(events)?;
-        self.apply_received(fresh)
+        let dict = self.rt.dictionary().clone();
+        let ingestor = self.ingestor()?;
+        let stale: HashSet<String> = (fresh.iter())
+            .filter_map(|e| match e {
+                Received::Valid(ev) if ingestor.older_than_current(&dict, ev) => {
+                    Some(ev.event_id.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        self.apply(fresh, Vec::new(), None, &stale)
     }
 
     /// Ingests a room's current state as the homeserver gives it (`GET /rooms/{room}/state`,
@@ -265,7 +280,7 @@ impl Matrix {
         position: &str,
     ) -> Result<Option<Seq>, Error> {
         let fresh = self.fresh(events)?;
-        self.apply(fresh, extra, Some((source, position)))
+        self.apply(fresh, extra, Some((source, position)), &HashSet::new())
     }
 
     /// Where the homeserver source `source` is, as stored in `source_positions`.
@@ -280,15 +295,17 @@ impl Matrix {
     /// Applies `fresh` (each event once) as one source delta, adding to `source_events` the
     /// IDs it does not hold yet.
     fn apply_received(&mut self, fresh: Vec<Received>) -> Result<Option<Seq>, Error> {
-        self.apply(fresh, Vec::new(), None)
+        self.apply(fresh, Vec::new(), None, &HashSet::new())
     }
 
-    /// [`Matrix::apply_received`] with `extra` items first and a source position.
+    /// [`Matrix::apply_received`] with `extra` items first and a source position; the events
+    /// whose IDs are in `stale` are only recorded in `source_events`.
     fn apply(
         &mut self,
         fresh: Vec<Received>,
         extra: Vec<SourceItem>,
         position: Option<(&str, &str)>,
+        stale: &HashSet<String>,
     ) -> Result<Option<Seq>, Error> {
         if fresh.is_empty() && extra.is_empty() {
             return Ok(None);
@@ -302,8 +319,10 @@ impl Matrix {
         let dict = self.rt.dictionary().clone();
         let mut items = extra;
         items.extend(fresh.iter().filter_map(|e| match e {
-            Received::Valid(ev) => Some(SourceItem::Event(ev.clone())),
-            Received::Invalid { .. } => None,
+            Received::Valid(ev) if !stale.contains(&ev.event_id) => {
+                Some(SourceItem::Event(ev.clone()))
+            }
+            _ => None,
         }));
         let ingestor = self.ingestor.as_mut().expect("ingestor loaded");
         let mut prepared = ingestor.prepare(&dict, &items);
@@ -654,6 +673,55 @@ mod tests {
         // Each event ID is in source_events once.
         let seen = m.show("source_events", None, None).unwrap();
         assert_eq!(seen.len(), 4, "{seen:?}");
+        m.shutdown().unwrap();
+    }
+
+    fn received_at(event_id: &str, user: &str, membership: &str, ts: i64) -> super::Received {
+        let file = format!(
+            r#"[{{"event_id": "{event_id}", "room_id": "!r:x", "type": "m.room.member",
+                "state_key": "{user}", "sender": "{user}", "origin_server_ts": {ts},
+                "content": {{"membership": "{membership}"}}}}]"#
+        );
+        match parse_file("f.json", file.as_bytes()).unwrap().remove(0) {
+            crate::parse::SourceItem::Event(e) => super::Received::Valid(e),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A backlog delivered after the state was fetched: a transaction's event older than the
+    /// current one at its key is recorded (seen once) but not applied; a newer one is.
+    #[test]
+    fn a_transaction_event_older_than_the_current_state_is_seen_not_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RuntimeConfig::new().with_store(dir.path().join("s.redb"));
+        let mut m = Matrix::start(config).unwrap();
+        let state = |m: &mut Matrix| -> Vec<(String, String)> {
+            (m.show("room_state", Some("!r:x"), None).unwrap().iter())
+                .map(|r| {
+                    let id = r["event_id"].as_str().unwrap().to_string();
+                    (id, r["content"]["membership"].as_str().unwrap().to_string())
+                })
+                .collect()
+        };
+        let fetched = vec![received_at("$30", "@a:x", "leave", 30)];
+        (m.ingest_room_state("!r:x", fetched, &Default::default())).unwrap();
+        // The backlog: joins at 10 and 20 (both older than the leave), in one transaction.
+        let backlog = vec![
+            received_at("$10", "@a:x", "join", 10),
+            received_at("$20", "@a:x", "join", 20),
+        ];
+        assert_eq!(m.ingest_received(backlog.clone()).unwrap(), Some(Seq(2)));
+        assert_eq!(state(&mut m), [("$30".to_string(), "leave".to_string())]);
+        assert_eq!(m.ingest_received(backlog).unwrap(), None, "seen once");
+        // A newer event applies; an event without a timestamp is not judged.
+        let newer = vec![received_at("$40", "@a:x", "join", 40)];
+        assert_eq!(m.ingest_received(newer).unwrap(), Some(Seq(3)));
+        assert_eq!(state(&mut m), [("$40".to_string(), "join".to_string())]);
+        m.ingest_received(vec![received("$50", "@a:x", "leave")])
+            .unwrap();
+        assert_eq!(state(&mut m), [("$50".to_string(), "leave".to_string())]);
+        let seen = m.show("source_events", None, None).unwrap();
+        assert_eq!(seen.len(), 5, "{seen:?}");
         m.shutdown().unwrap();
     }
 

@@ -35,7 +35,11 @@ impl Server {
             .args(args)
             .current_dir(s.dir.path())
             .env_remove("PRR_STORE")
-            .env("RUST_LOG", "warn")
+            // `PRR_TEST_SERVE_LOG=info` shows the service's logs (warnings only by default).
+            .env(
+                "RUST_LOG",
+                std::env::var("PRR_TEST_SERVE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
