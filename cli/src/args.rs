@@ -115,7 +115,7 @@ pub enum Command {
     /// their instance): the lines `prr deltas REPLICA` prints after the same ingest, each
     /// with its `replica`. The store is not changed.
     #[command(
-        after_help = "Examples:\n  prr preview examples/data/demo/10-policy-list.json\n  prr preview new-rules.json --emit member_bans,server_acl --format table"
+        after_help = "Examples:\n  prr preview examples/data/demo/30-manifest.json\n  prr preview examples/data/demo --emit member_bans,server_acl --format table"
     )]
     Preview {
         /// Files, directories, or `-` for standard input.
