@@ -65,6 +65,15 @@ pub enum DeltasFormat {
     Table,
 }
 
+/// Output formats of `explain`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExplainFormat {
+    /// Lines for people (the default on a terminal).
+    Text,
+    /// One JSON object (the default otherwise).
+    Json,
+}
+
 /// Output formats of `status` and `revisions`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum InfoFormat {
@@ -128,6 +137,32 @@ pub enum Command {
         /// Output format [default: table on a terminal, ndjson otherwise].
         #[arg(long, value_enum)]
         format: Option<ShowFormat>,
+    },
+    /// Explain why an instance bans a user (or does not), or what its server ACL holds.
+    ///
+    /// For a user: the protected rooms with the user's membership and the ban intended there;
+    /// every rule of the instance's lists that matches the user (present or not), with its
+    /// effect; the rule the bans cite and why; a verdict. With `--acl`: each denied server with
+    /// its rules, the server rules left out (the instance's own server, hashed rules), and per
+    /// protected room whether its ACL is in sync and what differs.
+    #[command(
+        after_help = "Examples:\n  prr explain @draupnir:example.org @spam2:chat.spam.example\n  prr explain @draupnir:example.org @alice:example.org --room '!demo-room:example.org' --format json\n  prr explain @draupnir:example.org --acl"
+    )]
+    Explain {
+        /// The instance (its user ID).
+        instance: String,
+        /// The user to explain (not with --acl).
+        #[arg(required_unless_present = "acl", conflicts_with = "acl")]
+        user: Option<String>,
+        /// Only this protected room.
+        #[arg(long, value_name = "ROOM", conflicts_with = "acl")]
+        room: Option<String>,
+        /// Explain the instance's server ACL instead.
+        #[arg(long)]
+        acl: bool,
+        /// Output format [default: text on a terminal, json otherwise].
+        #[arg(long, value_enum)]
+        format: Option<ExplainFormat>,
     },
     /// Print a replica's records, sorted by key (or, `prr show poisoned`, the quarantined
     /// source deltas).
@@ -240,7 +275,8 @@ pub enum Command {
     /// `GET /v1/status`, `GET /v1/replicas/{name}?partition=KEY&as_of=SEQ`,
     /// `GET /v1/replicas/{name}/deltas?since=SEQ&wait=SECONDS`, `POST /v1/ingest` (any file
     /// shape `prr ingest` reads; answers `{"seq": N}` once durable), `POST /v1/preview?emit=`
-    /// (what that ingest would change, stored nowhere), `GET /metrics`. With
+    /// (what that ingest would change, stored nowhere), `GET /v1/explain?instance=&user=`
+    /// (`prr explain`), `GET /metrics`. With
     /// `--registration`, the homeserver's transactions (`PUT /_matrix/app/v1/transactions/{txnId}`)
     /// become source deltas, exactly once by event ID, and the state of every room an instance
     /// names is fetched (joining its bot), at start, when named and every --resync-every.

@@ -1,6 +1,7 @@
 //! The commands.
 
 mod admin;
+mod explain;
 mod ingest;
 mod preview;
 mod query;
@@ -150,6 +151,20 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
 fn command(ctx: &Ctx, command: Command) -> Result<u8, Failure> {
     match command {
         Command::Ingest { paths } => ingest::ingest(ctx, &paths),
+        Command::Explain {
+            instance,
+            user,
+            room,
+            acl,
+            format,
+        } => explain::explain(
+            ctx,
+            &instance,
+            user.as_deref(),
+            room.as_deref(),
+            acl,
+            format,
+        ),
         Command::Preview {
             paths,
             emit,

@@ -15,6 +15,8 @@ mod commands;
 mod damage;
 #[path = "cli/docs.rs"]
 mod docs;
+#[path = "cli/explain.rs"]
+mod explain;
 #[path = "cli/faults.rs"]
 mod faults;
 #[path = "cli/homeserver.rs"]

@@ -276,8 +276,7 @@ fn host(server: &str) -> &str {
 }
 
 /// Whether a rule matches a user, exactly as the spec says (compiling its glob, if any: for
-/// tests; the replicas use [`rule_matches`], which compiles a rule once).
-#[cfg(test)]
+/// explanations and tests; the replicas use [`rule_matches`], which compiles a rule once).
 pub(crate) fn rule_matches_user(
     kind: Kind,
     matcher: MatchKind,

@@ -9,7 +9,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prr_engine::{Error, Seq, Status};
-use prr_replicas::{Matrix, Received, SourceItem, poisoned_json};
+use prr_replicas::{Matrix, Received, SourceItem, explain_acl, explain_user, poisoned_json};
 use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 
@@ -70,6 +70,13 @@ pub(crate) enum Command {
         items: Vec<SourceItem>,
         emit: Vec<String>,
         reply: oneshot::Sender<Result<Vec<Value>, Error>>,
+    },
+    /// `prr explain`: a user (`user`) or the server ACL (`user` is `None`).
+    Explain {
+        instance: String,
+        user: Option<String>,
+        room: Option<String>,
+        reply: oneshot::Sender<Result<Value, Error>>,
     },
     /// `prr status`, with the instances and the sources.
     Status {
@@ -286,6 +293,18 @@ impl Core {
             }
             Command::Preview { items, emit, reply } => {
                 let _ = reply.send(self.m.preview(&[items], &emit));
+            }
+            Command::Explain {
+                instance,
+                user,
+                room,
+                reply,
+            } => {
+                let got = match &user {
+                    Some(u) => explain_user(&mut self.m, &instance, u, room.as_deref()),
+                    None => explain_acl(&mut self.m, &instance),
+                };
+                let _ = reply.send(got);
             }
             Command::Status { reply } => {
                 let _ = reply.send(self.report());

@@ -308,6 +308,49 @@ pub(crate) async fn preview(
     }
 }
 
+/// `GET /v1/explain?instance=I&user=U[&room=R]` (why `I` bans `U` or not) or
+/// `GET /v1/explain?instance=I&acl=true` (its server ACL): `prr explain --format json`.
+pub(crate) async fn explain(
+    State(s): State<AppState>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    let mut p = match params(query, &["instance", "user", "room", "acl"]) {
+        Ok(p) => p,
+        Err(m) => return bad_query(m),
+    };
+    let Some(instance) = p.remove("instance") else {
+        return bad_query("query parameter `instance` is required".into());
+    };
+    let acl = match p.remove("acl").as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(v) => {
+            return bad_query(format!(
+                "query parameter `acl` must be true or false, found `{v}`"
+            ));
+        }
+    };
+    let (user, room) = (p.remove("user"), p.remove("room"));
+    if acl == user.is_some() {
+        return bad_query("give either `user` or `acl=true`".into());
+    }
+    if acl && room.is_some() {
+        return bad_query("`room` goes with `user`, not with `acl=true`".into());
+    }
+    let got = ask(&s.core, |reply| Command::Explain {
+        instance,
+        user,
+        room,
+        reply,
+    })
+    .await;
+    match got {
+        None => stopping(),
+        Some(Ok(v)) => axum::Json(v).into_response(),
+        Some(Err(e)) => engine_error(&e),
+    }
+}
+
 /// `GET /v1/status`: `prr status --format json`, plus `sources`, `instances` (each with
 /// `caught_up`) and `caught_up`.
 pub(crate) async fn status(State(s): State<AppState>) -> Response {

@@ -182,6 +182,7 @@ fn router(state: AppState) -> Router {
         .route("/v1/replicas/{name}/deltas", get(http::deltas))
         .route("/v1/ingest", post(http::ingest))
         .route("/v1/preview", post(http::preview))
+        .route("/v1/explain", get(http::explain))
         .route_layer(from_fn_with_state(state.clone(), http::require_token));
     let mut app = v1.route("/metrics", get(http::metrics));
     if state.registration.is_some() {
