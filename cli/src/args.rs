@@ -65,6 +65,34 @@ pub enum DeltasFormat {
     Table,
 }
 
+/// The checks at the door of `prr check`.
+#[derive(Clone, Debug, Subcommand)]
+pub enum DoorCheck {
+    /// May USER join ROOM?
+    Join {
+        /// The user ID.
+        user: String,
+        /// The room ID.
+        room: String,
+    },
+    /// May INVITER invite INVITEE into ROOM? (Refused when either is refused.)
+    Invite {
+        /// The inviting user.
+        inviter: String,
+        /// The invited user.
+        invitee: String,
+        /// The room ID.
+        room: String,
+    },
+    /// May USER send into ROOM?
+    Sender {
+        /// The user ID.
+        user: String,
+        /// The room ID.
+        room: String,
+    },
+}
+
 /// Output formats of `explain`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ExplainFormat {
@@ -251,8 +279,19 @@ pub enum Command {
     /// and every invariant of the store's format (docs/design.md), and that every entry decodes
     /// with dictionary ids in range; prints each problem with its table and entry, and exits 4
     /// when there is one.
-    #[command(after_help = "Example:\n  prr check")]
-    Check,
+    ///
+    /// With `join`, `invite` or `sender`: whether an instance protecting the room refuses the
+    /// user at the door (a ban or takedown rule of a list it watches matches the user or the
+    /// user's server): `{"allow": true}`, or `{"allow": false, "instance", "rule", "user_id"}`
+    /// with the rule `member_bans` would choose. Answered from an index of the rules.
+    #[command(
+        after_help = "Examples:\n  prr check\n  prr check join @spammer1:spam.example '!demo-room:example.org'\n  prr check invite @alice:example.org @troll:troll.example '!demo-room:example.org'\n  prr check sender @bob:example.org '!demo-room:example.org'"
+    )]
+    Check {
+        /// A check at the door instead of the store's integrity.
+        #[command(subcommand)]
+        door: Option<DoorCheck>,
+    },
     /// Embedded streaming: NDJSON events or manifests in, replica deltas out.
     ///
     /// Lines that arrive together form one source delta; each is committed durably before its

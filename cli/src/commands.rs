@@ -191,7 +191,8 @@ fn command(ctx: &Ctx, command: Command) -> Result<u8, Failure> {
         Command::Revisions { replica, format } => admin::revisions(ctx, replica.as_deref(), format),
         Command::Compact => admin::compact(ctx),
         Command::Rebuild { replicas, check } => admin::rebuild(ctx, &replicas, check),
-        Command::Check => admin::check(ctx),
+        Command::Check { door: None } => admin::check(ctx),
+        Command::Check { door: Some(door) } => explain::door(ctx, &door),
         Command::AckPoisoned { seq } => admin::ack_poisoned(ctx, seq),
         Command::Stream { emit, max_batch } => stream::stream(ctx, &emit, max_batch),
         Command::Serve {

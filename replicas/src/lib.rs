@@ -35,6 +35,7 @@
 // 4. `replicas` (one file per replica), then `dag` (assembles them);
 // 5. `ingest`, then `matrix`.
 mod dag;
+mod door;
 mod explain;
 // Some of the glob's methods serve only its tests and benchmarks (feature `test-util`).
 #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
@@ -56,6 +57,7 @@ mod slots;
 mod tripwire;
 
 pub use dag::{REPLICAS, matrix_dag};
+pub use door::{DoorIndex, Refusal};
 pub use explain::{explain_acl, explain_user};
 /// The glob matcher and its index keys: internals, public for the crate's tests and
 /// benchmarks only (feature `test-util`), not API.

@@ -250,12 +250,12 @@ fn glob_min_len(pattern: &str) -> usize {
 }
 
 /// Whether a rule's glob can match any text (user ID or server name) at all.
-fn glob_can_match(pattern: &str) -> bool {
+pub(crate) fn glob_can_match(pattern: &str) -> bool {
     glob_min_len(pattern) <= MAX_ID_LEN
 }
 
 /// A rule entity's glob: case-sensitive for user rules, ASCII case folding for server rules.
-fn compile_glob(kind: Kind, entity: &str) -> Glob {
+pub(crate) fn compile_glob(kind: Kind, entity: &str) -> Glob {
     match kind {
         Kind::Server => Glob::new_ignore_ascii_case(entity),
         _ => Glob::new(entity),
@@ -291,7 +291,7 @@ pub(crate) fn rule_matches_user(
 }
 
 /// Whether a rule matches a user, its glob (if a glob rule that can match) compiled.
-fn matches_user(
+pub(crate) fn matches_user(
     kind: Kind,
     matcher: MatchKind,
     entity: Option<&str>,

@@ -1,11 +1,12 @@
-//! `prr explain`: why an instance bans a user or not, and what its server ACL holds.
+//! `prr explain`: why an instance bans a user or not, and what its server ACL holds; `prr
+//! check join|invite|sender`: whether it refuses a user at the door.
 
 use std::io::{IsTerminal, Write};
 
 use serde_json::Value;
 
 use super::Ctx;
-use crate::args::ExplainFormat;
+use crate::args::{DoorCheck, ExplainFormat};
 use crate::{Failure, exit};
 
 pub fn explain(
@@ -130,4 +131,23 @@ fn acl_text(v: &Value) -> String {
         t.push_str(&format!("  {}: {state}\n", s(&r["room_id"])));
     }
     t
+}
+
+/// `prr check join|invite|sender`: one JSON object.
+pub fn door(ctx: &Ctx, check: &DoorCheck) -> Result<u8, Failure> {
+    let mut m = ctx.open_read()?;
+    let index = prr_replicas::DoorIndex::load(&mut m)?;
+    m.shutdown()?;
+    let answer = match check {
+        DoorCheck::Join { user, room } | DoorCheck::Sender { user, room } => {
+            index.answer(&[user], room)
+        }
+        DoorCheck::Invite {
+            inviter,
+            invitee,
+            room,
+        } => index.answer(&[invitee, inviter], room),
+    };
+    writeln!(std::io::stdout().lock(), "{answer}")?;
+    Ok(exit::OK)
 }
