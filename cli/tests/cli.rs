@@ -15,6 +15,8 @@ mod commands;
 mod damage;
 #[path = "cli/docs.rs"]
 mod docs;
+#[path = "cli/door.rs"]
+mod door;
 #[path = "cli/explain.rs"]
 mod explain;
 #[path = "cli/faults.rs"]

@@ -13,6 +13,7 @@ use prr_replicas::{Matrix, Received, SourceItem, explain_acl, explain_user, pois
 use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 
+use crate::door::Door;
 use crate::metrics::Metrics;
 
 /// A command to the core, with the channel its answer goes to.
@@ -132,6 +133,8 @@ pub(crate) struct Core {
     /// Rooms whose state catch-up is fetching, with the keys `(type, state_key)` that
     /// transactions changed since the fetch began: the fetched state may be older there.
     fetching: HashMap<String, HashSet<(String, String)>>,
+    /// The index of the checks at the door, kept current after each commit.
+    door: Door,
 }
 
 impl Core {
@@ -140,6 +143,7 @@ impl Core {
         metrics: std::sync::Arc<Metrics>,
         seq_tx: watch::Sender<u64>,
         revision_interval: Duration,
+        door: Door,
     ) -> Self {
         Core {
             m,
@@ -150,6 +154,7 @@ impl Core {
             dirty: false,
             last_capture: Instant::now(),
             fetching: HashMap::new(),
+            door,
         }
     }
 
@@ -334,6 +339,8 @@ impl Core {
                 self.metrics.commit_seconds(started.elapsed());
                 self.sources.storage_fault = None;
                 self.dirty = true;
+                // Before the answer: a check after it sees this delta.
+                self.door.refresh(&mut self.m);
                 self.seq_tx.send_replace(seq.0);
                 let newly = self.m.runtime().newly_poisoned();
                 if newly.last() == Some(seq) {

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::config::{MAX_WAIT_SECS, Registration, Token};
 use crate::core::{Command, Report, ask};
+use crate::door::SharedIndex;
 use crate::metrics::Metrics;
 
 /// What every handler shares.
@@ -34,6 +35,8 @@ pub(crate) struct AppState {
     pub store: Arc<std::path::Path>,
     /// Catch-up's progress, with a homeserver source.
     pub catch_up: Option<crate::catchup::Shared>,
+    /// The index of the checks at the door, read without the core.
+    pub door: SharedIndex,
 }
 
 /// A plain-text answer.
@@ -156,7 +159,7 @@ fn params(
 }
 
 /// The 400 of a bad query.
-fn bad_query(message: String) -> Response {
+pub(crate) fn bad_query(message: String) -> Response {
     text(StatusCode::BAD_REQUEST, message)
 }
 

@@ -30,8 +30,10 @@
 mod appservice;
 mod bot;
 mod catchup;
+mod checks;
 mod config;
 mod core;
+mod door;
 mod error;
 mod http;
 mod metrics;

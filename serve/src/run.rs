@@ -15,8 +15,10 @@ use tokio::sync::watch;
 use crate::appservice;
 use crate::bot;
 use crate::catchup;
+use crate::checks;
 use crate::config::{MAX_BODY_BYTES, ServeConfig};
 use crate::core::Core;
+use crate::door::Door;
 use crate::error::Error;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
@@ -53,19 +55,26 @@ pub fn serve_with(
                     return Ok(());
                 }
             };
+            let door = match Door::start(&mut m) {
+                Ok(door) => door,
+                Err(e) => {
+                    let _ = started_tx.send(Err(e));
+                    return Ok(());
+                }
+            };
             seq_tx.send_replace(m.runtime().last_seq().0);
-            let _ = started_tx.send(Ok(()));
-            Core::new(m, core_metrics, seq_tx, interval).run(core_rx)
+            let _ = started_tx.send(Ok(door.shared()));
+            Core::new(m, core_metrics, seq_tx, interval, door).run(core_rx)
         })
         .map_err(|e| Error::Config(format!("cannot start the core thread: {e}")))?;
-    match started_rx.recv() {
-        Ok(Ok(())) => {}
+    let door = match started_rx.recv() {
+        Ok(Ok(door)) => door,
         Ok(Err(e)) => {
             let _ = core.join();
             return Err(e.into());
         }
         Err(_) => return Err(Error::CoreFailed),
-    }
+    };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -137,6 +146,7 @@ pub fn serve_with(
         homeserver: config.homeserver.as_deref().map(Arc::from),
         store: Arc::from(config.store.as_path()),
         catch_up,
+        door,
     };
     let served = rt.block_on(async move {
         let listener =
@@ -183,6 +193,9 @@ fn router(state: AppState) -> Router {
         .route("/v1/ingest", post(http::ingest))
         .route("/v1/preview", post(http::preview))
         .route("/v1/explain", get(http::explain))
+        .route("/v1/check/join", post(checks::join))
+        .route("/v1/check/invite", post(checks::invite))
+        .route("/v1/check/sender", post(checks::sender))
         .route_layer(from_fn_with_state(state.clone(), http::require_token));
     let mut app = v1.route("/metrics", get(http::metrics));
     if state.registration.is_some() {
