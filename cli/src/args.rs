@@ -315,7 +315,7 @@ pub enum Command {
     /// `GET /v1/replicas/{name}/deltas?since=SEQ&wait=SECONDS`, `POST /v1/ingest` (any file
     /// shape `prr ingest` reads; answers `{"seq": N}` once durable), `POST /v1/preview?emit=`
     /// (what that ingest would change, stored nowhere), `GET /v1/explain?instance=&user=`
-    /// (`prr explain`), `GET /metrics`. With
+    /// (`prr explain`), `POST /v1/check/join|invite|sender` (`prr check`), `GET /metrics`. With
     /// `--registration`, the homeserver's transactions (`PUT /_matrix/app/v1/transactions/{txnId}`)
     /// become source deltas, exactly once by event ID, and the state of every room an instance
     /// names is fetched (joining its bot), at start, when named and every --resync-every.
