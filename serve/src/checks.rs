@@ -8,23 +8,23 @@ use serde_json::Value;
 
 use crate::http::{AppState, bad_query};
 
-/// The body's string fields `names`, or a 400 naming what is wrong.
-fn fields(body: &[u8], names: &[&str]) -> Result<Vec<String>, Response> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| bad_query(format!("request body: not JSON: {e}")))?;
+/// The body's string fields `names`, or what is wrong with it (the text of a 400).
+fn fields(body: &[u8], names: &[&str]) -> Result<Vec<String>, String> {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| format!("request body: not JSON: {e}"))?;
     if !v.is_object() {
-        return Err(bad_query(format!(
+        return Err(format!(
             "request body: expected an object with {}",
             names.join(", ")
-        )));
+        ));
     }
     (names.iter())
         .map(|n| match &v[*n] {
             Value::String(s) if !s.is_empty() => Ok(s.clone()),
-            Value::Null => Err(bad_query(format!("request body: field `{n}` is missing"))),
-            _ => Err(bad_query(format!(
+            Value::Null => Err(format!("request body: field `{n}` is missing")),
+            _ => Err(format!(
                 "request body: field `{n}` must be a non-empty string"
-            ))),
+            )),
         })
         .collect()
 }
@@ -38,7 +38,7 @@ fn answer(s: &AppState, users: &[&str], room: &str) -> Response {
 pub(crate) async fn join(State(s): State<AppState>, body: Bytes) -> Response {
     match fields(&body, &["user_id", "room_id"]) {
         Ok(f) => answer(&s, &[&f[0]], &f[1]),
-        Err(r) => r,
+        Err(m) => bad_query(m),
     }
 }
 
@@ -47,7 +47,7 @@ pub(crate) async fn join(State(s): State<AppState>, body: Bytes) -> Response {
 pub(crate) async fn invite(State(s): State<AppState>, body: Bytes) -> Response {
     match fields(&body, &["inviter", "invitee", "room_id"]) {
         Ok(f) => answer(&s, &[&f[1], &f[0]], &f[2]),
-        Err(r) => r,
+        Err(m) => bad_query(m),
     }
 }
 

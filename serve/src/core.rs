@@ -442,12 +442,9 @@ mod tests {
         let rt = Runtime::start_on(RuntimeConfig::new(), store, matrix_dag).unwrap();
         let (seq_tx, seq_rx) = watch::channel(0);
         let metrics = Arc::new(Metrics::new());
-        let mut core = Core::new(
-            Matrix::from_runtime(rt),
-            metrics,
-            seq_tx,
-            Duration::from_secs(60),
-        );
+        let mut m = Matrix::from_runtime(rt);
+        let door = Door::start(&mut m).unwrap();
+        let mut core = Core::new(m, metrics, seq_tx, Duration::from_secs(60), door);
         assert_eq!(ingest(&mut core, member("$1", "@a:x")).unwrap(), Seq(1));
         assert_eq!(*seq_rx.borrow(), 1);
 

@@ -51,13 +51,14 @@ fn read(path: &Path) -> Result<Vec<u8>, Failure> {
     }
 }
 
+/// A file's name and its items.
+pub(super) type Parsed = (String, Vec<SourceItem>);
+
 /// Reads and parses every file that `paths` name (directories expand to their files sorted
 /// by name), with a progress line on a terminal for large inputs: `(name, items)` each. The
 /// first invalid file is the error: nothing is stored before every file is valid. Also
 /// whether the input is large enough for progress lines on this terminal.
-pub(super) fn parse_all(
-    paths: &[PathBuf],
-) -> Result<(Vec<(String, Vec<SourceItem>)>, bool), Failure> {
+pub(super) fn parse_all(paths: &[PathBuf]) -> Result<(Vec<Parsed>, bool), Failure> {
     let files = expand(paths)?;
     let total: u64 = files
         .iter()
@@ -65,7 +66,7 @@ pub(super) fn parse_all(
         .map(|m| m.len())
         .sum();
     let progress = std::io::stderr().is_terminal() && total >= PROGRESS_BYTES;
-    let mut parsed: Vec<(String, Vec<SourceItem>)> = Vec::with_capacity(files.len());
+    let mut parsed: Vec<Parsed> = Vec::with_capacity(files.len());
     let mut done = 0u64;
     for f in &files {
         let name = if f.as_os_str() == "-" {

@@ -56,8 +56,11 @@ fn start(path: &Path, workers: usize, read_only: bool) -> Runtime<u64> {
     Runtime::start(config, dag()).unwrap()
 }
 
+/// A delta's `(seq, replica, updates)`.
+type Plain = (u64, ReplicaId, Vec<(u64, isize)>);
+
 /// `(seq, replica, updates)` of each delta.
-fn plain(deltas: &[Delta<u64>]) -> Vec<(u64, ReplicaId, Vec<(u64, isize)>)> {
+fn plain(deltas: &[Delta<u64>]) -> Vec<Plain> {
     (deltas.iter())
         .map(|d| (d.seq.0, d.replica, d.updates.clone()))
         .collect()
