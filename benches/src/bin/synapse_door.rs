@@ -164,17 +164,21 @@ fn main() -> anyhow::Result<()> {
     serve.ingest(&manifest.to_string())?;
     serve.ingest(&moderator.state_export(&list)?)?;
 
-    let mut users = [Vec::new(), Vec::new()];
+    // The same user names on both Synapses, in pairs.
+    let mut pairs = Vec::new();
     for i in 0..joins {
-        users[0].push(with.register(&format!("user{i}"), "pw", false)?);
-        users[1].push(without.register(&format!("user{i}"), "pw", false)?);
+        let name = format!("user{i}");
+        pairs.push([
+            with.register(&name, "pw", false)?,
+            without.register(&name, "pw", false)?,
+        ]);
     }
     let mut ms = [Vec::new(), Vec::new()];
-    for i in 0..joins {
+    for pair in &pairs {
         for side in [0, 1] {
-            let (t, ok) = timed_join(&users[side][i], &rooms[side]);
+            let (t, ok) = timed_join(&pair[side], &rooms[side]);
             if !ok {
-                bail!("user{i} was refused (side {side})");
+                bail!("{} was refused (side {side})", pair[side].user_id());
             }
             ms[side].push(t);
         }
