@@ -2,7 +2,8 @@
 //! scripts/synapse-venv.sh` once first): as an appservice (catch-up, then transactions), across
 //! a SIGKILL of prr during a burst of joins and across a Synapse restart, and in bot mode
 //! (`/sync`). Every test ends by comparing the service's replicas with the CLI's on a store
-//! made by `prr ingest` of Synapse's `/state` exports and the same manifest.
+//! made by `prr ingest` of Synapse's `/state` exports and the same manifest. Also the Synapse
+//! module `contrib/synapse/prr_synapse.py` asking `prr serve` at the door ([`door`]).
 //!
 //! At most two of these tests run a Synapse at once ([`slot`]): CI has two cores.
 
@@ -21,6 +22,8 @@ use super::support::{Scratch, eventually};
 
 #[path = "homeserver/appservice.rs"]
 mod appservice;
+#[path = "homeserver/door.rs"]
+mod door;
 #[path = "homeserver/soak.rs"]
 mod soak;
 

@@ -70,6 +70,13 @@ impl Server {
         }
     }
 
+    /// Sends `Authorization: Bearer <token>` with every request from now on (a service started
+    /// with `--api-token-file`).
+    pub(super) fn with_token(mut self, token: &str) -> Server {
+        self.token = Some(token.to_string());
+        self
+    }
+
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
