@@ -220,10 +220,12 @@ impl Homeserver {
         })?;
         (rooms.iter())
             .map(|r| {
-                r.as_str().map(str::to_string).ok_or_else(|| Error::BadResponse {
-                    what: what.into(),
-                    reason: format!("`joined_rooms` holds {r}, not a room id"),
-                })
+                r.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| Error::BadResponse {
+                        what: what.into(),
+                        reason: format!("`joined_rooms` holds {r}, not a room id"),
+                    })
             })
             .collect()
     }

@@ -2,7 +2,8 @@
 //!
 //! The initial sync brings the joined rooms' state; then incremental syncs long-poll. What
 //! each response brings (state events, timeline state events and redactions, exactly once by
-//! event ID) is one source delta, committed together with the response's `next_batch` in
+//! event ID; after a gap in a room's timeline, also the redactions its current state carries)
+//! is one source delta, committed together with the response's `next_batch` in
 //! `source_positions`, so a restart resumes from there with no gap and no duplicate. The
 //! instance manifest is the account's Draupnir configuration (its account data: protected
 //! rooms, watched lists), read at the first sync and again whenever a sync says it changed;
@@ -112,6 +113,25 @@ pub(crate) async fn run(
                 continue;
             }
         };
+        let mut batch = batch;
+        if since.is_some() {
+            match recover_redactions(&hs, &mut batch).await {
+                Ok(()) => {}
+                Err(e @ HsError::Unauthorized { .. }) => {
+                    tracing::error!(%user, error = %e, "bot mode stopped");
+                    stop(&shared, &user, e.to_string());
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(%user, error = %e, "cannot fetch a room's state after a gap; retrying");
+                    set_sync(&shared, &user, "retrying", Some(e.to_string()));
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                        _ = stopping.wait_for(|s| *s) => return,
+                    }
+                }
+            }
+        }
         for r in &batch.rooms {
             if r.left {
                 joined.remove(&r.room_id);
@@ -179,6 +199,19 @@ pub(crate) async fn run(
             .insert(user.clone(), (caught_up, error.clone()));
         set_sync_at(&shared, &user, "syncing", error, since.as_deref());
     }
+}
+
+/// After a gap (an incremental sync whose timeline for a room is `limited`), the redactions of
+/// state events in it: the response has the gap's state but not its redactions, so the room's
+/// current state is fetched and the redactions its redacted events carry are added to the
+/// batch (each once by event id, as always: those seen before are dropped at ingest).
+async fn recover_redactions(hs: &Homeserver, batch: &mut SyncBatch) -> Result<(), HsError> {
+    for room in batch.rooms.iter_mut().filter(|r| r.limited && !r.left) {
+        let state = hs.room_state(&room.room_id).await?;
+        let added = room.add_redactions_of(&state);
+        tracing::debug!(room = %room.room_id, redactions = added, "a gap in the timeline");
+    }
+    Ok(())
 }
 
 /// Whether a sync brought a change of the Draupnir configuration.

@@ -303,7 +303,10 @@ fn bot_mode_follows_sync_resumes_after_sigkill_and_follows_its_configuration() {
     eventually("the bot is caught up after the restart", || {
         caught_up(&server)
     });
-    assert_eq!(server.json("/v1/status")["sources"]["sync"]["resumed"], true);
+    assert_eq!(
+        server.json("/v1/status")["sources"]["sync"]["resumed"],
+        true
+    );
     let first_after_restart = fake.lock().unwrap().syncs[syncs_before].clone();
     assert!(
         first_after_restart.is_some(),

@@ -187,10 +187,25 @@ fn bot_mode_syncs_follows_its_configuration_and_resumes_after_sigterm() {
     let third = manifest(&bot, &[], &[&both[0], &both[1]]);
     world.equals_the_cli_on(&server, &third, &rooms);
 
-    // SIGTERM; a join while prr is down; the restart resumes from the stored `next_batch`.
+    // SIGTERM; while prr is down, a join, and a rule redacted followed by more messages than
+    // a sync's timeline holds (10): the policy room's timeline is limited, and the redaction
+    // is in the gap. The restart resumes from the stored `next_batch`.
     let before = position(&server);
     assert_eq!(server.terminate(), Some(0));
     world.user_joins("carol");
+    let hashed = (world.moderator.state(&policy).unwrap().into_iter())
+        .find(|e| e["state_key"] == super::hashed_rule().state_key())
+        .expect("the hashed rule is in the state")["event_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    world.moderator.redact(&policy, &hashed, None).unwrap();
+    for i in 0..15 {
+        world
+            .moderator
+            .send_text(&policy, &format!("chatter {i}"))
+            .unwrap();
+    }
     let server = bot_server(&s, &world, &bot);
     assert!(resumed(&server));
     caught_up(&server, &id);
@@ -265,7 +280,10 @@ fn bot_mode_sigkill_during_a_burst_of_joins_loses_and_repeats_nothing() {
     });
     let stored_after = stored_position(&server, &bot);
     assert!(stored_after.is_some());
-    assert_ne!(stored_after, stored_before, "the stored sync position moved on");
+    assert_ne!(
+        stored_after, stored_before,
+        "the stored sync position moved on"
+    );
     world.equals_the_cli(&server, &first);
     each_event_once(&server, &world, &world.rooms());
     assert_eq!(server.terminate(), Some(0));
