@@ -206,6 +206,30 @@ impl Homeserver {
         }
     }
 
+    /// `GET /_matrix/client/v3/joined_rooms`: the rooms the account is joined to.
+    pub async fn joined_rooms(&self) -> Result<Vec<String>, Error> {
+        let what = "GET /_matrix/client/v3/joined_rooms";
+        let v = self
+            .call(Method::GET, &["joined_rooms"], &[], None, None)
+            .await?;
+        let rooms = (v.get("joined_rooms").and_then(Value::as_array)).ok_or_else(|| {
+            Error::BadResponse {
+                what: what.into(),
+                reason: "no array `joined_rooms`".into(),
+            }
+        })?;
+        (rooms.iter())
+            .map(|r| {
+                r.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| Error::BadResponse {
+                        what: what.into(),
+                        reason: format!("`joined_rooms` holds {r}, not a room id"),
+                    })
+            })
+            .collect()
+    }
+
     /// `POST /_matrix/client/v3/register` as an appservice (`m.login.application_service`):
     /// registers the user `localpart` of the appservice's namespace, which a homeserver
     /// requires before the appservice acts as it. A user that exists already is fine.

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 pub struct SyncBatch {
     /// The `since` of the next sync.
     pub next_batch: String,
-    /// Joined and left rooms with events, by room id.
+    /// Joined and left rooms with events or a gap (a `limited` timeline), by room id.
     pub rooms: Vec<RoomEvents>,
     /// Rooms the account is invited to, by room id.
     pub invited: Vec<String>,
@@ -27,6 +27,34 @@ pub struct RoomEvents {
     /// was limited), then the timeline's state events and redactions, in order; each carries
     /// its `room_id` (sync leaves it out).
     pub events: Vec<Value>,
+    /// Whether the timeline is `limited`: events between the previous sync and the timeline
+    /// were left out. Their state is in `state`, but a redaction among them is in no part of
+    /// the response ([`RoomEvents::add_redactions_of`] recovers those of the current state).
+    pub limited: bool,
+}
+
+impl RoomEvents {
+    /// Adds the redactions of `state` (the room's current state events, client format, as
+    /// `GET /rooms/{room}/state` gives them): a redacted event carries its redaction in
+    /// `unsigned.redacted_because`. After a limited timeline, this is how a redaction of a
+    /// state event in the gap reaches prr (its target was seen before, so the redacted copy
+    /// is a duplicate by event id; the redaction is not). Returns how many it added.
+    pub fn add_redactions_of(&mut self, state: &[Value]) -> usize {
+        let mut added = 0;
+        for e in state {
+            let because = (e.get("unsigned")).and_then(|u| u.get("redacted_because"));
+            let Some(Value::Object(redaction)) = because else {
+                continue;
+            };
+            let mut redaction = redaction.clone();
+            redaction
+                .entry("room_id")
+                .or_insert_with(|| Value::String(self.room_id.clone()));
+            self.events.push(Value::Object(redaction));
+            added += 1;
+        }
+        added
+    }
 }
 
 impl SyncBatch {
@@ -58,7 +86,8 @@ impl SyncBatch {
                         if left { "leave" } else { "join" }
                     )
                 })?;
-                if !room_events.events.is_empty() || left {
+                // A limited timeline of messages only still says there was a gap.
+                if !room_events.events.is_empty() || left || room_events.limited {
                     batch.rooms.push(room_events);
                 }
             }
@@ -105,6 +134,7 @@ fn object_at<'a>(v: &'a Value, key: &str) -> Result<Option<&'a Map<String, Value
 
 fn room_events(room_id: &str, room: &Value, left: bool) -> Result<RoomEvents, String> {
     let mut events = Vec::new();
+    let limited = (room.get("timeline").and_then(|t| t.get("limited"))) == Some(&Value::Bool(true));
     for (part, only_state) in [("state", false), ("timeline", true)] {
         let Some(list) = object_at(room, part)?.and_then(|p| p.get("events")) else {
             continue;
@@ -130,6 +160,7 @@ fn room_events(room_id: &str, room: &Value, left: bool) -> Result<RoomEvents, St
         room_id: room_id.to_string(),
         left,
         events,
+        limited,
     })
 }
 
@@ -157,6 +188,9 @@ mod tests {
                             {"type": "m.room.redaction", "redacts": "$9", "event_id": "$4", "sender": "@c:x", "content": {}}
                         ]}
                     },
+                    "!gap:x": {"timeline": {"limited": true, "events": [
+                        {"type": "m.room.message", "event_id": "$7", "sender": "@c:x", "content": {}}
+                    ]}},
                     "!quiet:x": {"timeline": {"events": [
                         {"type": "m.room.message", "event_id": "$5", "sender": "@c:x", "content": {}}
                     ]}}
@@ -179,14 +213,42 @@ mod tests {
             ids,
             [
                 ("!a:x", true, vec!["$6"]),
-                ("!b:x", false, vec!["$1", "$3", "$4"])
+                ("!b:x", false, vec!["$1", "$3", "$4"]),
+                ("!gap:x", false, vec![])
             ]
         );
         assert!(b.events().all(|e| e["room_id"].is_string()));
         assert_eq!(b.events().next().unwrap()["room_id"], "!a:x");
+        let limited: Vec<bool> = b.rooms.iter().map(|r| r.limited).collect();
+        assert_eq!(limited, [false, true, true]);
         assert_eq!(b.invited, ["!i:x"]);
         assert_eq!(b.account_data.len(), 1);
         assert!(!b.is_empty());
+    }
+
+    #[test]
+    fn the_redactions_of_a_state_after_a_gap() {
+        let mut room = RoomEvents {
+            room_id: "!r".into(),
+            left: false,
+            events: vec![],
+            limited: true,
+        };
+        let redaction = json!({"type": "m.room.redaction", "event_id": "$red", "sender": "@m:x",
+            "redacts": "$rule", "content": {"redacts": "$rule"}});
+        let state = [
+            json!({"type": "m.policy.rule.user", "state_key": "r1", "event_id": "$rule",
+                "sender": "@m:x", "content": {}, "unsigned": {"redacted_by": "$red",
+                "redacted_because": redaction}}),
+            json!({"type": "m.room.create", "state_key": "", "event_id": "$c", "sender": "@m:x",
+                "content": {}, "unsigned": {"redacted_because": null}}),
+            json!({"type": "m.room.member", "state_key": "@m:x", "event_id": "$m",
+                "sender": "@m:x", "content": {"membership": "join"}}),
+        ];
+        assert_eq!(room.add_redactions_of(&state), 1);
+        let mut want = redaction;
+        want["room_id"] = json!("!r");
+        assert_eq!(room.events, [want]);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! The initial sync brings the joined rooms' state; then incremental syncs long-poll. What
 //! each response brings (state events, timeline state events and redactions, exactly once by
-//! event ID) is one source delta, committed together with the response's `next_batch` in
+//! event ID; after a gap in a room's timeline, also the redactions its current state carries)
+//! is one source delta, committed together with the response's `next_batch` in
 //! `source_positions`, so a restart resumes from there with no gap and no duplicate. The
 //! instance manifest is the account's Draupnir configuration (its account data: protected
 //! rooms, watched lists), read at the first sync and again whenever a sync says it changed;
@@ -55,23 +56,51 @@ pub(crate) async fn run(
         }
         None => return,
     };
-    tracing::info!(%user, resuming = since.is_some(), "bot mode: syncing");
+    let resumed = since.is_some();
+    tracing::info!(%user, resumed, "bot mode: syncing");
+    lock(&shared).sync = Some(serde_json::json!({"resumed": resumed}));
     set_sync_at(&shared, &user, "syncing", None, since.as_deref());
     let mut manifest: Option<Value> = None;
     let mut named: BTreeSet<String> = BTreeSet::new();
     let mut joined: BTreeSet<String> = BTreeSet::new();
+    // An initial sync lists every joined room; an incremental one only those with something
+    // new, so a resumed run asks which rooms the account is in first (else it would take the
+    // quiet ones for rooms to join, and never be caught up).
+    let mut rooms_known = !resumed;
+    // The first sync of a run does not wait: the status is caught up at once.
+    let mut first = true;
     loop {
-        let timeout = if since.is_some() {
-            LONG_POLL
-        } else {
-            Duration::ZERO
-        };
+        if !rooms_known {
+            match hs.joined_rooms().await {
+                Ok(rooms) => {
+                    joined.extend(rooms);
+                    rooms_known = true;
+                }
+                Err(e @ HsError::Unauthorized { .. }) => {
+                    tracing::error!(%user, error = %e, "bot mode stopped");
+                    stop(&shared, &user, e.to_string());
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(%user, error = %e, "cannot list the joined rooms; retrying");
+                    set_sync(&shared, &user, "retrying", Some(e.to_string()));
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                        _ = stopping.wait_for(|s| *s) => return,
+                    }
+                }
+            }
+        }
+        let timeout = if first { Duration::ZERO } else { LONG_POLL };
         let batch = tokio::select! {
             b = hs.sync(since.as_deref(), timeout) => b,
             _ = stopping.wait_for(|s| *s) => return,
         };
         let batch = match batch {
-            Ok(b) => b,
+            Ok(b) => {
+                first = false;
+                b
+            }
             Err(e @ HsError::Unauthorized { .. }) => {
                 tracing::error!(%user, error = %e, "bot mode stopped");
                 stop(&shared, &user, e.to_string());
@@ -84,6 +113,25 @@ pub(crate) async fn run(
                 continue;
             }
         };
+        let mut batch = batch;
+        if since.is_some() {
+            match recover_redactions(&hs, &mut batch).await {
+                Ok(()) => {}
+                Err(e @ HsError::Unauthorized { .. }) => {
+                    tracing::error!(%user, error = %e, "bot mode stopped");
+                    stop(&shared, &user, e.to_string());
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(%user, error = %e, "cannot fetch a room's state after a gap; retrying");
+                    set_sync(&shared, &user, "retrying", Some(e.to_string()));
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                        _ = stopping.wait_for(|s| *s) => return,
+                    }
+                }
+            }
+        }
         for r in &batch.rooms {
             if r.left {
                 joined.remove(&r.room_id);
@@ -153,6 +201,19 @@ pub(crate) async fn run(
     }
 }
 
+/// After a gap (an incremental sync whose timeline for a room is `limited`), the redactions of
+/// state events in it: the response has the gap's state but not its redactions, so the room's
+/// current state is fetched and the redactions its redacted events carry are added to the
+/// batch (each once by event id, as always: those seen before are dropped at ingest).
+async fn recover_redactions(hs: &Homeserver, batch: &mut SyncBatch) -> Result<(), HsError> {
+    for room in batch.rooms.iter_mut().filter(|r| r.limited && !r.left) {
+        let state = hs.room_state(&room.room_id).await?;
+        let added = room.add_redactions_of(&state);
+        tracing::debug!(room = %room.room_id, redactions = added, "a gap in the timeline");
+    }
+    Ok(())
+}
+
 /// Whether a sync brought a change of the Draupnir configuration.
 fn configuration_changed(batch: &SyncBatch) -> bool {
     (batch.account_data.iter())
@@ -187,8 +248,9 @@ fn manifest_items(user: &str, manifest: &Value) -> Vec<SourceItem> {
     }
 }
 
-/// The status's `sources.sync`: the user, the state, the last error and the position (the
-/// `next_batch` committed last, kept from the previous call when `position` is `None`).
+/// The status's `sources.sync`: the user, the state, the last error, the position (the
+/// `next_batch` synced last, kept from the previous call when `position` is `None`) and
+/// whether this run resumed from a stored position (kept).
 fn set_sync(shared: &Shared, user: &str, state: &str, error: Option<String>) {
     set_sync_at(shared, user, state, error, None);
 }
@@ -202,9 +264,10 @@ fn set_sync_at(
 ) {
     let mut s = lock(shared);
     let kept = (s.sync.as_ref()).and_then(|v| v["position"].as_str().map(str::to_string));
+    let resumed = (s.sync.as_ref()).and_then(|v| v["resumed"].as_bool());
     let position = position.map(str::to_string).or(kept);
     s.sync = Some(serde_json::json!({
-        "user": user, "state": state, "error": error, "position": position,
+        "user": user, "state": state, "error": error, "position": position, "resumed": resumed,
     }));
 }
 

@@ -143,6 +143,14 @@ async fn join(State(f): State<Shared>, Path(room): Path<String>, headers: Header
     axum::Json(json!({"room_id": room})).into_response()
 }
 
+async fn joined_rooms(State(f): State<Shared>, headers: HeaderMap) -> Response {
+    if !authorized(&headers) {
+        return refused();
+    }
+    let rooms: Vec<String> = f.lock().unwrap().joined.keys().cloned().collect();
+    axum::Json(json!({"joined_rooms": rooms})).into_response()
+}
+
 async fn sync(
     State(f): State<Shared>,
     Query(q): Query<HashMap<String, String>>,
@@ -176,6 +184,7 @@ fn start_fake(f: Shared) -> String {
             get(account_data),
         )
         .route("/_matrix/client/v3/join/{room}", post(join))
+        .route("/_matrix/client/v3/joined_rooms", get(joined_rooms))
         .route("/_matrix/client/v3/sync", get(sync))
         .with_state(f);
     serve_fake(app)
@@ -264,6 +273,14 @@ fn bot_mode_follows_sync_resumes_after_sigkill_and_follows_its_configuration() {
     );
     let server = bot(&s, &base, &token);
     until("@spam3 is banned", || server.banned_users().len() == 3);
+    // Caught up again, though the list had nothing new: the bot knows it is in it.
+    until("the bot is caught up after the restart", || {
+        caught_up(&server)
+    });
+    assert_eq!(
+        server.json("/v1/status")["sources"]["sync"]["resumed"],
+        true
+    );
     let first_after_restart = fake.lock().unwrap().syncs[syncs_before].clone();
     assert!(
         first_after_restart.is_some(),

@@ -22,6 +22,8 @@ use super::support::{Scratch, eventually};
 
 #[path = "homeserver/appservice.rs"]
 mod appservice;
+#[path = "homeserver/bot.rs"]
+mod bot;
 #[path = "homeserver/door.rs"]
 mod door;
 #[path = "homeserver/soak.rs"]
@@ -141,16 +143,19 @@ impl World {
             .into_bytes()
     }
 
-    /// A store made by `prr ingest` of the manifest and both rooms' `/state` exports.
-    fn reference(&self, manifest: &[u8]) -> Scratch {
+    /// The policy room and the protected room.
+    fn rooms(&self) -> Vec<String> {
+        vec![self.policy.clone(), self.protected.clone()]
+    }
+
+    /// A store made by `prr ingest` of the manifest and the `/state` exports of `rooms` (as
+    /// the moderator sees them).
+    fn reference(&self, manifest: &[u8], rooms: &[String]) -> Scratch {
         let r = Scratch::new();
         let mut files = vec![r.file("manifest.json", manifest)];
-        for (name, room) in [
-            ("policy.json", &self.policy),
-            ("protected.json", &self.protected),
-        ] {
+        for (i, room) in rooms.iter().enumerate() {
             let export = self.moderator.state_export(room).unwrap();
-            files.push(r.file(name, export.as_bytes()));
+            files.push(r.file(&format!("room{i}.json"), export.as_bytes()));
         }
         let mut args = vec!["ingest"];
         args.extend(files.iter().map(|f| f.to_str().unwrap()));
@@ -159,10 +164,16 @@ impl World {
     }
 
     /// Waits (60 s at most) until every compared replica of `server` equals the CLI's on a
-    /// store made from `/state` exports.
+    /// store made from the policy and protected rooms' `/state` exports.
     fn equals_the_cli(&self, server: &Server, manifest: &[u8]) {
+        self.equals_the_cli_on(server, manifest, &self.rooms());
+    }
+
+    /// [`World::equals_the_cli`] with the exports of `rooms`: every room whose state the
+    /// service holds.
+    fn equals_the_cli_on(&self, server: &Server, manifest: &[u8], rooms: &[String]) {
         eventually("the service's replicas equal the CLI's", 60, || {
-            let reference = self.reference(manifest);
+            let reference = self.reference(manifest, rooms);
             for name in compared() {
                 let want = reference.show(name);
                 let got = server.rows(&format!("/v1/replicas/{name}"));
@@ -219,20 +230,22 @@ fn caught_up(server: &Server, instance: &str) {
 }
 
 /// Asserts that `source_events` holds each event id once, and holds every event of the
-/// protected room's current state.
-fn each_event_once(server: &Server, world: &World) {
+/// current state of `rooms`.
+fn each_event_once(server: &Server, world: &World, rooms: &[String]) {
     let rows = server.rows("/v1/replicas/source_events");
     let mut seen = BTreeSet::new();
     for r in &rows {
         let id = r["event_id"].as_str().unwrap().to_string();
         assert!(seen.insert(id.clone()), "{id} twice in source_events");
     }
-    for e in world.moderator.state(&world.protected).unwrap() {
-        let id = e["event_id"].as_str().unwrap();
-        assert!(
-            seen.contains(id),
-            "{id} of the room's state not in source_events"
-        );
+    for room in rooms {
+        for e in world.moderator.state(room).unwrap() {
+            let id = e["event_id"].as_str().unwrap();
+            assert!(
+                seen.contains(id),
+                "{id} of the state of {room} not in source_events"
+            );
+        }
     }
 }
 

@@ -341,6 +341,32 @@ impl Client {
         }
     }
 
+    /// `PUT /user/{userId}/account_data/{type}`: sets this user's global account data of
+    /// `event_type` to `content` (a Draupnir bot's configuration lives there).
+    pub fn set_account_data(&self, event_type: &str, content: &Value) -> Result<(), Error> {
+        let path = format!(
+            "{V3}/user/{}/account_data/{}",
+            encode(&self.user_id),
+            encode(event_type)
+        );
+        self.request(Method::Put, &path, Some(content)).map(drop)
+    }
+
+    /// `GET /user/{userId}/account_data/{type}`: this user's global account data of
+    /// `event_type`, `None` when there is none (404).
+    pub fn account_data(&self, event_type: &str) -> Result<Option<Value>, Error> {
+        let path = format!(
+            "{V3}/user/{}/account_data/{}",
+            encode(&self.user_id),
+            encode(event_type)
+        );
+        match self.request(Method::Get, &path, None) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `GET /rooms/{room}/event/{event}`: one event of the room (client format).
     pub fn event(&self, room_id: &str, event_id: &str) -> Result<Value, Error> {
         let path = format!("{V3}/rooms/{}/event/{}", encode(room_id), encode(event_id));

@@ -9,7 +9,8 @@
 //!
 //! [`Client`] acts as one user over the client-server API: rooms (room version 12 by default:
 //! room ids without a server part), state events, [`PolicyRule`]s (literal, glob and MSC4205
-//! hashed), redactions, memberships, and `/state` exports in the shapes `prr ingest` reads.
+//! hashed), redactions, memberships, account data, and `/state` exports in the shapes `prr ingest`
+//! reads.
 //!
 //! ```no_run
 //! use prr_synapse_harness::{PolicyRule, RoomOptions, RuleKind, Synapse, SynapseConfig};

@@ -114,7 +114,7 @@ fn appservice_catch_up_then_transactions_equal_the_cli_across_a_synapse_restart(
     assert!(joined(&server, &protected).contains(&format!("@carol:{HS}")));
     world.equals_the_cli(&server, &manifest);
     assert_eq!(rooms_fetched(&server), 2);
-    each_event_once(&server, &world);
+    each_event_once(&server, &world, &[world.protected.clone()]);
     assert_eq!(server.terminate(), Some(0));
 }
 
@@ -176,5 +176,5 @@ fn appservice_sigkill_during_a_burst_of_joins_loses_and_repeats_nothing() {
     );
     eventually("every join arrives after the restart", 60, arrived);
     world.equals_the_cli(&server, &manifest);
-    each_event_once(&server, &world);
+    each_event_once(&server, &world, &[world.protected.clone()]);
 }

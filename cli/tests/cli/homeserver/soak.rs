@@ -212,7 +212,7 @@ fn soak_mixed_stream_with_sigkills_and_compaction_ends_equal_to_a_batch_ingest()
     let server = last.expect("the last round's server");
     let manifest = &manifests[(rounds - 1) % 2];
     world.equals_the_cli(&server, manifest);
-    each_event_once(&server, &world);
+    each_event_once(&server, &world, std::slice::from_ref(&world.protected));
     assert_eq!(server.terminate(), Some(0));
     s.ok(&["compact"]);
     readings.last_mut().unwrap().compacted = std::fs::metadata(s.store()).unwrap().len();
