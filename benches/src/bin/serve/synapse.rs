@@ -5,9 +5,11 @@
 //! `@spam*:localhost` and protects one room.
 //!
 //! - **latency**: from a state event sent to Synapse (the client's request included) until
-//!   the ban it causes is a delta of `member_bans`, waited for with
-//!   `GET /v1/replicas/member_bans/deltas?since=SEQ&wait=10`: a join of `@spamN` (matches
-//!   the glob), and a new literal ban rule on a member who joined before;
+//!   the ban it causes is visible: a join of `@spamN` (matches the glob), and a new literal
+//!   ban rule on a member who joined before; seen by polling the instance's partition of
+//!   `member_bans` every 2 ms, and (a few samples) by waiting with
+//!   `GET /v1/replicas/member_bans/deltas?since=SEQ&wait=10`, which replays the log from the
+//!   newest revision at each call;
 //! - **throughput**: users join the protected room from several client threads at once;
 //!   appservice transactions (`prr_appservice_transactions_total`) and events
 //!   (`prr_source_events_total{source="appservice"}`) per second, from the first join sent
@@ -34,6 +36,9 @@ use crate::{Setup, prr_ingest};
 const HS: &str = "localhost";
 /// Client threads joining users for the throughput.
 const THREADS: usize = 4;
+/// Joins whose ban is waited for on the deltas (each call replays the log since the newest
+/// revision: seconds at medium).
+const DELTA_SAMPLES: usize = 3;
 
 /// Latency samples of each kind and users joining for the throughput.
 pub struct Options {
@@ -78,6 +83,25 @@ fn wait_ban(client: &Client, since: &mut u64, user: &str, room: &str) -> anyhow:
         if Instant::now() > deadline {
             bail!("no ban of {user} in {room} within 60 s");
         }
+    }
+}
+
+/// Polls `path` (the instance's partition of `member_bans`) every 2 ms, at most 60 s, until
+/// it holds a ban of `user` in `room`.
+fn poll_ban(client: &Client, path: &str, user: &str, room: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = client.rows(path)?;
+        if rows
+            .iter()
+            .any(|r| r["user_id"] == user && r["room_id"] == room)
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("no ban of {user} in {room} within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -180,7 +204,7 @@ pub fn run(setup: &Setup, o: &Options) -> anyhow::Result<()> {
     let catch_up = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
-    let spammers = register(&synapse, "spam", o.samples)?;
+    let spammers = register(&synapse, "spam", o.samples + DELTA_SAMPLES)?;
     let members = register(&synapse, "member", o.samples)?;
     let joiners = register(&synapse, "burst", o.joiners)?;
     let registering = t.elapsed().as_secs_f64();
@@ -203,24 +227,35 @@ pub fn run(setup: &Setup, o: &Options) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(20));
     }
 
-    // Latency: a join matching the glob rule.
+    // Latency: a join matching the glob rule; a new literal ban rule on a member.
+    let bans_path = crate::api::bans_path(&instance);
     let mut join_lat = Vec::new();
-    for u in &spammers {
+    for u in spammers.iter().skip(DELTA_SAMPLES) {
+        let t = Instant::now();
+        u.join(&protected)?;
+        poll_ban(&client, &bans_path, u.user_id(), &protected)?;
+        join_lat.push(t.elapsed().as_secs_f64());
+    }
+    let mut rule_lat = Vec::new();
+    for m in &members {
+        let t = Instant::now();
+        moderator.send_rule(&policy, &PolicyRule::entity(RuleKind::User, m.user_id()))?;
+        poll_ban(&client, &bans_path, m.user_id(), &protected)?;
+        rule_lat.push(t.elapsed().as_secs_f64());
+    }
+    // The same for a few joins, waiting on the deltas; and the cost of one empty deltas call.
+    let mut delta_lat = Vec::new();
+    for u in spammers.iter().take(DELTA_SAMPLES) {
         since = since.max(seq(&client)?);
         let t = Instant::now();
         u.join(&protected)?;
         wait_ban(&client, &mut since, u.user_id(), &protected)?;
-        join_lat.push(t.elapsed().as_secs_f64());
+        delta_lat.push(t.elapsed().as_secs_f64());
     }
-    // Latency: a new literal ban rule on a member.
-    let mut rule_lat = Vec::new();
-    for m in &members {
-        since = since.max(seq(&client)?);
-        let t = Instant::now();
-        moderator.send_rule(&policy, &PolicyRule::entity(RuleKind::User, m.user_id()))?;
-        wait_ban(&client, &mut since, m.user_id(), &protected)?;
-        rule_lat.push(t.elapsed().as_secs_f64());
-    }
+    let now = seq(&client)?;
+    let t = Instant::now();
+    client.rows(&format!("/v1/replicas/member_bans/deltas?since={now}"))?;
+    let empty_deltas = t.elapsed().as_secs_f64();
 
     // Throughput: users join from several threads at once.
     let txn_metric = "prr_appservice_transactions_total";
@@ -289,7 +324,7 @@ pub fn run(setup: &Setup, o: &Options) -> anyhow::Result<()> {
         fmt_secs(registering),
     );
     let mut t = Table::new(&[
-        "from the event sent to Synapse until its ban is a `member_bans` delta",
+        "from the event sent to Synapse until its ban is visible",
         "samples",
         "p50",
         "p99",
@@ -308,7 +343,18 @@ pub fn run(setup: &Setup, o: &Options) -> anyhow::Result<()> {
         r50,
         r99,
     ]);
+    let (d50, d99) = p50_p99(delta_lat);
+    t.row(vec![
+        "a join of `@spamN`, waited for on `member_bans/deltas?since=SEQ&wait=10`".into(),
+        DELTA_SAMPLES.to_string(),
+        d50,
+        d99,
+    ]);
     println!("{}", t.render());
+    println!(
+        "Seen by polling `GET /v1/replicas/member_bans?partition=@prr_bot:localhost` every 2 ms, except the last row. One `GET /v1/replicas/member_bans/deltas?since=LAST_SEQ` (an empty answer) took {} on this store: it replays the log after the newest revision (here the store's, before the benchmark).\n",
+        fmt_secs(empty_deltas)
+    );
     let txns = txn1 - txn0;
     let events = ev1 - ev0;
     let mut t = Table::new(&[
