@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::Setup;
 use crate::server::{Client, Serve, encode};
-use crate::stream::{JoinStream, copy_store, join_body, sorted};
+use crate::stream::{JoinStream, copy_store, sorted, warm_up};
 
 /// Instance ids of the service's `/v1/status`, sorted.
 pub fn instances(client: &Client) -> anyhow::Result<Vec<String>> {
@@ -68,10 +68,7 @@ pub fn run(setup: &Setup, n: usize, rates: &[f64]) -> anyhow::Result<()> {
     )?;
     let client = serve.client().clone();
     let ids = instances(&client)?;
-    // Warm-up: a first ingest restores the dataflow (reads before it are served from the
-    // stored revisions), then some reads.
-    let mut warm = prr_benches::waves::Joins::new(&setup.workload, setup.seed ^ 0xa11);
-    client.ingest(&join_body(&mut warm))?;
+    warm_up(&client, &setup.workload, setup.seed ^ 0xa11, setup.warmup)?;
     reads(&client, &ids, n.min(100))?;
     let mut phases = Vec::new();
     let (lat, rows) = reads(&client, &ids, n)?;
@@ -95,7 +92,7 @@ pub fn run(setup: &Setup, n: usize, rates: &[f64]) -> anyhow::Result<()> {
         let achieved = sent.len() as f64 / wall;
         let wave_lat = sent.iter().map(|s| s.latency()).collect();
         phases.push(Phase {
-            label: format!("while {rate:.0} joins/s are ingested"),
+            label: format!("while joins are offered at {rate:.0}/s"),
             reads: lat,
             rows,
             wave: Some((achieved, wave_lat)),
@@ -107,8 +104,9 @@ pub fn run(setup: &Setup, n: usize, rates: &[f64]) -> anyhow::Result<()> {
 
     println!("### Reads through the API, with and without a join wave\n");
     println!(
-        "`GET /v1/replicas/member_bans?partition=INSTANCE`, {n} reads one after the other from one thread, cycling through the {} instances (after a warm-up ingest and 100 reads); a wave is one `POST /v1/ingest` of one join per request, offered open-loop at the rate from another thread (latency from when it was due). Last seq at the end: {}.\n",
+        "`GET /v1/replicas/member_bans?partition=INSTANCE`, {n} reads one after the other from one thread, cycling through the {} instances (after a warm-up: joins at 100/s for {} s, then 100 reads); a wave is one `POST /v1/ingest` of one join per request, offered open-loop at the rate from another thread (latency from when it was due). Last seq at the end: {}.\n",
         ids.len(),
+        setup.warmup,
         status["seq"],
     );
     let base = sorted(phases[0].reads.clone());

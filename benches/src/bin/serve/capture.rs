@@ -13,7 +13,7 @@ use prr_benches::waves::percentile;
 
 use crate::Setup;
 use crate::server::Serve;
-use crate::stream::{JoinStream, Sent, copy_store, join_body, sorted};
+use crate::stream::{JoinStream, Sent, copy_store, sorted, warm_up};
 
 /// The stream's rate and length, and the capturing run's interval.
 pub struct Options {
@@ -37,9 +37,7 @@ fn stream(setup: &Setup, o: &Options, interval: u64, seed: u64) -> anyhow::Resul
         &["--revision-interval", &interval.to_string()],
     )?;
     let client = serve.client().clone();
-    // A first ingest restores the dataflow.
-    let mut warm = prr_benches::waves::Joins::new(&setup.workload, seed ^ 0xfee);
-    client.ingest(&join_body(&mut warm))?;
+    warm_up(&client, &setup.workload, seed ^ 0xfee, setup.warmup)?;
     let started = Instant::now();
     let s = JoinStream::start(client, &setup.workload, seed, o.rate);
     std::thread::sleep(Duration::from_secs(o.secs));
@@ -58,8 +56,8 @@ pub fn run(setup: &Setup, o: &Options) -> anyhow::Result<()> {
     let capturing = stream(setup, o, o.interval, setup.seed ^ 0xc1)?;
     println!("### Ingest stalls during revision capture\n");
     println!(
-        "A stream of `POST /v1/ingest` (one join each) offered open-loop at {:.0}/s for {} s from one thread, latency from when each request was due (a stall counts for every request queued behind it); `--revision-interval 3600` (no capture while it runs) versus `--revision-interval {}` (a capture of every changed replica every {} s while joins arrive). \"During a capture\": due before a capture ended and answered after.\n",
-        o.rate, o.secs, o.interval, o.interval,
+        "A stream of `POST /v1/ingest` (one join each) offered open-loop at {:.0}/s for {} s from one thread after a warm-up (joins at 100/s for {} s), latency from when each request was due (a stall counts for every request queued behind it); `--revision-interval 3600` (no capture while it runs) versus `--revision-interval {}` (a capture of every changed replica every {} s while joins arrive). \"During a capture\": due before a capture ended and answered after.\n",
+        o.rate, o.secs, setup.warmup, o.interval, o.interval,
     );
     let quiet_all = sorted(quiet.sent.iter().map(Sent::latency).collect());
     let quiet_max = quiet_all.last().copied().unwrap_or(f64::NAN);

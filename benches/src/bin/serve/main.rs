@@ -75,6 +75,10 @@ struct Cli {
     /// Users joining for the throughput (synapse; default by size: 24, 120, 400).
     #[arg(long)]
     joiners: Option<usize>,
+    /// Seconds of joins at 100/s before the reads (api) and streams (capture) are measured,
+    /// after a first ingest restored the dataflow (default by size: 1, 5, 10).
+    #[arg(long)]
+    warmup_secs: Option<u64>,
 }
 
 /// What every part runs on.
@@ -91,6 +95,8 @@ pub struct Setup {
     pub workload: prr_benches::Workload,
     /// The workload's seed.
     pub seed: u64,
+    /// Seconds of joins at 100/s before the reads and the ingest streams are measured.
+    pub warmup: u64,
 }
 
 /// Runs `prr --store STORE ingest ARGS...`; fails with its standard error.
@@ -152,6 +158,7 @@ fn main() -> anyhow::Result<()> {
         base,
         workload,
         seed: cli.workload.seed,
+        warmup: cli.warmup_secs.unwrap_or(by_size(size, 1, 5, 10)),
     };
     if !skipped(&cli.skip, "synapse") {
         let o = synapse::Options {

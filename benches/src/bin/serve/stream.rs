@@ -96,6 +96,18 @@ impl Drop for JoinStream {
     }
 }
 
+/// Warms a service up: one join ingested (it restores the dataflow; reads before it are served
+/// from the stored revisions), then joins at 100/s for `secs` seconds (a restored dataflow
+/// decodes its revisions in the background at first), not measured.
+pub fn warm_up(client: &Client, w: &Workload, seed: u64, secs: u64) -> anyhow::Result<()> {
+    let mut joins = Joins::new(w, seed ^ 0x3a7);
+    client.ingest(&join_body(&mut joins))?;
+    let s = JoinStream::start(client.clone(), w, seed ^ 0x3a8, 100.0);
+    std::thread::sleep(Duration::from_secs(secs));
+    s.finish()?;
+    Ok(())
+}
+
 /// Copies a store and writes the copy out before it is measured (as the restore benchmark
 /// does: a restart right after the copy would compete with the kernel's writeback).
 pub fn copy_store(from: &Path, to: &Path) -> anyhow::Result<()> {
