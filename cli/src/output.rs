@@ -61,6 +61,18 @@ fn cell(v: &Value) -> String {
     }
 }
 
+/// A delta line `{"seq", "diff", "record"}` flattened for a table: `seq`, `diff`, then the
+/// record's fields.
+pub fn flat_delta(r: &Value) -> Value {
+    let mut o = serde_json::Map::new();
+    o.insert("seq".into(), r["seq"].clone());
+    o.insert("diff".into(), r["diff"].clone());
+    if let Some(rec) = r["record"].as_object() {
+        o.extend(rec.clone());
+    }
+    Value::Object(o)
+}
+
 /// Objects as aligned columns, with the first object's keys as the header.
 pub fn table(rows: &[Value]) -> String {
     let Some(first) = rows.first().and_then(Value::as_object) else {

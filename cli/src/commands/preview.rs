@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::Ctx;
 use super::ingest::parse_all;
 use crate::args::ShowFormat;
-use crate::output::table;
+use crate::output::{flat_delta, table};
 use crate::{Failure, exit};
 
 pub fn preview(
@@ -52,15 +52,7 @@ pub fn preview(
             for name in names {
                 let flat: Vec<Value> = (rows.iter())
                     .filter(|r| r["replica"] == name)
-                    .map(|r| {
-                        let mut o = serde_json::Map::new();
-                        o.insert("seq".into(), r["seq"].clone());
-                        o.insert("diff".into(), r["diff"].clone());
-                        if let Some(rec) = r["record"].as_object() {
-                            o.extend(rec.clone());
-                        }
-                        Value::Object(o)
-                    })
+                    .map(flat_delta)
                     .collect();
                 writeln!(out, "{name}:")?;
                 write!(out, "{}", table(&flat))?;

@@ -7,7 +7,7 @@ use prr_replicas::poisoned_json;
 
 use super::Ctx;
 use crate::args::{DeltasFormat, ShowFormat};
-use crate::output::table;
+use crate::output::{flat_delta, table};
 use crate::{Failure, exit};
 
 /// The name `prr show` takes for the quarantined source deltas (no replica has it).
@@ -84,18 +84,7 @@ pub fn deltas(ctx: &Ctx, replica: &str, since: u64, format: DeltasFormat) -> Res
             }
         }
         DeltasFormat::Table => {
-            let flat: Vec<serde_json::Value> = rows
-                .iter()
-                .map(|r| {
-                    let mut o = serde_json::Map::new();
-                    o.insert("seq".into(), r["seq"].clone());
-                    o.insert("diff".into(), r["diff"].clone());
-                    if let Some(rec) = r["record"].as_object() {
-                        o.extend(rec.clone());
-                    }
-                    serde_json::Value::Object(o)
-                })
-                .collect();
+            let flat: Vec<serde_json::Value> = rows.iter().map(flat_delta).collect();
             write!(out, "{}", table(&flat))?;
         }
     }

@@ -8,19 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Value, json};
 
 use super::serve::Server;
-use super::support::{Scratch, example};
-
-fn demo() -> Scratch {
-    let s = Scratch::new();
-    s.ok(&[
-        "ingest",
-        example("real/derived/chitchat_matrix-spec_state.json")
-            .to_str()
-            .unwrap(),
-        example("demo").to_str().unwrap(),
-    ]);
-    s
-}
+use super::support::demo_store;
 
 fn check(server: &Server, path: &str, body: Value) -> Value {
     let (status, text) = server.post(path, body.to_string().as_bytes());
@@ -99,7 +87,7 @@ fn protectors(server: &Server) -> BTreeMap<String, BTreeSet<String>> {
 
 #[test]
 fn every_check_equals_the_oracle_and_follows_the_rules() {
-    let s = demo();
+    let s = demo_store();
     let server = Server::start(&s, &[]);
     let protectors = protectors(&server);
     let mut users: BTreeSet<String> = (server.rows("/v1/replicas/room_members").iter())
@@ -206,7 +194,7 @@ fn every_check_equals_the_oracle_and_follows_the_rules() {
 
 #[test]
 fn the_cli_checks_as_serve_does() {
-    let s = demo();
+    let s = demo_store();
     let room = "!demo-room:example.org";
     let cli = |args: &[&str]| -> Value {
         let mut all = vec!["check"];

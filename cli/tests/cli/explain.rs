@@ -8,21 +8,9 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use super::serve::Server;
-use super::support::{Scratch, example};
+use super::support::{Scratch, demo_store};
 
 const INSTANCE: &str = "@draupnir:example.org";
-
-fn demo() -> Scratch {
-    let s = Scratch::new();
-    s.ok(&[
-        "ingest",
-        example("real/derived/chitchat_matrix-spec_state.json")
-            .to_str()
-            .unwrap(),
-        example("demo").to_str().unwrap(),
-    ]);
-    s
-}
 
 fn explain(s: &Scratch, args: &[&str]) -> Value {
     let mut all = vec!["explain", INSTANCE];
@@ -38,7 +26,7 @@ fn rule_key(r: &Value) -> (String, String) {
 
 #[test]
 fn explanations_agree_with_the_replicas_for_every_member() {
-    let s = demo();
+    let s = demo_store();
     let bans = s.show("member_bans");
     let matches = s.show("member_matches");
     let members = s.show("room_members");
@@ -79,7 +67,7 @@ fn explanations_agree_with_the_replicas_for_every_member() {
 
 #[test]
 fn a_hashed_rule_a_server_glob_and_a_stranger_are_explained() {
-    let s = demo();
+    let s = demo_store();
     // Matched by a hashed takedown rule, which the ban cites.
     let e = explain(&s, &["@evil:spam.example"]);
     assert_eq!(e["banned"], true, "{e}");
@@ -122,7 +110,7 @@ fn a_hashed_rule_a_server_glob_and_a_stranger_are_explained() {
 
 #[test]
 fn the_acl_explanation_agrees_with_server_acl_and_acl_sync() {
-    let s = demo();
+    let s = demo_store();
     let e = explain(&s, &["--acl"]);
     let acl = s.show("server_acl");
     let deny: Vec<&Value> = (e["deny"].as_array().unwrap().iter())
@@ -151,7 +139,7 @@ fn the_acl_explanation_agrees_with_server_acl_and_acl_sync() {
 
 #[test]
 fn serve_explains_as_the_cli_does() {
-    let s = demo();
+    let s = demo_store();
     let cli = explain(&s, &["@spam2:chat.spam.example"]);
     let acl = explain(&s, &["--acl"]);
     let server = Server::start(&s, &[]);

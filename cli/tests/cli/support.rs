@@ -128,3 +128,16 @@ pub fn serve_fake(app: axum::Router) -> String {
     });
     format!("http://{}", rx.recv().unwrap())
 }
+
+/// A store holding the real `#matrix-spec` state and the demo data (`examples/data/demo`).
+pub fn demo_store() -> Scratch {
+    let s = Scratch::new();
+    s.ok(&[
+        "ingest",
+        example("real/derived/chitchat_matrix-spec_state.json")
+            .to_str()
+            .unwrap(),
+        example("demo").to_str().unwrap(),
+    ]);
+    s
+}
