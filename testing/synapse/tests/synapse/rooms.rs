@@ -26,7 +26,7 @@ struct Rooms {
 }
 
 /// The number of tests below that call `ROOMS.get()`.
-static ROOMS: Shared<Rooms> = Shared::new(4, build);
+static ROOMS: Shared<Rooms> = Shared::new(5, build);
 
 fn build() -> Rooms {
     let synapse = Synapse::start(SynapseConfig::new()).unwrap_or_else(|e| panic!("{e}"));
@@ -187,6 +187,19 @@ fn policy_rules_and_a_redaction_read_back_from_state() -> TestResult {
     assert_eq!(redacted_by["content"]["redacts"], rooms.glob.as_str());
     let redaction = rooms.admin.event(&rooms.policy, &rooms.redaction)?;
     assert_eq!(redaction["type"], "m.room.redaction");
+    Ok(())
+}
+
+#[test]
+fn account_data_reads_back_per_user() -> TestResult {
+    let rooms = ROOMS.get();
+    let kind = "org.matrix.mjolnir.protected_rooms";
+    assert_eq!(rooms.alice.account_data(kind)?, None);
+    let content = json!({"rooms": [rooms.protected]});
+    rooms.alice.set_account_data(kind, &content)?;
+    assert_eq!(rooms.alice.account_data(kind)?, Some(content));
+    // Another user's account data is its own.
+    assert_eq!(rooms.admin.account_data(kind)?, None);
     Ok(())
 }
 
