@@ -26,6 +26,18 @@ fn lines(out: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The preview lines of `replica`, without their `replica` field: as `prr deltas` prints them.
+fn of_replica(previewed: &[Value], replica: &str) -> Vec<Value> {
+    (previewed.iter())
+        .filter(|r| r["replica"] == replica)
+        .map(|r| {
+            let mut r = r.as_object().unwrap().clone();
+            r.remove("replica");
+            Value::Object(r)
+        })
+        .collect()
+}
+
 /// Every replica but the view (`policy_list`, evaluated when read).
 fn stored_replicas() -> impl Iterator<Item = &'static str> {
     prr_replicas::REPLICAS
@@ -77,14 +89,7 @@ fn a_preview_equals_the_ingest_after_it_and_stores_nothing() {
     s.ok(&args);
     for replica in stored_replicas() {
         let real = lines(&s.ok(&["deltas", replica, "--since", "3"]));
-        let preview: Vec<Value> = (previewed.iter())
-            .filter(|r| r["replica"] == replica)
-            .map(|r| {
-                let mut r = r.as_object().unwrap().clone();
-                r.remove("replica");
-                Value::Object(r)
-            })
-            .collect();
+        let preview = of_replica(&previewed, replica);
         assert_eq!(preview, real, "{replica}");
     }
     assert!(previewed.iter().any(|r| r["seq"] == 5), "the second file");
@@ -133,14 +138,7 @@ fn serve_previews_what_an_ingest_then_does() {
     assert_eq!(server.ingest(&manifest), 4);
     for replica in ["member_bans", "server_acl"] {
         let real = server.rows(&format!("/v1/replicas/{replica}/deltas?since=3"));
-        let preview: Vec<Value> = (previewed.iter())
-            .filter(|r| r["replica"] == replica)
-            .map(|r| {
-                let mut r = r.as_object().unwrap().clone();
-                r.remove("replica");
-                Value::Object(r)
-            })
-            .collect();
+        let preview = of_replica(&previewed, replica);
         assert_eq!(preview, real, "{replica}");
     }
     let (status, body) = server.post("/v1/preview?emit=nope", &manifest);

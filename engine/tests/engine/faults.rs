@@ -17,8 +17,8 @@ use std::path::Path;
 use prr_engine::{Dag, Error, Input, ReplicaDescription, Runtime, RuntimeConfig, SourceDelta};
 use prr_persist::{Fault, Faults, FaultyBackend, Store};
 
-/// numbers (source) -> evens -> per-residue counts.
-fn dag() -> Dag<u64> {
+/// numbers (source) -> evens -> per-residue counts (also the DAG of the preview tests).
+pub(crate) fn dag() -> Dag<u64> {
     Dag::new(vec![
         ReplicaDescription::source("numbers", "x % 5", |x| x % 5),
         ReplicaDescription::derived(

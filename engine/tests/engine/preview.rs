@@ -5,36 +5,9 @@
 
 use std::path::Path;
 
-use prr_engine::{
-    Dag, Delta, Error, Input, ReplicaDescription, ReplicaId, Runtime, RuntimeConfig, SourceDelta,
-};
+use prr_engine::{Delta, Error, ReplicaId, Runtime, RuntimeConfig, SourceDelta};
 
-/// numbers (source) -> evens -> per-residue counts of the evens.
-fn dag() -> Dag<u64> {
-    Dag::new(vec![
-        ReplicaDescription::source("numbers", "x % 5", |x| x % 5),
-        ReplicaDescription::derived(
-            "evens",
-            "x % 5",
-            |x| x % 5,
-            vec![Input::deltas("numbers")],
-            |i| i[0].clone().filter(|x| x % 2 == 0),
-        ),
-        ReplicaDescription::derived(
-            "counts",
-            "residue",
-            |x| x / 1000,
-            vec![Input::full("evens")],
-            |i| {
-                i[0].clone()
-                    .map(|x| x % 3)
-                    .count()
-                    .map(|(k, c)| k * 1000 + c as u64)
-            },
-        ),
-    ])
-    .unwrap()
-}
+use super::faults::dag;
 
 fn delta(rt: &Runtime<u64>, add: &[u64], remove: &[u64]) -> SourceDelta<u64> {
     let numbers = rt.replica("numbers").unwrap();
