@@ -580,7 +580,7 @@ pub(crate) fn acl_sync() -> BoxedStrategy<BTreeSet<Rec>> {
 /// serve the current intent.
 pub(crate) fn outcomes() -> BoxedStrategy<BTreeSet<Rec>> {
     let deny = prop::collection::btree_set(prop::sample::select(SERVER_ENTITIES.to_vec()), 0..=3)
-        .prop_map(|set| acl_fingerprint_of(set));
+        .prop_map(acl_fingerprint_of);
     let status = prop::sample::select(vec![
         OutcomeStatus::Done,
         OutcomeStatus::Failed,
