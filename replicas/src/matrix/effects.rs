@@ -72,9 +72,44 @@ pub struct NewOutcome {
     pub intent: u64,
 }
 
+impl NewOutcome {
+    /// The outcome as its `outcomes` record's JSON.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "instance": self.key.instance,
+            "room_id": self.key.room_id,
+            "action": self.key.action.as_str(),
+            "target": self.key.target,
+            "status": self.status.as_str(),
+            "error": (self.error.as_ref()).map(|(c, m)| json!({"errcode": c, "error": m})),
+            "intent_seq": self.intent_seq,
+            "attempts": self.attempts,
+            "at": self.at,
+        })
+    }
+}
+
+impl Work {
+    /// The pending action as JSON (what `prr enact --dry-run` prints): its key, the ban's
+    /// reason or the ACL's content, and its earlier outcome's status.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "instance": self.key.instance,
+            "room_id": self.key.room_id,
+            "action": self.key.action.as_str(),
+            "target": self.key.target,
+            "reason": self.reason,
+            "content": self.content,
+            "previous": self.previous.map(|p| p.status.as_str()),
+        })
+    }
+}
+
 /// An instance's intents as the handler sees them.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Intents {
+    /// The seq the replicas were read at.
+    pub seq: u64,
     /// The `pending` intents, in key order (room, then action, then target).
     pub work: Vec<Work>,
     /// Intents whose last outcome is `failed` and that left their replica since: they are
@@ -95,10 +130,13 @@ impl Matrix {
     /// `instance`'s `pending` intents with what to send for each (only `action`'s when
     /// given), and its failed intents that are no longer intended, as of the last final seq.
     pub fn intents(&mut self, instance: &str, only: Option<Action>) -> Result<Intents, Error> {
-        let Some(inst) = self.rt.dictionary().lookup(instance) else {
-            return Ok(Intents::default());
-        };
         let intent_seq = self.rt.last_seq().0;
+        let Some(inst) = self.rt.dictionary().lookup(instance) else {
+            return Ok(Intents {
+                seq: intent_seq,
+                ..Intents::default()
+            });
+        };
         let dict = self.rt.dictionary().clone();
         let key_of = |instance: Id, room: Id, action: Action, target: Id| IntentKey {
             instance: dict.get(instance),
@@ -147,7 +185,10 @@ impl Matrix {
         });
         let mut pending = self.partition_rows("pending", inst)?;
         pending.sort_by_cached_key(|r| sort_key(&dict, r));
-        let mut out = Intents::default();
+        let mut out = Intents {
+            seq: intent_seq,
+            ..Intents::default()
+        };
         for r in pending {
             let Rec::Pending {
                 instance,
