@@ -350,6 +350,10 @@ impl Core {
                 let got = self.committed(got, started);
                 if let Ok(Some(_)) = &got {
                     self.metrics.source_delta("effects", n);
+                    for o in &outcomes {
+                        self.metrics
+                            .effect(o.key.action.as_str(), o.status.as_str());
+                    }
                 }
                 let _ = reply.send(got);
             }

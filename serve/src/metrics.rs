@@ -26,6 +26,7 @@ pub(crate) struct Metrics {
     commit: Histogram,
     http: Family<Labels, Counter>,
     transactions: Family<Labels, Counter>,
+    effects: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -44,6 +45,7 @@ impl Metrics {
             ]),
             http: Family::default(),
             transactions: Family::default(),
+            effects: Family::default(),
         };
         registry.register(
             "last_seq",
@@ -85,8 +87,23 @@ impl Metrics {
             "Appservice transactions answered, by outcome",
             m.transactions.clone(),
         );
+        registry.register(
+            "effects",
+            "Outcomes of the effect handlers recorded, by action (ban, server_acl) and status \
+             (done, failed, withdrawn)",
+            m.effects.clone(),
+        );
         *m.registry.lock().expect("not poisoned") = registry;
         m
+    }
+
+    /// An effect handler's outcome recorded.
+    pub(crate) fn effect(&self, action: &str, status: &str) {
+        let l = vec![
+            ("action", action.to_string()),
+            ("status", status.to_string()),
+        ];
+        self.effects.get_or_create(&l).inc();
     }
 
     /// A source delta committed from `source` with `items` items.
