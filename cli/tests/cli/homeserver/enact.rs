@@ -1,0 +1,579 @@
+//! The effect handlers (issue 17) against a real Synapse: `prr enact` (one-shot) and `prr serve
+//! --enact`, acting as the instance's bot through the appservice. What they did is checked
+//! through Synapse (memberships, the room's `m.room.server_acl`, its timeline, its access log)
+//! and through the `outcomes` and `pending` replicas.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prr_synapse_harness::{Client, PolicyRule, RuleKind, Synapse};
+use serde_json::{Value, json};
+
+use super::super::serve::Server;
+use super::super::support::{Scratch, bytes};
+use super::{HS, World, appservice_world, caught_up, eventually, slot, users};
+
+/// The instance: a user of the registration's namespace (`@prr_.*`).
+fn instance() -> String {
+    format!("@prr_bot:{HS}")
+}
+
+/// The instance's bot, registered through the appservice, in the protected room with power
+/// `level` (100: it may ban and set the ACL; 0: neither), as a moderator sets a bot up.
+fn bot_in_room(world: &World, level: i64) -> Client {
+    let bot = world.synapse.register_appservice_user("prr_bot").unwrap();
+    bot.join(&world.protected).unwrap();
+    (world.moderator)
+        .set_power_level(&world.protected, bot.user_id(), level)
+        .unwrap();
+    bot
+}
+
+/// One `prr enact` run: its exit code, its stdout's ndjson lines, its stderr.
+struct Run {
+    code: Option<i32>,
+    lines: Vec<Value>,
+    stderr: String,
+}
+
+/// `prr --store <s> enact --homeserver <synapse> --registration <registration> --format ndjson
+/// args...`.
+fn enact(s: &Scratch, synapse: &Synapse, registration: &Path, args: &[&str]) -> Run {
+    let mut all = vec![
+        "enact",
+        "--homeserver",
+        synapse.base_url(),
+        "--registration",
+        registration.to_str().unwrap(),
+        "--format",
+        "ndjson",
+    ];
+    all.extend(args);
+    let out = s.prr(&all);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let lines = (stdout.lines())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}\n{stderr}")))
+        .collect();
+    Run {
+        code: out.status.code(),
+        lines,
+        stderr,
+    }
+}
+
+/// `prr serve --enact` as the appservice of `registration`, listening at `listen`.
+fn enact_server(
+    s: &Scratch,
+    listen: &str,
+    world: &World,
+    registration: &Path,
+    args: &[&str],
+) -> Server {
+    let mut all = vec![
+        "--homeserver",
+        world.synapse.base_url(),
+        "--registration",
+        registration.to_str().unwrap(),
+        "--resync-every",
+        "3600",
+        "--enact",
+    ];
+    all.extend(args);
+    Server::start_at(s, listen, &all)
+}
+
+/// An outcome's or a pending action's key without its instance: (room, action, target).
+type Key = (String, String, String);
+
+fn key(r: &Value) -> Key {
+    let field = |f: &str| (r[f].as_str()).unwrap_or_else(|| panic!("no {f} in {r}"));
+    (
+        field("room_id").into(),
+        field("action").into(),
+        field("target").into(),
+    )
+}
+
+fn ban(room: &str, user: &str) -> Key {
+    (room.into(), "ban".into(), user.into())
+}
+
+fn acl(room: &str) -> Key {
+    (room.into(), "server_acl".into(), String::new())
+}
+
+/// The rows of `instance` by key; panics on a key seen twice.
+fn by_key(rows: &[Value], instance: &str) -> BTreeMap<Key, Value> {
+    let mut out = BTreeMap::new();
+    for r in rows.iter().filter(|r| r["instance"] == instance) {
+        if let Some(old) = out.insert(key(r), r.clone()) {
+            panic!("two rows for one key:\n {old}\n {r}");
+        }
+    }
+    out
+}
+
+/// The keys of `instance`'s rows.
+fn keys(rows: &[Value], instance: &str) -> BTreeSet<Key> {
+    by_key(rows, instance).into_keys().collect()
+}
+
+/// The targets of the `ban` outcomes of `rows` that are `done` and whose target starts with
+/// `prefix`.
+fn done_bans(rows: &[Value], prefix: &str) -> BTreeSet<String> {
+    (rows.iter())
+        .filter(|r| r["action"] == "ban" && r["status"] == "done")
+        .filter_map(|r| r["target"].as_str())
+        .filter(|t| t.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+fn now_ms() -> u64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    since.as_millis() as u64
+}
+
+/// Asserts that `o` is an outcome of `instance`, `done` at the first attempt, between `from`
+/// and `to` (ms since the epoch).
+fn done_at_first_attempt(o: &Value, instance: &str, from: u64, to: u64) {
+    assert_eq!(o["instance"], instance, "{o}");
+    assert_eq!(o["status"], "done", "{o}");
+    assert_eq!(o["error"], Value::Null, "{o}");
+    assert_eq!(o["attempts"], 1, "{o}");
+    assert!(o["intent_seq"].as_u64().is_some(), "{o}");
+    let at = o["at"].as_u64().unwrap_or_else(|| panic!("no at in {o}"));
+    assert!(from <= at && at <= to, "at {at} not in [{from}, {to}]: {o}");
+}
+
+/// Asserts that `o` is `failed` with errcode `M_FORBIDDEN` after one attempt.
+fn forbidden_once(o: &Value) {
+    assert_eq!(o["status"], "failed", "{o}");
+    assert_eq!(o["error"]["errcode"], "M_FORBIDDEN", "{o}");
+    assert!(o["error"]["error"].is_string(), "{o}");
+    assert_eq!(o["attempts"], 1, "{o}");
+}
+
+/// The lines of `rows` as a set of JSON texts (printed outcomes come in the order they were
+/// made; the replica's in key order).
+fn texts(rows: &[Value]) -> BTreeSet<String> {
+    rows.iter().map(Value::to_string).collect()
+}
+
+/// The event of `(event_type, state_key)` in the current state of `room`, as the moderator
+/// sees it.
+fn state_event(world: &World, room: &str, event_type: &str, state_key: &str) -> Option<Value> {
+    (world.moderator.state(room).unwrap().into_iter())
+        .find(|e| e["type"] == event_type && e["state_key"] == state_key)
+}
+
+/// The membership of `user` in `room`, from Synapse.
+fn membership(world: &World, room: &str, user: &str) -> Option<String> {
+    world.moderator.membership_of(room, user).unwrap()
+}
+
+/// How many ban events each user has in `room`'s timeline.
+fn ban_events(world: &World, room: &str) -> BTreeMap<String, usize> {
+    let filter = json!({"types": ["m.room.member"]});
+    let mut count = BTreeMap::new();
+    for e in world.moderator.messages(room, Some(&filter)).unwrap() {
+        if e["content"]["membership"] == "ban" {
+            let user = e["state_key"].as_str().unwrap().to_string();
+            *count.entry(user).or_insert(0) += 1;
+        }
+    }
+    count
+}
+
+/// How many requests Synapse's access log shows with `method` on a path of `room` ending in
+/// `suffix` (a trailing `/` aside; every run of this Synapse).
+fn requests(synapse: &Synapse, method: &str, room: &str, suffix: &str) -> usize {
+    let log = std::fs::read_to_string(synapse.log_path()).unwrap();
+    // The room id without its `!`, which a client may send percent-encoded.
+    let id = &room[1..];
+    (log.lines())
+        .filter(|l| l.contains("Processed request"))
+        .filter_map(|l| l.split_once(&format!("\"{method} /_matrix/client/v3/rooms/")))
+        .filter(|(_, rest)| {
+            let path = rest.split([' ', '?']).next().unwrap_or("");
+            path.contains(id) && path.trim_end_matches('/').ends_with(suffix)
+        })
+        .count()
+}
+
+/// Waits until the outcomes of `server` say the intents of the world from its start are done:
+/// the ban of `@baduser` and the protected room's ACL.
+fn first_intents_done(server: &Server, world: &World, instance: &str) {
+    let want = BTreeSet::from([
+        ban(&world.protected, &format!("@baduser:{HS}")),
+        acl(&world.protected),
+    ]);
+    eventually("the first intents are done", 60, || {
+        let rows = server.rows("/v1/replicas/outcomes");
+        let done: BTreeSet<Key> = (by_key(&rows, instance).into_iter())
+            .filter(|(_, o)| o["status"] == "done")
+            .map(|(k, _)| k)
+            .collect();
+        (done == want).then_some(()).ok_or(format!("{rows:?}"))
+    });
+}
+
+/// Polls `f` every 10 ms for at most 60 s until it gives `Some`.
+fn soon<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within 60 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `prr enact` as the appservice: a dry run lists the pending actions and changes nothing;
+/// then the users a literal, a glob and a hashed rule match are banned, with the rule's
+/// reason, also one that only the run's catch-up can know, and the protected room gets the
+/// ACL of the server rule; each has a `done` outcome of one attempt, printed and recorded, and
+/// nothing is pending. A second run does nothing.
+#[test]
+fn enact_bans_and_sets_the_acl_once_and_a_second_run_does_nothing() {
+    let _slot = slot();
+    let s = Scratch::new();
+    let (world, registration, _listen) = appservice_world(&s);
+    let bot = bot_in_room(&world, 100);
+    world.user_joins("spammer");
+    world.user_joins("hashme");
+    let instance = instance();
+    let protected = world.protected.clone();
+    world.ingest_into(&s, &world.manifest(&instance), &world.rooms());
+
+    // A dry run: the pending actions, and no write to the store or to Synapse.
+    let store = bytes(&s.store());
+    let dry = enact(&s, &world.synapse, &registration, &["--dry-run"]);
+    assert_eq!(dry.code, Some(0), "{}", dry.stderr);
+    let mut want = BTreeSet::from([acl(&protected)]);
+    for user in users(&["baduser", "spammer", "hashme"]) {
+        want.insert(ban(&protected, &user));
+    }
+    assert_eq!(keys(&dry.lines, &instance), want, "{:?}", dry.lines);
+    assert_eq!(dry.lines.len(), want.len(), "{:?}", dry.lines);
+    assert_eq!(bytes(&s.store()), store, "a dry run wrote to the store");
+    for user in users(&["baduser", "spammer", "hashme"]) {
+        assert_eq!(
+            membership(&world, &protected, &user).as_deref(),
+            Some("join")
+        );
+    }
+    assert_eq!(world.moderator.server_acl(&protected).unwrap(), None);
+
+    // A user who joins after the exports: only the run's catch-up can know them.
+    world.user_joins("spamlate");
+    let from = now_ms();
+    let run = enact(&s, &world.synapse, &registration, &[&instance]);
+    let to = now_ms();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let outcomes = s.show("outcomes");
+    want.insert(ban(&protected, &format!("@spamlate:{HS}")));
+    assert_eq!(keys(&outcomes, &instance), want, "{outcomes:?}");
+    for o in &outcomes {
+        done_at_first_attempt(o, &instance, from, to);
+    }
+    assert_eq!(texts(&run.lines), texts(&outcomes), "printed and recorded");
+    let pending = s.show("pending");
+    assert!(keys(&pending, &instance).is_empty(), "{pending:?}");
+
+    // Synapse: the bans, by the bot with the rule's reason, and the ACL.
+    let reasons = [
+        ("baduser", "literal"),
+        ("spammer", "glob"),
+        ("spamlate", "glob"),
+        ("hashme", "hashed"),
+    ];
+    for (localpart, reason) in reasons {
+        let user = format!("@{localpart}:{HS}");
+        let e = state_event(&world, &protected, "m.room.member", &user).unwrap();
+        assert_eq!(e["content"]["membership"], "ban", "{e}");
+        assert_eq!(e["content"]["reason"], reason, "{e}");
+        assert_eq!(e["sender"], bot.user_id(), "{e}");
+    }
+    let alice = format!("@alice:{HS}");
+    assert_eq!(
+        membership(&world, &protected, &alice).as_deref(),
+        Some("join")
+    );
+    let acl_event = state_event(&world, &protected, "m.room.server_acl", "").unwrap();
+    assert_eq!(acl_event["sender"], bot.user_id(), "{acl_event}");
+    assert_eq!(
+        acl_event["content"]["deny"],
+        json!(["evil.example"]),
+        "{acl_event}"
+    );
+    let allow = acl_event["content"]["allow"].as_array().unwrap();
+    assert!(allow.contains(&json!("*")), "{acl_event}");
+
+    // A second run: it catches up (the ACL is now in sync), enacts nothing, and changes no
+    // outcome.
+    let events: Vec<Value> = (state_event(&world, &protected, "m.room.server_acl", ""))
+        .into_iter()
+        .chain(reasons.iter().map(|(l, _)| {
+            state_event(&world, &protected, "m.room.member", &format!("@{l}:{HS}")).unwrap()
+        }))
+        .map(|e| e["event_id"].clone())
+        .collect();
+    let again = enact(&s, &world.synapse, &registration, &[]);
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    assert!(again.lines.is_empty(), "{:?}", again.lines);
+    assert_eq!(s.show("outcomes"), outcomes);
+    let sync: Vec<Value> = (s.show("acl_sync").into_iter())
+        .filter(|r| r["instance"] == instance.as_str())
+        .collect();
+    assert_eq!(sync.len(), 1, "{sync:?}");
+    assert_eq!(sync[0]["in_sync"], true, "{sync:?}");
+    let events_after: Vec<Value> = (state_event(&world, &protected, "m.room.server_acl", ""))
+        .into_iter()
+        .chain(reasons.iter().map(|(l, _)| {
+            state_event(&world, &protected, "m.room.member", &format!("@{l}:{HS}")).unwrap()
+        }))
+        .map(|e| e["event_id"].clone())
+        .collect();
+    assert_eq!(events_after, events);
+    assert_eq!(requests(&world.synapse, "POST", &protected, "/ban"), 4);
+    let acl_puts = requests(&world.synapse, "PUT", &protected, "m.room.server_acl");
+    assert_eq!(acl_puts, 1);
+}
+
+/// `prr serve --enact` is SIGKILLed while it bans 40 users a new glob rule matches, once some
+/// but not all of those bans are done; restarted on the same store: every user is banned, each
+/// with one `done` outcome of one attempt (those done before the kill unchanged), one ban
+/// event in the room's timeline, and Synapse saw no more ban requests than users (and the one
+/// in flight at the kill).
+#[test]
+fn serve_enact_sigkilled_during_a_batch_of_bans_loses_and_repeats_none() {
+    let _slot = slot();
+    let s = Scratch::new();
+    let (world, registration, listen) = appservice_world(&s);
+    bot_in_room(&world, 100);
+    let names: Vec<String> = (0..40).map(|i| format!("batch{i:02}")).collect();
+    for n in &names {
+        world.user_joins(n);
+    }
+    let batch = users(&names.iter().map(String::as_str).collect::<Vec<_>>());
+    let prefix = "@batch";
+    let instance = instance();
+    let protected = world.protected.clone();
+    let server = enact_server(&s, &listen, &world, &registration, &[]);
+    server.ingest(&world.manifest(&instance));
+    caught_up(&server, &instance);
+    first_intents_done(&server, &world, &instance);
+
+    let rule = PolicyRule::entity(RuleKind::User, "@batch*:localhost").with_reason("batch");
+    world.moderator.send_rule(&world.policy, &rule).unwrap();
+    soon("some of the batch's bans are done", || {
+        let n = done_bans(&server.rows("/v1/replicas/outcomes"), prefix).len();
+        (n >= 3).then_some(())
+    });
+    server.kill();
+    // What the store holds after the kill.
+    let at_kill = by_key(&s.show("outcomes"), &instance);
+    let done_at_kill: BTreeMap<Key, Value> = (at_kill.into_iter())
+        .filter(|((_, _, t), o)| t.starts_with(prefix) && o["status"] == "done")
+        .collect();
+    let n = done_at_kill.len();
+    eprintln!("killed with {n} of the batch's 40 bans done");
+    assert!(
+        0 < n && n < 40,
+        "the kill came after {n} of 40 bans: not in the middle of the batch"
+    );
+
+    let server = enact_server(&s, &listen, &world, &registration, &[]);
+    caught_up(&server, &instance);
+    eventually("every ban of the batch is done", 90, || {
+        let got = done_bans(&server.rows("/v1/replicas/outcomes"), prefix);
+        (got == batch)
+            .then_some(())
+            .ok_or(format!("{} done", got.len()))
+    });
+    let outcomes = server.rows("/v1/replicas/outcomes");
+    let outcomes = by_key(&outcomes, &instance);
+    for user in &batch {
+        let o = &outcomes[&ban(&protected, user)];
+        done_at_first_attempt(o, &instance, 0, now_ms());
+        assert_eq!(membership(&world, &protected, user).as_deref(), Some("ban"));
+    }
+    for (k, o) in &done_at_kill {
+        assert_eq!(&outcomes[k], o, "a done outcome changed after the restart");
+    }
+    let pending = server.rows("/v1/replicas/pending");
+    assert!(keys(&pending, &instance).is_empty(), "{pending:?}");
+
+    // Synapse: one ban event per user, and no more ban requests than bans plus the one that
+    // may have been in flight at the kill.
+    let events = ban_events(&world, &protected);
+    let mut all = batch.clone();
+    all.insert(format!("@baduser:{HS}"));
+    let want: BTreeMap<String, usize> = all.iter().map(|u| (u.clone(), 1)).collect();
+    assert_eq!(events, want);
+    let posts = requests(&world.synapse, "POST", &protected, "/ban");
+    eprintln!("{posts} ban requests for {} bans", all.len());
+    assert!(
+        all.len() <= posts && posts <= all.len() + 1,
+        "{posts} ban requests for {} bans",
+        all.len()
+    );
+    assert_eq!(server.terminate(), Some(0));
+}
+
+/// A bot whose power level is lowered to 0: `prr enact` records the ban and the ACL as
+/// `failed` with `M_FORBIDDEN` and exits 1; neither a second run nor `serve --enact` (the ACL
+/// interval at 1 s) retries them. With power again, `--retry-failed` enacts both.
+#[test]
+fn a_bot_without_power_records_failed_outcomes_and_does_not_retry_them() {
+    let _slot = slot();
+    let s = Scratch::new();
+    let (world, registration, listen) = appservice_world(&s);
+    let bot = bot_in_room(&world, 0);
+    let instance = instance();
+    let protected = world.protected.clone();
+    let baduser = format!("@baduser:{HS}");
+    let manifest = s.file("manifest.json", &world.manifest(&instance));
+    s.ok(&["ingest", manifest.to_str().unwrap()]);
+
+    let first = enact(&s, &world.synapse, &registration, &[]);
+    assert_eq!(first.code, Some(1), "{}", first.stderr);
+    let outcomes = s.show("outcomes");
+    let want = BTreeSet::from([ban(&protected, &baduser), acl(&protected)]);
+    assert_eq!(keys(&outcomes, &instance), want, "{outcomes:?}");
+    outcomes.iter().for_each(forbidden_once);
+    assert_eq!(
+        texts(&first.lines),
+        texts(&outcomes),
+        "printed and recorded"
+    );
+    assert_eq!(
+        membership(&world, &protected, &baduser).as_deref(),
+        Some("join")
+    );
+    assert_eq!(world.moderator.server_acl(&protected).unwrap(), None);
+
+    // A second run retries neither.
+    let second = enact(&s, &world.synapse, &registration, &[]);
+    assert_eq!(second.code, Some(0), "{}", second.stderr);
+    assert!(second.lines.is_empty(), "{:?}", second.lines);
+    assert_eq!(s.show("outcomes"), outcomes);
+    let pending = s.show("pending");
+    assert_eq!(
+        keys(&pending, &instance),
+        want,
+        "failed is not done: {pending:?}"
+    );
+
+    // Nor does the service, though the ACL interval passes three times.
+    let server = enact_server(&s, &listen, &world, &registration, &["--acl-interval", "1"]);
+    caught_up(&server, &instance);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(server.rows("/v1/replicas/outcomes"), outcomes);
+    assert_eq!(server.terminate(), Some(0));
+    assert_eq!(requests(&world.synapse, "POST", &protected, "/ban"), 1);
+    let acl_puts = requests(&world.synapse, "PUT", &protected, "m.room.server_acl");
+    assert_eq!(acl_puts, 1);
+
+    // The bot gets its power back; an operator asks for a retry.
+    (world.moderator)
+        .set_power_level(&protected, bot.user_id(), 100)
+        .unwrap();
+    let retry = enact(&s, &world.synapse, &registration, &["--retry-failed"]);
+    assert_eq!(retry.code, Some(0), "{}", retry.stderr);
+    let after = by_key(&s.show("outcomes"), &instance);
+    assert_eq!(after.keys().cloned().collect::<BTreeSet<_>>(), want);
+    for o in after.values() {
+        assert_eq!(o["status"], "done", "{o}");
+        assert_eq!(o["error"], Value::Null, "{o}");
+        assert_eq!(o["attempts"], 2, "{o}");
+    }
+    assert_eq!(
+        membership(&world, &protected, &baduser).as_deref(),
+        Some("ban")
+    );
+    let acl = world.moderator.server_acl(&protected).unwrap().unwrap();
+    assert_eq!(acl["deny"], json!(["evil.example"]), "{acl}");
+}
+
+/// `prr serve --enact` is busy banning 60 users a new glob rule matches when a literal rule
+/// names a user whose id sorts after theirs (so their ban comes last in the room's queue), and
+/// that rule is redacted at once, before the user's turn: the user is not banned, and their
+/// outcome is `withdrawn`.
+#[test]
+fn a_rule_removed_before_its_ban_is_enacted_bans_no_one_and_is_withdrawn() {
+    let _slot = slot();
+    let s = Scratch::new();
+    let (world, registration, listen) = appservice_world(&s);
+    bot_in_room(&world, 100);
+    let names: Vec<String> = (0..60).map(|i| format!("crowd{i:02}")).collect();
+    for n in &names {
+        world.user_joins(n);
+    }
+    let crowd = users(&names.iter().map(String::as_str).collect::<Vec<_>>());
+    world.user_joins("zzzlast");
+    let last = format!("@zzzlast:{HS}");
+    let instance = instance();
+    let protected = world.protected.clone();
+    let server = enact_server(&s, &listen, &world, &registration, &[]);
+    server.ingest(&world.manifest(&instance));
+    caught_up(&server, &instance);
+    first_intents_done(&server, &world, &instance);
+
+    let glob = PolicyRule::entity(RuleKind::User, "@crowd*:localhost").with_reason("crowd");
+    world.moderator.send_rule(&world.policy, &glob).unwrap();
+    soon("the crowd's bans have begun", || {
+        let n = done_bans(&server.rows("/v1/replicas/outcomes"), "@crowd").len();
+        (n >= 1).then_some(())
+    });
+    let literal = PolicyRule::entity(RuleKind::User, &last).with_reason("late");
+    let rule_event = world.moderator.send_rule(&world.policy, &literal).unwrap();
+    soon("the late user's ban is pending", || {
+        let pending = server.rows("/v1/replicas/pending");
+        keys(&pending, &instance)
+            .contains(&ban(&protected, &last))
+            .then_some(())
+    });
+    let done = done_bans(&server.rows("/v1/replicas/outcomes"), "@crowd").len();
+    assert!(
+        done < crowd.len(),
+        "the crowd's bans were over before the rule was redacted: the race is lost"
+    );
+    world
+        .moderator
+        .redact(&world.policy, &rule_event, Some("mistake"))
+        .unwrap();
+    eprintln!("rule redacted with {done} of the crowd's 60 bans done");
+
+    eventually("the crowd is banned and the late ban withdrawn", 90, || {
+        let rows = server.rows("/v1/replicas/outcomes");
+        let got = done_bans(&rows, "@crowd");
+        let outcomes = by_key(&rows, &instance);
+        let last_outcome = outcomes.get(&ban(&protected, &last));
+        (got == crowd && last_outcome.is_some())
+            .then_some(())
+            .ok_or(format!("{} done; late: {last_outcome:?}", got.len()))
+    });
+    let outcomes = by_key(&server.rows("/v1/replicas/outcomes"), &instance);
+    let o = &outcomes[&ban(&protected, &last)];
+    assert_eq!(o["status"], "withdrawn", "{o}");
+    assert_eq!(o["instance"], instance.as_str(), "{o}");
+    assert_eq!(
+        membership(&world, &protected, &last).as_deref(),
+        Some("join")
+    );
+    for user in &crowd {
+        assert_eq!(outcomes[&ban(&protected, user)]["status"], "done");
+    }
+    let pending = server.rows("/v1/replicas/pending");
+    assert!(keys(&pending, &instance).is_empty(), "{pending:?}");
+    // The bans of baduser and the crowd, none for the late user.
+    let posts = requests(&world.synapse, "POST", &protected, "/ban");
+    assert_eq!(posts, 1 + crowd.len());
+    assert!(!ban_events(&world, &protected).contains_key(&last));
+    assert_eq!(server.terminate(), Some(0));
+}
