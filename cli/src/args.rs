@@ -56,6 +56,15 @@ pub enum ShowFormat {
     Ndjson,
 }
 
+/// What `prr enact --only` keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EnactOnly {
+    /// `member_bans`: bans.
+    Bans,
+    /// `server_acl`: server ACLs.
+    Acl,
+}
+
 /// Output formats of `deltas`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DeltasFormat {
@@ -362,6 +371,61 @@ pub enum Command {
             requires = "homeserver"
         )]
         resync_every: u64,
+        /// Enact the intents of the caught-up instances on the homeserver (bans, server
+        /// ACLs), recording each outcome in `outcomes` (needs --homeserver).
+        #[arg(long, requires = "homeserver")]
+        enact: bool,
+        /// With --enact, set a room's server ACL at most once this many seconds.
+        #[arg(long, default_value_t = 15, value_name = "SECONDS", requires = "enact")]
+        acl_interval: u64,
+        /// With --enact, act on at most this many rooms at once.
+        #[arg(long, default_value_t = prr_serve::DEFAULT_CONCURRENCY, value_name = "N", requires = "enact")]
+        enact_concurrency: usize,
+    },
+    /// Enact the pending intents once: bans and server ACLs on the homeserver.
+    ///
+    /// Catches up first (fetches the current state of every room the instances name and
+    /// ingests what differs), then, for each instance (or INSTANCE alone), acts as its bot
+    /// (the appservice masquerades as it; in bot mode, the token's account for its own
+    /// instance): bans each user of `member_bans` not banned yet, with the rule's reason, and
+    /// sets `m.room.server_acl` in each protected room whose `acl_sync` is false. Each
+    /// outcome (done, failed, withdrawn) is recorded in `outcomes` before the room's next
+    /// action and printed. An action refused before for the same intent is not tried again
+    /// without --retry-failed. Exit status 1 when an action failed or an instance could not
+    /// be caught up. `--dry-run` prints the pending actions and changes nothing.
+    #[command(after_help = "Examples:
+  prr enact --dry-run
+  prr enact @draupnir:example.org --homeserver http://127.0.0.1:8008 --registration prr-registration.yaml
+  prr enact --only bans --homeserver https://matrix.example.org --access-token-file bot-token")]
+    Enact {
+        /// The instance (its user ID) [default: every instance].
+        instance: Option<String>,
+        /// Print what would be done; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only bans, or only server ACLs.
+        #[arg(long, value_enum)]
+        only: Option<EnactOnly>,
+        /// Try again the actions the homeserver refused for the same intent.
+        #[arg(long)]
+        retry_failed: bool,
+        /// The homeserver's client-server URL (needed unless --dry-run).
+        #[arg(long, value_name = "URL", required_unless_present = "dry_run")]
+        homeserver: Option<String>,
+        /// The appservice registration YAML (the appservice acts as each instance).
+        #[arg(
+            long,
+            value_name = "FILE",
+            requires = "homeserver",
+            conflicts_with = "access_token_file"
+        )]
+        registration: Option<PathBuf>,
+        /// Bot mode: act as the account of this access token (the file's contents).
+        #[arg(long, value_name = "FILE", requires = "homeserver")]
+        access_token_file: Option<PathBuf>,
+        /// Output format [default: table on a terminal, ndjson otherwise].
+        #[arg(long, value_enum)]
+        format: Option<ShowFormat>,
     },
     /// Print the replica DAG: inputs and partition keys.
     #[command(after_help = "Examples:\n  prr graph\n  prr graph --format mermaid")]

@@ -1,6 +1,7 @@
 //! The commands.
 
 mod admin;
+mod enact;
 mod explain;
 mod ingest;
 mod preview;
@@ -203,6 +204,9 @@ fn command(ctx: &Ctx, command: Command) -> Result<u8, Failure> {
             api_token_file,
             revision_interval,
             resync_every,
+            enact,
+            acl_interval,
+            enact_concurrency,
         } => serve::serve(
             ctx,
             serve::Options {
@@ -213,6 +217,34 @@ fn command(ctx: &Ctx, command: Command) -> Result<u8, Failure> {
                 api_token_file,
                 revision_interval,
                 resync_every,
+                enact: enact.then(|| prr_serve::EnactConfig {
+                    only: None,
+                    acl_interval: std::time::Duration::from_secs(acl_interval),
+                    concurrency: enact_concurrency,
+                    retry_failed: false,
+                }),
+            },
+        ),
+        Command::Enact {
+            instance,
+            dry_run,
+            only,
+            retry_failed,
+            homeserver,
+            registration,
+            access_token_file,
+            format,
+        } => enact::enact(
+            ctx,
+            enact::Options {
+                instance,
+                dry_run,
+                only,
+                retry_failed,
+                homeserver,
+                registration,
+                access_token_file,
+                format,
             },
         ),
         Command::Graph { format } => admin::graph(ctx, format),

@@ -17,6 +17,8 @@ mod damage;
 mod docs;
 #[path = "cli/door.rs"]
 mod door;
+#[path = "cli/enact.rs"]
+mod enact;
 #[path = "cli/explain.rs"]
 mod explain;
 #[path = "cli/faults.rs"]

@@ -206,6 +206,51 @@ impl Homeserver {
         }
     }
 
+    /// `POST /_matrix/client/v3/rooms/{room}/ban`: bans `user_id` from the room with `reason`.
+    pub async fn ban(&self, room_id: &str, user_id: &str, reason: &str) -> Result<(), Error> {
+        let body = serde_json::json!({"user_id": user_id, "reason": reason});
+        self.call(
+            Method::POST,
+            &["rooms", room_id, "ban"],
+            &[],
+            Some(&body),
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `PUT /_matrix/client/v3/rooms/{room}/state/{type}/{state_key}`: the event id of the
+    /// state event set.
+    pub async fn set_state(
+        &self,
+        room_id: &str,
+        event_type: &str,
+        state_key: &str,
+        content: &Value,
+    ) -> Result<String, Error> {
+        let path = ["rooms", room_id, "state", event_type, state_key];
+        let v = self
+            .call(Method::PUT, &path, &[], Some(content), None)
+            .await?;
+        let what = format!("PUT /_matrix/client/v3/rooms/{room_id}/state/{event_type}/{state_key}");
+        string_field(&v, "event_id", &what)
+    }
+
+    /// The `membership` of `user_id`'s current member event in the room (`GET
+    /// .../state/m.room.member/{user}`), or `None` when it has none.
+    pub async fn membership(&self, room_id: &str, user_id: &str) -> Result<Option<String>, Error> {
+        let path = ["rooms", room_id, "state", "m.room.member", user_id];
+        match self.call(Method::GET, &path, &[], None, None).await {
+            Ok(v) => Ok(v
+                .get("membership")
+                .and_then(Value::as_str)
+                .map(str::to_string)),
+            Err(Error::Refused { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `GET /_matrix/client/v3/joined_rooms`: the rooms the account is joined to.
     pub async fn joined_rooms(&self) -> Result<Vec<String>, Error> {
         let what = "GET /_matrix/client/v3/joined_rooms";

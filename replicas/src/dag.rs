@@ -6,12 +6,12 @@ use prr_engine::{Dag, DagError, Dictionary, ReplicaDescription};
 use crate::known::Known;
 use crate::record::Rec;
 use crate::replicas::{
-    acl_sync, instances, member_bans, member_matches, member_set, policy_list, policy_room,
-    rejects, room_members, room_state, server_acl, source_events, source_positions,
+    acl_sync, instances, member_bans, member_matches, member_set, outcomes, pending, policy_list,
+    policy_room, rejects, room_members, room_state, server_acl, source_events, source_positions,
 };
 
 /// The names of the replicas, in the order `prr show` and `status` list them.
-pub const REPLICAS: [&str; 13] = [
+pub const REPLICAS: [&str; 15] = [
     "room_state",
     "instances",
     "policy_room",
@@ -22,6 +22,8 @@ pub const REPLICAS: [&str; 13] = [
     "member_bans",
     "server_acl",
     "acl_sync",
+    "outcomes",
+    "pending",
     "source_events",
     "source_positions",
     "rejects",
@@ -31,7 +33,7 @@ pub const REPLICAS: [&str; 13] = [
 type Describe = fn(&Dictionary, &Known) -> ReplicaDescription<Rec>;
 
 /// Each replica's description, in the order of [`REPLICAS`].
-const DESCRIPTIONS: [Describe; 13] = [
+const DESCRIPTIONS: [Describe; 15] = [
     room_state::description,
     instances::description,
     policy_room::description,
@@ -42,6 +44,8 @@ const DESCRIPTIONS: [Describe; 13] = [
     member_bans::description,
     server_acl::description,
     acl_sync::description,
+    outcomes::description,
+    pending::description,
     source_events::description,
     source_positions::description,
     rejects::description,
@@ -79,6 +83,8 @@ mod tests {
             ("member_bans", 1, 0x9ce1082c18b03eb3),
             ("server_acl", 1, 0x5f00187d5ffe6658),
             ("acl_sync", 1, 0xc03a52c11b2fb357),
+            ("outcomes", 1, 0x94db2b3041223754),
+            ("pending", 1, 0x9100efd07a08f4fa),
             ("source_events", 1, 0x8361ad117ef82acc),
             ("source_positions", 1, 0x1f3c5ccdd8df386a),
             // 2: it reads `source_events`' invalid events too.

@@ -29,7 +29,7 @@
 // The modules in layers, bottom to top; each uses only modules of the layers below it
 // (imports name an item's defining module, never the re-exports below):
 // 1. `glob`, then `record` (a rule keeps its compiled glob), `parse`, `reduce`;
-// 2. `rules` (rule content, match keys), `known` (known ids, stored contents), `relations`
+// 2. `rules` (rule content, match keys), `intent` (intents' fingerprints), `known` (known ids, stored contents), `relations`
 //    (the instances' relations), `render`;
 // 3. `member_events`, `memberships`, `slots`: what several replicas compute alike;
 // 4. `replicas` (one file per replica), then `dag` (assembles them);
@@ -41,6 +41,7 @@ mod explain;
 #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
 mod glob;
 mod ingest;
+mod intent;
 mod known;
 mod matrix;
 mod member_events;
@@ -67,13 +68,16 @@ pub use glob::{
     user_glob_key, user_keys,
 };
 pub use ingest::{Ingestor, Prepared};
-pub use matrix::{IngestSummary, Matrix, Pipeline, Received};
+pub use matrix::{
+    IngestSummary, IntentKey, Intents, Matrix, NewOutcome, Pipeline, Previous, Received, Work,
+};
 pub use parse::{
     Event, Location, ManifestEntry, ParseError, SourceItem, parse_event, parse_file, parse_line,
     redact_content,
 };
 pub use record::{
-    Class, Kind, MatchKind, Membership, Rec, RejectReason, Relation, RoomState, Rule,
+    Action, Class, Kind, MatchKind, Membership, Outcome, OutcomeStatus, Rec, RejectReason,
+    Relation, RoomState, Rule,
 };
 pub use render::{NO_REASON, poisoned_json, render_sorted, sort_key, status_json, to_json};
 pub use rules::{normalize_server, server_name, sha256_base64};

@@ -11,7 +11,10 @@ use crate::parse::{Event, SourceItem};
 use crate::record::Rec;
 use crate::render::{render_sorted, to_json};
 
+mod effects;
 mod preview;
+
+pub use effects::{IntentKey, Intents, NewOutcome, Previous, Work};
 
 /// A runtime running the Matrix replicas, with the ingest state beside it.
 pub struct Matrix {

@@ -307,6 +307,85 @@ impl RejectReason {
     }
 }
 
+/// What an effect handler does for an intent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Action {
+    /// Ban a user from a protected room (a `member_bans` intent).
+    Ban,
+    /// Set a protected room's `m.room.server_acl` (a `server_acl` intent, for a room whose
+    /// `acl_sync` is false).
+    ServerAcl,
+}
+
+impl Action {
+    /// The name in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Ban => "ban",
+            Action::ServerAcl => "server_acl",
+        }
+    }
+
+    /// The action named `s` in output.
+    pub fn parse(s: &str) -> Option<Action> {
+        match s {
+            "ban" => Some(Action::Ban),
+            "server_acl" => Some(Action::ServerAcl),
+            _ => None,
+        }
+    }
+}
+
+/// How an action ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum OutcomeStatus {
+    /// The homeserver did it (or it was so already: a user banned before).
+    Done,
+    /// The homeserver refused it; not retried until the intent changes or an operator asks.
+    Failed,
+    /// The intent left its replica before its turn: nothing was done.
+    Withdrawn,
+}
+
+impl OutcomeStatus {
+    /// The name in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeStatus::Done => "done",
+            OutcomeStatus::Failed => "failed",
+            OutcomeStatus::Withdrawn => "withdrawn",
+        }
+    }
+}
+
+/// An `outcomes` record: what an effect handler did for one intent. The first four fields are
+/// the key.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The instance.
+    pub instance: Id,
+    /// The protected room.
+    pub room: Id,
+    /// The action.
+    pub action: Action,
+    /// The banned user, or the empty string for `server_acl`.
+    pub target: Id,
+    /// How it ended.
+    pub status: OutcomeStatus,
+    /// The homeserver's `errcode` and message, for a refusal.
+    pub error: Option<(Id, Id)>,
+    /// The `Seq` of the intent it served (the replicas' seq when the handler read it).
+    pub intent_seq: u64,
+    /// How many times the handler tried it, over every run.
+    pub attempts: u32,
+    /// When it ended, in milliseconds since the Unix epoch.
+    pub at: i64,
+    /// The fingerprint of the intent it served (see `crate::effects::fingerprint`): a `done`
+    /// ACL serves only the intent with the same deny list; a `failed` action is retried when
+    /// the intent's fingerprint changes. Not shown in output.
+    pub intent: u64,
+}
+
 /// A record of any Matrix replica. Each replica holds one variant.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Rec {
@@ -418,6 +497,19 @@ pub enum Rec {
         /// Why it is not a valid event; `None` for a valid one (applied to `room_state`).
         invalid: Option<Id>,
     },
+    /// `outcomes`: what an effect handler did for an intent.
+    Outcome(Arc<Outcome>),
+    /// `pending`: an intent without a `done` outcome, what the handlers would do next.
+    Pending {
+        /// The instance.
+        instance: Id,
+        /// The protected room.
+        room: Id,
+        /// The action.
+        action: Action,
+        /// The user to ban, or the empty string for `server_acl`.
+        target: Id,
+    },
     /// `source_positions`: where a homeserver source is (a `/sync` client's `next_batch`),
     /// committed in the same source delta as what it brought, so that a restart resumes
     /// there with no gap and no duplicate.
@@ -446,6 +538,8 @@ impl Rec {
             Rec::Reject { room, .. } => *room,
             Rec::SourceEvent { room, .. } => *room,
             Rec::SourcePosition { source, .. } => *source,
+            Rec::Outcome(o) => o.instance,
+            Rec::Pending { instance, .. } => *instance,
         }
     }
 }
@@ -571,6 +665,25 @@ impl Rec {
             Rec::SourcePosition { source, position } => {
                 f(*source);
                 f(*position);
+            }
+            Rec::Outcome(o) => {
+                for id in [o.instance, o.room, o.target] {
+                    f(id);
+                }
+                if let Some((errcode, message)) = o.error {
+                    f(errcode);
+                    f(message);
+                }
+            }
+            Rec::Pending {
+                instance,
+                room,
+                target,
+                ..
+            } => {
+                for id in [*instance, *room, *target] {
+                    f(id);
+                }
             }
         }
     }

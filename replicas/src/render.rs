@@ -186,6 +186,31 @@ pub fn to_json(dict: &Dictionary, rec: &Rec) -> Value {
             m.insert("source".into(), s(dict, *source));
             m.insert("position".into(), s(dict, *position));
         }
+        Rec::Outcome(o) => {
+            m.insert("instance".into(), s(dict, o.instance));
+            m.insert("room_id".into(), s(dict, o.room));
+            m.insert("action".into(), json!(o.action.as_str()));
+            m.insert("target".into(), s(dict, o.target));
+            m.insert("status".into(), json!(o.status.as_str()));
+            let error = o.error.map(|(errcode, message)| {
+                json!({"errcode": dict.get(errcode), "error": dict.get(message)})
+            });
+            m.insert("error".into(), error.unwrap_or(Value::Null));
+            m.insert("intent_seq".into(), json!(o.intent_seq));
+            m.insert("attempts".into(), json!(o.attempts));
+            m.insert("at".into(), json!(o.at));
+        }
+        Rec::Pending {
+            instance,
+            room,
+            action,
+            target,
+        } => {
+            m.insert("instance".into(), s(dict, *instance));
+            m.insert("room_id".into(), s(dict, *room));
+            m.insert("action".into(), json!(action.as_str()));
+            m.insert("target".into(), s(dict, *target));
+        }
     }
     Value::Object(m)
 }
@@ -326,6 +351,18 @@ pub fn sort_key(dict: &Dictionary, rec: &Rec) -> Vec<String> {
         }
         Rec::SourceEvent { room, event_id, .. } => vec![t(*room), t(*event_id)],
         Rec::SourcePosition { source, .. } => vec![t(*source)],
+        Rec::Outcome(o) => vec![
+            t(o.instance),
+            t(o.room),
+            o.action.as_str().into(),
+            t(o.target),
+        ],
+        Rec::Pending {
+            instance,
+            room,
+            action,
+            target,
+        } => vec![t(*instance), t(*room), action.as_str().into(), t(*target)],
     }
 }
 

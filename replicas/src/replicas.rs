@@ -22,6 +22,8 @@ pub(crate) mod instances;
 pub(crate) mod member_bans;
 pub(crate) mod member_matches;
 pub(crate) mod member_set;
+pub(crate) mod outcomes;
+pub(crate) mod pending;
 pub(crate) mod policy_list;
 pub(crate) mod policy_room;
 pub(crate) mod rejects;

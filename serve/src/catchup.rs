@@ -134,7 +134,7 @@ pub(crate) async fn run(
 
 /// Registers the instance's user (once), joins it to the room, fetches the state and
 /// ingests it.
-async fn fetch(
+pub(crate) async fn fetch(
     hs: &Homeserver,
     core: &Sender<Command>,
     instance: &str,
@@ -151,7 +151,15 @@ async fn fetch(
             .map_err(|e| e.to_string())?;
         registered.insert(instance.to_string());
     }
-    let bot = hs.acting_as(instance);
+    fetch_as(&hs.acting_as(instance), core, room).await
+}
+
+/// Joins `bot` to the room (a no-op when it is in it), fetches the state and ingests it.
+pub(crate) async fn fetch_as(
+    bot: &Homeserver,
+    core: &Sender<Command>,
+    room: &str,
+) -> Result<Option<prr_engine::Seq>, String> {
     bot.join(room, &[]).await.map_err(|e| e.to_string())?;
     // Transactions that change the room from now on win over the fetched state.
     let room_id = room.to_string();
@@ -184,7 +192,9 @@ async fn fetch(
 }
 
 /// Instance -> the rooms it watches or protects, from the `instances` replica.
-async fn named_rooms(core: &Sender<Command>) -> Option<BTreeMap<String, BTreeSet<String>>> {
+pub(crate) async fn named_rooms(
+    core: &Sender<Command>,
+) -> Option<BTreeMap<String, BTreeSet<String>>> {
     let rows = ask(core, |reply| Command::Show {
         replica: "instances".into(),
         partition: None,

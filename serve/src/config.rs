@@ -8,6 +8,7 @@ use prr_engine::RuntimeConfig;
 use serde::Deserialize;
 
 use crate::error::Error;
+use prr_replicas::Action;
 
 /// The address `prr serve` listens on unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9797";
@@ -21,6 +22,36 @@ pub const MAX_WAIT_SECS: u64 = 300;
 
 /// The largest request body accepted (`POST /v1/ingest`, appservice transactions): 256 MiB.
 pub const MAX_BODY_BYTES: usize = 256 << 20;
+
+/// The default of `--acl-interval`: an ACL is set at most this often per room.
+pub const DEFAULT_ACL_INTERVAL: Duration = Duration::from_secs(15);
+
+/// The default of `--enact-concurrency`: rooms acted on at once.
+pub const DEFAULT_CONCURRENCY: usize = 8;
+
+/// What the effect handlers do.
+#[derive(Clone, Debug)]
+pub struct EnactConfig {
+    /// Only bans or only ACLs (`--only`).
+    pub only: Option<Action>,
+    /// At most one ACL per room this often.
+    pub acl_interval: Duration,
+    /// Rooms acted on at once.
+    pub concurrency: usize,
+    /// Whether intents refused before are tried again (an operator asks).
+    pub retry_failed: bool,
+}
+
+impl Default for EnactConfig {
+    fn default() -> Self {
+        EnactConfig {
+            only: None,
+            acl_interval: DEFAULT_ACL_INTERVAL,
+            concurrency: DEFAULT_CONCURRENCY,
+            retry_failed: false,
+        }
+    }
+}
 
 /// An appservice registration (the YAML file given to Synapse's `app_service_config_files`).
 /// Only the fields prr uses are read; others are ignored.
@@ -96,6 +127,8 @@ pub struct ServeConfig {
     pub(crate) access_token: Option<Token>,
     pub(crate) revision_interval: Duration,
     pub(crate) resync_every: Duration,
+    /// `--enact`: the effect handlers, when on.
+    pub(crate) enact: Option<EnactConfig>,
 }
 
 /// A secret read from a file; its `Debug` hides it.
@@ -123,7 +156,15 @@ impl ServeConfig {
             access_token: None,
             revision_interval: Duration::from_secs(60),
             resync_every: DEFAULT_RESYNC,
+            enact: None,
         }
+    }
+
+    /// Enact the intents of the caught-up instances on the homeserver (`--enact`): needs a
+    /// homeserver source (checked when the service starts).
+    pub fn with_enact(mut self, enact: EnactConfig) -> Self {
+        self.enact = Some(enact);
+        self
     }
 
     /// Listen on `addr` (`HOST:PORT`; port 0 picks a free port, printed at start).
@@ -202,7 +243,7 @@ fn read(path: &Path) -> Result<String, Error> {
     })
 }
 
-fn token_file(path: &Path) -> Result<Token, Error> {
+pub(crate) fn token_file(path: &Path) -> Result<Token, Error> {
     let token = read(path)?.trim().to_string();
     if token.is_empty() {
         return Err(Error::Config(format!(
@@ -214,7 +255,7 @@ fn token_file(path: &Path) -> Result<Token, Error> {
 }
 
 /// Checks a homeserver URL: `http` or `https`, with a host. Returns it without a trailing `/`.
-fn homeserver_url(url: &str) -> Result<String, Error> {
+pub(crate) fn homeserver_url(url: &str) -> Result<String, Error> {
     let bad = |why: &str| Error::Config(format!("--homeserver {url}: {why}"));
     let uri: axum::http::Uri = url.parse().map_err(|e| bad(&format!("not a URL: {e}")))?;
     match uri.scheme_str() {

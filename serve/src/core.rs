@@ -9,7 +9,10 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prr_engine::{Error, Seq, Status};
-use prr_replicas::{Matrix, Received, SourceItem, explain_acl, explain_user, poisoned_json};
+use prr_replicas::{
+    Action, Intents, Matrix, NewOutcome, Received, SourceItem, Work, explain_acl, explain_user,
+    poisoned_json,
+};
 use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 
@@ -78,6 +81,22 @@ pub(crate) enum Command {
         user: Option<String>,
         room: Option<String>,
         reply: oneshot::Sender<Result<Value, Error>>,
+    },
+    /// An instance's intents for the effect handlers.
+    Intents {
+        instance: String,
+        only: Option<Action>,
+        reply: oneshot::Sender<Result<Intents, Error>>,
+    },
+    /// Whether an intent is still pending, the same, when its turn comes.
+    StillPending {
+        work: Box<Work>,
+        reply: oneshot::Sender<Result<bool, Error>>,
+    },
+    /// Outcomes of the effect handlers, one source delta.
+    Outcomes {
+        outcomes: Vec<NewOutcome>,
+        reply: oneshot::Sender<Result<Option<Seq>, Error>>,
     },
     /// `prr status`, with the instances and the sources.
     Status {
@@ -313,6 +332,26 @@ impl Core {
             }
             Command::Status { reply } => {
                 let _ = reply.send(self.report());
+            }
+            Command::Intents {
+                instance,
+                only,
+                reply,
+            } => {
+                let _ = reply.send(self.m.intents(&instance, only));
+            }
+            Command::StillPending { work, reply } => {
+                let _ = reply.send(self.m.still_pending(&work));
+            }
+            Command::Outcomes { outcomes, reply } => {
+                let started = Instant::now();
+                let n = outcomes.len() as u64;
+                let got = self.m.record_outcomes(&outcomes);
+                let got = self.committed(got, started);
+                if let Ok(Some(_)) = &got {
+                    self.metrics.source_delta("effects", n);
+                }
+                let _ = reply.send(got);
             }
         }
     }

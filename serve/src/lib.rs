@@ -11,7 +11,9 @@
 //! - `GET /metrics`: Prometheus (OpenMetrics) text;
 //! - with an appservice registration, the homeserver's transactions: one source delta each,
 //!   durable before the 200, exactly once by event ID; and catch-up: the state of every room
-//!   an instance names, fetched when it is named and again every `resync_every`.
+//!   an instance names, fetched when it is named and again every `resync_every`;
+//! - with `--enact`, the effect handlers: the intents of each caught-up instance enacted on
+//!   the homeserver, each outcome a source delta (`outcomes`); [`EnactOnce`] is `prr enact`.
 //!
 //! Every write is durable before it is answered, so a `SIGKILL` loses nothing answered; a
 //! storage failure makes writes answer 503 until it clears, reads go on. `SIGTERM` or
@@ -26,7 +28,8 @@
 //! ```
 
 // Layers, bottom to top: `error`, `config`, `metrics`, `received`; `core` (the thread);
-// `http` (the /v1 API and middleware), `appservice`, `catchup`, `bot`; `run`.
+// `http` (the /v1 API and middleware), `appservice`, `catchup`, `bot`, `enact` (the effect
+// handlers); `run`, `enact_once` (`prr enact`).
 mod appservice;
 mod bot;
 mod catchup;
@@ -34,6 +37,8 @@ mod checks;
 mod config;
 mod core;
 mod door;
+mod enact;
+mod enact_once;
 mod error;
 mod http;
 mod metrics;
@@ -41,7 +46,9 @@ mod received;
 mod run;
 
 pub use config::{
-    DEFAULT_LISTEN, DEFAULT_RESYNC, MAX_BODY_BYTES, MAX_WAIT_SECS, Registration, ServeConfig,
+    DEFAULT_ACL_INTERVAL, DEFAULT_CONCURRENCY, DEFAULT_LISTEN, DEFAULT_RESYNC, EnactConfig,
+    MAX_BODY_BYTES, MAX_WAIT_SECS, Registration, ServeConfig,
 };
+pub use enact_once::{EnactOnce, EnactReport};
 pub use error::Error;
 pub use run::{serve, serve_with};

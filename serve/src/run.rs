@@ -19,6 +19,7 @@ use crate::checks;
 use crate::config::{MAX_BODY_BYTES, ServeConfig};
 use crate::core::Core;
 use crate::door::Door;
+use crate::enact;
 use crate::error::Error;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
@@ -39,6 +40,13 @@ pub fn serve_with(
 ) -> Result<(), Error> {
     // The options are checked before the store is opened.
     let addr = config.bind_addr()?;
+    if config.enact.is_some() && config.homeserver.is_none() {
+        return Err(Error::Config(
+            "--enact needs a homeserver: --homeserver URL with --registration FILE or \
+             --access-token-file FILE"
+                .into(),
+        ));
+    }
     let metrics = Arc::new(Metrics::new());
     let (core_tx, core_rx) = std::sync::mpsc::channel();
     let (started_tx, started_rx) = std::sync::mpsc::channel();
@@ -136,6 +144,26 @@ pub fn serve_with(
         }
         _ => catch_up,
     };
+    if let (Some(enact), Some(shared), Some(url)) = (&config.enact, &catch_up, &config.homeserver) {
+        let token = match (&config.registration, &config.access_token) {
+            (Some(reg), _) => reg.as_token.clone(),
+            (None, Some(token)) => token.0.clone(),
+            (None, None) => unreachable!("a homeserver source has a token"),
+        };
+        let hs = Homeserver::new(url, AccessToken::new(token))
+            .map_err(|e| Error::Config(format!("--homeserver: {e}")))?
+            .with_retry(enact::RETRY);
+        let appservice = config.registration.is_some();
+        let (core, enact, shared) = (core_tx.clone(), enact.clone(), shared.clone());
+        let (seq, stopping) = (seq_rx.clone(), stop_rx.clone());
+        rt.spawn(async move {
+            let Some(acting) = enact::acting(hs, appservice).await else {
+                return;
+            };
+            let enactor = enact::Enactor::new(acting, core, enact);
+            enact::run(enactor, shared, seq, stopping).await
+        });
+    }
     let state = AppState {
         core: core_tx,
         metrics,

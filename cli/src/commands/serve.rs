@@ -18,6 +18,7 @@ pub struct Options {
     pub api_token_file: Option<PathBuf>,
     pub revision_interval: u64,
     pub resync_every: u64,
+    pub enact: Option<prr_serve::EnactConfig>,
 }
 
 pub fn serve(ctx: &Ctx, o: Options) -> Result<u8, Failure> {
@@ -63,8 +64,23 @@ pub fn serve(ctx: &Ctx, o: Options) -> Result<u8, Failure> {
         // clap refuses the other combinations.
         _ => {}
     }
+    if let Some(enact) = o.enact {
+        config = config.with_enact(enact);
+    }
     prr_serve::serve(config).map_err(usage)?;
     Ok(exit::OK)
+}
+
+/// Logs to standard error, filtered by `RUST_LOG` (default `warn`): a one-shot command
+/// (`prr enact`) says only what went wrong unless asked.
+pub(super) fn logging_quiet() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }
 
 /// Logs to standard error, filtered by `RUST_LOG` (default `info`).

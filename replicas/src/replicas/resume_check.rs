@@ -18,8 +18,12 @@ use prr_engine::{
     Dag, DagError, Dictionary, Id, ReplicaDescription, Runtime, RuntimeConfig, SourceDelta,
 };
 
+use crate::intent::acl_fingerprint_of;
 use crate::known::{Known, rule_type_names};
-use crate::record::{Class, Kind, MatchKind, Membership, Rec, Relation, RoomState, Rule};
+use crate::record::{
+    Action, Class, Kind, MatchKind, Membership, Outcome, OutcomeStatus, Rec, Relation, RoomState,
+    Rule,
+};
 use crate::rules::sha256_base64;
 
 /// Rooms: protected, watched, or both.
@@ -524,5 +528,92 @@ pub(crate) fn server_acl() -> BoxedStrategy<BTreeSet<Rec>> {
                 })
                 .collect()
         })
+        .boxed()
+}
+
+/// `member_bans`: one per `(instance, room, user)`.
+pub(crate) fn member_bans() -> BoxedStrategy<BTreeSet<Rec>> {
+    let ban = (
+        one_of(&INSTANCES),
+        one_of(&ROOMS),
+        one_of(&USERS),
+        one_of(&ROOMS),
+        one_of(&EVENTS),
+        prop::option::of(one_of(&REASONS)),
+    )
+        .prop_map(|(instance, room, user, rule_room, rule_event, reason)| {
+            let key = (instance, room, user);
+            let rec = Rec::Ban {
+                instance,
+                room,
+                user,
+                rule_room,
+                rule_event,
+                reason,
+            };
+            (key, rec)
+        });
+    prop::collection::vec(ban, 0..8)
+        .prop_map(one_per_key)
+        .boxed()
+}
+
+/// `acl_sync`: one per `(instance, room)`.
+pub(crate) fn acl_sync() -> BoxedStrategy<BTreeSet<Rec>> {
+    let sync = (one_of(&INSTANCES), one_of(&ROOMS), any::<bool>()).prop_map(
+        |(instance, room, in_sync)| {
+            let rec = Rec::AclSync {
+                instance,
+                room,
+                in_sync,
+            };
+            ((instance, room), rec)
+        },
+    );
+    prop::collection::vec(sync, 0..6)
+        .prop_map(one_per_key)
+        .boxed()
+}
+
+/// `outcomes`: one per `(instance, room, action, target)`, of every status; an ACL outcome's
+/// fingerprint is that of a deny list `server_acl` may hold (sorted by text), so that some
+/// serve the current intent.
+pub(crate) fn outcomes() -> BoxedStrategy<BTreeSet<Rec>> {
+    let deny = prop::collection::btree_set(prop::sample::select(SERVER_ENTITIES.to_vec()), 0..=3)
+        .prop_map(acl_fingerprint_of);
+    let status = prop::sample::select(vec![
+        OutcomeStatus::Done,
+        OutcomeStatus::Failed,
+        OutcomeStatus::Withdrawn,
+    ]);
+    let outcome = (
+        one_of(&INSTANCES),
+        one_of(&ROOMS),
+        prop::option::of(one_of(&USERS)),
+        status,
+        deny,
+        1u32..3,
+    )
+        .prop_map(|(instance, room, user, status, fingerprint, attempts)| {
+            let (action, target, intent) = match user {
+                Some(u) => (Action::Ban, u, 7),
+                None => (Action::ServerAcl, id(""), fingerprint),
+            };
+            let o = Outcome {
+                instance,
+                room,
+                action,
+                target,
+                status,
+                error: None,
+                intent_seq: 1,
+                attempts,
+                at: 0,
+                intent,
+            };
+            ((instance, room, action, target), Rec::Outcome(Arc::new(o)))
+        });
+    prop::collection::vec(outcome, 0..8)
+        .prop_map(one_per_key)
         .boxed()
 }
