@@ -7,25 +7,25 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use prr_synapse_harness::{Client, PolicyRule, RuleKind, Synapse};
+use prr_synapse_harness::{PolicyRule, RuleKind, Synapse};
 use serde_json::{Value, json};
 
 use super::super::serve::Server;
 use super::super::support::{Scratch, bytes};
-use super::{HS, World, appservice_world, caught_up, eventually, slot, users};
+use super::{HS, World, appservice_world, banned, caught_up, eventually, slot, users};
 
 /// The instance: a user of the registration's namespace (`@prr_.*`).
 fn instance() -> String {
     format!("@prr_bot:{HS}")
 }
 
-/// The instance's bot, registered through the appservice, in the protected room with power
-/// `level` (100: it may ban and set the ACL; 0: neither), as a moderator sets a bot up.
-fn bot_in_room(world: &World, level: i64) -> Client {
-    let bot = world.synapse.register_appservice_user("prr_bot").unwrap();
-    bot.join(&world.protected).unwrap();
+/// Gives the instance's bot power `level` in the protected room (100: it may ban and set the
+/// ACL; 0: neither), before it is there: catch-up registers it and joins it to the rooms. (A
+/// bot in the rooms before `prr serve` listens would make Synapse mark the appservice down.)
+fn bot_power(world: &World, level: i64) -> String {
+    let bot = instance();
     (world.moderator)
-        .set_power_level(&world.protected, bot.user_id(), level)
+        .set_power_level(&world.protected, &bot, level)
         .unwrap();
     bot
 }
@@ -174,6 +174,20 @@ fn membership(world: &World, room: &str, user: &str) -> Option<String> {
     world.moderator.membership_of(room, user).unwrap()
 }
 
+/// Every member's membership in `room` (one `/state` request), from Synapse.
+fn memberships(world: &World, room: &str) -> BTreeMap<String, String> {
+    (world.moderator.state(room).unwrap().into_iter())
+        .filter(|e| e["type"] == "m.room.member")
+        .map(|e| {
+            let user = e["state_key"].as_str().unwrap().to_string();
+            (
+                user,
+                e["content"]["membership"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
 /// How many ban events each user has in `room`'s timeline.
 fn ban_events(world: &World, room: &str) -> BTreeMap<String, usize> {
     let filter = json!({"types": ["m.room.member"]});
@@ -242,7 +256,7 @@ fn enact_bans_and_sets_the_acl_once_and_a_second_run_does_nothing() {
     let _slot = slot();
     let s = Scratch::new();
     let (world, registration, _listen) = appservice_world(&s);
-    let bot = bot_in_room(&world, 100);
+    let bot = bot_power(&world, 100);
     world.user_joins("spammer");
     world.user_joins("hashme");
     let instance = instance();
@@ -296,7 +310,7 @@ fn enact_bans_and_sets_the_acl_once_and_a_second_run_does_nothing() {
         let e = state_event(&world, &protected, "m.room.member", &user).unwrap();
         assert_eq!(e["content"]["membership"], "ban", "{e}");
         assert_eq!(e["content"]["reason"], reason, "{e}");
-        assert_eq!(e["sender"], bot.user_id(), "{e}");
+        assert_eq!(e["sender"], bot.as_str(), "{e}");
     }
     let alice = format!("@alice:{HS}");
     assert_eq!(
@@ -304,7 +318,7 @@ fn enact_bans_and_sets_the_acl_once_and_a_second_run_does_nothing() {
         Some("join")
     );
     let acl_event = state_event(&world, &protected, "m.room.server_acl", "").unwrap();
-    assert_eq!(acl_event["sender"], bot.user_id(), "{acl_event}");
+    assert_eq!(acl_event["sender"], bot.as_str(), "{acl_event}");
     assert_eq!(
         acl_event["content"]["deny"],
         json!(["evil.example"]),
@@ -354,7 +368,7 @@ fn serve_enact_sigkilled_during_a_batch_of_bans_loses_and_repeats_none() {
     let _slot = slot();
     let s = Scratch::new();
     let (world, registration, listen) = appservice_world(&s);
-    bot_in_room(&world, 100);
+    bot_power(&world, 100);
     let names: Vec<String> = (0..40).map(|i| format!("batch{i:02}")).collect();
     for n in &names {
         world.user_joins(n);
@@ -389,24 +403,25 @@ fn serve_enact_sigkilled_during_a_batch_of_bans_loses_and_repeats_none() {
 
     let server = enact_server(&s, &listen, &world, &registration, &[]);
     caught_up(&server, &instance);
-    eventually("every ban of the batch is done", 90, || {
-        let got = done_bans(&server.rows("/v1/replicas/outcomes"), prefix);
-        (got == batch)
+    eventually("the batch is banned and nothing is pending", 60, || {
+        let pending = keys(&server.rows("/v1/replicas/pending"), &instance);
+        let now = memberships(&world, &protected);
+        let not_banned: Vec<&String> = (batch.iter())
+            .filter(|u| now.get(*u).map(String::as_str) != Some("ban"))
+            .collect();
+        (pending.is_empty() && not_banned.is_empty())
             .then_some(())
-            .ok_or(format!("{} done", got.len()))
+            .ok_or(format!("pending {pending:?}; not banned {not_banned:?}"))
     });
-    let outcomes = server.rows("/v1/replicas/outcomes");
-    let outcomes = by_key(&outcomes, &instance);
-    for user in &batch {
-        let o = &outcomes[&ban(&protected, user)];
-        done_at_first_attempt(o, &instance, 0, now_ms());
-        assert_eq!(membership(&world, &protected, user).as_deref(), Some("ban"));
-    }
+    let rows = server.rows("/v1/replicas/outcomes");
+    let outcomes = by_key(&rows, &instance);
     for (k, o) in &done_at_kill {
-        assert_eq!(&outcomes[k], o, "a done outcome changed after the restart");
+        assert_eq!(
+            outcomes.get(k),
+            Some(o),
+            "a done outcome changed after the restart"
+        );
     }
-    let pending = server.rows("/v1/replicas/pending");
-    assert!(keys(&pending, &instance).is_empty(), "{pending:?}");
 
     // Synapse: one ban event per user, and no more ban requests than bans plus the one that
     // may have been in flight at the kill.
@@ -422,6 +437,30 @@ fn serve_enact_sigkilled_during_a_batch_of_bans_loses_and_repeats_none() {
         "{posts} ban requests for {} bans",
         all.len()
     );
+
+    // Every ban of the batch has its `done` outcome, of one attempt.
+    let intended = banned(&server, &protected);
+    let wrong: Vec<String> = (batch.iter())
+        .filter(|u| {
+            let o = outcomes.get(&ban(&protected, u));
+            !o.is_some_and(|o| o["status"] == "done" && o["attempts"] == 1)
+        })
+        .map(|u| {
+            format!(
+                "{u}: Synapse says {:?}, in member_bans: {}, outcome: {:?}",
+                membership(&world, &protected, u),
+                intended.contains(u),
+                outcomes.get(&ban(&protected, u)),
+            )
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "bans without a done outcome of one attempt: {wrong:#?}"
+    );
+    for user in &batch {
+        done_at_first_attempt(&outcomes[&ban(&protected, user)], &instance, 0, now_ms());
+    }
     assert_eq!(server.terminate(), Some(0));
 }
 
@@ -433,7 +472,7 @@ fn a_bot_without_power_records_failed_outcomes_and_does_not_retry_them() {
     let _slot = slot();
     let s = Scratch::new();
     let (world, registration, listen) = appservice_world(&s);
-    let bot = bot_in_room(&world, 0);
+    let bot = bot_power(&world, 0);
     let instance = instance();
     let protected = world.protected.clone();
     let baduser = format!("@baduser:{HS}");
@@ -481,7 +520,7 @@ fn a_bot_without_power_records_failed_outcomes_and_does_not_retry_them() {
 
     // The bot gets its power back; an operator asks for a retry.
     (world.moderator)
-        .set_power_level(&protected, bot.user_id(), 100)
+        .set_power_level(&protected, bot.as_str(), 100)
         .unwrap();
     let retry = enact(&s, &world.synapse, &registration, &["--retry-failed"]);
     assert_eq!(retry.code, Some(0), "{}", retry.stderr);
@@ -500,16 +539,17 @@ fn a_bot_without_power_records_failed_outcomes_and_does_not_retry_them() {
     assert_eq!(acl["deny"], json!(["evil.example"]), "{acl}");
 }
 
-/// `prr serve --enact` is busy banning 60 users a new glob rule matches when a literal rule
-/// names a user whose id sorts after theirs (so their ban comes last in the room's queue), and
-/// that rule is redacted at once, before the user's turn: the user is not banned, and their
+/// The rules are in the policy room before `prr serve --enact` starts: a glob matching 60 users
+/// and a literal rule naming a user whose id sorts after theirs, so that the first pass holds
+/// every ban, the late user's last in the room's order. Once the crowd's bans have begun, the
+/// literal rule is redacted, before the late user's turn: the user is not banned, and the
 /// outcome is `withdrawn`.
 #[test]
 fn a_rule_removed_before_its_ban_is_enacted_bans_no_one_and_is_withdrawn() {
     let _slot = slot();
     let s = Scratch::new();
     let (world, registration, listen) = appservice_world(&s);
-    bot_in_room(&world, 100);
+    bot_power(&world, 100);
     let names: Vec<String> = (0..60).map(|i| format!("crowd{i:02}")).collect();
     for n in &names {
         world.user_joins(n);
@@ -517,27 +557,25 @@ fn a_rule_removed_before_its_ban_is_enacted_bans_no_one_and_is_withdrawn() {
     let crowd = users(&names.iter().map(String::as_str).collect::<Vec<_>>());
     world.user_joins("zzzlast");
     let last = format!("@zzzlast:{HS}");
+    let glob = PolicyRule::entity(RuleKind::User, "@crowd*:localhost").with_reason("crowd");
+    world.moderator.send_rule(&world.policy, &glob).unwrap();
+    let literal = PolicyRule::entity(RuleKind::User, &last).with_reason("late");
+    let rule_event = world.moderator.send_rule(&world.policy, &literal).unwrap();
     let instance = instance();
     let protected = world.protected.clone();
     let server = enact_server(&s, &listen, &world, &registration, &[]);
     server.ingest(&world.manifest(&instance));
     caught_up(&server, &instance);
-    first_intents_done(&server, &world, &instance);
 
-    let glob = PolicyRule::entity(RuleKind::User, "@crowd*:localhost").with_reason("crowd");
-    world.moderator.send_rule(&world.policy, &glob).unwrap();
     soon("the crowd's bans have begun", || {
         let n = done_bans(&server.rows("/v1/replicas/outcomes"), "@crowd").len();
         (n >= 1).then_some(())
     });
-    let literal = PolicyRule::entity(RuleKind::User, &last).with_reason("late");
-    let rule_event = world.moderator.send_rule(&world.policy, &literal).unwrap();
-    soon("the late user's ban is pending", || {
-        let pending = server.rows("/v1/replicas/pending");
-        keys(&pending, &instance)
-            .contains(&ban(&protected, &last))
-            .then_some(())
-    });
+    let pending = server.rows("/v1/replicas/pending");
+    assert!(
+        keys(&pending, &instance).contains(&ban(&protected, &last)),
+        "{pending:?}"
+    );
     let done = done_bans(&server.rows("/v1/replicas/outcomes"), "@crowd").len();
     assert!(
         done < crowd.len(),
@@ -549,12 +587,16 @@ fn a_rule_removed_before_its_ban_is_enacted_bans_no_one_and_is_withdrawn() {
         .unwrap();
     eprintln!("rule redacted with {done} of the crowd's 60 bans done");
 
-    eventually("the crowd is banned and the late ban withdrawn", 90, || {
+    eventually("the crowd is banned and the late ban withdrawn", 60, || {
         let rows = server.rows("/v1/replicas/outcomes");
         let got = done_bans(&rows, "@crowd");
         let outcomes = by_key(&rows, &instance);
         let last_outcome = outcomes.get(&ban(&protected, &last));
-        (got == crowd && last_outcome.is_some())
+        let first = [ban(&protected, &format!("@baduser:{HS}")), acl(&protected)];
+        let first_done = first
+            .iter()
+            .all(|k| outcomes.get(k).is_some_and(|o| o["status"] == "done"));
+        (got == crowd && last_outcome.is_some() && first_done)
             .then_some(())
             .ok_or(format!("{} done; late: {last_outcome:?}", got.len()))
     });
