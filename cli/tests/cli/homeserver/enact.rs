@@ -4,10 +4,12 @@
 //! and through the `outcomes` and `pending` replicas.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use prr_synapse_harness::{PolicyRule, RuleKind, Synapse};
+use prr_synapse_harness::{
+    AppserviceRegistration, PolicyRule, RuleKind, Synapse, SynapseConfig, free_port,
+};
 use serde_json::{Value, json};
 
 use super::super::serve::Server;
@@ -28,6 +30,45 @@ fn bot_power(world: &World, level: i64) -> String {
         .set_power_level(&world.protected, &bot, level)
         .unwrap();
     bot
+}
+
+/// A Synapse module (third-party event rules) that holds the ban of one user `seconds` long,
+/// after creating the file `marker`: a test kills prr while that ban is in flight.
+const HOLD_BAN: &str = r#"
+class HoldBan:
+    def __init__(self, config, api):
+        self.api = api
+        self.user = config["user"]
+        self.marker = config["marker"]
+        self.seconds = config["seconds"]
+        api.register_third_party_rules_callbacks(check_event_allowed=self.check)
+
+    async def check(self, event, state_events):
+        if (
+            event.type == "m.room.member"
+            and event.state_key == self.user
+            and event.content.get("membership") == "ban"
+        ):
+            open(self.marker, "w").close()
+            await self.api.sleep(self.seconds)
+        return True, None
+"#;
+
+/// [`appservice_world`] with Synapse loading [`HOLD_BAN`] for the ban of `user`.
+fn held_ban_world(s: &Scratch, user: &str, marker: &Path) -> (World, PathBuf, String) {
+    let listen = format!("127.0.0.1:{}", free_port().unwrap());
+    let reg = AppserviceRegistration::new(HS, Some(&format!("http://{listen}")));
+    let file = s.dir.path().join("registration.yaml");
+    reg.write(&file).unwrap();
+    let modules = s.dir.path().join("modules");
+    std::fs::create_dir(&modules).unwrap();
+    std::fs::write(modules.join("hold_ban.py"), HOLD_BAN).unwrap();
+    let module = json!({"module": "hold_ban.HoldBan",
+        "config": {"user": user, "marker": marker, "seconds": 3}});
+    let config = (SynapseConfig::new().with_appservice(reg))
+        .with_python_path(&modules)
+        .with_option("modules", json!([module]));
+    (World::start(config), file, listen)
 }
 
 /// One `prr enact` run: its exit code, its stdout's ndjson lines, its stderr.
@@ -358,16 +399,19 @@ fn enact_bans_and_sets_the_acl_once_and_a_second_run_does_nothing() {
     assert_eq!(acl_puts, 1);
 }
 
-/// `prr serve --enact` is SIGKILLed while it bans 40 users a new glob rule matches, once some
-/// but not all of those bans are done; restarted on the same store: every user is banned, each
-/// with one `done` outcome of one attempt (those done before the kill unchanged), one ban
-/// event in the room's timeline, and Synapse saw no more ban requests than users (and the one
-/// in flight at the kill).
+/// `prr serve --enact` is SIGKILLed while it bans 40 users a new glob rule matches: while the
+/// ban of the sixth is in flight (Synapse holds it, [`HOLD_BAN`]), five done. Once Synapse has
+/// made that ban, prr restarts on the same store: every user is banned, each with one `done`
+/// outcome of one attempt (those done before the kill unchanged; the one in flight done too, a
+/// user banned already counting as done), one ban event in the room's timeline, and Synapse saw
+/// one ban request per user, or two for the one in flight.
 #[test]
 fn serve_enact_sigkilled_during_a_batch_of_bans_loses_and_repeats_none() {
     let _slot = slot();
     let s = Scratch::new();
-    let (world, registration, listen) = appservice_world(&s);
+    let marker = s.dir.path().join("ban-held");
+    let held = format!("@batch05:{HS}");
+    let (world, registration, listen) = held_ban_world(&s, &held, &marker);
     bot_power(&world, 100);
     let names: Vec<String> = (0..40).map(|i| format!("batch{i:02}")).collect();
     for n in &names {
@@ -384,22 +428,28 @@ fn serve_enact_sigkilled_during_a_batch_of_bans_loses_and_repeats_none() {
 
     let rule = PolicyRule::entity(RuleKind::User, "@batch*:localhost").with_reason("batch");
     world.moderator.send_rule(&world.policy, &rule).unwrap();
-    soon("some of the batch's bans are done", || {
-        let n = done_bans(&server.rows("/v1/replicas/outcomes"), prefix).len();
-        (n >= 3).then_some(())
+    soon("the ban of the sixth reaches Synapse", || {
+        marker.exists().then_some(())
     });
     server.kill();
-    // What the store holds after the kill.
+    // What the store holds after the kill: the five bans before the one in flight.
     let at_kill = by_key(&s.show("outcomes"), &instance);
     let done_at_kill: BTreeMap<Key, Value> = (at_kill.into_iter())
         .filter(|((_, _, t), o)| t.starts_with(prefix) && o["status"] == "done")
         .collect();
-    let n = done_at_kill.len();
-    eprintln!("killed with {n} of the batch's 40 bans done");
-    assert!(
-        0 < n && n < 40,
-        "the kill came after {n} of 40 bans: not in the middle of the batch"
+    let before: BTreeSet<Key> = (0..5)
+        .map(|i| ban(&protected, &format!("@batch{i:02}:{HS}")))
+        .collect();
+    assert_eq!(
+        done_at_kill.keys().cloned().collect::<BTreeSet<_>>(),
+        before
     );
+    eventually("Synapse makes the ban it held", 30, || {
+        let m = membership(&world, &protected, &held);
+        (m.as_deref() == Some("ban"))
+            .then_some(())
+            .ok_or(format!("{m:?}"))
+    });
 
     let server = enact_server(&s, &listen, &world, &registration, &[]);
     caught_up(&server, &instance);
@@ -611,6 +661,11 @@ fn a_rule_removed_before_its_ban_is_enacted_bans_no_one_and_is_withdrawn() {
     for user in &crowd {
         assert_eq!(outcomes[&ban(&protected, user)]["status"], "done");
     }
+    let at: Vec<u64> = (crowd.iter())
+        .map(|u| outcomes[&ban(&protected, u)]["at"].as_u64().unwrap())
+        .collect();
+    let (first, end) = (at.iter().min().unwrap(), at.iter().max().unwrap());
+    eprintln!("the crowd's bans took {} ms", end - first);
     let pending = server.rows("/v1/replicas/pending");
     assert!(keys(&pending, &instance).is_empty(), "{pending:?}");
     // The bans of baduser and the crowd, none for the late user.
