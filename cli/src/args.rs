@@ -393,10 +393,9 @@ pub enum Command {
     /// action and printed. An action refused before for the same intent is not tried again
     /// without --retry-failed. Exit status 1 when an action failed or an instance could not
     /// be caught up. `--dry-run` prints the pending actions and changes nothing.
-    #[command(after_help = "Examples:
-  prr enact --dry-run
-  prr enact @draupnir:example.org --homeserver http://127.0.0.1:8008 --registration prr-registration.yaml
-  prr enact --only bans --homeserver https://matrix.example.org --access-token-file bot-token")]
+    #[command(
+        after_help = "Examples:\n  prr enact --dry-run\n  prr enact @draupnir:example.org --dry-run --only bans --format table\n\nAgainst a homeserver, as its appservice or as a bot account:\n  prr enact --homeserver http://127.0.0.1:8008 --registration registration.yaml\n  prr enact @bot:example.org --homeserver https://example.org --access-token-file bot-token"
+    )]
     Enact {
         /// The instance (its user ID) [default: every instance].
         instance: Option<String>,

@@ -78,10 +78,24 @@ fn protected_rooms(m: &mut Matrix, instance: &str) -> Result<(bool, Vec<String>)
     Ok((!rows.is_empty(), rooms))
 }
 
+/// The `outcomes` records of `instance` for `action` (and `target`), by room.
+fn outcomes_by_room(
+    m: &mut Matrix,
+    instance: &str,
+    action: &str,
+    target: &str,
+) -> Result<BTreeMap<String, Value>, Error> {
+    Ok((m.show("outcomes", Some(instance), None)?.into_iter())
+        .filter(|o| o["instance"] == instance && o["action"] == action && o["target"] == target)
+        .filter_map(|o| Some((o["room_id"].as_str()?.to_string(), o)))
+        .collect())
+}
+
 /// Why `instance` bans `user` or not (`prr explain INSTANCE USER`, `GET /v1/explain`): the
 /// protected rooms (only `room` when given) with the user's membership there and the ban
 /// intended there, if any; every rule of the instance's lists that matches the user, with its
-/// effect; the rule the bans cite and why; and a one-line verdict.
+/// effect; the rule the bans cite and why; and a one-line verdict. Each room carries the ban's
+/// outcome so far (`outcomes`), if an effect handler acted on it.
 pub fn explain_user(
     m: &mut Matrix,
     instance: &str,
@@ -98,6 +112,7 @@ pub fn explain_user(
     let matching: Vec<Value> = (m.show("policy_list", Some(instance), None)?.into_iter())
         .filter(|r| r["instance"] == instance && rule_matches(r, user))
         .collect();
+    let mut outcomes = outcomes_by_room(m, instance, "ban", user)?;
     let mut present_anywhere = false;
     let mut room_rows = Vec::new();
     for r in &rooms {
@@ -113,6 +128,7 @@ pub fn explain_user(
             "membership": membership,
             "present": present,
             "ban": ban,
+            "outcome": outcomes.remove(r.as_str()),
         }));
     }
     let bannable: Vec<&Value> = (matching.iter())
@@ -183,7 +199,7 @@ pub fn explain_user(
 /// What `instance`'s intended server ACL holds and why (`prr explain INSTANCE --acl`): each
 /// denied entity with the rules that deny it; the server rules left out (they match the
 /// instance's own server, or are hashed and name no server); and per protected room whether
-/// its ACL is in sync and what differs from the intent.
+/// its ACL is in sync, what differs from the intent, and the outcome so far of setting it.
 pub fn explain_acl(m: &mut Matrix, instance: &str) -> Result<Value, Error> {
     let (exists, rooms) = protected_rooms(m, instance)?;
     let intent = (m.show("server_acl", Some(instance), None)?.into_iter())
@@ -221,6 +237,7 @@ pub fn explain_acl(m: &mut Matrix, instance: &str) -> Result<Value, Error> {
         .filter(|r| r["instance"] == instance)
         .filter_map(|r| Some((r["room_id"].as_str()?.to_string(), r["in_sync"].clone())))
         .collect();
+    let mut outcomes = outcomes_by_room(m, instance, "server_acl", "")?;
     let mut room_rows = Vec::new();
     for room in &rooms {
         let current = (m.show("room_state", Some(room), None)?.into_iter())
@@ -232,6 +249,7 @@ pub fn explain_acl(m: &mut Matrix, instance: &str) -> Result<Value, Error> {
             "in_sync": sync.get(room).cloned().unwrap_or(Value::Null),
             "current": current,
             "differs": differs,
+            "outcome": outcomes.remove(room.as_str()),
         }));
     }
     Ok(json!({

@@ -79,7 +79,11 @@ fn user_text(v: &Value) -> String {
             Some(e) => format!(", ban intended (rule {e})"),
             None => String::new(),
         };
-        t.push_str(&format!("  {}: {membership}{ban}\n", s(&r["room_id"])));
+        let outcome = outcome_text(&r["outcome"]);
+        t.push_str(&format!(
+            "  {}: {membership}{ban}{outcome}\n",
+            s(&r["room_id"])
+        ));
     }
     t.push_str("matching rules:\n");
     let rules = v["rules"].as_array().cloned().unwrap_or_default();
@@ -128,9 +132,24 @@ fn acl_text(v: &Value) -> String {
         } else {
             format!("out of sync: {}", r["differs"])
         };
-        t.push_str(&format!("  {}: {state}\n", s(&r["room_id"])));
+        let outcome = outcome_text(&r["outcome"]);
+        t.push_str(&format!("  {}: {state}{outcome}\n", s(&r["room_id"])));
     }
     t
+}
+
+/// `, outcome: done (1 attempt)`, or with the refusal; empty without an outcome.
+fn outcome_text(o: &Value) -> String {
+    let Some(status) = o["status"].as_str() else {
+        return String::new();
+    };
+    let attempts = o["attempts"].as_u64().unwrap_or(0);
+    let plural = if attempts == 1 { "" } else { "s" };
+    let error = match o["error"]["errcode"].as_str() {
+        Some(code) => format!(", {code}: {}", s(&o["error"]["error"])),
+        None => String::new(),
+    };
+    format!(", outcome: {status} ({attempts} attempt{plural}{error})")
 }
 
 /// `prr check join|invite|sender`: one JSON object.

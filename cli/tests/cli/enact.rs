@@ -1,8 +1,8 @@
 //! `prr enact` against a fake homeserver on loopback: what the homeserver answers decides each
 //! outcome (a ban done, a user banned already, a refusal, a rate limit honoured, a server error
 //! retried), a second run does nothing, `--retry-failed` tries a refusal again, `--dry-run`
-//! changes nothing, and the ACL set is the intent. The real homeserver's tests are in
-//! `homeserver/enact.rs`.
+//! changes nothing, and the ACL set is the intent. The tests against a real Synapse are with
+//! the other homeserver tests.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -359,6 +359,34 @@ fn enact_bans_and_sets_the_acl_recording_each_outcome_once() {
     assert_eq!(fake.lock().unwrap().bans.len(), calls);
     assert_eq!(summary(&s.show("outcomes")), want);
     assert_eq!(s.show("acl_sync")[0]["in_sync"], true);
+
+    // Explain shows the outcome so far, of a ban and of the ACL.
+    let why: Value = serde_json::from_str(&s.ok(&[
+        "explain",
+        BOT,
+        "@spam-forbidden:evil.example",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    let outcome = &why["protected_rooms"][0]["outcome"];
+    assert_eq!(outcome["status"], "failed", "{why}");
+    assert_eq!(outcome["error"]["errcode"], "M_FORBIDDEN");
+    let text = s.ok(&[
+        "explain",
+        BOT,
+        "@spam-forbidden:evil.example",
+        "--format",
+        "text",
+    ]);
+    assert!(
+        text.contains("outcome: failed (1 attempt, M_FORBIDDEN: fake M_FORBIDDEN)"),
+        "{text}"
+    );
+    let acl: Value =
+        serde_json::from_str(&s.ok(&["explain", BOT, "--acl", "--format", "json"])).unwrap();
+    assert_eq!(acl["rooms"][0]["outcome"]["status"], "done", "{acl}");
+    assert_eq!(acl["rooms"][0]["in_sync"], true);
 
     // An operator asks: the refusal is tried again (a second attempt).
     let mut retry = args.clone();

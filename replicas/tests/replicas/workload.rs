@@ -42,7 +42,7 @@ const ROOMS: [&str; 6] = [
     "!list2:Evil.ORG",
 ];
 
-const INSTANCES: [&str; 3] = [
+pub const INSTANCES: [&str; 3] = [
     "@draupnir:good.net",
     "@bot:Evil.ORG:8448",
     "@d4a:spam.example",
