@@ -341,6 +341,64 @@ impl Client {
         }
     }
 
+    /// The membership of `user_id` in `room_id` (`join`, `ban`, ...) as the room's current
+    /// state says it; `None` when the user has no member event there.
+    pub fn membership_of(&self, room_id: &str, user_id: &str) -> Result<Option<String>, Error> {
+        let content = self.state_event(room_id, "m.room.member", user_id)?;
+        Ok(content.and_then(|c| c["membership"].as_str().map(str::to_string)))
+    }
+
+    /// The content of the room's `m.room.server_acl` (state key `""`), `None` when it has none.
+    pub fn server_acl(&self, room_id: &str) -> Result<Option<Value>, Error> {
+        self.state_event(room_id, "m.room.server_acl", "")
+    }
+
+    /// Sets `user_id`'s power level in `room_id`: the room's `m.room.power_levels` with
+    /// `users[user_id] = level`, the rest kept; returns the event id. (Room version 12: the
+    /// creator must not be listed, and this never lists it.)
+    pub fn set_power_level(
+        &self,
+        room_id: &str,
+        user_id: &str,
+        level: i64,
+    ) -> Result<String, Error> {
+        let mut content =
+            (self.state_event(room_id, "m.room.power_levels", "")?).unwrap_or_else(|| json!({}));
+        if let Value::Object(m) = &mut content {
+            let users = m.entry("users").or_insert_with(|| json!({}));
+            if let Value::Object(u) = users {
+                u.insert(user_id.into(), json!(level));
+            }
+        }
+        self.send_state(room_id, "m.room.power_levels", "", &content)
+    }
+
+    /// `GET /rooms/{room}/messages` backwards from the newest event, page after page: the
+    /// room's whole timeline as this user may see it, newest first, only the events that
+    /// `filter` (a `RoomEventFilter`, e.g. `{"types": ["m.room.member"]}`) lets through.
+    pub fn messages(&self, room_id: &str, filter: Option<&Value>) -> Result<Vec<Value>, Error> {
+        let mut events = Vec::new();
+        let mut from: Option<String> = None;
+        loop {
+            let mut path = format!("{V3}/rooms/{}/messages?dir=b&limit=500", encode(room_id));
+            if let Some(f) = filter {
+                path.push_str(&format!("&filter={}", encode(&f.to_string())));
+            }
+            if let Some(token) = &from {
+                path.push_str(&format!("&from={}", encode(token)));
+            }
+            let page = self.request(Method::Get, &path, None)?;
+            let chunk = page["chunk"].as_array().cloned().unwrap_or_default();
+            let end = page["end"].as_str().map(str::to_string);
+            let done = chunk.is_empty() || end.is_none();
+            events.extend(chunk);
+            if done {
+                return Ok(events);
+            }
+            from = end;
+        }
+    }
+
     /// `PUT /user/{userId}/account_data/{type}`: sets this user's global account data of
     /// `event_type` to `content` (a Draupnir bot's configuration lives there).
     pub fn set_account_data(&self, event_type: &str, content: &Value) -> Result<(), Error> {

@@ -26,7 +26,7 @@ struct Rooms {
 }
 
 /// The number of tests below that call `ROOMS.get()`.
-static ROOMS: Shared<Rooms> = Shared::new(5, build);
+static ROOMS: Shared<Rooms> = Shared::new(6, build);
 
 fn build() -> Rooms {
     let synapse = Synapse::start(SynapseConfig::new()).unwrap_or_else(|e| panic!("{e}"));
@@ -222,6 +222,50 @@ fn joins_and_a_ban_read_back_from_state() -> TestResult {
     // Synapse 1.163 says M_BAD_STATE ("Cannot join user who was banned").
     assert_eq!(again.status(), Some(403), "{again}");
     assert_eq!(rooms.alice.joined_rooms()?, vec![rooms.protected.clone()]);
+    // The same through `membership_of`, and the ban once in the room's timeline.
+    let of = |user: &str| rooms.alice.membership_of(&rooms.protected, user);
+    assert_eq!(of(rooms.bob.user_id())?.as_deref(), Some("ban"));
+    assert_eq!(of(rooms.alice.user_id())?.as_deref(), Some("join"));
+    assert_eq!(of("@nobody:localhost")?, None);
+    let members = json!({"types": ["m.room.member"]});
+    let timeline = rooms.alice.messages(&rooms.protected, Some(&members))?;
+    assert!(timeline.iter().all(|e| e["type"] == "m.room.member"));
+    let bans: Vec<&Value> = (timeline.iter())
+        .filter(|e| e["content"]["membership"] == "ban")
+        .collect();
+    assert_eq!(bans.len(), 1, "{bans:?}");
+    assert_eq!(bans[0]["state_key"], rooms.bob.user_id());
+    Ok(())
+}
+
+/// `set_power_level` gives a member the power to set the room's `m.room.server_acl` (100 in a
+/// public room) and takes it away: then Synapse refuses with 403 `M_FORBIDDEN`, as it does a
+/// ban (50).
+#[test]
+fn power_levels_give_and_take_the_power_to_set_a_server_acl() -> TestResult {
+    let rooms = ROOMS.get();
+    let room = (rooms.admin).create_room(&RoomOptions::new().public().with_name("acl"))?;
+    // Users of their own: the other tests count alice's and bob's rooms.
+    let member = rooms.synapse.register("aclmember", "pw", false)?;
+    let victim = rooms.synapse.register("aclvictim", "pw", false)?;
+    member.join(&room)?;
+    victim.join(&room)?;
+    assert_eq!(rooms.admin.server_acl(&room)?, None);
+    rooms.admin.set_power_level(&room, member.user_id(), 100)?;
+    let acl = json!({"allow": ["*"], "deny": ["evil.example"], "allow_ip_literals": false});
+    member.send_state(&room, "m.room.server_acl", "", &acl)?;
+    assert_eq!(rooms.admin.server_acl(&room)?, Some(acl.clone()));
+    rooms.admin.set_power_level(&room, member.user_id(), 0)?;
+    let refused = member
+        .send_state(&room, "m.room.server_acl", "", &json!({"allow": ["*"]}))
+        .unwrap_err();
+    assert_eq!(refused.status(), Some(403), "{refused}");
+    assert_eq!(refused.errcode(), Some("M_FORBIDDEN"), "{refused}");
+    let refused = member.ban(&room, victim.user_id(), None).unwrap_err();
+    assert_eq!(refused.errcode(), Some("M_FORBIDDEN"), "{refused}");
+    assert_eq!(rooms.admin.server_acl(&room)?, Some(acl));
+    let levels = (rooms.admin.state_event(&room, "m.room.power_levels", "")?).unwrap();
+    assert_eq!(levels["users"][member.user_id()], 0, "{levels}");
     Ok(())
 }
 
