@@ -69,7 +69,7 @@ pub use glob::{
 };
 pub use ingest::{Ingestor, Prepared};
 pub use matrix::{
-    IngestSummary, IntentKey, Intents, Matrix, NewOutcome, Pipeline, Previous, Received, Work,
+    Gone, IngestSummary, IntentKey, Intents, Matrix, NewOutcome, Pipeline, Previous, Received, Work,
 };
 pub use parse::{
     Event, Location, ManifestEntry, ParseError, SourceItem, parse_event, parse_file, parse_line,

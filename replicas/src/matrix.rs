@@ -14,7 +14,7 @@ use crate::render::{render_sorted, to_json};
 mod effects;
 mod preview;
 
-pub use effects::{IntentKey, Intents, NewOutcome, Previous, Work};
+pub use effects::{Gone, IntentKey, Intents, NewOutcome, Previous, Work};
 
 /// A runtime running the Matrix replicas, with the ingest state beside it.
 pub struct Matrix {

@@ -345,6 +345,10 @@ pub enum OutcomeStatus {
     Failed,
     /// The intent left its replica before its turn: nothing was done.
     Withdrawn,
+    /// The handler is sending it: recorded before the homeserver is asked, so that a handler
+    /// stopped before the answer settles it at its next run (done when the homeserver's state
+    /// shows it, else sent again or withdrawn).
+    Started,
 }
 
 impl OutcomeStatus {
@@ -354,6 +358,7 @@ impl OutcomeStatus {
             OutcomeStatus::Done => "done",
             OutcomeStatus::Failed => "failed",
             OutcomeStatus::Withdrawn => "withdrawn",
+            OutcomeStatus::Started => "started",
         }
     }
 }

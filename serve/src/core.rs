@@ -8,10 +8,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use prr_engine::{Error, Seq, Status};
+use prr_engine::{Error, Seq, Status, Subscription};
 use prr_replicas::{
-    Action, Intents, Matrix, NewOutcome, Received, SourceItem, Work, explain_acl, explain_user,
-    poisoned_json,
+    Action, IntentKey, Intents, Matrix, NewOutcome, Rec, Received, SourceItem, Work, explain_acl,
+    explain_user, poisoned_json,
 };
 use serde_json::Value;
 use tokio::sync::{oneshot, watch};
@@ -154,7 +154,14 @@ pub(crate) struct Core {
     fetching: HashMap<String, HashSet<(String, String)>>,
     /// The index of the checks at the door, kept current after each commit.
     door: Door,
+    /// For the effect handlers, once they ask: `pending`'s deltas, and per instance the keys
+    /// that entered `pending` since the handlers' last read of it (an intent that comes and
+    /// goes between two reads is withdrawn, not forgotten).
+    appeared: Option<(Subscription<Rec>, Appeared)>,
 }
+
+/// Instance -> the keys that entered `pending` since the handlers last read its intents.
+type Appeared = HashMap<String, Vec<IntentKey>>;
 
 impl Core {
     pub(crate) fn new(
@@ -174,6 +181,7 @@ impl Core {
             last_capture: Instant::now(),
             fetching: HashMap::new(),
             door,
+            appeared: None,
         }
     }
 
@@ -338,7 +346,8 @@ impl Core {
                 only,
                 reply,
             } => {
-                let _ = reply.send(self.m.intents(&instance, only));
+                let appeared = self.appeared(&instance);
+                let _ = reply.send(appeared.and_then(|a| self.m.intents(&instance, only, &a)));
             }
             Command::StillPending { work, reply } => {
                 let _ = reply.send(self.m.still_pending(&work));
@@ -351,13 +360,51 @@ impl Core {
                 if let Ok(Some(_)) = &got {
                     self.metrics.source_delta("effects", n);
                     for o in &outcomes {
-                        self.metrics
-                            .effect(o.key.action.as_str(), o.status.as_str());
+                        if o.status != prr_replicas::OutcomeStatus::Started {
+                            self.metrics
+                                .effect(o.key.action.as_str(), o.status.as_str());
+                        }
                     }
                 }
                 let _ = reply.send(got);
             }
         }
+    }
+
+    /// The keys that entered `pending` for `instance` since the last call (none at the first:
+    /// the handlers read every pending intent then).
+    fn appeared(&mut self, instance: &str) -> Result<Vec<IntentKey>, Error> {
+        if self.appeared.is_none() {
+            let id = self.m.runtime().replica("pending")?;
+            let sub = self.m.runtime().subscribe(id)?;
+            self.appeared = Some((sub, HashMap::new()));
+        }
+        let dict = self.m.runtime().dictionary().clone();
+        let (sub, by_instance) = self.appeared.as_mut().expect("subscribed");
+        for delta in sub.try_iter() {
+            for (rec, diff) in &delta.updates {
+                if let Rec::Pending {
+                    instance,
+                    room,
+                    action,
+                    target,
+                } = rec
+                    && *diff > 0
+                {
+                    let key = IntentKey {
+                        instance: dict.get(*instance),
+                        room_id: dict.get(*room),
+                        action: *action,
+                        target: dict.get(*target),
+                    };
+                    by_instance
+                        .entry(key.instance.clone())
+                        .or_default()
+                        .push(key);
+                }
+            }
+        }
+        Ok(by_instance.remove(instance).unwrap_or_default())
     }
 
     /// A write's outcome: a commit whose revision capture failed is a success (the delta is

@@ -5,7 +5,11 @@
 //! those whose last attempt was refused for the same intent (unless told to retry) and ACLs set
 //! less than `acl_interval` ago, and runs the rooms in parallel (at most `concurrency` at
 //! once), each room's actions in order. When an action's turn comes, an intent that is no
-//! longer pending, or no longer the same, is `withdrawn`, not enacted. A ban the homeserver
+//! longer pending, or no longer the same, is `withdrawn`, not enacted; otherwise a `started`
+//! outcome is recorded, the homeserver asked, and the outcome recorded. An intent that left
+//! `pending` without a `done` outcome is settled at the next pass: `done` when it was started
+//! and the replicas show it achieved (a handler stopped between the homeserver's answer and
+//! the outcome), else `withdrawn`; this covers intents that came and went between two passes. A ban the homeserver
 //! refuses while the user is banned already is `done`. `429` and `5xx` are retried by the
 //! client ([`prr_homeserver::Retry`]); when its retries run out the intent stays pending
 //! without an outcome and a later pass tries again. Other refusals are `failed` with the
@@ -153,9 +157,20 @@ impl Enactor {
                 None => return pass, // stopping
             };
             let mut withdrawn = Vec::new();
-            for (key, previous) in intents.gone {
-                self.seen.remove(&key);
-                withdrawn.push(withdraw(key, previous.intent, intents.seq, Some(previous)));
+            for g in intents.gone {
+                let seen = self.seen.remove(&g.key);
+                let intent = (g.previous.map(|p| p.intent))
+                    .or(seen.map(|(i, _)| i))
+                    .unwrap_or_default();
+                let started = g
+                    .previous
+                    .is_some_and(|p| p.status == OutcomeStatus::Started);
+                let mut o = withdraw(g.key, intent, intents.seq, g.previous);
+                if started && g.achieved {
+                    // Sent before the handler stopped, and the homeserver's state shows it.
+                    o.status = OutcomeStatus::Done;
+                }
+                withdrawn.push(o);
             }
             // Intents seen pending before that left it without an outcome.
             let now_pending: std::collections::HashSet<&IntentKey> =
@@ -285,7 +300,18 @@ async fn enact_room(
             Some(Ok(false)) => {
                 Ended::Outcome(withdraw(w.key.clone(), w.intent, w.intent_seq, w.previous))
             }
-            Some(Ok(true)) => act(hs, &w).await,
+            Some(Ok(true)) => {
+                // Recorded before the homeserver is asked: a handler stopped before the answer
+                // settles it at its next run.
+                let mut started = withdraw(w.key.clone(), w.intent, w.intent_seq, w.previous);
+                started.status = OutcomeStatus::Started;
+                started.attempts += 1;
+                match record(core, vec![started]).await {
+                    None => return (outcomes, true),
+                    Some(false) => Ended::Transient,
+                    Some(true) => act(hs, &w).await,
+                }
+            }
         };
         match ended {
             Ended::Transient => transient = true,

@@ -121,7 +121,7 @@ fn dry_run(
     };
     let mut rows = Vec::new();
     for i in &instances {
-        let intents = m.intents(i, only)?;
+        let intents = m.intents(i, only, &[])?;
         for w in &intents.work {
             let refused = w.previous.is_some_and(|p| {
                 p.status == prr_replicas::OutcomeStatus::Failed && p.intent == w.intent

@@ -112,9 +112,22 @@ pub struct Intents {
     pub seq: u64,
     /// The `pending` intents, in key order (room, then action, then target).
     pub work: Vec<Work>,
-    /// Intents whose last outcome is `failed` and that left their replica since: they are
-    /// withdrawn.
-    pub gone: Vec<(IntentKey, Previous)>,
+    /// Intents that are no longer pending and have no `done` outcome: those whose last outcome
+    /// is `failed` or `started`, and those `appeared` names (seen pending since the handler's
+    /// last read) with no outcome yet.
+    pub gone: Vec<Gone>,
+}
+
+/// An intent that left `pending` without a `done` outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gone {
+    /// Its key.
+    pub key: IntentKey,
+    /// Its last outcome, if any.
+    pub previous: Option<Previous>,
+    /// Whether the replicas show the action as achieved: the user's membership is `ban`, or
+    /// the room's ACL is in sync with the intent. A `started` action that is achieved is done.
+    pub achieved: bool,
 }
 
 impl Matrix {
@@ -129,7 +142,15 @@ impl Matrix {
 
     /// `instance`'s `pending` intents with what to send for each (only `action`'s when
     /// given), and its failed intents that are no longer intended, as of the last final seq.
-    pub fn intents(&mut self, instance: &str, only: Option<Action>) -> Result<Intents, Error> {
+    ///
+    /// `appeared` are keys the handler saw enter `pending` since its last read (from the
+    /// replica's deltas): those no longer pending without an outcome are `gone` too.
+    pub fn intents(
+        &mut self,
+        instance: &str,
+        only: Option<Action>,
+        appeared: &[IntentKey],
+    ) -> Result<Intents, Error> {
         let intent_seq = self.rt.last_seq().0;
         let Some(inst) = self.rt.dictionary().lookup(instance) else {
             return Ok(Intents {
@@ -224,21 +245,47 @@ impl Matrix {
             });
         }
         // What is left of the outcomes is not pending: done, or no longer intended.
-        let mut gone: Vec<(IntentKey, Previous)> = (previous.into_iter())
-            .filter(|(k, p)| {
-                p.status == OutcomeStatus::Failed && only.is_none_or(|a| a == k.action)
-            })
+        let pending_keys: std::collections::HashSet<IntentKey> =
+            out.work.iter().map(|w| w.key.clone()).collect();
+        let mut gone_keys: Vec<(IntentKey, Option<Previous>)> = (previous.iter())
+            .filter(|(_, p)| matches!(p.status, OutcomeStatus::Failed | OutcomeStatus::Started))
+            .map(|(k, p)| (k.clone(), Some(*p)))
             .collect();
-        gone.sort_by(|a, b| a.0.cmp(&b.0));
-        out.gone = gone;
+        for k in appeared {
+            if k.instance == instance && !pending_keys.contains(k) && !previous.contains_key(k) {
+                gone_keys.push((k.clone(), None));
+            }
+        }
+        gone_keys.retain(|(k, _)| only.is_none_or(|a| a == k.action));
+        gone_keys.sort_by(|a, b| a.0.cmp(&b.0));
+        gone_keys.dedup_by(|a, b| a.0 == b.0);
+        for (key, previous) in gone_keys {
+            let achieved = self.achieved(&key)?;
+            out.gone.push(Gone {
+                key,
+                previous,
+                achieved,
+            });
+        }
         Ok(out)
+    }
+
+    /// Whether the replicas show `key`'s action as achieved: the user banned in the room, or
+    /// the room's ACL in sync with the instance's intent.
+    fn achieved(&mut self, key: &IntentKey) -> Result<bool, Error> {
+        Ok(match key.action {
+            Action::Ban => (self.show("room_members", Some(&key.room_id), None)?.iter())
+                .any(|r| r["user_id"] == key.target.as_str() && r["membership"] == "ban"),
+            Action::ServerAcl => (self.show("acl_sync", Some(&key.instance), None)?.iter())
+                .any(|r| r["room_id"] == key.room_id.as_str() && r["in_sync"] == true),
+        })
     }
 
     /// Whether `work`'s intent is still pending, the same (its fingerprint) as when it was
     /// read: an intent that left its replica before its turn is withdrawn, not enacted.
     pub fn still_pending(&mut self, work: &Work) -> Result<bool, Error> {
         let only = Some(work.key.action);
-        let now = self.intents(&work.key.instance, only)?;
+        let now = self.intents(&work.key.instance, only, &[])?;
         Ok((now.work.iter()).any(|w| w.key == work.key && w.intent == work.intent))
     }
 

@@ -585,6 +585,7 @@ pub(crate) fn outcomes() -> BoxedStrategy<BTreeSet<Rec>> {
         OutcomeStatus::Done,
         OutcomeStatus::Failed,
         OutcomeStatus::Withdrawn,
+        OutcomeStatus::Started,
     ]);
     let outcome = (
         one_of(&INSTANCES),

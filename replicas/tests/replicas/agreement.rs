@@ -149,11 +149,12 @@ fn check_replicas(
 }
 
 /// The statuses of the outcomes recorded, `done` the most often.
-const STATUSES: [OutcomeStatus; 4] = [
+const STATUSES: [OutcomeStatus; 5] = [
     OutcomeStatus::Done,
     OutcomeStatus::Done,
     OutcomeStatus::Failed,
     OutcomeStatus::Withdrawn,
+    OutcomeStatus::Started,
 ];
 
 /// The effect handler's choices, seeded like the workload.
@@ -245,10 +246,15 @@ fn check_intents(instance: &str, intents: &Intents, oracle: &Oracle, context: &s
         }
     }
     let gone: Vec<_> = (intents.gone.iter())
-        .map(|(k, p)| (oracle_key(k), json!(p.attempts)))
+        .map(|g| {
+            let attempts = g.previous.expect("an outcome").attempts;
+            (oracle_key(&g.key), json!(attempts))
+        })
         .collect();
     let failed: Vec<_> = (oracle.outcomes_of(instance))
-        .filter(|(k, o)| o["status"] == "failed" && !pending.contains(k))
+        .filter(|(k, o)| {
+            (o["status"] == "failed" || o["status"] == "started") && !pending.contains(k)
+        })
         .map(|(k, o)| (k.clone(), o["attempts"].clone()))
         .collect();
     assert_eq!(gone, failed, "{context}: {instance}'s gone intents");
@@ -270,7 +276,7 @@ fn record_some_outcomes(
         if !rng.random_bool(0.6) {
             continue;
         }
-        let intents = m.intents(instance, None).unwrap();
+        let intents = m.intents(instance, None, &[]).unwrap();
         check_intents(instance, &intents, oracle, context);
         for w in &intents.work {
             if rng.random_bool(0.5) {
@@ -279,10 +285,11 @@ fn record_some_outcomes(
                 outcomes.push((o, Served::Current));
             }
         }
-        for (key, previous) in &intents.gone {
+        for g in &intents.gone {
+            let previous = g.previous.expect("an outcome");
             if rng.random_bool(0.5) {
                 let seq = m.runtime().last_seq().0;
-                let o = new_outcome(rng, key.clone(), seq, previous.attempts, previous.intent);
+                let o = new_outcome(rng, g.key.clone(), seq, previous.attempts, previous.intent);
                 outcomes.push((o, Served::Previous));
             }
         }
