@@ -432,6 +432,11 @@ impl Matrix {
         Ok(self.render_deltas(&deltas, false))
     }
 
+    /// `deltas` (of one replica, in `Seq` order) as the lines [`Matrix::deltas`] gives.
+    pub fn deltas_json(&self, deltas: &[prr_engine::Delta<Rec>]) -> Vec<Value> {
+        self.render_deltas(deltas, false)
+    }
+
     /// Each update of `deltas` as JSON lines `{"seq", "diff", "record"}` (`diff` 1 or -1, an
     /// update of multiplicity n as n lines), per delta in the order of [`Matrix::deltas`];
     /// with `named`, each line starts with `"replica"`.

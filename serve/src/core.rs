@@ -17,6 +17,7 @@ use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 
 use crate::door::Door;
+use crate::history::DeltaHistory;
 use crate::metrics::Metrics;
 
 /// A command to the core, with the channel its answer goes to.
@@ -158,6 +159,9 @@ pub(crate) struct Core {
     /// that entered `pending` since the handlers' last read of it (an intent that comes and
     /// goes between two reads is withdrawn, not forgotten).
     appeared: Option<(Subscription<Rec>, Appeared)>,
+    /// Every replica's recent deltas, for `deltas?since=` without a replay (`None` when it
+    /// could not subscribe: the replay answers).
+    history: Option<DeltaHistory>,
 }
 
 /// Instance -> the keys that entered `pending` since the handlers last read its intents.
@@ -182,6 +186,7 @@ impl Core {
             fetching: HashMap::new(),
             door,
             appeared: None,
+            history: None,
         }
     }
 
@@ -321,7 +326,7 @@ impl Core {
                 since,
                 reply,
             } => {
-                let _ = reply.send(self.m.deltas(&replica, since));
+                let _ = reply.send(self.deltas(&replica, since));
             }
             Command::Preview { items, emit, reply } => {
                 let _ = reply.send(self.m.preview(&[items], &emit));
@@ -369,6 +374,25 @@ impl Core {
                 let _ = reply.send(got);
             }
         }
+    }
+
+    /// `replica`'s deltas after `since`: none when `since` is the last seq or later, from the
+    /// history when it holds them, else from a replay of the log.
+    fn deltas(&mut self, replica: &str, since: Seq) -> Result<Vec<Value>, Error> {
+        let id = self.m.runtime().replica(replica)?;
+        if since >= self.m.runtime().last_seq() {
+            return Ok(Vec::new());
+        }
+        if self.history.is_none() {
+            match DeltaHistory::start(&mut self.m, crate::history::BUDGET) {
+                Ok(h) => self.history = Some(h),
+                Err(e) => tracing::warn!(error = %e, "no delta history: deltas are replayed"),
+            }
+        }
+        if let Some(deltas) = self.history.as_mut().and_then(|h| h.since(id, since)) {
+            return Ok(self.m.deltas_json(&deltas));
+        }
+        self.m.deltas(replica, since)
     }
 
     /// The keys that entered `pending` for `instance` since the last call (none at the first:
@@ -431,6 +455,9 @@ impl Core {
                 self.dirty = true;
                 // Before the answer: a check after it sees this delta.
                 self.door.refresh(&mut self.m);
+                if let Some(h) = &mut self.history {
+                    h.absorb();
+                }
                 self.seq_tx.send_replace(seq.0);
                 let newly = self.m.runtime().newly_poisoned();
                 if newly.last() == Some(seq) {

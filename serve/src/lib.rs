@@ -27,7 +27,8 @@
 //! serve(ServeConfig::new(runtime, "prr.redb").with_listen("127.0.0.1:9797")).unwrap();
 //! ```
 
-// Layers, bottom to top: `error`, `config`, `metrics`, `received`; `core` (the thread);
+// Layers, bottom to top: `error`, `config`, `metrics`, `received`, `history`; `core` (the
+// thread);
 // `http` (the /v1 API and middleware), `appservice`, `catchup`, `bot`, `enact` (the effect
 // handlers); `run`, `enact_once` (`prr enact`).
 mod appservice;
@@ -40,6 +41,7 @@ mod door;
 mod enact;
 mod enact_once;
 mod error;
+mod history;
 mod http;
 mod metrics;
 mod received;

@@ -210,6 +210,23 @@ fn serve_answers_as_the_cli_does_on_the_same_files() {
         let got = server.rows(&format!("/v1/replicas/{r}/deltas?since=1"));
         assert_eq!(got, want, "deltas of {r}");
     }
+    // A delta after the service followed the deltas: answered from its in-memory history,
+    // the same as the CLI's replay.
+    let last = files.len() as u64;
+    let more = br#"[{"event_id": "$more", "room_id": "!demo-room:example.org",
+        "type": "m.room.member", "state_key": "@spammer9:spam.example",
+        "sender": "@spammer9:spam.example", "content": {"membership": "join"}}]"#;
+    reference.ok(&[
+        "ingest",
+        reference.file("more.json", more).to_str().unwrap(),
+    ]);
+    assert_eq!(server.ingest(more), last + 1);
+    for r in REPLICAS {
+        let since = last.to_string();
+        let want = cli_lines(&reference, &["deltas", r, "--since", &since]);
+        let got = server.rows(&format!("/v1/replicas/{r}/deltas?since={last}"));
+        assert_eq!(got, want, "deltas of {r} after {last}");
+    }
     let room = "!demo-room:example.org";
     let want = cli_lines(
         &reference,
@@ -241,7 +258,7 @@ fn serve_answers_as_the_cli_does_on_the_same_files() {
             .collect()
     };
     assert_eq!(records(&status), records(&cli));
-    assert_eq!(status["sources"]["api"]["last_seq"], 3);
+    assert_eq!(status["sources"]["api"]["last_seq"], last + 1);
     assert_eq!(status["instances"][0]["id"], "@draupnir:example.org");
     assert_eq!(status["instances"][0]["caught_up"], true);
 
