@@ -14,7 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde_json::{Value, json};
 
-use super::support::{Scratch, serve_fake};
+use super::serve::Server;
+use super::support::{Scratch, serve_fake, until};
 
 const AS_TOKEN: &str = "as-secret-9";
 const BOT: &str = "@bot:x";
@@ -29,7 +30,7 @@ struct Fake {
     acls: Vec<(String, Value)>,
     /// User -> how the ban endpoint answers: "ok", "forbidden", "banned" (a 403, the user
     /// being banned already: its member state says so, not the room's `/state`), "429"
-    /// (once, then ok), "500" (once, then ok).
+    /// (once, then ok), "500" (once, then ok), "slow" (ok after 300 ms).
     behaviour: HashMap<String, &'static str>,
     /// Users whose one-off failure happened.
     failed_once: Vec<String>,
@@ -95,7 +96,7 @@ async fn member_state(
 }
 
 async fn ban(
-    State(f): State<Shared>,
+    State(fake): State<Shared>,
     Path(room): Path<String>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
@@ -106,7 +107,12 @@ async fn ban(
     }
     let body: Value = serde_json::from_str(&body).unwrap();
     let user = body["user_id"].as_str().unwrap().to_string();
-    let mut f = f.lock().unwrap();
+    let slow = fake.lock().unwrap().behaviour.get(&user) == Some(&"slow");
+    if slow {
+        // Lets a test change the intents while a pass is busy.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut f = fake.lock().unwrap();
     f.bans
         .push((user.clone(), body["reason"].to_string(), Instant::now()));
     let behaviour = f.behaviour.get(&user).copied().unwrap_or("ok");
@@ -423,4 +429,55 @@ fn enact_refuses_an_unknown_instance_and_a_missing_store() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no store"));
     assert!(!empty.store().exists());
+}
+
+/// `serve --enact`: an intent that enters `pending` and leaves it while a pass is busy with
+/// other bans (a rule added, then removed) is never enacted and gets a `withdrawn` outcome.
+#[test]
+fn serve_withdraws_an_intent_that_came_and_went_during_a_pass() {
+    let (fake, s, args) = world();
+    {
+        let mut f = fake.lock().unwrap();
+        for (_, behaviour) in f.behaviour.iter_mut() {
+            *behaviour = "slow";
+        }
+    }
+    let hs = args[2].clone();
+    let reg = args[4].clone();
+    let server = Server::start(
+        &s,
+        &["--homeserver", &hs, "--registration", &reg, "--enact"],
+    );
+    // The first bans are under way: 5 of 300 ms each.
+    until("a first ban", || !fake.lock().unwrap().bans.is_empty());
+    let late = "@late:bad.example";
+    let join = member(ROOM, "$late-join", late, "join");
+    let rule = |content: Value| {
+        json!({"event_id": format!("$late-rule-{}", content.as_object().unwrap().len()),
+               "room_id": LIST, "type": "m.policy.rule.user", "state_key": "late",
+               "sender": "@mod:x", "origin_server_ts": 5, "content": content})
+    };
+    let ban_rule = rule(json!({"entity": late, "recommendation": "m.ban", "reason": "late"}));
+    server.ingest(json!([join, ban_rule]).to_string().as_bytes());
+    let pending = server.rows(&format!("/v1/replicas/pending?partition={}", "%40bot%3Ax"));
+    assert!(
+        pending.iter().any(|p| p["target"] == late),
+        "the late ban is pending: {pending:?}"
+    );
+    server.ingest(json!([rule(json!({}))]).to_string().as_bytes());
+    let outcome_of = |user: &str| {
+        (server.rows("/v1/replicas/outcomes").into_iter()).find(|o| o["target"] == user)
+    };
+    until("the late intent withdrawn", || {
+        outcome_of(late).is_some_and(|o| o["status"] == "withdrawn")
+    });
+    until("the batch done", || {
+        let done = (server.rows("/v1/replicas/outcomes").iter())
+            .filter(|o| o["status"] == "done" && o["action"] == "ban")
+            .count();
+        done == 5
+    });
+    let f = fake.lock().unwrap();
+    assert!(f.bans.iter().all(|(u, _, _)| u != late), "never banned");
+    assert_eq!(outcome_of(late).unwrap()["attempts"], 0);
 }
