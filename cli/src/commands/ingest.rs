@@ -94,9 +94,95 @@ pub(super) fn parse_all(paths: &[PathBuf]) -> Result<(Vec<Parsed>, bool), Failur
     Ok((parsed, progress))
 }
 
+/// A file that the validating pass of `prr ingest` read: where to read it again, and what it
+/// was then, so that the ingesting pass can tell that it is the file validated.
+struct Validated {
+    name: String,
+    /// `None` for standard input, which cannot be read twice: its bytes are kept.
+    path: Option<PathBuf>,
+    bytes: Option<Vec<u8>>,
+    digest: [u8; 32],
+    items: usize,
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
+/// The validating pass: reads and parses every file (directories expand to their files
+/// sorted by name) and keeps of each only its name, digest and item count (standard input
+/// is kept whole): memory holds one parsed file at a time, not all. The first invalid file is
+/// the error. Also whether the input is large enough for progress lines on this terminal.
+fn validate_all(paths: &[PathBuf]) -> Result<(Vec<Validated>, u64, bool), Failure> {
+    let files = expand(paths)?;
+    let total: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let progress = std::io::stderr().is_terminal() && total >= PROGRESS_BYTES;
+    let mut validated = Vec::with_capacity(files.len());
+    let mut done = 0u64;
+    for f in &files {
+        let stdin = f.as_os_str() == "-";
+        let name = if stdin {
+            "<stdin>".to_string()
+        } else {
+            f.display().to_string()
+        };
+        let bytes = read(f)?;
+        done += bytes.len() as u64;
+        let items = parse_file(&name, &bytes)
+            .map_err(|e| Failure::new(exit::INVALID_INPUT, e))?
+            .len();
+        if progress {
+            eprint!(
+                "\rprr: validated {}/{} files, {} of {} MiB",
+                validated.len() + 1,
+                files.len(),
+                done >> 20,
+                total >> 20
+            );
+        }
+        validated.push(Validated {
+            name,
+            path: (!stdin).then(|| f.clone()),
+            digest: digest(&bytes),
+            bytes: stdin.then_some(bytes),
+            items,
+        });
+    }
+    if progress {
+        eprintln!();
+    }
+    Ok((validated, done, progress))
+}
+
+/// The ingesting pass's read of a validated file: its items, parsed again from the same bytes
+/// (a file changed since it was validated is an error, naming it).
+fn reparse(v: &mut Validated) -> Result<Vec<SourceItem>, String> {
+    let bytes = match (v.bytes.take(), &v.path) {
+        (Some(b), _) => b,
+        (None, Some(p)) => {
+            std::fs::read(p).map_err(|e| format!("cannot read {} again: {e}", v.name))?
+        }
+        (None, None) => return Err(format!("{}: read twice", v.name)),
+    };
+    if digest(&bytes) != v.digest {
+        return Err(format!(
+            "{} changed after it was validated; it was not ingested",
+            v.name
+        ));
+    }
+    parse_file(&v.name, &bytes)
+        .map_err(|e| format!("{} changed after it was validated: {e}", v.name))
+}
+
 pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
-    // Every file is parsed and validated before anything is stored.
-    let (mut parsed, progress) = parse_all(paths)?;
+    // Every file is parsed and validated before anything is stored; then each group of files
+    // is read and parsed again when its turn comes, so that only the groups in hand are held.
+    let (mut files, _, progress) = validate_all(paths)?;
     let mut m = ctx.open()?;
     let names: Vec<String> = m
         .runtime()
@@ -138,7 +224,7 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
         }
     };
     let before = m.runtime().last_seq().0;
-    let names_of: Vec<String> = parsed.iter().map(|(n, _)| n.clone()).collect();
+    let names_of: Vec<String> = files.iter().map(|v| v.name.clone()).collect();
     // A failure says exactly which files are committed (file `i` is seq `before + 1 + i`).
     let failed = |m: &mut prr_replicas::Matrix, context: String, e: prr_engine::Error| {
         let now = m.runtime().last_seq().0;
@@ -147,23 +233,41 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
     };
     let mut start = 0;
     let mut pipeline = Pipeline::new();
-    while start < parsed.len() {
-        let end = Pipeline::group_end(start, parsed.len(), |f| parsed[f].1.len());
-        let group: Vec<&[SourceItem]> = parsed[start..end]
-            .iter()
-            .map(|(_, i)| i.as_slice())
-            .collect();
+    while start < files.len() {
+        let end = Pipeline::group_end(start, files.len(), |f| files[f].items);
+        let mut group: Vec<Vec<SourceItem>> = Vec::with_capacity(end - start);
+        for v in &mut files[start..end] {
+            match reparse(v) {
+                Ok(items) => group.push(items),
+                Err(e) => {
+                    // The groups before are committed (or in the pipeline): finish them, and
+                    // say which files are in.
+                    let finished = pipeline.finish(&mut m);
+                    let now = m.runtime().last_seq().0;
+                    let ack = acknowledgement(&names_of, before, now, false);
+                    let e = match finished {
+                        Ok(()) => e,
+                        Err(f) => format!("{e}; and computing the groups before it: {f}"),
+                    };
+                    return Err(Failure::new(
+                        exit::INVALID_INPUT,
+                        anyhow::anyhow!("{e}\n{ack}"),
+                    ));
+                }
+            }
+        }
+        let group_ref: Vec<&[SourceItem]> = group.iter().map(Vec::as_slice).collect();
         let context = if end - start == 1 {
-            format!("while ingesting {}", parsed[start].0)
+            format!("while ingesting {}", files[start].name)
         } else {
             format!(
                 "while ingesting {} .. {}",
-                parsed[start].0,
-                parsed[end - 1].0
+                files[start].name,
+                files[end - 1].name
             )
         };
         // One group computes while the next is committed (`Pipeline`).
-        let got = match pipeline.submit(&mut m, &group) {
+        let got = match pipeline.submit(&mut m, &group_ref) {
             Ok(got) => got,
             // Committed; the revision capture due after them failed: say so, and go on (the
             // next capture retries it).
@@ -174,11 +278,12 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
             Err(e) => return Err(failed(&mut m, context, e)),
         };
         // Committed: the parsed items are not needed any more.
-        parsed[start..end].iter_mut().for_each(|p| p.1 = Vec::new());
+        drop(group_ref);
+        drop(group);
         seqs.extend(got);
         drain(&mut changes);
         if progress {
-            eprint!("\rprr: ingested {}/{} source deltas", end, parsed.len());
+            eprint!("\rprr: ingested {}/{} source deltas", end, files.len());
         }
         start = end;
     }
@@ -278,4 +383,30 @@ fn acknowledgement(names: &[String], before: u64, now: u64, in_doubt: bool) -> S
         ));
     }
     lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVENT: &str = r#"[{"event_id": "$1", "room_id": "!r:x", "type": "m.room.member",
+        "state_key": "@a:x", "sender": "@a:x", "content": {"membership": "join"}}]"#;
+
+    /// The ingesting pass reads the file the validating pass validated, or says it changed.
+    #[test]
+    fn a_file_changed_after_validation_is_not_ingested() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.json");
+        std::fs::write(&path, EVENT).unwrap();
+        let (mut files, bytes, _) = validate_all(std::slice::from_ref(&path)).unwrap();
+        assert_eq!((files.len(), files[0].items), (1, 1));
+        assert_eq!(bytes, EVENT.len() as u64);
+        assert_eq!(reparse(&mut files[0]).unwrap().len(), 1);
+
+        std::fs::write(&path, EVENT.replace("@a:x", "@b:x")).unwrap();
+        let e = reparse(&mut files[0]).unwrap_err();
+        assert!(e.contains("a.json changed after it was validated"), "{e}");
+        std::fs::remove_file(&path).unwrap();
+        assert!(reparse(&mut files[0]).unwrap_err().contains("cannot read"));
+    }
 }
