@@ -284,9 +284,48 @@ impl Matrix {
     /// Whether `work`'s intent is still pending, the same (its fingerprint) as when it was
     /// read: an intent that left its replica before its turn is withdrawn, not enacted.
     pub fn still_pending(&mut self, work: &Work) -> Result<bool, Error> {
-        let only = Some(work.key.action);
-        let now = self.intents(&work.key.instance, only, &[])?;
-        Ok((now.work.iter()).any(|w| w.key == work.key && w.intent == work.intent))
+        let dict = self.rt.dictionary().clone();
+        let key = &work.key;
+        let (Some(inst), Some(room), Some(target)) = (
+            dict.lookup(&key.instance),
+            dict.lookup(&key.room_id),
+            dict.lookup(&key.target),
+        ) else {
+            return Ok(false);
+        };
+        let pending = (self.partition_rows("pending", inst)?.iter()).any(|r| {
+            matches!(r, Rec::Pending { room: r_room, action, target: t, .. }
+                if (*r_room, *action, *t) == (room, key.action, target))
+        });
+        if !pending {
+            return Ok(false);
+        }
+        let intent = match key.action {
+            Action::Ban => {
+                (self.partition_rows("member_bans", inst)?.into_iter()).find_map(|r| match r {
+                    Rec::Ban {
+                        room: r_room,
+                        user,
+                        rule_room,
+                        rule_event,
+                        reason,
+                        ..
+                    } if (r_room, user) == (room, target) => {
+                        let reason = reason.map_or(NO_REASON.to_string(), |r| dict.get(r));
+                        let (rr, re) = (dict.get(rule_room), dict.get(rule_event));
+                        Some(ban_fingerprint_of(&rr, &re, &reason))
+                    }
+                    _ => None,
+                })
+            }
+            Action::ServerAcl => {
+                (self.partition_rows("server_acl", inst)?.into_iter()).find_map(|r| match r {
+                    Rec::Acl { deny, .. } => Some(crate::intent::acl_fingerprint(&dict, &deny)),
+                    _ => None,
+                })
+            }
+        };
+        Ok(intent == Some(work.intent))
     }
 
     /// Records `outcomes` in `outcomes` as one source delta (each replacing the intent's
