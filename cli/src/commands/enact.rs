@@ -1,6 +1,5 @@
 //! `prr enact`: the pending intents enacted once on the homeserver (or, `--dry-run`, listed).
 
-use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use prr_engine::RuntimeConfig;
@@ -10,7 +9,6 @@ use serde_json::Value;
 
 use super::Ctx;
 use crate::args::{EnactOnly, ShowFormat};
-use crate::output::table;
 use crate::{Failure, exit};
 
 /// `prr enact`'s options.
@@ -34,17 +32,10 @@ pub fn enact(ctx: &Ctx, o: Options) -> Result<u8, Failure> {
         let mut m = ctx.open_read()?;
         let rows = dry_run(&mut m, o.instance.as_deref(), only, o.retry_failed)?;
         m.shutdown()?;
-        print(&rows, o.format, "nothing to do")?;
+        super::query::write_rows(rows, o.format)?;
         return Ok(exit::OK);
     }
-    let usage = |e: prr_serve::Error| {
-        let code = if e.is_usage() {
-            exit::USAGE
-        } else {
-            exit::FAILURE
-        };
-        Failure::new(code, e)
-    };
+    let usage = super::serve::failure;
     if !ctx.store.exists() {
         return Err(super::no_store(&ctx.store));
     }
@@ -77,7 +68,7 @@ pub fn enact(ctx: &Ctx, o: Options) -> Result<u8, Failure> {
         .run()
         .map_err(usage)?;
     let rows: Vec<Value> = report.outcomes.iter().map(|o| o.to_json()).collect();
-    print(&rows, o.format, "nothing to do")?;
+    super::query::write_rows(rows, o.format)?;
     let failed = (report.outcomes.iter())
         .filter(|o| o.status == prr_replicas::OutcomeStatus::Failed)
         .count();
@@ -132,25 +123,4 @@ fn dry_run(
         }
     }
     Ok(rows)
-}
-
-fn print(rows: &[Value], format: Option<ShowFormat>, empty: &str) -> Result<(), Failure> {
-    let format = format.unwrap_or(if std::io::stdout().is_terminal() {
-        ShowFormat::Table
-    } else {
-        ShowFormat::Ndjson
-    });
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    match format {
-        ShowFormat::Ndjson => {
-            for r in rows {
-                writeln!(out, "{r}")?;
-            }
-        }
-        ShowFormat::Json => writeln!(out, "{}", Value::Array(rows.to_vec()))?,
-        ShowFormat::Table if rows.is_empty() => writeln!(out, "{empty}")?,
-        ShowFormat::Table => write!(out, "{}", table(rows))?,
-    }
-    out.flush()?;
-    Ok(())
 }

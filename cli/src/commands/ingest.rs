@@ -51,6 +51,28 @@ fn read(path: &Path) -> Result<Vec<u8>, Failure> {
     }
 }
 
+/// The files `paths` name, their total size, and whether that is large enough for progress
+/// lines on this terminal.
+fn inputs(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, u64, bool), Failure> {
+    let files = expand(paths)?;
+    let total: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let progress = std::io::stderr().is_terminal() && total >= PROGRESS_BYTES;
+    Ok((files, total, progress))
+}
+
+/// How errors and progress name a file (`-` is `<stdin>`).
+fn name_of(f: &Path) -> String {
+    if f.as_os_str() == "-" {
+        "<stdin>".to_string()
+    } else {
+        f.display().to_string()
+    }
+}
+
 /// A file's name and its items.
 pub(super) type Parsed = (String, Vec<SourceItem>);
 
@@ -59,21 +81,11 @@ pub(super) type Parsed = (String, Vec<SourceItem>);
 /// first invalid file is the error: nothing is stored before every file is valid. Also
 /// whether the input is large enough for progress lines on this terminal.
 pub(super) fn parse_all(paths: &[PathBuf]) -> Result<(Vec<Parsed>, bool), Failure> {
-    let files = expand(paths)?;
-    let total: u64 = files
-        .iter()
-        .filter_map(|f| std::fs::metadata(f).ok())
-        .map(|m| m.len())
-        .sum();
-    let progress = std::io::stderr().is_terminal() && total >= PROGRESS_BYTES;
+    let (files, total, progress) = inputs(paths)?;
     let mut parsed: Vec<Parsed> = Vec::with_capacity(files.len());
     let mut done = 0u64;
     for f in &files {
-        let name = if f.as_os_str() == "-" {
-            "<stdin>".to_string()
-        } else {
-            f.display().to_string()
-        };
+        let name = name_of(f);
         let bytes = read(f)?;
         done += bytes.len() as u64;
         let items = parse_file(&name, &bytes).map_err(|e| Failure::new(exit::INVALID_INPUT, e))?;
@@ -115,22 +127,12 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
 /// is kept whole): memory holds one parsed file at a time, not all. The first invalid file is
 /// the error. Also whether the input is large enough for progress lines on this terminal.
 fn validate_all(paths: &[PathBuf]) -> Result<(Vec<Validated>, u64, bool), Failure> {
-    let files = expand(paths)?;
-    let total: u64 = files
-        .iter()
-        .filter_map(|f| std::fs::metadata(f).ok())
-        .map(|m| m.len())
-        .sum();
-    let progress = std::io::stderr().is_terminal() && total >= PROGRESS_BYTES;
+    let (files, total, progress) = inputs(paths)?;
     let mut validated = Vec::with_capacity(files.len());
     let mut done = 0u64;
     for f in &files {
         let stdin = f.as_os_str() == "-";
-        let name = if stdin {
-            "<stdin>".to_string()
-        } else {
-            f.display().to_string()
-        };
+        let name = name_of(f);
         let bytes = read(f)?;
         done += bytes.len() as u64;
         let items = parse_file(&name, &bytes)

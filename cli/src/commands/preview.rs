@@ -1,6 +1,6 @@
 //! `prr preview`: what ingesting files would change, committing nothing.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use prr_replicas::SourceItem;
@@ -24,11 +24,7 @@ pub fn preview(
     let batches: Vec<&[SourceItem]> = parsed.iter().map(|(_, i)| i.as_slice()).collect();
     let rows = m.preview(&batches, emit)?;
     m.shutdown()?;
-    let format = format.unwrap_or(if std::io::stdout().is_terminal() {
-        ShowFormat::Table
-    } else {
-        ShowFormat::Ndjson
-    });
+    let format = super::query::or_default(format);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match format {
         ShowFormat::Ndjson => {

@@ -52,13 +52,21 @@ pub fn show_poisoned(
     Ok(exit::OK)
 }
 
-/// Writes `show`'s rows in `format` (by default a table on a terminal, else NDJSON).
-fn write_rows(rows: Vec<serde_json::Value>, format: Option<ShowFormat>) -> Result<(), Failure> {
-    let format = format.unwrap_or(if std::io::stdout().is_terminal() {
+/// `format`, or by default a table on a terminal, else NDJSON.
+pub(super) fn or_default(format: Option<ShowFormat>) -> ShowFormat {
+    format.unwrap_or(if std::io::stdout().is_terminal() {
         ShowFormat::Table
     } else {
         ShowFormat::Ndjson
-    });
+    })
+}
+
+/// Writes `show`'s rows in `format` (by default a table on a terminal, else NDJSON).
+pub(super) fn write_rows(
+    rows: Vec<serde_json::Value>,
+    format: Option<ShowFormat>,
+) -> Result<(), Failure> {
+    let format = or_default(format);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match format {
         ShowFormat::Ndjson => {

@@ -23,14 +23,7 @@ pub struct Options {
 
 pub fn serve(ctx: &Ctx, o: Options) -> Result<u8, Failure> {
     logging();
-    let usage = |e: prr_serve::Error| {
-        let code = if e.is_usage() {
-            exit::USAGE
-        } else {
-            exit::FAILURE
-        };
-        Failure::new(code, e)
-    };
+    let usage = failure;
     if o.revision_interval == 0 {
         return Err(Failure::new(
             exit::USAGE,
@@ -69,6 +62,17 @@ pub fn serve(ctx: &Ctx, o: Options) -> Result<u8, Failure> {
     }
     prr_serve::serve(config).map_err(usage)?;
     Ok(exit::OK)
+}
+
+/// A `prr serve` or `prr enact` error as the command's failure: a bad option is a usage
+/// error (exit 2), anything else a failure (exit 1).
+pub(super) fn failure(e: prr_serve::Error) -> Failure {
+    let code = if e.is_usage() {
+        exit::USAGE
+    } else {
+        exit::FAILURE
+    };
+    Failure::new(code, e)
 }
 
 /// Logs to standard error, filtered by `RUST_LOG` (default `warn`): a one-shot command

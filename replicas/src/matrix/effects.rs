@@ -72,20 +72,32 @@ pub struct NewOutcome {
     pub intent: u64,
 }
 
+impl IntentKey {
+    /// The key's fields as JSON (`instance`, `room_id`, `action`, `target`) with `more` after
+    /// them.
+    fn json_with(&self, more: Value) -> Value {
+        let mut m = serde_json::Map::new();
+        m.insert("instance".into(), self.instance.clone().into());
+        m.insert("room_id".into(), self.room_id.clone().into());
+        m.insert("action".into(), self.action.as_str().into());
+        m.insert("target".into(), self.target.clone().into());
+        if let Value::Object(more) = more {
+            m.extend(more);
+        }
+        Value::Object(m)
+    }
+}
+
 impl NewOutcome {
     /// The outcome as its `outcomes` record's JSON.
     pub fn to_json(&self) -> Value {
-        json!({
-            "instance": self.key.instance,
-            "room_id": self.key.room_id,
-            "action": self.key.action.as_str(),
-            "target": self.key.target,
+        self.key.json_with(json!({
             "status": self.status.as_str(),
             "error": (self.error.as_ref()).map(|(c, m)| json!({"errcode": c, "error": m})),
             "intent_seq": self.intent_seq,
             "attempts": self.attempts,
             "at": self.at,
-        })
+        }))
     }
 }
 
@@ -93,15 +105,11 @@ impl Work {
     /// The pending action as JSON (what `prr enact --dry-run` prints): its key, the ban's
     /// reason or the ACL's content, and its earlier outcome's status.
     pub fn to_json(&self) -> Value {
-        json!({
-            "instance": self.key.instance,
-            "room_id": self.key.room_id,
-            "action": self.key.action.as_str(),
-            "target": self.key.target,
+        self.key.json_with(json!({
             "reason": self.reason,
             "content": self.content,
             "previous": self.previous.map(|p| p.status.as_str()),
-        })
+        }))
     }
 }
 
