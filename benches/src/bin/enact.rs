@@ -50,6 +50,8 @@ use server::{Client, Serve, encode};
 const HS: &str = "localhost";
 /// Client threads registering and joining users.
 const THREADS: usize = 4;
+/// `prr serve`'s default `--enact-concurrency` (`prr_serve::DEFAULT_CONCURRENCY`).
+const DEFAULT_CONCURRENCY: usize = 8;
 /// How often the outcomes are polled.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -401,7 +403,7 @@ impl World {
         Ok(Measured {
             users: case.users,
             rooms: case.rooms,
-            concurrency: concurrency.unwrap_or_else(|| "default (8)".into()),
+            concurrency: concurrency.unwrap_or_else(|| format!("default ({DEFAULT_CONCURRENCY})")),
             setup,
             catch_up,
             intents,
@@ -415,32 +417,115 @@ impl World {
     }
 }
 
+/// What a baseline measured: each ban's latency, and the wall time of all of them.
+struct Baseline {
+    users: usize,
+    rooms: usize,
+    threads: usize,
+    lat: Vec<f64>,
+    wall: f64,
+}
+
 impl World {
-    /// The same bans sent by a plain client, one at a time: `n` users join a room of the
-    /// moderator, who bans them in turn. Each ban's latency.
-    fn baseline(&self, k: usize, n: usize) -> anyhow::Result<Vec<f64>> {
+    /// The same bans sent by a plain client (no prr): `n` users join `rooms` rooms of the
+    /// moderator (user i the room i % rooms), who bans them from `threads` threads, each
+    /// thread taking rooms in turn and banning a room's users one at a time, as the handler
+    /// does.
+    fn baseline(
+        &self,
+        k: usize,
+        n: usize,
+        rooms: usize,
+        threads: usize,
+    ) -> anyhow::Result<Baseline> {
         let m = &self.moderator;
-        let room = m.create_room(&RoomOptions::new().public().with_name("baseline"))?;
+        let ids: Vec<String> = (0..rooms)
+            .map(|r| {
+                m.create_room(
+                    &RoomOptions::new()
+                        .public()
+                        .with_name(&format!("baseline {r}")),
+                )
+            })
+            .collect::<Result<_, _>>()?;
         let users: Vec<usize> = (0..n).collect();
         parallel(&users, |&i| {
             let user = self
                 .synapse
                 .register_appservice_user(&format!("v{k}_{i}"))?;
-            user.join(&room)?;
+            user.join(&ids[i % rooms])?;
             Ok(())
         })?;
-        let mut lat = Vec::with_capacity(n);
-        for i in 0..n {
-            let t = Instant::now();
-            m.ban(&room, &format!("@v{k}_{i}:{HS}"), Some("enact benchmark"))?;
-            lat.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let lat = std::thread::scope(|s| -> anyhow::Result<Vec<f64>> {
+            let handles: Vec<_> = (0..threads)
+                .map(|th| {
+                    let ids = &ids;
+                    s.spawn(move || -> anyhow::Result<Vec<f64>> {
+                        let mut lat = Vec::new();
+                        for r in (th..rooms).step_by(threads) {
+                            for i in (r..n).step_by(rooms) {
+                                let t = Instant::now();
+                                m.ban(
+                                    &ids[r],
+                                    &format!("@v{k}_{i}:{HS}"),
+                                    Some("enact benchmark"),
+                                )?;
+                                lat.push(t.elapsed().as_secs_f64());
+                            }
+                        }
+                        Ok(lat)
+                    })
+                })
+                .collect();
+            let mut all = Vec::new();
+            for h in handles {
+                all.extend(h.join().unwrap_or_else(|_| bail!("a thread panicked"))?);
+            }
+            Ok(all)
+        })?;
+        let wall = t.elapsed().as_secs_f64();
+        let mut banned = 0;
+        for room in &ids {
+            banned += banned_in_synapse(m, room, &format!("@v{k}_"))?;
         }
-        let banned = banned_in_synapse(m, &room, &format!("@v{k}_"))?;
         if banned != n {
             bail!("baseline: {banned} of {n} banned");
         }
-        Ok(lat)
+        let mut lat = lat;
+        lat.sort_by(f64::total_cmp);
+        Ok(Baseline {
+            users: n,
+            rooms,
+            threads,
+            lat,
+            wall,
+        })
     }
+}
+
+fn baseline_table(rows: &[Baseline]) -> String {
+    let mut t = Table::new(&[
+        "a plain client (no prr) bans, each room's users one at a time",
+        "bans",
+        "rooms",
+        "client threads",
+        "per-ban p50",
+        "per-ban p99",
+        "**bans / s**",
+    ]);
+    for b in rows {
+        t.row(vec![
+            "the rooms' creator".into(),
+            b.users.to_string(),
+            b.rooms.to_string(),
+            b.threads.to_string(),
+            fmt_secs(percentile(&b.lat, 50.0)),
+            fmt_secs(percentile(&b.lat, 99.0)),
+            format!("{:.1}", b.users as f64 / b.wall),
+        ]);
+    }
+    t.render()
 }
 
 fn table(rows: &[Measured]) -> String {
@@ -525,26 +610,18 @@ fn main() -> anyhow::Result<()> {
         }
     };
     let mut one_room = Vec::new();
-    for &n in &users {
+    for &n in users.iter().filter(|n| **n > 0) {
         one_room.push(world.run(&next(n, 1, None), cli.timeout)?);
     }
-    println!("One protected room, one glob rule banning every member:\n");
-    println!("{}", table(&one_room));
-    println!("{}.\n", notes(&one_room));
+    if !one_room.is_empty() {
+        println!("One protected room, one glob rule banning every member:\n");
+        println!("{}", table(&one_room));
+        println!("{}.\n", notes(&one_room));
+    }
     let n = users.iter().copied().min().unwrap_or(0);
     if n > 0 {
-        let mut lat = world.baseline(next(n, 1, None).k, n)?;
-        let total: f64 = lat.iter().sum();
-        lat.sort_by(f64::total_cmp);
-        let mut t = Table::new(&["baseline", "bans", "p50", "p99", "bans / s"]);
-        t.row(vec![
-            "the room's creator bans its members one at a time (a plain client, no prr)".into(),
-            n.to_string(),
-            fmt_secs(percentile(&lat, 50.0)),
-            fmt_secs(percentile(&lat, 99.0)),
-            format!("{:.1}", n as f64 / total),
-        ]);
-        println!("{}", t.render());
+        let b = world.baseline(next(n, 1, None).k, n, 1, 1)?;
+        println!("{}", baseline_table(&[b]));
     }
     if spread > 0 && rooms > 0 {
         let mut parallel = Vec::new();
@@ -556,6 +633,11 @@ fn main() -> anyhow::Result<()> {
         );
         println!("{}", table(&parallel));
         println!("{}.\n", notes(&parallel));
+        let mut plain = Vec::new();
+        for threads in [1, DEFAULT_CONCURRENCY] {
+            plain.push(world.baseline(next(spread, rooms, None).k, spread, rooms, threads)?);
+        }
+        println!("{}", baseline_table(&plain));
     }
     println!("Load average at the end: {}.", load_average());
     Ok(())
