@@ -1,15 +1,16 @@
 //! Issue 17's effect handlers through a real Synapse: `prr serve --enact` as the appservice of
 //! a local Synapse (the harness of `testing/synapse`: SQLite, every rate limit off, bcrypt
-//! rounds 4), enacting the bans of one instance (`@prr_botK:localhost`, power level 50 in its
+//! rounds 4), enacting the bans of one instance (`@prr_botK:localhost`, power level 100 in its
 //! protected rooms).
 //!
 //! Each case has its own policy room, protected rooms, users and `prr serve` (on a fresh
 //! store); Synapse is shared. `prr serve` runs first, so Synapse's transactions flow in real
 //! time. The case's users (appservice-registered: no password, no rate limit) join its
-//! protected rooms; the manifest is ingested and the instance caught up (its rooms fetched);
-//! then one glob ban rule (`@vK_*:localhost`) matching every one of them is sent to the policy
-//! room through Synapse, and the instance's partition of `outcomes` is polled every 20 ms
-//! until every ban is `done`:
+//! protected rooms; the manifest is ingested and the instance caught up (its rooms fetched),
+//! and the handler sets each room's server ACL (the rooms have none: `acl_sync` is false),
+//! waited for as `done` outcomes. Then one glob ban rule (`@vK_*:localhost`) matching every
+//! one of the users is sent to the policy room through Synapse, and the instance's partition
+//! of `outcomes` is polled every 20 ms until every ban is `done`:
 //!
 //! - **one room**: N users in one protected room (the handler bans one room's users in order);
 //! - **rooms in parallel**: N users spread over several rooms, with `--enact-concurrency 1`
@@ -209,12 +210,21 @@ fn banned_in_synapse(moderator: &MatrixClient, room: &str, prefix: &str) -> anyh
 
 /// The ban outcomes of `instance`, by status.
 fn outcomes(client: &Client, instance: &str) -> anyhow::Result<BTreeMap<String, Vec<Value>>> {
+    outcomes_of(client, instance, "ban")
+}
+
+/// The `action` outcomes of `instance`, by status.
+fn outcomes_of(
+    client: &Client,
+    instance: &str,
+    action: &str,
+) -> anyhow::Result<BTreeMap<String, Vec<Value>>> {
     let rows = client.rows(&format!(
         "/v1/replicas/outcomes?partition={}",
         encode(instance)
     ))?;
     let mut by = BTreeMap::<String, Vec<Value>>::new();
-    for r in rows.into_iter().filter(|r| r["action"] == "ban") {
+    for r in rows.into_iter().filter(|r| r["action"] == action) {
         let status = r["status"].as_str().unwrap_or("?").to_string();
         by.entry(status).or_default().push(r);
     }
@@ -332,6 +342,16 @@ impl World {
             })?;
         }
         let catch_up = t.elapsed().as_secs_f64();
+        // The rooms have no server ACL: the handler sets one in each once caught up. Those
+        // actions end before the rule is sent, so that they do not share Synapse with the bans.
+        until("the server ACLs set", 120, POLL, || {
+            let by = outcomes_of(&client, &bot, "server_acl")?;
+            let done = by.get("done").map_or(0, Vec::len);
+            if by.len() > usize::from(done > 0) {
+                bail!("server ACL outcomes: {}", not_done(&by));
+            }
+            Ok((done == case.rooms).then_some(()))
+        })?;
         let before = outcomes(&client, &bot)?;
         if !before.is_empty() {
             bail!("outcomes before the rule: {}", not_done(&before));
