@@ -231,6 +231,11 @@ fn outcomes_of(
     Ok(by)
 }
 
+/// Whether some outcome ended otherwise than `done` (`started` is an action in flight).
+fn settled_badly(by: &BTreeMap<String, Vec<Value>>) -> bool {
+    by.keys().any(|s| s != "done" && s != "started")
+}
+
 /// A short account of outcomes not `done`, for an error.
 fn not_done(by: &BTreeMap<String, Vec<Value>>) -> String {
     let mut out = Vec::new();
@@ -347,7 +352,7 @@ impl World {
         until("the server ACLs set", 120, POLL, || {
             let by = outcomes_of(&client, &bot, "server_acl")?;
             let done = by.get("done").map_or(0, Vec::len);
-            if by.len() > usize::from(done > 0) {
+            if settled_badly(&by) {
                 bail!("server ACL outcomes: {}", not_done(&by));
             }
             Ok((done == case.rooms).then_some(()))
@@ -377,7 +382,7 @@ impl World {
         let done = until("every ban done", timeout, POLL, || {
             let by = outcomes(&client, &bot)?;
             let done = by.get("done").map_or(0, Vec::len);
-            if by.len() > usize::from(done > 0) {
+            if settled_badly(&by) {
                 bail!(
                     "outcomes not done: {} ({done} done)\n{}",
                     not_done(&by),
