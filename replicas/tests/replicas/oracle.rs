@@ -13,6 +13,12 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
+#[path = "oracle/outcomes.rs"]
+mod outcomes;
+
+use outcomes::OutcomeRecord;
+pub use outcomes::{IntentKey, Served};
+
 /// One item of a source delta. Items of a delta are applied in order.
 #[derive(Clone, Debug)]
 pub enum Item {
@@ -348,33 +354,6 @@ impl Rows {
     }
 }
 
-/// An intent's key in `outcomes` and `pending`: `(instance, room_id, action, target)`.
-pub type IntentKey = (String, String, String, String);
-
-/// One `outcomes` record.
-#[derive(Clone, Debug)]
-struct OutcomeRecord {
-    /// The row as `outcomes` shows it.
-    row: Value,
-    /// For a `server_acl` outcome, the deny list of the intent it served.
-    served: Option<BTreeSet<String>>,
-}
-
-impl OutcomeRecord {
-    fn done(&self) -> bool {
-        self.row["status"] == "done"
-    }
-}
-
-/// Which `server_acl` intent an outcome served.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Served {
-    /// The instance's intent now (a `pending` intent the handler read).
-    Current,
-    /// The intent the key's earlier outcome served (an intent no longer pending).
-    Previous,
-}
-
 /// The oracle: the source state, and the replicas recomputed from it on demand.
 #[derive(Debug, Default)]
 pub struct Oracle {
@@ -400,71 +379,6 @@ impl Oracle {
                 Item::Manifest(manifest) => self.apply_manifest(manifest),
             }
         }
-    }
-
-    /// Records outcomes, rows as `outcomes` shows them, in order, each replacing the earlier
-    /// outcome of its intent (one source delta). A `server_acl` outcome keeps the deny list of
-    /// the intent it served, as the oracle computes it: the instance's current one, or the one
-    /// its key's earlier outcome served.
-    pub fn record_outcomes(&mut self, outcomes: &[(Value, Served)]) {
-        let current = self.acl_intents();
-        for (row, served) in outcomes {
-            let field = |f: &str| row[f].as_str().expect("outcome key field").to_owned();
-            let key = (
-                field("instance"),
-                field("room_id"),
-                field("action"),
-                field("target"),
-            );
-            let deny = match (key.2.as_str(), served) {
-                ("server_acl", Served::Current) => Some(
-                    current
-                        .get(&key.0)
-                        .unwrap_or_else(|| panic!("no server ACL intent for {key:?}"))
-                        .clone(),
-                ),
-                ("server_acl", Served::Previous) => self
-                    .outcomes
-                    .get(&key)
-                    .unwrap_or_else(|| panic!("no earlier outcome for {key:?}"))
-                    .served
-                    .clone(),
-                _ => None,
-            };
-            let record = OutcomeRecord {
-                row: row.clone(),
-                served: deny,
-            };
-            self.outcomes.insert(key, record);
-        }
-    }
-
-    /// Each instance's server ACL intent: its deny list (`server_acl`).
-    fn acl_intents(&self) -> BTreeMap<String, BTreeSet<String>> {
-        let replicas = self.replicas();
-        (replicas["server_acl"].iter())
-            .map(|row| {
-                let instance = row["instance"].as_str().unwrap().to_owned();
-                let deny = row["deny"].as_array().unwrap();
-                let deny = deny.iter().map(|d| d.as_str().unwrap().to_owned());
-                (instance, deny.collect())
-            })
-            .collect()
-    }
-
-    /// The outcome of an intent, as `outcomes` shows it.
-    pub fn outcome(&self, key: &IntentKey) -> Option<&Value> {
-        self.outcomes.get(key).map(|o| &o.row)
-    }
-
-    /// The outcomes of `instance`'s intents, as `outcomes` shows them, by key.
-    pub fn outcomes_of<'a>(
-        &'a self,
-        instance: &'a str,
-    ) -> impl Iterator<Item = (&'a IntentKey, &'a Value)> + 'a {
-        (self.outcomes.iter())
-            .filter(move |(k, _)| k.0 == instance)
-            .map(|(k, o)| (k, &o.row))
     }
 
     fn apply_event(&mut self, event: &Value) {
@@ -689,7 +603,6 @@ impl Oracle {
         let mut member_bans = Rows::default();
         let mut server_acl = Rows::default();
         let mut acl_sync = Rows::default();
-        let mut pending = Rows::default();
         for (instance, inst) in &self.instances {
             // policy_list
             let list: Vec<&Rule> = inst
@@ -768,24 +681,6 @@ impl Oracle {
                             ))
                         });
                     if let Some(rule) = chosen {
-                        // pending: a ban without a done outcome.
-                        let key = (
-                            instance.clone(),
-                            room_id.clone(),
-                            "ban".into(),
-                            (*user_id).into(),
-                        );
-                        if !self.outcomes.get(&key).is_some_and(OutcomeRecord::done) {
-                            pending.put(
-                                &[instance, room_id, "ban", user_id],
-                                json!({
-                                    "instance": instance,
-                                    "room_id": room_id,
-                                    "action": "ban",
-                                    "target": user_id,
-                                }),
-                            );
-                        }
                         member_bans.put(
                             &[instance, room_id, user_id],
                             json!({
@@ -834,37 +729,7 @@ impl Oracle {
                     &[instance, room_id],
                     json!({"instance": instance, "room_id": room_id, "in_sync": in_sync}),
                 );
-                // pending: a room out of sync without a done outcome for this deny list.
-                let key = (
-                    instance.clone(),
-                    room_id.clone(),
-                    "server_acl".into(),
-                    String::new(),
-                );
-                let done = self.outcomes.get(&key).is_some_and(|o| {
-                    o.done()
-                        && o.served.as_ref().is_some_and(|served| {
-                            served.iter().map(String::as_str).eq(deny.iter().copied())
-                        })
-                });
-                if !in_sync && !done {
-                    pending.put(
-                        &[instance, room_id, "server_acl", ""],
-                        json!({
-                            "instance": instance,
-                            "room_id": room_id,
-                            "action": "server_acl",
-                            "target": "",
-                        }),
-                    );
-                }
             }
-        }
-
-        // outcomes
-        let mut outcomes = Rows::default();
-        for ((instance, room_id, action, target), o) in &self.outcomes {
-            outcomes.put(&[instance, room_id, action, target], o.row.clone());
         }
 
         // rejects
@@ -883,6 +748,12 @@ impl Oracle {
             );
         }
 
+        let (member_bans, server_acl, acl_sync) = (
+            member_bans.into_vec(),
+            server_acl.into_vec(),
+            acl_sync.into_vec(),
+        );
+        let (outcomes, pending) = self.effects(&member_bans, &server_acl, &acl_sync);
         BTreeMap::from([
             ("room_state", room_state.into_vec()),
             ("policy_room", policy_room.into_vec()),
@@ -890,11 +761,11 @@ impl Oracle {
             ("room_members", room_members.into_vec()),
             ("member_set", member_set.into_vec()),
             ("member_matches", member_matches.into_vec()),
-            ("member_bans", member_bans.into_vec()),
-            ("server_acl", server_acl.into_vec()),
-            ("acl_sync", acl_sync.into_vec()),
-            ("outcomes", outcomes.into_vec()),
-            ("pending", pending.into_vec()),
+            ("member_bans", member_bans),
+            ("server_acl", server_acl),
+            ("acl_sync", acl_sync),
+            ("outcomes", outcomes),
+            ("pending", pending),
             ("rejects", rejects.into_vec()),
         ])
     }
