@@ -3,6 +3,7 @@
 //! Both are bincode 1.3 with its default options: little-endian, fixed-width integers, and
 //! lengths as u64, so the bytes do not depend on the host.
 
+use prr_persist::ChunkWrite;
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::dictionary::Dictionary;
@@ -129,9 +130,41 @@ pub(crate) fn chunk_name(replica: &str, as_of: u64, i: u32) -> String {
     format!("revision ({replica}, {as_of}) chunk {i}")
 }
 
-/// Splits sorted records into encoded chunks of at most `per_chunk` records.
-pub(crate) fn encode_chunks<R: Serialize>(rows: &[(R, i64)], per_chunk: usize) -> Vec<Vec<u8>> {
-    rows.chunks(per_chunk.max(1)).map(|c| encode(&c)).collect()
+/// Splits sorted records into encoded chunks (each the encoding of a `Vec<(R, i64)>`) of at
+/// most `per_chunk` records, at boundaries set by the records themselves: a chunk ends after
+/// a record whose encoding hashes to a multiple of `per_chunk / 4` once it holds `per_chunk /
+/// 4` records, or at `per_chunk`. A change to a few records then changes the chunks that hold
+/// them and leaves the others' contents, hence their keys, as they were: a revision of the
+/// same replica a little later shares them (see `docs/design.md`).
+pub(crate) fn encode_chunks<R: Serialize>(rows: &[(R, i64)], per_chunk: usize) -> Vec<ChunkWrite> {
+    let max = per_chunk.max(1);
+    let (min, spread) = ((max / 4).max(1), (max / 4).max(1) as u128);
+    let mut out = Vec::new();
+    let mut body = Vec::new();
+    let mut records = 0u32;
+    let finish = |body: &mut Vec<u8>, records: &mut u32, out: &mut Vec<ChunkWrite>| {
+        let mut payload = Vec::with_capacity(8 + body.len());
+        payload.extend_from_slice(&u64::from(*records).to_le_bytes());
+        payload.append(body);
+        out.push(ChunkWrite::New {
+            payload,
+            records: std::mem::take(records),
+        });
+    };
+    for row in rows {
+        let start = body.len();
+        bincode::serialize_into(&mut body, row).expect("in-memory values always encode");
+        records += 1;
+        if records as usize >= max
+            || (records as usize >= min && prr_persist::chunk_key(&body[start..]) % spread == 0)
+        {
+            finish(&mut body, &mut records, &mut out);
+        }
+    }
+    if records > 0 {
+        finish(&mut body, &mut records, &mut out);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -208,7 +241,7 @@ mod tests {
             cut in any::<prop::sample::Index>(),
             huge in any::<prop::sample::Index>(),
         ) {
-            let chunk = encode_chunks(&rows, rows.len()).remove(0);
+            let chunk = encode(&rows);
             let log = encode(&vec![(name, rows.clone())]);
             let decoded: Vec<(Rec, isize)> = decode_chunk(&chunk, "r", 1, 0, &IdCheck::unchecked()).unwrap();
             prop_assert_eq!(decoded.len(), rows.len());
@@ -228,5 +261,67 @@ mod tests {
                 decode_all(&long);
             }
         }
+    }
+
+    /// The payloads and record counts of `chunks`, all new.
+    fn payloads(chunks: &[ChunkWrite]) -> Vec<(Vec<u8>, u32)> {
+        (chunks.iter())
+            .map(|c| match c {
+                ChunkWrite::New { payload, records } => (payload.clone(), *records),
+                ChunkWrite::Stored(_) => panic!("encode_chunks writes new chunks"),
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases() / 4))]
+
+        /// Chunks hold the records in order, at most `per_chunk` each, each the encoding of
+        /// its `Vec`.
+        #[test]
+        fn chunks_hold_the_records_in_order(
+            keys in prop::collection::btree_set(any::<u64>(), 0..3000),
+            per_chunk in 1usize..200,
+        ) {
+            let rows: Vec<(u64, i64)> = keys.iter().map(|k| (*k, 1)).collect();
+            let mut back: Vec<(u64, i64)> = Vec::new();
+            for (payload, records) in payloads(&encode_chunks(&rows, per_chunk)) {
+                prop_assert!(records as usize <= per_chunk && records > 0);
+                let part: Vec<(u64, i64)> = decode(&payload, "chunk").unwrap();
+                prop_assert_eq!(part.len(), records as usize);
+                back.extend(part);
+            }
+            prop_assert_eq!(&back, &rows);
+        }
+    }
+
+    /// A record added or removed changes the contents of few chunks (those around it); the
+    /// others keep their contents, hence their keys.
+    #[test]
+    fn a_small_change_changes_few_chunks() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut rows: Vec<(u64, i64)> = (0..50_000u64).map(|k| (k * 3, 1)).collect();
+        let mut new_total = 0;
+        for _ in 0..100 {
+            let before: std::collections::HashSet<Vec<u8>> = payloads(&encode_chunks(&rows, 512))
+                .into_iter()
+                .map(|c| c.0)
+                .collect();
+            if rng.random_bool(0.5) {
+                rows.remove(rng.random_range(0..rows.len()));
+            } else {
+                let k = rng.random_range(0..150_000u64) | 1;
+                if let Err(at) = rows.binary_search_by_key(&k, |r| r.0) {
+                    rows.insert(at, (k, 1));
+                }
+            }
+            let after = payloads(&encode_chunks(&rows, 512));
+            assert!(after.len() > 150, "{} chunks", after.len());
+            let new = after.iter().filter(|c| !before.contains(&c.0)).count();
+            assert!(new <= 6, "{new} new chunks of {}", after.len());
+            new_total += new;
+        }
+        assert!(new_total <= 300, "{new_total} new chunks in 100 changes");
     }
 }

@@ -307,6 +307,19 @@ impl<R: Record> Controller<R> {
         Ok(())
     }
 
+    /// Decodes the given base revisions of `replicas` whole (they no longer read the store).
+    pub(crate) fn decode_bases(&self, replicas: &[ReplicaId]) -> Result<(), Error> {
+        let Some(base) = &self.base else {
+            return Ok(());
+        };
+        for id in replicas {
+            if let Some(d) = &base.rows[id.index()] {
+                d.wait().map_err(|e| Error::Corrupt(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
     /// The base's restore point and which replicas are based, for a resumed dataflow.
     pub(crate) fn base(&self) -> Option<(u64, &[bool])> {
         self.base.as_ref().map(|b| (b.as_of, b.based.as_slice()))

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use prr_persist::Store;
+use prr_persist::{RevisionInfo, Store};
 
 use crate::codec;
 use crate::error::Error;
@@ -16,12 +16,8 @@ use crate::updates::sorted;
 /// The decoded rows of a part of a revision.
 type PartRows<R> = Vec<(R, isize)>;
 
-/// A revision to decode: its replica's name, its record count and its number of chunks.
-pub(crate) struct ToDecode {
-    pub(crate) name: String,
-    pub(crate) records: u64,
-    pub(crate) chunks: u32,
-}
+/// A revision to decode: its header.
+pub(crate) type ToDecode = Arc<RevisionInfo>;
 
 /// Starts decoding `revisions` (as of `as_of`, each sorted by record) in the background, by
 /// as many threads as there are cores, the smallest first, each revision's chunks shared among
@@ -39,21 +35,21 @@ pub(crate) fn decode_in_background<R: Record>(
     let mut cells = Vec::with_capacity(revisions.len());
     let mut queue = Vec::with_capacity(revisions.len());
     for r in revisions {
-        let cell = Decoding::stored(store, &r.name, as_of, r.chunks, ids.clone());
+        debug_assert_eq!(r.as_of, as_of);
+        let cell = Decoding::stored(store, r.clone(), ids.clone());
         cells.push(cell.clone());
-        queue.push((std::cmp::Reverse(r.records), r.chunks, r.name, cell));
+        queue.push((std::cmp::Reverse(r.records), r.chunk_count(), r, cell));
     }
     // Popped from the end: the smallest first. Those are what indexes are built from
     // (rules, instances); the large ones are mostly looked up, which their chunks serve
     // until they are decoded.
     queue.sort_by_key(|r| r.0);
     let mut pieces = Vec::new();
-    for (_, chunks, name, cell) in queue {
+    for (_, chunks, info, cell) in queue {
         let n = chunks.div_ceil(threads as u32).max(1);
         let parts = chunks.div_ceil(n).max(1) as usize;
         let assembly = Arc::new(Assembly {
-            name,
-            as_of,
+            info,
             parts: Mutex::new((0..parts).map(|_| None).collect()),
             remaining: AtomicUsize::new(parts),
             cell,
@@ -136,8 +132,8 @@ impl<R> Drop for Decoders<R> {
 /// A revision decoded in the background in parts (see [`decode_in_background`]): the
 /// thread that decodes its last part assembles it.
 struct Assembly<R> {
-    name: String,
-    as_of: u64,
+    /// The revision's header.
+    info: Arc<RevisionInfo>,
     /// Each part's rows, once decoded.
     parts: Mutex<Vec<Option<PartRows<R>>>>,
     remaining: AtomicUsize,
@@ -155,11 +151,11 @@ struct DecodePiece<R> {
 impl<R: Record> DecodePiece<R> {
     fn run(self, store: &Store) {
         let a = &self.assembly;
-        let (name, as_of) = (&a.name, a.as_of);
+        let (name, as_of) = (&a.info.replica, a.info.as_of);
         let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut rows = Vec::new();
             let n = self.range.len();
-            store.for_each_revision_chunk(name, as_of, self.range.clone(), |i, chunk| {
+            store.for_each_chunk_of(&a.info, self.range.clone(), |i, chunk| {
                 let part = codec::decode_chunk(chunk, name, as_of, i, &a.ids)?;
                 if rows.is_empty() {
                     rows.reserve(part.len() * n);

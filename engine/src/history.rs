@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use crate::api::{Delta, RebuildOutcome};
+use crate::capture;
 use crate::codec;
 use crate::description::ReplicaId;
 use crate::error::Error;
@@ -120,7 +121,10 @@ pub(crate) fn rebuild<R: Record>(
                 || info.description_hash != desc.description_hash();
             let replace = !check_only && (!diff.is_empty() || stale || damage.is_some());
             if replace {
-                writes.push(stored.revision_write(desc, rebuilt));
+                // Every chunk written, a damaged one (whose sound contents have its key) too.
+                let mut write = capture::whole(desc, rebuilt, stored.config.chunk_records);
+                write.overwrite = true;
+                writes.push(write);
             }
             outcomes.push(RebuildOutcome {
                 replica: info.replica.clone(),

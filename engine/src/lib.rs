@@ -33,6 +33,7 @@
 
 // The modules, bottom to top: each uses only those listed before it (see docs/design.md).
 mod api;
+mod capture;
 mod check;
 mod codec;
 mod controller;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::api::{Delta, DeltaKind};
 use crate::codec::{self, LoggedDelta};
 use crate::controller::Controller;
-use crate::decoders::{Decoders, ToDecode, decode_in_background};
+use crate::decoders::{Decoders, decode_in_background};
 use crate::description::ReplicaId;
 use crate::error::Error;
 use crate::record::Record;
@@ -155,11 +155,7 @@ fn resume_plan<R: Record>(
                     start.as_of
                 )))
             })?;
-        to_decode.push(ToDecode {
-            name,
-            records: info.records,
-            chunks: info.chunks,
-        });
+        to_decode.push(Arc::new(info.clone()));
     }
     let (cells, decoders) = decode_in_background(
         store,

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 
-use prr_persist::Store;
+use prr_persist::{RevisionInfo, Store};
 
 use crate::codec::{self, IdCheck};
 use crate::error::{Error, damage_panic};
@@ -31,6 +31,9 @@ pub(crate) struct Decoding<R> {
     abandoned: AtomicBool,
     /// Notified, with `chunks` locked, when the outcome is set or it is abandoned.
     changed: Condvar,
+    /// The stored revision's header, if it was read from the store: which chunks hold which
+    /// records (an incremental capture shares the chunks it leaves alone, see `capture`).
+    header: Option<Arc<RevisionInfo>>,
 }
 
 /// A stored revision's chunks, read when first needed (see [`Decoding::range`]).
@@ -38,8 +41,8 @@ struct Chunks<R> {
     /// Not a strong handle: the runtime that owns the store closes it when it stops, whatever
     /// revisions are still held (a read after that fails: "the store is closed").
     store: Weak<Store>,
-    name: String,
-    as_of: u64,
+    /// The revision's header.
+    info: Arc<RevisionInfo>,
     /// Each chunk's first record.
     firsts: Vec<OnceLock<R>>,
     /// Each chunk's records.
@@ -55,31 +58,44 @@ impl<R> Decoding<R> {
             chunks: Mutex::new(None),
             abandoned: AtomicBool::new(false),
             changed: Condvar::new(),
+            header: None,
         })
     }
 
     /// A revision to decode (on another thread), that can be looked up by chunk meanwhile:
-    /// `chunks` chunks of revision `(name, as_of)` in `store`, while it is open.
+    /// the revision `info` heads, in `store`, while it is open.
     pub(crate) fn stored(
         store: &Arc<Store>,
-        name: &str,
-        as_of: u64,
-        chunks: u32,
+        info: Arc<RevisionInfo>,
         ids: IdCheck<R>,
     ) -> Arc<Self> {
+        let chunks = info.chunks.len();
         Arc::new(Decoding {
             cell: OnceLock::new(),
             chunks: Mutex::new(Some(Arc::new(Chunks {
                 store: Arc::downgrade(store),
-                name: name.to_string(),
-                as_of,
+                info: info.clone(),
                 firsts: (0..chunks).map(|_| OnceLock::new()).collect(),
                 decoded: (0..chunks).map(|_| OnceLock::new()).collect(),
                 ids,
             }))),
             abandoned: AtomicBool::new(false),
             changed: Condvar::new(),
+            header: Some(info),
         })
+    }
+
+    /// A stored revision that no thread decodes: read by chunk when looked up, and decoded
+    /// whole by its first reader of all of it, on that reader's thread.
+    pub(crate) fn lazy(store: &Arc<Store>, info: Arc<RevisionInfo>, ids: IdCheck<R>) -> Arc<Self> {
+        let d = Self::stored(store, info, ids);
+        d.abandon();
+        d
+    }
+
+    /// The stored revision's header, if it was read from the store.
+    pub(crate) fn header(&self) -> Option<&Arc<RevisionInfo>> {
+        self.header.as_ref()
     }
 
     /// A revision decoded already.
@@ -205,6 +221,64 @@ impl<R: Record> Decoding<R> {
         Ok(out)
     }
 
+    /// Chunk `i`'s records, of a stored revision whose chunk `j` holds the rows
+    /// `offsets[j]..offsets[j + 1]` (as its header counts them): sliced from the rows if they
+    /// are decoded whole, else read from the store.
+    pub(crate) fn chunk_rows(
+        &self,
+        i: usize,
+        offsets: &[usize],
+    ) -> Result<Vec<(R, isize)>, String> {
+        self.in_chunk(
+            i,
+            offsets,
+            |rows| rows.to_vec(),
+            |chunks| self.failing(self.try_chunk(chunks, i)).map(<[_]>::to_vec),
+        )
+    }
+
+    /// Chunk `i`'s first record, as [`Decoding::chunk_rows`] finds it.
+    pub(crate) fn chunk_first(&self, i: usize, offsets: &[usize]) -> Result<R, String> {
+        self.in_chunk(
+            i,
+            offsets,
+            |rows| rows.first().map(|(r, _)| r.clone()),
+            |chunks| self.try_first(chunks, i).cloned().map(Some),
+        )?
+        .ok_or_else(|| format!("chunk {i} of a stored revision is empty"))
+    }
+
+    /// `whole` of chunk `i`'s rows when decoded whole, else `read` of the chunks.
+    fn in_chunk<T>(
+        &self,
+        i: usize,
+        offsets: &[usize],
+        whole: impl FnOnce(&[(R, isize)]) -> T,
+        read: impl FnOnce(&Chunks<R>) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let chunks = self
+            .chunks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match (self.try_get(), chunks) {
+            (None, Some(chunks)) => read(&chunks),
+            _ => {
+                let rows = self.wait().map_err(str::to_string)?;
+                match (offsets.get(i), offsets.get(i + 1)) {
+                    (Some(&from), Some(&to)) if from <= to && to <= rows.len() => {
+                        Ok(whole(&rows[from..to]))
+                    }
+                    _ => Err(format!(
+                        "a stored revision's header counts {} records, it holds {}",
+                        offsets.last().copied().unwrap_or(0),
+                        rows.len()
+                    )),
+                }
+            }
+        }
+    }
+
     /// Chunk `i`'s first record, read once, or why it cannot be.
     fn try_first<'a>(&'a self, chunks: &'a Chunks<R>, i: usize) -> Result<&'a R, String> {
         if let Some(first) = chunks.firsts[i].get() {
@@ -239,7 +313,7 @@ impl<R: Record> Decoding<R> {
         i: usize,
         decode: ChunkDecoder<R, T>,
     ) -> Result<T, String> {
-        let (name, as_of) = (&chunks.name, chunks.as_of);
+        let (name, as_of) = (&chunks.info.replica, chunks.info.as_of);
         let Some(store) = chunks.store.upgrade() else {
             return Err(format!(
                 "revision ({name}, {as_of}): the store is closed (its runtime stopped)"
@@ -248,7 +322,7 @@ impl<R: Record> Decoding<R> {
         let mut out = None;
         let i = i as u32;
         store
-            .for_each_revision_chunk(name, as_of, i..i + 1, |_, bytes| {
+            .for_each_chunk_of(&chunks.info, i..i + 1, |_, bytes| {
                 out = Some(decode(bytes, name, as_of, i, &chunks.ids)?);
                 Ok::<_, Error>(())
             })
@@ -302,6 +376,11 @@ impl<R: Record> Revision<R> {
         Revision(decoding)
     }
 
+    /// Its decoding.
+    pub(crate) fn decoding(&self) -> &Arc<Decoding<R>> {
+        &self.0
+    }
+
     /// A revision of the given rows (sorted by record).
     pub fn of(rows: Arc<Vec<(R, isize)>>) -> Self {
         Revision(Decoding::done(rows))
@@ -345,7 +424,7 @@ impl<R: Record> Revision<R> {
 
 #[cfg(test)]
 mod tests {
-    use prr_persist::RevisionWrite;
+    use prr_persist::{ChunkWrite, RevisionWrite};
 
     use super::*;
 
@@ -357,20 +436,26 @@ mod tests {
     fn stored(rows: &[((u32, u32), i64)], per_chunk: usize) -> Stored {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().join("s.redb")).unwrap();
-        let chunks: Vec<Vec<u8>> = rows.chunks(per_chunk).map(|c| codec::encode(&c)).collect();
-        let n = chunks.len() as u32;
+        let chunks: Vec<ChunkWrite> = (rows.chunks(per_chunk))
+            .map(|c| ChunkWrite::New {
+                payload: codec::encode(&c),
+                records: c.len() as u32,
+            })
+            .collect();
         let write = RevisionWrite {
             replica: "r".into(),
             logic_version: 1,
             description_hash: 7,
             records: rows.len() as u64,
             chunks,
+            overwrite: false,
         };
-        store
+        let info = store
             .write_revisions(5, &[write], 0, &[] as &[&str])
-            .unwrap();
+            .unwrap()
+            .remove(0);
         let store = Arc::new(store);
-        let d = Decoding::stored(&store, "r", 5, n, IdCheck::unchecked());
+        let d = Decoding::stored(&store, Arc::new(info), IdCheck::unchecked());
         (dir, store, d)
     }
 
@@ -461,14 +546,21 @@ mod tests {
             logic_version: 1,
             description_hash: 7,
             records: 2,
-            chunks: vec![good, vec![1, 0, 0]],
+            chunks: [good, vec![1, 0, 0]]
+                .map(|payload| ChunkWrite::New {
+                    payload,
+                    records: 1,
+                })
+                .to_vec(),
+            overwrite: false,
         };
-        store
+        let info = store
             .write_revisions(5, &[write], 0, &[] as &[&str])
-            .unwrap();
+            .unwrap()
+            .remove(0);
         let store = Arc::new(store);
         let d: Arc<Decoding<(u32, u32)>> =
-            Decoding::stored(&store, "r", 5, 2, IdCheck::unchecked());
+            Decoding::stored(&store, Arc::new(info), IdCheck::unchecked());
         let failed = d.try_range(|r| r.0, &3).unwrap_err();
         let why = d.try_get().unwrap().unwrap_err();
         assert_eq!(failed, why);

@@ -18,6 +18,7 @@ use crate::api::{
     Delta, Frontier, RebuildOutcome, ReplicaStatus, RuntimeConfig, SourceDelta, Split, Status,
     Subscription,
 };
+use crate::capture;
 use crate::check;
 use crate::codec::{self, LoggedDelta};
 use crate::controller::Controller;
@@ -32,7 +33,6 @@ use crate::restore::{restore, settle_after_fault};
 use crate::revision::Decoding;
 use crate::seq::Seq;
 use crate::stored::Stored;
-use crate::updates::sorted;
 
 mod poison;
 mod preview;
@@ -465,9 +465,23 @@ impl<R: Record> Runtime<R> {
             }
         }
         wanted.retain(|id| controller.needs_base(*id));
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        // Read by chunk as looked up, decoded whole by its first reader of all of it.
+        let store = self.stored.store("reading a revision")?.clone();
+        let revisions = store.revisions()?;
         for id in wanted {
-            let rows = sorted(self.stored.decode_revision(dag.replica(id).name(), as_of)?);
-            controller.set_base(id, Decoding::done(Arc::new(rows)));
+            let name = dag.replica(id).name();
+            let info = (revisions.iter())
+                .find(|i| i.replica == name && i.as_of == as_of)
+                .ok_or_else(|| {
+                    Error::Store(prr_persist::Error::Missing(format!(
+                        "no revision of `{name}` as of seq {as_of}"
+                    )))
+                })?;
+            let base = Decoding::lazy(&store, Arc::new(info.clone()), self.stored.id_check());
+            controller.set_base(id, base);
         }
         Ok(())
     }
@@ -592,13 +606,16 @@ impl<R: Record> Runtime<R> {
         }
         if !all_fresh {
             self.step_until(Seq(as_of))?;
+            let per_chunk = self.stored.config.chunk_records;
             let mut writes = Vec::with_capacity(dag.len());
             for (i, desc) in dag.replicas().iter().enumerate() {
                 if desc.is_view() {
                     continue; // evaluated from its inputs' revisions when read
                 }
-                let rows = self.controller_read(ReplicaId(i as u32), None)?;
-                writes.push(self.stored.revision_write(desc, rows));
+                let id = ReplicaId(i as u32);
+                let write =
+                    self.on_dataflow(&[id], |c| capture::revision(c, id, desc, per_chunk))?;
+                writes.push(write);
             }
             self.stored.write_revisions(as_of, &writes)?;
         }
@@ -626,6 +643,7 @@ impl<R: Record> Runtime<R> {
             self.give_bases(&going)?;
             if let Some(controller) = self.controller.as_ref().filter(|_| !going.is_empty()) {
                 controller.wait_decodings()?;
+                controller.decode_bases(&going)?;
             }
         }
         let log_through = log_through.filter(|_| cut_log);

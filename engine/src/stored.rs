@@ -10,7 +10,7 @@ use prr_persist::{Quarantined, RevisionInfo, RevisionWrite, Store};
 use crate::api::RuntimeConfig;
 use crate::codec;
 use crate::dag::Dag;
-use crate::description::{ReplicaDescription, ReplicaId};
+use crate::description::ReplicaId;
 use crate::dictionary::Dictionary;
 use crate::error::Error;
 use crate::record::Record;
@@ -115,22 +115,6 @@ impl<R: Record> Stored<R> {
             rows.extend(codec::decode_chunk(chunk, replica, as_of, i as u32, &ids)?);
         }
         Ok(rows)
-    }
-
-    /// A replica's consolidated contents as a revision to write.
-    pub(crate) fn revision_write(
-        &self,
-        desc: &ReplicaDescription<R>,
-        rows: Vec<(R, isize)>,
-    ) -> RevisionWrite {
-        let rows: Vec<(R, i64)> = rows.into_iter().map(|(r, d)| (r, d as i64)).collect();
-        RevisionWrite {
-            replica: desc.name().to_string(),
-            logic_version: desc.logic_version(),
-            description_hash: desc.description_hash(),
-            records: rows.len() as u64,
-            chunks: codec::encode_chunks(&rows, self.config.chunk_records),
-        }
     }
 
     /// Writes revisions in one transaction with the dictionary strings not yet stored.

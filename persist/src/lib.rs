@@ -32,4 +32,7 @@ mod store;
 pub use error::Error;
 #[cfg(feature = "test-util")]
 pub use faults::{Fault, Faults, FaultyBackend};
-pub use store::{FORMAT_VERSION, Quarantined, RevisionInfo, RevisionWrite, Store, StoreStats};
+pub use store::{
+    ChunkRef, ChunkWrite, FORMAT_VERSION, Quarantined, RevisionInfo, RevisionWrite, Store,
+    StoreStats, chunk_key,
+};

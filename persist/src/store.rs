@@ -14,17 +14,20 @@ mod check;
 mod guard;
 mod handle;
 mod quarantine;
+mod revisions;
 mod sealed;
 mod upgrade;
 
 pub use quarantine::Quarantined;
+use revisions::{CHUNKS, REVISIONS};
+pub use revisions::{ChunkRef, ChunkWrite, RevisionInfo, RevisionWrite, chunk_key};
 
 use guard::{callback, contained};
 use handle::{Handle, Opener, ReadOpener};
 
 /// The format version this build writes and reads. Bump it on any change of a table's layout.
-/// A store of format 1 is upgraded when opened (see `docs/design.md`).
-pub const FORMAT_VERSION: u32 = 2;
+/// A store of an older format (1 or 2) is upgraded when opened (see `docs/design.md`).
+pub const FORMAT_VERSION: u32 = 3;
 
 // Every value but the format version is sealed: `crc32 | payload` (see `sealed`).
 /// `meta`: metadata by name. Values are little-endian integers (see `docs/design.md`).
@@ -34,12 +37,6 @@ const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 /// `dictionary`: interned identifiers. Key: id. Value: the sealed string's UTF-8 bytes
 /// (validated here: redb's own `&str` decoding panics on invalid UTF-8).
 const DICT: TableDefinition<u64, &[u8]> = TableDefinition::new("dictionary");
-/// `revisions`: one row per revision. Key: `(replica, as_of)`. Value: a sealed 24-byte header,
-/// see [`RevisionInfo`].
-const REVISIONS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("revisions");
-/// `revision_chunks`: a revision's records. Key: `(replica, as_of, chunk)`. Value: sealed
-/// opaque bytes.
-const CHUNKS: TableDefinition<(&str, u64, u32), &[u8]> = TableDefinition::new("revision_chunks");
 /// `quarantine`: source deltas set aside because a replica's computation panicked on them.
 /// Key: `Seq`. Value: `unix_ms u64 LE | message UTF-8`. Created by the first quarantine; a
 /// store without it has none.
@@ -48,81 +45,6 @@ const QUARANTINE: TableDefinition<u64, &[u8]> = TableDefinition::new("quarantine
 const KEY_FORMAT: &str = "format_version";
 const KEY_LAST_SEQ: &str = "last_seq";
 const KEY_DICT_LEN: &str = "dict_len";
-
-/// A stored revision's header.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RevisionInfo {
-    /// The replica's name.
-    pub replica: String,
-    /// The revision holds every update at a `Seq <= as_of`.
-    pub as_of: u64,
-    /// The logic version of the description that computed it.
-    pub logic_version: u32,
-    /// The hash of the description that computed it.
-    pub description_hash: u64,
-    /// The number of records.
-    pub records: u64,
-    /// The number of chunks in `revision_chunks`.
-    pub chunks: u32,
-}
-
-impl RevisionInfo {
-    /// The sealed header (28 bytes).
-    fn encode(&self) -> Vec<u8> {
-        let mut b = [0u8; 24];
-        b[0..4].copy_from_slice(&self.logic_version.to_le_bytes());
-        b[4..12].copy_from_slice(&self.description_hash.to_le_bytes());
-        b[12..20].copy_from_slice(&self.records.to_le_bytes());
-        b[20..24].copy_from_slice(&self.chunks.to_le_bytes());
-        sealed::header(&self.replica, self.as_of).seal(&b)
-    }
-
-    /// Decodes a sealed header, checking its checksum.
-    fn decode(replica: &str, as_of: u64, sealed_bytes: &[u8]) -> Result<Self, Error> {
-        let b = sealed::header(replica, as_of).open(sealed_bytes, || {
-            format!("table revisions: revision ({replica}, {as_of}) header")
-        })?;
-        Self::decode_plain(replica, as_of, b)
-    }
-
-    /// Decodes a header's 24 bytes.
-    fn decode_plain(replica: &str, as_of: u64, b: &[u8]) -> Result<Self, Error> {
-        let b: &[u8; 24] = b.try_into().map_err(|_| {
-            Error::Corrupt(format!(
-                "revision ({replica}, {as_of}) header has {} bytes, expected 24",
-                b.len()
-            ))
-        })?;
-        let (logic, rest) = b.split_at(4);
-        let (hash, rest) = rest.split_at(8);
-        let (records, chunks) = rest.split_at(8);
-        let le4 = |x: &[u8]| u32::from_le_bytes([x[0], x[1], x[2], x[3]]);
-        let le8 = |x: &[u8]| u64::from_le_bytes([x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]]);
-        Ok(RevisionInfo {
-            replica: replica.to_string(),
-            as_of,
-            logic_version: le4(logic),
-            description_hash: le8(hash),
-            records: le8(records),
-            chunks: le4(chunks),
-        })
-    }
-}
-
-/// One revision to write: its header fields and its chunks, sorted.
-#[derive(Clone, Debug)]
-pub struct RevisionWrite {
-    /// The replica's name.
-    pub replica: String,
-    /// The logic version of the description that computed it.
-    pub logic_version: u32,
-    /// The hash of the description that computed it.
-    pub description_hash: u64,
-    /// The number of records in all chunks.
-    pub records: u64,
-    /// The encoded chunks, in order.
-    pub chunks: Vec<Vec<u8>>,
-}
 
 /// Sizes of what the store holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -212,13 +134,6 @@ fn open_log(seq: u64, b: &[u8]) -> Result<&[u8], Error> {
     sealed::log(seq).open(b, || format!("table log: entry at seq {seq}"))
 }
 
-/// Checks a revision chunk's checksum; its payload.
-fn open_chunk<'a>(replica: &str, as_of: u64, i: u32, b: &'a [u8]) -> Result<&'a [u8], Error> {
-    sealed::chunk(replica, as_of, i).open(b, || {
-        format!("table revision_chunks: revision ({replica}, {as_of}) chunk {i}")
-    })
-}
-
 impl Store {
     /// Opens the store at `path`, creating it (with the current format version) if the file
     /// does not exist. Fails if another process has it open, if the file is not a prr store,
@@ -305,8 +220,8 @@ impl Store {
             path,
         };
         match store.check_format() {
-            // A store of format 1: upgraded by a writable handle, once, then read.
-            Err(Error::FormatVersion { found: 1, .. }) => {
+            // A store of an older format: upgraded by a writable handle, once, then read.
+            Err(Error::FormatVersion { found, .. }) if upgrade::upgradable(found) => {
                 let path = store.path.clone();
                 drop(store);
                 drop(Store::open(&path)?);
@@ -383,11 +298,11 @@ impl Store {
         Ok(())
     }
 
-    /// Checks the format version; a writable handle upgrades a store of format 1.
+    /// Checks the format version; a writable handle upgrades a store of an older format.
     fn check_format(&self) -> Result<(), Error> {
         let found = contained("meta", || self.format_version())?;
-        if found == 1 && !self.is_read_only() {
-            return upgrade::from_v1(self);
+        if upgrade::upgradable(found) && !self.is_read_only() {
+            return upgrade::upgrade(self, found);
         }
         if found != FORMAT_VERSION {
             return Err(Error::FormatVersion {
@@ -508,43 +423,6 @@ impl Store {
         self.for_each_string_in(0, u64::MAX, f)
     }
 
-    /// Calls `f(i, chunk)` for the chunks `range` of a revision, in order, without copying
-    /// them (several ranges can be read by several threads at once). A chunk of the range that
-    /// is missing is a corrupt store.
-    pub fn for_each_revision_chunk<E: From<Error>>(
-        &self,
-        replica: &str,
-        as_of: u64,
-        range: std::ops::Range<u32>,
-        mut f: impl FnMut(u32, &[u8]) -> Result<(), E>,
-    ) -> Result<(), E> {
-        contained("revision_chunks", || {
-            let txn = self.begin_read()?;
-            let chunks = txn.open_table(CHUNKS).map_err(Error::from)?;
-            let mut next = range.start;
-            let entries = chunks
-                .range((replica, as_of, range.start)..(replica, as_of, range.end))
-                .map_err(Error::from)?;
-            for entry in entries {
-                let (k, v) = entry.map_err(Error::from)?;
-                let i = k.value().2;
-                if i != next {
-                    break;
-                }
-                let payload = open_chunk(replica, as_of, i, v.value())?;
-                callback(|| f(i, payload))?;
-                next += 1;
-            }
-            if next != range.end {
-                return Err(Error::Corrupt(format!(
-                    "table revision_chunks: revision ({replica}, {as_of}) lacks chunk {next}"
-                ))
-                .into());
-            }
-            Ok(())
-        })
-    }
-
     /// Calls `f(id, string)` for the interned strings with ids in `from..to`, in id order,
     /// as [`Store::for_each_string`] does for all of them (several ranges can be read by
     /// several threads at once). Returns the number read; ids in the range that are not dense
@@ -573,95 +451,6 @@ impl Store {
                 next += 1;
             }
             Ok(next - from)
-        })
-    }
-
-    /// Writes revisions of several replicas, all as of `as_of`, in one transaction, with the
-    /// dictionary strings they use that are not yet stored (`strings[i]` gets id
-    /// `first_id + i`). A revision that already exists at the same `(replica, as_of)` is
-    /// replaced.
-    pub fn write_revisions<S: AsRef<str>>(
-        &self,
-        as_of: u64,
-        writes: &[RevisionWrite],
-        first_id: u64,
-        strings: &[S],
-    ) -> Result<(), Error> {
-        contained("revisions", || {
-            self.write(|txn| write_revisions_in(txn, as_of, writes, first_id, strings))
-                .map_err(append::WriteFailure::into_error)
-        })
-    }
-
-    /// Every stored revision's header, by replica then `as_of`.
-    pub fn revisions(&self) -> Result<Vec<RevisionInfo>, Error> {
-        contained("revisions", || {
-            let txn = self.begin_read()?;
-            let revs = txn.open_table(REVISIONS)?;
-            let mut out = Vec::new();
-            for entry in revs.iter()? {
-                let (k, v) = entry?;
-                let (replica, as_of) = k.value();
-                out.push(RevisionInfo::decode(replica, as_of, v.value())?);
-            }
-            Ok(out)
-        })
-    }
-
-    /// The chunks of one revision, in order.
-    pub fn revision_chunks(&self, replica: &str, as_of: u64) -> Result<Vec<Vec<u8>>, Error> {
-        let info = contained("revisions", || {
-            let txn = self.begin_read()?;
-            let revs = txn.open_table(REVISIONS)?;
-            match revs.get((replica, as_of))? {
-                Some(v) => RevisionInfo::decode(replica, as_of, v.value()),
-                None => Err(Error::Missing(format!(
-                    "no revision of `{replica}` as of seq {as_of}"
-                ))),
-            }
-        })?;
-        let mut out = Vec::with_capacity(info.chunks.min(1 << 16) as usize);
-        self.for_each_revision_chunk(replica, as_of, 0..info.chunks, |_, c| {
-            out.push(c.to_vec());
-            Ok::<(), Error>(())
-        })?;
-        let extra = contained("revision_chunks", || {
-            let txn = self.begin_read()?;
-            let chunks = txn.open_table(CHUNKS)?;
-            let mut after =
-                chunks.range((replica, as_of, info.chunks)..=(replica, as_of, u32::MAX))?;
-            Ok::<_, Error>(after.next().transpose()?.map(|(k, _)| k.value().2))
-        })?;
-        if let Some(i) = extra {
-            return Err(Error::Corrupt(format!(
-                "table revision_chunks: revision ({replica}, {as_of}) has chunk {i}, its header says {} chunks",
-                info.chunks
-            )));
-        }
-        Ok(out)
-    }
-
-    /// Deletes revisions and the source-log entries with `seq <= log_through`, in one
-    /// transaction. Which ones may go is the caller's decision (the engine's GC plan).
-    pub fn collect_garbage(
-        &self,
-        revisions: &[(String, u64)],
-        log_through: Option<u64>,
-    ) -> Result<(), Error> {
-        contained("revisions", || {
-            self.write(|txn| {
-                let mut revs = txn.open_table(REVISIONS)?;
-                let mut chunks = txn.open_table(CHUNKS)?;
-                for (replica, as_of) in revisions {
-                    delete_revision_in(&mut revs, &mut chunks, replica, *as_of)?;
-                }
-                if let Some(through) = log_through {
-                    let mut log = txn.open_table(LOG)?;
-                    log.retain_in(..=through, |_, _| false)?;
-                }
-                Ok(())
-            })
-            .map_err(append::WriteFailure::into_error)
         })
     }
 
@@ -696,50 +485,6 @@ impl Store {
             None => Err(Error::ReadOnly(path)),
         })
     }
-}
-
-fn write_revisions_in<S: AsRef<str>>(
-    txn: &WriteTransaction,
-    as_of: u64,
-    writes: &[RevisionWrite],
-    first_id: u64,
-    strings: &[S],
-) -> Result<(), Error> {
-    append::append_in(txn, &[], first_id, strings)?;
-    let mut revs = txn.open_table(REVISIONS)?;
-    let mut chunks = txn.open_table(CHUNKS)?;
-    for w in writes {
-        delete_revision_in(&mut revs, &mut chunks, &w.replica, as_of)?;
-        let info = RevisionInfo {
-            replica: w.replica.clone(),
-            as_of,
-            logic_version: w.logic_version,
-            description_hash: w.description_hash,
-            records: w.records,
-            chunks: w.chunks.len() as u32,
-        };
-        revs.insert((w.replica.as_str(), as_of), info.encode().as_slice())?;
-        for (i, c) in w.chunks.iter().enumerate() {
-            let i = i as u32;
-            let c = sealed::chunk(&w.replica, as_of, i).seal(c);
-            chunks.insert((w.replica.as_str(), as_of, i), c.as_slice())?;
-        }
-    }
-    Ok(())
-}
-
-fn delete_revision_in(
-    revs: &mut redb::Table<(&str, u64), &[u8]>,
-    chunks: &mut redb::Table<(&str, u64, u32), &[u8]>,
-    replica: &str,
-    as_of: u64,
-) -> Result<(), Error> {
-    revs.remove((replica, as_of))?;
-    chunks.retain_in(
-        (replica, as_of, 0u32)..=(replica, as_of, u32::MAX),
-        |_, _| false,
-    )?;
-    Ok(())
 }
 
 #[cfg(test)]

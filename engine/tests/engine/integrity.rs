@@ -104,7 +104,11 @@ fn problem_3_a_revision_that_does_not_decode_is_rebuilt_from_a_sound_log() {
                     logic_version: info.logic_version,
                     description_hash: info.description_hash,
                     records: 2,
-                    chunks: vec![b"not bincode".to_vec()],
+                    chunks: vec![prr_persist::ChunkWrite::New {
+                        payload: b"not bincode".to_vec(),
+                        records: 2,
+                    }],
+                    overwrite: false,
                 }],
                 2,
                 &[] as &[&str],

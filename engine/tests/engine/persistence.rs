@@ -276,7 +276,11 @@ fn rebuild_check_finds_a_damaged_revision_and_rebuild_replaces_it() {
                     logic_version: desc.logic_version(),
                     description_hash: desc.description_hash(),
                     records: 1,
-                    chunks: vec![bincode::serialize(&rows).unwrap()],
+                    chunks: vec![prr_persist::ChunkWrite::New {
+                        payload: bincode::serialize(&rows).unwrap(),
+                        records: 1,
+                    }],
+                    overwrite: false,
                 }],
                 0,
                 &[] as &[&str],

@@ -1,23 +1,24 @@
 //! `Store::check`: every checksum and every invariant of the store that can be seen without
 //! knowing what the opaque values encode (the caller checks that, through its closures).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use redb::{ReadableTable, ReadableTableMetadata};
 
+use super::revisions::{CHUNKS, REVISIONS, RevisionInfo, chunk_key, open_chunk};
 use super::{
-    CHUNKS, DICT, KEY_DICT_LEN, KEY_LAST_SEQ, LOG, REVISIONS, RevisionInfo, Store, callback,
-    contained, open_chunk, open_log, open_string,
+    DICT, KEY_DICT_LEN, KEY_LAST_SEQ, LOG, Store, callback, contained, open_log, open_string,
 };
 use crate::Error;
 
 impl Store {
     /// Checks the store: every value's checksum; the metadata; the dictionary's ids dense from 0
     /// up to `dict_len` and its strings UTF-8; the log contiguous up to `last_seq`; each
-    /// revision's chunks numbered `0..chunks` as its header says, holding `records` records,
-    /// and `as_of <= last_seq`; no chunk without a header. `decode_log` checks a log entry's
-    /// payload (given its seq); `decode_chunk` a chunk's (given its replica, `as_of` and
-    /// number) and returns its number of records. Returns the problems found, each naming the
+    /// revision's listed chunks present, holding the contents of their key and the records
+    /// its header says, and `as_of <= last_seq`; no chunk listed by no revision. `decode_log`
+    /// checks a log entry's payload (given its seq); `decode_chunk` a chunk's (given a
+    /// revision that lists it, `as_of` and its number there; once per chunk) and returns its
+    /// number of records. Returns the problems found, each naming the
     /// table and the entry (empty when the store is sound); a part of the file the storage
     /// library fails to read is a problem too.
     pub fn check(
@@ -156,67 +157,99 @@ impl Store {
             Ok(())
         });
         note(r, &mut problems);
-        // Per revision: (chunks seen in order, records decoded, all chunks decoded).
-        let mut seen: BTreeMap<(String, u64), (u32, u64, bool)> = BTreeMap::new();
-        let r = contained("revision_chunks", || {
+        // Chunks: each listed one read, checked and decoded once (revisions share them),
+        // counted against its entry and its revision's header; none listed by no revision.
+        let r = contained("chunks", || {
             let txn = self.begin_read()?;
             let chunks = txn.open_table(CHUNKS)?;
-            for entry in chunks.iter()? {
-                let (k, v) = entry?;
-                let (replica, as_of, i) = k.value();
-                let key = (replica.to_string(), as_of);
-                if !headers.contains_key(&key) {
-                    problems.push(format!(
-                        "table revision_chunks: chunk {i} of revision ({replica}, {as_of}), which has no header"
-                    ));
-                    continue;
-                }
-                let s = seen.entry(key).or_insert((0, 0, true));
-                if i != s.0 {
-                    problems.push(format!(
-                        "table revision_chunks: revision ({replica}, {as_of}) has chunk {i} where chunk {} belongs",
-                        s.0
-                    ));
-                }
-                s.0 = i.saturating_add(1);
-                match open_chunk(replica, as_of, i, v.value()) {
-                    Ok(payload) => match callback(|| decode_chunk(replica, as_of, i, payload)) {
-                        Ok(n) => s.1 += n,
-                        Err(e) => {
-                            s.2 = false;
-                            problems.push(format!(
-                                "table revision_chunks: revision ({replica}, {as_of}) chunk {i} does not decode: {e}"
-                            ));
+            // Per key: the records it decodes to, or None when it is damaged.
+            let mut seen: HashMap<u128, Option<u64>> = HashMap::new();
+            for ((replica, as_of), info) in &headers {
+                let Some(info) = info else { continue };
+                let mut records = Some(0u64);
+                for (i, c) in info.chunks.iter().enumerate() {
+                    let whose = || format!("revision ({replica}, {as_of}) chunk {i}");
+                    let n = match seen.get(&c.key) {
+                        Some(n) => *n,
+                        None => {
+                            let n = match chunks.get(c.key)? {
+                                None => {
+                                    problems.push(format!(
+                                        "table chunks: {} (key {:032x}) is missing",
+                                        whose(),
+                                        c.key
+                                    ));
+                                    None
+                                }
+                                Some(v) => match open_chunk(c.key, v.value(), whose) {
+                                    Ok(payload) if chunk_key(payload) != c.key => {
+                                        problems.push(format!(
+                                            "table chunks: {} (key {:032x}) holds contents of another key",
+                                            whose(),
+                                            c.key
+                                        ));
+                                        None
+                                    }
+                                    Ok(payload) => match callback(|| {
+                                        decode_chunk(replica, *as_of, i as u32, payload)
+                                    }) {
+                                        Ok(n) => Some(n),
+                                        Err(e) => {
+                                            problems.push(format!(
+                                                "table chunks: {} does not decode: {e}",
+                                                whose()
+                                            ));
+                                            None
+                                        }
+                                    },
+                                    Err(Error::Corrupt(m)) => {
+                                        problems.push(m);
+                                        None
+                                    }
+                                    Err(e) => return Err(e),
+                                },
+                            };
+                            seen.insert(c.key, n);
+                            n
                         }
-                    },
-                    Err(Error::Corrupt(m)) => {
-                        s.2 = false;
-                        problems.push(m);
+                    };
+                    if let Some(n) = n
+                        && n != u64::from(c.records)
+                    {
+                        problems.push(format!(
+                            "table revisions: revision ({replica}, {as_of}) lists chunk {i} with {} records, it holds {n}",
+                            c.records
+                        ));
                     }
-                    Err(e) => return Err(e),
+                    records = records.zip(n).map(|(a, b)| a + b);
+                }
+                if let Some(records) = records
+                    && records != info.records
+                {
+                    problems.push(format!(
+                        "table chunks: revision ({replica}, {as_of}) holds {records} records, its header says {}",
+                        info.records
+                    ));
+                }
+            }
+            // A header that does not decode may list any chunk: none is called unlisted then.
+            if headers.values().all(Option::is_some) {
+                let listed: BTreeSet<u128> = (headers.values().flatten())
+                    .flat_map(|info| info.chunks.iter().map(|c| c.key))
+                    .collect();
+                for entry in chunks.iter()? {
+                    let (k, _) = entry?;
+                    if !listed.contains(&k.value()) {
+                        problems.push(format!(
+                            "table chunks: chunk (key {:032x}) is listed by no revision",
+                            k.value()
+                        ));
+                    }
                 }
             }
             Ok(())
         });
         note(r, &mut problems);
-        for ((replica, as_of), info) in &headers {
-            let Some(info) = info else { continue };
-            let (chunks, records, whole) = seen
-                .get(&(replica.clone(), *as_of))
-                .copied()
-                .unwrap_or((0, 0, true));
-            if chunks != info.chunks {
-                problems.push(format!(
-                    "table revision_chunks: revision ({replica}, {as_of}) has {chunks} chunks, its header says {}",
-                    info.chunks
-                ));
-            } else if whole && records != info.records {
-                problems.push(format!(
-                    "table revision_chunks: revision ({replica}, {as_of}) holds {records} records, its header says {}",
-                    info.records
-                ));
-            }
-        }
         Ok(problems)
     }
 }

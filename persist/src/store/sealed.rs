@@ -1,4 +1,4 @@
-//! Checksummed values (format 2): every value prr writes, except the format version, is
+//! Checksummed values (formats 2 and 3): every value prr writes, except the format version, is
 //! `crc32 u32 LE | payload`, where the CRC-32 (IEEE) covers the value's *context* (its table
 //! and key, so a value moved to another key is caught too) followed by the payload.
 
@@ -25,6 +25,12 @@ impl Context {
 
     /// Adds a `u64 LE`.
     pub(crate) fn u64(&mut self, v: u64) -> &mut Self {
+        self.0.update(&v.to_le_bytes());
+        self
+    }
+
+    /// Adds a `u128 LE`.
+    pub(crate) fn u128(&mut self, v: u128) -> &mut Self {
         self.0.update(&v.to_le_bytes());
         self
     }
@@ -91,8 +97,15 @@ pub(crate) fn header(replica: &str, as_of: u64) -> Context {
     c
 }
 
-/// The context of chunk `i` of revision `(replica, as_of)`.
-pub(crate) fn chunk(replica: &str, as_of: u64, i: u32) -> Context {
+/// The context of the chunk of content key `key` (format 3).
+pub(crate) fn chunk(key: u128) -> Context {
+    let mut c = Context::new("chunks");
+    c.u128(key);
+    c
+}
+
+/// The context of chunk `i` of revision `(replica, as_of)` in format 2's `revision_chunks`.
+pub(crate) fn chunk_v2(replica: &str, as_of: u64, i: u32) -> Context {
     let mut c = Context::new("revision_chunks");
     c.bytes(replica.as_bytes()).u64(as_of).u32(i);
     c
@@ -136,6 +149,10 @@ mod tests {
         let e = log(7).open(&[1, 2], || "log entry 7".into()).unwrap_err();
         assert!(e.to_string().contains("too short"), "{e}");
         // The replica name is length-prefixed: ("ab", ..) and ("a", ..) never share bytes.
-        assert_ne!(chunk("ab", 1, 0).seal(b""), chunk("a", 1, 0).seal(b""));
+        assert_ne!(
+            chunk_v2("ab", 1, 0).seal(b""),
+            chunk_v2("a", 1, 0).seal(b"")
+        );
+        assert_ne!(chunk(1).seal(b""), chunk(2).seal(b""));
     }
 }

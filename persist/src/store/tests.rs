@@ -85,6 +85,27 @@ fn a_file_that_is_not_redb_is_refused() {
     }
 }
 
+/// New chunks of one record each.
+fn new_chunks(payloads: &[&[u8]]) -> Vec<ChunkWrite> {
+    (payloads.iter())
+        .map(|p| ChunkWrite::New {
+            payload: p.to_vec(),
+            records: 1,
+        })
+        .collect()
+}
+
+/// The keys in `chunks`.
+fn chunk_keys(store: &Store) -> Vec<u128> {
+    let txn = store.begin_read().unwrap();
+    let chunks = txn.open_table(CHUNKS).unwrap();
+    chunks
+        .iter()
+        .unwrap()
+        .map(|e| e.unwrap().0.value())
+        .collect()
+}
+
 #[test]
 fn revisions_round_trip_and_gc_deletes_them() {
     let (_d, path) = temp();
@@ -97,22 +118,27 @@ fn revisions_round_trip_and_gc_deletes_them() {
         logic_version: 3,
         description_hash: 42,
         records: 2,
-        chunks: vec![b"one".to_vec(), b"two".to_vec()],
+        chunks: new_chunks(&[b"one", b"two"]),
+        overwrite: false,
     };
-    store
+    let written = store
         .write_revisions(2, std::slice::from_ref(&w), 0, &[] as &[&str])
         .unwrap();
     let infos = store.revisions().unwrap();
-    assert_eq!(infos.len(), 1);
+    assert_eq!(infos, written);
     assert_eq!(
         (
             infos[0].logic_version,
             infos[0].description_hash,
-            infos[0].chunks
+            infos[0].chunk_count()
         ),
         (3, 42, 2)
     );
-    assert_eq!(store.revision_chunks("r", 2).unwrap(), w.chunks);
+    assert_eq!(infos[0].chunks[1].key, chunk_key(b"two"));
+    assert_eq!(
+        store.revision_chunks("r", 2).unwrap(),
+        vec![b"one".to_vec(), b"two".to_vec()]
+    );
     // Chunk ranges read in place; a range past the last chunk is a corrupt store.
     let mut seen = Vec::new();
     store
@@ -128,8 +154,63 @@ fn revisions_round_trip_and_gc_deletes_them() {
     assert!(e.to_string().contains("lacks chunk 2"), "{e}");
     store.collect_garbage(&[("r".into(), 2)], Some(2)).unwrap();
     assert!(store.revisions().unwrap().is_empty());
+    assert!(chunk_keys(&store).is_empty(), "its chunks went with it");
     assert_eq!(store.first_log_seq().unwrap(), Some(3));
     assert!(store.revision_chunks("r", 2).is_err());
+}
+
+/// A revision that lists the chunks of another shares them: written once, kept while any
+/// revision lists them, deleted with the last; the same contents under two replicas too.
+#[test]
+fn revisions_share_chunks_and_gc_keeps_what_is_listed() {
+    let (_d, path) = temp();
+    let store = Store::open(&path).unwrap();
+    store
+        .append(&[b"a".as_slice(), b"b"], 0, &[] as &[&str])
+        .unwrap();
+    let write = |replica: &str, chunks: Vec<ChunkWrite>| RevisionWrite {
+        replica: replica.into(),
+        logic_version: 1,
+        description_hash: 1,
+        records: chunks.iter().map(|c| u64::from(c.records())).sum(),
+        chunks,
+        overwrite: false,
+    };
+    let first = store
+        .write_revisions(
+            1,
+            &[write("r", new_chunks(&[b"one", b"two"]))],
+            0,
+            &[] as &[&str],
+        )
+        .unwrap();
+    let mut second = vec![ChunkWrite::Stored(first[0].chunks[0])];
+    second.extend(new_chunks(&[b"three"]));
+    store
+        .write_revisions(
+            2,
+            &[write("r", second), write("q", new_chunks(&[b"two"]))],
+            0,
+            &[] as &[&str],
+        )
+        .unwrap();
+    assert_eq!(chunk_keys(&store).len(), 3, "one, two and three, once each");
+    store.collect_garbage(&[("r".into(), 1)], None).unwrap();
+    let mut keys = chunk_keys(&store);
+    keys.sort();
+    let mut want = vec![chunk_key(b"one"), chunk_key(b"two"), chunk_key(b"three")];
+    want.sort();
+    assert_eq!(keys, want, "one is listed by (r, 2), two by (q, 2)");
+    assert_eq!(
+        store.revision_chunks("r", 2).unwrap(),
+        vec![b"one".to_vec(), b"three".to_vec()]
+    );
+    // Replacing (q, 2) by other contents deletes `two`, which nothing lists any more.
+    store
+        .write_revisions(2, &[write("q", new_chunks(&[b"four"]))], 0, &[] as &[&str])
+        .unwrap();
+    assert!(!chunk_keys(&store).contains(&chunk_key(b"two")));
+    assert!(check_ok(&store).is_empty(), "{:?}", check_ok(&store));
 }
 
 #[test]
@@ -164,7 +245,8 @@ fn small_store(path: &Path) -> Store {
         logic_version: 1,
         description_hash: 7,
         records: 2,
-        chunks: vec![b"one".to_vec(), b"two".to_vec()],
+        chunks: new_chunks(&[b"one", b"two"]),
+        overwrite: false,
     };
     store
         .write_revisions(2, std::slice::from_ref(&w), 2, &[] as &[&str])
@@ -228,13 +310,13 @@ fn every_kind_of_value_is_checked_on_read_and_by_check() {
             .contains("log: entry at seq 2 fails its checksum"),
         "{e}"
     );
-    // A chunk moved to another number fails the checksum of its new place.
-    let moved = sealed::chunk("r", 2, 0).seal(b"one");
-    poke(&store, CHUNKS, ("r", 2, 1), &moved);
+    // A chunk moved to another key fails the checksum of its new place.
+    let moved = sealed::chunk(chunk_key(b"one")).seal(b"one");
+    poke(&store, CHUNKS, chunk_key(b"two"), &moved);
     let e = store.revision_chunks("r", 2).unwrap_err();
     assert!(
-        e.to_string()
-            .contains("revision (r, 2) chunk 1 fails its checksum"),
+        e.to_string().contains("revision (r, 2) chunk 1 (key")
+            && e.to_string().contains("fails its checksum"),
         "{e}"
     );
     // A header with a changed record count.
@@ -264,7 +346,7 @@ fn every_kind_of_value_is_checked_on_read_and_by_check() {
     let problems = check_ok(&store);
     for want in [
         "log: entry at seq 2 fails",
-        "chunk 1 fails its checksum",
+        // (Its chunks are not read: the damaged header no longer says which they are.)
         "revision (r, 2) header fails",
         "`last_seq` fails",
     ] {
@@ -282,19 +364,31 @@ fn check_finds_gaps_missing_chunks_and_counts() {
     {
         let txn = store.begin_write().unwrap();
         txn.open_table(LOG).unwrap().remove(1).unwrap();
-        txn.open_table(CHUNKS).unwrap().remove(("r", 2, 1)).unwrap();
+        (txn.open_table(CHUNKS).unwrap())
+            .remove(chunk_key(b"two"))
+            .unwrap();
         txn.commit().unwrap();
     }
     poke(
         &store,
         CHUNKS,
-        ("q", 1, 0),
-        &sealed::chunk("q", 1, 0).seal(b"x"),
+        chunk_key(b"xxx"),
+        &sealed::chunk(chunk_key(b"xxx")).seal(b"xxx"),
+    );
+    // Sealed right, but under the key of other contents.
+    poke(
+        &store,
+        CHUNKS,
+        chunk_key(b"one"),
+        &sealed::chunk(chunk_key(b"one")).seal(b"eno"),
     );
     let problems = check_ok(&store);
     for want in [
-        "revision (r, 2) has 1 chunks, its header says 2",
-        "chunk 0 of revision (q, 1), which has no header",
+        "revision (r, 2) chunk 1 (key",
+        "is missing",
+        "is listed by no revision",
+        "revision (r, 2) chunk 0 (key",
+        "holds contents of another key",
     ] {
         assert!(
             problems.iter().any(|p| p.contains(want)),
@@ -304,8 +398,11 @@ fn check_finds_gaps_missing_chunks_and_counts() {
     // The log starts at 2 (as after garbage collection): no gap is reported for that.
     assert!(!problems.iter().any(|p| p.contains("gap")), "{problems:?}");
     let e = store.revision_chunks("r", 2).unwrap_err();
-    assert!(e.to_string().contains("lacks chunk 1"), "{e}");
+    assert!(e.to_string().contains("is missing"), "{e}");
 }
+
+/// A chunk of two records, as bincode writes its length: `u64 LE` 2, then the records.
+const V1_CHUNK: [u8; 11] = [2, 0, 0, 0, 0, 0, 0, 0, b't', b'w', b'o'];
 
 /// Writes a store of format 1 as that format laid it out: raw values, `dict` of `&str`.
 fn write_v1(path: &Path) {
@@ -331,10 +428,12 @@ fn write_v1(path: &Path) {
         header[12] = 2; // records
         header[20] = 1; // chunks
         revs.insert(("r", 2), header.as_slice()).unwrap();
-        let mut chunks = txn.open_table(CHUNKS).unwrap();
-        chunks.insert(("r", 2, 0), b"two".as_slice()).unwrap();
+        let v2: TableDefinition<(&str, u64, u32), &[u8]> = TableDefinition::new("revision_chunks");
+        let mut chunks = txn.open_table(v2).unwrap();
+        chunks.insert(("r", 2, 0), V1_CHUNK.as_slice()).unwrap();
     }
     txn.delete_table(DICT).unwrap();
+    txn.delete_table(CHUNKS).unwrap();
     txn.commit().unwrap();
 }
 
@@ -353,10 +452,11 @@ fn a_store_of_format_1_is_upgraded_on_open() {
     );
     assert_eq!(
         store.revision_chunks("r", 2).unwrap(),
-        vec![b"two".to_vec()]
+        vec![V1_CHUNK.to_vec()]
     );
     let info = &store.revisions().unwrap()[0];
-    assert_eq!((info.records, info.chunks), (2, 1));
+    assert_eq!((info.records, info.chunk_count()), (2, 1));
+    assert_eq!(info.chunks[0].records, 2, "the count bincode wrote");
     assert!(
         store
             .check(|_, _| Ok(()), |_, _, _, _| Ok(2))

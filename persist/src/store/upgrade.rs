@@ -1,33 +1,55 @@
-//! Upgrading a store of format 1 to format 2, in one transaction: every value is sealed with
-//! its checksum, the dictionary moves from `dict` (`&str` values) to `dictionary` (checksummed
-//! UTF-8 bytes), and the format version becomes 2. redb's commit is atomic: a crash during the
-//! upgrade leaves the file as it was, of format 1, and the next open upgrades it again.
+//! Upgrading a store of an older format to [`FORMAT_VERSION`] (3), in one transaction:
+//! - from format 1, every value is sealed with its checksum and the dictionary moves from `dict`
+//!   (`&str` values) to `dictionary` (checksummed UTF-8 bytes), as format 2 did;
+//! - from formats 1 and 2, each revision's chunks move from `revision_chunks` (keyed by
+//!   `(replica, as_of, chunk)`) to `chunks` (keyed by content, stored once), and its header
+//!   lists them;
+//! - the format version becomes 3.
+//!
+//! redb's commit is atomic: a crash during the upgrade leaves the file as it was, and the next
+//! open upgrades it again. A value the upgrade reads that fails its checksum fails the open,
+//! naming it (the upgrade never seals damaged bytes under a new checksum).
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
+use super::revisions::{CHUNKS, ChunkRef, REVISIONS, RevisionInfo, chunk_key};
 use super::{
-    CHUNKS, DICT, FORMAT_VERSION, KEY_DICT_LEN, KEY_FORMAT, KEY_LAST_SEQ, LOG, META, REVISIONS,
-    RevisionInfo, Store, contained, le_u64, sealed, sealed_u64,
+    DICT, FORMAT_VERSION, KEY_DICT_LEN, KEY_FORMAT, KEY_LAST_SEQ, LOG, META, Store, contained,
+    le_u64, sealed, sealed_u64,
 };
 use crate::Error;
 
 /// Format 1's dictionary: the strings as redb `&str` values, without checksums.
 const DICT_V1: TableDefinition<u64, &str> = TableDefinition::new("dict");
+/// Formats 1 and 2's chunks: by `(replica, as_of, chunk)`; sealed in format 2.
+const CHUNKS_V2: TableDefinition<(&str, u64, u32), &[u8]> = TableDefinition::new("revision_chunks");
 
 /// Entries rewritten per batch (a write transaction cannot iterate a table while inserting).
 const BATCH: usize = 4096;
 
-/// Upgrades `store`, of format 1, to [`FORMAT_VERSION`] in one transaction.
-pub(super) fn from_v1(store: &Store) -> Result<(), Error> {
-    contained("a store of format 1 while upgrading it", || {
+/// Whether a store of format `found` is upgraded when opened.
+pub(super) fn upgradable(found: u32) -> bool {
+    found == 1 || found == 2
+}
+
+/// Upgrades `store`, of format `found` (see [`upgradable`]), to [`FORMAT_VERSION`] in one
+/// transaction.
+pub(super) fn upgrade(store: &Store, found: u32) -> Result<(), Error> {
+    let what = format!("a store of format {found} while upgrading it");
+    contained(&what, || {
         let txn = store.begin_write()?;
-        upgrade_in(&txn)?;
+        if found == 1 {
+            v1_to_v2_in(&txn)?;
+        }
+        chunks_by_content_in(&txn, found == 1)?;
+        txn.open_table(META)?
+            .insert(KEY_FORMAT, FORMAT_VERSION.to_le_bytes().as_slice())?;
         txn.commit()?;
         Ok(())
     })
 }
 
-fn upgrade_in(txn: &WriteTransaction) -> Result<(), Error> {
+fn v1_to_v2_in(txn: &WriteTransaction) -> Result<(), Error> {
     {
         let mut meta = txn.open_table(META)?;
         for key in [KEY_LAST_SEQ, KEY_DICT_LEN] {
@@ -37,7 +59,6 @@ fn upgrade_in(txn: &WriteTransaction) -> Result<(), Error> {
             };
             meta.insert(key, sealed_u64(key, v).as_slice())?;
         }
-        meta.insert(KEY_FORMAT, FORMAT_VERSION.to_le_bytes().as_slice())?;
     }
     {
         let mut log = txn.open_table(LOG)?;
@@ -68,43 +89,72 @@ fn upgrade_in(txn: &WriteTransaction) -> Result<(), Error> {
         }
     }
     txn.delete_table(DICT_V1)?;
-    {
-        let mut revs = txn.open_table(REVISIONS)?;
-        let headers = (revs.iter()?)
-            .map(|e| e.map(|(k, v)| (k.value().0.to_string(), k.value().1, v.value().to_vec())))
-            .collect::<Result<Vec<_>, _>>()?;
-        for (replica, as_of, v) in headers {
-            let info = RevisionInfo::decode_plain(&replica, as_of, &v)?;
-            revs.insert((replica.as_str(), as_of), info.encode().as_slice())?;
+    Ok(())
+}
+
+/// Moves every revision's chunks from `revision_chunks` to `chunks` and rewrites its header
+/// with their keys and record counts. `plain`: format 1's values, without checksums. A chunk's
+/// record count is its payload's first 8 bytes (bincode's `u64 LE` length of the encoded
+/// `Vec`, as `docs/design.md` documents the payload).
+fn chunks_by_content_in(txn: &WriteTransaction, plain: bool) -> Result<(), Error> {
+    let mut revs = txn.open_table(REVISIONS)?;
+    let headers = (revs.iter()?)
+        .map(|e| e.map(|(k, v)| (k.value().0.to_string(), k.value().1, v.value().to_vec())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let old = txn.open_table(CHUNKS_V2)?;
+    let mut chunks = txn.open_table(CHUNKS)?;
+    for (replica, as_of, v) in headers {
+        let name = || format!("table revisions: revision ({replica}, {as_of}) header");
+        let b = if plain {
+            v.as_slice()
+        } else {
+            sealed::header(&replica, as_of).open(&v, name)?
+        };
+        let ((logic_version, description_hash, records, n), rest) =
+            RevisionInfo::decode_fixed(&replica, as_of, b)?;
+        if !rest.is_empty() {
+            return Err(Error::Corrupt(format!(
+                "{} has {} bytes, expected 24",
+                name(),
+                b.len()
+            )));
         }
-    }
-    {
-        let mut chunks = txn.open_table(CHUNKS)?;
-        let mut from: Option<(String, u64, u32)> = None;
-        loop {
-            let batch = {
-                let range = match &from {
-                    Some((r, a, i)) => chunks.range((r.as_str(), *a, *i)..)?,
-                    None => chunks.range::<(&str, u64, u32)>(..)?,
-                };
-                (range.skip(usize::from(from.is_some())).take(BATCH))
-                    .map(|e| {
-                        e.map(|(k, v)| {
-                            let (r, a, i) = k.value();
-                            ((r.to_string(), a, i), v.value().to_vec())
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?
+        let mut refs = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let what = || format!("table revision_chunks: revision ({replica}, {as_of}) chunk {i}");
+            let Some(raw) = old.get((replica.as_str(), as_of, i))? else {
+                return Err(Error::Corrupt(format!("{} is missing", what())));
             };
-            let Some(last) = batch.last().map(|(k, _)| k.clone()) else {
-                break;
+            let raw = raw.value().to_vec();
+            let payload = if plain {
+                raw.as_slice()
+            } else {
+                sealed::chunk_v2(&replica, as_of, i).open(&raw, what)?
             };
-            for ((r, a, i), v) in &batch {
-                let sealed = sealed::chunk(r, *a, *i).seal(v);
-                chunks.insert((r.as_str(), *a, *i), sealed.as_slice())?;
+            let count = (payload.first_chunk::<8>())
+                .map(|c| u64::from_le_bytes(*c))
+                .and_then(|c| u32::try_from(c).ok())
+                .ok_or_else(|| Error::Corrupt(format!("{} has no record count", what())))?;
+            let key = chunk_key(payload);
+            if chunks.get(key)?.is_none() {
+                chunks.insert(key, sealed::chunk(key).seal(payload).as_slice())?;
             }
-            from = Some(last);
+            refs.push(ChunkRef {
+                key,
+                records: count,
+            });
         }
+        let info = RevisionInfo {
+            replica: replica.clone(),
+            as_of,
+            logic_version,
+            description_hash,
+            records,
+            chunks: refs,
+        };
+        revs.insert((replica.as_str(), as_of), info.encode().as_slice())?;
     }
+    drop((old, chunks, revs));
+    txn.delete_table(CHUNKS_V2)?;
     Ok(())
 }

@@ -591,6 +591,12 @@ fn prr_persist_write(
         logic_version: info.logic_version,
         description_hash: info.description_hash,
         records: info.records,
-        chunks,
+        chunks: (chunks.into_iter())
+            .map(|payload| prr_persist::ChunkWrite::New {
+                payload,
+                records: 1,
+            })
+            .collect(),
+        overwrite: true,
     }
 }
