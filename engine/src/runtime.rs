@@ -655,9 +655,12 @@ impl<R: Record> Runtime<R> {
 
     /// Rewrites the store file to give back the space of deleted entries.
     pub fn compact_store(&mut self) -> Result<(), Error> {
-        // A restore's seeds hold the store until they are decoded (a few seconds at most).
+        // A restore's seeds, and the base revisions read by chunk, hold the store until they
+        // are decoded (a few seconds at most).
         if let Some(controller) = &self.controller {
             controller.wait_decodings()?;
+            let all: Vec<ReplicaId> = (0..self.stored.dag.len() as u32).map(ReplicaId).collect();
+            controller.decode_bases(&all)?;
         }
         let Some(store) = self.stored.store.as_mut() else {
             return Err(Error::NoStore("compacting the store file"));
