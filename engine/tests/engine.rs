@@ -1,6 +1,7 @@
 //! Integration tests of the engine: one binary, with submodules.
 
 mod engine {
+    pub mod capture;
     pub mod config;
     pub mod dag_errors;
     pub mod diamond;
