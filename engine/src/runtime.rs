@@ -626,24 +626,28 @@ impl<R: Record> Runtime<R> {
 
     /// Deletes what no retained revision needs: revisions beyond the newest
     /// `keep_revisions` of each replica (never one that a retained revision of a transitive
-    /// dependent at the same `as_of` still needs), and, with `cut_log`, the source-log entries
-    /// at or below the oldest retained restore point.
+    /// dependent at the same `as_of` still needs, nor the base revisions of the running
+    /// dataflow), and, with `cut_log`, the source-log entries at or below the oldest retained
+    /// restore point.
     pub fn collect_garbage(&mut self, cut_log: bool) -> Result<(), Error> {
         let store = self.stored.store("collecting garbage")?.clone();
         self.settle()?;
         let revisions = store.revisions()?;
         let dag = self.stored.dag.clone();
-        let (delete, log_through) = gc_plan(&dag, &revisions, self.stored.config.keep_revisions);
-        // The running dataflow's base and seed revisions are decoded before they go.
-        if let Some((base, _)) = self.controller.as_ref().and_then(|c| c.base()) {
-            let going: Vec<ReplicaId> = (delete.iter())
-                .filter(|(_, as_of)| *as_of == base)
-                .filter_map(|(name, _)| dag.id(name))
-                .collect();
-            self.give_bases(&going)?;
-            if let Some(controller) = self.controller.as_ref().filter(|_| !going.is_empty()) {
+        let (mut delete, log_through) =
+            gc_plan(&dag, &revisions, self.stored.config.keep_revisions);
+        if let Some(controller) = &self.controller
+            && let Some((base, based)) = controller.base()
+        {
+            // The running dataflow's base revisions stay while it runs: its reads and its
+            // captures look them up by chunk (decoding one whole here would stall the
+            // ingest behind it). The next restore lets them go.
+            delete.retain(|(name, as_of)| {
+                *as_of != base || !dag.id(name).is_some_and(|id| based[id.index()])
+            });
+            // Its seeds are decoded before they go.
+            if delete.iter().any(|(_, as_of)| *as_of == base) {
                 controller.wait_decodings()?;
-                controller.decode_bases(&going)?;
             }
         }
         let log_through = log_through.filter(|_| cut_log);

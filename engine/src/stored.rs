@@ -158,7 +158,9 @@ impl<R: Record> Stored<R> {
         let revisions = store.revisions()?;
         let first_log = store.first_log_seq()?;
         let sets = self.source_sets(&revisions);
-        if let Some(as_of) = sets.iter().rev().find(|a| **a <= upto) {
+        // A set the log goes on from (the running dataflow's base may be older than the log).
+        let usable = |a: u64| a <= upto && (a == upto || self.log_goes_on_from(a, first_log));
+        if let Some(as_of) = sets.iter().rev().find(|a| usable(**a)) {
             return Ok(StartPoint { as_of: *as_of });
         }
         if self.log_reaches_start(first_log) {
@@ -183,13 +185,20 @@ impl<R: Record> Stored<R> {
             return Ok(StartPoint { as_of: 0 });
         }
         let sets = self.source_sets(&store.revisions()?);
-        sets.first()
+        (sets.iter())
+            .find(|a| self.log_goes_on_from(**a, first_log))
             .map(|a| StartPoint { as_of: *a })
             .ok_or_else(|| {
                 Error::HistoryUnavailable(
                     "the log does not start at seq 1 and no source revision is retained".into(),
                 )
             })
+    }
+
+    /// Whether the retained log holds every entry after `as_of` (none are needed at the last
+    /// `Seq`).
+    fn log_goes_on_from(&self, as_of: u64, first_log: Option<u64>) -> bool {
+        as_of >= self.last_seq || first_log.is_some_and(|f| f <= as_of + 1)
     }
 
     /// Whether the retained log begins at seq 1 (an empty log only if nothing was committed).
