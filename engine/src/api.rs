@@ -118,7 +118,7 @@ impl RuntimeConfig {
         self
     }
 
-    /// The most records a revision chunk holds (default 8,192; at least 1, at most
+    /// The most records a revision chunk holds (default 1,024; at least 1, at most
     /// [`Self::MAX_CHUNK_RECORDS`]). A restore looks
     /// records up by chunk and decodes chunks in parallel; small chunks are for tests that
     /// need revisions of several chunks.

@@ -69,7 +69,7 @@ impl<R> IdCheck<R> {
 }
 
 /// Records per revision chunk, unless the runtime is configured otherwise.
-pub(crate) const CHUNK_RECORDS: usize = 8192;
+pub(crate) const CHUNK_RECORDS: usize = 1024;
 
 /// A source delta as written to the log: per source replica (by name), its updates.
 pub(crate) type LoggedDelta<R> = Vec<(String, Vec<(R, i64)>)>;
