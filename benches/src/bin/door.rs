@@ -47,6 +47,10 @@ struct Cli {
     /// `prr serve` started anew (its wave continues the previous one's joins).
     #[arg(long, value_delimiter = ',', default_values_t = [0, prr_serve::DEFAULT_BULK_NICE])]
     bulk_nice: Vec<i32>,
+    /// Rounds over the `--bulk-nice` values, alternating, so that each setting sees the same
+    /// machine; each round measures `--checks` checks idle and as many during a wave.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
 }
 
 /// A sample: a user and a protected room.
@@ -84,6 +88,11 @@ impl Split {
             true => self.refused.push(micros),
             false => self.allowed.push(micros),
         }
+    }
+
+    fn extend(&mut self, other: Split) {
+        self.refused.extend(other.refused);
+        self.allowed.extend(other.allowed);
     }
 
     fn rows(mut self, what: &str) -> Vec<String> {
@@ -195,6 +204,17 @@ struct HttpRun {
     load_before: String,
 }
 
+impl HttpRun {
+    /// `other`'s measurements with these (another round of the same setting).
+    fn add(&mut self, other: HttpRun) {
+        self.idle.extend(other.idle);
+        self.during.extend(other.during);
+        self.joins += other.joins;
+        self.wave_secs += other.wave_secs;
+        self.load_before = format!("{}; {}", self.load_before, other.load_before);
+    }
+}
+
 /// Starts `prr serve --bulk-nice nice` on `store`, checks every sample idle, then again while
 /// a join wave (the next joins of `joins`, at `rate` a second) is ingested from another thread.
 /// Returns the measurements and `joins`, to continue from.
@@ -272,11 +292,16 @@ fn main() -> anyhow::Result<()> {
     drop(index);
 
     let mut joins = Joins::new(&workload, cli.workload.seed);
-    let mut http = Vec::new();
-    for &nice in &cli.bulk_nice {
-        let (run, next) = over_http_with_wave(&store, nice, &samples, joins, cli.wave_rate)?;
-        joins = next;
-        http.push((nice, run));
+    let mut http: Vec<(i32, HttpRun)> = Vec::new();
+    for _ in 0..cli.rounds.max(1) {
+        for &nice in &cli.bulk_nice {
+            let (run, next) = over_http_with_wave(&store, nice, &samples, joins, cli.wave_rate)?;
+            joins = next;
+            match http.iter_mut().find(|(n, _)| *n == nice) {
+                Some((_, all)) => all.add(run),
+                None => http.push((nice, run)),
+            }
+        }
     }
 
     println!("## Checks at the door ({})\n", cli.workload.name());
@@ -304,7 +329,7 @@ fn main() -> anyhow::Result<()> {
     println!();
     for (nice, run) in &http {
         println!(
-            "The wave at bulk nice {nice}: {} joins through `POST /v1/ingest` in {:.1} s ({:.0}/s offered, {:.0}/s done), each durable before the next; load before: {}.",
+            "The wave at bulk nice {nice}: {} joins through `POST /v1/ingest` in {:.1} s ({:.0}/s offered, {:.0}/s done), each durable before the next; load before each round: {}.",
             run.joins,
             run.wave_secs,
             cli.wave_rate,
