@@ -381,6 +381,11 @@ pub enum Command {
         /// With --enact, act on at most this many rooms at once.
         #[arg(long, default_value_t = prr_serve::DEFAULT_CONCURRENCY, value_name = "N", requires = "enact")]
         enact_concurrency: usize,
+        /// Run the threads that do bulk work (the core and dataflow threads, the parsing of
+        /// ingest bodies) at this nice value, 0 to 19 (0: the process's own), so that the
+        /// HTTP threads answer checks at once while a join wave is ingested (Linux).
+        #[arg(long, default_value_t = prr_serve::DEFAULT_BULK_NICE, value_name = "NICE")]
+        bulk_nice: i32,
     },
     /// Enact the pending intents once: bans and server ACLs on the homeserver.
     ///

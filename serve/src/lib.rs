@@ -27,7 +27,7 @@
 //! serve(ServeConfig::new(runtime, "prr.redb").with_listen("127.0.0.1:9797")).unwrap();
 //! ```
 
-// Layers, bottom to top: `error`, `config`, `metrics`, `received`, `history`; `core` (the
+// Layers, bottom to top: `error`, `priority`, `config`, `metrics`, `received`, `history`; `core` (the
 // thread);
 // `http` (the /v1 API and middleware), `appservice`, `catchup`, `bot`, `enact` (the effect
 // handlers); `run`, `enact_once` (`prr enact`).
@@ -44,6 +44,7 @@ mod error;
 mod history;
 mod http;
 mod metrics;
+mod priority;
 mod received;
 mod run;
 
@@ -53,4 +54,5 @@ pub use config::{
 };
 pub use enact_once::{EnactOnce, EnactReport};
 pub use error::Error;
+pub use priority::DEFAULT_BULK_NICE;
 pub use run::{serve, serve_with};

@@ -23,6 +23,7 @@ use crate::enact;
 use crate::error::Error;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
+use crate::priority;
 
 /// Runs `prr serve` until SIGTERM or SIGINT: opens the store (`config`'s runtime), listens,
 /// prints `listening on ADDR` on standard output, serves; then stops accepting, finishes the
@@ -53,9 +54,12 @@ pub fn serve_with(
     let (seq_tx, seq_rx) = watch::channel(0u64);
     let core_metrics = metrics.clone();
     let interval = config.revision_interval;
+    let bulk_nice = config.bulk_nice;
     let core = std::thread::Builder::new()
         .name("prr-core".into())
         .spawn(move || {
+            // Before the runtime starts: its dataflow worker threads inherit the nice value.
+            priority::lower_or_warn(bulk_nice, "core thread");
             let mut m = match start() {
                 Ok(m) => m,
                 Err(e) => {
@@ -175,6 +179,7 @@ pub fn serve_with(
         store: Arc::from(config.store.as_path()),
         catch_up,
         door,
+        bulk_nice,
     };
     let served = rt.block_on(async move {
         let listener =

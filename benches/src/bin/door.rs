@@ -43,6 +43,14 @@ struct Cli {
     /// Joins per second offered during the wave.
     #[arg(long, default_value_t = 500.0)]
     wave_rate: f64,
+    /// The `prr serve --bulk-nice` values measured over HTTP, one after the other, each on a
+    /// `prr serve` started anew (its wave continues the previous one's joins).
+    #[arg(long, value_delimiter = ',', default_values_t = [0, prr_serve::DEFAULT_BULK_NICE])]
+    bulk_nice: Vec<i32>,
+    /// Rounds over the `--bulk-nice` values, alternating, so that each setting sees the same
+    /// machine; each round measures `--checks` checks idle and as many during a wave.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
 }
 
 /// A sample: a user and a protected room.
@@ -82,6 +90,11 @@ impl Split {
         }
     }
 
+    fn extend(&mut self, other: Split) {
+        self.refused.extend(other.refused);
+        self.allowed.extend(other.allowed);
+    }
+
     fn rows(mut self, what: &str) -> Vec<String> {
         let mut out = Vec::new();
         for (answer, v) in [
@@ -112,7 +125,7 @@ struct Serve {
 }
 
 impl Serve {
-    fn start(store: &Path) -> anyhow::Result<Serve> {
+    fn start(store: &Path, bulk_nice: i32) -> anyhow::Result<Serve> {
         let mut child = Command::new(prr_binary()?)
             .arg("--store")
             .arg(store)
@@ -122,6 +135,8 @@ impl Serve {
                 "127.0.0.1:0",
                 "--revision-interval",
                 "3600",
+                "--bulk-nice",
+                &bulk_nice.to_string(),
             ])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -180,6 +195,80 @@ fn over_http(url: &str, samples: &[Sample]) -> anyhow::Result<Split> {
     Ok(split)
 }
 
+/// One `prr serve --bulk-nice N`: its checks idle and during a join wave.
+struct HttpRun {
+    idle: Split,
+    during: Split,
+    joins: u64,
+    wave_secs: f64,
+    load_before: String,
+}
+
+impl HttpRun {
+    /// `other`'s measurements with these (another round of the same setting).
+    fn add(&mut self, other: HttpRun) {
+        self.idle.extend(other.idle);
+        self.during.extend(other.during);
+        self.joins += other.joins;
+        self.wave_secs += other.wave_secs;
+        self.load_before = format!("{}; {}", self.load_before, other.load_before);
+    }
+}
+
+/// Starts `prr serve --bulk-nice nice` on `store`, checks every sample idle, then again while
+/// a join wave (the next joins of `joins`, at `rate` a second) is ingested from another thread.
+/// Returns the measurements and `joins`, to continue from.
+fn over_http_with_wave(
+    store: &Path,
+    nice: i32,
+    samples: &[Sample],
+    mut joins: Joins,
+    rate: f64,
+) -> anyhow::Result<(HttpRun, Joins)> {
+    let load_before = load_average();
+    let serve = Serve::start(store, nice)?;
+    // Warm up the connection and the service.
+    over_http(&serve.url, &samples[..samples.len().min(200)])?;
+    let idle = over_http(&serve.url, samples)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let joined = Arc::new(AtomicU64::new(0));
+    let wave = {
+        let (stop, joined, url) = (stop.clone(), joined.clone(), serve.url.clone());
+        let period = Duration::from_secs_f64(1.0 / rate);
+        std::thread::spawn(move || -> anyhow::Result<Joins> {
+            let agent = agent();
+            let start = Instant::now();
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let body = json!([item_to_json(&joins.next_join())]).to_string();
+                let answer = agent
+                    .post(format!("{url}/v1/ingest"))
+                    .send(body.as_bytes())?;
+                anyhow::ensure!(answer.status() == 200, "ingest: {}", answer.status());
+                joined.fetch_add(1, Ordering::Relaxed);
+                n += 1;
+                if let Some(wait) = (start + period * n).checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            Ok(joins)
+        })
+    };
+    let t = Instant::now();
+    let during = over_http(&serve.url, samples)?;
+    let wave_secs = t.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let joins = (wave.join()).map_err(|_| anyhow::anyhow!("the wave thread panicked"))??;
+    let run = HttpRun {
+        idle,
+        during,
+        joins: joined.load(Ordering::Relaxed),
+        wave_secs,
+        load_before,
+    };
+    Ok((run, joins))
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (config, workload) = cli.workload.generate();
@@ -202,42 +291,18 @@ fn main() -> anyhow::Result<()> {
     }
     drop(index);
 
-    let serve = Serve::start(&store)?;
-    // Warm up the connection and the service.
-    over_http(&serve.url, &samples[..samples.len().min(200)])?;
-    let idle = over_http(&serve.url, &samples)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let joined = Arc::new(AtomicU64::new(0));
-    let wave = {
-        let (stop, joined, url) = (stop.clone(), joined.clone(), serve.url.clone());
-        let mut joins = Joins::new(&workload, cli.workload.seed);
-        let period = Duration::from_secs_f64(1.0 / cli.wave_rate);
-        std::thread::spawn(move || -> anyhow::Result<()> {
-            let agent = agent();
-            let start = Instant::now();
-            let mut n = 0u32;
-            while !stop.load(Ordering::Relaxed) {
-                let body = json!([item_to_json(&joins.next_join())]).to_string();
-                let answer = agent
-                    .post(format!("{url}/v1/ingest"))
-                    .send(body.as_bytes())?;
-                anyhow::ensure!(answer.status() == 200, "ingest: {}", answer.status());
-                joined.fetch_add(1, Ordering::Relaxed);
-                n += 1;
-                if let Some(wait) = (start + period * n).checked_duration_since(Instant::now()) {
-                    std::thread::sleep(wait);
-                }
+    let mut joins = Joins::new(&workload, cli.workload.seed);
+    let mut http: Vec<(i32, HttpRun)> = Vec::new();
+    for _ in 0..cli.rounds.max(1) {
+        for &nice in &cli.bulk_nice {
+            let (run, next) = over_http_with_wave(&store, nice, &samples, joins, cli.wave_rate)?;
+            joins = next;
+            match http.iter_mut().find(|(n, _)| *n == nice) {
+                Some((_, all)) => all.add(run),
+                None => http.push((nice, run)),
             }
-            Ok(())
-        })
-    };
-    let t = Instant::now();
-    let during = over_http(&serve.url, &samples)?;
-    let wave_secs = t.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    wave.join()
-        .map_err(|_| anyhow::anyhow!("the wave thread panicked"))??;
-    let joins = joined.load(Ordering::Relaxed);
+        }
+    }
 
     println!("## Checks at the door ({})\n", cli.workload.name());
     println!("{}", machine_line());
@@ -251,18 +316,26 @@ fn main() -> anyhow::Result<()> {
     );
     println!("| how | answer | checks | p50 (µs) | p99 (µs) | max (µs) |");
     println!("| --- | --- | ---: | ---: | ---: | ---: |");
-    let rows = [
-        in_process.rows("in process (`DoorIndex::check`)"),
-        idle.rows("HTTP, idle"),
-        during.rows("HTTP, during a join wave"),
-    ];
+    let mut rows = vec![in_process.rows("in process (`DoorIndex::check`)")];
+    for (nice, run) in &mut http {
+        let idle = std::mem::take(&mut run.idle);
+        let during = std::mem::take(&mut run.during);
+        rows.push(idle.rows(&format!("HTTP, idle, bulk nice {nice}")));
+        rows.push(during.rows(&format!("HTTP, during a join wave, bulk nice {nice}")));
+    }
     for row in rows.iter().flatten() {
         println!("{row}");
     }
-    println!(
-        "\nThe wave: {joins} joins through `POST /v1/ingest` in {wave_secs:.1} s ({:.0}/s offered, {:.0}/s done), each durable before the next.",
-        cli.wave_rate,
-        joins as f64 / wave_secs
-    );
+    println!();
+    for (nice, run) in &http {
+        println!(
+            "The wave at bulk nice {nice}: {} joins through `POST /v1/ingest` in {:.1} s ({:.0}/s offered, {:.0}/s done), each durable before the next; load before each round: {}.",
+            run.joins,
+            run.wave_secs,
+            cli.wave_rate,
+            run.joins as f64 / run.wave_secs,
+            run.load_before,
+        );
+    }
     Ok(())
 }

@@ -224,3 +224,51 @@ fn the_cli_checks_as_serve_does() {
         invite
     );
 }
+
+/// The nice values of `pid`'s threads named `name` (Linux's `/proc`).
+#[cfg(target_os = "linux")]
+fn thread_nices(pid: u32, name: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !comm.trim().starts_with(name) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+        // After the `(comm)` field: state is field 3, nice field 19.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        out.push(rest.split(' ').nth(16).unwrap().parse().unwrap());
+    }
+    out
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn serve_runs_its_bulk_threads_at_a_lower_priority() {
+    let s = demo_store();
+    let own = thread_nices(std::process::id(), "")
+        .into_iter()
+        .min()
+        .unwrap();
+    for (args, bulk) in [
+        (&[][..], prr_serve::DEFAULT_BULK_NICE),
+        (&["--bulk-nice", "3"][..], 3),
+        (&["--bulk-nice", "0"][..], 0),
+    ] {
+        let server = Server::start(&s, args);
+        let expect = bulk.max(own);
+        assert_eq!(thread_nices(server.pid(), "prr-core"), [expect], "{args:?}");
+        let workers = thread_nices(server.pid(), "timely:work");
+        assert!(!workers.is_empty() && workers.iter().all(|n| *n == expect));
+        let http = thread_nices(server.pid(), "tokio-rt-worker");
+        assert!(
+            !http.is_empty() && http.iter().all(|n| *n == own),
+            "{http:?}"
+        );
+    }
+    let out = s.prr(&["serve", "--bulk-nice", "20"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--bulk-nice 20"), "{err}");
+}

@@ -77,6 +77,11 @@ impl Server {
         self
     }
 
+    /// The service's process ID.
+    pub(super) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
