@@ -156,7 +156,8 @@ pub(crate) fn encode_chunks<R: Serialize>(rows: &[(R, i64)], per_chunk: usize) -
         bincode::serialize_into(&mut body, row).expect("in-memory values always encode");
         records += 1;
         if records as usize >= max
-            || (records as usize >= min && prr_persist::chunk_key(&body[start..]) % spread == 0)
+            || (records as usize >= min
+                && prr_persist::chunk_key(&body[start..]).is_multiple_of(spread))
         {
             finish(&mut body, &mut records, &mut out);
         }

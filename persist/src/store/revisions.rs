@@ -20,6 +20,9 @@ pub(super) const CHUNKS: TableDefinition<u128, &[u8]> = TableDefinition::new("ch
 /// The fixed part of a header: `logic_version u32 | description_hash u64 | records u64 |
 /// chunks u32`, then one [`ChunkRef`] of [`CHUNK_REF_BYTES`] per chunk.
 const HEADER_BYTES: usize = 24;
+/// A header's fixed part: `(logic_version, description_hash, records, chunks)`.
+pub(super) type Fixed = (u32, u64, u64, u32);
+
 /// A chunk's entry in a header: `key u128 LE | records u32 LE`.
 const CHUNK_REF_BYTES: usize = 20;
 
@@ -111,7 +114,7 @@ impl RevisionInfo {
         replica: &str,
         as_of: u64,
         b: &'a [u8],
-    ) -> Result<((u32, u64, u64, u32), &'a [u8]), Error> {
+    ) -> Result<(Fixed, &'a [u8]), Error> {
         let Some((fixed, rest)) = b.split_first_chunk::<HEADER_BYTES>() else {
             return Err(Error::Corrupt(format!(
                 "revision ({replica}, {as_of}) header has {} bytes, expected at least {HEADER_BYTES}",
@@ -167,11 +170,7 @@ pub struct RevisionWrite {
 }
 
 /// Checks a chunk's checksum; its payload. `whose` names a revision that lists it.
-pub(super) fn open_chunk<'a>(
-    key: u128,
-    b: &'a [u8],
-    whose: impl Fn() -> String,
-) -> Result<&'a [u8], Error> {
+pub(super) fn open_chunk(key: u128, b: &[u8], whose: impl Fn() -> String) -> Result<&[u8], Error> {
     sealed::chunk(key).open(b, || format!("table chunks: {} (key {key:032x})", whose()))
 }
 
