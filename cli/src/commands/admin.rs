@@ -54,9 +54,14 @@ pub fn status(ctx: &Ctx, format: InfoFormat) -> Result<u8, Failure> {
                 writeln!(out, "poisoned 0")?;
             }
             writeln!(out)?;
+            // The name column as wide as the longest name.
+            let w = (st.replicas.iter().map(|r| r.name.len()))
+                .chain([15])
+                .max()
+                .unwrap_or(15);
             writeln!(
                 out,
-                "{:<15} {:>9} {:>10} {:>16} {:>6}",
+                "{:<w$} {:>9} {:>10} {:>16} {:>6}",
                 "replica", "frontier", "records", "newest revision", "logic"
             )?;
             for r in &st.replicas {
@@ -66,7 +71,7 @@ pub fn status(ctx: &Ctx, format: InfoFormat) -> Result<u8, Failure> {
                     .unwrap_or_else(|| "-".into());
                 writeln!(
                     out,
-                    "{:<15} {:>9} {:>10} {:>16} {:>6}",
+                    "{:<w$} {:>9} {:>10} {:>16} {:>6}",
                     r.name, r.frontier.0, r.records, rev, r.logic_version
                 )?;
             }
