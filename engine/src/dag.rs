@@ -166,6 +166,11 @@ impl<R: Record> Dag<R> {
         self.replicas.len()
     }
 
+    /// Every replica's id, in order.
+    pub(crate) fn ids(&self) -> Vec<ReplicaId> {
+        (0..self.replicas.len() as u32).map(ReplicaId).collect()
+    }
+
     /// Whether the DAG has no replicas.
     pub fn is_empty(&self) -> bool {
         self.replicas.is_empty()

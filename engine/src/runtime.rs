@@ -409,6 +409,7 @@ impl<R: Record> Runtime<R> {
             Some(mut old) => {
                 // A revision handed out by `read_split` stays readable (see `stop_controller`).
                 let _ = old.wait_decodings();
+                let _ = old.decode_bases(&self.stored.dag.ids());
                 let subscribers = old.take_subscribers();
                 // It failed: its error is the one being handled.
                 let _ = old.stop_threads();
@@ -493,7 +494,9 @@ impl<R: Record> Runtime<R> {
         self.resumed.clear();
         match self.controller.take() {
             Some(controller) => {
-                let decoded = controller.wait_decodings();
+                // A base revision handed out (`read_split`) stays readable after GC too.
+                let decoded = (controller.wait_decodings())
+                    .and_then(|()| controller.decode_bases(&self.stored.dag.ids()));
                 controller.stop()?;
                 decoded
             }
@@ -663,8 +666,7 @@ impl<R: Record> Runtime<R> {
         // are decoded (a few seconds at most).
         if let Some(controller) = &self.controller {
             controller.wait_decodings()?;
-            let all: Vec<ReplicaId> = (0..self.stored.dag.len() as u32).map(ReplicaId).collect();
-            controller.decode_bases(&all)?;
+            controller.decode_bases(&self.stored.dag.ids())?;
         }
         let Some(store) = self.stored.store.as_mut() else {
             return Err(Error::NoStore("compacting the store file"));
