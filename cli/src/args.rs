@@ -382,10 +382,12 @@ pub enum Command {
         #[arg(long, default_value_t = prr_serve::DEFAULT_CONCURRENCY, value_name = "N", requires = "enact")]
         enact_concurrency: usize,
         /// Run the threads that do bulk work (the core and dataflow threads, the parsing of
-        /// ingest bodies) at this nice value, 0 to 19 (0: the process's own), so that the
-        /// HTTP threads answer checks at once while a join wave is ingested (Linux).
-        #[arg(long, default_value_t = prr_serve::DEFAULT_BULK_NICE, value_name = "NICE")]
-        bulk_nice: i32,
+        /// ingest bodies) at this priority, so that the HTTP threads answer checks at once
+        /// while a join wave is ingested (Linux): `idle` (the SCHED_IDLE policy: they run when
+        /// no thread of normal priority wants a core), or a nice value from 0 to 19 (0: the
+        /// process's own; gives them a share of a busy machine's cores).
+        #[arg(long, default_value_t = prr_serve::DEFAULT_BULK_PRIORITY, value_name = "PRIORITY")]
+        bulk_priority: prr_serve::BulkPriority,
     },
     /// Enact the pending intents once: bans and server ACLs on the homeserver.
     ///

@@ -207,7 +207,7 @@ fn command(ctx: &Ctx, command: Command) -> Result<u8, Failure> {
             enact,
             acl_interval,
             enact_concurrency,
-            bulk_nice,
+            bulk_priority,
         } => serve::serve(
             ctx,
             serve::Options {
@@ -224,7 +224,7 @@ fn command(ctx: &Ctx, command: Command) -> Result<u8, Failure> {
                     concurrency: enact_concurrency,
                     retry_failed: false,
                 }),
-                bulk_nice,
+                bulk_priority,
             },
         ),
         Command::Enact {

@@ -3,7 +3,9 @@
 //! the rules by what they match, never by scanning them. The index is built from the
 //! `policy_room` and `instances` replicas and kept current by their deltas.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use foldhash::HashMap;
 
 use prr_engine::Error;
 use serde_json::{Map, Value, json};
@@ -56,11 +58,51 @@ impl Rule {
     }
 }
 
-/// The ban and takedown rules of one policy room, by `(kind, state_key)` and by probe.
+/// A rule's `(kind, state_key)`: its slot in its list.
+type Slot = (String, String);
+
+/// The ban and takedown rules of one policy room, by slot and by probe. A probe's rules are
+/// ordered by event ID (in one list, the order of the choice among matching rules), so a
+/// check compares them in that order and stops at the first that matches.
 #[derive(Debug, Default)]
 struct List {
-    rules: HashMap<(String, String), Rule>,
-    by_probe: HashMap<Probe, BTreeSet<(String, String)>>,
+    rules: HashMap<Slot, Rule>,
+    by_probe: HashMap<Probe, BTreeSet<(String, Slot)>>,
+}
+
+impl List {
+    fn file(&mut self, rule: &Rule, slot: &Slot) {
+        let entry = (rule.order.1.clone(), slot.clone());
+        self.by_probe
+            .entry(rule.probe.clone())
+            .or_default()
+            .insert(entry);
+    }
+
+    fn unfile(&mut self, rule: &Rule, slot: &Slot) {
+        if let Some(filed) = self.by_probe.get_mut(&rule.probe) {
+            filed.remove(&(rule.order.1.clone(), slot.clone()));
+            if filed.is_empty() {
+                self.by_probe.remove(&rule.probe);
+            }
+        }
+    }
+
+    /// The first rule filed under `probe` that matches `user`, if it comes before `before`.
+    fn first_match(&self, probe: &Probe, user: &str, before: Option<&Rule>) -> Option<&Rule> {
+        for (_, slot) in self.by_probe.get(probe)? {
+            let Some(rule) = self.rules.get(slot) else {
+                continue;
+            };
+            if before.is_some_and(|b| rule.order >= b.order) {
+                return None;
+            }
+            if rule.matches(user) {
+                return Some(rule);
+            }
+        }
+        None
+    }
 }
 
 /// The index of the checks; see the module's documentation.
@@ -207,34 +249,29 @@ impl DoorIndex {
         else {
             return;
         };
-        let key = (kind, state_key);
+        let slot = (kind, state_key);
         let Some(rule) = rule_of(r) else {
             return;
         };
         let list = self.lists.entry(room.clone()).or_default();
-        // A change at a key is a removal and an insertion, in either order: a removal only
+        // A change at a slot is a removal and an insertion, in either order: a removal only
         // removes the rule it names (by its event), an insertion replaces what is there.
         let old = if diff > 0 {
-            let probe = rule.probe.clone();
-            list.by_probe.entry(probe).or_default().insert(key.clone());
-            list.rules.insert(key.clone(), rule)
+            list.file(&rule, &slot);
+            list.rules
+                .insert(slot.clone(), rule)
+                .filter(|old| old.order != list.rules[&slot].order)
         } else if list
             .rules
-            .get(&key)
+            .get(&slot)
             .is_some_and(|old| old.order == rule.order)
         {
-            list.rules.remove(&key)
+            list.rules.remove(&slot)
         } else {
             None
         };
         if let Some(old) = old {
-            let still_filed = list.rules.get(&key).is_some_and(|r| r.probe == old.probe);
-            if !still_filed && let Some(keys) = list.by_probe.get_mut(&old.probe) {
-                keys.remove(&key);
-                if keys.is_empty() {
-                    list.by_probe.remove(&old.probe);
-                }
-            }
+            list.unfile(&old, &slot);
         }
         if list.rules.is_empty() {
             self.lists.remove(&room);
@@ -269,25 +306,30 @@ impl DoorIndex {
     /// (as `member_bans` chooses), or `None`.
     pub fn check(&self, user: &str, room: &str) -> Option<Refusal> {
         let instances = self.protectors.get(room)?;
+        // Each list once, however many of the room's protectors watch it.
+        let mut lists: Vec<&String> = (instances.iter())
+            .filter_map(|i| self.watches.get(i))
+            .flatten()
+            .collect();
+        lists.sort_unstable();
+        lists.dedup();
         let probes = probes(user);
-        let mut best: Option<(&Rule, &str)> = None;
-        for instance in instances {
-            for list in self.watches.get(instance).into_iter().flatten() {
-                let Some(list) = self.lists.get(list) else {
-                    continue;
-                };
-                for probe in &probes {
-                    let keys = list.by_probe.get(probe).into_iter().flatten();
-                    for rule in keys.filter_map(|k| list.rules.get(k)) {
-                        let better = best.is_none_or(|(b, _)| rule.order < b.order);
-                        if better && rule.matches(user) {
-                            best = Some((rule, instance));
-                        }
-                    }
+        let mut best: Option<&Rule> = None;
+        for list in lists.into_iter().filter_map(|l| self.lists.get(l)) {
+            for probe in &probes {
+                if let Some(rule) = list.first_match(probe, user, best) {
+                    best = Some(rule);
                 }
             }
         }
-        best.map(|(rule, instance)| Refusal {
+        let rule = best?;
+        // The smallest protecting instance that watches the rule's list.
+        let instance = instances.iter().find(|i| {
+            self.watches
+                .get(*i)
+                .is_some_and(|w| w.contains(&rule.order.0))
+        })?;
+        Some(Refusal {
             instance: instance.to_string(),
             rule: rule.shown.clone(),
             user_id: user.to_string(),
@@ -302,3 +344,6 @@ impl DoorIndex {
             .map_or_else(|| json!({"allow": true}), |r| r.to_json())
     }
 }
+
+#[cfg(test)]
+mod tests;

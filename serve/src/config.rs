@@ -8,7 +8,7 @@ use prr_engine::RuntimeConfig;
 use serde::Deserialize;
 
 use crate::error::Error;
-use crate::priority::{DEFAULT_BULK_NICE, MAX_NICE};
+use crate::priority::{BulkPriority, DEFAULT_BULK_PRIORITY};
 use prr_replicas::Action;
 
 /// The address `prr serve` listens on unless told otherwise.
@@ -130,8 +130,8 @@ pub struct ServeConfig {
     pub(crate) resync_every: Duration,
     /// `--enact`: the effect handlers, when on.
     pub(crate) enact: Option<EnactConfig>,
-    /// `--bulk-nice`: the nice value of the threads that do bulk work (0: left as started).
-    pub(crate) bulk_nice: i32,
+    /// `--bulk-priority`: the priority of the threads that do bulk work.
+    pub(crate) bulk_priority: BulkPriority,
 }
 
 /// A secret read from a file; its `Debug` hides it.
@@ -160,7 +160,7 @@ impl ServeConfig {
             revision_interval: Duration::from_secs(60),
             resync_every: DEFAULT_RESYNC,
             enact: None,
-            bulk_nice: DEFAULT_BULK_NICE,
+            bulk_priority: DEFAULT_BULK_PRIORITY,
         }
     }
 
@@ -171,19 +171,14 @@ impl ServeConfig {
         self
     }
 
-    /// Run the threads that do bulk work at nice `nice` (0 to 19; 0 leaves them at the
-    /// process's own; default [`DEFAULT_BULK_NICE`]): the core thread, the dataflow worker
-    /// threads it starts, and the parsing of ingest and preview bodies. The HTTP threads keep
-    /// the process's priority, so a check at the door takes a core from a join wave at once
-    /// (on Linux, where each thread has its own nice value; elsewhere this does nothing).
-    pub fn with_bulk_nice(mut self, nice: i32) -> Result<Self, Error> {
-        if !(0..=MAX_NICE).contains(&nice) {
-            return Err(Error::Config(format!(
-                "--bulk-nice {nice}: must be from 0 to {MAX_NICE}"
-            )));
-        }
-        self.bulk_nice = nice;
-        Ok(self)
+    /// Run the threads that do bulk work at `priority` (default [`DEFAULT_BULK_PRIORITY`]):
+    /// the core thread, the dataflow worker threads it starts, and the parsing of ingest and
+    /// preview bodies. The HTTP threads keep the process's priority, so a check at the door
+    /// takes a core from a join wave at once (on Linux, where each thread has its own policy
+    /// and nice value; elsewhere this does nothing).
+    pub fn with_bulk_priority(mut self, priority: BulkPriority) -> Self {
+        self.bulk_priority = priority;
+        self
     }
 
     /// Listen on `addr` (`HOST:PORT`; port 0 picks a free port, printed at start).

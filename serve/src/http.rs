@@ -38,7 +38,7 @@ pub(crate) struct AppState {
     /// The index of the checks at the door, read without the core.
     pub door: SharedIndex,
     /// The nice value of the threads that parse ingest and preview bodies.
-    pub bulk_nice: i32,
+    pub bulk_priority: crate::BulkPriority,
 }
 
 /// A plain-text answer.
@@ -262,15 +262,15 @@ pub(crate) async fn deltas(
     }
 }
 
-/// Parses a body as `prr ingest` reads files, on a blocking thread at nice `nice` (bulk work:
+/// Parses a body as `prr ingest` reads files, on a blocking thread at `priority` (bulk work:
 /// the checks at the door go first).
 async fn parse_body(
     body: Bytes,
-    nice: i32,
+    priority: crate::BulkPriority,
 ) -> Result<Result<Vec<prr_replicas::SourceItem>, prr_replicas::ParseError>, tokio::task::JoinError>
 {
     tokio::task::spawn_blocking(move || {
-        crate::priority::lower_or_warn(nice, "body parser");
+        crate::priority::lower_or_warn(priority, "body parser");
         parse_file("request body", &body)
     })
     .await
@@ -278,7 +278,7 @@ async fn parse_body(
 
 /// `POST /v1/ingest`: one source delta from a body in any shape `prr ingest` reads.
 pub(crate) async fn ingest(State(s): State<AppState>, body: Bytes) -> Response {
-    let parsed = parse_body(body, s.bulk_nice).await;
+    let parsed = parse_body(body, s.bulk_priority).await;
     let items = match parsed {
         Ok(Ok(items)) => items,
         Ok(Err(e)) => return text(StatusCode::BAD_REQUEST, e.to_string()),
@@ -314,7 +314,7 @@ pub(crate) async fn preview(
             REPLICAS.join(", ")
         ));
     }
-    let parsed = parse_body(body, s.bulk_nice).await;
+    let parsed = parse_body(body, s.bulk_priority).await;
     let items = match parsed {
         Ok(Ok(items)) => items,
         Ok(Err(e)) => return text(StatusCode::BAD_REQUEST, e.to_string()),

@@ -54,5 +54,5 @@ pub use config::{
 };
 pub use enact_once::{EnactOnce, EnactReport};
 pub use error::Error;
-pub use priority::DEFAULT_BULK_NICE;
+pub use priority::{BulkPriority, DEFAULT_BULK_PRIORITY};
 pub use run::{serve, serve_with};

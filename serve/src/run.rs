@@ -54,12 +54,12 @@ pub fn serve_with(
     let (seq_tx, seq_rx) = watch::channel(0u64);
     let core_metrics = metrics.clone();
     let interval = config.revision_interval;
-    let bulk_nice = config.bulk_nice;
+    let bulk_priority = config.bulk_priority;
     let core = std::thread::Builder::new()
         .name("prr-core".into())
         .spawn(move || {
-            // Before the runtime starts: its dataflow worker threads inherit the nice value.
-            priority::lower_or_warn(bulk_nice, "core thread");
+            // Before the runtime starts: its dataflow worker threads inherit the priority.
+            priority::lower_or_warn(bulk_priority, "core thread");
             let mut m = match start() {
                 Ok(m) => m,
                 Err(e) => {
@@ -179,7 +179,7 @@ pub fn serve_with(
         store: Arc::from(config.store.as_path()),
         catch_up,
         door,
-        bulk_nice,
+        bulk_priority,
     };
     let served = rt.block_on(async move {
         let listener =

@@ -27,6 +27,7 @@ use prr_benches::waves::{Joins, percentile, prr_binary};
 use prr_benches::{Workload, item_to_json};
 use prr_engine::RuntimeConfig;
 use prr_replicas::{DoorIndex, Matrix};
+use prr_serve::BulkPriority;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -43,11 +44,11 @@ struct Cli {
     /// Joins per second offered during the wave.
     #[arg(long, default_value_t = 500.0)]
     wave_rate: f64,
-    /// The `prr serve --bulk-nice` values measured over HTTP, one after the other, each on a
-    /// `prr serve` started anew (its wave continues the previous one's joins).
-    #[arg(long, value_delimiter = ',', default_values_t = [0, prr_serve::DEFAULT_BULK_NICE])]
-    bulk_nice: Vec<i32>,
-    /// Rounds over the `--bulk-nice` values, alternating, so that each setting sees the same
+    /// The `prr serve --bulk-priority` values measured over HTTP, one after the other, each
+    /// on a `prr serve` started anew (its wave continues the previous one's joins).
+    #[arg(long, value_delimiter = ',', default_values_t = [BulkPriority::Nice(0), BulkPriority::Nice(10), BulkPriority::Idle])]
+    bulk_priority: Vec<BulkPriority>,
+    /// Rounds over the `--bulk-priority` values, alternating, so that each setting sees the same
     /// machine; each round measures `--checks` checks idle and as many during a wave.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
@@ -125,7 +126,7 @@ struct Serve {
 }
 
 impl Serve {
-    fn start(store: &Path, bulk_nice: i32) -> anyhow::Result<Serve> {
+    fn start(store: &Path, bulk_priority: BulkPriority) -> anyhow::Result<Serve> {
         let mut child = Command::new(prr_binary()?)
             .arg("--store")
             .arg(store)
@@ -135,8 +136,8 @@ impl Serve {
                 "127.0.0.1:0",
                 "--revision-interval",
                 "3600",
-                "--bulk-nice",
-                &bulk_nice.to_string(),
+                "--bulk-priority",
+                &bulk_priority.to_string(),
             ])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -195,7 +196,7 @@ fn over_http(url: &str, samples: &[Sample]) -> anyhow::Result<Split> {
     Ok(split)
 }
 
-/// One `prr serve --bulk-nice N`: its checks idle and during a join wave.
+/// One `prr serve --bulk-priority P`: its checks idle and during a join wave.
 struct HttpRun {
     idle: Split,
     during: Split,
@@ -215,18 +216,18 @@ impl HttpRun {
     }
 }
 
-/// Starts `prr serve --bulk-nice nice` on `store`, checks every sample idle, then again while
+/// Starts `prr serve --bulk-priority priority` on `store`, checks every sample idle, then again while
 /// a join wave (the next joins of `joins`, at `rate` a second) is ingested from another thread.
 /// Returns the measurements and `joins`, to continue from.
 fn over_http_with_wave(
     store: &Path,
-    nice: i32,
+    priority: BulkPriority,
     samples: &[Sample],
     mut joins: Joins,
     rate: f64,
 ) -> anyhow::Result<(HttpRun, Joins)> {
     let load_before = load_average();
-    let serve = Serve::start(store, nice)?;
+    let serve = Serve::start(store, priority)?;
     // Warm up the connection and the service.
     over_http(&serve.url, &samples[..samples.len().min(200)])?;
     let idle = over_http(&serve.url, samples)?;
@@ -292,14 +293,15 @@ fn main() -> anyhow::Result<()> {
     drop(index);
 
     let mut joins = Joins::new(&workload, cli.workload.seed);
-    let mut http: Vec<(i32, HttpRun)> = Vec::new();
+    let mut http: Vec<(BulkPriority, HttpRun)> = Vec::new();
     for _ in 0..cli.rounds.max(1) {
-        for &nice in &cli.bulk_nice {
-            let (run, next) = over_http_with_wave(&store, nice, &samples, joins, cli.wave_rate)?;
+        for &priority in &cli.bulk_priority {
+            let (run, next) =
+                over_http_with_wave(&store, priority, &samples, joins, cli.wave_rate)?;
             joins = next;
-            match http.iter_mut().find(|(n, _)| *n == nice) {
+            match http.iter_mut().find(|(p, _)| *p == priority) {
                 Some((_, all)) => all.add(run),
-                None => http.push((nice, run)),
+                None => http.push((priority, run)),
             }
         }
     }
@@ -317,19 +319,21 @@ fn main() -> anyhow::Result<()> {
     println!("| how | answer | checks | p50 (µs) | p99 (µs) | max (µs) |");
     println!("| --- | --- | ---: | ---: | ---: | ---: |");
     let mut rows = vec![in_process.rows("in process (`DoorIndex::check`)")];
-    for (nice, run) in &mut http {
+    for (priority, run) in &mut http {
         let idle = std::mem::take(&mut run.idle);
         let during = std::mem::take(&mut run.during);
-        rows.push(idle.rows(&format!("HTTP, idle, bulk nice {nice}")));
-        rows.push(during.rows(&format!("HTTP, during a join wave, bulk nice {nice}")));
+        rows.push(idle.rows(&format!("HTTP, idle, bulk priority {priority}")));
+        rows.push(during.rows(&format!(
+            "HTTP, during a join wave, bulk priority {priority}"
+        )));
     }
     for row in rows.iter().flatten() {
         println!("{row}");
     }
     println!();
-    for (nice, run) in &http {
+    for (priority, run) in &http {
         println!(
-            "The wave at bulk nice {nice}: {} joins through `POST /v1/ingest` in {:.1} s ({:.0}/s offered, {:.0}/s done), each durable before the next; load before each round: {}.",
+            "The wave at bulk priority {priority}: {} joins through `POST /v1/ingest` in {:.1} s ({:.0}/s offered, {:.0}/s done), each durable before the next; load before each round: {}.",
             run.joins,
             run.wave_secs,
             cli.wave_rate,

@@ -19,7 +19,7 @@ pub struct Options {
     pub revision_interval: u64,
     pub resync_every: u64,
     pub enact: Option<prr_serve::EnactConfig>,
-    pub bulk_nice: i32,
+    pub bulk_priority: prr_serve::BulkPriority,
 }
 
 pub fn serve(ctx: &Ctx, o: Options) -> Result<u8, Failure> {
@@ -41,8 +41,7 @@ pub fn serve(ctx: &Ctx, o: Options) -> Result<u8, Failure> {
         .with_revision_interval(Duration::from_secs(o.revision_interval))
         .with_resync_every(Duration::from_secs(o.resync_every))
         .map_err(usage)?
-        .with_bulk_nice(o.bulk_nice)
-        .map_err(usage)?;
+        .with_bulk_priority(o.bulk_priority);
     if let Some(path) = &o.api_token_file {
         config = config.with_api_token_file(path).map_err(usage)?;
     }

@@ -225,9 +225,9 @@ fn the_cli_checks_as_serve_does() {
     );
 }
 
-/// The nice values of `pid`'s threads named `name` (Linux's `/proc`).
+/// The nice values and scheduling policies of `pid`'s threads named `name` (Linux's `/proc`).
 #[cfg(target_os = "linux")]
-fn thread_nices(pid: u32, name: &str) -> Vec<i32> {
+fn thread_priorities(pid: u32, name: &str) -> Vec<(i32, u32)> {
     let mut out = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let dir = task.unwrap().path();
@@ -236,39 +236,62 @@ fn thread_nices(pid: u32, name: &str) -> Vec<i32> {
             continue;
         }
         let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
-        // After the `(comm)` field: state is field 3, nice field 19.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        out.push(rest.split(' ').nth(16).unwrap().parse().unwrap());
+        // After the `(comm)` field: state is field 3, nice field 19, policy field 41.
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        out.push((fields[16].parse().unwrap(), fields[38].parse().unwrap()));
     }
     out
 }
+
+/// Linux's `SCHED_OTHER`.
+#[cfg(target_os = "linux")]
+const NORMAL: u32 = 0;
+
+/// Linux's `SCHED_IDLE`.
+#[cfg(target_os = "linux")]
+const IDLE: u32 = 5;
 
 #[cfg(target_os = "linux")]
 #[test]
 fn serve_runs_its_bulk_threads_at_a_lower_priority() {
     let s = demo_store();
-    let own = thread_nices(std::process::id(), "")
+    let own = thread_priorities(std::process::id(), "")
         .into_iter()
+        .map(|(nice, _)| nice)
         .min()
         .unwrap();
-    for (args, bulk) in [
-        (&[][..], prr_serve::DEFAULT_BULK_NICE),
-        (&["--bulk-nice", "3"][..], 3),
-        (&["--bulk-nice", "0"][..], 0),
+    for (args, nice, policy) in [
+        (&[][..], own, IDLE),
+        (&["--bulk-priority", "idle"][..], own, IDLE),
+        (&["--bulk-priority", "3"][..], 3.max(own), NORMAL),
+        (&["--bulk-priority", "0"][..], own, NORMAL),
     ] {
         let server = Server::start(&s, args);
-        let expect = bulk.max(own);
-        assert_eq!(thread_nices(server.pid(), "prr-core"), [expect], "{args:?}");
-        let workers = thread_nices(server.pid(), "timely:work");
-        assert!(!workers.is_empty() && workers.iter().all(|n| *n == expect));
-        let http = thread_nices(server.pid(), "tokio-rt-worker");
+        let expect = (nice, policy);
+        assert_eq!(
+            thread_priorities(server.pid(), "prr-core"),
+            [expect],
+            "{args:?}"
+        );
+        let workers = thread_priorities(server.pid(), "timely:work");
         assert!(
-            !http.is_empty() && http.iter().all(|n| *n == own),
+            !workers.is_empty() && workers.iter().all(|p| *p == expect),
+            "{args:?}"
+        );
+        let http = thread_priorities(server.pid(), "tokio-rt-worker");
+        assert!(
+            !http.is_empty() && http.iter().all(|p| *p == (own, NORMAL)),
             "{http:?}"
         );
     }
-    let out = s.prr(&["serve", "--bulk-nice", "20"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("--bulk-nice 20"), "{err}");
+    for bad in ["20", "low"] {
+        let out = s.prr(&["serve", "--bulk-priority", bad]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("--bulk-priority"), "{err}");
+        assert!(
+            err.contains("expected `idle` or a nice value from 0 to 19"),
+            "{err}"
+        );
+    }
 }
