@@ -7,9 +7,10 @@
 //!
 //! A nice value alone does not do it: the scheduler (EEVDF) lets a running thread finish its
 //! slice, a few milliseconds, before a woken thread of higher priority runs. A thread of the
-//! `SCHED_IDLE` policy is preempted as soon as any other thread wakes, so the default is
-//! [`BulkPriority::Idle`]; its cost is that bulk work only runs in the time that threads of
-//! normal priority (of any process) leave.
+//! `SCHED_IDLE` policy is preempted as soon as any other thread wakes ([`BulkPriority::Idle`]);
+//! its cost is that bulk work only runs in the time that threads of normal priority (of any
+//! process) leave, which on a saturated host is next to none. The default is therefore a nice
+//! value, which keeps bulk work a share of the cores.
 
 use std::fmt;
 use std::str::FromStr;
@@ -25,7 +26,7 @@ pub enum BulkPriority {
 }
 
 /// The priority `prr serve` gives its bulk threads unless told otherwise.
-pub const DEFAULT_BULK_PRIORITY: BulkPriority = BulkPriority::Idle;
+pub const DEFAULT_BULK_PRIORITY: BulkPriority = BulkPriority::Nice(10);
 
 /// The highest nice value (the lowest priority) there is.
 const MAX_NICE: i32 = 19;
