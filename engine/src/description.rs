@@ -143,13 +143,19 @@ impl<R> JoinView<R> {
 
     /// The number of records (counting multiplicity) of the view, without building them.
     pub(crate) fn count(&self, left: &[(R, isize)], right: &[(R, isize)]) -> u64 {
+        self.signed_count(left, right).max(0) as u64
+    }
+
+    /// The sum of the multiplicities of the view's records for `left` and `right`, which may
+    /// be deltas: the count is bilinear in its inputs.
+    pub(crate) fn signed_count(&self, left: &[(R, isize)], right: &[(R, isize)]) -> i64 {
         let mut n: i64 = 0;
         self.for_each_pair(left, right, |l, r, d| {
             if (self.combine)(l, r).is_some() {
                 n += d as i64;
             }
         });
-        n.max(0) as u64
+        n
     }
 }
 

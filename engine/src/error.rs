@@ -18,6 +18,9 @@ pub enum Error {
         /// The names that exist.
         known: Vec<String>,
     },
+    /// The operation is one of views (replicas evaluated when read).
+    #[error("replica `{0}` is not a view")]
+    NotAView(String),
     /// Source deltas only update source replicas.
     #[error("replica `{0}` is derived: source deltas only update source replicas")]
     NotASource(String),

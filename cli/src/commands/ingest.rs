@@ -1,11 +1,12 @@
 //! `prr ingest`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use prr_replicas::{Pipeline, SourceItem, parse_file};
+use prr_engine::ReplicaId;
+use prr_replicas::{Pipeline, Rec, SourceItem, parse_file};
 
 use super::Ctx;
 use crate::{Failure, exit};
@@ -194,25 +195,30 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
         .map(|d| d.name().to_string())
         .collect();
     // Stored replicas report the records their deltas changed. A view (evaluated when read)
-    // reports the net change of its record count, counted without building it: following its
-    // deltas would build them (18.9M `policy_list` records for a large manifest).
+    // reports the net change of its record count, counted from its inputs' deltas without
+    // building it: following its deltas would build them (18.9M `policy_list` records for a
+    // large manifest), and counting it before and after would read its inputs whole.
     let mut subs = Vec::new();
     let mut views = Vec::new();
     for n in &names {
         let id = m.runtime().replica(n)?;
         if m.runtime().dag().replica(id).is_view() {
-            views.push((n.clone(), id, m.runtime().records(id)?));
+            let inputs = m.runtime().dag().inputs_of(id).to_vec();
+            views.push((n.clone(), id, inputs));
         } else {
-            subs.push((n.clone(), m.runtime().subscribe(id)?));
+            subs.push((id, n.clone(), m.runtime().subscribe(id)?));
         }
     }
+    let view_inputs: BTreeSet<ReplicaId> = views.iter().flat_map(|v| v.2.clone()).collect();
+    let mut input_updates: BTreeMap<ReplicaId, Vec<(Rec, isize)>> = BTreeMap::new();
     let mut changes: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut seqs = Vec::new();
     // Each file is its own source delta (its own Seq); consecutive files share one durable
     // commit (a group commit). The groups form a pipeline: while the workers compute one
     // group, the next is prepared and committed.
-    let drain = |changes: &mut BTreeMap<String, (u64, u64)>| {
-        for (n, sub) in &subs {
+    let drain = |changes: &mut BTreeMap<String, (u64, u64)>,
+                 input_updates: &mut BTreeMap<ReplicaId, Vec<(Rec, isize)>>| {
+        for (id, n, sub) in &subs {
             for d in sub.try_iter() {
                 let e = changes.entry(n.clone()).or_default();
                 for (_, diff) in &d.updates {
@@ -221,6 +227,9 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
                     } else {
                         e.1 += (-*diff) as u64
                     }
+                }
+                if view_inputs.contains(id) {
+                    input_updates.entry(*id).or_default().extend(d.updates);
                 }
             }
         }
@@ -283,7 +292,7 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
         drop(group_ref);
         drop(group);
         seqs.extend(got);
-        drain(&mut changes);
+        drain(&mut changes, &mut input_updates);
         if progress {
             eprint!("\rprr: ingested {}/{} source deltas", end, files.len());
         }
@@ -296,16 +305,14 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
             e,
         ));
     }
-    drain(&mut changes);
+    drain(&mut changes, &mut input_updates);
     if progress {
         eprintln!();
     }
-    for (n, id, before) in views {
-        let after = m.runtime().records(id)?;
-        changes.insert(
-            n,
-            (after.saturating_sub(before), before.saturating_sub(after)),
-        );
+    for (n, id, inputs) in views {
+        let updates = |i: usize| input_updates.get(&inputs[i]).map_or(&[][..], Vec::as_slice);
+        let change = (m.runtime()).view_records_change(id, updates(0), updates(1))?;
+        changes.insert(n, (change.max(0) as u64, change.min(0).unsigned_abs()));
     }
     let rejects = m.show("rejects", None, None)?.len();
     let poisoned: Vec<String> = (m.runtime().newly_poisoned().iter())

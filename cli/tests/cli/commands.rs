@@ -239,3 +239,68 @@ fn the_golden_stores_of_older_formats_still_open() {
         assert_eq!(s.show("member_bans").len(), 5);
     }
 }
+
+/// `policy_list`'s record count in `prr status`.
+fn policy_list_records(s: &Scratch) -> i64 {
+    let st: Value = serde_json::from_str(&s.ok(&["status", "--format", "json"])).unwrap();
+    let replicas = st["replicas"].as_array().unwrap();
+    let r = replicas.iter().find(|r| r["name"] == "policy_list");
+    r.unwrap()["records"].as_i64().unwrap()
+}
+
+#[test]
+fn ingest_reports_a_views_change_as_its_record_count_changes() {
+    let s = demo();
+    let rule = |key: &str, event: &str| {
+        serde_json::json!([{
+            "event_id": event, "room_id": "!demo-policies:example.org",
+            "type": "m.policy.rule.user", "state_key": key, "sender": "@moderator:example.org",
+            "origin_server_ts": 1700000009000u64,
+            "content": {"entity": format!("@{key}:example.org"), "recommendation": "m.ban"}
+        }])
+    };
+    let manifest = |watch: &[&str]| {
+        serde_json::json!({"instances": [
+            {"id": "@second:example.org", "watch": watch, "protect": ["!demo-room:example.org"]}
+        ]})
+    };
+    let list = ["!demo-policies:example.org"];
+    // Each step: files ingested in one command (manifest changes, rule changes, both).
+    let steps: Vec<Vec<Value>> = vec![
+        vec![manifest(&list)],
+        vec![rule("new1", "$new1")],
+        vec![rule("new2", "$new2"), manifest(&[])],
+        vec![
+            manifest(&list),
+            rule("new1", "$new1b"),
+            rule("new3", "$new3"),
+        ],
+        vec![rule("other", "$other")],
+    ];
+    for (i, files) in steps.iter().enumerate() {
+        let before = policy_list_records(&s);
+        let paths: Vec<String> = (files.iter().enumerate())
+            .map(|(j, f)| {
+                let p = s.file(&format!("step{i}-{j}.json"), f.to_string().as_bytes());
+                p.to_str().unwrap().to_string()
+            })
+            .collect();
+        let mut args = vec!["ingest"];
+        args.extend(paths.iter().map(String::as_str));
+        let out = s.ok(&args);
+        let after = policy_list_records(&s);
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with("policy_list "));
+        let (plus, minus) = line.map_or((0, 0), |l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (
+                f[1][1..].parse::<i64>().unwrap(),
+                f[2][1..].parse::<i64>().unwrap(),
+            )
+        });
+        assert_eq!(plus - minus, after - before, "step {i}: {out}");
+        assert!(plus == 0 || minus == 0, "a net change: {out}");
+    }
+    assert!(policy_list_records(&s) > 0);
+}
