@@ -314,7 +314,9 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
         let change = (m.runtime()).view_records_change(id, updates(0), updates(1))?;
         changes.insert(n, (change.max(0) as u64, change.min(0).unsigned_abs()));
     }
-    let rejects = m.show("rejects", None, None)?.len();
+    // Counted, not rendered: a store of real data can hold many.
+    let rejects_id = m.runtime().replica("rejects")?;
+    let rejects = m.runtime().records(rejects_id)?;
     let poisoned: Vec<String> = (m.runtime().newly_poisoned().iter())
         .map(|s| s.0.to_string())
         .collect();
