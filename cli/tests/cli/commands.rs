@@ -304,3 +304,22 @@ fn ingest_reports_a_views_change_as_its_record_count_changes() {
     }
     assert!(policy_list_records(&s) > 0);
 }
+
+#[test]
+fn ingest_counts_the_rejects_in_its_summary() {
+    let s = Scratch::new();
+    let events = serde_json::json!([
+        {"event_id": "$m1", "room_id": "!r:example.org", "type": "m.room.member",
+         "state_key": "@a:example.org", "sender": "@a:example.org", "content": {}},
+        {"event_id": "$m2", "room_id": "!r:example.org", "type": "m.room.member",
+         "state_key": "@b:example.org", "sender": "@b:example.org",
+         "content": {"membership": "wandering"}},
+        {"event_id": "$m3", "room_id": "!r:example.org", "type": "m.room.member",
+         "state_key": "@c:example.org", "sender": "@c:example.org",
+         "content": {"membership": "join"}}
+    ]);
+    let f = s.file("members.json", events.to_string().as_bytes());
+    let out = s.ok(&["ingest", f.to_str().unwrap()]);
+    assert!(out.contains("rejects: 2 (see `prr show rejects`)"), "{out}");
+    assert_eq!(s.show("rejects").len(), 2);
+}
