@@ -90,8 +90,11 @@ impl List {
 
     /// The first rule filed under `probe` that matches `user`, if it comes before `before`.
     fn first_match(&self, probe: &Probe, user: &str, before: Option<&Rule>) -> Option<&Rule> {
-        for (_, slot) in self.by_probe.get(probe)? {
-            let Some(rule) = self.rules.get(slot) else {
+        for (event, slot) in self.by_probe.get(probe)? {
+            // An entry of a rule its slot no longer holds (between the insertion of its
+            // successor and its own removal) is skipped: its place in the order is not the
+            // slot's rule's.
+            let Some(rule) = self.rules.get(slot).filter(|r| r.order.1 == *event) else {
                 continue;
             };
             if before.is_some_and(|b| rule.order >= b.order) {

@@ -71,9 +71,9 @@ pub(crate) fn lower_this_thread(priority: BulkPriority) -> std::io::Result<()> {
     match priority {
         BulkPriority::Idle => {
             use thread_priority::{ThreadPriority, set_thread_priority_and_policy};
-            // The crate also sets the nice value to 0 after the policy, which fails (harmless:
-            // an idle thread's nice value plays no part) when it is higher: what counts is
-            // the policy the thread ends with.
+            // The crate also sets the nice value to 0 after the policy; when the thread's is
+            // higher that fails (unprivileged) or raises it (privileged), both harmless: an
+            // idle thread's nice value plays no part. What counts is the policy it ends with.
             let set = set_thread_priority_and_policy(
                 thread_priority::thread_native_id(),
                 ThreadPriority::Min,

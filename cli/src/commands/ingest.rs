@@ -311,7 +311,9 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
     }
     for (n, id, inputs) in views {
         let updates = |i: usize| input_updates.get(&inputs[i]).map_or(&[][..], Vec::as_slice);
-        let change = (m.runtime()).view_records_change(id, updates(0), updates(1))?;
+        let change = m
+            .runtime()
+            .view_records_change(id, updates(0), updates(1))?;
         changes.insert(n, (change.max(0) as u64, change.min(0).unsigned_abs()));
     }
     // Counted, not rendered: a store of real data can hold many.
