@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Value, json};
 
 use super::serve::Server;
-use super::support::demo_store;
+use super::support::{demo_store, eventually};
 
 fn check(server: &Server, path: &str, body: Value) -> Value {
     let (status, text) = server.post(path, body.to_string().as_bytes());
@@ -268,20 +268,24 @@ fn serve_runs_its_bulk_threads_at_a_lower_priority() {
     ] {
         let server = Server::start(&s, args);
         let expect = (nice, policy);
-        assert_eq!(
-            thread_priorities(server.pid(), "prr-core"),
-            [expect],
-            "{args:?}"
-        );
-        let workers = thread_priorities(server.pid(), "timely:work");
-        assert!(
-            !workers.is_empty() && workers.iter().all(|p| *p == expect),
-            "{args:?}"
-        );
-        let http = thread_priorities(server.pid(), "tokio-rt-worker");
-        assert!(
-            !http.is_empty() && http.iter().all(|p| *p == (own, NORMAL)),
-            "{http:?}"
+        // A new thread names itself when it first runs (until then it has its parent's name):
+        // polled until the names settle; a priority, once set, does not change.
+        eventually(
+            &format!("the threads' priorities with {args:?}"),
+            10,
+            || {
+                let core = thread_priorities(server.pid(), "prr-core");
+                let workers = thread_priorities(server.pid(), "timely:work");
+                let http = thread_priorities(server.pid(), "tokio-rt-worker");
+                let holds = core == [expect]
+                    && !workers.is_empty()
+                    && workers.iter().all(|p| *p == expect)
+                    && !http.is_empty()
+                    && http.iter().all(|p| *p == (own, NORMAL));
+                holds
+                    .then_some(())
+                    .ok_or(format!("core {core:?}, workers {workers:?}, http {http:?}"))
+            },
         );
     }
     for bad in ["20", "low"] {
