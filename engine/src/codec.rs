@@ -49,17 +49,23 @@ impl<R> IdCheck<R> {
         R: 'a,
     {
         let Some(ids) = self.ids else { return Ok(()) };
-        let len = self.dictionary.len() as u64;
+        let strings = self.dictionary.strings();
         for (n, r) in rows.into_iter().enumerate() {
             let mut bad = None;
             ids(r, &mut |id| {
-                if id >= len {
+                if !strings.knows(id) {
                     bad.get_or_insert(id);
                 }
             });
             if let Some(id) = bad {
+                let len = strings.len() as u64;
+                let why = if id < len {
+                    "whose string was collected".to_string()
+                } else {
+                    format!("but the dictionary holds {len} strings")
+                };
                 return Err(Error::Corrupt(format!(
-                    "{}: record {n} uses dictionary id {id}, but the dictionary holds {len} strings",
+                    "{}: record {n} uses dictionary id {id}, {why}",
                     what()
                 )));
             }

@@ -80,7 +80,7 @@ pub(crate) fn decode_in_background<R: Record>(
                     }
                     let piece = pieces.lock().unwrap_or_else(|e| e.into_inner()).pop();
                     let Some(piece) = piece else { break };
-                    piece.run(&store);
+                    piece.run(&store, &stop);
                 }
             })
         })
@@ -148,26 +148,47 @@ struct DecodePiece<R> {
     assembly: Arc<Assembly<R>>,
 }
 
+/// Why a piece's decoding ended early.
+enum Halt {
+    /// The threads are stopping: the revision is abandoned.
+    Stopped,
+    Failed(Error),
+}
+
+impl From<prr_persist::Error> for Halt {
+    fn from(e: prr_persist::Error) -> Self {
+        Halt::Failed(e.into())
+    }
+}
+
 impl<R: Record> DecodePiece<R> {
-    fn run(self, store: &Store) {
+    /// Decodes the piece, giving up between two chunks once `stop` is set (a piece is a
+    /// part of a revision of a million records: finishing it would hold a stop for a tenth
+    /// of a second).
+    fn run(self, store: &Store, stop: &AtomicBool) {
         let a = &self.assembly;
         let (name, as_of) = (&a.info.replica, a.info.as_of);
         let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut rows = Vec::new();
             let n = self.range.len();
             store.for_each_chunk_of(&a.info, self.range.clone(), |i, chunk| {
-                let part = codec::decode_chunk(chunk, name, as_of, i, &a.ids)?;
+                if stop.load(Ordering::Relaxed) {
+                    return Err(Halt::Stopped);
+                }
+                let part =
+                    codec::decode_chunk(chunk, name, as_of, i, &a.ids).map_err(Halt::Failed)?;
                 if rows.is_empty() {
                     rows.reserve(part.len() * n);
                 }
                 rows.extend(part);
-                Ok::<_, Error>(())
+                Ok(())
             })?;
-            Ok::<_, Error>(rows)
+            Ok::<_, Halt>(rows)
         }));
         let rows = match decoded {
             Ok(Ok(rows)) => rows,
-            Ok(Err(e)) => return a.cell.set(Err(e.to_string())),
+            Ok(Err(Halt::Stopped)) => return,
+            Ok(Err(Halt::Failed(e))) => return a.cell.set(Err(e.to_string())),
             Err(_) => {
                 return a
                     .cell

@@ -1,14 +1,18 @@
 //! Interned identifiers: strings mapped to dense integer ids.
 
+use std::collections::BTreeSet;
 use std::hash::BuildHasher;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
 
+use crate::bits::Bits;
 use crate::error::Error;
 
-/// An interned string's id. Ids are dense, start at 0, and are never reused: once a store has
-/// persisted an id, it means the same string forever.
+/// An interned string's id. Ids start at 0 and are never reused: once a store has persisted an
+/// id, it means the same string forever. A string the store collects (see
+/// `Runtime::collect_strings`) leaves a hole: its id is not handed out again.
 pub type Id = u64;
 
 /// The strings, packed: string `i` is `bytes[ends[i - 1]..ends[i]]` (from 0 for the first).
@@ -19,11 +23,29 @@ struct Inner {
     bytes: String,
     ends: Vec<u64>,
     /// The ids, hashed by their strings.
-    index: HashTable<Id>,
+    /// In [`SHARDS`] tables by the hash's top bits, so that a load fills them on several
+    /// threads at once (empty until the first string).
+    index: Vec<HashTable<Id>>,
     /// Seeded per process: identifiers chosen to collide cannot be prepared in advance.
     hasher: foldhash::fast::RandomState,
     /// Ids `>= persisted` are not yet written to the store.
     persisted: u64,
+    /// Ids below `persisted` whose strings the store does not hold: collected.
+    holes: Bits,
+    /// Of the holes, those whose strings this process does not have either (holes when the
+    /// dictionary was loaded): never handed out, and a record that uses one is damage.
+    gone: Bits,
+    /// Holes handed out again (by [`Dictionary::intern`] or [`Dictionary::lookup`], or used by
+    /// a record about to be stored): their strings go back into the store with its next write.
+    revived: BTreeSet<Id>,
+}
+
+/// The number of tables the index is split into (a power of 2).
+const SHARDS: usize = 16;
+
+/// The index table of a string's `hash`.
+fn shard_of(hash: u64) -> usize {
+    (hash >> (64 - SHARDS.trailing_zeros())) as usize
 }
 
 /// String `id` of the packed `bytes` (see [`Inner`]).
@@ -39,7 +61,22 @@ impl Inner {
     }
 
     fn find(&self, s: &str, hash: u64) -> Option<Id> {
-        self.index.find(hash, |id| self.str(*id) == s).copied()
+        let table = self.index.get(shard_of(hash))?;
+        table.find(hash, |id| self.str(*id) == s).copied()
+    }
+
+    /// Adds holes (empty, in `gone`) up to id `to`.
+    fn holes_until(&mut self, to: Id, gone: &mut Bits) {
+        let end = self.ends.last().copied().unwrap_or(0);
+        while (self.ends.len() as u64) < to {
+            gone.insert(self.ends.len() as u64);
+            self.ends.push(end);
+        }
+    }
+
+    /// Whether `id` is a hole not yet revived: handing it out revives it.
+    fn needs_revival(&self, id: Id) -> bool {
+        !self.holes.is_empty() && self.holes.contains(id) && !self.revived.contains(&id)
     }
 
     /// Appends `s` with the next id (the caller knows it is not interned).
@@ -54,8 +91,12 @@ impl Inner {
             hasher,
             ..
         } = self;
-        // Growing the table rehashes every id by its string.
-        index.insert_unique(hash, id, |id| hasher.hash_one(packed(bytes, ends, *id)));
+        if index.is_empty() {
+            index.resize_with(SHARDS, HashTable::new);
+        }
+        // Growing a table rehashes its ids by their strings.
+        index[shard_of(hash)]
+            .insert_unique(hash, id, |id| hasher.hash_one(packed(bytes, ends, *id)));
         id
     }
 }
@@ -87,6 +128,16 @@ impl Strings<'_> {
     pub fn get(&self, id: Id) -> &str {
         self.inner.str(id)
     }
+
+    /// Whether `id` was handed out and its string is here (not a hole loaded as such): a
+    /// record read from the store that uses another id is damage.
+    pub(crate) fn len(&self) -> usize {
+        self.inner.ends.len()
+    }
+
+    pub(crate) fn knows(&self, id: Id) -> bool {
+        id < self.inner.ends.len() as u64 && !self.inner.gone.contains(id)
+    }
 }
 
 impl Dictionary {
@@ -101,12 +152,19 @@ impl Dictionary {
             let inner = self.inner.read().expect("dictionary lock");
             let hash = inner.hasher.hash_one(s);
             if let Some(id) = inner.find(s, hash) {
+                if inner.needs_revival(id) {
+                    drop(inner);
+                    self.revive([id]);
+                }
                 return id;
             }
             hash
         };
         let mut inner = self.inner.write().expect("dictionary lock");
         if let Some(id) = inner.find(s, hash) {
+            if inner.needs_revival(id) {
+                inner.revived.insert(id);
+            }
             return id;
         }
         inner.push(s, hash)
@@ -116,7 +174,33 @@ impl Dictionary {
     pub fn lookup(&self, s: &str) -> Option<Id> {
         let inner = self.inner.read().expect("dictionary lock");
         let hash = inner.hasher.hash_one(s);
-        inner.find(s, hash)
+        let id = inner.find(s, hash)?;
+        if inner.needs_revival(id) {
+            drop(inner);
+            self.revive([id]);
+        }
+        Some(id)
+    }
+
+    /// Whether the store collected strings that this process still has (see
+    /// [`Dictionary::revive`]).
+    pub(crate) fn has_holes(&self) -> bool {
+        let inner = self.inner.read().expect("dictionary lock");
+        inner.holes.len() > inner.gone.len()
+    }
+
+    /// Has the holes among `ids` (ids about to be stored in records) put back into the store
+    /// with its next write. Cheap when there are no holes.
+    pub(crate) fn revive(&self, ids: impl IntoIterator<Item = Id>) {
+        if self.inner.read().expect("dictionary lock").holes.is_empty() {
+            return;
+        }
+        let mut inner = self.inner.write().expect("dictionary lock");
+        for id in ids {
+            if inner.holes.contains(id) && !inner.gone.contains(id) {
+                inner.revived.insert(id);
+            }
+        }
     }
 
     /// The string of an id, copied (see [`Dictionary::with`] and [`Dictionary::strings`] to read
@@ -143,7 +227,7 @@ impl Dictionary {
         }
     }
 
-    /// The number of interned strings.
+    /// The number of ids handed out (holes included).
     pub fn len(&self) -> usize {
         self.inner.read().expect("dictionary lock").ends.len()
     }
@@ -169,11 +253,52 @@ impl Dictionary {
         inner.persisted = inner.persisted.max(upto);
     }
 
-    /// Replaces the contents with `expected` persisted strings, read in `parts` ranges of ids
-    /// by as many threads: `read(from, to, f)` hands over the strings with ids in `from..to`,
-    /// in id order, and returns their number. On an error of `read`, a range that does not
-    /// hold as many strings as its ids, or a string stored twice (a corrupt store), the
-    /// dictionary is left empty.
+    /// The revived holes (see [`Dictionary::revive`]) with their strings, to put back into the
+    /// store with its next write.
+    pub(crate) fn revived(&self) -> Vec<(Id, String)> {
+        let inner = self.inner.read().expect("dictionary lock");
+        (inner.revived.iter())
+            .map(|id| (*id, inner.str(*id).to_string()))
+            .collect()
+    }
+
+    /// Records that the store holds these revived strings again.
+    pub(crate) fn mark_revived(&self, ids: impl IntoIterator<Item = Id>) {
+        let mut inner = self.inner.write().expect("dictionary lock");
+        for id in ids {
+            inner.revived.remove(&id);
+            inner.holes.remove(id);
+        }
+    }
+
+    /// Records that the store collected `ids` (persisted ones): holes from now on, revived if
+    /// handed out again. Their strings stay in memory while this process runs.
+    pub(crate) fn mark_collected(&self, ids: &[Id]) {
+        let mut inner = self.inner.write().expect("dictionary lock");
+        for id in ids {
+            inner.holes.insert(*id);
+        }
+    }
+
+    /// The ids that must stay in the store whatever its records use: the revived holes, and
+    /// every id not yet persisted.
+    pub(crate) fn pinned(&self) -> (BTreeSet<Id>, Id) {
+        let inner = self.inner.read().expect("dictionary lock");
+        (inner.revived.clone(), inner.persisted)
+    }
+
+    /// The number of holes (collected ids), and of those this process has no string for.
+    pub fn holes(&self) -> (usize, usize) {
+        let inner = self.inner.read().expect("dictionary lock");
+        (inner.holes.len(), inner.gone.len())
+    }
+
+    /// Replaces the contents with the persisted strings of ids below `expected` (the ids
+    /// handed out), read in `parts` ranges of ids by as many threads: `read(from, to, f)`
+    /// hands over the strings with ids in `from..to`, in id order (an id it skips is a hole,
+    /// see [`Id`]), and returns their number. On an error of `read`, ids out of order or out
+    /// of their range, or a string stored twice (a corrupt store), the dictionary is left
+    /// empty.
     pub(crate) fn load_parallel(
         &self,
         expected: u64,
@@ -189,19 +314,7 @@ impl Dictionary {
                 .windows(2)
                 .map(|w| {
                     let (from, to, hasher) = (w[0], w[1], &hasher);
-                    s.spawn(move || {
-                        Part::read((to - from) as usize, hasher, |f| {
-                            let n = read(from, to, f)?;
-                            if n != to - from {
-                                return Err(Error::Corrupt(format!(
-                                    "the dictionary has {n} strings with ids {from}..{to}, \
-                                     expected {}",
-                                    to - from
-                                )));
-                            }
-                            Ok(())
-                        })
-                    })
+                    s.spawn(move || Part::read(from, to, hasher, |f| read(from, to, f)))
                 })
                 .collect();
             handles
@@ -210,7 +323,7 @@ impl Dictionary {
                 .collect()
         });
         match parts.into_iter().collect::<Result<Vec<Part>, _>>() {
-            Ok(parts) => self.assemble(expected as usize, hasher, parts),
+            Ok(parts) => self.assemble(expected, hasher, parts),
             Err(e) => {
                 *self.inner.write().expect("dictionary lock") = Inner::default();
                 Err(e)
@@ -218,11 +331,12 @@ impl Dictionary {
         }
     }
 
-    /// Replaces the contents with `parts`, in id order, hashed by `hasher`; a string stored
-    /// twice is a corrupt store (the dictionary is left empty).
+    /// Replaces the contents with `parts`, in id order, hashed by `hasher`, the ids they skip
+    /// (and those after them up to `expected`) being holes; a string stored twice is a corrupt
+    /// store (the dictionary is left empty).
     fn assemble(
         &self,
-        expected: usize,
+        expected: u64,
         hasher: foldhash::fast::RandomState,
         parts: Vec<Part>,
     ) -> Result<(), Error> {
@@ -231,77 +345,154 @@ impl Dictionary {
             hasher,
             ..Inner::default()
         };
-        let mut result = Ok(());
-        {
-            let total: usize = parts.iter().map(|p| p.bytes.len()).sum();
-            inner.bytes.reserve(total);
-            inner.ends.reserve(expected);
-            // Sized once: growing would hash every string again at each doubling.
-            inner.index.reserve(expected, |_| 0);
-            for part in &parts {
-                let base = inner.bytes.len() as u64;
-                inner.bytes.push_str(&part.bytes);
-                inner.ends.extend(part.ends.iter().map(|e| base + e));
-            }
-            let mut duplicate = None;
-            let mut id = 0u64;
-            for part in &parts {
-                for hash in &part.hashes {
-                    let Inner {
-                        index,
-                        bytes,
-                        ends,
-                        hasher,
-                        ..
-                    } = &mut *inner;
-                    let s = packed(bytes, ends, id);
-                    if let Some(first) = index.find(*hash, |x| packed(bytes, ends, *x) == s) {
-                        duplicate.get_or_insert((*first, id));
-                    }
-                    index.insert_unique(*hash, id, |x| hasher.hash_one(packed(bytes, ends, *x)));
-                    id += 1;
+        let total: usize = parts.iter().map(|p| p.bytes.len()).sum();
+        inner.bytes.reserve(total);
+        inner.ends.reserve(expected as usize);
+        let mut gone = Bits::with_len(expected);
+        for part in &parts {
+            let base = inner.bytes.len() as u64;
+            inner.bytes.push_str(&part.bytes);
+            for (id, end) in part.ids.iter().zip(&part.ends) {
+                if (inner.ends.len() as u64) < *id {
+                    inner.holes_until(*id, &mut gone);
                 }
+                inner.ends.push(base + end);
             }
-            if let Some((first, id)) = duplicate {
-                result = Err(Error::Corrupt(format!(
+        }
+        inner.holes_until(expected, &mut gone);
+        inner.holes = gone.clone();
+        inner.gone = gone;
+        let mut by_shard: Vec<Vec<(u64, Id)>> = vec![Vec::new(); SHARDS];
+        for part in &parts {
+            for (hash, id) in part.hashes.iter().zip(&part.ids) {
+                by_shard[shard_of(*hash)].push((*hash, *id));
+            }
+        }
+        drop(parts);
+        let Inner {
+            index,
+            bytes,
+            ends,
+            hasher,
+            ..
+        } = &mut *inner;
+        index.resize_with(SHARDS, HashTable::new);
+        // The index's tables are filled on several threads, each table sized once (growing
+        // would hash every string again at each doubling).
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per_thread = SHARDS.div_ceil(threads.clamp(1, SHARDS));
+        let (bytes, ends, hasher) = (&*bytes, &*ends, &*hasher);
+        let duplicate = std::thread::scope(|scope| {
+            let handles: Vec<_> = (index.chunks_mut(per_thread))
+                .zip(by_shard.chunks(per_thread))
+                .map(|(tables, items)| {
+                    scope.spawn(move || fill(tables, items, bytes, ends, hasher))
+                })
+                .collect();
+            (handles.into_iter())
+                .filter_map(|h| h.join().expect("index builders do not panic"))
+                .min_by_key(|pair| pair.1)
+        });
+        match duplicate {
+            None => {
+                inner.persisted = inner.ends.len() as u64;
+                Ok(())
+            }
+            Some((first, id)) => {
+                *inner = Inner::default();
+                Err(Error::Corrupt(format!(
                     "dictionary ids {first} and {id} hold the same string"
-                )));
+                )))
             }
         }
-        match result {
-            Ok(()) => inner.persisted = inner.ends.len() as u64,
-            Err(_) => *inner = Inner::default(),
-        }
-        result
     }
 }
 
+/// Fills index `tables` with `items` (hash, id) each; returns, of the strings found twice, the
+/// pair whose later id is first.
+fn fill(
+    tables: &mut [HashTable<Id>],
+    items: &[Vec<(u64, Id)>],
+    bytes: &str,
+    ends: &[u64],
+    hasher: &foldhash::fast::RandomState,
+) -> Option<(Id, Id)> {
+    let mut duplicate: Option<(Id, Id)> = None;
+    let rehash = |x: &Id| hasher.hash_one(packed(bytes, ends, *x));
+    for (table, items) in tables.iter_mut().zip(items) {
+        table.reserve(items.len(), rehash);
+        for (hash, id) in items {
+            // Strings are read only for ids of the same hash tag (rarely): each read is a
+            // cache miss or two.
+            let same = |x: &Id| packed(bytes, ends, *x) == packed(bytes, ends, *id);
+            match table.entry(*hash, same, rehash) {
+                Entry::Occupied(e) => {
+                    let pair = (*id.min(e.get()), *id.max(e.get()));
+                    if duplicate.is_none_or(|d| pair.1 < d.1) {
+                        duplicate = Some(pair);
+                    }
+                }
+                Entry::Vacant(e) => {
+                    e.insert(*id);
+                }
+            }
+        }
+    }
+    duplicate
+}
+
 /// Strings read by one loader: packed as in [`Inner`] (ends relative to the part), with their
-/// hashes.
+/// ids and hashes.
 struct Part {
     bytes: String,
+    ids: Vec<u64>,
     ends: Vec<u64>,
     hashes: Vec<u64>,
 }
 
 impl Part {
-    /// Reads the strings `each` hands over.
+    /// Reads the strings with ids in `from..to` that `each` hands over (ascending).
     fn read(
-        expected: usize,
+        from: u64,
+        to: u64,
         hasher: &foldhash::fast::RandomState,
-        each: impl FnOnce(&mut dyn FnMut(u64, &str)) -> Result<(), Error>,
+        each: impl FnOnce(&mut dyn FnMut(u64, &str)) -> Result<u64, Error>,
     ) -> Result<Part, Error> {
+        let expected = (to - from) as usize;
         let mut part = Part {
             bytes: String::new(),
+            ids: Vec::with_capacity(expected),
             ends: Vec::with_capacity(expected),
             hashes: Vec::with_capacity(expected),
         };
-        let (bytes, ends, hashes) = (&mut part.bytes, &mut part.ends, &mut part.hashes);
-        each(&mut |_id, s| {
+        let mut bad = None;
+        let (bytes, ids, ends, hashes) = (
+            &mut part.bytes,
+            &mut part.ids,
+            &mut part.ends,
+            &mut part.hashes,
+        );
+        let n = each(&mut |id, s| {
+            if id < from || id >= to || ids.last().is_some_and(|last| id <= *last) {
+                bad.get_or_insert(id);
+                return;
+            }
+            ids.push(id);
             bytes.push_str(s);
             ends.push(bytes.len() as u64);
             hashes.push(hasher.hash_one(s));
         })?;
+        if let Some(id) = bad {
+            return Err(Error::Corrupt(format!(
+                "the dictionary hands over id {id} out of order or outside ids {from}..{to}"
+            )));
+        }
+        if n != ids.len() as u64 {
+            return Err(Error::Corrupt(format!(
+                "the dictionary counts {n} strings with ids {from}..{to}, but hands over {}",
+                ids.len()
+            )));
+        }
         Ok(part)
     }
 }
@@ -410,10 +601,63 @@ mod tests {
                 for i in from..to.min(3) {
                     f(i, &format!("s{i}"));
                 }
-                Ok(to.min(3) - from)
+                Ok(to - from)
             })
             .unwrap_err();
         assert!(e.to_string().contains("ids 2..4"), "{e}");
         assert!(d.is_empty());
+        // Ids out of order.
+        let e = d
+            .load_parallel(4, 1, |_, _, f| {
+                f(1, "b");
+                f(0, "a");
+                Ok(2)
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("id 0 out of order"), "{e}");
+    }
+
+    /// Ids the store skips are holes: never handed out again, unknown to records; a string
+    /// collected while this process runs is revived when it is handed out again.
+    #[test]
+    fn holes_are_never_handed_out_and_collected_strings_revive() {
+        let d = Dictionary::new();
+        let stored = [(1, "b"), (2, "c"), (5, "f")];
+        d.load_parallel(7, 2, |from, to, f| {
+            let mut n = 0;
+            for (id, s) in stored.iter().filter(|(id, _)| (from..to).contains(id)) {
+                f(*id, s);
+                n += 1;
+            }
+            Ok(n)
+        })
+        .unwrap();
+        assert_eq!(d.len(), 7);
+        assert_eq!(d.holes(), (4, 4));
+        assert_eq!((d.lookup("b"), d.lookup("f")), (Some(1), Some(5)));
+        assert_eq!(d.get(5), "f");
+        let s = d.strings();
+        assert!(!s.knows(0) && s.knows(1) && !s.knows(3) && s.knows(5) && !s.knows(6));
+        assert!(!s.knows(7));
+        drop(s);
+        assert_eq!(d.intern("a"), 7, "a hole's string is new again");
+        assert_eq!(d.unpersisted(), (7, vec!["a".to_string()]));
+        // Gone holes are not revived, whatever a record says.
+        d.revive([0, 3]);
+        assert!(d.revived().is_empty());
+        // "c" is collected by the store: still here, revived when handed out.
+        d.mark_collected(&[2]);
+        assert_eq!(d.holes(), (5, 4));
+        assert!(d.strings().knows(2));
+        assert_eq!(d.lookup("c"), Some(2));
+        assert_eq!(d.revived(), vec![(2, "c".to_string())]);
+        assert_eq!(d.pinned().0.into_iter().collect::<Vec<_>>(), vec![2]);
+        d.mark_revived([2]);
+        assert!(d.revived().is_empty());
+        assert_eq!(d.holes(), (4, 4));
+        // And through a record that uses it.
+        d.mark_collected(&[5]);
+        d.revive([5, 1]);
+        assert_eq!(d.revived(), vec![(5, "f".to_string())]);
     }
 }

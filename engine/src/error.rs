@@ -173,6 +173,19 @@ struct Damage(String);
 
 static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
 
+/// Runs `f`, code that may find the store damaged where it cannot return an error (a lookup
+/// in a revision that does not decode, see [`damage_panic`]), outside a dataflow worker:
+/// such damage becomes `Error::Corrupt`; any other panic goes on.
+pub fn catch_damage<T>(f: impl FnOnce() -> T) -> Result<T, Error> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(v) => Ok(v),
+        Err(payload) => match payload.downcast::<Damage>() {
+            Ok(damage) => Err(Error::Corrupt(damage.0)),
+            Err(other) => std::panic::resume_unwind(other),
+        },
+    }
+}
+
 /// For replica code that finds the store damaged where it cannot return an error (inside a
 /// computation, e.g. a seed revision that does not decode): stops the worker with `message`,
 /// which the runtime reports as an error (`Error::WorkerFailed`); unlike a `panic!`, the

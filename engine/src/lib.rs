@@ -33,6 +33,7 @@
 
 // The modules, bottom to top: each uses only those listed before it (see docs/design.md).
 mod api;
+mod bits;
 mod capture;
 mod check;
 mod codec;
@@ -65,7 +66,7 @@ pub use description::{
     Compute, Input, InputMode, JoinView, PartitionFn, ReplicaDescription, ReplicaId,
 };
 pub use dictionary::{Dictionary, Id, Strings};
-pub use error::{DagError, Error, damage_panic};
+pub use error::{DagError, Error, catch_damage, damage_panic};
 pub use prr_persist::{Quarantined, RevisionInfo, StoreStats};
 pub use record::{Coll, Record, RecordIds};
 pub use revision::Revision;

@@ -393,8 +393,9 @@ impl<R: Record> Revision<R> {
     /// # Panics
     /// If the revision does not decode (a corrupt store).
     pub fn range<K: Ord>(&self, key: impl Fn(&R) -> K, k: &K) -> Vec<(R, isize)> {
-        self.try_range(key, k)
-            .unwrap_or_else(|e| damage_panic(e.to_string()))
+        self.0
+            .try_range(key, k)
+            .unwrap_or_else(|message| damage_panic(message))
     }
 
     /// The records whose `key` is `k`, like [`Revision::range`], or why the revision cannot

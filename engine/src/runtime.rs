@@ -32,11 +32,12 @@ use crate::record::Record;
 use crate::restore::{restore, settle_after_fault};
 use crate::revision::Decoding;
 use crate::seq::Seq;
-use crate::stored::Stored;
+use crate::stored::{Stored, with_new_strings};
 
 mod counts;
 mod poison;
 mod preview;
+mod strings;
 
 /// The embedded runtime. See the module documentation for its life cycle.
 pub struct Runtime<R: Record> {
@@ -113,11 +114,12 @@ impl<R: Record> Runtime<R> {
         };
         let dag = Arc::new(build(&dictionary)?);
         if let Some(store) = store.as_ref().filter(|s| !s.is_read_only()) {
-            let (first_id, strings) = dictionary.unpersisted();
-            if !strings.is_empty() {
-                store.append(&[], first_id, &strings)?;
-                dictionary.mark_persisted(first_id + strings.len() as u64);
-            }
+            with_new_strings(&dictionary, store, |first_id, strings| {
+                if strings.is_empty() {
+                    return Ok(Vec::new());
+                }
+                store.append(&[], first_id, strings)
+            })?;
         }
         let mut rt = Runtime {
             stored: Stored {
@@ -194,16 +196,23 @@ impl<R: Record> Runtime<R> {
                     .collect();
                 let slices: Vec<&[u8]> = encoded.iter().map(|e| e.as_slice()).collect();
                 let dictionary = &self.stored.dictionary;
-                let (first_id, strings) = dictionary.unpersisted();
+                if dictionary.has_holes()
+                    && let Some(ids) = self.stored.dag.record_ids()
+                {
+                    // Collected strings these records use again go back into the store.
+                    let mut used = Vec::new();
+                    for (_, r, _) in deltas.iter().flat_map(|d| &d.updates) {
+                        ids(r, &mut |id| used.push(id));
+                    }
+                    dictionary.revive(used);
+                }
                 // On failure the new strings stay interned (unpersisted): the dataflow may hold
                 // their ids already, and they are written with the next commit. The store says
                 // whether a failed commit took place; when it cannot tell, the next operation
                 // reads it back (`settle`).
-                let appended = store.append(&slices, first_id, &strings);
-                if appended.is_ok() {
-                    dictionary.mark_persisted(first_id + strings.len() as u64);
-                }
-                appended
+                with_new_strings(dictionary, store, |first_id, strings| {
+                    store.append(&slices, first_id, strings)
+                })
             }
             None => Ok((1..=deltas.len() as u64).map(|i| last_seq + i).collect()),
         };

@@ -11,7 +11,7 @@ use crate::api::RuntimeConfig;
 use crate::codec;
 use crate::dag::Dag;
 use crate::description::ReplicaId;
-use crate::dictionary::Dictionary;
+use crate::dictionary::{Dictionary, Id};
 use crate::error::Error;
 use crate::record::Record;
 
@@ -19,6 +19,29 @@ use crate::record::Record;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct StartPoint {
     pub(crate) as_of: u64,
+}
+
+/// Runs `write`, a store write that takes the dictionary's strings not yet stored (`first_id`
+/// and on), and has it put back the revived ones (see `Dictionary::revive`); marks them
+/// stored once it succeeds. On failure they stay pending for the next write: the dataflow
+/// may hold their ids already.
+pub(crate) fn with_new_strings<T>(
+    dictionary: &Dictionary,
+    store: &Store,
+    write: impl FnOnce(u64, &[String]) -> Result<T, prr_persist::Error>,
+) -> Result<T, prr_persist::Error> {
+    let (first_id, strings) = dictionary.unpersisted();
+    let revived = dictionary.revived();
+    let ids: Vec<Id> = revived.iter().map(|(id, _)| *id).collect();
+    if !revived.is_empty() {
+        store.put_back_strings(revived);
+    }
+    let written = write(first_id, &strings);
+    if written.is_ok() {
+        dictionary.mark_persisted(first_id + strings.len() as u64);
+        dictionary.mark_revived(ids);
+    }
+    written
 }
 
 /// The persistent side of a runtime (see the module documentation).
@@ -123,11 +146,10 @@ impl<R: Record> Stored<R> {
         as_of: u64,
         writes: &[RevisionWrite],
     ) -> Result<(), Error> {
-        let (first_id, strings) = self.dictionary.unpersisted();
         let store = self.store("writing revisions")?;
-        store.write_revisions(as_of, writes, first_id, &strings)?;
-        self.dictionary
-            .mark_persisted(first_id + strings.len() as u64);
+        with_new_strings(&self.dictionary, store, |first_id, strings| {
+            store.write_revisions(as_of, writes, first_id, strings)
+        })?;
         Ok(())
     }
 

@@ -11,5 +11,6 @@ mod engine {
     pub mod poison;
     pub mod preview;
     pub mod random_dags;
+    pub mod strings;
     pub mod worker_panic;
 }

@@ -16,27 +16,26 @@ mod handle;
 mod quarantine;
 mod revisions;
 mod sealed;
+mod strings;
 mod upgrade;
 
 pub use quarantine::Quarantined;
 use revisions::{CHUNKS, REVISIONS};
 pub use revisions::{ChunkRef, ChunkWrite, RevisionInfo, RevisionWrite, chunk_key};
+use strings::STRINGS;
 
 use guard::{callback, contained};
 use handle::{Handle, Opener, ReadOpener};
 
 /// The format version this build writes and reads. Bump it on any change of a table's layout.
-/// A store of an older format (1 or 2) is upgraded when opened (see `docs/design.md`).
-pub const FORMAT_VERSION: u32 = 3;
+/// A store of an older format (1 to 3) is upgraded when opened (see `docs/design.md`).
+pub const FORMAT_VERSION: u32 = 4;
 
 // Every value but the format version is sealed: `crc32 | payload` (see `sealed`).
 /// `meta`: metadata by name. Values are little-endian integers (see `docs/design.md`).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// `log`: the source log. Key: `Seq`. Value: a sealed encoded source delta (opaque here).
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
-/// `dictionary`: interned identifiers. Key: id. Value: the sealed string's UTF-8 bytes
-/// (validated here: redb's own `&str` decoding panics on invalid UTF-8).
-const DICT: TableDefinition<u64, &[u8]> = TableDefinition::new("dictionary");
 /// `quarantine`: source deltas set aside because a replica's computation panicked on them.
 /// Key: `Seq`. Value: `unix_ms u64 LE | message UTF-8`. Created by the first quarantine; a
 /// store without it has none.
@@ -55,7 +54,7 @@ pub struct StoreStats {
     pub log_entries: u64,
     /// The oldest retained source-log entry, if any.
     pub first_log_seq: Option<u64>,
-    /// The number of interned identifiers.
+    /// The number of interned strings stored (collected ones not counted).
     pub strings: u64,
     /// The number of revisions.
     pub revisions: u64,
@@ -72,6 +71,8 @@ pub struct StoreStats {
 pub struct Store {
     db: Handle,
     path: PathBuf,
+    /// Collected strings to put back with the next write (see [`Store::put_back_strings`]).
+    revived: std::sync::Mutex<std::collections::BTreeMap<u64, String>>,
 }
 
 impl Drop for Store {
@@ -122,11 +123,15 @@ fn open_u64(key: &str, b: &[u8]) -> Result<u64, Error> {
     le_u64(payload, key)
 }
 
-/// Checks a dictionary entry's checksum and UTF-8.
-fn open_string(id: u64, b: &[u8]) -> Result<&str, Error> {
-    let payload = sealed::dict(id).open(b, || format!("table dictionary: id {id}"))?;
-    std::str::from_utf8(payload)
-        .map_err(|e| Error::Corrupt(format!("table dictionary: id {id} is not UTF-8: {e}")))
+/// Reads the sealed `meta` integer `key` of `meta`, which must be there.
+fn read_meta_u64(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<u64, Error> {
+    let v = meta
+        .get(key)?
+        .ok_or_else(|| Error::Corrupt(format!("table meta: `{key}` is missing")))?;
+    open_u64(key, v.value())
 }
 
 /// Checks a log entry's checksum; its payload.
@@ -176,6 +181,7 @@ impl Store {
         let store = Store {
             db: Handle::write(db, opener, read_opener),
             path,
+            revived: Default::default(),
         };
         if exists {
             store.check_format()?;
@@ -218,6 +224,7 @@ impl Store {
         let store = Store {
             db: Handle::read_only(db),
             path,
+            revived: Default::default(),
         };
         match store.check_format() {
             // A store of an older format: upgraded by a writable handle, once, then read.
@@ -251,6 +258,7 @@ impl Store {
         let store = Store {
             db: Handle::write(opener()?, opener, read_opener),
             path,
+            revived: Default::default(),
         };
         let fresh = {
             let txn = store.begin_read()?;
@@ -290,7 +298,7 @@ impl Store {
             meta.insert(KEY_LAST_SEQ, sealed_u64(KEY_LAST_SEQ, 0).as_slice())?;
             meta.insert(KEY_DICT_LEN, sealed_u64(KEY_DICT_LEN, 0).as_slice())?;
             txn.open_table(LOG)?;
-            txn.open_table(DICT)?;
+            txn.open_table(STRINGS)?;
             txn.open_table(REVISIONS)?;
             txn.open_table(CHUNKS)?;
         }
@@ -351,11 +359,7 @@ impl Store {
     fn meta_u64(&self, key: &str) -> Result<u64, Error> {
         contained("meta", || {
             let txn = self.begin_read()?;
-            let meta = txn.open_table(META)?;
-            let v = meta
-                .get(key)?
-                .ok_or_else(|| Error::Corrupt(format!("table meta: `{key}` is missing")))?;
-            open_u64(key, v.value())
+            read_meta_u64(&txn.open_table(META)?, key)
         })
     }
 
@@ -409,24 +413,21 @@ impl Store {
         Ok(out)
     }
 
-    /// The number of interned strings.
+    /// The number of ids handed out: the id the next new string gets. Collected strings
+    /// (see [`Store::collect_strings`]) leave holes below it.
     pub fn string_count(&self) -> Result<u64, Error> {
-        contained("dictionary", || {
-            let txn = self.begin_read()?;
-            Ok(txn.open_table(DICT)?.len()?)
-        })
+        self.meta_u64(KEY_DICT_LEN)
     }
 
-    /// Calls `f(id, string)` for every interned string, in id order (`0, 1, 2, ...`), without
-    /// allocating one `String` each. Ids that are not dense are a corrupt store.
+    /// Calls `f(id, string)` for every interned string, in id order, without allocating one
+    /// `String` each; collected ids are skipped. Returns the number of strings.
     pub fn for_each_string(&self, f: impl FnMut(u64, &str)) -> Result<u64, Error> {
         self.for_each_string_in(0, u64::MAX, f)
     }
 
     /// Calls `f(id, string)` for the interned strings with ids in `from..to`, in id order,
     /// as [`Store::for_each_string`] does for all of them (several ranges can be read by
-    /// several threads at once). Returns the number read; ids in the range that are not dense
-    /// are a corrupt store.
+    /// several threads at once). Returns the number read.
     pub fn for_each_string_in(
         &self,
         from: u64,
@@ -435,22 +436,38 @@ impl Store {
     ) -> Result<u64, Error> {
         contained("dictionary", || {
             let txn = self.begin_read()?;
-            let dict = txn.open_table(DICT)?;
-            let mut next = from;
-            for entry in dict.range(from..to)? {
-                let (k, v) = entry?;
-                if k.value() != next {
-                    return Err(Error::Corrupt(format!(
-                        "table dictionary: id {} follows id {}: ids must be dense",
-                        k.value(),
-                        next as i64 - 1
-                    )));
-                }
-                let s = open_string(next, v.value())?;
-                callback(|| f(next, s));
-                next += 1;
-            }
-            Ok(next - from)
+            let table = txn.open_table(STRINGS)?;
+            strings::for_each_in(&table, from, to, &mut f)
+        })
+    }
+
+    /// Has the next write (an append or a revision capture) put back strings that
+    /// [`Store::collect_strings`] collected, at their ids: the caller's records use them
+    /// again. A failed write keeps them for the next one.
+    pub fn put_back_strings(&self, revived: impl IntoIterator<Item = (u64, String)>) {
+        self.revived.lock().expect("revived lock").extend(revived);
+    }
+
+    fn staged_strings(&self) -> std::collections::BTreeMap<u64, String> {
+        self.revived.lock().expect("revived lock").clone()
+    }
+
+    fn unstage_strings(&self, written: &std::collections::BTreeMap<u64, String>) {
+        let mut staged = self.revived.lock().expect("revived lock");
+        for id in written.keys() {
+            staged.remove(id);
+        }
+    }
+
+    /// Collects the stored strings for which `live(id)` does not hold, in one transaction:
+    /// their ids become holes, never handed out again. Returns the ids collected, ascending.
+    /// Strings staged by [`Store::put_back_strings`] are kept whatever `live` says.
+    pub fn collect_strings(&self, live: &dyn Fn(u64) -> bool) -> Result<Vec<u64>, Error> {
+        let staged = self.staged_strings();
+        let live = |id: u64| staged.contains_key(&id) || live(id);
+        contained("dictionary", || {
+            self.write(|txn| strings::collect_in(txn, &live))
+                .map_err(append::WriteFailure::into_error)
         })
     }
 
@@ -460,13 +477,13 @@ impl Store {
         contained("the tables' sizes", || {
             let txn = self.begin_read()?;
             let log = txn.open_table(LOG)?;
-            let dict = txn.open_table(DICT)?;
+            let strings = txn.open_table(STRINGS)?;
             let revs = txn.open_table(REVISIONS)?;
             Ok(StoreStats {
                 last_seq,
                 log_entries: log.len()?,
                 first_log_seq: log.first()?.map(|(k, _)| k.value()),
-                strings: dict.len()?,
+                strings: strings::live_count(&strings)?,
                 revisions: revs.len()?,
                 file_bytes: std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0),
             })

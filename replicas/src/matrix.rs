@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use prr_engine::{Error, Id, Runtime, RuntimeConfig, Seq};
+use prr_engine::{Error, Id, Runtime, RuntimeConfig, Seq, catch_damage};
 use serde_json::Value;
 
 use crate::dag::matrix_dag;
@@ -150,7 +150,15 @@ impl Matrix {
         // Each batch sees the state left by the ones before it.
         let mut deltas = Vec::with_capacity(batches.len());
         for items in batches {
-            let mut prepared = ingestor.prepare(&dict, items.as_ref());
+            // A lookup in a damaged revision is an error: the batches before it are staged
+            // but not stored, so the ingest state is reloaded.
+            let mut prepared = match catch_damage(|| ingestor.prepare(&dict, items.as_ref())) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.ingestor = None;
+                    return Err(e);
+                }
+            };
             deltas.push(std::mem::take(&mut prepared.delta));
             ingestor.commit(prepared);
         }
@@ -180,14 +188,16 @@ impl Matrix {
         let fresh = self.fresh(events)?;
         let dict = self.rt.dictionary().clone();
         let ingestor = self.ingestor()?;
-        let stale: HashSet<String> = (fresh.iter())
-            .filter_map(|e| match e {
-                Received::Valid(ev) if ingestor.older_than_current(&dict, ev) => {
-                    Some(ev.event_id.clone())
-                }
-                _ => None,
-            })
-            .collect();
+        let stale: HashSet<String> = catch_damage(|| {
+            (fresh.iter())
+                .filter_map(|e| match e {
+                    Received::Valid(ev) if ingestor.older_than_current(&dict, ev) => {
+                        Some(ev.event_id.clone())
+                    }
+                    _ => None,
+                })
+                .collect()
+        })?;
         self.apply(fresh, Vec::new(), None, &stale)
     }
 
@@ -328,7 +338,7 @@ impl Matrix {
             _ => None,
         }));
         let ingestor = self.ingestor.as_mut().expect("ingestor loaded");
-        let mut prepared = ingestor.prepare(&dict, &items);
+        let mut prepared = catch_damage(|| ingestor.prepare(&dict, &items))?;
         let mut delta = std::mem::take(&mut prepared.delta);
         ingestor.commit(prepared);
         let mut ids = Vec::with_capacity(fresh.len());

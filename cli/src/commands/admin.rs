@@ -154,15 +154,19 @@ pub fn compact(ctx: &Ctx) -> Result<u8, Failure> {
     let before = std::fs::metadata(&ctx.store).map(|m| m.len()).unwrap_or(0);
     let as_of = m.runtime().capture_revisions()?;
     m.runtime().collect_garbage(true)?;
+    let collected = m.runtime().collect_strings()?;
     m.runtime().compact_store()?;
     let after = std::fs::metadata(&ctx.store).map(|m| m.len()).unwrap_or(0);
     m.shutdown()?;
+    let mut out = std::io::stdout().lock();
     writeln!(
-        std::io::stdout().lock(),
+        out,
         "revisions captured as of seq {}; store {} -> {} bytes",
-        as_of.0,
-        before,
-        after
+        as_of.0, before, after
+    )?;
+    writeln!(
+        out,
+        "dictionary: {collected} strings no longer used, collected"
     )?;
     Ok(exit::OK)
 }

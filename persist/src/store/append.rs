@@ -7,8 +7,10 @@
 
 use redb::{ReadableTable, WriteTransaction};
 
-use super::{DICT, KEY_DICT_LEN, KEY_LAST_SEQ, LOG, META, Store, contained, open_u64, sealed};
-use super::{Error, sealed_u64};
+use std::collections::BTreeMap;
+
+use super::{Error, sealed_u64, strings};
+use super::{KEY_DICT_LEN, KEY_LAST_SEQ, LOG, META, Store, contained, open_u64, sealed};
 
 /// What [`append_in`] wrote: the last seq and the number of strings before it, and the new
 /// seqs.
@@ -70,11 +72,15 @@ impl Store {
         first_id: u64,
         strings: &[S],
     ) -> Result<Vec<u64>, Error> {
+        let revived = self.staged_strings();
         let written = contained("log", || {
-            Ok::<_, Error>(self.write(|txn| append_in(txn, deltas, first_id, strings)))
+            Ok::<_, Error>(self.write(|txn| append_in(txn, deltas, first_id, strings, &revived)))
         })?;
         let failure = match written {
-            Ok(appended) => return Ok(appended.seqs),
+            Ok(appended) => {
+                self.unstage_strings(&revived);
+                return Ok(appended.seqs);
+            }
             Err(failure) => failure,
         };
         let what = |before: Option<&Appended>| match before {
@@ -104,7 +110,10 @@ impl Store {
             appended.dict_len + strings.len() as u64,
         );
         match self.settle_commit() {
-            Ok(now) if now == after => Ok(appended.seqs),
+            Ok(now) if now == after => {
+                self.unstage_strings(&revived);
+                Ok(appended.seqs)
+            }
             Ok(now) if now == (appended.last, appended.dict_len) => Err(Error::NotCommitted {
                 what,
                 source: Box::new(failure.error),
@@ -148,13 +157,15 @@ impl Store {
     }
 }
 
-/// Writes `deltas` to the log after the last seq and `strings` to the dictionary from
-/// `first_id` (which must be the number of strings held), in `txn`.
+/// Writes `deltas` to the log after the last seq, `strings` to the dictionary from
+/// `first_id` (which must be the number of ids handed out) and puts back the `revived`
+/// strings, in `txn`.
 pub(super) fn append_in<S: AsRef<str>>(
     txn: &WriteTransaction,
     deltas: &[&[u8]],
     first_id: u64,
     strings: &[S],
+    revived: &BTreeMap<u64, String>,
 ) -> Result<Appended, Error> {
     let mut meta = txn.open_table(META)?;
     let read = |meta: &redb::Table<&str, &[u8]>, key: &str| -> Result<u64, Error> {
@@ -171,16 +182,12 @@ pub(super) fn append_in<S: AsRef<str>>(
                 "new dictionary ids start at {first_id}, but the store holds {dict_len}"
             )));
         }
-        let mut dict = txn.open_table(DICT)?;
-        for (i, s) in strings.iter().enumerate() {
-            let id = first_id + i as u64;
-            dict.insert(id, sealed::dict(id).seal(s.as_ref().as_bytes()).as_slice())?;
-        }
         meta.insert(
             KEY_DICT_LEN,
             sealed_u64(KEY_DICT_LEN, dict_len + strings.len() as u64).as_slice(),
         )?;
     }
+    strings::put_in(txn, dict_len, strings, revived)?;
     let mut log = txn.open_table(LOG)?;
     let mut seqs = Vec::with_capacity(deltas.len());
     for (i, d) in deltas.iter().enumerate() {

@@ -186,10 +186,13 @@ impl Store {
         first_id: u64,
         strings: &[S],
     ) -> Result<Vec<RevisionInfo>, Error> {
-        contained("revisions", || {
-            self.write(|txn| write_revisions_in(txn, as_of, writes, first_id, strings))
+        let revived = self.staged_strings();
+        let written = contained("revisions", || {
+            self.write(|txn| write_revisions_in(txn, as_of, writes, first_id, strings, &revived))
                 .map_err(append::WriteFailure::into_error)
-        })
+        })?;
+        self.unstage_strings(&revived);
+        Ok(written)
     }
 
     /// Every stored revision's header, by replica then `as_of`.
@@ -282,6 +285,23 @@ impl Store {
         })
     }
 
+    /// Calls `f(chunk)` for every stored chunk, each once, in key order, without copying it.
+    pub fn for_each_chunk<E: From<Error>>(
+        &self,
+        mut f: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        contained("chunks", || {
+            let txn = self.begin_read()?;
+            let chunks = txn.open_table(CHUNKS).map_err(Error::from)?;
+            for entry in chunks.iter().map_err(Error::from)? {
+                let (k, v) = entry.map_err(Error::from)?;
+                let payload = open_chunk(k.value(), v.value(), || "a chunk".into())?;
+                callback(|| f(payload))?;
+            }
+            Ok(())
+        })
+    }
+
     /// Deletes revisions, the chunks no other revision lists, and the source-log entries with
     /// `seq <= log_through`, in one transaction. Which ones may go is the caller's decision
     /// (the engine's GC plan).
@@ -316,8 +336,9 @@ fn write_revisions_in<S: AsRef<str>>(
     writes: &[RevisionWrite],
     first_id: u64,
     strings: &[S],
+    revived: &std::collections::BTreeMap<u64, String>,
 ) -> Result<Vec<RevisionInfo>, Error> {
-    append::append_in(txn, &[], first_id, strings)?;
+    append::append_in(txn, &[], first_id, strings, revived)?;
     let mut revs = txn.open_table(REVISIONS)?;
     let mut chunks = txn.open_table(CHUNKS)?;
     let mut replaced = BTreeSet::new();

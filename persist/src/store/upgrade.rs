@@ -1,10 +1,12 @@
-//! Upgrading a store of an older format to [`FORMAT_VERSION`] (3), in one transaction:
+//! Upgrading a store of an older format to [`FORMAT_VERSION`] (4), in one transaction:
 //! - from format 1, every value is sealed with its checksum and the dictionary moves from `dict`
 //!   (`&str` values) to `dictionary` (checksummed UTF-8 bytes), as format 2 did;
 //! - from formats 1 and 2, each revision's chunks move from `revision_chunks` (keyed by
 //!   `(replica, as_of, chunk)`) to `chunks` (keyed by content, stored once), and its header
 //!   lists them;
-//! - the format version becomes 3.
+//! - from formats 1 to 3, the dictionary moves from `dictionary` (a value per id) to `strings`
+//!   (blocks of consecutive ids, see `strings`);
+//! - the format version becomes 4.
 //!
 //! redb's commit is atomic: a crash during the upgrade leaves the file as it was, and the next
 //! open upgrades it again. A value the upgrade reads that fails its checksum fails the open,
@@ -13,14 +15,17 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::revisions::{CHUNKS, ChunkRef, REVISIONS, RevisionInfo, chunk_key};
+use super::strings::{BlockWriter, PACKED_BLOCK, STRINGS};
 use super::{
-    DICT, FORMAT_VERSION, KEY_DICT_LEN, KEY_FORMAT, KEY_LAST_SEQ, LOG, META, Store, contained,
-    le_u64, sealed, sealed_u64,
+    FORMAT_VERSION, KEY_DICT_LEN, KEY_FORMAT, KEY_LAST_SEQ, LOG, META, Store, contained, le_u64,
+    read_meta_u64, sealed, sealed_u64,
 };
 use crate::Error;
 
 /// Format 1's dictionary: the strings as redb `&str` values, without checksums.
 const DICT_V1: TableDefinition<u64, &str> = TableDefinition::new("dict");
+/// Formats 2 and 3's dictionary: a sealed string per id, dense from 0.
+const DICT_V3: TableDefinition<u64, &[u8]> = TableDefinition::new("dictionary");
 /// Formats 1 and 2's chunks: by `(replica, as_of, chunk)`; sealed in format 2.
 const CHUNKS_V2: TableDefinition<(&str, u64, u32), &[u8]> = TableDefinition::new("revision_chunks");
 
@@ -29,7 +34,7 @@ const BATCH: usize = 4096;
 
 /// Whether a store of format `found` is upgraded when opened.
 pub(super) fn upgradable(found: u32) -> bool {
-    found == 1 || found == 2
+    (1..=3).contains(&found)
 }
 
 /// Upgrades `store`, of format `found` (see [`upgradable`]), to [`FORMAT_VERSION`] in one
@@ -41,7 +46,10 @@ pub(super) fn upgrade(store: &Store, found: u32) -> Result<(), Error> {
         if found == 1 {
             v1_to_v2_in(&txn)?;
         }
-        chunks_by_content_in(&txn, found == 1)?;
+        if found <= 2 {
+            chunks_by_content_in(&txn, found == 1)?;
+        }
+        strings_in_blocks_in(&txn)?;
         txn.open_table(META)?
             .insert(KEY_FORMAT, FORMAT_VERSION.to_le_bytes().as_slice())?;
         txn.commit()?;
@@ -81,7 +89,7 @@ fn v1_to_v2_in(txn: &WriteTransaction) -> Result<(), Error> {
     }
     {
         let old = txn.open_table(DICT_V1)?;
-        let mut dict = txn.open_table(DICT)?;
+        let mut dict = txn.open_table(DICT_V3)?;
         for entry in old.iter()? {
             let (k, v) = entry?;
             let id = k.value();
@@ -156,5 +164,48 @@ fn chunks_by_content_in(txn: &WriteTransaction, plain: bool) -> Result<(), Error
     }
     drop((old, chunks, revs));
     txn.delete_table(CHUNKS_V2)?;
+    Ok(())
+}
+
+/// Moves format 3's dictionary, a sealed string per id, into blocks of `strings`, checking
+/// each string and that the ids are dense up to `dict_len`.
+fn strings_in_blocks_in(txn: &WriteTransaction) -> Result<(), Error> {
+    let dict_len = read_meta_u64(&txn.open_table(META)?, KEY_DICT_LEN)?;
+    {
+        let old = txn.open_table(DICT_V3)?;
+        let mut new = txn.open_table(STRINGS)?;
+        let mut block = (0u64, BlockWriter::default());
+        let mut next = 0u64;
+        for entry in old.iter()? {
+            let (k, v) = entry?;
+            let id = k.value();
+            if id != next {
+                return Err(Error::Corrupt(format!(
+                    "table dictionary: id {id} follows id {}: ids must be dense",
+                    next as i64 - 1
+                )));
+            }
+            let payload =
+                sealed::dict(id).open(v.value(), || format!("table dictionary: id {id}"))?;
+            let s = std::str::from_utf8(payload).map_err(|e| {
+                Error::Corrupt(format!("table dictionary: id {id} is not UTF-8: {e}"))
+            })?;
+            if block.1.len() >= PACKED_BLOCK {
+                let (first, full) = std::mem::replace(&mut block, (id, BlockWriter::default()));
+                new.insert(first, full.seal(first).as_slice())?;
+            }
+            block.1.push(Some(s));
+            next = id + 1;
+        }
+        if block.1.count() > 0 {
+            new.insert(block.0, block.1.seal(block.0).as_slice())?;
+        }
+        if next != dict_len {
+            return Err(Error::Corrupt(format!(
+                "table dictionary: holds {next} strings, meta `dict_len` says {dict_len}"
+            )));
+        }
+    }
+    txn.delete_table(DICT_V3)?;
     Ok(())
 }
