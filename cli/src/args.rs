@@ -250,7 +250,7 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: InfoFormat,
     },
-    /// Capture revisions now, collect garbage, and shrink the file.
+    /// Capture revisions now, collect garbage (old revisions, the log before them, dictionary strings nothing uses), and shrink the file.
     #[command(after_help = "Example:\n  prr compact")]
     Compact,
     /// Recompute replicas from the source log and compare with (or replace) stored revisions.

@@ -362,13 +362,13 @@ impl Dictionary {
         inner.holes_until(expected, &mut gone);
         inner.holes = gone.clone();
         inner.gone = gone;
-        let mut by_shard: Vec<Vec<(u64, Id)>> = vec![Vec::new(); SHARDS];
-        for part in &parts {
-            for (hash, id) in part.hashes.iter().zip(&part.ids) {
-                by_shard[shard_of(*hash)].push((*hash, *id));
+        // Each shard's items, from every part.
+        let mut by_shard: Vec<Vec<Vec<(u64, Id)>>> = vec![Vec::new(); SHARDS];
+        for part in parts {
+            for (shard, items) in part.by_shard.into_iter().enumerate() {
+                by_shard[shard].push(items);
             }
         }
-        drop(parts);
         let Inner {
             index,
             bytes,
@@ -408,20 +408,20 @@ impl Dictionary {
     }
 }
 
-/// Fills index `tables` with `items` (hash, id) each; returns, of the strings found twice, the
-/// pair whose later id is first.
+/// Fills index `tables` with `items` (hash, id) each, in lists from each part; returns, of the
+/// strings found twice, the pair whose later id is first.
 fn fill(
     tables: &mut [HashTable<Id>],
-    items: &[Vec<(u64, Id)>],
+    items: &[Vec<Vec<(u64, Id)>>],
     bytes: &str,
     ends: &[u64],
     hasher: &foldhash::fast::RandomState,
 ) -> Option<(Id, Id)> {
     let mut duplicate: Option<(Id, Id)> = None;
     let rehash = |x: &Id| hasher.hash_one(packed(bytes, ends, *x));
-    for (table, items) in tables.iter_mut().zip(items) {
-        table.reserve(items.len(), rehash);
-        for (hash, id) in items {
+    for (table, lists) in tables.iter_mut().zip(items) {
+        table.reserve(lists.iter().map(Vec::len).sum(), rehash);
+        for (hash, id) in lists.iter().flatten() {
             // Strings are read only for ids of the same hash tag (rarely): each read is a
             // cache miss or two.
             let same = |x: &Id| packed(bytes, ends, *x) == packed(bytes, ends, *id);
@@ -442,12 +442,12 @@ fn fill(
 }
 
 /// Strings read by one loader: packed as in [`Inner`] (ends relative to the part), with their
-/// ids and hashes.
+/// ids, and (hash, id) by index table.
 struct Part {
     bytes: String,
     ids: Vec<u64>,
     ends: Vec<u64>,
-    hashes: Vec<u64>,
+    by_shard: Vec<Vec<(u64, Id)>>,
 }
 
 impl Part {
@@ -463,14 +463,16 @@ impl Part {
             bytes: String::new(),
             ids: Vec::with_capacity(expected),
             ends: Vec::with_capacity(expected),
-            hashes: Vec::with_capacity(expected),
+            by_shard: (0..SHARDS)
+                .map(|_| Vec::with_capacity(expected / SHARDS * 9 / 8))
+                .collect(),
         };
         let mut bad = None;
-        let (bytes, ids, ends, hashes) = (
+        let (bytes, ids, ends, by_shard) = (
             &mut part.bytes,
             &mut part.ids,
             &mut part.ends,
-            &mut part.hashes,
+            &mut part.by_shard,
         );
         let n = each(&mut |id, s| {
             if id < from || id >= to || ids.last().is_some_and(|last| id <= *last) {
@@ -480,7 +482,8 @@ impl Part {
             ids.push(id);
             bytes.push_str(s);
             ends.push(bytes.len() as u64);
-            hashes.push(hasher.hash_one(s));
+            let hash = hasher.hash_one(s);
+            by_shard[shard_of(hash)].push((hash, id));
         })?;
         if let Some(id) = bad {
             return Err(Error::Corrupt(format!(

@@ -7,9 +7,10 @@
 //! the entries that are not holes. Blocks ascend without overlapping; ids between blocks, and
 //! from the last block's end up to `dict_len`, are holes too.
 //!
-//! A commit's new strings go into the last block while that one is under [`APPEND_BLOCK`]
-//! bytes (rewritten whole), else into a new block; [`collect_in`] repacks every block up to
-//! [`PACKED_BLOCK`] bytes.
+//! Blocks are cut at [`BLOCK`] bytes of entries, so that each fits in one 4 KiB page of redb
+//! (larger values take pages of a power-of-two size, and rewriting one rewrites its
+//! neighbours in the same page). A commit's new strings fill up the last block (rewritten
+//! whole) and go on in new blocks; [`collect_in`] repacks every block.
 
 use std::collections::BTreeMap;
 
@@ -21,10 +22,9 @@ use crate::Error;
 /// `strings`: the dictionary (see the module's documentation).
 pub(super) const STRINGS: TableDefinition<u64, &[u8]> = TableDefinition::new("strings");
 
-/// The last block takes a commit's new strings while its payload is under this size.
-const APPEND_BLOCK: usize = 16 << 10;
-/// Blocks written by an upgrade or a collection hold up to this many payload bytes.
-pub(super) const PACKED_BLOCK: usize = 64 << 10;
+/// A block takes entries while they fit in this many bytes (a block of one longer string is
+/// larger): with its header, checksum and redb's own, one 4 KiB page.
+const BLOCK: usize = 3_900;
 /// A collection ends a block at a run of this many holes (each would cost a byte).
 const HOLE_RUN: usize = 64;
 
@@ -41,14 +41,14 @@ fn corrupt(first: u64, what: &str) -> Error {
 
 /// A block being written: its entries' bytes and counts.
 #[derive(Default)]
-pub(super) struct BlockWriter {
+struct BlockWriter {
     body: Vec<u8>,
     count: u32,
     live: u32,
 }
 
 impl BlockWriter {
-    pub(super) fn push(&mut self, s: Option<&str>) {
+    fn push(&mut self, s: Option<&str>) {
         match s {
             None => self.body.push(0),
             Some(s) => {
@@ -60,21 +60,61 @@ impl BlockWriter {
         self.count += 1;
     }
 
-    pub(super) fn len(&self) -> usize {
-        self.body.len()
-    }
-
-    pub(super) fn count(&self) -> u32 {
-        self.count
+    /// Whether `s` still fits (an empty block takes anything).
+    fn fits(&self, s: Option<&str>) -> bool {
+        self.count == 0 || self.body.len() + s.map_or(1, |s| s.len() + 5) <= BLOCK
     }
 
     /// The sealed value of this block, starting at `first`.
-    pub(super) fn seal(&self, first: u64) -> Vec<u8> {
+    fn seal(&self, first: u64) -> Vec<u8> {
         let mut payload = Vec::with_capacity(8 + self.body.len());
         payload.extend_from_slice(&self.count.to_le_bytes());
         payload.extend_from_slice(&self.live.to_le_bytes());
         payload.extend_from_slice(&self.body);
         context(first).seal(&payload)
+    }
+}
+
+/// Blocks being written for consecutive ids: [`Packer::push`] starts a new block when an
+/// entry would not fit, or when its id does not follow the last one.
+#[derive(Default)]
+pub(super) struct Packer {
+    blocks: Vec<(u64, Vec<u8>)>,
+    current: Option<(u64, BlockWriter)>,
+}
+
+impl Packer {
+    /// Adds the entry of `id` (`None`: a hole).
+    pub(super) fn push(&mut self, id: u64, s: Option<&str>) {
+        let follows = (self.current.as_ref())
+            .is_some_and(|(first, w)| first + u64::from(w.count) == id && w.fits(s));
+        if !follows {
+            self.cut();
+        }
+        let (_, w) = self
+            .current
+            .get_or_insert_with(|| (id, BlockWriter::default()));
+        w.push(s);
+    }
+
+    /// Whether a block is being written.
+    pub(super) fn is_open(&self) -> bool {
+        self.current.is_some()
+    }
+
+    /// Ends the current block (one of holes only is dropped).
+    pub(super) fn cut(&mut self) {
+        if let Some((first, w)) = self.current.take()
+            && w.live > 0
+        {
+            self.blocks.push((first, w.seal(first)));
+        }
+    }
+
+    /// The sealed blocks, by first id.
+    pub(super) fn finish(mut self) -> Vec<(u64, Vec<u8>)> {
+        self.cut();
+        self.blocks
     }
 }
 
@@ -264,24 +304,28 @@ pub(super) fn put_in<S: AsRef<str>>(
     if strings.is_empty() {
         return Ok(());
     }
-    let last = match table.last()? {
-        Some((k, v)) => Some((k.value(), owned_block(k.value(), v.value())?)),
-        None => None,
-    };
-    let new = strings.iter().map(|s| Some(s.as_ref().to_string()));
-    match last {
-        Some((first, (mut entries, size)))
-            if first + entries.len() as u64 == first_id && size < APPEND_BLOCK =>
-        {
-            entries.extend(new);
-            write_block(&mut table, first, &entries)
+    // The last block, if the new ids follow it, is filled up first.
+    let mut packer = Packer::default();
+    if let Some((k, v)) = table.last()? {
+        let first = k.value();
+        let (entries, _) = owned_block(first, v.value())?;
+        if first + entries.len() as u64 == first_id {
+            for (i, e) in entries.iter().enumerate() {
+                packer.push(first + i as u64, e.as_deref());
+            }
         }
-        _ => write_block(&mut table, first_id, &new.collect::<Vec<_>>()),
     }
+    for (i, s) in strings.iter().enumerate() {
+        packer.push(first_id + i as u64, Some(s.as_ref()));
+    }
+    for (first, value) in packer.finish() {
+        table.insert(first, value.as_slice())?;
+    }
+    Ok(())
 }
 
 /// Rewrites the table keeping only the strings for which `live(id)` holds, repacked into
-/// blocks of up to [`PACKED_BLOCK`] bytes; returns the ids collected (stored before, holes
+/// blocks of up to [`BLOCK`] bytes; returns the ids collected (stored before, holes
 /// now), ascending.
 pub(super) fn collect_in(
     txn: &WriteTransaction,
@@ -289,17 +333,10 @@ pub(super) fn collect_in(
 ) -> Result<Vec<u64>, Error> {
     let mut table = txn.open_table(STRINGS)?;
     let mut collected = Vec::new();
-    let mut blocks: Vec<(u64, Vec<u8>)> = Vec::new();
-    let mut current: Option<(u64, BlockWriter)> = None;
+    let mut packer = Packer::default();
+    // Holes in a row within the current block: a long run ends it.
     let mut holes = 0usize;
     let mut end = 0u64;
-    let flush = |current: &mut Option<(u64, BlockWriter)>, blocks: &mut Vec<(u64, Vec<u8>)>| {
-        if let Some((first, w)) = current.take()
-            && w.live > 0
-        {
-            blocks.push((first, w.seal(first)));
-        }
-    };
     for entry in table.iter()? {
         let (k, v) = entry?;
         let first = k.value();
@@ -308,9 +345,6 @@ pub(super) fn collect_in(
                 first,
                 &format!("overlaps the block ending at id {end}"),
             ));
-        }
-        if first > end {
-            flush(&mut current, &mut blocks);
         }
         (end, _) = read_block(first, v.value(), |id, s| {
             let s = match s {
@@ -322,29 +356,28 @@ pub(super) fn collect_in(
                 None => None,
             };
             match s {
-                None if current.is_none() => return,
-                None => holes += 1,
-                Some(_) => holes = 0,
-            }
-            if holes >= HOLE_RUN
-                || current
-                    .as_ref()
-                    .is_some_and(|(_, w)| w.len() >= PACKED_BLOCK)
-            {
-                flush(&mut current, &mut blocks);
-                holes = 0;
-                if s.is_none() {
-                    return;
+                Some(s) => {
+                    holes = 0;
+                    packer.push(id, Some(s));
+                }
+                None if packer.is_open() && holes + 1 < HOLE_RUN => {
+                    holes += 1;
+                    packer.push(id, None);
+                }
+                None => {
+                    holes = 0;
+                    packer.cut();
                 }
             }
-            let (_, w) = current.get_or_insert_with(|| (id, BlockWriter::default()));
-            w.push(s);
         })?;
     }
-    flush(&mut current, &mut blocks);
+    let blocks = packer.finish();
     table.retain(|_, _| false)?;
     for (first, value) in blocks {
         table.insert(first, value.as_slice())?;
     }
     Ok(collected)
 }
+
+#[cfg(test)]
+mod tests;

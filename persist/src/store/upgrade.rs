@@ -15,7 +15,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::revisions::{CHUNKS, ChunkRef, REVISIONS, RevisionInfo, chunk_key};
-use super::strings::{BlockWriter, PACKED_BLOCK, STRINGS};
+use super::strings::{Packer, STRINGS};
 use super::{
     FORMAT_VERSION, KEY_DICT_LEN, KEY_FORMAT, KEY_LAST_SEQ, LOG, META, Store, contained, le_u64,
     read_meta_u64, sealed, sealed_u64,
@@ -174,7 +174,7 @@ fn strings_in_blocks_in(txn: &WriteTransaction) -> Result<(), Error> {
     {
         let old = txn.open_table(DICT_V3)?;
         let mut new = txn.open_table(STRINGS)?;
-        let mut block = (0u64, BlockWriter::default());
+        let mut packer = Packer::default();
         let mut next = 0u64;
         for entry in old.iter()? {
             let (k, v) = entry?;
@@ -190,15 +190,11 @@ fn strings_in_blocks_in(txn: &WriteTransaction) -> Result<(), Error> {
             let s = std::str::from_utf8(payload).map_err(|e| {
                 Error::Corrupt(format!("table dictionary: id {id} is not UTF-8: {e}"))
             })?;
-            if block.1.len() >= PACKED_BLOCK {
-                let (first, full) = std::mem::replace(&mut block, (id, BlockWriter::default()));
-                new.insert(first, full.seal(first).as_slice())?;
-            }
-            block.1.push(Some(s));
+            packer.push(id, Some(s));
             next = id + 1;
         }
-        if block.1.count() > 0 {
-            new.insert(block.0, block.1.seal(block.0).as_slice())?;
+        for (first, value) in packer.finish() {
+            new.insert(first, value.as_slice())?;
         }
         if next != dict_len {
             return Err(Error::Corrupt(format!(

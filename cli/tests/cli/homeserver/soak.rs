@@ -5,9 +5,10 @@
 //! restart. At the end every replica equals a batch ingest of Synapse's `/state` exports and
 //! each event is in `source_events` once. Resident memory and the store's size after
 //! compaction are read every round (the series is printed): the replicas stay small (16
-//! members, 8 rule keys), so what grows is only what is kept per event received (its ID in
-//! `source_events`, for exactly-once, and in the dictionary, which never shrinks yet); the
-//! growth per event is bounded.
+//! members, 8 rule keys), so what grows is only what is kept per event received: its ID in
+//! `source_events`, for exactly-once (and that ID's string in the dictionary; `compact`
+//! collects the strings nothing uses any more, such as replaced events' contents). The growth
+//! per event is bounded.
 //!
 //! The size is bounded for CI: `PRR_SOAK_ROUNDS` (default 6) rounds of `PRR_SOAK_OPS`
 //! (default 80) operations; longer by hand, e.g. `PRR_SOAK_ROUNDS=40 PRR_SOAK_OPS=200 cargo
