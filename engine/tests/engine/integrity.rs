@@ -6,7 +6,7 @@ use std::path::Path;
 use prr_engine::{Dag, Input, ReplicaDescription, Runtime, RuntimeConfig, Seq, SourceDelta};
 
 /// `ids` (a source of dictionary ids) and `same` (derived: the same ids).
-fn dag() -> Dag<u64> {
+pub fn dag() -> Dag<u64> {
     Dag::new(vec![
         ReplicaDescription::source("ids", "id % 3", |x| x % 3),
         ReplicaDescription::derived(

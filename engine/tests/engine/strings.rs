@@ -3,23 +3,9 @@
 
 use std::path::Path;
 
-use prr_engine::{Dag, Input, ReplicaDescription, Runtime, RuntimeConfig, Seq, SourceDelta};
+use prr_engine::{Runtime, RuntimeConfig, Seq, SourceDelta};
 
-/// `ids` (a source of dictionary ids) and `same` (derived: the same ids).
-fn dag() -> Dag<u64> {
-    Dag::new(vec![
-        ReplicaDescription::source("ids", "id % 3", |x| x % 3),
-        ReplicaDescription::derived(
-            "same",
-            "id % 3",
-            |x| x % 3,
-            vec![Input::deltas("ids")],
-            |i| i[0].clone().map(|x| x),
-        ),
-    ])
-    .unwrap()
-    .with_record_ids(|r, f| f(*r))
-}
+use super::integrity::dag;
 
 fn config(path: &Path) -> RuntimeConfig {
     RuntimeConfig::new()

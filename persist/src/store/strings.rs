@@ -35,6 +35,17 @@ fn context(first: u64) -> sealed::Context {
     c
 }
 
+/// `first`, a block's first id, if it does not overlap the block before it, ending at `end`.
+fn after(first: u64, end: u64) -> Result<u64, Error> {
+    if first < end {
+        return Err(corrupt(
+            first,
+            &format!("overlaps the block ending at id {end}"),
+        ));
+    }
+    Ok(first)
+}
+
 fn corrupt(first: u64, what: &str) -> Error {
     Error::Corrupt(format!("table strings: block at id {first} {what}"))
 }
@@ -206,13 +217,7 @@ pub(super) fn for_each_in<T: ReadableTable<u64, &'static [u8]>>(
     let mut end = start;
     for entry in table.range(start..to)? {
         let (k, v) = entry?;
-        let first = k.value();
-        if first < end {
-            return Err(corrupt(
-                first,
-                &format!("overlaps the block ending at id {end}"),
-            ));
-        }
+        let first = after(k.value(), end)?;
         // `f` is the caller's: a panic in it is its own, not a damaged file's.
         (end, _) = super::callback(|| {
             read_block(first, v.value(), |id, s| {
@@ -339,13 +344,7 @@ pub(super) fn collect_in(
     let mut end = 0u64;
     for entry in table.iter()? {
         let (k, v) = entry?;
-        let first = k.value();
-        if first < end {
-            return Err(corrupt(
-                first,
-                &format!("overlaps the block ending at id {end}"),
-            ));
-        }
+        let first = after(k.value(), end)?;
         (end, _) = read_block(first, v.value(), |id, s| {
             let s = match s {
                 Some(s) if live(id) => Some(s),
