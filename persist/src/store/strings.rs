@@ -248,10 +248,10 @@ pub(super) fn live_count<T: ReadableTable<u64, &'static [u8]>>(table: &T) -> Res
 }
 
 /// The entries of the block at `first`, owned.
-fn owned_block(first: u64, sealed: &[u8]) -> Result<(Vec<Option<String>>, usize), Error> {
+fn owned_block(first: u64, sealed: &[u8]) -> Result<Vec<Option<String>>, Error> {
     let mut entries = Vec::new();
     read_block(first, sealed, |_, s| entries.push(s.map(str::to_string)))?;
-    Ok((entries, sealed.len()))
+    Ok(entries)
 }
 
 fn write_block(
@@ -287,7 +287,7 @@ pub(super) fn put_in<S: AsRef<str>>(
         let block = match table.range(..=id)?.next_back() {
             Some(e) => {
                 let (k, v) = e?;
-                Some((k.value(), owned_block(k.value(), v.value())?.0))
+                Some((k.value(), owned_block(k.value(), v.value())?))
             }
             None => None,
         };
@@ -313,7 +313,7 @@ pub(super) fn put_in<S: AsRef<str>>(
     let mut packer = Packer::default();
     if let Some((k, v)) = table.last()? {
         let first = k.value();
-        let (entries, _) = owned_block(first, v.value())?;
+        let entries = owned_block(first, v.value())?;
         if first + entries.len() as u64 == first_id {
             for (i, e) in entries.iter().enumerate() {
                 packer.push(first + i as u64, e.as_deref());
