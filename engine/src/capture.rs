@@ -11,21 +11,19 @@ use prr_persist::{ChunkWrite, RevisionWrite};
 
 use crate::api::Split;
 use crate::codec;
-use crate::controller::Controller;
-use crate::description::{ReplicaDescription, ReplicaId};
+use crate::description::ReplicaDescription;
 use crate::error::Error;
 use crate::record::Record;
 use crate::updates::merge_sorted;
 
-/// A revision of `replica` (stored, not a view) as of what the dataflow computed, in chunks
-/// of at most `per_chunk` records.
+/// A revision of a stored replica (not a view) from its contents `split` in the running
+/// dataflow, in chunks of at most `per_chunk` records. Needs no dataflow: a capture in the
+/// background runs it on a thread of its own.
 pub(crate) fn revision<R: Record>(
-    controller: &mut Controller<R>,
-    replica: ReplicaId,
+    split: Split<R>,
     desc: &ReplicaDescription<R>,
     per_chunk: usize,
 ) -> Result<RevisionWrite, Error> {
-    let split = controller.read_split(replica)?;
     if let Some(write) = incremental(&split, desc, per_chunk)? {
         return Ok(write);
     }

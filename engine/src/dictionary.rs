@@ -109,6 +109,10 @@ impl Inner {
 #[derive(Clone, Default)]
 pub struct Dictionary {
     inner: Arc<RwLock<Inner>>,
+    /// Held by a store write of new strings from taking them until it marks them persisted
+    /// (see `crate::stored::with_new_strings`): two writers (a commit, a capture in the
+    /// background) must not both take the same ids.
+    persisting: Arc<std::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Dictionary {
@@ -245,6 +249,13 @@ impl Dictionary {
             .map(|id| inner.str(id).to_string())
             .collect();
         (from, strings)
+    }
+
+    /// Held while a store write takes the strings not yet persisted, until it marks them.
+    pub(crate) fn persisting(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.persisting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Records that every id below `upto` is in the store.

@@ -18,7 +18,6 @@ use crate::api::{
     Delta, Frontier, RebuildOutcome, ReplicaStatus, RuntimeConfig, SourceDelta, Split, Status,
     Subscription,
 };
-use crate::capture;
 use crate::check;
 use crate::codec::{self, LoggedDelta};
 use crate::controller::Controller;
@@ -37,6 +36,7 @@ use crate::stored::{Stored, with_new_strings};
 mod counts;
 mod poison;
 mod preview;
+mod revisions;
 mod strings;
 
 /// The embedded runtime. See the module documentation for its life cycle.
@@ -52,6 +52,10 @@ pub struct Runtime<R: Record> {
     resumed: Vec<String>,
     /// The deltas this runtime quarantined since it started, in order.
     newly_poisoned: Vec<Seq>,
+    /// A revision capture running in the background (see `revisions`).
+    capturing: Option<revisions::InFlight>,
+    /// How a capture in the background ended, when something else waited for it.
+    captured: Option<Result<Seq, Error>>,
 }
 
 impl<R: Record> Runtime<R> {
@@ -136,6 +140,8 @@ impl<R: Record> Runtime<R> {
             rebuild_deltas: Vec::new(),
             resumed: Vec::new(),
             newly_poisoned: Vec::new(),
+            capturing: None,
+            captured: None,
         };
         if rt.stored.store.is_none() {
             let controller = Controller::start(rt.stored.dag.clone(), rt.stored.config.workers)?;
@@ -415,6 +421,7 @@ impl<R: Record> Runtime<R> {
     /// (a failed one) is stopped first; its subscribers move to the new one, which delivers
     /// the deltas after `through` to them.
     fn restart_dataflow(&mut self, through: u64) -> Result<(), Error> {
+        self.wait_capture();
         let subscribers = match self.controller.take() {
             Some(mut old) => {
                 // A revision handed out by `read_split` stays readable (see `stop_controller`).
@@ -501,6 +508,7 @@ impl<R: Record> Runtime<R> {
     /// seeds are decoded first: a revision handed out (`read_split`) outlives it and stays
     /// readable.
     fn stop_controller(&mut self) -> Result<(), Error> {
+        self.wait_capture();
         self.resumed.clear();
         match self.controller.take() {
             Some(controller) => {
@@ -586,46 +594,13 @@ impl<R: Record> Runtime<R> {
         })
     }
 
-    /// Captures a revision of every replica as of the last `Seq`, in one transaction, then
-    /// collects garbage. Returns the `as_of`.
-    pub fn capture_revisions(&mut self) -> Result<Seq, Error> {
-        self.stored.store("capturing revisions")?;
-        self.settle()?;
-        let as_of = self.stored.last_seq;
-        let dag = self.stored.dag.clone();
-        let mut all_fresh = self.controller.is_none();
-        for (i, d) in dag.replicas().iter().enumerate() {
-            if !all_fresh {
-                break;
-            }
-            all_fresh = d.is_view() || self.stored.has_fresh(ReplicaId(i as u32), as_of)?;
-        }
-        if !all_fresh {
-            self.step_until(Seq(as_of))?;
-            let per_chunk = self.stored.config.chunk_records;
-            let mut writes = Vec::with_capacity(dag.len());
-            for (i, desc) in dag.replicas().iter().enumerate() {
-                if desc.is_view() {
-                    continue; // evaluated from its inputs' revisions when read
-                }
-                let id = ReplicaId(i as u32);
-                let write =
-                    self.on_dataflow(&[id], |c| capture::revision(c, id, desc, per_chunk))?;
-                writes.push(write);
-            }
-            self.stored.write_revisions(as_of, &writes)?;
-        }
-        self.since_revision = 0;
-        self.collect_garbage(self.stored.config.log_gc)?;
-        Ok(Seq(as_of))
-    }
-
     /// Deletes what no retained revision needs: revisions beyond the newest
     /// `keep_revisions` of each replica (never one that a retained revision of a transitive
     /// dependent at the same `as_of` still needs, nor the base revisions of the running
     /// dataflow), and, with `cut_log`, the source-log entries at or below the oldest retained
     /// restore point.
     pub fn collect_garbage(&mut self, cut_log: bool) -> Result<(), Error> {
+        self.wait_capture();
         let store = self.stored.store("collecting garbage")?.clone();
         self.settle()?;
         let revisions = store.revisions()?;
@@ -655,6 +630,7 @@ impl<R: Record> Runtime<R> {
 
     /// Rewrites the store file to give back the space of deleted entries.
     pub fn compact_store(&mut self) -> Result<(), Error> {
+        self.wait_capture();
         // A restore's seeds, and the base revisions read by chunk, hold the store until they
         // are decoded (a few seconds at most).
         if let Some(controller) = &self.controller {
@@ -718,6 +694,7 @@ impl<R: Record> Runtime<R> {
         check_only: bool,
     ) -> Result<Vec<RebuildOutcome>, Error> {
         self.stored.store("rebuilding from the log")?;
+        self.wait_capture();
         self.stop_controller()?;
         let selected: BTreeSet<ReplicaId> = if replicas.is_empty() {
             (0..self.stored.dag.len() as u32).map(ReplicaId).collect()
@@ -745,6 +722,7 @@ impl<R: Record> Runtime<R> {
     /// dataflow, which abandons the seeds left undecoded: a thread that waits for one gives up
     /// instead of reading it, and the file is closed cleanly when this returns.
     fn close(&mut self) -> Result<(), Error> {
+        self.wait_capture();
         self.resumed.clear();
         let mut controller = self.controller.take();
         let stopped = controller.as_mut().map_or(Ok(()), Controller::stop_threads);

@@ -30,6 +30,7 @@ pub(crate) fn with_new_strings<T>(
     store: &Store,
     write: impl FnOnce(u64, &[String]) -> Result<T, prr_persist::Error>,
 ) -> Result<T, prr_persist::Error> {
+    let _persisting = dictionary.persisting();
     let (first_id, strings) = dictionary.unpersisted();
     let revived = dictionary.revived();
     let ids: Vec<Id> = revived.iter().map(|(id, _)| *id).collect();

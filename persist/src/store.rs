@@ -11,6 +11,7 @@ use crate::Error;
 
 mod append;
 mod check;
+mod chunks_ahead;
 mod guard;
 mod handle;
 mod quarantine;

@@ -150,6 +150,8 @@ pub(crate) struct Core {
     /// Whether source deltas came since the last revision capture.
     dirty: bool,
     last_capture: Instant,
+    /// Whether a revision capture runs in the background.
+    capturing: bool,
     /// Rooms whose state catch-up is fetching, with the keys `(type, state_key)` that
     /// transactions changed since the fetch began: the fetched state may be older there.
     fetching: HashMap<String, HashSet<(String, String)>>,
@@ -183,6 +185,7 @@ impl Core {
             revision_interval,
             dirty: false,
             last_capture: Instant::now(),
+            capturing: false,
             fetching: HashMap::new(),
             door,
             appeared: None,
@@ -191,34 +194,63 @@ impl Core {
     }
 
     /// Serves `rx` until every sender is dropped, then captures revisions and stops the
-    /// runtime.
+    /// runtime. Every `revision_interval` after a change, a capture starts in the background
+    /// (see `Runtime::start_capture`): commands go on while it encodes and writes.
     pub(crate) fn run(mut self, rx: Receiver<Command>) -> Result<(), Error> {
         loop {
-            let wait = self
+            let mut wait = self
                 .revision_interval
                 .saturating_sub(self.last_capture.elapsed());
+            if self.capturing {
+                // Polled to log its end and collect garbage after it.
+                wait = wait.min(Duration::from_millis(50));
+            }
             match rx.recv_timeout(wait.max(Duration::from_millis(10))) {
                 Ok(cmd) => self.handle(cmd),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            if self.dirty && self.last_capture.elapsed() >= self.revision_interval {
-                self.capture();
+            self.capture_ended(false);
+            if self.dirty
+                && !self.capturing
+                && self.last_capture.elapsed() >= self.revision_interval
+            {
+                self.start_capture();
             }
         }
+        self.capture_ended(true);
         tracing::info!("capturing revisions and stopping the runtime");
         self.m.shutdown()
     }
 
-    fn capture(&mut self) {
+    /// Starts a revision capture in the background.
+    fn start_capture(&mut self) {
         self.last_capture = Instant::now();
-        match self.m.runtime().capture_revisions() {
-            Ok(as_of) => {
-                self.dirty = false;
-                tracing::info!(as_of = as_of.0, "revisions captured");
+        // What comes from now on needs the next capture.
+        self.dirty = false;
+        match self.m.runtime().start_capture() {
+            Ok(started) => self.capturing = started,
+            Err(e) => {
+                self.dirty = true;
+                tracing::warn!(error = %e, "revision capture failed");
             }
-            // Retried at the next interval; nothing acknowledged depends on it.
-            Err(e) => tracing::warn!(error = %e, "revision capture failed"),
+        }
+    }
+
+    /// Logs how the capture in the background ended, once it did (waiting for it with
+    /// `wait`). A failed one is retried at the next interval; nothing acknowledged depends
+    /// on it.
+    fn capture_ended(&mut self, wait: bool) {
+        let Some(outcome) = self.m.runtime().finish_capture(wait) else {
+            return;
+        };
+        self.capturing = false;
+        match outcome {
+            Ok(as_of) => tracing::info!(as_of = as_of.0, "revisions captured"),
+            Err(e) => {
+                self.dirty = true;
+                tracing::warn!(error = %e, "revision capture failed");
+            }
         }
     }
 

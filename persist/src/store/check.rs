@@ -7,7 +7,7 @@ use redb::ReadableTable;
 
 use super::revisions::{CHUNKS, REVISIONS, RevisionInfo, chunk_key, open_chunk};
 use super::strings::{self, STRINGS};
-use super::{KEY_DICT_LEN, KEY_LAST_SEQ, LOG, Store, callback, contained, open_log};
+use super::{KEY_DICT_LEN, KEY_LAST_SEQ, LOG, Store, callback, chunks_ahead, contained, open_log};
 use crate::Error;
 
 impl Store {
@@ -233,9 +233,12 @@ impl Store {
             }
             // A header that does not decode may list any chunk: none is called unlisted then.
             if headers.values().all(Option::is_some) {
-                let listed: BTreeSet<u128> = (headers.values().flatten())
+                // Chunks written ahead of a capture's headers are not unlisted: the capture
+                // lists them, or the next one deletes them (see `chunks_ahead`).
+                let mut listed: BTreeSet<u128> = (headers.values().flatten())
                     .flat_map(|info| info.chunks.iter().map(|c| c.key))
                     .collect();
+                listed.extend(chunks_ahead::ahead_in(&txn)?);
                 for entry in chunks.iter()? {
                     let (k, _) = entry?;
                     if !listed.contains(&k.value()) {

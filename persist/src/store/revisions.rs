@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
-use super::{Store, append, callback, contained, sealed};
+use super::{Store, append, callback, chunks_ahead, contained, sealed};
 use crate::Error;
 
 /// `revisions`: one row per revision. Key: `(replica, as_of)`. Value: a sealed header, see
@@ -319,6 +319,7 @@ impl Store {
                 }
                 drop(revs);
                 sweep_chunks_in(txn, going)?;
+                chunks_ahead::sweep_ahead_in(txn)?;
                 if let Some(through) = log_through {
                     let mut log = txn.open_table(super::LOG)?;
                     log.retain_in(..=through, |_, _| false)?;
@@ -374,6 +375,7 @@ fn write_revisions_in<S: AsRef<str>>(
     }
     drop((revs, chunks));
     sweep_chunks_in(txn, replaced)?;
+    chunks_ahead::listed_in(txn, written.iter().flat_map(|i| &i.chunks))?;
     Ok(written)
 }
 

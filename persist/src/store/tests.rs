@@ -86,7 +86,7 @@ fn a_file_that_is_not_redb_is_refused() {
 }
 
 /// New chunks of one record each.
-fn new_chunks(payloads: &[&[u8]]) -> Vec<ChunkWrite> {
+pub(super) fn new_chunks(payloads: &[&[u8]]) -> Vec<ChunkWrite> {
     (payloads.iter())
         .map(|p| ChunkWrite::New {
             payload: p.to_vec(),
@@ -96,7 +96,7 @@ fn new_chunks(payloads: &[&[u8]]) -> Vec<ChunkWrite> {
 }
 
 /// The keys in `chunks`.
-fn chunk_keys(store: &Store) -> Vec<u128> {
+pub(super) fn chunk_keys(store: &Store) -> Vec<u128> {
     let txn = store.begin_read().unwrap();
     let chunks = txn.open_table(CHUNKS).unwrap();
     chunks
