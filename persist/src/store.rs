@@ -74,6 +74,9 @@ pub struct Store {
     path: PathBuf,
     /// Collected strings to put back with the next write (see [`Store::put_back_strings`]).
     revived: std::sync::Mutex<std::collections::BTreeMap<u64, String>>,
+    /// Writers waiting for redb's write lock: a write in the background (chunks written
+    /// ahead) lets them go first.
+    waiting_writers: std::sync::atomic::AtomicUsize,
 }
 
 impl Drop for Store {
@@ -183,6 +186,7 @@ impl Store {
             db: Handle::write(db, opener, read_opener),
             path,
             revived: Default::default(),
+            waiting_writers: Default::default(),
         };
         if exists {
             store.check_format()?;
@@ -226,6 +230,7 @@ impl Store {
             db: Handle::read_only(db),
             path,
             revived: Default::default(),
+            waiting_writers: Default::default(),
         };
         match store.check_format() {
             // A store of an older format: upgraded by a writable handle, once, then read.
@@ -260,6 +265,7 @@ impl Store {
             db: Handle::write(opener()?, opener, read_opener),
             path,
             revived: Default::default(),
+            waiting_writers: Default::default(),
         };
         let fresh = {
             let txn = store.begin_read()?;

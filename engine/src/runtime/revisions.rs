@@ -4,7 +4,7 @@
 //!
 //! Only reading the replicas' contents from the dataflow needs the runtime's thread: the
 //! changed chunks are encoded on a thread of their own, and written ahead of their headers in
-//! transactions of a few MiB each ([`Store::write_chunks_ahead`]), so that commits go between
+//! transactions of about 1 MiB each ([`Store::write_chunks_ahead`]), so that commits go between
 //! them; the headers follow in one short transaction. What could change the chunks a capture
 //! in flight lists (garbage collection, a restart of the dataflow, compaction, a rebuild, the
 //! collection of strings, another capture) first waits for it to end.

@@ -46,7 +46,11 @@ impl Store {
             error: self.db.failure(error),
             at_commit,
         };
-        let txn = self.begin_write().map_err(|e| failed(e, None))?;
+        use std::sync::atomic::Ordering::SeqCst;
+        self.waiting_writers.fetch_add(1, SeqCst);
+        let txn = self.begin_write();
+        self.waiting_writers.fetch_sub(1, SeqCst);
+        let txn = txn.map_err(|e| failed(e, None))?;
         let value = match f(&txn) {
             Ok(v) => v,
             Err(e) => {

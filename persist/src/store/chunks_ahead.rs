@@ -22,13 +22,14 @@ use crate::Error;
 /// `chunks_ahead`: the content keys of chunks written ahead of their headers.
 pub(super) const CHUNKS_AHEAD: TableDefinition<u128, ()> = TableDefinition::new("chunks_ahead");
 
-/// About how many bytes of chunks one transaction of [`Store::write_chunks_ahead`] writes.
-const BATCH_BYTES: usize = 4 << 20;
+/// About how many bytes of chunks one transaction of [`Store::write_chunks_ahead`] writes:
+/// a commit that comes during one waits for it.
+const BATCH_BYTES: usize = 1 << 20;
 
 impl Store {
     /// Writes the new chunks of `writes` (but those of a write that overwrites) ahead of their
-    /// headers, in durable transactions of about 4 MiB each: other writes, such as the commits
-    /// of source deltas, go between them. Each chunk written, or found stored already, becomes
+    /// headers, in durable transactions of about 1 MiB each: other writes, such as the commits
+    /// of source deltas, go between them, and first when they wait. Each chunk written, or found stored already, becomes
     /// a [`ChunkWrite::Stored`] in `writes`, for [`Store::write_revisions`] to list.
     ///
     /// Garbage collection must not run between this and the `write_revisions` that lists the
@@ -53,6 +54,14 @@ impl Store {
                 .count();
             let batch: Vec<&mut ChunkWrite> = pending.drain(..take).collect();
             let sweep = std::mem::take(&mut first);
+            // redb's write lock is not fair: the writers that wait go first.
+            while self
+                .waiting_writers
+                .load(std::sync::atomic::Ordering::SeqCst)
+                > 0
+            {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             contained("chunks", || {
                 self.write(|txn| {
                     if sweep {
