@@ -140,6 +140,12 @@ impl RuntimeConfig {
         self
     }
 
+    /// After how many source deltas revisions are captured (see
+    /// [`RuntimeConfig::with_revision_every`]).
+    pub fn revision_every(&self) -> Option<u64> {
+        self.revision_every
+    }
+
     /// How many revisions of each replica to keep (the newest, plus older ones for time
     /// travel). At least 1.
     pub fn with_keep_revisions(mut self, n: usize) -> Self {

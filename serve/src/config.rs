@@ -127,6 +127,9 @@ pub struct ServeConfig {
     /// Bot mode: the bot account's access token.
     pub(crate) access_token: Option<Token>,
     pub(crate) revision_interval: Duration,
+    /// Capture revisions after this many source deltas too (taken from the runtime's
+    /// configuration by `serve`, so that the core starts them in the background).
+    pub(crate) revision_every: Option<u64>,
     pub(crate) resync_every: Duration,
     /// `--enact`: the effect handlers, when on.
     pub(crate) enact: Option<EnactConfig>,
@@ -158,6 +161,7 @@ impl ServeConfig {
             registration: None,
             access_token: None,
             revision_interval: Duration::from_secs(60),
+            revision_every: None,
             resync_every: DEFAULT_RESYNC,
             enact: None,
             bulk_priority: DEFAULT_BULK_PRIORITY,

@@ -147,6 +147,10 @@ pub(crate) struct Core {
     seq_tx: watch::Sender<u64>,
     sources: Sources,
     revision_interval: Duration,
+    /// Capture revisions after this many source deltas too.
+    revision_every: Option<u64>,
+    /// The last seq when the last capture started.
+    captured_seq: u64,
     /// Whether source deltas came since the last revision capture.
     dirty: bool,
     last_capture: Instant,
@@ -174,15 +178,19 @@ impl Core {
         m: Matrix,
         metrics: std::sync::Arc<Metrics>,
         seq_tx: watch::Sender<u64>,
-        revision_interval: Duration,
+        (revision_interval, revision_every): (Duration, Option<u64>),
         door: Door,
     ) -> Self {
+        let mut m = m;
+        let captured_seq = m.runtime().last_seq().0;
         Core {
             m,
             metrics,
             seq_tx,
             sources: Sources::default(),
             revision_interval,
+            revision_every,
+            captured_seq,
             dirty: false,
             last_capture: Instant::now(),
             capturing: false,
@@ -211,10 +219,7 @@ impl Core {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             self.capture_ended(false);
-            if self.dirty
-                && !self.capturing
-                && self.last_capture.elapsed() >= self.revision_interval
-            {
+            if self.dirty && !self.capturing && self.capture_due() {
                 self.start_capture();
             }
         }
@@ -223,9 +228,18 @@ impl Core {
         self.m.shutdown()
     }
 
+    /// Whether a capture is due: `revision_interval` since the last, or `revision_every`
+    /// deltas.
+    fn capture_due(&mut self) -> bool {
+        let deltas = self.m.runtime().last_seq().0 - self.captured_seq;
+        self.last_capture.elapsed() >= self.revision_interval
+            || self.revision_every.is_some_and(|n| deltas >= n)
+    }
+
     /// Starts a revision capture in the background.
     fn start_capture(&mut self) {
         self.last_capture = Instant::now();
+        self.captured_seq = self.m.runtime().last_seq().0;
         // What comes from now on needs the next capture.
         self.dirty = false;
         match self.m.runtime().start_capture() {
@@ -593,7 +607,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let mut m = Matrix::from_runtime(rt);
         let door = Door::start(&mut m).unwrap();
-        let mut core = Core::new(m, metrics, seq_tx, Duration::from_secs(60), door);
+        let mut core = Core::new(m, metrics, seq_tx, (Duration::from_secs(60), None), door);
         assert_eq!(ingest(&mut core, member("$1", "@a:x")).unwrap(), Seq(1));
         assert_eq!(*seq_rx.borrow(), 1);
 
@@ -637,5 +651,52 @@ mod tests {
             .collect();
         assert_eq!(users, ["@a:x", "@b:x", "@t:x"]);
         assert_eq!(*seq_rx.borrow(), seq.0 + 1);
+    }
+
+    /// Every `revision_every` deltas a capture starts in the background and commits go on
+    /// while it runs; one that the storage fails leaves the core dirty, and the next writes
+    /// the revisions.
+    #[test]
+    fn captures_every_n_deltas_run_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let faults = Faults::new();
+        let (p, f) = (path.clone(), faults.clone());
+        let store = Store::open_with_backend(&path, move || FaultyBackend::open(&p, &f)).unwrap();
+        let rt = Runtime::start_on(RuntimeConfig::new(), store, matrix_dag).unwrap();
+        let (seq_tx, _seq_rx) = watch::channel(0);
+        let mut m = Matrix::from_runtime(rt);
+        let door = Door::start(&mut m).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let every = (Duration::from_secs(3600), Some(2));
+        let mut core = Core::new(m, metrics, seq_tx, every, door);
+        let captured = |core: &mut Core, as_of: u64| {
+            (core.m.runtime().revisions().unwrap().iter())
+                .any(|r| r.replica == "room_state" && r.as_of == as_of)
+        };
+        ingest(&mut core, member("$1", "@a:x")).unwrap();
+        assert!(!core.capture_due());
+        ingest(&mut core, member("$2", "@b:x")).unwrap();
+        assert!(core.capture_due());
+        core.start_capture();
+        assert!(core.capturing);
+        assert_eq!(ingest(&mut core, member("$3", "@c:x")).unwrap(), Seq(3));
+        core.capture_ended(true);
+        assert!(!core.capturing && captured(&mut core, 2));
+        assert!(!core.capture_due(), "one delta since");
+        ingest(&mut core, member("$4", "@d:x")).unwrap();
+        assert!(core.capture_due());
+        faults.arm(Fault::Write, 0);
+        core.start_capture();
+        core.capture_ended(true);
+        faults.clear();
+        assert!(core.dirty && !captured(&mut core, 4));
+        ingest(&mut core, member("$5", "@e:x")).unwrap();
+        ingest(&mut core, member("$6", "@f:x")).unwrap();
+        assert!(core.capture_due());
+        core.start_capture();
+        core.capture_ended(true);
+        assert!(!core.dirty && captured(&mut core, 6));
+        assert_eq!(show(&mut core, "room_members").len(), 6);
     }
 }

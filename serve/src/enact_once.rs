@@ -107,7 +107,7 @@ impl EnactOnce {
                 };
                 let _ = started_tx.send(Ok(()));
                 let metrics = Arc::new(Metrics::new());
-                Core::new(m, metrics, seq_tx, Duration::from_secs(3600), door).run(core_rx)
+                Core::new(m, metrics, seq_tx, (Duration::from_secs(3600), None), door).run(core_rx)
             })
             .map_err(|e| Error::Config(format!("cannot start the core thread: {e}")))?;
         match started_rx.recv() {

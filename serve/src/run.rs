@@ -28,8 +28,11 @@ use crate::priority;
 /// Runs `prr serve` until SIGTERM or SIGINT: opens the store (`config`'s runtime), listens,
 /// prints `listening on ADDR` on standard output, serves; then stops accepting, finishes the
 /// requests in flight, captures revisions and returns.
-pub fn serve(config: ServeConfig) -> Result<(), Error> {
-    let runtime = config.runtime.clone();
+pub fn serve(mut config: ServeConfig) -> Result<(), Error> {
+    // The captures every `revision_every` deltas start in the background, from the core: the
+    // runtime's own would run in the commit that reaches the count.
+    config.revision_every = config.runtime.revision_every();
+    let runtime = config.runtime.clone().with_revision_every(None);
     serve_with(config, move || Matrix::start(runtime))
 }
 
@@ -54,6 +57,7 @@ pub fn serve_with(
     let (seq_tx, seq_rx) = watch::channel(0u64);
     let core_metrics = metrics.clone();
     let interval = config.revision_interval;
+    let every = config.revision_every;
     let bulk_priority = config.bulk_priority;
     let core = std::thread::Builder::new()
         .name("prr-core".into())
@@ -76,7 +80,7 @@ pub fn serve_with(
             };
             seq_tx.send_replace(m.runtime().last_seq().0);
             let _ = started_tx.send(Ok(door.shared()));
-            Core::new(m, core_metrics, seq_tx, interval, door).run(core_rx)
+            Core::new(m, core_metrics, seq_tx, (interval, every), door).run(core_rx)
         })
         .map_err(|e| Error::Config(format!("cannot start the core thread: {e}")))?;
     let door = match started_rx.recv() {
