@@ -110,7 +110,7 @@ impl Inner {
 pub struct Dictionary {
     inner: Arc<RwLock<Inner>>,
     /// Held by a store write of new strings from taking them until it marks them persisted
-    /// (see `crate::stored::with_new_strings`): two writers (a commit, a capture in the
+    /// (see `with_new_strings`): two writers (a commit, a capture in the
     /// background) must not both take the same ids.
     persisting: Arc<std::sync::Mutex<()>>,
 }

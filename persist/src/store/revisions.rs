@@ -318,8 +318,9 @@ impl Store {
                     going.extend(delete_revision_in(&mut revs, replica, *as_of)?);
                 }
                 drop(revs);
+                // With the chunks a capture wrote ahead and never listed (it stopped).
+                going.extend(chunks_ahead::take_in(txn)?);
                 sweep_chunks_in(txn, going)?;
-                chunks_ahead::sweep_ahead_in(txn)?;
                 if let Some(through) = log_through {
                     let mut log = txn.open_table(super::LOG)?;
                     log.retain_in(..=through, |_, _| false)?;
@@ -375,7 +376,10 @@ fn write_revisions_in<S: AsRef<str>>(
     }
     drop((revs, chunks));
     sweep_chunks_in(txn, replaced)?;
-    chunks_ahead::listed_in(txn, written.iter().flat_map(|i| &i.chunks))?;
+    chunks_ahead::listed_in(
+        txn,
+        written.iter().flat_map(|i| i.chunks.iter().map(|c| c.key)),
+    )?;
     Ok(written)
 }
 
@@ -420,3 +424,85 @@ fn sweep_chunks_in(txn: &WriteTransaction, mut candidates: BTreeSet<u128>) -> Re
     }
     Ok(())
 }
+
+/// About how many bytes of chunks one transaction of [`Store::write_chunks_ahead`] writes:
+/// a commit that comes during one waits for it.
+const BATCH_BYTES: usize = 1 << 20;
+
+impl Store {
+    /// Writes the new chunks of `writes` (but those of a write that overwrites) ahead of their
+    /// headers, in durable transactions of about 1 MiB each: other writes, such as the commits
+    /// of source deltas, go between them, and first when they wait. Each chunk written, or found stored already, becomes
+    /// a [`ChunkWrite::Stored`] in `writes`, for [`Store::write_revisions`] to list.
+    ///
+    /// Garbage collection must not run between this and the `write_revisions` that lists the
+    /// chunks: a chunk found stored is listed by a revision that collection may delete.
+    pub fn write_chunks_ahead(&self, writes: &mut [RevisionWrite]) -> Result<(), Error> {
+        let mut pending: Vec<&mut ChunkWrite> = (writes.iter_mut())
+            .filter(|w| !w.overwrite)
+            .flat_map(|w| w.chunks.iter_mut())
+            .filter(|c| matches!(c, ChunkWrite::New { .. }))
+            .collect();
+        let mut first = true;
+        while first || !pending.is_empty() {
+            let mut bytes = 0;
+            let take = (pending.iter())
+                .take_while(|c| {
+                    let fits = bytes < BATCH_BYTES;
+                    if let ChunkWrite::New { payload, .. } = c {
+                        bytes += payload.len();
+                    }
+                    fits
+                })
+                .count();
+            let batch: Vec<&mut ChunkWrite> = pending.drain(..take).collect();
+            let sweep = std::mem::take(&mut first);
+            // redb's write lock is not fair: the writers that wait go first.
+            while self
+                .waiting_writers
+                .load(std::sync::atomic::Ordering::SeqCst)
+                > 0
+            {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            contained("chunks", || {
+                self.write(|txn| {
+                    if sweep {
+                        let orphans = chunks_ahead::take_in(txn)?;
+                        sweep_chunks_in(txn, orphans)?;
+                    }
+                    write_ahead_in(txn, &batch)
+                })
+                .map_err(append::WriteFailure::into_error)
+            })?;
+            for c in batch {
+                if let ChunkWrite::New { payload, records } = c {
+                    *c = ChunkWrite::Stored(ChunkRef {
+                        key: chunk_key(payload),
+                        records: *records,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes the chunks of `batch` not stored yet and notes them as written ahead, in `txn`.
+fn write_ahead_in(txn: &WriteTransaction, batch: &[&mut ChunkWrite]) -> Result<(), Error> {
+    let mut chunks = txn.open_table(CHUNKS)?;
+    for c in batch {
+        let ChunkWrite::New { payload, .. } = &**c else {
+            continue;
+        };
+        let key = chunk_key(payload);
+        if chunks.get(key)?.is_none() {
+            chunks.insert(key, sealed::chunk(key).seal(payload).as_slice())?;
+            chunks_ahead::note_in(txn, key)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

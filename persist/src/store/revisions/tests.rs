@@ -1,5 +1,8 @@
+//! Unit tests of chunks written ahead of their headers.
+
 use std::collections::BTreeSet;
 
+use super::super::chunks_ahead::ahead_in;
 use super::super::tests::{check_ok, chunk_keys, new_chunks, temp};
 use super::*;
 
