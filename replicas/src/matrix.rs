@@ -218,12 +218,15 @@ impl Matrix {
         newer: &HashSet<(String, String)>,
     ) -> Result<Option<Seq>, Error> {
         self.load_seen()?;
-        let current: HashMap<(String, String), String> =
+        // (event ID, redacted) by key: an event the homeserver redacted since it was applied
+        // (the redaction lost) differs too, and is applied again, redacted.
+        let current: HashMap<(String, String), (String, bool)> =
             (self.show("room_state", Some(room_id), None)?)
                 .into_iter()
                 .filter_map(|r| {
                     let field = |f: &str| r[f].as_str().map(str::to_string);
-                    Some(((field("type")?, field("state_key")?), field("event_id")?))
+                    let now = (field("event_id")?, r["redacted"] == true);
+                    Some(((field("type")?, field("state_key")?), now))
                 })
                 .collect();
         let dict = self.rt.dictionary().clone();
@@ -235,7 +238,10 @@ impl Matrix {
                     Received::Valid(ev) => match &ev.state_key {
                         Some(key) => {
                             let at = (ev.event_type.clone(), key.clone());
-                            !newer.contains(&at) && current.get(&at) != Some(&ev.event_id)
+                            !newer.contains(&at)
+                                && current.get(&at).is_none_or(|(id, redacted)| {
+                                    *id != ev.event_id || (ev.redacted_because && !redacted)
+                                })
                         }
                         None => !(dict.lookup(&ev.event_id)).is_some_and(|id| seen.contains(&id)),
                     },
@@ -666,11 +672,24 @@ mod tests {
             Some(Seq(3))
         );
         assert_eq!(ids(&mut m), ["$2", "$3"]);
-        // Fetched again: already current, nothing stored.
+        // Fetched again: already current, nothing stored. Then the homeserver redacted $3 and
+        // its redaction was lost: the fetched $3, redacted, applies, once.
+        let mut state = state;
         assert_eq!(
-            m.ingest_room_state("!r:x", state, &Default::default())
+            m.ingest_room_state("!r:x", state.clone(), &Default::default())
                 .unwrap(),
             None
+        );
+        if let super::Received::Valid(e) = &mut state[1] {
+            e.redacted_because = true;
+        }
+        for seq in [Some(Seq(4)), None] {
+            let got = m.ingest_room_state("!r:x", state.clone(), &Default::default());
+            assert_eq!(got.unwrap(), seq);
+        }
+        assert_eq!(
+            m.show("room_state", Some("!r:x"), None).unwrap()[1]["redacted"],
+            true
         );
         // $3 arriving in a transaction now is a duplicate.
         assert_eq!(
@@ -682,7 +701,7 @@ mod tests {
         assert_eq!(
             m.ingest_received(vec![received("$5", "@b:x", "leave")])
                 .unwrap(),
-            Some(Seq(4))
+            Some(Seq(5))
         );
         let stale = vec![received("$3", "@b:x", "join")];
         let newer = [("m.room.member".to_string(), "@b:x".to_string())].into();

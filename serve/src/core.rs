@@ -595,8 +595,12 @@ mod tests {
     /// A storage fault makes writes fail as 503 (nothing acknowledged), reads go on, and the
     /// same core writes again once the fault clears; a transaction retried after the fault is
     /// applied once.
-    #[test]
-    fn writes_answer_503_while_the_storage_fails_and_resume_after() {
+    /// A core on a fresh store whose storage fails when `Faults` say so, capturing revisions
+    /// every `captures` (interval, deltas); the store's directory, the faults and the
+    /// published last seq come with it.
+    fn faulty_core(
+        captures: (Duration, Option<u64>),
+    ) -> (Core, Faults, watch::Receiver<u64>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         let faults = Faults::new();
@@ -607,7 +611,13 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let mut m = Matrix::from_runtime(rt);
         let door = Door::start(&mut m).unwrap();
-        let mut core = Core::new(m, metrics, seq_tx, (Duration::from_secs(60), None), door);
+        let core = Core::new(m, metrics, seq_tx, captures, door);
+        (core, faults, seq_rx, dir)
+    }
+
+    #[test]
+    fn writes_answer_503_while_the_storage_fails_and_resume_after() {
+        let (mut core, faults, seq_rx, _dir) = faulty_core((Duration::from_secs(60), None));
         assert_eq!(ingest(&mut core, member("$1", "@a:x")).unwrap(), Seq(1));
         assert_eq!(*seq_rx.borrow(), 1);
 
@@ -658,18 +668,7 @@ mod tests {
     /// the revisions.
     #[test]
     fn captures_every_n_deltas_run_in_the_background() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.redb");
-        let faults = Faults::new();
-        let (p, f) = (path.clone(), faults.clone());
-        let store = Store::open_with_backend(&path, move || FaultyBackend::open(&p, &f)).unwrap();
-        let rt = Runtime::start_on(RuntimeConfig::new(), store, matrix_dag).unwrap();
-        let (seq_tx, _seq_rx) = watch::channel(0);
-        let mut m = Matrix::from_runtime(rt);
-        let door = Door::start(&mut m).unwrap();
-        let metrics = Arc::new(Metrics::new());
-        let every = (Duration::from_secs(3600), Some(2));
-        let mut core = Core::new(m, metrics, seq_tx, every, door);
+        let (mut core, faults, _, _dir) = faulty_core((Duration::from_secs(3600), Some(2)));
         let captured = |core: &mut Core, as_of: u64| {
             (core.m.runtime().revisions().unwrap().iter())
                 .any(|r| r.replica == "room_state" && r.as_of == as_of)

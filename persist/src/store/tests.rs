@@ -95,6 +95,18 @@ pub(super) fn new_chunks(payloads: &[&[u8]]) -> Vec<ChunkWrite> {
         .collect()
 }
 
+/// A revision of `replica` (logic 1, hash 1) listing `chunks`.
+pub(super) fn write(replica: &str, chunks: Vec<ChunkWrite>) -> RevisionWrite {
+    RevisionWrite {
+        replica: replica.into(),
+        logic_version: 1,
+        description_hash: 1,
+        records: chunks.iter().map(|c| u64::from(c.records())).sum(),
+        chunks,
+        overwrite: false,
+    }
+}
+
 /// The keys in `chunks`.
 pub(super) fn chunk_keys(store: &Store) -> Vec<u128> {
     let txn = store.begin_read().unwrap();
@@ -168,14 +180,6 @@ fn revisions_share_chunks_and_gc_keeps_what_is_listed() {
     store
         .append(&[b"a".as_slice(), b"b"], 0, &[] as &[&str])
         .unwrap();
-    let write = |replica: &str, chunks: Vec<ChunkWrite>| RevisionWrite {
-        replica: replica.into(),
-        logic_version: 1,
-        description_hash: 1,
-        records: chunks.iter().map(|c| u64::from(c.records())).sum(),
-        chunks,
-        overwrite: false,
-    };
     let first = store
         .write_revisions(
             1,

@@ -3,19 +3,8 @@
 use std::collections::BTreeSet;
 
 use super::super::chunks_ahead::ahead_in;
-use super::super::tests::{check_ok, chunk_keys, new_chunks, temp};
+use super::super::tests::{check_ok, chunk_keys, new_chunks, temp, write};
 use super::*;
-
-fn write(replica: &str, chunks: Vec<ChunkWrite>) -> RevisionWrite {
-    RevisionWrite {
-        replica: replica.into(),
-        logic_version: 1,
-        description_hash: 1,
-        records: chunks.iter().map(|c| u64::from(c.records())).sum(),
-        chunks,
-        overwrite: false,
-    }
-}
 
 fn ahead(store: &Store) -> BTreeSet<u128> {
     ahead_in(&store.begin_read().unwrap()).unwrap()
