@@ -694,7 +694,6 @@ impl<R: Record> Runtime<R> {
         check_only: bool,
     ) -> Result<Vec<RebuildOutcome>, Error> {
         self.stored.store("rebuilding from the log")?;
-        self.wait_capture();
         self.stop_controller()?;
         let selected: BTreeSet<ReplicaId> = if replicas.is_empty() {
             (0..self.stored.dag.len() as u32).map(ReplicaId).collect()

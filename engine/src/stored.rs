@@ -45,6 +45,20 @@ pub(crate) fn with_new_strings<T>(
     written
 }
 
+/// Writes revisions as of `as_of` in one transaction of `store`, with the strings of
+/// `dictionary` not yet stored (see [`with_new_strings`]).
+pub(crate) fn write_revisions(
+    dictionary: &Dictionary,
+    store: &Store,
+    as_of: u64,
+    writes: &[RevisionWrite],
+) -> Result<(), Error> {
+    with_new_strings(dictionary, store, |first_id, strings| {
+        store.write_revisions(as_of, writes, first_id, strings)
+    })?;
+    Ok(())
+}
+
 /// The persistent side of a runtime (see the module documentation).
 pub(crate) struct Stored<R: Record> {
     pub(crate) config: RuntimeConfig,
@@ -147,11 +161,12 @@ impl<R: Record> Stored<R> {
         as_of: u64,
         writes: &[RevisionWrite],
     ) -> Result<(), Error> {
-        let store = self.store("writing revisions")?;
-        with_new_strings(&self.dictionary, store, |first_id, strings| {
-            store.write_revisions(as_of, writes, first_id, strings)
-        })?;
-        Ok(())
+        write_revisions(
+            &self.dictionary,
+            self.store("writing revisions")?,
+            as_of,
+            writes,
+        )
     }
 
     /// The rows of `replica` in `partition` (all of them without one).

@@ -20,10 +20,10 @@ use crate::capture;
 use crate::dag::Dag;
 use crate::description::ReplicaId;
 use crate::dictionary::Dictionary;
-use crate::error::{Error, catch_damage};
+use crate::error::{Error, catch_damage, panic_message};
 use crate::record::Record;
 use crate::seq::Seq;
-use crate::stored::with_new_strings;
+use crate::stored::write_revisions;
 
 /// A capture running on a thread of its own.
 pub(super) struct InFlight {
@@ -108,9 +108,7 @@ impl<R: Record> Runtime<R> {
             return None;
         }
         let written = in_flight.thread.join().unwrap_or_else(|panic| {
-            let what = (panic.downcast_ref::<String>().map(String::as_str))
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("a panic");
+            let what = panic_message(panic.as_ref());
             Err(Error::Workers(format!("the capture thread failed: {what}")))
         });
         let outcome = written
@@ -173,8 +171,5 @@ fn write_in_background<R: Record>(
 ) -> Result<(), Error> {
     let (as_of, mut writes) = contents.encode()?;
     store.write_chunks_ahead(&mut writes)?;
-    with_new_strings(dictionary, store, |first_id, strings| {
-        store.write_revisions(as_of, &writes, first_id, strings)
-    })?;
-    Ok(())
+    write_revisions(dictionary, store, as_of, &writes)
 }

@@ -465,43 +465,48 @@ impl Store {
             {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
-            contained("chunks", || {
+            // Every chunk of `pending` is new: one payload per chunk of the batch.
+            let payloads: Vec<&[u8]> = (batch.iter())
+                .filter_map(|c| match &**c {
+                    ChunkWrite::New { payload, .. } => Some(payload.as_slice()),
+                    ChunkWrite::Stored(_) => None,
+                })
+                .collect();
+            let keys = contained("chunks", || {
                 self.write(|txn| {
                     if sweep {
                         let orphans = chunks_ahead::take_in(txn)?;
                         sweep_chunks_in(txn, orphans)?;
                     }
-                    write_ahead_in(txn, &batch)
+                    write_ahead_in(txn, &payloads)
                 })
                 .map_err(append::WriteFailure::into_error)
             })?;
-            for c in batch {
-                if let ChunkWrite::New { payload, records } = c {
-                    *c = ChunkWrite::Stored(ChunkRef {
-                        key: chunk_key(payload),
-                        records: *records,
-                    });
-                }
+            for (c, key) in batch.into_iter().zip(keys) {
+                *c = ChunkWrite::Stored(ChunkRef {
+                    key,
+                    records: c.records(),
+                });
             }
         }
         Ok(())
     }
 }
 
-/// Writes the chunks of `batch` not stored yet and notes them as written ahead, in `txn`.
-fn write_ahead_in(txn: &WriteTransaction, batch: &[&mut ChunkWrite]) -> Result<(), Error> {
+/// Writes the chunks `payloads` not stored yet and notes them as written ahead, in `txn`;
+/// returns the keys of all, in order.
+fn write_ahead_in(txn: &WriteTransaction, payloads: &[&[u8]]) -> Result<Vec<u128>, Error> {
     let mut chunks = txn.open_table(CHUNKS)?;
-    for c in batch {
-        let ChunkWrite::New { payload, .. } = &**c else {
-            continue;
-        };
+    let mut keys = Vec::with_capacity(payloads.len());
+    for payload in payloads {
         let key = chunk_key(payload);
         if chunks.get(key)?.is_none() {
             chunks.insert(key, sealed::chunk(key).seal(payload).as_slice())?;
             chunks_ahead::note_in(txn, key)?;
         }
+        keys.push(key);
     }
-    Ok(())
+    Ok(keys)
 }
 
 #[cfg(test)]
