@@ -371,6 +371,11 @@ pub enum Command {
             requires = "homeserver"
         )]
         resync_every: u64,
+        /// Keep the IDs of the events a homeserver source delivered (`source_events`, which
+        /// makes it exactly once) this many seconds after they came and after the start;
+        /// then those that are no longer the current state at their key are pruned.
+        #[arg(long, default_value_t = 86_400, value_name = "SECONDS")]
+        dedup_retention: u64,
         /// Enact the intents of the caught-up instances on the homeserver (bans, server
         /// ACLs), recording each outcome in `outcomes` (needs --homeserver).
         #[arg(long, requires = "homeserver")]

@@ -204,6 +204,7 @@ fn command(ctx: &Ctx, command: Command) -> Result<u8, Failure> {
             api_token_file,
             revision_interval,
             resync_every,
+            dedup_retention,
             enact,
             acl_interval,
             enact_concurrency,
@@ -218,6 +219,7 @@ fn command(ctx: &Ctx, command: Command) -> Result<u8, Failure> {
                 api_token_file,
                 revision_interval,
                 resync_every,
+                dedup_retention,
                 enact: enact.then(|| prr_serve::EnactConfig {
                     only: None,
                     acl_interval: std::time::Duration::from_secs(acl_interval),

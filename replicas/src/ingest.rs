@@ -14,7 +14,7 @@ use prr_engine::{Dictionary, Id, ReplicaId, Revision, SourceDelta};
 use serde_json::{Map, Value};
 
 use crate::parse::{Event, ManifestEntry, SourceItem, redact_content};
-use crate::record::{Rec, Relation, RoomState};
+use crate::record::{Delivered, Rec, Relation, RoomState};
 use crate::rules::content_strings;
 
 type StateKey = (Id, Id, Id);
@@ -212,6 +212,11 @@ impl Ingestor {
             Some(changed) => changed.clone(),
             None => self.base_get(key),
         }
+    }
+
+    /// Whether the delivered event `e` is the current record at its key.
+    pub fn is_current(&self, e: &Delivered) -> bool {
+        (self.get(&(e.room, e.event_type, e.state_key))).is_some_and(|s| s.event_id == e.event_id)
     }
 
     /// Whether the state event `ev` is older than the current record at its key: another

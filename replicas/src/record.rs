@@ -487,21 +487,11 @@ pub enum Rec {
         /// Why.
         reason: RejectReason,
     },
-    /// `source_events`: an event that a homeserver source (an appservice transaction)
-    /// delivered and that was kept (a state event or a redaction), valid or not. Its event ID
-    /// is never applied again.
-    SourceEvent {
-        /// The room (the empty string when the event named none).
-        room: Id,
-        /// The event ID (for an event without one, `~sha256:` and the hash of its JSON).
-        event_id: Id,
-        /// Its type (empty when missing).
-        event_type: Id,
-        /// Its state key (empty for a redaction without one).
-        state_key: Id,
-        /// Why it is not a valid event; `None` for a valid one (applied to `room_state`).
-        invalid: Option<Id>,
-    },
+    /// `source_events` as format 4 stored it, without the time it was received: read from
+    /// older stores only (see [`Rec::SourceEvent`]), and replaced by a [`Rec::SourceEvent`]
+    /// received at the first pruning (`Matrix::prune_source_events`). Its place in this enum
+    /// is that of format 4's `SourceEvent`, so format 4's bytes decode unchanged.
+    UntimedSourceEvent(Delivered),
     /// `outcomes`: what an effect handler did for an intent.
     Outcome(Arc<Outcome>),
     /// `pending`: an intent without a `done` outcome, what the handlers would do next.
@@ -524,6 +514,41 @@ pub enum Rec {
         /// Its position (opaque to prr).
         position: Id,
     },
+    /// `source_events`: an event that a homeserver source (an appservice transaction)
+    /// delivered and that was kept (a state event or a redaction), valid or not. Its event ID
+    /// is never applied again while the record is kept (see `Matrix::prune_source_events`).
+    /// Added by format 5, last in this enum so that format 4's records keep their tags.
+    SourceEvent {
+        /// The event.
+        event: Delivered,
+        /// When it was received, in seconds since the Unix epoch. Not shown in output.
+        received: u64,
+    },
+}
+
+/// An event a homeserver source delivered, as `source_events` holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Delivered {
+    /// The room (the empty string when the event named none).
+    pub room: Id,
+    /// The event ID (for an event without one, `~sha256:` and the hash of its JSON).
+    pub event_id: Id,
+    /// Its type (empty when missing).
+    pub event_type: Id,
+    /// Its state key (empty for a redaction without one).
+    pub state_key: Id,
+    /// Why it is not a valid event; `None` for a valid one (applied to `room_state`).
+    pub invalid: Option<Id>,
+}
+
+impl Rec {
+    /// The event of a `source_events` record, of either format.
+    pub fn delivered(&self) -> Option<&Delivered> {
+        match self {
+            Rec::SourceEvent { event, .. } | Rec::UntimedSourceEvent(event) => Some(event),
+            _ => None,
+        }
+    }
 }
 
 impl Rec {
@@ -541,7 +566,7 @@ impl Rec {
             Rec::Acl { instance, .. } => *instance,
             Rec::AclSync { instance, .. } => *instance,
             Rec::Reject { room, .. } => *room,
-            Rec::SourceEvent { room, .. } => *room,
+            Rec::SourceEvent { event, .. } | Rec::UntimedSourceEvent(event) => event.room,
             Rec::SourcePosition { source, .. } => *source,
             Rec::Outcome(o) => o.instance,
             Rec::Pending { instance, .. } => *instance,
@@ -653,18 +678,17 @@ impl Rec {
                     f(*text);
                 }
             }
-            Rec::SourceEvent {
-                room,
-                event_id,
-                event_type,
-                state_key,
-                invalid,
-            } => {
-                for id in [*room, *event_id, *event_type, *state_key] {
+            Rec::SourceEvent { event, .. } | Rec::UntimedSourceEvent(event) => {
+                for id in [
+                    event.room,
+                    event.event_id,
+                    event.event_type,
+                    event.state_key,
+                ] {
                     f(id);
                 }
-                if let Some(text) = invalid {
-                    f(*text);
+                if let Some(text) = event.invalid {
+                    f(text);
                 }
             }
             Rec::SourcePosition { source, position } => {

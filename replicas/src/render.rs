@@ -165,21 +165,15 @@ pub fn to_json(dict: &Dictionary, rec: &Rec) -> Value {
             };
             m.insert("reason".into(), text);
         }
-        Rec::SourceEvent {
-            room,
-            event_id,
-            event_type,
-            state_key,
-            invalid,
-        } => {
-            m.insert("room_id".into(), s(dict, *room));
-            m.insert("event_id".into(), s(dict, *event_id));
-            m.insert("type".into(), s(dict, *event_type));
-            m.insert("state_key".into(), s(dict, *state_key));
-            m.insert("valid".into(), Value::Bool(invalid.is_none()));
+        Rec::SourceEvent { event, .. } | Rec::UntimedSourceEvent(event) => {
+            m.insert("room_id".into(), s(dict, event.room));
+            m.insert("event_id".into(), s(dict, event.event_id));
+            m.insert("type".into(), s(dict, event.event_type));
+            m.insert("state_key".into(), s(dict, event.state_key));
+            m.insert("valid".into(), Value::Bool(event.invalid.is_none()));
             m.insert(
                 "reason".into(),
-                invalid.map(|r| s(dict, r)).unwrap_or(Value::Null),
+                event.invalid.map(|r| s(dict, r)).unwrap_or(Value::Null),
             );
         }
         Rec::SourcePosition { source, position } => {
@@ -349,7 +343,9 @@ pub fn sort_key(dict: &Dictionary, rec: &Rec) -> Vec<String> {
                 t(*event_id),
             ]
         }
-        Rec::SourceEvent { room, event_id, .. } => vec![t(*room), t(*event_id)],
+        Rec::SourceEvent { event, .. } | Rec::UntimedSourceEvent(event) => {
+            vec![t(event.room), t(event.event_id)]
+        }
         Rec::SourcePosition { source, .. } => vec![t(*source)],
         Rec::Outcome(o) => vec![
             t(o.instance),

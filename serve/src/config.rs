@@ -17,6 +17,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9797";
 /// How often the rooms the instances name are fetched again unless told otherwise: 1 h.
 pub const DEFAULT_RESYNC: Duration = Duration::from_secs(3600);
 
+/// How long `source_events` keeps an event received by default: a day.
+pub const DEFAULT_DEDUP_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
 /// The longest a `GET /v1/replicas/{name}/deltas?wait=` request waits, in seconds: a longer
 /// `wait` is cut to it.
 pub const MAX_WAIT_SECS: u64 = 300;
@@ -131,6 +134,8 @@ pub struct ServeConfig {
     /// configuration by `serve`, so that the core starts them in the background).
     pub(crate) revision_every: Option<u64>,
     pub(crate) resync_every: Duration,
+    /// How long `source_events` keeps an event received (`--dedup-retention`).
+    pub(crate) dedup_retention: Duration,
     /// `--enact`: the effect handlers, when on.
     pub(crate) enact: Option<EnactConfig>,
     /// `--bulk-priority`: the priority of the threads that do bulk work.
@@ -163,6 +168,7 @@ impl ServeConfig {
             revision_interval: Duration::from_secs(60),
             revision_every: None,
             resync_every: DEFAULT_RESYNC,
+            dedup_retention: DEFAULT_DEDUP_RETENTION,
             enact: None,
             bulk_priority: DEFAULT_BULK_PRIORITY,
         }
@@ -215,6 +221,20 @@ impl ServeConfig {
             )));
         }
         self.resync_every = every;
+        Ok(self)
+    }
+
+    /// Keep an event a homeserver source delivered in `source_events` (deduplicated by its
+    /// ID) at least this long after it was received and after the service started; then it
+    /// leaves, unless it is the current `room_state` record at its key. At least 1 s.
+    pub fn with_dedup_retention(mut self, keep: Duration) -> Result<Self, Error> {
+        if keep < Duration::from_secs(1) {
+            return Err(Error::Config(format!(
+                "--dedup-retention {}s: must be at least 1s",
+                keep.as_secs_f64()
+            )));
+        }
+        self.dedup_retention = keep;
         Ok(self)
     }
 

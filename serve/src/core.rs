@@ -168,6 +168,11 @@ pub(crate) struct Core {
     /// Every replica's recent deltas, for `deltas?since=` without a replay (`None` when it
     /// could not subscribe: the replay answers).
     history: Option<DeltaHistory>,
+    /// `--dedup-retention`: how long `source_events` keeps an event received, and when the
+    /// core started and last pruned it (see [`Core::prune_due`]).
+    dedup_retention: Option<Duration>,
+    started: Instant,
+    last_prune: Instant,
 }
 
 /// Instance -> the keys that entered `pending` since the handlers last read its intents.
@@ -198,6 +203,44 @@ impl Core {
             door,
             appeared: None,
             history: None,
+            dedup_retention: None,
+            started: Instant::now(),
+            last_prune: Instant::now(),
+        }
+    }
+
+    /// Prunes `source_events` of the events received more than `keep` ago (see
+    /// `Matrix::prune_source_events`), once the service has run that long: a homeserver
+    /// retries a transaction left unanswered by a crash within minutes of the restart, so an
+    /// event received before a long outage stays deduplicated through the retries.
+    pub(crate) fn with_dedup_retention(mut self, keep: Duration) -> Self {
+        self.dedup_retention = Some(keep);
+        self
+    }
+
+    /// How long until a pruning of `source_events` is due (zero: now), if ever: once the
+    /// service has run the retention, then every quarter of it (between 1 s and 1 h).
+    fn prune_due(&self) -> Option<Duration> {
+        let keep = self.dedup_retention?;
+        let every = (keep / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+        let after_start = keep.saturating_sub(self.started.elapsed());
+        let after_last = every.saturating_sub(self.last_prune.elapsed());
+        Some(after_start.max(after_last))
+    }
+
+    /// Prunes `source_events` (a source delta when anything leaves it).
+    fn prune(&mut self) {
+        let Some(keep) = self.dedup_retention else {
+            return;
+        };
+        self.last_prune = Instant::now();
+        let before = (now_ms() / 1000).saturating_sub(keep.as_secs());
+        let got = self.m.prune_source_events(before);
+        match self.committed(got, self.last_prune) {
+            Ok(Some(seq)) => tracing::info!(seq = seq.0, "source_events pruned"),
+            Ok(None) => {}
+            // `committed` logged it; the next pruning tries again.
+            Err(_) => {}
         }
     }
 
@@ -213,12 +256,18 @@ impl Core {
                 // Polled to log its end and collect garbage after it.
                 wait = wait.min(Duration::from_millis(50));
             }
+            if let Some(prune) = self.prune_due() {
+                wait = wait.min(prune);
+            }
             match rx.recv_timeout(wait.max(Duration::from_millis(10))) {
                 Ok(cmd) => self.handle(cmd),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             self.capture_ended(false);
+            if self.prune_due() == Some(Duration::ZERO) {
+                self.prune();
+            }
             if self.dirty && !self.capturing && self.capture_due() {
                 self.start_capture();
             }
@@ -558,9 +607,13 @@ mod tests {
     use crate::http::engine_status;
 
     fn member(event_id: &str, user: &str) -> Vec<SourceItem> {
+        member_with(event_id, user, "join")
+    }
+
+    fn member_with(event_id: &str, user: &str, membership: &str) -> Vec<SourceItem> {
         let file = format!(
             r#"[{{"event_id": "{event_id}", "room_id": "!r:x", "type": "m.room.member",
-                "state_key": "{user}", "sender": "{user}", "content": {{"membership": "join"}}}}]"#
+                "state_key": "{user}", "sender": "{user}", "content": {{"membership": "{membership}"}}}}]"#
         );
         parse_file("f.json", file.as_bytes()).unwrap()
     }
@@ -697,5 +750,40 @@ mod tests {
         core.capture_ended(true);
         assert!(!core.dirty && captured(&mut core, 6));
         assert_eq!(show(&mut core, "room_members").len(), 6);
+    }
+
+    /// `source_events` is pruned only once the service has run the retention, then every
+    /// quarter of it (at least 1 s): what left is what was received before the retention and
+    /// is no longer the current state.
+    #[test]
+    fn source_events_are_pruned_after_the_retention_once_the_service_ran_it() {
+        let (core, _, _, _dir) = faulty_core((Duration::from_secs(3600), None));
+        let mut core = core.with_dedup_retention(Duration::from_secs(1));
+        let due = core.prune_due().unwrap();
+        assert!(
+            due > Duration::from_millis(500),
+            "not before the retention: {due:?}"
+        );
+        for (id, membership) in [("$1", "join"), ("$2", "leave")] {
+            let event = match member_with(id, "@a:x", membership).remove(0) {
+                SourceItem::Event(e) => e,
+                SourceItem::Manifest(_) => unreachable!(),
+            };
+            transaction(&mut core, vec![Received::Valid(event)]).unwrap();
+        }
+        assert_eq!(show(&mut core, "source_events").len(), 2);
+        // Received over a second ago, by a service started over a second ago.
+        std::thread::sleep(Duration::from_millis(2100));
+        assert_eq!(core.prune_due(), Some(Duration::ZERO));
+        core.prune();
+        let kept: Vec<Value> = show(&mut core, "source_events");
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(kept[0]["event_id"], "$2", "the current state stays");
+        assert!(core.dirty, "a capture follows");
+        let next = core.prune_due().unwrap();
+        assert!(
+            next > Duration::from_millis(500),
+            "then every second: {next:?}"
+        );
     }
 }

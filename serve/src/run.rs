@@ -58,6 +58,7 @@ pub fn serve_with(
     let core_metrics = metrics.clone();
     let interval = config.revision_interval;
     let every = config.revision_every;
+    let dedup_retention = config.dedup_retention;
     let bulk_priority = config.bulk_priority;
     let core = std::thread::Builder::new()
         .name("prr-core".into())
@@ -80,7 +81,9 @@ pub fn serve_with(
             };
             seq_tx.send_replace(m.runtime().last_seq().0);
             let _ = started_tx.send(Ok(door.shared()));
-            Core::new(m, core_metrics, seq_tx, (interval, every), door).run(core_rx)
+            Core::new(m, core_metrics, seq_tx, (interval, every), door)
+                .with_dedup_retention(dedup_retention)
+                .run(core_rx)
         })
         .map_err(|e| Error::Config(format!("cannot start the core thread: {e}")))?;
     let door = match started_rx.recv() {

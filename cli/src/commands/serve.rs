@@ -18,6 +18,7 @@ pub struct Options {
     pub api_token_file: Option<PathBuf>,
     pub revision_interval: u64,
     pub resync_every: u64,
+    pub dedup_retention: u64,
     pub enact: Option<prr_serve::EnactConfig>,
     pub bulk_priority: prr_serve::BulkPriority,
 }
@@ -40,6 +41,8 @@ pub fn serve(ctx: &Ctx, o: Options) -> Result<u8, Failure> {
         .with_listen(o.listen)
         .with_revision_interval(Duration::from_secs(o.revision_interval))
         .with_resync_every(Duration::from_secs(o.resync_every))
+        .map_err(usage)?
+        .with_dedup_retention(Duration::from_secs(o.dedup_retention))
         .map_err(usage)?
         .with_bulk_priority(o.bulk_priority);
     if let Some(path) = &o.api_token_file {

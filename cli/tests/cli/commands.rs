@@ -207,8 +207,8 @@ fn graph_and_completions() {
     assert!(help.contains("Examples:"));
 }
 
-/// The committed golden stores of formats 1 to 3 (the demo, ingested by the builds of their
-/// time) open, are upgraded to the current format, answer as they did, check sound, rebuild
+/// The committed golden stores of formats 1 to 4 (the demo, ingested by the builds of their
+/// time; format 4's with an appservice transaction too) open, are upgraded to the current format, answer as they did, check sound, rebuild
 /// the same, and take new data.
 #[test]
 fn the_golden_stores_of_older_formats_still_open() {
@@ -216,6 +216,7 @@ fn the_golden_stores_of_older_formats_still_open() {
         ("demo-v1.redb", None),
         ("demo-v2.redb", Some(("3", 91))),
         ("demo-v3.redb", Some(("2", 8))),
+        ("demo-v4.redb", None),
     ] {
         let s = Scratch::new();
         let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -237,6 +238,20 @@ fn the_golden_stores_of_older_formats_still_open() {
             assert_eq!(old.lines().count(), members, "{file}: {old}");
             let none = s.ok(&["show", "member_bans", "--as-of", seq, "--format", "ndjson"]);
             assert_eq!(none.lines().count(), 0, "{file}: {none}");
+        }
+        if file == "demo-v4.redb" {
+            // Its `source_events` records, of format 4 (without the time received), read as
+            // they did; the invalid one is still a reject.
+            let events = s.show("source_events");
+            let ids: Vec<&str> = (events.iter())
+                .map(|r| r["event_id"].as_str().unwrap())
+                .collect();
+            assert_eq!(
+                ids,
+                ["$golden-invalid", "$golden-join", "$golden-redaction"]
+            );
+            assert_eq!(events[0]["valid"], false);
+            assert_eq!(s.show("rejects")[0]["event_id"], "$golden-invalid");
         }
         // And it takes new data.
         s.ok(&["ingest", example("demo/30-manifest.json").to_str().unwrap()]);

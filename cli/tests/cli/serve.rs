@@ -411,6 +411,40 @@ fn appservice(s: &Scratch) -> Server {
     )
 }
 
+/// A format 4 store's `source_events` (the golden store: an event that is the current state,
+/// a redaction, an invalid event) is pruned by `serve` after the upgrade: its records get
+/// their time at the first pruning and leave after the retention, but the current state's.
+#[test]
+fn serve_prunes_the_source_events_of_a_format_4_store() {
+    let s = Scratch::new();
+    let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/demo-v4.redb");
+    std::fs::copy(golden, s.store()).unwrap();
+    let reg = s.file("registration.yaml", REGISTRATION.as_bytes());
+    let args = [
+        "--homeserver",
+        "http://127.0.0.1:8008",
+        "--registration",
+        reg.to_str().unwrap(),
+        "--dedup-retention",
+        "1",
+    ];
+    let server = Server::start(&s, &args);
+    let ids = |server: &Server| -> Vec<String> {
+        (server.rows("/v1/replicas/source_events").iter())
+            .map(|r| r["event_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while ids(&server).len() > 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(ids(&server), ["$golden-join"]);
+    assert!(server.rows("/v1/replicas/rejects").is_empty());
+    assert_eq!(server.rows("/v1/replicas/member_bans").len(), 5);
+    assert_eq!(server.terminate(), Some(0));
+    assert!(s.ok(&["check"]).starts_with("ok:"));
+}
+
 #[test]
 fn appservice_transactions_are_authenticated_checked_and_applied_once() {
     let s = Scratch::new();

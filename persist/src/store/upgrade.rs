@@ -1,4 +1,4 @@
-//! Upgrading a store of an older format to [`FORMAT_VERSION`] (4), in one transaction:
+//! Upgrading a store of an older format to [`FORMAT_VERSION`] (5), in one transaction:
 //! - from format 1, every value is sealed with its checksum and the dictionary moves from `dict`
 //!   (`&str` values) to `dictionary` (checksummed UTF-8 bytes), as format 2 did;
 //! - from formats 1 and 2, each revision's chunks move from `revision_chunks` (keyed by
@@ -6,7 +6,9 @@
 //!   lists them;
 //! - from formats 1 to 3, the dictionary moves from `dictionary` (a value per id) to `strings`
 //!   (blocks of consecutive ids, see `strings`);
-//! - the format version becomes 4.
+//! - from format 4, no table changes: format 5 changed the records of `source_events` (their
+//!   time received), which the Matrix replicas read in either encoding;
+//! - the format version becomes 5.
 //!
 //! redb's commit is atomic: a crash during the upgrade leaves the file as it was, and the next
 //! open upgrades it again. A value the upgrade reads that fails its checksum fails the open,
@@ -34,7 +36,7 @@ const BATCH: usize = 4096;
 
 /// Whether a store of format `found` is upgraded when opened.
 pub(super) fn upgradable(found: u32) -> bool {
-    (1..=3).contains(&found)
+    (1..=4).contains(&found)
 }
 
 /// Upgrades `store`, of format `found` (see [`upgradable`]), to [`FORMAT_VERSION`] in one
@@ -49,7 +51,9 @@ pub(super) fn upgrade(store: &Store, found: u32) -> Result<(), Error> {
         if found <= 2 {
             chunks_by_content_in(&txn, found == 1)?;
         }
-        strings_in_blocks_in(&txn)?;
+        if found <= 3 {
+            strings_in_blocks_in(&txn)?;
+        }
         txn.open_table(META)?
             .insert(KEY_FORMAT, FORMAT_VERSION.to_le_bytes().as_slice())?;
         txn.commit()?;

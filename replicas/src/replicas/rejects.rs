@@ -43,21 +43,15 @@ fn is_reject(r: &Rec) -> bool {
 
 /// The invalid events of `source_events` (or of its delta), as rejects.
 fn invalid_events(source_events: Coll<'_, Rec>) -> Coll<'_, Rec> {
-    source_events.flat_map(|r| match r {
-        Rec::SourceEvent {
-            room,
-            event_id,
-            event_type,
-            state_key,
-            invalid: Some(text),
-        } => Some(Rec::Reject {
-            room,
-            event_id,
-            event_type,
-            state_key,
-            reason: RejectReason::InvalidEvent(text),
-        }),
-        _ => None,
+    source_events.flat_map(|r| {
+        let e = r.delivered()?;
+        Some(Rec::Reject {
+            room: e.room,
+            event_id: e.event_id,
+            event_type: e.event_type,
+            state_key: e.state_key,
+            reason: RejectReason::InvalidEvent(e.invalid?),
+        })
     })
 }
 
