@@ -376,6 +376,12 @@ pub enum Command {
         /// then those that are no longer the current state at their key are pruned.
         #[arg(long, default_value_t = 86_400, value_name = "SECONDS")]
         dedup_retention: u64,
+        /// Compact in process this many seconds apart: capture revisions, delete the source
+        /// log before the oldest retained revision (as `prr compact` does), and collect the
+        /// strings nothing retained uses, from the store and from memory. Commands wait
+        /// while the dataflow restarts from the revisions.
+        #[arg(long, default_value_t = 86_400, value_name = "SECONDS")]
+        compact_every: u64,
         /// Enact the intents of the caught-up instances on the homeserver (bans, server
         /// ACLs), recording each outcome in `outcomes` (needs --homeserver).
         #[arg(long, requires = "homeserver")]

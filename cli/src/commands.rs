@@ -205,6 +205,7 @@ fn command(ctx: &Ctx, command: Command) -> Result<u8, Failure> {
             revision_interval,
             resync_every,
             dedup_retention,
+            compact_every,
             enact,
             acl_interval,
             enact_concurrency,
@@ -220,6 +221,7 @@ fn command(ctx: &Ctx, command: Command) -> Result<u8, Failure> {
                 revision_interval,
                 resync_every,
                 dedup_retention,
+                compact_every,
                 enact: enact.then(|| prr_serve::EnactConfig {
                     only: None,
                     acl_interval: std::time::Duration::from_secs(acl_interval),

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use hashbrown::HashTable;
@@ -113,6 +114,10 @@ pub struct Dictionary {
     /// (see `with_new_strings`): two writers (a commit, a capture in the
     /// background) must not both take the same ids.
     persisting: Arc<std::sync::Mutex<()>>,
+    /// Whether the ids handed out are kept (see [`Dictionary::keeping`]).
+    keeping: Arc<AtomicBool>,
+    /// The ids handed out while keeping: never collected.
+    kept: Arc<std::sync::Mutex<BTreeSet<Id>>>,
 }
 
 impl std::fmt::Debug for Dictionary {
@@ -150,8 +155,33 @@ impl Dictionary {
         Self::default()
     }
 
+    /// Runs `f` keeping every id handed out meanwhile from ever being collected (for the
+    /// DAG's build: its computations may hold ids of strings that no record uses, e.g. event
+    /// types they compare with, for as long as the process runs).
+    pub(crate) fn keeping<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.keeping.store(true, Ordering::SeqCst);
+        let out = f();
+        self.keeping.store(false, Ordering::SeqCst);
+        out
+    }
+
+    /// Notes `id` as kept while keeping.
+    fn handed_out(&self, id: Id) -> Id {
+        if self.keeping.load(Ordering::Relaxed) {
+            (self.kept.lock())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(id);
+        }
+        id
+    }
+
     /// The id of `s`, interning it if it is new.
     pub fn intern(&self, s: &str) -> Id {
+        let id = self.intern_inner(s);
+        self.handed_out(id)
+    }
+
+    fn intern_inner(&self, s: &str) -> Id {
         let hash = {
             let inner = self.inner.read().expect("dictionary lock");
             let hash = inner.hasher.hash_one(s);
@@ -176,6 +206,10 @@ impl Dictionary {
 
     /// The id of `s`, if it is interned.
     pub fn lookup(&self, s: &str) -> Option<Id> {
+        self.lookup_inner(s).map(|id| self.handed_out(id))
+    }
+
+    fn lookup_inner(&self, s: &str) -> Option<Id> {
         let inner = self.inner.read().expect("dictionary lock");
         let hash = inner.hasher.hash_one(s);
         let id = inner.find(s, hash)?;
@@ -291,11 +325,15 @@ impl Dictionary {
         }
     }
 
-    /// The ids that must stay in the store whatever its records use: the revived holes, and
-    /// every id not yet persisted.
+    /// The ids that must stay in the store whatever its records use: the revived holes, the
+    /// kept ids (see [`Dictionary::keeping`]), and every id not yet persisted.
     pub(crate) fn pinned(&self) -> (BTreeSet<Id>, Id) {
+        let mut pinned = (self.kept.lock())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let inner = self.inner.read().expect("dictionary lock");
-        (inner.revived.clone(), inner.persisted)
+        pinned.extend(inner.revived.iter().copied());
+        (pinned, inner.persisted)
     }
 
     /// The number of holes (collected ids), and of those this process has no string for.

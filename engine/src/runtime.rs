@@ -116,7 +116,9 @@ impl<R: Record> Runtime<R> {
             Some(s) => (s.quarantined()?.into_iter()).map(|q| (q.seq, q)).collect(),
             None => BTreeMap::new(),
         };
-        let dag = Arc::new(build(&dictionary)?);
+        // What the build hands out stays (its computations may hold those ids), see
+        // `Runtime::collect_strings_in_memory`.
+        let dag = Arc::new(dictionary.keeping(|| build(&dictionary))?);
         if let Some(store) = store.as_ref().filter(|s| !s.is_read_only()) {
             with_new_strings(&dictionary, store, |first_id, strings| {
                 if strings.is_empty() {
@@ -422,18 +424,34 @@ impl<R: Record> Runtime<R> {
     /// the deltas after `through` to them.
     fn restart_dataflow(&mut self, through: u64) -> Result<(), Error> {
         self.wait_capture();
-        let subscribers = match self.controller.take() {
+        // It failed: its error is the one being handled.
+        let (subscribers, _) = self.take_dataflow();
+        self.restore_dataflow(through, subscribers)
+    }
+
+    /// Stops the running dataflow, if any, and returns its subscribers (for the next one,
+    /// see [`Runtime::restore_dataflow`]) with how the stop went.
+    fn take_dataflow(&mut self) -> (Vec<Vec<Sender<Delta<R>>>>, Result<(), Error>) {
+        match self.controller.take() {
             Some(mut old) => {
                 // A revision handed out by `read_split` stays readable (see `stop_controller`).
-                let _ = old.wait_decodings();
-                let _ = old.decode_bases(&self.stored.dag.ids());
+                let decoded =
+                    (old.wait_decodings()).and_then(|()| old.decode_bases(&self.stored.dag.ids()));
                 let subscribers = old.take_subscribers();
-                // It failed: its error is the one being handled.
-                let _ = old.stop_threads();
-                subscribers
+                let stopped = old.stop_threads();
+                (subscribers, decoded.and(stopped))
             }
-            None => Vec::new(),
-        };
+            None => (Vec::new(), Ok(())),
+        }
+    }
+
+    /// Starts the dataflow from the store through `through` (see
+    /// [`Runtime::restart_dataflow`]), with `subscribers`.
+    fn restore_dataflow(
+        &mut self,
+        through: u64,
+        subscribers: Vec<Vec<Sender<Delta<R>>>>,
+    ) -> Result<(), Error> {
         self.resumed.clear();
         let restored = restore(&self.stored, through)?;
         let stale = !restored.rebuild_deltas.is_empty();

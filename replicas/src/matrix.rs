@@ -139,6 +139,20 @@ impl Matrix {
     }
 
     /// Ingests the events a homeserver source delivered (one appservice transaction) as one
+    /// What `prr compact` does but rewriting the file, in process: captures revisions,
+    /// deletes the revisions and the source log that no retained revision needs, and
+    /// collects the dictionary's strings that nothing retained uses, in the store and in
+    /// memory (see `Runtime::collect_strings_in_memory`). The dataflow restarts from the
+    /// store; the ingest state and the seen event IDs are read again when next needed.
+    /// Returns how many strings the store collected.
+    pub fn compact_in_process(&mut self) -> Result<u64, Error> {
+        self.ingestor = None;
+        self.seen = None;
+        self.rt.capture_revisions()?;
+        self.rt.collect_garbage(true)?;
+        self.rt.collect_strings_in_memory()
+    }
+
     /// Waits until every replica is final through `seq` (and delivers the deltas up to it to
     /// subscribers).
     pub fn wait(&mut self, seq: Seq) -> Result<(), Error> {

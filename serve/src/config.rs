@@ -20,6 +20,9 @@ pub const DEFAULT_RESYNC: Duration = Duration::from_secs(3600);
 /// How long `source_events` keeps an event received by default: a day.
 pub const DEFAULT_DEDUP_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
+/// How often the service compacts in process by default: a day.
+pub const DEFAULT_COMPACT_EVERY: Duration = Duration::from_secs(24 * 3600);
+
 /// The longest a `GET /v1/replicas/{name}/deltas?wait=` request waits, in seconds: a longer
 /// `wait` is cut to it.
 pub const MAX_WAIT_SECS: u64 = 300;
@@ -136,6 +139,8 @@ pub struct ServeConfig {
     pub(crate) resync_every: Duration,
     /// How long `source_events` keeps an event received (`--dedup-retention`).
     pub(crate) dedup_retention: Duration,
+    /// How often the core compacts in process (`--compact-every`).
+    pub(crate) compact_every: Duration,
     /// `--enact`: the effect handlers, when on.
     pub(crate) enact: Option<EnactConfig>,
     /// `--bulk-priority`: the priority of the threads that do bulk work.
@@ -169,6 +174,7 @@ impl ServeConfig {
             revision_every: None,
             resync_every: DEFAULT_RESYNC,
             dedup_retention: DEFAULT_DEDUP_RETENTION,
+            compact_every: DEFAULT_COMPACT_EVERY,
             enact: None,
             bulk_priority: DEFAULT_BULK_PRIORITY,
         }
@@ -235,6 +241,21 @@ impl ServeConfig {
             )));
         }
         self.dedup_retention = keep;
+        Ok(self)
+    }
+
+    /// Compact in process this often (at least 1 s): capture revisions, delete the source log
+    /// before the oldest retained revision and the revisions no longer retained, and collect
+    /// the dictionary's strings that nothing retained uses, from the store and from memory
+    /// (the dataflow restarts from the revisions; commands wait meanwhile).
+    pub fn with_compact_every(mut self, every: Duration) -> Result<Self, Error> {
+        if every < Duration::from_secs(1) {
+            return Err(Error::Config(format!(
+                "--compact-every {}s: must be at least 1s",
+                every.as_secs_f64()
+            )));
+        }
+        self.compact_every = every;
         Ok(self)
     }
 

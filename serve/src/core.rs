@@ -173,6 +173,9 @@ pub(crate) struct Core {
     dedup_retention: Option<Duration>,
     started: Instant,
     last_prune: Instant,
+    /// `--compact-every`: how often the core compacts in process, and when last.
+    compact_every: Option<Duration>,
+    last_compact: Instant,
 }
 
 /// Instance -> the keys that entered `pending` since the handlers last read its intents.
@@ -206,6 +209,48 @@ impl Core {
             dedup_retention: None,
             started: Instant::now(),
             last_prune: Instant::now(),
+            compact_every: None,
+            last_compact: Instant::now(),
+        }
+    }
+
+    /// Compacts in process every `every` (see [`Core::compact`]).
+    pub(crate) fn with_compact_every(mut self, every: Duration) -> Self {
+        self.compact_every = Some(every);
+        self
+    }
+
+    /// How long until compacting in process is due (zero: now), if ever.
+    fn compact_due(&self) -> Option<Duration> {
+        Some((self.compact_every?).saturating_sub(self.last_compact.elapsed()))
+    }
+
+    /// Compacts in process (`Matrix::compact_in_process`): the source log before the oldest
+    /// retained revision goes, as with `prr compact`, and so do the strings that nothing
+    /// retained uses any more (replaced events' contents, pruned event IDs), from the store
+    /// and from memory. Revisions are captured and the dataflow restarts from them, the
+    /// commands waiting meanwhile (the checks at the door answer from their own index). What holds ids read from the replicas is read first
+    /// (the door's and the handlers' deltas) or dropped (the delta history).
+    fn compact(&mut self) {
+        self.last_compact = Instant::now();
+        self.capture_ended(true);
+        self.door.refresh(&mut self.m);
+        self.absorb_appeared();
+        self.history = None;
+        let seq = self.m.runtime().last_seq().0;
+        match self.m.compact_in_process() {
+            Ok(collected) => {
+                tracing::info!(
+                    collected,
+                    seconds = self.last_compact.elapsed().as_secs_f64(),
+                    "compacted: log and strings collected"
+                );
+                // Revisions were captured.
+                self.dirty = self.m.runtime().last_seq().0 != seq;
+                self.captured_seq = seq;
+                self.last_capture = Instant::now();
+            }
+            Err(e) => tracing::warn!(error = %e, "compacting failed"),
         }
     }
 
@@ -256,8 +301,8 @@ impl Core {
                 // Polled to log its end and collect garbage after it.
                 wait = wait.min(Duration::from_millis(50));
             }
-            if let Some(prune) = self.prune_due() {
-                wait = wait.min(prune);
+            for due in [self.prune_due(), self.compact_due()].into_iter().flatten() {
+                wait = wait.min(due);
             }
             match rx.recv_timeout(wait.max(Duration::from_millis(10))) {
                 Ok(cmd) => self.handle(cmd),
@@ -267,6 +312,9 @@ impl Core {
             self.capture_ended(false);
             if self.prune_due() == Some(Duration::ZERO) {
                 self.prune();
+            }
+            if self.compact_due() == Some(Duration::ZERO) {
+                self.compact();
             }
             if self.dirty && !self.capturing && self.capture_due() {
                 self.start_capture();
@@ -498,8 +546,18 @@ impl Core {
             let sub = self.m.runtime().subscribe(id)?;
             self.appeared = Some((sub, HashMap::new()));
         }
+        self.absorb_appeared();
+        let (_, by_instance) = self.appeared.as_mut().expect("subscribed");
+        Ok(by_instance.remove(instance).unwrap_or_default())
+    }
+
+    /// Reads the deltas of `pending` delivered since the last call into the keys that
+    /// appeared, by instance (nothing before the handlers' first read).
+    fn absorb_appeared(&mut self) {
         let dict = self.m.runtime().dictionary().clone();
-        let (sub, by_instance) = self.appeared.as_mut().expect("subscribed");
+        let Some((sub, by_instance)) = self.appeared.as_mut() else {
+            return;
+        };
         for delta in sub.try_iter() {
             for (rec, diff) in &delta.updates {
                 if let Rec::Pending {
@@ -523,7 +581,6 @@ impl Core {
                 }
             }
         }
-        Ok(by_instance.remove(instance).unwrap_or_default())
     }
 
     /// A write's outcome: a commit whose revision capture failed is a success (the delta is
@@ -596,194 +653,4 @@ pub(crate) async fn ask<T>(
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use prr_engine::{Runtime, RuntimeConfig};
-    use prr_persist::{Fault, Faults, FaultyBackend, Store};
-    use prr_replicas::{Matrix, matrix_dag, parse_file};
-
-    use super::*;
-    use crate::http::engine_status;
-
-    fn member(event_id: &str, user: &str) -> Vec<SourceItem> {
-        member_with(event_id, user, "join")
-    }
-
-    fn member_with(event_id: &str, user: &str, membership: &str) -> Vec<SourceItem> {
-        let file = format!(
-            r#"[{{"event_id": "{event_id}", "room_id": "!r:x", "type": "m.room.member",
-                "state_key": "{user}", "sender": "{user}", "content": {{"membership": "{membership}"}}}}]"#
-        );
-        parse_file("f.json", file.as_bytes()).unwrap()
-    }
-
-    fn ingest(core: &mut Core, items: Vec<SourceItem>) -> Result<Seq, Error> {
-        let (reply, mut rx) = oneshot::channel();
-        core.handle(Command::Ingest { items, reply });
-        rx.try_recv().expect("answered at once")
-    }
-
-    fn transaction(core: &mut Core, events: Vec<Received>) -> Result<Option<Seq>, Error> {
-        let (reply, mut rx) = oneshot::channel();
-        core.handle(Command::Transaction {
-            txn_id: "t".into(),
-            events,
-            reply,
-        });
-        rx.try_recv().expect("answered at once")
-    }
-
-    fn show(core: &mut Core, replica: &str) -> Vec<Value> {
-        let (reply, mut rx) = oneshot::channel();
-        core.handle(Command::Show {
-            replica: replica.into(),
-            partition: None,
-            as_of: None,
-            reply,
-        });
-        rx.try_recv().expect("answered at once").unwrap()
-    }
-
-    /// A storage fault makes writes fail as 503 (nothing acknowledged), reads go on, and the
-    /// same core writes again once the fault clears; a transaction retried after the fault is
-    /// applied once.
-    /// A core on a fresh store whose storage fails when `Faults` say so, capturing revisions
-    /// every `captures` (interval, deltas); the store's directory, the faults and the
-    /// published last seq come with it.
-    fn faulty_core(
-        captures: (Duration, Option<u64>),
-    ) -> (Core, Faults, watch::Receiver<u64>, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.redb");
-        let faults = Faults::new();
-        let (p, f) = (path.clone(), faults.clone());
-        let store = Store::open_with_backend(&path, move || FaultyBackend::open(&p, &f)).unwrap();
-        let rt = Runtime::start_on(RuntimeConfig::new(), store, matrix_dag).unwrap();
-        let (seq_tx, seq_rx) = watch::channel(0);
-        let metrics = Arc::new(Metrics::new());
-        let mut m = Matrix::from_runtime(rt);
-        let door = Door::start(&mut m).unwrap();
-        let core = Core::new(m, metrics, seq_tx, captures, door);
-        (core, faults, seq_rx, dir)
-    }
-
-    #[test]
-    fn writes_answer_503_while_the_storage_fails_and_resume_after() {
-        let (mut core, faults, seq_rx, _dir) = faulty_core((Duration::from_secs(60), None));
-        assert_eq!(ingest(&mut core, member("$1", "@a:x")).unwrap(), Seq(1));
-        assert_eq!(*seq_rx.borrow(), 1);
-
-        for fault in [Fault::Write, Fault::Sync, Fault::Full] {
-            faults.arm(fault, 0);
-            let e = ingest(&mut core, member("$2", "@b:x")).unwrap_err();
-            assert_eq!(
-                engine_status(&e),
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "{fault:?}: {e}"
-            );
-            assert!(core.sources.storage_fault.is_some());
-            let event = match member("$t", "@t:x").remove(0) {
-                SourceItem::Event(e) => e,
-                SourceItem::Manifest(_) => unreachable!(),
-            };
-            let e = transaction(&mut core, vec![Received::Valid(event)]).unwrap_err();
-            assert_eq!(
-                engine_status(&e),
-                axum::http::StatusCode::SERVICE_UNAVAILABLE
-            );
-            // Reads go on.
-            assert_eq!(show(&mut core, "room_members").len(), 1, "{fault:?}");
-            faults.clear();
-        }
-        // The fault cleared: the same core writes again, and the status forgets the fault.
-        let seq = ingest(&mut core, member("$2", "@b:x")).unwrap();
-        assert!(core.sources.storage_fault.is_none());
-        let event = match member("$t", "@t:x").remove(0) {
-            SourceItem::Event(e) => e,
-            SourceItem::Manifest(_) => unreachable!(),
-        };
-        let applied = transaction(&mut core, vec![Received::Valid(event.clone())]).unwrap();
-        assert_eq!(applied, Some(Seq(seq.0 + 1)));
-        assert_eq!(
-            transaction(&mut core, vec![Received::Valid(event)]).unwrap(),
-            None
-        );
-        let users: Vec<String> = (show(&mut core, "room_members").iter())
-            .map(|r| r["user_id"].as_str().unwrap().to_string())
-            .collect();
-        assert_eq!(users, ["@a:x", "@b:x", "@t:x"]);
-        assert_eq!(*seq_rx.borrow(), seq.0 + 1);
-    }
-
-    /// Every `revision_every` deltas a capture starts in the background and commits go on
-    /// while it runs; one that the storage fails leaves the core dirty, and the next writes
-    /// the revisions.
-    #[test]
-    fn captures_every_n_deltas_run_in_the_background() {
-        let (mut core, faults, _, _dir) = faulty_core((Duration::from_secs(3600), Some(2)));
-        let captured = |core: &mut Core, as_of: u64| {
-            (core.m.runtime().revisions().unwrap().iter())
-                .any(|r| r.replica == "room_state" && r.as_of == as_of)
-        };
-        ingest(&mut core, member("$1", "@a:x")).unwrap();
-        assert!(!core.capture_due());
-        ingest(&mut core, member("$2", "@b:x")).unwrap();
-        assert!(core.capture_due());
-        core.start_capture();
-        assert!(core.capturing);
-        assert_eq!(ingest(&mut core, member("$3", "@c:x")).unwrap(), Seq(3));
-        core.capture_ended(true);
-        assert!(!core.capturing && captured(&mut core, 2));
-        assert!(!core.capture_due(), "one delta since");
-        ingest(&mut core, member("$4", "@d:x")).unwrap();
-        assert!(core.capture_due());
-        faults.arm(Fault::Write, 0);
-        core.start_capture();
-        core.capture_ended(true);
-        faults.clear();
-        assert!(core.dirty && !captured(&mut core, 4));
-        ingest(&mut core, member("$5", "@e:x")).unwrap();
-        ingest(&mut core, member("$6", "@f:x")).unwrap();
-        assert!(core.capture_due());
-        core.start_capture();
-        core.capture_ended(true);
-        assert!(!core.dirty && captured(&mut core, 6));
-        assert_eq!(show(&mut core, "room_members").len(), 6);
-    }
-
-    /// `source_events` is pruned only once the service has run the retention, then every
-    /// quarter of it (at least 1 s): what left is what was received before the retention and
-    /// is no longer the current state.
-    #[test]
-    fn source_events_are_pruned_after_the_retention_once_the_service_ran_it() {
-        let (core, _, _, _dir) = faulty_core((Duration::from_secs(3600), None));
-        let mut core = core.with_dedup_retention(Duration::from_secs(1));
-        let due = core.prune_due().unwrap();
-        assert!(
-            due > Duration::from_millis(500),
-            "not before the retention: {due:?}"
-        );
-        for (id, membership) in [("$1", "join"), ("$2", "leave")] {
-            let event = match member_with(id, "@a:x", membership).remove(0) {
-                SourceItem::Event(e) => e,
-                SourceItem::Manifest(_) => unreachable!(),
-            };
-            transaction(&mut core, vec![Received::Valid(event)]).unwrap();
-        }
-        assert_eq!(show(&mut core, "source_events").len(), 2);
-        // Received over a second ago, by a service started over a second ago.
-        std::thread::sleep(Duration::from_millis(2100));
-        assert_eq!(core.prune_due(), Some(Duration::ZERO));
-        core.prune();
-        let kept: Vec<Value> = show(&mut core, "source_events");
-        assert_eq!(kept.len(), 1, "{kept:?}");
-        assert_eq!(kept[0]["event_id"], "$2", "the current state stays");
-        assert!(core.dirty, "a capture follows");
-        let next = core.prune_due().unwrap();
-        assert!(
-            next > Duration::from_millis(500),
-            "then every second: {next:?}"
-        );
-    }
-}
+mod tests;

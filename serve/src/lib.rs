@@ -49,8 +49,9 @@ mod received;
 mod run;
 
 pub use config::{
-    DEFAULT_ACL_INTERVAL, DEFAULT_CONCURRENCY, DEFAULT_DEDUP_RETENTION, DEFAULT_LISTEN,
-    DEFAULT_RESYNC, EnactConfig, MAX_BODY_BYTES, MAX_WAIT_SECS, Registration, ServeConfig,
+    DEFAULT_ACL_INTERVAL, DEFAULT_COMPACT_EVERY, DEFAULT_CONCURRENCY, DEFAULT_DEDUP_RETENTION,
+    DEFAULT_LISTEN, DEFAULT_RESYNC, EnactConfig, MAX_BODY_BYTES, MAX_WAIT_SECS, Registration,
+    ServeConfig,
 };
 pub use enact_once::{EnactOnce, EnactReport};
 pub use error::Error;

@@ -59,6 +59,7 @@ pub fn serve_with(
     let interval = config.revision_interval;
     let every = config.revision_every;
     let dedup_retention = config.dedup_retention;
+    let compact_every = config.compact_every;
     let bulk_priority = config.bulk_priority;
     let core = std::thread::Builder::new()
         .name("prr-core".into())
@@ -83,6 +84,7 @@ pub fn serve_with(
             let _ = started_tx.send(Ok(door.shared()));
             Core::new(m, core_metrics, seq_tx, (interval, every), door)
                 .with_dedup_retention(dedup_retention)
+                .with_compact_every(compact_every)
                 .run(core_rx)
         })
         .map_err(|e| Error::Config(format!("cannot start the core thread: {e}")))?;

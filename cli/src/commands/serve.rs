@@ -19,6 +19,7 @@ pub struct Options {
     pub revision_interval: u64,
     pub resync_every: u64,
     pub dedup_retention: u64,
+    pub compact_every: u64,
     pub enact: Option<prr_serve::EnactConfig>,
     pub bulk_priority: prr_serve::BulkPriority,
 }
@@ -43,6 +44,8 @@ pub fn serve(ctx: &Ctx, o: Options) -> Result<u8, Failure> {
         .with_resync_every(Duration::from_secs(o.resync_every))
         .map_err(usage)?
         .with_dedup_retention(Duration::from_secs(o.dedup_retention))
+        .map_err(usage)?
+        .with_compact_every(Duration::from_secs(o.compact_every))
         .map_err(usage)?
         .with_bulk_priority(o.bulk_priority);
     if let Some(path) = &o.api_token_file {

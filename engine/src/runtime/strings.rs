@@ -6,6 +6,7 @@ use crate::bits::Bits;
 use crate::codec::{self, LoggedDelta};
 use crate::error::Error;
 use crate::record::Record;
+use crate::stored::with_new_strings;
 
 impl<R: Record> Runtime<R> {
     /// Captures revisions (so that every record the dataflow holds is in one), then removes
@@ -43,5 +44,43 @@ impl<R: Record> Runtime<R> {
         let collected = store.collect_strings(&|id| id >= persisted || live.contains(id))?;
         dictionary.mark_collected(&collected);
         Ok(collected.len() as u64)
+    }
+
+    /// [`Runtime::collect_strings`], then gives the collected strings' memory back, as a
+    /// restart of the process would, without one: the dataflow stops, the dictionary is
+    /// loaded again from the store (without the collected strings), and the dataflow restarts
+    /// from the revisions just captured; subscriptions go on with the new dataflow. Returns
+    /// how many strings the store collected.
+    ///
+    /// An id of a collected string means nothing afterwards: a caller that holds ids read
+    /// from the replicas (deltas not yet taken from a subscription included) drops them
+    /// first, and reads again after. The ids the DAG's build handed out are never collected.
+    /// When deltas of a rebuild are waiting to be taken ([`Runtime::take_rebuild_deltas`]),
+    /// the strings stay in memory.
+    pub fn collect_strings_in_memory(&mut self) -> Result<u64, Error> {
+        let collected = self.collect_strings()?;
+        if !self.stored.dictionary.has_holes() || !self.rebuild_deltas.is_empty() {
+            return Ok(collected);
+        }
+        let store = self.stored.store("collecting strings")?.clone();
+        let dictionary = self.stored.dictionary.clone();
+        // Strings interned since the capture (no record uses them yet) are stored first: the
+        // dictionary is loaded from the store.
+        with_new_strings(&dictionary, &store, |first_id, strings| {
+            if strings.is_empty() {
+                return Ok(Vec::new());
+            }
+            store.append(&[], first_id, strings)
+        })?;
+        self.wait_capture();
+        let (subscribers, stopped) = self.take_dataflow();
+        let n = store.string_count()?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        dictionary.load_parallel(n, threads as u64, |from, to, f| {
+            Ok(store.for_each_string_in(from, to, f)?)
+        })?;
+        self.restore_dataflow(self.stored.last_seq, subscribers)?;
+        stopped?;
+        Ok(collected)
     }
 }

@@ -117,3 +117,55 @@ fn a_collected_string_used_again_goes_back_at_its_id() {
     let mut rt = Runtime::start(config(&path), dag()).unwrap();
     assert_eq!(read(&mut rt, "same"), vec![0, 1, 2, 3]);
 }
+
+/// Collecting in memory: the collected strings leave this process's memory too (as after a
+/// restart), the ids the DAG's build handed out stay whatever records use, the replicas read
+/// the same, a subscription goes on with the restarted dataflow, and a restart reads it all.
+#[test]
+fn strings_collected_in_memory_leave_the_process_but_the_builds_stay() {
+    for workers in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let config = config(&path).with_workers(workers);
+        let build = |dict: &prr_engine::Dictionary| {
+            dict.intern("built");
+            Ok(dag())
+        };
+        let mut rt = Runtime::start_with(config.clone(), build).unwrap();
+        let built = rt.dictionary().lookup("built").unwrap();
+        for w in ["a", "b", "c", "d", "e"] {
+            rt.dictionary().intern(w);
+        }
+        let a = rt.dictionary().lookup("a").unwrap();
+        push(&mut rt, &[a, a + 1, a + 2], &[]);
+        let same = rt.replica("same").unwrap();
+        let sub = rt.subscribe(same).unwrap();
+        let seq = push(&mut rt, &[], &[a + 1]);
+        rt.step_until(seq).unwrap();
+        assert_eq!(sub.try_iter().count(), 1);
+        rt.capture_revisions().unwrap();
+        rt.collect_garbage(true).unwrap();
+        // "b" (removed), "d" and "e" (never used) go; "built" stays.
+        assert_eq!(
+            rt.collect_strings_in_memory().unwrap(),
+            3,
+            "{workers} workers"
+        );
+        assert_eq!(rt.dictionary().holes(), (3, 3), "gone from memory too");
+        assert_eq!(rt.dictionary().lookup("b"), None);
+        assert_eq!(rt.dictionary().lookup("built"), Some(built));
+        assert_eq!(read(&mut rt, "same"), vec![a, a + 2]);
+        // The subscription follows the restarted dataflow.
+        let f = rt.dictionary().intern("f");
+        let seq = push(&mut rt, &[f], &[]);
+        rt.step_until(seq).unwrap();
+        let deltas: Vec<_> = sub.try_iter().collect();
+        assert_eq!(deltas.len(), 1, "{workers} workers: {deltas:?}");
+        assert_eq!(deltas[0].updates, vec![(f, 1)]);
+        assert!(rt.check_store().unwrap().is_empty());
+        rt.shutdown().unwrap();
+        let mut rt = Runtime::start_with(config, build).unwrap();
+        assert_eq!(read(&mut rt, "same"), vec![a, a + 2, f]);
+        assert_eq!(rt.dictionary().get(f), "f");
+    }
+}
