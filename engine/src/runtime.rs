@@ -39,6 +39,9 @@ mod preview;
 mod revisions;
 mod strings;
 
+/// The subscribers of a dataflow, by replica, handed from one that stops to the next.
+type Subscribers<R> = Vec<Vec<Sender<Delta<R>>>>;
+
 /// The embedded runtime. See the module documentation for its life cycle.
 pub struct Runtime<R: Record> {
     stored: Stored<R>,
@@ -431,7 +434,7 @@ impl<R: Record> Runtime<R> {
 
     /// Stops the running dataflow, if any, and returns its subscribers (for the next one,
     /// see [`Runtime::restore_dataflow`]) with how the stop went.
-    fn take_dataflow(&mut self) -> (Vec<Vec<Sender<Delta<R>>>>, Result<(), Error>) {
+    fn take_dataflow(&mut self) -> (Subscribers<R>, Result<(), Error>) {
         match self.controller.take() {
             Some(mut old) => {
                 // A revision handed out by `read_split` stays readable (see `stop_controller`).
@@ -447,11 +450,7 @@ impl<R: Record> Runtime<R> {
 
     /// Starts the dataflow from the store through `through` (see
     /// [`Runtime::restart_dataflow`]), with `subscribers`.
-    fn restore_dataflow(
-        &mut self,
-        through: u64,
-        subscribers: Vec<Vec<Sender<Delta<R>>>>,
-    ) -> Result<(), Error> {
+    fn restore_dataflow(&mut self, through: u64, subscribers: Subscribers<R>) -> Result<(), Error> {
         self.resumed.clear();
         let restored = restore(&self.stored, through)?;
         let stale = !restored.rebuild_deltas.is_empty();
