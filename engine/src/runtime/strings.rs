@@ -64,22 +64,26 @@ impl<R: Record> Runtime<R> {
         }
         let store = self.stored.store("collecting strings")?.clone();
         let dictionary = self.stored.dictionary.clone();
-        // Strings interned since the capture (no record uses them yet) are stored first: the
-        // dictionary is loaded from the store.
-        with_new_strings(&dictionary, &store, |first_id, strings| {
-            if strings.is_empty() {
-                return Ok(Vec::new());
-            }
-            store.append(&[], first_id, strings)
-        })?;
         self.wait_capture();
         let (subscribers, stopped) = self.take_dataflow();
-        let n = store.string_count()?;
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        dictionary.load_parallel(n, threads as u64, |from, to, f| {
-            Ok(store.for_each_string_in(from, to, f)?)
-        })?;
+        // Strings interned since the capture (no record uses them yet) and revived ones are
+        // stored first, once no worker interns any more: the dictionary is loaded from the
+        // store.
+        let reloaded = with_new_strings(&dictionary, &store, |first_id, strings| {
+            store.append(&[], first_id, strings)
+        })
+        .map_err(Error::from)
+        .and_then(|_| {
+            let n = store.string_count()?;
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            dictionary.load_parallel(n, threads as u64, |from, to, f| {
+                Ok(store.for_each_string_in(from, to, f)?)
+            })
+        });
+        // The dataflow restarts with its subscribers whatever happened (after a load that
+        // failed, on an empty dictionary, its restore fails: the store is damaged).
         self.restore_dataflow(self.stored.last_seq, subscribers)?;
+        reloaded?;
         stopped?;
         Ok(collected)
     }
