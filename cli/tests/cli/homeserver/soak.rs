@@ -13,7 +13,9 @@
 //!
 //! The size is bounded for CI: `PRR_SOAK_ROUNDS` (default 6) rounds of `PRR_SOAK_OPS`
 //! (default 80) operations; longer by hand, e.g. `PRR_SOAK_ROUNDS=40 PRR_SOAK_OPS=200 cargo
-//! test -p prr-cli --test cli soak -- --nocapture`.
+//! test -p prr-cli --test cli soak -- --nocapture`. `PRR_SOAK_RESTARTS=0` runs one `prr
+//! serve` throughout, neither killed nor compacted by `prr compact`: its memory and store stay
+//! flat by its compaction in process alone.
 
 use prr_synapse_harness::{Client, PolicyRule, RuleKind};
 use serde_json::json;
@@ -167,10 +169,13 @@ fn soak_mixed_stream_with_sigkills_and_compaction_ends_equal_to_a_batch_ingest()
     };
     let mut readings = Vec::new();
     let mut last: Option<Server> = None;
+    // With `PRR_SOAK_RESTARTS=0`, one `prr serve` runs every round: what it keeps flat is then
+    // its compaction in process alone (the store's size is the file's, not compacted).
+    let restarts = knob("PRR_SOAK_RESTARTS", 1) != 0;
+    let mut running: Option<(Server, std::time::Instant)> = None;
     for round in 0..rounds {
         // A short resync: Synapse backs off from an appservice that failed, and the state
         // fetched at start and every 5 s heals what it has not retried yet.
-        let started = std::time::Instant::now();
         let args = [
             "--homeserver",
             world.synapse.base_url(),
@@ -183,7 +188,10 @@ fn soak_mixed_stream_with_sigkills_and_compaction_ends_equal_to_a_batch_ingest()
             "--compact-every",
             "4",
         ];
-        let server = Server::start_at(&s, &listen, &args);
+        let (server, started) = running.take().unwrap_or_else(|| {
+            let started = std::time::Instant::now();
+            (Server::start_at(&s, &listen, &args), started)
+        });
         let manifest = &manifests[round % 2];
         server.ingest(manifest);
         caught_up(&server, &one);
@@ -214,15 +222,23 @@ fn soak_mixed_stream_with_sigkills_and_compaction_ends_equal_to_a_batch_ingest()
             last = Some(server);
             break;
         }
-        // SIGKILL in the middle of the stream: the second half is sent while prr is down
-        // and compacting.
-        server.kill();
-        for _ in ops / 2..ops {
-            stream.step();
-        }
-        let out = s.ok(&["compact"]);
-        assert!(out.contains("revisions captured"), "{out}");
-        let compacted = std::fs::metadata(s.store()).unwrap().len();
+        let compacted = if restarts {
+            // SIGKILL in the middle of the stream: the second half is sent while prr is down
+            // and compacting.
+            server.kill();
+            for _ in ops / 2..ops {
+                stream.step();
+            }
+            let out = s.ok(&["compact"]);
+            assert!(out.contains("revisions captured"), "{out}");
+            std::fs::metadata(s.store()).unwrap().len()
+        } else {
+            for _ in ops / 2..ops {
+                stream.step();
+            }
+            running = Some((server, started));
+            std::fs::metadata(s.store()).unwrap().len()
+        };
         readings.push(Reading {
             rss,
             compacted,
@@ -242,7 +258,12 @@ fn soak_mixed_stream_with_sigkills_and_compaction_ends_equal_to_a_batch_ingest()
     let [joins, leaves, rules, redactions] = stream.counts;
     eprintln!(
         "soak: {rounds} rounds of {ops} operations ({joins} joins, {leaves} leaves, {rules} \
-         rules set, {redactions} redacted), SIGKILL + compact between rounds"
+         rules set, {redactions} redacted), {}",
+        if restarts {
+            "SIGKILL + compact between rounds"
+        } else {
+            "one `prr serve` throughout (the store's file size, not compacted)"
+        }
     );
     eprintln!(
         "| round | RSS (MiB) | store after compact (MiB) | source_events | room_members | member_bans |"
