@@ -220,13 +220,7 @@ impl ServeConfig {
     /// With a homeserver source, fetch the state of every room the instances name again this
     /// often (and ingest what differs), to heal events the homeserver lost. At least 1 s.
     pub fn with_resync_every(mut self, every: Duration) -> Result<Self, Error> {
-        if every < Duration::from_secs(1) {
-            return Err(Error::Config(format!(
-                "--resync-every {}s: must be at least 1s",
-                every.as_secs_f64()
-            )));
-        }
-        self.resync_every = every;
+        self.resync_every = at_least_a_second("--resync-every", every)?;
         Ok(self)
     }
 
@@ -234,13 +228,7 @@ impl ServeConfig {
     /// ID) at least this long after it was received and after the service started; then it
     /// leaves, unless it is the current `room_state` record at its key. At least 1 s.
     pub fn with_dedup_retention(mut self, keep: Duration) -> Result<Self, Error> {
-        if keep < Duration::from_secs(1) {
-            return Err(Error::Config(format!(
-                "--dedup-retention {}s: must be at least 1s",
-                keep.as_secs_f64()
-            )));
-        }
-        self.dedup_retention = keep;
+        self.dedup_retention = at_least_a_second("--dedup-retention", keep)?;
         Ok(self)
     }
 
@@ -249,13 +237,7 @@ impl ServeConfig {
     /// the dictionary's strings that nothing retained uses, from the store and from memory
     /// (the dataflow restarts from the revisions; commands wait meanwhile).
     pub fn with_compact_every(mut self, every: Duration) -> Result<Self, Error> {
-        if every < Duration::from_secs(1) {
-            return Err(Error::Config(format!(
-                "--compact-every {}s: must be at least 1s",
-                every.as_secs_f64()
-            )));
-        }
-        self.compact_every = every;
+        self.compact_every = at_least_a_second("--compact-every", every)?;
         Ok(self)
     }
 
@@ -325,6 +307,17 @@ pub(crate) fn homeserver_url(url: &str) -> Result<String, Error> {
         return Err(bad("the URL has no host"));
     }
     Ok(url.trim_end_matches('/').to_string())
+}
+
+/// `every`, refused with the option's name when shorter than a second.
+fn at_least_a_second(option: &str, every: Duration) -> Result<Duration, Error> {
+    if every < Duration::from_secs(1) {
+        return Err(Error::Config(format!(
+            "{option} {}s: must be at least 1s",
+            every.as_secs_f64()
+        )));
+    }
+    Ok(every)
 }
 
 #[cfg(test)]
