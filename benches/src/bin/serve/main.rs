@@ -11,6 +11,9 @@
 //!    the right rows and until a first new delta is durable, beside `prr show`.
 //! 4. **capture**: a steady stream of `POST /v1/ingest` with periodic revision capture
 //!    (`--revision-interval`) and without: the longest stall and the p99.
+//! 5. **compact**: the same stream with periodic compaction in process (`--compact-every`)
+//!    and without: the longest stall, each compaction's logged seconds, and the service's
+//!    resident memory just before and just after each.
 //!
 //! The workload is loaded by `prr ingest` of its files into a store (a clean stop); each part
 //! runs on its own copy. Prints markdown tables.
@@ -33,6 +36,7 @@ use prr_benches::waves::prr_binary;
 
 mod api;
 mod capture;
+mod compact;
 mod restart;
 mod server;
 mod stream;
@@ -48,7 +52,7 @@ struct Cli {
     dir: DirArgs,
     #[command(flatten)]
     work: WorkDirArgs,
-    /// Parts to skip: synapse, api, restart, capture.
+    /// Parts to skip: synapse, api, restart, capture, compact.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
     /// Join rates (per second) of the waves ingested while reading (api).
@@ -60,7 +64,7 @@ struct Cli {
     /// Restarts (restart; the table shows medians).
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Rate of the ingest stream (capture), per second.
+    /// Rate of the ingest streams (capture, compact), per second.
     #[arg(long, default_value_t = 100.0)]
     capture_rate: f64,
     /// `--revision-interval` of the capturing run, in seconds (default by size: 2, 3, 10).
@@ -69,13 +73,19 @@ struct Cli {
     /// How long each ingest stream runs, in seconds (capture; default by size: 8, 20, 45).
     #[arg(long)]
     capture_secs: Option<u64>,
+    /// `--compact-every` of the compacting run, in seconds (default by size: 2, 6, 15).
+    #[arg(long)]
+    compact_every: Option<u64>,
+    /// How long each ingest stream runs, in seconds (compact; default by size: 6, 20, 45).
+    #[arg(long)]
+    compact_secs: Option<u64>,
     /// Latency samples of each kind (synapse; default by size: 5, 30, 100).
     #[arg(long)]
     samples: Option<usize>,
     /// Users joining for the throughput (synapse; default by size: 24, 120, 400).
     #[arg(long)]
     joiners: Option<usize>,
-    /// Seconds of joins at 100/s before the reads (api) and streams (capture) are measured,
+    /// Seconds of joins at 100/s before the reads (api) and streams (capture, compact) are measured,
     /// after a first ingest restored the dataflow (default by size: 1, 5, 10).
     #[arg(long)]
     warmup_secs: Option<u64>,
@@ -181,6 +191,14 @@ fn main() -> anyhow::Result<()> {
             secs: cli.capture_secs.unwrap_or(by_size(size, 8, 20, 45)),
         };
         capture::run(&setup, &o)?;
+    }
+    if !skipped(&cli.skip, "compact") {
+        let o = compact::Options {
+            rate: cli.capture_rate,
+            every: cli.compact_every.unwrap_or(by_size(size, 2, 6, 15)),
+            secs: cli.compact_secs.unwrap_or(by_size(size, 6, 20, 45)),
+        };
+        compact::run(&setup, &o)?;
     }
     println!("Load average at the end: {}.", load_average());
     let _ = std::fs::remove_file(&setup.base);

@@ -19,14 +19,23 @@ pub struct Serve {
     pub spawned: Instant,
     /// From the spawn until `listening on ADDR` was printed.
     pub listening: Duration,
-    captures: Arc<Mutex<Vec<Instant>>>,
+    log: Arc<Mutex<Log>>,
+}
+
+/// What the log said, with the time each line was read.
+#[derive(Default)]
+struct Log {
+    /// `revisions captured`.
+    captures: Vec<Instant>,
+    /// `compacted: ...` and `compacting failed` lines, whole.
+    compactions: Vec<(Instant, String)>,
 }
 
 impl Serve {
     /// Starts `prr --store STORE serve --listen LISTEN ARGS...` and waits (at most 10 minutes)
     /// for its `listening on ADDR`. Its log (`RUST_LOG=info`) is read by a thread: the time of
-    /// each `revisions captured` line is kept, warnings and errors are passed on to standard
-    /// error.
+    /// each `revisions captured` line is kept, and each compaction's line with its time;
+    /// warnings and errors are passed on to standard error.
     pub fn start(prr: &Path, store: &Path, listen: &str, args: &[&str]) -> anyhow::Result<Serve> {
         let spawned = Instant::now();
         let mut child = Command::new(prr)
@@ -51,14 +60,21 @@ impl Serve {
                 }
             }
         });
-        let captures = Arc::new(Mutex::new(Vec::new()));
-        let seen = captures.clone();
+        let log = Arc::new(Mutex::new(Log::default()));
+        let seen = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let at = Instant::now();
                 if line.contains("revisions captured") {
-                    let at = Instant::now();
-                    seen.lock().unwrap_or_else(PoisonError::into_inner).push(at);
-                } else if line.contains(" WARN ") || line.contains(" ERROR ") {
+                    seen.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .captures
+                        .push(at);
+                } else if line.contains("compacted: ") || line.contains("compacting failed") {
+                    let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+                    seen.compactions.push((at, line.clone()));
+                }
+                if line.contains(" WARN ") || line.contains(" ERROR ") {
                     eprintln!("prr serve: {line}");
                 }
             }
@@ -68,7 +84,7 @@ impl Serve {
             client: Client::new("unknown"),
             spawned,
             listening: Duration::ZERO,
-            captures,
+            log,
         };
         let addr = match rx.recv_timeout(Duration::from_secs(600)) {
             Ok(a) => a,
@@ -87,12 +103,21 @@ impl Serve {
         &self.client
     }
 
+    /// The process ID of the service.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// When each `revisions captured` line was read so far.
     pub fn captures(&self) -> Vec<Instant> {
-        self.captures
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        log.captures.clone()
+    }
+
+    /// Each `compacted: ...` or `compacting failed` line read so far, with when it was read.
+    pub fn compactions(&self) -> Vec<(Instant, String)> {
+        let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        log.compactions.clone()
     }
 }
 

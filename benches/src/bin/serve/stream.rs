@@ -47,9 +47,18 @@ impl JoinStream {
     /// due at `start + i / rate` and sent then, or at once when the one before it was answered
     /// late; each is one source delta answered `{"seq":N}`.
     pub fn start(client: Client, w: &Workload, seed: u64, rate: f64) -> JoinStream {
+        let mut joins = Joins::new(w, seed);
+        JoinStream::start_with(client, rate, move || join_body(&mut joins))
+    }
+
+    /// Starts offering the bodies `body` makes (each a JSON array for `POST /v1/ingest`) to
+    /// `client` at `rate` per second, as [`JoinStream::start`] does.
+    pub fn start_with<F>(client: Client, rate: f64, mut body: F) -> JoinStream
+    where
+        F: FnMut() -> Vec<u8> + Send + 'static,
+    {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let mut joins = Joins::new(w, seed);
         let handle = std::thread::spawn(move || {
             let start = Instant::now();
             let mut sent = Vec::new();
@@ -60,8 +69,7 @@ impl JoinStream {
                 if due > now {
                     std::thread::sleep(due - now);
                 }
-                let body = join_body(&mut joins);
-                client.ingest(&body).context("a join of the stream")?;
+                client.ingest(&body()).context("a request of the stream")?;
                 sent.push(Sent {
                     due,
                     answered: Instant::now(),
