@@ -296,25 +296,30 @@ impl Matrix {
         let rows = self.rt.read(source_events, None)?;
         let ingestor = self.ingestor.as_ref().expect("ingestor loaded");
         let now = unix_now();
-        let mut delta = SourceDelta::new();
-        let mut gone = Vec::new();
-        for (r, _) in rows {
-            match r {
-                Rec::UntimedSourceEvent(event) => {
-                    delta.remove(source_events, r);
-                    let received = now;
-                    delta.insert(source_events, Rec::SourceEvent { event, received });
+        // The ingest state's base is read from the store as looked up: damage there is an
+        // error, not a panic.
+        let (delta, gone) = catch_damage(|| {
+            let mut delta = SourceDelta::new();
+            let mut gone = Vec::new();
+            for (r, _) in rows {
+                match r {
+                    Rec::UntimedSourceEvent(event) => {
+                        delta.remove(source_events, r);
+                        let received = now;
+                        delta.insert(source_events, Rec::SourceEvent { event, received });
+                    }
+                    Rec::SourceEvent { event, received }
+                        if received < before
+                            && !(event.invalid.is_none() && ingestor.is_current(&event)) =>
+                    {
+                        gone.push(event.event_id);
+                        delta.remove(source_events, r);
+                    }
+                    _ => {}
                 }
-                Rec::SourceEvent { event, received }
-                    if received < before
-                        && !(event.invalid.is_none() && ingestor.is_current(&event)) =>
-                {
-                    gone.push(event.event_id);
-                    delta.remove(source_events, r);
-                }
-                _ => {}
             }
-        }
+            (delta, gone)
+        })?;
         if delta.is_empty() {
             return Ok(None);
         }
