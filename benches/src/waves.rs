@@ -67,20 +67,8 @@ impl Joins {
             if !self.used.insert((room, user.clone())) {
                 continue;
             }
-            let mut content = Map::new();
-            content.insert("membership".into(), "join".into());
-            content.insert("displayname".into(), Self::key(n).into());
-            return SourceItem::Event(Event {
-                event_id: format!("$wave{n}"),
-                room_id: self.rooms[room].clone(),
-                event_type: "m.room.member".into(),
-                state_key: Some(user.clone()),
-                sender: user,
-                origin_server_ts: Some(1_900_000_000_000 + n as i64),
-                content,
-                redacted_because: false,
-                redacts: None,
-            });
+            let room_id = self.rooms[room].clone();
+            return join_event(format!("$wave{n}"), room_id, user, Self::key(n), n);
         }
     }
 
@@ -156,6 +144,31 @@ pub fn prr_binary() -> anyhow::Result<PathBuf> {
         );
     }
     Ok(prr)
+}
+
+/// Join number `n` (its `origin_server_ts` `n` ms after the streams' epoch) of `user` into
+/// `room_id`, with `event_id` and `displayname`.
+pub fn join_event(
+    event_id: String,
+    room_id: String,
+    user: String,
+    displayname: String,
+    n: u64,
+) -> SourceItem {
+    let mut content = Map::new();
+    content.insert("membership".into(), "join".into());
+    content.insert("displayname".into(), displayname.into());
+    SourceItem::Event(Event {
+        event_id,
+        room_id,
+        event_type: "m.room.member".into(),
+        state_key: Some(user.clone()),
+        sender: user,
+        origin_server_ts: Some(1_900_000_000_000 + n as i64),
+        content,
+        redacted_because: false,
+        redacts: None,
+    })
 }
 
 #[cfg(test)]

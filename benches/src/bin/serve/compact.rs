@@ -19,10 +19,9 @@ use std::time::{Duration, Instant};
 
 use prr_benches::harness::table::{Table, fmt_bytes, fmt_ratio, fmt_secs, fmt_secs_or_dash};
 use prr_benches::measure::rss_of;
-use prr_benches::waves::percentile;
+use prr_benches::waves::{join_event, percentile};
 use prr_benches::{Workload, item_to_json};
-use prr_replicas::{Event, SourceItem};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::Setup;
 use crate::server::{Client, Serve};
@@ -55,20 +54,14 @@ const SLOTS: u64 = 100;
 fn rename_body(rooms: &[String], n: u64) -> Vec<u8> {
     let slot = n % SLOTS;
     let user = format!("@rename{slot}:rename.example");
-    let mut content = Map::new();
-    content.insert("membership".into(), "join".into());
-    content.insert("displayname".into(), format!("rename {n}").into());
-    let event = item_to_json(&SourceItem::Event(Event {
-        event_id: format!("$rename{n}"),
-        room_id: rooms[(slot as usize * 7919) % rooms.len()].clone(),
-        event_type: "m.room.member".into(),
-        state_key: Some(user.clone()),
-        sender: user,
-        origin_server_ts: Some(1_900_000_000_000 + n as i64),
-        content,
-        redacted_because: false,
-        redacts: None,
-    }));
+    let room_id = rooms[(slot as usize * 7919) % rooms.len()].clone();
+    let event = item_to_json(&join_event(
+        format!("$rename{n}"),
+        room_id,
+        user,
+        format!("rename {n}"),
+        n,
+    ));
     serde_json::to_vec(&Value::Array(vec![event])).expect("JSON")
 }
 
