@@ -24,6 +24,20 @@ pub struct RuntimeConfig {
     pub(crate) chunk_records: usize,
     /// Tests: the threads that decode a restore's seeds wait until stopped.
     pub(crate) pause_decoding: bool,
+    /// How the records of a store of an older format are rewritten when it is opened.
+    pub(crate) record_upgrade: Option<RecordUpgrader>,
+}
+
+/// A store's record upgrade, as a [`RuntimeConfig`] holds it.
+#[derive(Clone)]
+pub(crate) struct RecordUpgrader(
+    pub(crate) std::sync::Arc<dyn prr_persist::RecordUpgrade + Send + Sync>,
+);
+
+impl std::fmt::Debug for RecordUpgrader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RecordUpgrade")
+    }
 }
 
 impl Default for RuntimeConfig {
@@ -39,6 +53,7 @@ impl Default for RuntimeConfig {
             resume: true,
             chunk_records: CHUNK_RECORDS,
             pause_decoding: false,
+            record_upgrade: None,
         }
     }
 }
@@ -125,6 +140,32 @@ impl RuntimeConfig {
     pub fn with_chunk_records(mut self, n: usize) -> Self {
         self.chunk_records = n;
         self
+    }
+
+    /// Upgrades a store of an older format when it is opened, its records rewritten by
+    /// `records` (see [`crate::record_upgrade`]). Without it, such a store is refused.
+    pub fn with_record_upgrade(
+        mut self,
+        records: std::sync::Arc<dyn prr_persist::RecordUpgrade + Send + Sync>,
+    ) -> Self {
+        self.record_upgrade = Some(RecordUpgrader(records));
+        self
+    }
+
+    /// Opens the store at `path` for this configuration: read-only or not, upgrading an
+    /// older format if it has a record upgrade.
+    pub(crate) fn open_store(
+        &self,
+        path: &std::path::Path,
+        read_only: bool,
+    ) -> Result<prr_persist::Store, prr_persist::Error> {
+        use prr_persist::Store;
+        match (&self.record_upgrade, read_only) {
+            (Some(u), true) => Store::open_read_only_upgrading(path, u.0.as_ref()),
+            (Some(u), false) => Store::open_upgrading(path, u.0.as_ref()),
+            (None, true) => Store::open_read_only(path),
+            (None, false) => Store::open(path),
+        }
     }
 
     /// Persists the runtime in the redb store at `path` (created if missing).

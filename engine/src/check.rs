@@ -5,8 +5,6 @@
 
 use std::sync::Arc;
 
-use prr_persist::Store;
-
 use crate::api::RuntimeConfig;
 use crate::codec::{self, LoggedDelta};
 use crate::dag::Dag;
@@ -62,7 +60,7 @@ pub(crate) fn check_at<R: Record>(
         .store
         .clone()
         .ok_or(Error::NoStore("checking the store"))?;
-    let store = Store::open_read_only(&path)?;
+    let store = config.open_store(&path, true)?;
     let mut problems = Vec::new();
     let dictionary = Dictionary::new();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());

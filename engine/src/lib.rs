@@ -55,6 +55,7 @@ mod seeds;
 mod seq;
 mod stored;
 mod updates;
+mod upgrade;
 mod worker;
 
 pub use api::{
@@ -68,11 +69,13 @@ pub use description::{
 pub use dictionary::{Dictionary, Id, Strings};
 pub use error::{DagError, Error, catch_damage, damage_panic};
 pub use prr_persist::{Quarantined, RevisionInfo, StoreStats};
+pub use prr_persist::{RecordUpgrade, UpgradeStrings};
 pub use record::{Coll, Record, RecordIds};
 pub use revision::Revision;
 pub use runtime::Runtime;
 pub use seeds::{Resume, Seeds, Shared};
 pub use seq::Seq;
+pub use upgrade::{LegacyRecords, read_encoded, record_upgrade};
 
 /// Re-exports of the dataflow crates, so replica code uses the same versions as the engine.
 pub mod dataflow {

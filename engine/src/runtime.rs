@@ -78,8 +78,7 @@ impl<R: Record> Runtime<R> {
     ) -> Result<Self, Error> {
         config.validate()?;
         let store = match &config.store {
-            Some(path) if config.read_only => Some(Store::open_read_only(path)?),
-            Some(path) => Some(Store::open(path)?),
+            Some(path) => Some(config.open_store(path, config.read_only)?),
             None => None,
         };
         Self::start_inner(config, store, build)

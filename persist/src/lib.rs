@@ -33,6 +33,6 @@ pub use error::Error;
 #[cfg(feature = "test-util")]
 pub use faults::{Fault, Faults, FaultyBackend};
 pub use store::{
-    ChunkRef, ChunkWrite, FORMAT_VERSION, Quarantined, RevisionInfo, RevisionWrite, Store,
-    StoreStats, chunk_key,
+    ChunkRef, ChunkWrite, FORMAT_VERSION, Quarantined, RecordUpgrade, RecordsUnchanged,
+    RevisionInfo, RevisionWrite, Store, StoreStats, UpgradeStrings, chunk_key,
 };

@@ -24,15 +24,17 @@ pub use quarantine::Quarantined;
 use revisions::{CHUNKS, REVISIONS};
 pub use revisions::{ChunkRef, ChunkWrite, RevisionInfo, RevisionWrite, chunk_key};
 use strings::STRINGS;
+pub use upgrade::{RecordUpgrade, RecordsUnchanged, UpgradeStrings};
 
 use guard::{callback, contained};
 use handle::{Handle, Opener, ReadOpener};
 
-/// The format version this build writes and reads. Bump it on any change of a table's layout.
-/// A store of an older format (1 to 4) is upgraded when opened (see `docs/design.md`).
-/// Format 5 changed no table: the records of `source_events` gained their time received,
-/// and an older build must not misread them.
-pub const FORMAT_VERSION: u32 = 5;
+/// The format version this build writes and reads. Bump it on any change of a table's layout
+/// or of the records a program stores in it. A store of an older format (1 to 5) is upgraded
+/// when opened (see `docs/design.md`). Formats 5 and 6 changed no table: format 5 gave the
+/// records of `source_events` their time received, format 6 the `room_state` records their
+/// facts (rewritten by the program's [`RecordUpgrade`]); an older build must not misread them.
+pub const FORMAT_VERSION: u32 = 6;
 
 // Every value but the format version is sealed: `crc32 | payload` (see `sealed`).
 /// `meta`: metadata by name. Values are little-endian integers (see `docs/design.md`).
@@ -148,8 +150,34 @@ fn open_log(seq: u64, b: &[u8]) -> Result<&[u8], Error> {
 impl Store {
     /// Opens the store at `path`, creating it (with the current format version) if the file
     /// does not exist. Fails if another process has it open, if the file is not a prr store,
-    /// or if its format version is not [`FORMAT_VERSION`].
+    /// or if its format version is not [`FORMAT_VERSION`] (an older one is upgraded only by
+    /// [`Store::open_upgrading`], which knows its records).
     pub fn open(path: impl AsRef<Path>) -> Result<Store, Error> {
+        Self::open_with(path, None)
+    }
+
+    /// Like [`Store::open`], upgrading a store of an older format, its records rewritten by
+    /// `records`.
+    pub fn open_upgrading(
+        path: impl AsRef<Path>,
+        records: &dyn RecordUpgrade,
+    ) -> Result<Store, Error> {
+        Self::open_with(path, Some(records))
+    }
+
+    /// Like [`Store::open_read_only`], upgrading a store of an older format first (with a
+    /// writable handle, once), its records rewritten by `records`.
+    pub fn open_read_only_upgrading(
+        path: impl AsRef<Path>,
+        records: &dyn RecordUpgrade,
+    ) -> Result<Store, Error> {
+        Self::open_read_only_with(path, Some(records))
+    }
+
+    fn open_with(
+        path: impl AsRef<Path>,
+        records: Option<&dyn RecordUpgrade>,
+    ) -> Result<Store, Error> {
         let path = path.as_ref().to_path_buf();
         let exists = path.exists()
             && std::fs::metadata(&path)
@@ -191,7 +219,7 @@ impl Store {
             waiting_writers: Default::default(),
         };
         if exists {
-            store.check_format()?;
+            store.check_format(records)?;
         } else {
             store.initialize()?;
         }
@@ -201,6 +229,13 @@ impl Store {
     /// Opens an existing store read-only: nothing this handle does changes the file, and
     /// every write fails with [`Error::ReadOnly`].
     pub fn open_read_only(path: impl AsRef<Path>) -> Result<Store, Error> {
+        Self::open_read_only_with(path, None)
+    }
+
+    fn open_read_only_with(
+        path: impl AsRef<Path>,
+        records: Option<&dyn RecordUpgrade>,
+    ) -> Result<Store, Error> {
         let path = path.as_ref().to_path_buf();
         let opened = contained("the file", || Ok::<_, Error>(ReadOnlyDatabase::open(&path)))?;
         let db = match opened {
@@ -208,7 +243,7 @@ impl Store {
             // Not closed cleanly (a crash): a read-only handle cannot repair it. Open it for
             // writing once, which repairs it, then read-only again.
             Err(redb::DatabaseError::RepairAborted) => {
-                drop(Store::open(&path)?);
+                drop(Store::open_with(&path, records)?);
                 ReadOnlyDatabase::open(&path)?
             }
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(Error::Locked { path }),
@@ -234,13 +269,15 @@ impl Store {
             revived: Default::default(),
             waiting_writers: Default::default(),
         };
-        match store.check_format() {
+        match store.check_format(records) {
             // A store of an older format: upgraded by a writable handle, once, then read.
-            Err(Error::FormatVersion { found, .. }) if upgrade::upgradable(found) => {
+            Err(Error::FormatVersion { found, .. })
+                if upgrade::upgradable(found) && records.is_some() =>
+            {
                 let path = store.path.clone();
                 drop(store);
-                drop(Store::open(&path)?);
-                Store::open_read_only(path)
+                drop(Store::open_with(&path, records)?);
+                Store::open_read_only_with(path, records)
             }
             Err(e) => Err(e),
             Ok(()) => Ok(store),
@@ -279,7 +316,7 @@ impl Store {
         if fresh {
             store.initialize()?;
         } else {
-            store.check_format()?;
+            store.check_format(None)?;
         }
         Ok(store)
     }
@@ -315,11 +352,14 @@ impl Store {
         Ok(())
     }
 
-    /// Checks the format version; a writable handle upgrades a store of an older format.
-    fn check_format(&self) -> Result<(), Error> {
+    /// Checks the format version; a writable handle given the program's `records` upgrades a
+    /// store of an older format.
+    fn check_format(&self, records: Option<&dyn RecordUpgrade>) -> Result<(), Error> {
         let found = contained("meta", || self.format_version())?;
-        if upgrade::upgradable(found) && !self.is_read_only() {
-            return upgrade::upgrade(self, found);
+        if let Some(records) =
+            records.filter(|_| upgrade::upgradable(found) && !self.is_read_only())
+        {
+            return upgrade::upgrade(self, found, records);
         }
         if found != FORMAT_VERSION {
             return Err(Error::FormatVersion {

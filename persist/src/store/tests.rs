@@ -409,8 +409,15 @@ fn write_v1(path: &Path) {
 fn a_store_of_format_1_is_upgraded_on_open() {
     let (_d, path) = temp();
     write_v1(&path);
+    // Not without the program's record upgrade: the file stays as it was.
+    for refused in [Store::open(&path), Store::open_read_only(&path)] {
+        match refused {
+            Err(Error::FormatVersion { found: 1, .. }) => {}
+            other => panic!("expected a refusal of format 1, got {other:?}"),
+        }
+    }
     // A read-only open upgrades it too (once, through a writable handle).
-    let store = Store::open_read_only(&path).unwrap();
+    let store = Store::open_read_only_upgrading(&path, &RecordsUnchanged).unwrap();
     assert_eq!(store.format_version().unwrap(), FORMAT_VERSION);
     assert_eq!(store.last_seq().unwrap(), 2);
     assert_eq!(store.strings().unwrap(), vec!["x", "y"]);
@@ -436,6 +443,103 @@ fn a_store_of_format_1_is_upgraded_on_open() {
     assert_eq!(
         store.append(&[b"c".as_slice()], 2, &["z"]).unwrap(),
         vec![3]
+    );
+}
+
+/// A record upgrade for the tests: `old` becomes `NEW:` and the id of a string it interns;
+/// `broken` cannot be read.
+struct Renaming;
+
+impl Renaming {
+    fn rewrite(payload: &[u8], strings: &mut UpgradeStrings) -> Result<Option<Vec<u8>>, String> {
+        match payload {
+            b"old" => Ok(Some(format!("NEW:{}", strings.intern("fact")).into_bytes())),
+            b"broken" => Err("`broken` is not a record".into()),
+            _ => Ok(None),
+        }
+    }
+}
+
+impl RecordUpgrade for Renaming {
+    fn chunk(
+        &self,
+        from: u32,
+        payload: &[u8],
+        strings: &mut UpgradeStrings,
+    ) -> Result<Option<Vec<u8>>, String> {
+        assert_eq!(from, 5);
+        Self::rewrite(payload, strings)
+    }
+
+    fn log_entry(
+        &self,
+        from: u32,
+        payload: &[u8],
+        strings: &mut UpgradeStrings,
+    ) -> Result<Option<Vec<u8>>, String> {
+        assert_eq!(from, 5);
+        Self::rewrite(payload, strings)
+    }
+}
+
+/// A store of format 5: log entries and chunks of `payloads`, strings `x` and `y`.
+fn write_v5(path: &Path, payloads: &[&[u8]]) {
+    let store = Store::open(path).unwrap();
+    store.append(payloads, 0, &["x", "y"]).unwrap();
+    let chunks = payloads.iter().map(|p| ChunkWrite::New {
+        payload: p.to_vec(),
+        records: 1,
+    });
+    let w = write("r", chunks.collect());
+    store.write_revisions(1, &[w], 0, &[] as &[&str]).unwrap();
+    let txn = store.begin_write().unwrap();
+    txn.open_table(META)
+        .unwrap()
+        .insert(KEY_FORMAT, 5u32.to_le_bytes().as_slice())
+        .unwrap();
+    txn.commit().unwrap();
+}
+
+/// The records step of an upgrade: chunks and log entries rewritten by the program, headers
+/// listing the new chunks, the strings it interned stored, all in one transaction.
+#[test]
+fn a_store_of_format_5_has_its_records_rewritten() {
+    let (_d, path) = temp();
+    write_v5(&path, &[b"old", b"same"]);
+    let store = Store::open_upgrading(&path, &Renaming).unwrap();
+    assert_eq!(store.format_version().unwrap(), FORMAT_VERSION);
+    assert_eq!(store.strings().unwrap(), vec!["x", "y", "fact"]);
+    let log = store.log_from(1).unwrap();
+    assert_eq!(log, vec![(1, b"NEW:2".to_vec()), (2, b"same".to_vec())]);
+    assert_eq!(
+        store.revision_chunks("r", 1).unwrap(),
+        vec![b"NEW:2".to_vec(), b"same".to_vec()]
+    );
+    assert_eq!(
+        store.revisions().unwrap()[0].chunks[0].key,
+        chunk_key(b"NEW:2")
+    );
+    let problems = store.check(|_, _| Ok(()), |_, _, _, _| Ok(1)).unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(store.stats().unwrap().strings, 3);
+}
+
+/// A record the program cannot read fails the open, naming it, and leaves the store as it was.
+#[test]
+fn a_record_upgrade_that_fails_changes_nothing() {
+    let (_d, path) = temp();
+    write_v5(&path, &[b"old", b"broken"]);
+    let e = Store::open_upgrading(&path, &Renaming).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("records of format 5 cannot be upgraded")
+            && e.to_string().contains("`broken` is not a record"),
+        "{e}"
+    );
+    let txn = Store::open_read_only(&path);
+    assert!(
+        matches!(txn, Err(Error::FormatVersion { found: 5, .. })),
+        "{txn:?}"
     );
 }
 

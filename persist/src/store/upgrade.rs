@@ -1,4 +1,4 @@
-//! Upgrading a store of an older format to [`FORMAT_VERSION`] (5), in one transaction:
+//! Upgrading a store of an older format to [`FORMAT_VERSION`] (6), in one transaction:
 //! - from format 1, every value is sealed with its checksum and the dictionary moves from `dict`
 //!   (`&str` values) to `dictionary` (checksummed UTF-8 bytes), as format 2 did;
 //! - from formats 1 and 2, each revision's chunks move from `revision_chunks` (keyed by
@@ -8,7 +8,10 @@
 //!   (blocks of consecutive ids, see `strings`);
 //! - from format 4, no table changes: format 5 changed the records of `source_events` (their
 //!   time received), which the Matrix replicas read in either encoding;
-//! - the format version becomes 5.
+//! - from formats 1 to 5, the records are rewritten by the program that knows them (a
+//!   [`RecordUpgrade`], see `records`): format 6 gave every `room_state` record of the Matrix
+//!   replicas the facts parsed from its content. Without one, such a store does not open;
+//! - the format version becomes 6.
 //!
 //! redb's commit is atomic: a crash during the upgrade leaves the file as it was, and the next
 //! open upgrades it again. A value the upgrade reads that fails its checksum fails the open,
@@ -24,6 +27,10 @@ use super::{
 };
 use crate::Error;
 
+mod records;
+
+pub use records::{RecordUpgrade, RecordsUnchanged, UpgradeStrings};
+
 /// Format 1's dictionary: the strings as redb `&str` values, without checksums.
 const DICT_V1: TableDefinition<u64, &str> = TableDefinition::new("dict");
 /// Formats 2 and 3's dictionary: a sealed string per id, dense from 0.
@@ -36,12 +43,12 @@ const BATCH: usize = 4096;
 
 /// Whether a store of format `found` is upgraded when opened.
 pub(super) fn upgradable(found: u32) -> bool {
-    (1..=4).contains(&found)
+    (1..=5).contains(&found)
 }
 
 /// Upgrades `store`, of format `found` (see [`upgradable`]), to [`FORMAT_VERSION`] in one
-/// transaction.
-pub(super) fn upgrade(store: &Store, found: u32) -> Result<(), Error> {
+/// transaction, its records rewritten by `records`.
+pub(super) fn upgrade(store: &Store, found: u32, records: &dyn RecordUpgrade) -> Result<(), Error> {
     let what = format!("a store of format {found} while upgrading it");
     contained(&what, || {
         let txn = store.begin_write()?;
@@ -54,6 +61,7 @@ pub(super) fn upgrade(store: &Store, found: u32) -> Result<(), Error> {
         if found <= 3 {
             strings_in_blocks_in(&txn)?;
         }
+        records::records_in(&txn, found, records)?;
         txn.open_table(META)?
             .insert(KEY_FORMAT, FORMAT_VERSION.to_le_bytes().as_slice())?;
         txn.commit()?;
