@@ -7,17 +7,21 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use foldhash::HashMap;
 
 use prr_engine::{Dictionary, Id, ReplicaId, Revision, SourceDelta};
 use serde_json::{Map, Value};
 
+use crate::facts::facts_of;
 use crate::parse::{Event, ManifestEntry, SourceItem, redact_content};
-use crate::record::{Delivered, Rec, Relation, RoomState};
-use crate::rules::content_strings;
+use crate::record::{Delivered, Facts, Rec, Relation, RoomState};
 
 type StateKey = (Id, Id, Id);
+
+/// A `room_state` record, shared with the source deltas that carry it.
+type State = Arc<RoomState>;
 
 /// An instance's manifest entry: `(watch, protect)`.
 type InstanceRooms = (BTreeSet<Id>, BTreeSet<Id>);
@@ -33,7 +37,7 @@ pub struct Ingestor {
     /// looked up in place.
     base: Revision<Rec>,
     /// The changes over `base`: key -> its current record (`None`: the base's was removed).
-    state: HashMap<StateKey, Option<RoomState>>,
+    state: HashMap<StateKey, Option<State>>,
     /// `(room, event_id)` -> the keys in `state` where that event is the current record.
     by_event: HashMap<(Id, Id), EventKeys>,
     instances: BTreeMap<Id, InstanceRooms>,
@@ -63,7 +67,7 @@ impl EventKeys {
 pub struct Prepared {
     /// The source delta to push.
     pub delta: SourceDelta<Rec>,
-    state: HashMap<StateKey, Option<RoomState>>,
+    state: HashMap<StateKey, Option<State>>,
     instances: BTreeMap<Id, Option<InstanceRooms>>,
 }
 
@@ -82,7 +86,7 @@ fn base_key(r: &Rec) -> StateKey {
 }
 
 /// A `room_state` record of the base, owned (`None` for a record of another replica).
-fn into_state(r: Rec) -> Option<RoomState> {
+fn into_state(r: Rec) -> Option<State> {
     match r {
         Rec::RoomState(s) => Some(s),
         _ => None,
@@ -156,7 +160,7 @@ impl Ingestor {
     /// (without a base, a restore hands over a million records). Of two records for one key
     /// (not from a consolidated replica), the later one replaces the earlier, as in
     /// [`Ingestor::commit`].
-    fn load_states(&mut self, states: Vec<RoomState>) {
+    fn load_states(&mut self, states: Vec<State>) {
         let events: Vec<((Id, Id), StateKey)> = states
             .iter()
             .map(|s| ((s.room, s.event_id), key_of(s)))
@@ -170,7 +174,7 @@ impl Ingestor {
                 }
                 by_event
             });
-            let mut state: HashMap<StateKey, Option<RoomState>> = HashMap::default();
+            let mut state: HashMap<StateKey, Option<State>> = HashMap::default();
             state.reserve(events.len());
             let mut replaced = Vec::new();
             for s in states {
@@ -195,19 +199,19 @@ impl Ingestor {
     }
 
     /// The base's records of `room`.
-    fn base_room(&self, room: Id) -> Vec<RoomState> {
+    fn base_room(&self, room: Id) -> Vec<State> {
         (self.base.range(|r| base_key(r).0, &room).into_iter())
             .filter_map(|(r, _)| into_state(r))
             .collect()
     }
 
     /// The base's record at `key`.
-    fn base_get(&self, key: &StateKey) -> Option<RoomState> {
+    fn base_get(&self, key: &StateKey) -> Option<State> {
         (self.base.range(base_key, key).into_iter()).find_map(|(r, _)| into_state(r))
     }
 
     /// The current record at `key`.
-    fn get(&self, key: &StateKey) -> Option<RoomState> {
+    fn get(&self, key: &StateKey) -> Option<State> {
         match self.state.get(key) {
             Some(changed) => changed.clone(),
             None => self.base_get(key),
@@ -255,12 +259,12 @@ impl Ingestor {
         keys.extend(
             (self.base_room(room).iter())
                 .filter(|s| s.event_id == event)
-                .map(key_of),
+                .map(|s| key_of(s)),
         );
         keys
     }
 
-    fn set_state(&mut self, key: StateKey, new: Option<RoomState>) {
+    fn set_state(&mut self, key: StateKey, new: Option<State>) {
         if let Some(Some(old)) = self.state.get(&key) {
             unindex_event(&mut self.by_event, (old.room, old.event_id), key);
         }
@@ -277,7 +281,7 @@ impl Ingestor {
     /// Prepares the source delta of one file (or streamed batch). Interns the strings it
     /// uses. Nothing changes until [`Ingestor::commit`].
     pub fn prepare(&self, dict: &Dictionary, items: &[SourceItem]) -> Prepared {
-        let mut staged: HashMap<StateKey, Option<RoomState>> = HashMap::default();
+        let mut staged: HashMap<StateKey, Option<State>> = HashMap::default();
         let mut staged_events: HashMap<(Id, Id), Vec<StateKey>> = HashMap::default();
         let mut instances: BTreeMap<Id, Option<InstanceRooms>> = BTreeMap::new();
         for item in items {
@@ -351,11 +355,7 @@ impl Ingestor {
         }
     }
 
-    fn current(
-        &self,
-        staged: &HashMap<StateKey, Option<RoomState>>,
-        key: &StateKey,
-    ) -> Option<RoomState> {
+    fn current(&self, staged: &HashMap<StateKey, Option<State>>, key: &StateKey) -> Option<State> {
         match staged.get(key) {
             Some(s) => s.clone(),
             None => self.get(key),
@@ -366,7 +366,7 @@ impl Ingestor {
         &self,
         dict: &Dictionary,
         ev: &Event,
-        staged: &mut HashMap<StateKey, Option<RoomState>>,
+        staged: &mut HashMap<StateKey, Option<State>>,
         staged_events: &mut HashMap<(Id, Id), Vec<StateKey>>,
     ) {
         let room = dict.intern(&ev.room_id);
@@ -393,10 +393,12 @@ impl Ingestor {
                         serde_json::from_str::<Map<String, Value>>(c).unwrap_or_default()
                     });
                     let stripped = redact_content(&type_name, &content);
-                    let mut redacted = cur.clone();
-                    redacted.content = intern_content(dict, &type_name, &stripped);
+                    let mut redacted = RoomState::clone(&cur);
+                    redacted.facts =
+                        facts_of(&redacted, &type_name, &stripped, &mut |s| dict.intern(s));
+                    redacted.content = intern_content(dict, &stripped);
                     redacted.redacted = true;
-                    staged.insert(key, Some(redacted));
+                    staged.insert(key, Some(Arc::new(redacted)));
                 }
             }
         }
@@ -409,21 +411,25 @@ impl Ingestor {
         } else {
             ev.content.clone()
         };
-        let record = RoomState {
+        let mut record = RoomState {
             room,
             event_type: key.1,
             state_key: key.2,
             event_id: dict.intern(&ev.event_id),
             sender: dict.intern(&ev.sender),
             ts: ev.origin_server_ts,
-            content: intern_content(dict, &ev.event_type, &content),
+            content: 0,
             redacted: ev.redacted_because,
+            facts: Facts::Other,
         };
+        // The facts' strings first, then the content: ids are assigned in ingest order.
+        record.facts = facts_of(&record, &ev.event_type, &content, &mut |s| dict.intern(s));
+        record.content = intern_content(dict, &content);
         staged_events
             .entry((room, record.event_id))
             .or_default()
             .push(key);
-        staged.insert(key, Some(record));
+        staged.insert(key, Some(Arc::new(record)));
     }
 
     /// Applies a committed source delta's changes to the ingestor's state.
@@ -444,14 +450,8 @@ impl Ingestor {
     }
 }
 
-/// Interns an event's content as compact JSON, and the strings of it that the dataflow turns
-/// into ids (rule fields, display names), in a fixed order.
-fn intern_content(dict: &Dictionary, event_type: &str, content: &Map<String, Value>) -> Id {
-    if event_type == "m.room.member" || event_type.contains(".rule.") {
-        for s in content_strings(content) {
-            dict.intern(s);
-        }
-    }
+/// Interns an event's content as compact JSON.
+fn intern_content(dict: &Dictionary, content: &Map<String, Value>) -> Id {
     dict.intern(&serde_json::to_string(content).expect("JSON values serialize"))
 }
 
@@ -488,12 +488,10 @@ fn unindex_event(by_event: &mut HashMap<(Id, Id), EventKeys>, event: (Id, Id), k
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
 
-    fn state(state_key: Id, event_id: Id) -> RoomState {
-        RoomState {
+    fn state(state_key: Id, event_id: Id) -> State {
+        Arc::new(RoomState {
             room: 1,
             event_type: 2,
             state_key,
@@ -502,7 +500,8 @@ mod tests {
             ts: None,
             content: 6,
             redacted: false,
-        }
+            facts: Facts::Other,
+        })
     }
 
     /// Loading on two threads gives what applying the records one by one gives, also with two
@@ -539,14 +538,14 @@ mod tests {
 
     type Op = ((Id, Id, Id), Option<Id>);
 
-    fn record((room, event_type, state_key): StateKey, event_id: Id) -> RoomState {
-        RoomState {
+    fn record((room, event_type, state_key): StateKey, event_id: Id) -> State {
+        Arc::new(RoomState {
             room,
             event_type,
             state_key,
             event_id,
-            ..state(0, 0)
-        }
+            ..RoomState::clone(&state(0, 0))
+        })
     }
 
     fn apply(ing: &mut Ingestor, ops: &[Op]) {
@@ -556,7 +555,7 @@ mod tests {
     }
 
     /// Every key's current record, and per event the keys where it is current.
-    fn observed(ing: &Ingestor) -> (Vec<Option<RoomState>>, Vec<Vec<StateKey>>) {
+    fn observed(ing: &Ingestor) -> (Vec<Option<State>>, Vec<Vec<StateKey>>) {
         let keys = || (1..4).flat_map(|r| (1..3).flat_map(move |t| (1..5).map(move |k| (r, t, k))));
         let state = keys().map(|k| ing.get(&k)).collect();
         let events = (1..4)

@@ -1,5 +1,5 @@
-//! What the computations read from the dictionary: the ids of the strings they compare with
-//! (interned once when the DAG is built), and stored contents.
+//! What the computations read from the dictionary: the ids of the strings they compare with,
+//! interned once when the DAG is built.
 
 use std::sync::Arc;
 
@@ -28,6 +28,19 @@ pub(crate) fn rule_type_names(kind: Kind) -> [String; 3] {
     ]
 }
 
+/// The kind of a rule event type (by its name, one of [`rule_type_names`]), if it is one.
+pub(crate) fn rule_kind(event_type: &str) -> Option<Kind> {
+    let kind = ["m.policy.rule.", "m.room.rule.", "org.matrix.mjolnir.rule."]
+        .iter()
+        .find_map(|prefix| event_type.strip_prefix(prefix))?;
+    match kind {
+        "user" => Some(Kind::User),
+        "server" => Some(Kind::Server),
+        "room" => Some(Kind::Room),
+        _ => None,
+    }
+}
+
 impl Known {
     pub(crate) fn new(dict: &Dictionary) -> Known {
         let mut rule_types = HashMap::default();
@@ -45,8 +58,24 @@ impl Known {
     }
 }
 
-/// A stored content (an interned JSON object, written by the ingest) read back: stored data,
-/// so anything else (not JSON, not an object) reads as an empty object, never a panic.
-pub(crate) fn content_of<T: serde::de::DeserializeOwned + Default>(dict: &Dictionary, id: Id) -> T {
-    dict.with(id, |s| serde_json::from_str(s).unwrap_or_default())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_kinds_are_those_of_the_rule_type_names() {
+        for kind in [Kind::User, Kind::Server, Kind::Room] {
+            for name in rule_type_names(kind) {
+                assert_eq!(rule_kind(&name), Some(kind), "{name}");
+            }
+        }
+        for other in [
+            "m.room.member",
+            "m.policy.rule.users",
+            "m.policy.rule.",
+            "m.rule.user",
+        ] {
+            assert_eq!(rule_kind(other), None, "{other}");
+        }
+    }
 }

@@ -29,20 +29,23 @@
 // The modules in layers, bottom to top; each uses only modules of the layers below it
 // (imports name an item's defining module, never the re-exports below):
 // 1. `glob`, then `record` (a rule keeps its compiled glob), `parse`, `reduce`;
-// 2. `rules` (rule content, match keys), `intent` (intents' fingerprints), `known` (known ids, stored contents), `relations`
+// 2. `rules` (rule content, match keys), `intent` (intents' fingerprints), `known` (known ids),
+//    `facts` (an event's facts parsed from its content), `relations`
 //    (the instances' relations), `render`;
 // 3. `member_events`, `memberships`, `slots`: what several replicas compute alike;
 // 4. `replicas` (one file per replica), then `dag` (assembles them);
-// 5. `ingest`, then `matrix`.
+// 5. `ingest`, `legacy` (records of older store formats), then `matrix`.
 mod dag;
 mod door;
 mod explain;
+mod facts;
 // Some of the glob's methods serve only its tests and benchmarks (feature `test-util`).
 #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
 mod glob;
 mod ingest;
 mod intent;
 mod known;
+mod legacy;
 mod matrix;
 mod member_events;
 mod memberships;
@@ -68,6 +71,7 @@ pub use glob::{
     user_glob_key, user_keys,
 };
 pub use ingest::{Ingestor, Prepared};
+pub use legacy::matrix_records;
 pub use matrix::{
     Gone, IngestSummary, IntentKey, Intents, Matrix, NewOutcome, Pipeline, Previous, Received, Work,
 };
@@ -76,7 +80,7 @@ pub use parse::{
     redact_content,
 };
 pub use record::{
-    Action, Class, Delivered, Kind, MatchKind, Membership, Outcome, OutcomeStatus, Rec,
+    Action, Class, Delivered, Facts, Kind, MatchKind, Membership, Outcome, OutcomeStatus, Rec,
     RejectReason, Relation, RoomState, Rule,
 };
 pub use render::{NO_REASON, poisoned_json, render_sorted, sort_key, status_json, to_json};

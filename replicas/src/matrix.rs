@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::dag::matrix_dag;
 use crate::ingest::Ingestor;
+use crate::legacy::matrix_records;
 use crate::parse::SourceItem;
 use crate::record::Rec;
 use crate::render::{render_sorted, to_json};
@@ -39,8 +40,10 @@ pub struct IngestSummary {
 }
 
 impl Matrix {
-    /// Starts the runtime (opening its store, if configured) with the Matrix replicas.
+    /// Starts the runtime (opening its store, if configured) with the Matrix replicas. A store
+    /// of an older format is upgraded (see [`matrix_records`]).
     pub fn start(config: RuntimeConfig) -> Result<Self, Error> {
+        let config = config.with_record_upgrade(matrix_records());
         let rt = Runtime::start_with(config, matrix_dag)?;
         Ok(Self::from_runtime(rt))
     }

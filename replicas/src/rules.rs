@@ -57,23 +57,6 @@ pub(crate) fn parse_rule(
     }))
 }
 
-/// The strings of a rule or member event's content that the dataflow turns into ids: the
-/// ingest interns them beforehand, so ids are assigned in ingest order.
-pub(crate) fn content_strings(content: &Map<String, Value>) -> Vec<&str> {
-    let mut out = Vec::new();
-    for f in ["entity", "recommendation", "reason", "displayname"] {
-        if let Some(Value::String(s)) = content.get(f) {
-            out.push(s.as_str());
-        }
-    }
-    for f in ["hashes", "org.matrix.msc4205.hashes"] {
-        if let Some(h) = hash_in(content, f) {
-            out.push(h);
-        }
-    }
-    out
-}
-
 /// The server name of a user ID: everything after its first `:`.
 pub fn server_name(user_id: &str) -> Option<&str> {
     user_id.split_once(':').map(|(_, s)| s)

@@ -6,19 +6,17 @@
 
 use std::sync::Arc;
 
-use prr_engine::{Coll, Dictionary, Id, Seeds};
-use serde_json::{Map, Value};
+use prr_engine::{Coll, Id, Seeds};
 
-use crate::known::{Known, content_of};
-use crate::record::{Class, Kind, Rec, RoomState, Rule};
+use crate::known::Known;
+use crate::record::{Facts, Kind, Rec, RoomState};
 use crate::reduce::{GroupLogic, resume_reduce};
-use crate::rules::parse_rule;
 
 /// A rule slot: `(room, kind, state_key)`.
 type SlotKey = (Id, Kind, Id);
 
 /// The slot of a policy rule event of `room_state`, with the event's rank (0: newest type).
-fn slot_of(r: Rec, known: &Known) -> Option<(SlotKey, (u8, RoomState))> {
+fn slot_of(r: Rec, known: &Known) -> Option<(SlotKey, (u8, Arc<RoomState>))> {
     match r {
         Rec::RoomState(s) => known
             .rule_types
@@ -28,59 +26,37 @@ fn slot_of(r: Rec, known: &Known) -> Option<(SlotKey, (u8, RoomState))> {
     }
 }
 
-/// What a slot holds: its newest-type event decides (a rule, a reject, or nothing).
-fn slot_logic(dict: &Dictionary) -> impl GroupLogic<SlotKey, (u8, RoomState), Rec> {
-    let d = dict.clone();
+/// What a slot holds: its newest-type event decides (a rule, a reject, or nothing), as its
+/// facts say (the rule itself is the event's, shared).
+fn slot_logic() -> impl GroupLogic<SlotKey, (u8, Arc<RoomState>), Rec> {
     move |key, input, output| {
         let (_rank, s) = input[0].0;
         if s.redacted {
             return;
         }
-        let content: Map<String, Value> = content_of(&d, s.content);
-        match parse_rule(&content) {
-            Ok(None) => {}
-            Ok(Some(rc)) => {
-                let rule = Rule {
-                    room: key.0,
-                    kind: key.1,
-                    state_key: key.2,
-                    event_type: s.event_type,
-                    event_id: s.event_id,
-                    sender: s.sender,
-                    matcher: rc.matcher,
-                    entity: rc.entity.map(|e| d.intern(e)),
-                    sha256: rc.sha256.map(|h| d.intern(h)),
-                    recommendation: d.intern(rc.recommendation),
-                    class: Class::of(rc.recommendation),
-                    reason: rc.reason.map(|r| d.intern(r)),
-                    compiled: Default::default(),
-                };
-                output.push((Rec::Rule(Arc::new(rule)), 1));
-            }
-            Err(reason) => output.push((
+        match &s.facts {
+            Facts::Rule(rule) => output.push((Rec::Rule(rule.clone()), 1)),
+            Facts::BadRule(reason) => output.push((
                 Rec::Reject {
                     room: key.0,
                     event_id: s.event_id,
                     event_type: s.event_type,
                     state_key: key.2,
-                    reason,
+                    reason: *reason,
                 },
                 1,
             )),
+            _ => {}
         }
     }
 }
 
 /// The slots (rules and rejects) of `room_state`.
-pub(crate) fn rule_slots<'s>(
-    room_state: Coll<'s, Rec>,
-    dict: &Dictionary,
-    known: &Known,
-) -> Coll<'s, Rec> {
+pub(crate) fn rule_slots<'s>(room_state: Coll<'s, Rec>, known: &Known) -> Coll<'s, Rec> {
     let k = known.clone();
     room_state
         .flat_map(move |r| slot_of(r, &k))
-        .reduce_named("RuleSlots", slot_logic(dict))
+        .reduce_named("RuleSlots", slot_logic())
         .map(|(_, rec)| rec)
 }
 
@@ -90,7 +66,6 @@ pub(crate) fn rule_slots<'s>(
 pub(crate) fn resume_rule_slots<'s>(
     room_state: Coll<'s, Rec>,
     seeds: &Seeds<Rec>,
-    dict: &Dictionary,
     known: &Known,
 ) -> Coll<'s, Rec> {
     let (k, old) = (known.clone(), seeds.revision(0));
@@ -112,7 +87,7 @@ pub(crate) fn resume_rule_slots<'s>(
         "RuleSlots",
         room_state.flat_map(move |r| slot_of(r, &k)),
         old_slot,
-        slot_logic(dict),
+        slot_logic(),
     )
     .map(|(_, rec)| rec)
 }

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use prr_engine::{InputMode, Runtime, RuntimeConfig, Seq};
-use prr_replicas::{Matrix, REPLICAS, Rec, matrix_dag, status_json};
+use prr_replicas::{Matrix, REPLICAS, Rec, matrix_dag, matrix_records, status_json};
 use serde_json::json;
 
 use super::Ctx;
@@ -232,7 +232,8 @@ pub fn check(ctx: &Ctx) -> Result<u8, Failure> {
     let config = RuntimeConfig::new()
         .with_store(&ctx.store)
         .with_workers(ctx.workers)
-        .with_read_only(true);
+        .with_read_only(true)
+        .with_record_upgrade(matrix_records());
     let problems = Runtime::<Rec>::check_store_at(config, matrix_dag)?;
     if problems.is_empty() {
         writeln!(

@@ -4,21 +4,20 @@
 //! the same group logic; recomputing it needs all of `room_state`: resuming lets a restore
 //! leave it out of the dataflow.
 
-use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use foldhash::HashMap;
 use prr_engine::{Coll, Dictionary, Id, Input, ReplicaDescription, Revision, Seeds};
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize};
 
-use crate::known::{Known, content_of};
-use crate::record::Rec;
+use crate::known::Known;
+use crate::record::{Facts, Rec, acl_equals};
 use crate::reduce::{apply_group, resume_reduce};
 use crate::relations::{InstanceIndex, all, protect_pair};
 
 /// `acl_sync`'s description (inputs: `room_state`, `server_acl`, `instances`).
-pub(crate) fn description(dict: &Dictionary, known: &Known) -> ReplicaDescription<Rec> {
-    let (d, k) = (dict.clone(), known.clone());
-    let (d2, k2) = (dict.clone(), known.clone());
+pub(crate) fn description(_: &Dictionary, known: &Known) -> ReplicaDescription<Rec> {
+    let (k, k2) = (known.clone(), known.clone());
     ReplicaDescription::derived(
         "acl_sync",
         "instance",
@@ -28,24 +27,38 @@ pub(crate) fn description(dict: &Dictionary, known: &Known) -> ReplicaDescriptio
             Input::full("server_acl"),
             Input::full("instances"),
         ],
-        move |i| acl_sync(i[0].clone(), i[1].clone(), i[2].clone(), &d, &k),
+        move |i| acl_sync(i[0].clone(), i[1].clone(), i[2].clone(), &k),
     )
-    .with_resume(move |deltas, seeds| resume(deltas, seeds, &d2, &k2))
+    .with_resume(move |deltas, seeds| resume(deltas, seeds, &k2))
     .with_record_type("(instance, room_id, in_sync)")
     .with_logic_version(1)
 }
 
-/// A room's group for [`room_acls`]: `(0, instance)` for a protection of `room_state`'s room
-/// and `(1, content)` for its ACL event, keyed by room.
+/// What an ACL event denies, if an intent can equal it (see [`Facts::Acl`]).
+type AclDeny = Option<Arc<[Id]>>;
+
+/// A value of a room's group for [`room_acls`].
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum RoomValue {
+    /// A protection of the room, by an instance.
+    Protected(Id),
+    /// The room's ACL event.
+    Acl(AclDeny),
+}
+
+/// A room's group for [`room_acls`]: a protection of `room_state`'s room and its ACL event,
+/// keyed by room.
 fn room_values<'s>(
     room_state: Coll<'s, Rec>,
     instances: Coll<'s, Rec>,
     known: &Known,
-) -> Coll<'s, (Id, (u8, Id))> {
+) -> Coll<'s, (Id, RoomValue)> {
     let k = known.clone();
-    let acls = room_state.flat_map(move |r| acl_event(&r, &k).map(|(room, c)| (room, (1u8, c))));
-    let protections =
-        instances.flat_map(|r| protect_pair(r).map(|(room, instance)| (room, (0u8, instance))));
+    let acls =
+        room_state.flat_map(move |r| acl_event(&r, &k).map(|(room, a)| (room, RoomValue::Acl(a))));
+    let protections = instances.flat_map(|r| {
+        protect_pair(r).map(|(room, instance)| (room, RoomValue::Protected(instance)))
+    });
     protections.concat(acls)
 }
 
@@ -54,26 +67,26 @@ fn acl_sync<'s>(
     room_state: Coll<'s, Rec>,
     server_acl: Coll<'s, Rec>,
     instances: Coll<'s, Rec>,
-    dict: &Dictionary,
     known: &Known,
 ) -> Coll<'s, Rec> {
     let rooms = room_values(room_state, instances, known)
         .reduce_named("AclRooms", room_acls)
-        .map(|(room, (instance, content))| (instance, (room, content)));
+        .map(|(room, (instance, acl))| (instance, (room, acl)));
     let intents = server_acl.flat_map(acl_intent_of);
-    let d = dict.clone();
     rooms
         .join(intents)
-        .map(move |(instance, ((room, content), deny))| {
-            acl_sync_record(instance, room, content, &deny, &d)
-        })
+        .map(move |(instance, ((room, acl), deny))| acl_sync_record(instance, room, &acl, &deny))
 }
 
-/// `(room, content)` of a room's current `m.room.server_acl` event in `room_state`.
-fn acl_event(r: &Rec, known: &Known) -> Option<(Id, Id)> {
+/// `(room, what it denies)` of a room's current `m.room.server_acl` event in `room_state`.
+fn acl_event(r: &Rec, known: &Known) -> Option<(Id, AclDeny)> {
     match r {
         Rec::RoomState(s) if s.event_type == known.server_acl && s.state_key == known.empty => {
-            Some((s.room, s.content))
+            match &s.facts {
+                Facts::Acl(deny) => Some((s.room, deny.clone())),
+                // An ACL event always has ACL facts; other facts (damage) read as no intent's.
+                _ => Some((s.room, None)),
+            }
         }
         _ => None,
     }
@@ -87,59 +100,35 @@ fn acl_intent_of(r: Rec) -> Option<(Id, Vec<Id>)> {
     }
 }
 
-/// An `acl_sync` record: whether `room`'s ACL `content` (if any) equals the intent `deny`.
-fn acl_sync_record(
-    instance: Id,
-    room: Id,
-    content: Option<Id>,
-    deny: &[Id],
-    dict: &Dictionary,
-) -> Rec {
+/// An `acl_sync` record: whether `room`'s ACL `acl` (if it has one) equals the intent `deny`.
+fn acl_sync_record(instance: Id, room: Id, acl: &Option<AclDeny>, deny: &[Id]) -> Rec {
     Rec::AclSync {
         instance,
         room,
-        in_sync: content.is_some_and(|c| acl_equals_intent(&content_of(dict, c), deny, dict)),
+        in_sync: acl.as_ref().is_some_and(|a| acl_equals(a, deny)),
     }
 }
 
-/// `allow` and `deny` compared as sets (missing = empty; not an array of strings = unequal),
-/// `allow_ip_literals` missing = true.
-fn acl_equals_intent(content: &Map<String, Value>, deny: &[Id], dict: &Dictionary) -> bool {
-    fn as_set(v: Option<&Value>) -> Option<BTreeSet<String>> {
-        match v {
-            None => Some(Default::default()),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|x| x.as_str().map(str::to_string))
-                .collect(),
-            Some(_) => None,
-        }
-    }
-    let want_deny: BTreeSet<String> = deny.iter().map(|id| dict.get(*id)).collect();
-    let allow_ip = content
-        .get("allow_ip_literals")
-        .unwrap_or(&Value::Bool(true));
-    as_set(content.get("allow")) == Some(std::iter::once("*".to_string()).collect())
-        && as_set(content.get("deny")) == Some(want_deny)
-        && *allow_ip == Value::Bool(false)
-}
+/// A protected room's state as `acl_sync` sees it: `(instance, its ACL, if it has one)`.
+type RoomAcl = (Id, Option<AclDeny>);
 
-/// A protected room's state as `acl_sync` sees it: `(instance, content of its ACL, if any)`.
-type RoomAcl = (Id, Option<Id>);
-
-/// The protected rooms of a room's group: values `(0, instance)` for a protection and
-/// `(1, content)` for an ACL event. A protection meets each ACL (multiplicities multiply),
-/// and stands alone with multiplicity `m × (1 − Σ ACL multiplicities)`: the contents of
-/// `protected ⋈ acls + protected ▷ acls`.
-fn room_acls(_room: &Id, input: &[(&(u8, Id), isize)], output: &mut Vec<(RoomAcl, isize)>) {
-    let acls: Vec<(Id, isize)> = (input.iter())
-        .filter(|((tag, _), _)| *tag == 1)
-        .map(|((_, c), m)| (*c, *m))
+/// The protected rooms of a room's group: a protection meets each ACL (multiplicities
+/// multiply), and stands alone with multiplicity `m × (1 − Σ ACL multiplicities)`: the
+/// contents of `protected ⋈ acls + protected ▷ acls`.
+fn room_acls(_room: &Id, input: &[(&RoomValue, isize)], output: &mut Vec<(RoomAcl, isize)>) {
+    let acls: Vec<(&AclDeny, isize)> = (input.iter())
+        .filter_map(|(v, m)| match v {
+            RoomValue::Acl(a) => Some((a, *m)),
+            RoomValue::Protected(_) => None,
+        })
         .collect();
     let total: isize = acls.iter().map(|(_, m)| m).sum();
-    for ((_, instance), pm) in input.iter().filter(|((tag, _), _)| *tag == 0) {
-        for (content, am) in &acls {
-            output.push(((*instance, Some(*content)), pm * am));
+    for (v, pm) in input {
+        let RoomValue::Protected(instance) = v else {
+            continue;
+        };
+        for (acl, am) in &acls {
+            output.push(((*instance, Some((*acl).clone())), pm * am));
         }
         if pm * (1 - total) != 0 {
             output.push(((*instance, None), pm * (1 - total)));
@@ -150,23 +139,23 @@ fn room_acls(_room: &Id, input: &[(&(u8, Id), isize)], output: &mut Vec<(RoomAcl
 /// What `acl_sync`'s resume looks up: the instances, each room's ACL events, and the intents.
 struct SyncSeeds {
     instances: InstanceIndex,
-    acls: HashMap<Id, Vec<(Id, isize)>>,
+    acls: HashMap<Id, Vec<(AclDeny, isize)>>,
     /// `server_acl`, sorted by record: by instance.
     intents: Revision<Rec>,
 }
 
 impl SyncSeeds {
     /// A room's old group (see [`room_acls`]).
-    fn room_group(&self, room: Id) -> Vec<((u8, Id), isize)> {
+    fn room_group(&self, room: Id) -> Vec<(RoomValue, isize)> {
         let protections = all(&self.instances.protectors, &room)
             .iter()
-            .map(|(i, m)| ((0, *i), *m));
-        let acls = all(&self.acls, &room).iter().map(|(c, m)| ((1, *c), *m));
+            .map(|(i, m)| (RoomValue::Protected(*i), *m));
+        let acls = (all(&self.acls, &room).iter()).map(|(a, m)| (RoomValue::Acl(a.clone()), *m));
         protections.chain(acls).collect()
     }
 
     /// `instance`'s old protected rooms with their ACLs.
-    fn rooms_of(&self, instance: Id) -> Vec<((Id, Option<Id>), isize)> {
+    fn rooms_of(&self, instance: Id) -> Vec<((Id, Option<AclDeny>), isize)> {
         let mut rooms: Vec<Id> = all(&self.instances.protected, &instance)
             .iter()
             .map(|(room, _)| *room)
@@ -179,7 +168,7 @@ impl SyncSeeds {
             out.extend(
                 acls.into_iter()
                     .filter(|((i, _), _)| *i == instance)
-                    .map(|((_, content), m)| ((room, content), m)),
+                    .map(|((_, acl), m)| ((room, acl), m)),
             );
         }
         out
@@ -199,18 +188,13 @@ impl SyncSeeds {
 
 /// `acl_sync`'s delta: `dRooms ⋈ I_old + dRooms ⋈ dI + Rooms_old ⋈ dI`, with `dRooms` the
 /// delta of the reduction [`room_acls`].
-fn resume<'s>(
-    deltas: &[Coll<'s, Rec>],
-    seeds: &Seeds<Rec>,
-    dict: &Dictionary,
-    known: &Known,
-) -> Coll<'s, Rec> {
+fn resume<'s>(deltas: &[Coll<'s, Rec>], seeds: &Seeds<Rec>, known: &Known) -> Coll<'s, Rec> {
     let k = known.clone();
     let old = seeds.shared(move |s| {
-        let mut acls: HashMap<Id, Vec<(Id, isize)>> = HashMap::default();
+        let mut acls: HashMap<Id, Vec<(AclDeny, isize)>> = HashMap::default();
         for (r, m) in s.input(0) {
-            if let Some((room, content)) = acl_event(r, &k) {
-                acls.entry(room).or_default().push((content, *m));
+            if let Some((room, acl)) = acl_event(r, &k) {
+                acls.entry(room).or_default().push((acl, *m));
             }
         }
         SyncSeeds {
@@ -226,7 +210,7 @@ fn resume<'s>(
         move |room| o.get().room_group(*room),
         room_acls,
     )
-    .map(|(room, (instance, content))| (instance, (room, content)));
+    .map(|(room, (instance, acl))| (instance, (room, acl)));
     let d_intents = deltas[1].clone().flat_map(acl_intent_of);
     // dRooms ⋈ I_old
     let o = old.clone();
@@ -234,7 +218,7 @@ fn resume<'s>(
         o.get()
             .intent(instance)
             .into_iter()
-            .map(move |(deny, m)| ((instance, (room, deny)), m))
+            .map(move |(deny, m)| ((instance, (room.clone(), deny)), m))
     });
     // dRooms ⋈ dI
     let both = d_rooms.join(d_intents.clone());
@@ -245,13 +229,10 @@ fn resume<'s>(
             .into_iter()
             .map(move |(room, m)| ((instance, (room, deny.clone())), m))
     });
-    let d = dict.clone();
     new_rooms
         .concat(both)
         .concat(new_intents)
-        .map(move |(instance, ((room, content), deny))| {
-            acl_sync_record(instance, room, content, &deny, &d)
-        })
+        .map(move |(instance, ((room, acl), deny))| acl_sync_record(instance, room, &acl, &deny))
 }
 
 #[cfg(test)]

@@ -7,18 +7,17 @@ use crate::record::Rec;
 use crate::slots::{resume_rule_slots, rule_slots};
 
 /// `policy_room`'s description (input: `room_state`).
-pub(crate) fn description(dict: &Dictionary, known: &Known) -> ReplicaDescription<Rec> {
-    let (d, k) = (dict.clone(), known.clone());
-    let (d2, k2) = (dict.clone(), known.clone());
+pub(crate) fn description(_: &Dictionary, known: &Known) -> ReplicaDescription<Rec> {
+    let (k, k2) = (known.clone(), known.clone());
     ReplicaDescription::derived(
         "policy_room",
         "room_id",
         Rec::partition,
         vec![Input::full("room_state")],
-        move |i| rule_slots(i[0].clone(), &d, &k).filter(is_rule),
+        move |i| rule_slots(i[0].clone(), &k).filter(is_rule),
     )
     .with_resume(move |deltas, seeds| {
-        resume_rule_slots(deltas[0].clone(), seeds, &d2, &k2).filter(is_rule)
+        resume_rule_slots(deltas[0].clone(), seeds, &k2).filter(is_rule)
     })
     .with_record_type("rule (room_id, kind, state_key, ...)")
     .with_logic_version(1)

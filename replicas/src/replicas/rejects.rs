@@ -11,23 +11,22 @@ use crate::record::{Rec, RejectReason};
 use crate::slots::{resume_rule_slots, rule_slots};
 
 /// `rejects`' description (inputs: `room_state`, `source_events`).
-pub(crate) fn description(dict: &Dictionary, known: &Known) -> ReplicaDescription<Rec> {
-    let (d, k) = (dict.clone(), known.clone());
-    let (d2, k2) = (dict.clone(), known.clone());
+pub(crate) fn description(_: &Dictionary, known: &Known) -> ReplicaDescription<Rec> {
+    let (k, k2) = (known.clone(), known.clone());
     ReplicaDescription::derived(
         "rejects",
         "room_id",
         Rec::partition,
         vec![Input::full("room_state"), Input::deltas("source_events")],
         move |i| {
-            let slots = rule_slots(i[0].clone(), &d, &k).filter(is_reject);
-            let members = member_rejects(i[0].clone(), &d, &k);
+            let slots = rule_slots(i[0].clone(), &k).filter(is_reject);
+            let members = member_rejects(i[0].clone(), &k);
             slots.concat(members).concat(invalid_events(i[1].clone()))
         },
     )
     .with_resume(move |deltas, seeds| {
-        let slots = resume_rule_slots(deltas[0].clone(), seeds, &d2, &k2).filter(is_reject);
-        let members = member_rejects(deltas[0].clone(), &d2, &k2);
+        let slots = resume_rule_slots(deltas[0].clone(), seeds, &k2).filter(is_reject);
+        let members = member_rejects(deltas[0].clone(), &k2);
         slots
             .concat(members)
             .concat(invalid_events(deltas[1].clone()))
@@ -56,13 +55,9 @@ fn invalid_events(source_events: Coll<'_, Rec>) -> Coll<'_, Rec> {
 }
 
 /// The rejected member events of `room_state` (or of its delta).
-fn member_rejects<'s>(
-    room_state: Coll<'s, Rec>,
-    dict: &Dictionary,
-    known: &Known,
-) -> Coll<'s, Rec> {
-    let (d, k) = (dict.clone(), known.clone());
-    room_state.flat_map(move |r| member_reject(&r, &d, &k))
+fn member_rejects<'s>(room_state: Coll<'s, Rec>, known: &Known) -> Coll<'s, Rec> {
+    let k = known.clone();
+    room_state.flat_map(move |r| member_reject(&r, &k))
 }
 
 #[cfg(test)]

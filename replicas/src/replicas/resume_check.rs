@@ -18,11 +18,12 @@ use prr_engine::{
     Dag, DagError, Dictionary, Id, ReplicaDescription, Runtime, RuntimeConfig, SourceDelta,
 };
 
+use crate::facts::facts_of;
 use crate::intent::acl_fingerprint_of;
 use crate::known::{Known, rule_type_names};
 use crate::record::{
-    Action, Class, Kind, MatchKind, Membership, Outcome, OutcomeStatus, Rec, Relation, RoomState,
-    Rule,
+    Action, Class, Facts, Kind, MatchKind, Membership, Outcome, OutcomeStatus, Rec, Relation,
+    RoomState, Rule,
 };
 use crate::rules::sha256_base64;
 
@@ -349,15 +350,24 @@ pub(crate) fn room_state() -> BoxedStrategy<BTreeSet<Rec>> {
         Just((id("m.room.name"), id(""), id("{}"), false)),
     ];
     let record = (one_of(&ROOMS), event, one_of(&EVENTS)).prop_map(
-        |(room, (event_type, state_key, content, redacted), event_id)| RoomState {
-            room,
-            event_type,
-            state_key,
-            event_id,
-            sender: id("@mod:x"),
-            ts: Some(1),
-            content: if redacted { id("{}") } else { content },
-            redacted,
+        |(room, (event_type, state_key, content, redacted), event_id)| {
+            let content = if redacted { id("{}") } else { content };
+            let mut s = RoomState {
+                room,
+                event_type,
+                state_key,
+                event_id,
+                sender: id("@mod:x"),
+                ts: Some(1),
+                content,
+                redacted,
+                facts: Facts::Other,
+            };
+            // As the ingest does: facts of the content ("not JSON" reads as an empty object).
+            let text = &pool()[content as usize];
+            let object = serde_json::from_str(text).unwrap_or_default();
+            s.facts = facts_of(&s, &pool()[event_type as usize], &object, &mut |x| id(x));
+            Arc::new(s)
         },
     );
     prop::collection::vec(record, 0..10)

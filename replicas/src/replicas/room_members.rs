@@ -8,16 +8,16 @@ use crate::member_events::member_of;
 use crate::record::Rec;
 
 /// `room_members`' description (input: `room_state`, in deltas).
-pub(crate) fn description(dict: &Dictionary, known: &Known) -> ReplicaDescription<Rec> {
-    let (d, k) = (dict.clone(), known.clone());
+pub(crate) fn description(_: &Dictionary, known: &Known) -> ReplicaDescription<Rec> {
+    let k = known.clone();
     ReplicaDescription::derived(
         "room_members",
         "room_id",
         Rec::partition,
         vec![Input::deltas("room_state")],
         move |i| {
-            let (d, k) = (d.clone(), k.clone());
-            i[0].clone().flat_map(move |r| member_of(&r, &d, &k)?.ok())
+            let k = k.clone();
+            i[0].clone().flat_map(move |r| member_of(&r, &k)?.ok())
         },
     )
     .with_record_type("(room_id, user_id, membership, displayname)")
