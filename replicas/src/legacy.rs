@@ -1,6 +1,6 @@
 //! Reading the records of older store formats: the Matrix replicas' [`LegacyRecords`], which
-//! [`Matrix::start`](crate::Matrix::start) hands to the store, so that a store of format 5 or
-//! older is upgraded when opened.
+//! `Matrix::start` hands to the store, so that a store of format 5 or older is upgraded when
+//! opened.
 //!
 //! Format 6 gave every `room_state` record its facts (see [`Facts`]): an older record is read
 //! without them, and its facts are parsed from its content as the ingest parses them, the

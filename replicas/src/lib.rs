@@ -80,8 +80,8 @@ pub use parse::{
     redact_content,
 };
 pub use record::{
-    Action, Class, Delivered, Facts, Kind, MatchKind, Membership, Outcome, OutcomeStatus, Rec,
-    RejectReason, Relation, RoomState, Rule,
+    Action, ChosenRule, Class, Delivered, Facts, Kind, MatchKind, Membership, Outcome,
+    OutcomeStatus, Rec, RejectReason, Rejected, Relation, RoomState, Rule,
 };
 pub use render::{NO_REASON, poisoned_json, render_sorted, sort_key, status_json, to_json};
 pub use rules::{normalize_server, server_name, sha256_base64};

@@ -1,10 +1,12 @@
 //! Member events of `room_state` read as memberships: `room_members` keeps the valid ones,
 //! `rejects` the others.
 
+use std::sync::Arc;
+
 use prr_engine::Id;
 
 use crate::known::Known;
-use crate::record::{Facts, Membership, Rec, RejectReason};
+use crate::record::{Facts, Membership, Rec, RejectReason, Rejected};
 
 /// A `room_members` record or a reject, for a member event of `room_state`, as its facts say.
 pub(crate) fn member_of(r: &Rec, known: &Known) -> Option<Result<Rec, Rec>> {
@@ -12,12 +14,14 @@ pub(crate) fn member_of(r: &Rec, known: &Known) -> Option<Result<Rec, Rec>> {
     if s.event_type != known.member {
         return None;
     }
-    let reject = |reason| Rec::Reject {
-        room: s.room,
-        event_id: s.event_id,
-        event_type: s.event_type,
-        state_key: s.state_key,
-        reason,
+    let reject = |reason| {
+        Rec::Reject(Arc::new(Rejected {
+            room: s.room,
+            event_id: s.event_id,
+            event_type: s.event_type,
+            state_key: s.state_key,
+            reason,
+        }))
     };
     Some(match &s.facts {
         Facts::Member {

@@ -460,12 +460,8 @@ pub enum Rec {
         room: Id,
         /// The user.
         user: Id,
-        /// The chosen rule's room.
-        rule_room: Id,
-        /// The chosen rule's event.
-        rule_event: Id,
-        /// The chosen rule's reason.
-        reason: Option<Id>,
+        /// The chosen rule (shared, so that the variant stays small).
+        rule: Arc<ChosenRule>,
     },
     /// `server_acl`.
     Acl {
@@ -483,24 +479,13 @@ pub enum Rec {
         /// Whether the room's ACL equals the intent.
         in_sync: bool,
     },
-    /// `rejects`.
-    Reject {
-        /// The room.
-        room: Id,
-        /// The event.
-        event_id: Id,
-        /// Its type.
-        event_type: Id,
-        /// Its state key.
-        state_key: Id,
-        /// Why.
-        reason: RejectReason,
-    },
+    /// `rejects` (shared, so that the variant stays small).
+    Reject(Arc<Rejected>),
     /// `source_events` as format 4 stored it, without the time it was received: read from
     /// older stores only (see [`Rec::SourceEvent`]), and replaced by a [`Rec::SourceEvent`]
     /// received at the first pruning (`Matrix::prune_source_events`). Its place in this enum
     /// is that of format 4's `SourceEvent`, so format 4's bytes decode unchanged.
-    UntimedSourceEvent(Delivered),
+    UntimedSourceEvent(Arc<Delivered>),
     /// `outcomes`: what an effect handler did for an intent.
     Outcome(Arc<Outcome>),
     /// `pending`: an intent without a `done` outcome, what the handlers would do next.
@@ -528,11 +513,38 @@ pub enum Rec {
     /// is never applied again while the record is kept (see `Matrix::prune_source_events`).
     /// Added by format 5, last in this enum so that format 4's records keep their tags.
     SourceEvent {
-        /// The event.
-        event: Delivered,
+        /// The event (shared, so that the variant stays small).
+        event: Arc<Delivered>,
         /// When it was received, in seconds since the Unix epoch. Not shown in output.
         received: u64,
     },
+}
+
+/// The rule a `member_bans` record chose. Its fields are encoded in the record's place, as
+/// the record's own were before it was shared.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ChosenRule {
+    /// The rule's room.
+    pub room: Id,
+    /// The rule's event.
+    pub event: Id,
+    /// The rule's reason.
+    pub reason: Option<Id>,
+}
+
+/// A `rejects` record: an event that could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Rejected {
+    /// The room.
+    pub room: Id,
+    /// The event.
+    pub event_id: Id,
+    /// Its type.
+    pub event_type: Id,
+    /// Its state key.
+    pub state_key: Id,
+    /// Why.
+    pub reason: RejectReason,
 }
 
 /// An event a homeserver source delivered, as `source_events` holds it.
@@ -554,7 +566,7 @@ impl Rec {
     /// The event of a `source_events` record, of either format.
     pub fn delivered(&self) -> Option<&Delivered> {
         match self {
-            Rec::SourceEvent { event, .. } | Rec::UntimedSourceEvent(event) => Some(event),
+            Rec::SourceEvent { event, .. } | Rec::UntimedSourceEvent(event) => Some(event.as_ref()),
             _ => None,
         }
     }
@@ -574,7 +586,7 @@ impl Rec {
             Rec::Ban { instance, .. } => *instance,
             Rec::Acl { instance, .. } => *instance,
             Rec::AclSync { instance, .. } => *instance,
-            Rec::Reject { room, .. } => *room,
+            Rec::Reject(r) => r.room,
             Rec::SourceEvent { event, .. } | Rec::UntimedSourceEvent(event) => event.room,
             Rec::SourcePosition { source, .. } => *source,
             Rec::Outcome(o) => o.instance,
@@ -655,15 +667,13 @@ impl Rec {
                 instance,
                 room,
                 user,
-                rule_room,
-                rule_event,
-                reason,
+                rule,
             } => {
-                for id in [*instance, *room, *user, *rule_room, *rule_event] {
+                for id in [*instance, *room, *user, rule.room, rule.event] {
                     f(id);
                 }
-                if let Some(r) = reason {
-                    f(*r);
+                if let Some(r) = rule.reason {
+                    f(r);
                 }
             }
             Rec::Acl { instance, deny } => {
@@ -674,18 +684,12 @@ impl Rec {
                 f(*instance);
                 f(*room);
             }
-            Rec::Reject {
-                room,
-                event_id,
-                event_type,
-                state_key,
-                reason,
-            } => {
-                for id in [*room, *event_id, *event_type, *state_key] {
+            Rec::Reject(r) => {
+                for id in [r.room, r.event_id, r.event_type, r.state_key] {
                     f(id);
                 }
-                if let RejectReason::InvalidEvent(text) = reason {
-                    f(*text);
+                if let RejectReason::InvalidEvent(text) = r.reason {
+                    f(text);
                 }
             }
             Rec::SourceEvent { event, .. } | Rec::UntimedSourceEvent(event) => {
@@ -732,12 +736,13 @@ impl Rec {
 mod size_tests {
     use super::*;
 
-    /// Every arranged record is sized by the largest variant: rules and `room_state` records
-    /// are shared behind an `Arc` so that the membership records, by far the most numerous, do
-    /// not pay for them (72 bytes before `room_state` went behind one).
+    /// Every arranged record is sized by the largest variant: rules, `room_state` records,
+    /// a ban's chosen rule, rejects and delivered events are shared behind an `Arc` so that the
+    /// membership records, by far the most numerous, pay for no larger variant (`Rec` was 72
+    /// bytes before format 6; a `room_members` record is the largest now).
     #[test]
     fn records_stay_small() {
         let size = std::mem::size_of::<Rec>();
-        assert!(size <= 64, "Rec is {size} bytes");
+        assert!(size <= 40, "Rec is {size} bytes");
     }
 }

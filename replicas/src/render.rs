@@ -113,18 +113,16 @@ pub fn to_json(dict: &Dictionary, rec: &Rec) -> Value {
             instance,
             room,
             user,
-            rule_room,
-            rule_event,
-            reason,
+            rule,
         } => {
             m.insert("instance".into(), s(dict, *instance));
             m.insert("room_id".into(), s(dict, *room));
             m.insert("user_id".into(), s(dict, *user));
-            m.insert("rule_room_id".into(), s(dict, *rule_room));
-            m.insert("rule_event_id".into(), s(dict, *rule_event));
+            m.insert("rule_room_id".into(), s(dict, rule.room));
+            m.insert("rule_event_id".into(), s(dict, rule.event));
             m.insert(
                 "reason".into(),
-                reason
+                (rule.reason)
                     .map(|r| s(dict, r))
                     .unwrap_or_else(|| json!(NO_REASON)),
             );
@@ -147,20 +145,14 @@ pub fn to_json(dict: &Dictionary, rec: &Rec) -> Value {
             m.insert("room_id".into(), s(dict, *room));
             m.insert("in_sync".into(), Value::Bool(*in_sync));
         }
-        Rec::Reject {
-            room,
-            event_id,
-            event_type,
-            state_key,
-            reason,
-        } => {
-            m.insert("room_id".into(), s(dict, *room));
-            m.insert("event_id".into(), s(dict, *event_id));
-            m.insert("type".into(), s(dict, *event_type));
-            m.insert("state_key".into(), s(dict, *state_key));
-            m.insert("replica".into(), json!(reason.replica()));
-            let text = match reason {
-                RejectReason::InvalidEvent(text) => s(dict, *text),
+        Rec::Reject(r) => {
+            m.insert("room_id".into(), s(dict, r.room));
+            m.insert("event_id".into(), s(dict, r.event_id));
+            m.insert("type".into(), s(dict, r.event_type));
+            m.insert("state_key".into(), s(dict, r.state_key));
+            m.insert("replica".into(), json!(r.reason.replica()));
+            let text = match r.reason {
+                RejectReason::InvalidEvent(text) => s(dict, text),
                 other => json!(other.message()),
             };
             m.insert("reason".into(), text);
@@ -326,21 +318,15 @@ pub fn sort_key(dict: &Dictionary, rec: &Rec) -> Vec<String> {
         } => vec![t(*instance), t(*room), t(*user)],
         Rec::Acl { instance, .. } => vec![t(*instance)],
         Rec::AclSync { instance, room, .. } => vec![t(*instance), t(*room)],
-        Rec::Reject {
-            room,
-            event_id,
-            event_type,
-            state_key,
-            reason,
-        } => {
+        Rec::Reject(r) => {
             // The event ID only orders invalid events from a homeserver source that share the
             // rest (a missing type or state key); other rejects are unique without it.
             vec![
-                t(*room),
-                t(*event_type),
-                t(*state_key),
-                reason.replica().into(),
-                t(*event_id),
+                t(r.room),
+                t(r.event_type),
+                t(r.state_key),
+                r.reason.replica().into(),
+                t(r.event_id),
             ]
         }
         Rec::SourceEvent { event, .. } | Rec::UntimedSourceEvent(event) => {

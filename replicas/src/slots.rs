@@ -9,7 +9,7 @@ use std::sync::Arc;
 use prr_engine::{Coll, Id, Seeds};
 
 use crate::known::Known;
-use crate::record::{Facts, Kind, Rec, RoomState};
+use crate::record::{Facts, Kind, Rec, Rejected, RoomState};
 use crate::reduce::{GroupLogic, resume_reduce};
 
 /// A rule slot: `(room, kind, state_key)`.
@@ -37,13 +37,13 @@ fn slot_logic() -> impl GroupLogic<SlotKey, (u8, Arc<RoomState>), Rec> {
         match &s.facts {
             Facts::Rule(rule) => output.push((Rec::Rule(rule.clone()), 1)),
             Facts::BadRule(reason) => output.push((
-                Rec::Reject {
+                Rec::Reject(Arc::new(Rejected {
                     room: key.0,
                     event_id: s.event_id,
                     event_type: s.event_type,
                     state_key: key.2,
                     reason: *reason,
-                },
+                })),
                 1,
             )),
             _ => {}

@@ -190,16 +190,11 @@ impl Matrix {
         let mut bans: HashMap<(Id, Id), (String, u64)> = HashMap::new();
         for r in self.partition_rows("member_bans", inst)? {
             if let Rec::Ban {
-                room,
-                user,
-                rule_room,
-                rule_event,
-                reason,
-                ..
+                room, user, rule, ..
             } = r
             {
-                let reason = reason.map_or(NO_REASON.to_string(), |r| dict.get(r));
-                let fp = ban_fingerprint_of(&dict.get(rule_room), &dict.get(rule_event), &reason);
+                let reason = rule.reason.map_or(NO_REASON.to_string(), |r| dict.get(r));
+                let fp = ban_fingerprint_of(&dict.get(rule.room), &dict.get(rule.event), &reason);
                 bans.insert((room, user), (reason, fp));
             }
         }
@@ -314,13 +309,11 @@ impl Matrix {
                     Rec::Ban {
                         room: r_room,
                         user,
-                        rule_room,
-                        rule_event,
-                        reason,
+                        rule,
                         ..
                     } if (r_room, user) == (room, target) => {
-                        let reason = reason.map_or(NO_REASON.to_string(), |r| dict.get(r));
-                        let (rr, re) = (dict.get(rule_room), dict.get(rule_event));
+                        let reason = rule.reason.map_or(NO_REASON.to_string(), |r| dict.get(r));
+                        let (rr, re) = (dict.get(rule.room), dict.get(rule.event));
                         Some(ban_fingerprint_of(&rr, &re, &reason))
                     }
                     _ => None,

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prr_engine::{Error, Id, Seq, SourceDelta, catch_damage};
@@ -250,6 +251,7 @@ impl Matrix {
                 continue;
             }
             ids.push(event.event_id);
+            let event = Arc::new(event);
             delta.insert(source_events, Rec::SourceEvent { event, received });
         }
         if let Some((source, new)) = position {
@@ -303,14 +305,17 @@ impl Matrix {
             let mut gone = Vec::new();
             for (r, _) in rows {
                 match r {
-                    Rec::UntimedSourceEvent(event) => {
+                    Rec::UntimedSourceEvent(ref event) => {
+                        let event = event.clone();
                         delta.remove(source_events, r);
                         let received = now;
                         delta.insert(source_events, Rec::SourceEvent { event, received });
                     }
-                    Rec::SourceEvent { event, received }
-                        if received < before
-                            && !(event.invalid.is_none() && ingestor.is_current(&event)) =>
+                    Rec::SourceEvent {
+                        ref event,
+                        received,
+                    } if received < before
+                        && !(event.invalid.is_none() && ingestor.is_current(event)) =>
                     {
                         gone.push(event.event_id);
                         delta.remove(source_events, r);
@@ -557,13 +562,13 @@ mod tests {
             // A format 4 record: timed at the first pruning, pruned by a later one.
             let replica = m.runtime().replica("source_events").unwrap();
             let dict = m.runtime().dictionary().clone();
-            let untimed = Rec::UntimedSourceEvent(Delivered {
+            let untimed = Rec::UntimedSourceEvent(std::sync::Arc::new(Delivered {
                 room: dict.intern("!r:x"),
                 event_id: dict.intern("$old"),
                 event_type: dict.intern("m.room.redaction"),
                 state_key: dict.intern(""),
                 invalid: None,
-            });
+            }));
             let mut delta = prr_engine::SourceDelta::new();
             delta.insert(replica, untimed);
             let seq = m.runtime().push(delta).unwrap();

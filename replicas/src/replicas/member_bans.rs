@@ -4,12 +4,14 @@
 //! `member_matches` (the same group logic) and `user_rooms` the memberships' join (see
 //! [`crate::memberships`]).
 
+use std::sync::Arc;
+
 use prr_engine::{Coll, Dictionary, Id, Input, ReplicaDescription, Revision, Seeds};
 
 use crate::known::Known;
 use crate::member_events::{member_pair, not_ban};
 use crate::memberships::{Memberships, resume_user_rooms};
-use crate::record::{Kind, Rec};
+use crate::record::{ChosenRule, Kind, Rec};
 use crate::reduce::{GroupLogic, apply_group, resume_reduce};
 use crate::relations::{protect_pair, protects};
 
@@ -74,9 +76,11 @@ fn ban_record(instance: Id, user: Id, rule: BanRule, room: Id) -> Rec {
         instance,
         room,
         user,
-        rule_room,
-        rule_event,
-        reason,
+        rule: Arc::new(ChosenRule {
+            room: rule_room,
+            event: rule_event,
+            reason,
+        }),
     }
 }
 

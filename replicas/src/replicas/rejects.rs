@@ -3,11 +3,13 @@
 //! of each event alone, so resumed from the delta alone), and the invalid events a homeserver
 //! source delivered (`source_events`, read in deltas).
 
+use std::sync::Arc;
+
 use prr_engine::{Coll, Dictionary, Input, ReplicaDescription};
 
 use crate::known::Known;
 use crate::member_events::member_reject;
-use crate::record::{Rec, RejectReason};
+use crate::record::{Rec, RejectReason, Rejected};
 use crate::slots::{resume_rule_slots, rule_slots};
 
 /// `rejects`' description (inputs: `room_state`, `source_events`).
@@ -37,20 +39,20 @@ pub(crate) fn description(_: &Dictionary, known: &Known) -> ReplicaDescription<R
 }
 
 fn is_reject(r: &Rec) -> bool {
-    matches!(r, Rec::Reject { .. })
+    matches!(r, Rec::Reject(_))
 }
 
 /// The invalid events of `source_events` (or of its delta), as rejects.
 fn invalid_events(source_events: Coll<'_, Rec>) -> Coll<'_, Rec> {
     source_events.flat_map(|r| {
         let e = r.delivered()?;
-        Some(Rec::Reject {
+        Some(Rec::Reject(Arc::new(Rejected {
             room: e.room,
             event_id: e.event_id,
             event_type: e.event_type,
             state_key: e.state_key,
             reason: RejectReason::InvalidEvent(e.invalid?),
-        })
+        })))
     })
 }
 

@@ -22,8 +22,8 @@ use crate::facts::facts_of;
 use crate::intent::acl_fingerprint_of;
 use crate::known::{Known, rule_type_names};
 use crate::record::{
-    Action, Class, Facts, Kind, MatchKind, Membership, Outcome, OutcomeStatus, Rec, Relation,
-    RoomState, Rule,
+    Action, ChosenRule, Class, Facts, Kind, MatchKind, Membership, Outcome, OutcomeStatus, Rec,
+    Relation, RoomState, Rule,
 };
 use crate::rules::sha256_base64;
 
@@ -553,13 +553,16 @@ pub(crate) fn member_bans() -> BoxedStrategy<BTreeSet<Rec>> {
     )
         .prop_map(|(instance, room, user, rule_room, rule_event, reason)| {
             let key = (instance, room, user);
+            let rule = Arc::new(ChosenRule {
+                room: rule_room,
+                event: rule_event,
+                reason,
+            });
             let rec = Rec::Ban {
                 instance,
                 room,
                 user,
-                rule_room,
-                rule_event,
-                reason,
+                rule,
             };
             (key, rec)
         });
