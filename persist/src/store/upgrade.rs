@@ -80,25 +80,7 @@ fn v1_to_v2_in(txn: &WriteTransaction) -> Result<(), Error> {
             meta.insert(key, sealed_u64(key, v).as_slice())?;
         }
     }
-    {
-        let mut log = txn.open_table(LOG)?;
-        let mut from = 0u64;
-        loop {
-            let batch = (log.range(from..)?.take(BATCH))
-                .map(|e| e.map(|(k, v)| (k.value(), v.value().to_vec())))
-                .collect::<Result<Vec<_>, _>>()?;
-            let Some(last) = batch.last().map(|(k, _)| *k) else {
-                break;
-            };
-            for (seq, v) in &batch {
-                log.insert(*seq, sealed::log(*seq).seal(v).as_slice())?;
-            }
-            match last.checked_add(1) {
-                Some(next) => from = next,
-                None => break,
-            }
-        }
-    }
+    rewrite_log_in(txn, |seq, v| Ok(Some(sealed::log(seq).seal(v))))?;
     {
         let old = txn.open_table(DICT_V1)?;
         let mut dict = txn.open_table(DICT_V3)?;
@@ -109,6 +91,34 @@ fn v1_to_v2_in(txn: &WriteTransaction) -> Result<(), Error> {
         }
     }
     txn.delete_table(DICT_V1)?;
+    Ok(())
+}
+
+/// Rewrites the log entries in `txn`, in batches (a write transaction cannot iterate a table
+/// while inserting): `rewrite(seq, value)` gives an entry's new value, `None` to keep it.
+fn rewrite_log_in(
+    txn: &WriteTransaction,
+    mut rewrite: impl FnMut(u64, &[u8]) -> Result<Option<Vec<u8>>, Error>,
+) -> Result<(), Error> {
+    let mut log = txn.open_table(LOG)?;
+    let mut from = 0u64;
+    loop {
+        let batch = (log.range(from..)?.take(BATCH))
+            .map(|e| e.map(|(k, v)| (k.value(), v.value().to_vec())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(last) = batch.last().map(|(k, _)| *k) else {
+            break;
+        };
+        for (seq, v) in &batch {
+            if let Some(new) = rewrite(*seq, v)? {
+                log.insert(*seq, new.as_slice())?;
+            }
+        }
+        match last.checked_add(1) {
+            Some(next) => from = next,
+            None => break,
+        }
+    }
     Ok(())
 }
 

@@ -10,8 +10,7 @@ use redb::{ReadableTable, WriteTransaction};
 use super::super::chunks_ahead::CHUNKS_AHEAD;
 use super::super::revisions::{CHUNKS, REVISIONS, RevisionInfo, chunk_key};
 use super::super::strings::{STRINGS, for_each_in, put_in};
-use super::super::{KEY_DICT_LEN, LOG, META, open_log, read_meta_u64, sealed, sealed_u64};
-use super::BATCH;
+use super::super::{KEY_DICT_LEN, META, open_log, read_meta_u64, sealed, sealed_u64};
 use crate::Error;
 
 /// How a program rewrites its records of an older format for the current one: `prr`'s Matrix
@@ -192,32 +191,13 @@ pub(in super::super) fn records_in(
             revs.insert((h.replica.as_str(), h.as_of), h.encode().as_slice())?;
         }
     }
-    {
-        let mut log = txn.open_table(LOG)?;
-        let mut from_seq = 0u64;
-        loop {
-            let batch = (log.range(from_seq..)?.take(BATCH))
-                .map(|e| e.map(|(k, v)| (k.value(), v.value().to_vec())))
-                .collect::<Result<Vec<_>, _>>()?;
-            let Some(last) = batch.last().map(|(k, _)| *k) else {
-                break;
-            };
-            for (seq, raw) in &batch {
-                let payload = open_log(*seq, raw)?;
-                let what = || format!("table log: entry at seq {seq}");
-                if let Some(new) = records
-                    .log_entry(from, payload, &mut strings)
-                    .map_err(|why| refused(what(), why))?
-                {
-                    log.insert(*seq, sealed::log(*seq).seal(&new).as_slice())?;
-                }
-            }
-            match last.checked_add(1) {
-                Some(next) => from_seq = next,
-                None => break,
-            }
-        }
-    }
+    super::rewrite_log_in(txn, |seq, raw| {
+        let payload = open_log(seq, raw)?;
+        let what = || format!("table log: entry at seq {seq}");
+        let new =
+            (records.log_entry(from, payload, &mut strings)).map_err(|why| refused(what(), why))?;
+        Ok(new.map(|new| sealed::log(seq).seal(&new)))
+    })?;
     let added = strings.added();
     if !added.is_empty() {
         put_in(txn, dict_len, &added, &BTreeMap::new())?;
