@@ -38,9 +38,10 @@ struct Cli {
     /// Source deltas after the last revision to restore with (0: a clean stop).
     #[arg(long, value_delimiter = ',', default_value = "0,1000")]
     deltas: Vec<usize>,
-    /// Source deltas after the last revision before a SIGKILL (W2 after a crash); none: skip.
-    #[arg(long, value_delimiter = ',', default_value = "0,1000,100000")]
-    kill_deltas: Vec<usize>,
+    /// Source deltas after the last revision before a SIGKILL (W2 after a crash); `none`:
+    /// skip the SIGKILL runs.
+    #[arg(long, value_delimiter = ',', default_value = "0,1000,100000", value_parser = count_or_none)]
+    kill_deltas: Vec<Option<usize>>,
     #[command(flatten)]
     memory: MemoryArgs,
     #[command(flatten)]
@@ -53,6 +54,17 @@ struct Cli {
 mod child;
 
 use child::{Child, run_as_child};
+
+/// A count, or `none` (nothing).
+fn count_or_none(s: &str) -> Result<Option<usize>, String> {
+    match s {
+        "none" => Ok(None),
+        _ => s
+            .parse()
+            .map(Some)
+            .map_err(|e| format!("{e} (a count, or `none`)")),
+    }
+}
 
 /// The upper median (the middle value, the higher of the two for an even count); NaN when
 /// empty.
@@ -253,7 +265,7 @@ fn main() -> anyhow::Result<()> {
 
     // (d) Restart after a SIGKILL, with N source deltas after the last revision.
     let mut killed: Vec<(usize, f64, Restored)> = Vec::new();
-    for &n in &cli.kill_deltas {
+    for &n in cli.kill_deltas.iter().flatten() {
         let store = work.join(format!("killed{n}.redb"));
         copy_store(&base, &store)?;
         let r = children.result_then_sigkill(
