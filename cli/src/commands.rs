@@ -9,8 +9,12 @@ mod query;
 mod serve;
 mod stream;
 
-use prr_engine::RuntimeConfig;
-use prr_replicas::{Matrix, REPLICAS};
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prr_engine::{RecordUpgrade, RuntimeConfig};
+use prr_replicas::{Matrix, REPLICAS, matrix_records_reporting};
 
 use crate::args::{Cli, Command};
 use crate::{Failure, exit};
@@ -30,7 +34,8 @@ impl Ctx {
             .with_store(&self.store)
             .with_workers(self.workers)
             .with_revision_every(self.revision_every)
-            .with_keep_revisions(self.keep_revisions);
+            .with_keep_revisions(self.keep_revisions)
+            .with_record_upgrade(store_upgrade());
         Ok(Matrix::start(config)?)
     }
 
@@ -50,9 +55,29 @@ impl Ctx {
         let config = RuntimeConfig::new()
             .with_store(&self.store)
             .with_workers(self.workers)
-            .with_read_only(true);
+            .with_read_only(true)
+            .with_record_upgrade(store_upgrade());
         Ok(Matrix::start(config)?)
     }
+}
+
+/// The Matrix replicas' upgrade of a store of an older format, with a progress line on a
+/// terminal (an upgrade of a large store takes seconds); quiet in pipes.
+pub fn store_upgrade() -> Arc<dyn RecordUpgrade + Send + Sync> {
+    let terminal = std::io::stderr().is_terminal();
+    let shown = AtomicU64::new(u64::MAX);
+    matrix_records_reporting(move |done, total| {
+        let percent = done * 100 / total.max(1);
+        if !terminal || shown.swap(percent, Ordering::Relaxed) == percent {
+            return;
+        }
+        eprint!(
+            "\rprr: upgrading the store to the current format: {percent}% ({done} of {total} chunks and log entries)"
+        );
+        if done == total {
+            eprintln!();
+        }
+    })
 }
 
 /// The error of every command that reads a store that is not there.

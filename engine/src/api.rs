@@ -152,6 +152,11 @@ impl RuntimeConfig {
         self
     }
 
+    /// Whether a record upgrade is set (see [`Self::with_record_upgrade`]).
+    pub fn has_record_upgrade(&self) -> bool {
+        self.record_upgrade.is_some()
+    }
+
     /// Opens the store at `path` for this configuration: read-only or not, upgrading an
     /// older format if it has a record upgrade.
     pub(crate) fn open_store(

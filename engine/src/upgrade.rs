@@ -15,6 +15,9 @@ pub trait LegacyRecords<R>: Send + Sync {
     /// `bytes` past it; interns in `strings` what the current record needs.
     fn read(&self, from: u32, bytes: &mut &[u8], strings: &mut UpgradeStrings)
     -> Result<R, String>;
+
+    /// Called as the upgrade goes (see [`RecordUpgrade::progress`]).
+    fn progress(&self, _done: u64, _total: u64) {}
 }
 
 /// Reads a value of type `T` at the start of `bytes` as the store encodes values (bincode),
@@ -107,6 +110,10 @@ impl<R: Serialize> RecordUpgrade for Upgrade<R> {
             return Err(format!("{} bytes after its records", bytes.len()));
         }
         Ok(changed(payload, out))
+    }
+
+    fn progress(&self, done: u64, total: u64) {
+        self.legacy.progress(done, total);
     }
 }
 

@@ -28,8 +28,13 @@ struct RoomStateV5 {
     redacted: bool,
 }
 
+/// How an upgrade reports its progress: `(done, total)` chunks and log entries.
+type Progress = Box<dyn Fn(u64, u64) + Send + Sync>;
+
 /// The Matrix replicas' records of formats 1 to 5.
-struct MatrixLegacy;
+struct MatrixLegacy {
+    progress: Option<Progress>,
+}
 
 /// The tag of [`Rec::RoomState`], `Rec`'s first variant, as the store encodes it (`u32 LE`).
 const ROOM_STATE_TAG: [u8; 4] = 0u32.to_le_bytes();
@@ -68,11 +73,27 @@ impl LegacyRecords<Rec> for MatrixLegacy {
         state.facts = facts_of(&state, &event_type, &content, &mut |s| strings.intern(s));
         Ok(Rec::RoomState(Arc::new(state)))
     }
+
+    fn progress(&self, done: u64, total: u64) {
+        if let Some(report) = &self.progress {
+            report(done, total);
+        }
+    }
 }
 
 /// The store's record upgrade for the Matrix replicas (see the module documentation).
 pub fn matrix_records() -> Arc<dyn RecordUpgrade + Send + Sync> {
-    record_upgrade(MatrixLegacy)
+    record_upgrade(MatrixLegacy { progress: None })
+}
+
+/// Like [`matrix_records`], calling `progress(done, total)` as the upgrade rewrites each chunk
+/// and log entry (an upgrade of a large store takes seconds): for a progress line.
+pub fn matrix_records_reporting(
+    progress: impl Fn(u64, u64) + Send + Sync + 'static,
+) -> Arc<dyn RecordUpgrade + Send + Sync> {
+    record_upgrade(MatrixLegacy {
+        progress: Some(Box::new(progress)),
+    })
 }
 
 #[cfg(test)]

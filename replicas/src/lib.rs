@@ -71,7 +71,7 @@ pub use glob::{
     user_glob_key, user_keys,
 };
 pub use ingest::{Ingestor, Prepared};
-pub use legacy::matrix_records;
+pub use legacy::{matrix_records, matrix_records_reporting};
 pub use matrix::{
     Gone, IngestSummary, IntentKey, Intents, Matrix, NewOutcome, Pipeline, Previous, Received, Work,
 };

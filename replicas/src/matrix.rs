@@ -41,9 +41,13 @@ pub struct IngestSummary {
 
 impl Matrix {
     /// Starts the runtime (opening its store, if configured) with the Matrix replicas. A store
-    /// of an older format is upgraded (see [`matrix_records`]).
+    /// of an older format is upgraded (by [`matrix_records`], unless `config` has its own
+    /// record upgrade, such as one of `matrix_records_reporting`).
     pub fn start(config: RuntimeConfig) -> Result<Self, Error> {
-        let config = config.with_record_upgrade(matrix_records());
+        let config = match config.has_record_upgrade() {
+            true => config,
+            false => config.with_record_upgrade(matrix_records()),
+        };
         let rt = Runtime::start_with(config, matrix_dag)?;
         Ok(Self::from_runtime(rt))
     }

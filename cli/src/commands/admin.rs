@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use prr_engine::{InputMode, Runtime, RuntimeConfig, Seq};
-use prr_replicas::{Matrix, REPLICAS, Rec, matrix_dag, matrix_records, status_json};
+use prr_replicas::{Matrix, REPLICAS, Rec, matrix_dag, status_json};
 use serde_json::json;
 
 use super::Ctx;
@@ -233,7 +233,7 @@ pub fn check(ctx: &Ctx) -> Result<u8, Failure> {
         .with_store(&ctx.store)
         .with_workers(ctx.workers)
         .with_read_only(true)
-        .with_record_upgrade(matrix_records());
+        .with_record_upgrade(super::store_upgrade());
     let problems = Runtime::<Rec>::check_store_at(config, matrix_dag)?;
     if problems.is_empty() {
         writeln!(

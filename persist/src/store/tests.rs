@@ -447,8 +447,11 @@ fn a_store_of_format_1_is_upgraded_on_open() {
 }
 
 /// A record upgrade for the tests: `old` becomes `NEW:` and the id of a string it interns;
-/// `broken` cannot be read.
-struct Renaming;
+/// `broken` cannot be read. It keeps its progress reports.
+#[derive(Default)]
+struct Renaming {
+    progress: std::sync::Mutex<Vec<(u64, u64)>>,
+}
 
 impl Renaming {
     fn rewrite(payload: &[u8], strings: &mut UpgradeStrings) -> Result<Option<Vec<u8>>, String> {
@@ -480,6 +483,10 @@ impl RecordUpgrade for Renaming {
         assert_eq!(from, 5);
         Self::rewrite(payload, strings)
     }
+
+    fn progress(&self, done: u64, total: u64) {
+        self.progress.lock().unwrap().push((done, total));
+    }
 }
 
 /// A store of format 5: log entries and chunks of `payloads`, strings `x` and `y`.
@@ -506,7 +513,11 @@ fn write_v5(path: &Path, payloads: &[&[u8]]) {
 fn a_store_of_format_5_has_its_records_rewritten() {
     let (_d, path) = temp();
     write_v5(&path, &[b"old", b"same"]);
-    let store = Store::open_upgrading(&path, &Renaming).unwrap();
+    let renaming = Renaming::default();
+    let store = Store::open_upgrading(&path, &renaming).unwrap();
+    // Two chunks, then two log entries, each reported.
+    let reports = renaming.progress.lock().unwrap().clone();
+    assert_eq!(reports, [(1, 4), (2, 4), (3, 4), (4, 4)]);
     assert_eq!(store.format_version().unwrap(), FORMAT_VERSION);
     assert_eq!(store.strings().unwrap(), vec!["x", "y", "fact"]);
     let log = store.log_from(1).unwrap();
@@ -529,7 +540,7 @@ fn a_store_of_format_5_has_its_records_rewritten() {
 fn a_record_upgrade_that_fails_changes_nothing() {
     let (_d, path) = temp();
     write_v5(&path, &[b"old", b"broken"]);
-    let e = Store::open_upgrading(&path, &Renaming).unwrap_err();
+    let e = Store::open_upgrading(&path, &Renaming::default()).unwrap_err();
     assert!(
         e.to_string()
             .contains("records of format 5 cannot be upgraded")

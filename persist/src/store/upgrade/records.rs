@@ -5,12 +5,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, WriteTransaction};
 
 use super::super::chunks_ahead::CHUNKS_AHEAD;
 use super::super::revisions::{CHUNKS, REVISIONS, RevisionInfo, chunk_key};
 use super::super::strings::{STRINGS, for_each_in, put_in};
-use super::super::{KEY_DICT_LEN, META, open_log, read_meta_u64, sealed, sealed_u64};
+use super::super::{KEY_DICT_LEN, LOG, META, open_log, read_meta_u64, sealed, sealed_u64};
 use crate::Error;
 
 /// How a program rewrites its records of an older format for the current one: `prr`'s Matrix
@@ -34,6 +34,10 @@ pub trait RecordUpgrade {
         payload: &[u8],
         strings: &mut UpgradeStrings,
     ) -> Result<Option<Vec<u8>>, String>;
+
+    /// Called as the rewriting goes: `done` of the `total` chunks and log entries handed over
+    /// so far (the last call has `done == total`), for a progress line.
+    fn progress(&self, _done: u64, _total: u64) {}
 }
 
 /// Records that are the same in every format: for stores whose records are opaque to their
@@ -137,6 +141,12 @@ pub(in super::super) fn records_in(
         .flat_map(|h| h.chunks.iter().map(|c| c.key))
         .collect();
     let mut moved: BTreeMap<u128, u128> = BTreeMap::new();
+    let total = listed.len() as u64 + txn.open_table(LOG)?.len()?;
+    let mut done = 0u64;
+    let mut step = || {
+        done += 1;
+        records.progress(done, total);
+    };
     {
         let mut chunks = txn.open_table(CHUNKS)?;
         let all = (chunks.iter()?)
@@ -154,10 +164,10 @@ pub(in super::super) fn records_in(
                 continue;
             };
             let payload = sealed::chunk(key).open(&raw, what)?;
-            let Some(new) = records
-                .chunk(from, payload, &mut strings)
-                .map_err(|why| refused(what(), why))?
-            else {
+            let new =
+                (records.chunk(from, payload, &mut strings)).map_err(|why| refused(what(), why))?;
+            step();
+            let Some(new) = new else {
                 continue;
             };
             let new_key = chunk_key(&new);
@@ -196,6 +206,7 @@ pub(in super::super) fn records_in(
         let what = || format!("table log: entry at seq {seq}");
         let new =
             (records.log_entry(from, payload, &mut strings)).map_err(|why| refused(what(), why))?;
+        step();
         Ok(new.map(|new| sealed::log(seq).seal(&new)))
     })?;
     let added = strings.added();
