@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use prr_persist::{RevisionWrite, Store};
+use prr_persist::{ChunkWrite, RevisionWrite, Store};
 
 use super::Runtime;
 use crate::api::Split;
@@ -40,28 +40,96 @@ struct Contents<R: Record> {
 }
 
 impl<R: Record> Contents<R> {
-    /// The revisions to write, encoded (only the changed chunks, for a replica with a base).
-    fn encode(self) -> Result<(u64, Vec<RevisionWrite>), Error> {
-        let dag = self.dag;
-        let writes = (self.splits.into_iter())
-            .map(|(id, split)| {
-                catch_damage(|| capture::revision(split, dag.replica(id), self.per_chunk))?
+    /// Encodes the revisions (only the changed chunks, for a replica with a base) one replica
+    /// at a time, writing each one's new chunks ahead before the next is encoded. Returns the
+    /// headers to write.
+    fn write_ahead(self, store: &Store) -> Result<(u64, Vec<RevisionWrite>), Error> {
+        let (dag, per_chunk) = (self.dag, self.per_chunk);
+        let mut ahead = ChunksAhead::new(store, 0);
+        for (id, split) in self.splits {
+            ahead.push(catch_damage(|| {
+                capture::revision(split, dag.replica(id), per_chunk)
+            })??)?;
+        }
+        Ok((self.as_of, ahead.writes))
+    }
+}
+
+/// How many bytes of new chunks a capture at once holds before it writes them ahead of their
+/// headers.
+const AHEAD_BYTES: usize = 16 << 20;
+
+/// The revisions of one capture, pushed one replica at a time: once their new chunks come to
+/// `ahead` bytes, they are written ahead of the headers ([`Store::write_chunks_ahead`]) and
+/// only their keys are kept. A capture at once ([`AHEAD_BYTES`]) smaller than that writes
+/// nothing ahead: its chunks go with the headers, in one transaction. A capture in the
+/// background (0) writes every chunk ahead, so that the headers' transaction is short.
+struct ChunksAhead<'s> {
+    store: &'s Store,
+    ahead: usize,
+    writes: Vec<RevisionWrite>,
+    /// `writes[written..]` may hold chunks not written yet, of `pending` bytes.
+    written: usize,
+    pending: usize,
+}
+
+impl<'s> ChunksAhead<'s> {
+    fn new(store: &'s Store, ahead: usize) -> Self {
+        ChunksAhead {
+            store,
+            ahead,
+            writes: Vec::new(),
+            written: 0,
+            pending: 0,
+        }
+    }
+
+    /// Keeps `write`, and writes the new chunks held so far ahead once they are enough (the
+    /// first time, sweeping what an earlier capture left there).
+    fn push(&mut self, write: RevisionWrite) -> Result<(), Error> {
+        self.pending += (write.chunks.iter())
+            .map(|c| match c {
+                ChunkWrite::New { payload, .. } => payload.len(),
+                ChunkWrite::Stored(_) => 0,
             })
-            .collect::<Result<_, Error>>()?;
-        Ok((self.as_of, writes))
+            .sum::<usize>();
+        self.writes.push(write);
+        if self.pending >= self.ahead {
+            let unwritten = &mut self.writes[self.written..];
+            if self.written == 0 {
+                self.store.write_chunks_ahead(unwritten)?;
+            } else {
+                self.store.write_more_chunks_ahead(unwritten)?;
+            }
+            self.written = self.writes.len();
+            self.pending = 0;
+        }
+        Ok(())
     }
 }
 
 impl<R: Record> Runtime<R> {
-    /// Captures a revision of every replica as of the last `Seq`, in one transaction, then
-    /// collects garbage. Returns the `as_of`. A capture in the background ends first.
+    /// Captures a revision of every replica as of the last `Seq`, one replica at a time (its
+    /// new chunks written ahead once they come to [`AHEAD_BYTES`]; the headers, which make the
+    /// revisions visible, in one transaction), then collects garbage. Returns the `as_of`. A capture in the background ends first.
     pub fn capture_revisions(&mut self) -> Result<Seq, Error> {
         self.wait_capture();
-        self.stored.store("capturing revisions")?;
-        let as_of = match self.capture_contents()? {
-            Some(contents) => {
-                let (as_of, writes) = contents.encode()?;
-                self.stored.write_revisions(as_of, &writes)?;
+        let store = self.stored.store("capturing revisions")?.clone();
+        let as_of = match self.due()? {
+            // One replica at a time: its contents read and encoded, then dropped, so that the
+            // capture holds one replica's copy (and at most `AHEAD_BYTES` of new chunks) on
+            // top of the dataflow.
+            Some((as_of, due)) => {
+                let dag = self.stored.dag.clone();
+                let per_chunk = self.stored.config.chunk_records;
+                let mut ahead = ChunksAhead::new(&store, AHEAD_BYTES);
+                for id in due {
+                    let split = self.read_split(id)?;
+                    ahead.push(catch_damage(|| {
+                        capture::revision(split, dag.replica(id), per_chunk)
+                    })??)?;
+                }
+                write_revisions(&self.stored.dictionary, &store, as_of, &ahead.writes)?;
                 as_of
             }
             None => self.stored.last_seq,
@@ -131,6 +199,25 @@ impl<R: Record> Runtime<R> {
     /// The contents of every stored replica as of the last `Seq` (the dataflow stepped
     /// through it), or `None` when each has a fresh revision as of it already.
     fn capture_contents(&mut self) -> Result<Option<Contents<R>>, Error> {
+        let Some((as_of, due)) = self.due()? else {
+            return Ok(None);
+        };
+        let mut splits = Vec::with_capacity(due.len());
+        for id in due {
+            splits.push((id, self.read_split(id)?));
+        }
+        Ok(Some(Contents {
+            as_of,
+            splits,
+            dag: self.stored.dag.clone(),
+            per_chunk: self.stored.config.chunk_records,
+        }))
+    }
+
+    /// The last `Seq`, with the dataflow stepped through it, and the stored replicas (every
+    /// one but the views, which are evaluated from their inputs' revisions when read), or
+    /// `None` when each has a fresh revision as of it already.
+    fn due(&mut self) -> Result<Option<(u64, Vec<ReplicaId>)>, Error> {
         self.settle()?;
         let as_of = self.stored.last_seq;
         let dag = self.stored.dag.clone();
@@ -145,31 +232,82 @@ impl<R: Record> Runtime<R> {
             return Ok(None);
         }
         self.step_until(Seq(as_of))?;
-        let mut splits = Vec::with_capacity(dag.len());
-        for (i, desc) in dag.replicas().iter().enumerate() {
-            if desc.is_view() {
-                continue; // evaluated from its inputs' revisions when read
-            }
-            let id = ReplicaId(i as u32);
-            splits.push((id, self.read_split(id)?));
-        }
-        Ok(Some(Contents {
-            as_of,
-            splits,
-            dag,
-            per_chunk: self.stored.config.chunk_records,
-        }))
+        let due = (dag.replicas().iter().enumerate())
+            .filter(|(_, d)| !d.is_view())
+            .map(|(i, _)| ReplicaId(i as u32))
+            .collect();
+        Ok(Some((as_of, due)))
     }
 }
 
-/// A capture's thread: encodes `contents`, writes the new chunks ahead in short transactions,
-/// then the headers with the dictionary strings not yet stored.
+/// A capture's thread: encodes `contents` and writes the new chunks ahead in short
+/// transactions, one replica at a time, then the headers with the dictionary strings not yet stored.
 fn write_in_background<R: Record>(
     contents: Contents<R>,
     store: &Store,
     dictionary: &Dictionary,
 ) -> Result<(), Error> {
-    let (as_of, mut writes) = contents.encode()?;
-    store.write_chunks_ahead(&mut writes)?;
+    let (as_of, writes) = contents.write_ahead(store)?;
     write_revisions(dictionary, store, as_of, &writes)
+}
+
+#[cfg(test)]
+mod tests {
+    use prr_persist::ChunkWrite;
+
+    use super::*;
+
+    fn write(replica: &str, payloads: &[&[u8]]) -> RevisionWrite {
+        RevisionWrite {
+            replica: replica.into(),
+            logic_version: 1,
+            description_hash: 1,
+            records: payloads.len() as u64,
+            chunks: (payloads.iter())
+                .map(|p| ChunkWrite::New {
+                    payload: p.to_vec(),
+                    records: 1,
+                })
+                .collect(),
+            overwrite: false,
+        }
+    }
+
+    fn new_chunks(writes: &[RevisionWrite]) -> usize {
+        (writes.iter().flat_map(|w| &w.chunks))
+            .filter(|c| matches!(c, ChunkWrite::New { .. }))
+            .count()
+    }
+
+    /// New chunks are written ahead once they come to the threshold, those of earlier
+    /// replicas too (and only their keys kept); below it they wait for the headers; with no
+    /// threshold each replica's are written at once. The headers list all of them.
+    #[test]
+    fn chunks_are_written_ahead_once_they_come_to_the_threshold() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s.redb")).unwrap();
+        let mut ahead = ChunksAhead::new(&store, 10);
+        ahead.push(write("a", &[b"1234", b"5678"])).unwrap();
+        assert_eq!(new_chunks(&ahead.writes), 2, "8 bytes wait");
+        ahead.push(write("b", &[b"abc"])).unwrap();
+        assert_eq!(new_chunks(&ahead.writes), 0, "11 bytes are written ahead");
+        ahead.push(write("c", &[b"xy"])).unwrap();
+        assert_eq!(new_chunks(&ahead.writes), 1);
+        let writes = ahead.writes;
+        store
+            .write_revisions(1, &writes, 0, &[] as &[&str])
+            .unwrap();
+        assert_eq!(
+            store.revision_chunks("a", 1).unwrap(),
+            vec![b"1234".to_vec(), b"5678".to_vec()]
+        );
+        assert_eq!(
+            store.revision_chunks("b", 1).unwrap(),
+            vec![b"abc".to_vec()]
+        );
+        assert_eq!(store.revision_chunks("c", 1).unwrap(), vec![b"xy".to_vec()]);
+        let mut each = ChunksAhead::new(&store, 0);
+        each.push(write("a", &[b"new"])).unwrap();
+        assert_eq!(new_chunks(&each.writes), 0, "written at once");
+    }
 }

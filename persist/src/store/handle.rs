@@ -102,7 +102,7 @@ impl Handle {
             base: read_opener().map_err(redb::StorageError::from)?,
             writes: Mutex::new((None, Vec::new())),
         };
-        let db = Database::builder().create_with_backend(scratch)?;
+        let db = super::builder().create_with_backend(scratch)?;
         f(&db.begin_read()?)
     }
 

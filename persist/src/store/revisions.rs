@@ -437,14 +437,28 @@ impl Store {
     ///
     /// Garbage collection must not run between this and the `write_revisions` that lists the
     /// chunks: a chunk found stored is listed by a revision that collection may delete.
+    ///
+    /// The first transaction also deletes the chunks an earlier capture wrote ahead and never
+    /// listed (it stopped). A capture that writes its replicas' chunks one replica at a time
+    /// calls this for the first and [`Store::write_more_chunks_ahead`] for the others.
     pub fn write_chunks_ahead(&self, writes: &mut [RevisionWrite]) -> Result<(), Error> {
+        self.chunks_ahead(writes, true)
+    }
+
+    /// As [`Store::write_chunks_ahead`], but keeping the chunks written ahead so far: more
+    /// chunks of the same capture, whose headers are not written yet.
+    pub fn write_more_chunks_ahead(&self, writes: &mut [RevisionWrite]) -> Result<(), Error> {
+        self.chunks_ahead(writes, false)
+    }
+
+    fn chunks_ahead(&self, writes: &mut [RevisionWrite], first: bool) -> Result<(), Error> {
         let mut pending: Vec<&mut ChunkWrite> = (writes.iter_mut())
             .filter(|w| !w.overwrite)
             .flat_map(|w| w.chunks.iter_mut())
             .filter(|c| matches!(c, ChunkWrite::New { .. }))
             .collect();
-        let mut first = true;
-        while first || !pending.is_empty() {
+        let mut sweep_first = first;
+        while sweep_first || !pending.is_empty() {
             let mut bytes = 0;
             let take = (pending.iter())
                 .take_while(|c| {
@@ -456,7 +470,7 @@ impl Store {
                 })
                 .count();
             let batch: Vec<&mut ChunkWrite> = pending.drain(..take).collect();
-            let sweep = std::mem::take(&mut first);
+            let sweep = std::mem::take(&mut sweep_first);
             // redb's write lock is not fair: the writers that wait go first.
             while self
                 .waiting_writers

@@ -102,3 +102,37 @@ fn chunks_ahead_go_in_several_transactions_in_order() {
     );
     assert!(ahead(&store).is_empty());
 }
+
+/// A capture that writes ahead one replica at a time sweeps what a stopped capture left, once,
+/// at its first write: the chunks its own earlier writes put ahead stay until its headers list
+/// them.
+#[test]
+fn more_chunks_ahead_keep_the_capture_s_earlier_ones() {
+    let (_d, path) = temp();
+    let store = Store::open(&path).unwrap();
+    store.append(&[b"a".as_slice()], 0, &[] as &[&str]).unwrap();
+    let mut stopped = vec![write("r", new_chunks(&[b"old"]))];
+    store.write_chunks_ahead(&mut stopped).unwrap();
+    let mut first = vec![write("r", new_chunks(&[b"one"]))];
+    store.write_chunks_ahead(&mut first).unwrap();
+    assert_eq!(
+        ahead(&store),
+        keys(&[b"one"]),
+        "the stopped capture's swept"
+    );
+    let mut second = vec![write("q", new_chunks(&[b"two"]))];
+    store.write_more_chunks_ahead(&mut second).unwrap();
+    assert_eq!(ahead(&store), keys(&[b"one", b"two"]), "the first kept");
+    first.extend(second);
+    store.write_revisions(1, &first, 0, &[] as &[&str]).unwrap();
+    assert!(ahead(&store).is_empty(), "listed now");
+    assert_eq!(
+        store.revision_chunks("r", 1).unwrap(),
+        vec![b"one".to_vec()]
+    );
+    assert_eq!(
+        store.revision_chunks("q", 1).unwrap(),
+        vec![b"two".to_vec()]
+    );
+    assert!(check_ok(&store).is_empty(), "{:?}", check_ok(&store));
+}
