@@ -111,7 +111,8 @@ impl<'s> ChunksAhead<'s> {
 impl<R: Record> Runtime<R> {
     /// Captures a revision of every replica as of the last `Seq`, one replica at a time (its
     /// new chunks written ahead once they come to [`AHEAD_BYTES`]; the headers, which make the
-    /// revisions visible, in one transaction), then collects garbage. Returns the `as_of`. A capture in the background ends first.
+    /// revisions visible, in one transaction), then collects garbage. Returns the `as_of`. A
+    /// capture in the background ends first.
     pub fn capture_revisions(&mut self) -> Result<Seq, Error> {
         self.wait_capture();
         let store = self.stored.store("capturing revisions")?.clone();
@@ -241,7 +242,8 @@ impl<R: Record> Runtime<R> {
 }
 
 /// A capture's thread: encodes `contents` and writes the new chunks ahead in short
-/// transactions, one replica at a time, then the headers with the dictionary strings not yet stored.
+/// transactions, one replica at a time, then the headers with the dictionary strings not yet
+/// stored.
 fn write_in_background<R: Record>(
     contents: Contents<R>,
     store: &Store,

@@ -432,8 +432,9 @@ const BATCH_BYTES: usize = 1 << 20;
 impl Store {
     /// Writes the new chunks of `writes` (but those of a write that overwrites) ahead of their
     /// headers, in durable transactions of about 1 MiB each: other writes, such as the commits
-    /// of source deltas, go between them, and first when they wait. Each chunk written, or found stored already, becomes
-    /// a [`ChunkWrite::Stored`] in `writes`, for [`Store::write_revisions`] to list.
+    /// of source deltas, go between them, and first when they wait. Each chunk written, or
+    /// found stored already, becomes a [`ChunkWrite::Stored`] in `writes`, for
+    /// [`Store::write_revisions`] to list.
     ///
     /// Garbage collection must not run between this and the `write_revisions` that lists the
     /// chunks: a chunk found stored is listed by a revision that collection may delete.
