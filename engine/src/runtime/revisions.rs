@@ -110,7 +110,7 @@ impl<'s> ChunksAhead<'s> {
 
 impl<R: Record> Runtime<R> {
     /// Captures a revision of every replica as of the last `Seq`, one replica at a time (its
-    /// new chunks written ahead once they come to [`AHEAD_BYTES`]; the headers, which make the
+    /// new chunks written ahead once they come to 16 MiB; the headers, which make the
     /// revisions visible, in one transaction), then collects garbage. Returns the `as_of`. A
     /// capture in the background ends first.
     pub fn capture_revisions(&mut self) -> Result<Seq, Error> {
