@@ -14,6 +14,7 @@ mod check;
 mod chunks_ahead;
 mod guard;
 mod handle;
+mod packed;
 mod quarantine;
 mod revisions;
 mod sealed;
@@ -30,11 +31,12 @@ use guard::{callback, contained};
 use handle::{Handle, Opener, ReadOpener};
 
 /// The format version this build writes and reads. Bump it on any change of a table's layout
-/// or of the records a program stores in it. A store of an older format (1 to 5) is upgraded
+/// or of the records a program stores in it. A store of an older format (1 to 6) is upgraded
 /// when opened (see `docs/design.md`). Formats 5 and 6 changed no table: format 5 gave the
 /// records of `source_events` their time received, format 6 the `room_state` records their
 /// facts (rewritten by the program's [`RecordUpgrade`]); an older build must not misread them.
-pub const FORMAT_VERSION: u32 = 6;
+/// Format 7 keeps revision chunks and log entries packed (compressed).
+pub const FORMAT_VERSION: u32 = 7;
 
 // Every value but the format version is sealed: `crc32 | payload` (see `sealed`).
 /// `meta`: metadata by name. Values are little-endian integers (see `docs/design.md`).
@@ -159,8 +161,8 @@ fn read_meta_u64(
 }
 
 /// Checks a log entry's checksum; its payload.
-fn open_log(seq: u64, b: &[u8]) -> Result<&[u8], Error> {
-    sealed::log(seq).open(b, || format!("table log: entry at seq {seq}"))
+fn open_log(seq: u64, b: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, Error> {
+    sealed::log(seq).open_packed(b, || format!("table log: entry at seq {seq}"))
 }
 
 impl Store {
@@ -290,7 +292,8 @@ impl Store {
         match store.check_format(records) {
             // A store of an older format: upgraded by a writable handle, once, then read.
             Err(Error::FormatVersion { found, .. })
-                if upgrade::upgradable(found) && records.is_some() =>
+                if upgrade::upgradable(found)
+                    && (records.is_some() || !upgrade::needs_records(found)) =>
             {
                 let path = store.path.clone();
                 drop(store);
@@ -374,6 +377,10 @@ impl Store {
     /// store of an older format.
     fn check_format(&self, records: Option<&dyn RecordUpgrade>) -> Result<(), Error> {
         let found = contained("meta", || self.format_version())?;
+        let records = match records {
+            None if !upgrade::needs_records(found) => Some(&RecordsUnchanged as &dyn RecordUpgrade),
+            r => r,
+        };
         if let Some(records) =
             records.filter(|_| upgrade::upgradable(found) && !self.is_read_only())
         {
@@ -458,7 +465,7 @@ impl Store {
                 let (k, v) = entry.map_err(Error::from)?;
                 let seq = k.value();
                 let payload = open_log(seq, v.value())?;
-                callback(|| f(seq, payload))?;
+                callback(|| f(seq, &payload))?;
             }
             Ok(())
         })

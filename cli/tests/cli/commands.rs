@@ -207,8 +207,8 @@ fn graph_and_completions() {
     assert!(help.contains("Examples:"));
 }
 
-/// The committed golden stores of formats 1 to 5 (the demo, ingested by the builds of their
-/// time; format 4's with an appservice transaction too, format 5's with
+/// The committed golden stores of formats 1 to 6 (the demo, ingested by the builds of their
+/// time; format 4's with an appservice transaction too, format 5's and 6's with
 /// `golden/demo-v5-extra.json`) open, are upgraded to the current format, answer as they did,
 /// check sound, rebuild the same, and take new data.
 #[test]
@@ -219,6 +219,7 @@ fn the_golden_stores_of_older_formats_still_open() {
         ("demo-v3.redb", Some(("2", 8))),
         ("demo-v4.redb", None),
         ("demo-v5.redb", None),
+        ("demo-v6.redb", None),
     ] {
         let s = Scratch::new();
         let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -255,10 +256,11 @@ fn the_golden_stores_of_older_formats_still_open() {
             assert_eq!(events[0]["valid"], false);
             assert_eq!(s.show("rejects")[0]["event_id"], "$golden-invalid");
         }
-        if file == "demo-v5.redb" {
-            // Its `room_state` records, without facts in format 5, got them from their
-            // contents: a rename, a member reject, a rule reject, a redacted rule, an ACL equal
-            // to the intent. Its revision as of seq 3 was rewritten too.
+        if file == "demo-v5.redb" || file == "demo-v6.redb" {
+            // Format 5's `room_state` records, without facts, got them from their contents;
+            // format 6's had them, and were repacked: a rename, a member reject, a rule
+            // reject, a redacted rule, an ACL equal to the intent. The revision as of seq 3
+            // was rewritten too.
             let alice = (s.show("room_members").into_iter())
                 .find(|r| r["user_id"] == "@alice:example.org")
                 .unwrap();

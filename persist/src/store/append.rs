@@ -196,7 +196,7 @@ pub(super) fn append_in<S: AsRef<str>>(
     let mut seqs = Vec::with_capacity(deltas.len());
     for (i, d) in deltas.iter().enumerate() {
         let seq = last + 1 + i as u64;
-        log.insert(seq, sealed::log(seq).seal(d).as_slice())?;
+        log.insert(seq, sealed::log(seq).seal_packed(d).as_slice())?;
         seqs.push(seq);
     }
     meta.insert(

@@ -93,7 +93,7 @@ impl Store {
                 previous = Some(seq);
                 match open_log(seq, v.value()) {
                     Ok(payload) => {
-                        if let Err(e) = callback(|| decode_log(seq, payload)) {
+                        if let Err(e) = callback(|| decode_log(seq, &payload)) {
                             problems.push(format!(
                                 "table log: entry at seq {seq} does not decode: {e}"
                             ));
@@ -181,7 +181,7 @@ impl Store {
                                     None
                                 }
                                 Some(v) => match open_chunk(c.key, v.value(), whose) {
-                                    Ok(payload) if chunk_key(payload) != c.key => {
+                                    Ok(payload) if chunk_key(&payload) != c.key => {
                                         problems.push(format!(
                                             "table chunks: {} (key {:032x}) holds contents of another key",
                                             whose(),
@@ -190,7 +190,7 @@ impl Store {
                                         None
                                     }
                                     Ok(payload) => match callback(|| {
-                                        decode_chunk(replica, *as_of, i as u32, payload)
+                                        decode_chunk(replica, *as_of, i as u32, &payload)
                                     }) {
                                         Ok(n) => Some(n),
                                         Err(e) => {

@@ -98,7 +98,7 @@ impl Store {
                 }
                 let mut log = txn.open_table(LOG)?;
                 if log.get(seq)?.is_some() {
-                    log.insert(seq, sealed::log(seq).seal(replacement).as_slice())?;
+                    log.insert(seq, sealed::log(seq).seal_packed(replacement).as_slice())?;
                 }
             }
             txn.commit()?;

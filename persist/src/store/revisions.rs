@@ -170,8 +170,12 @@ pub struct RevisionWrite {
 }
 
 /// Checks a chunk's checksum; its payload. `whose` names a revision that lists it.
-pub(super) fn open_chunk(key: u128, b: &[u8], whose: impl Fn() -> String) -> Result<&[u8], Error> {
-    sealed::chunk(key).open(b, || format!("table chunks: {} (key {key:032x})", whose()))
+pub(super) fn open_chunk(
+    key: u128,
+    b: &[u8],
+    whose: impl Fn() -> String,
+) -> Result<std::borrow::Cow<'_, [u8]>, Error> {
+    sealed::chunk(key).open_packed(b, || format!("table chunks: {} (key {key:032x})", whose()))
 }
 
 impl Store {
@@ -279,7 +283,7 @@ impl Store {
                     .into());
                 };
                 let payload = open_chunk(c.key, v.value(), whose)?;
-                callback(|| f(i, payload))?;
+                callback(|| f(i, &payload))?;
             }
             Ok(())
         })
@@ -296,7 +300,7 @@ impl Store {
             for entry in chunks.iter().map_err(Error::from)? {
                 let (k, v) = entry.map_err(Error::from)?;
                 let payload = open_chunk(k.value(), v.value(), || "a chunk".into())?;
-                callback(|| f(payload))?;
+                callback(|| f(&payload))?;
             }
             Ok(())
         })
@@ -354,7 +358,7 @@ fn write_revisions_in<S: AsRef<str>>(
                 ChunkWrite::New { payload, records } => {
                     let key = chunk_key(payload);
                     if w.overwrite || chunks.get(key)?.is_none() {
-                        chunks.insert(key, sealed::chunk(key).seal(payload).as_slice())?;
+                        chunks.insert(key, sealed::chunk(key).seal_packed(payload).as_slice())?;
                     }
                     ChunkRef {
                         key,
@@ -516,7 +520,7 @@ fn write_ahead_in(txn: &WriteTransaction, payloads: &[&[u8]]) -> Result<Vec<u128
     for payload in payloads {
         let key = chunk_key(payload);
         if chunks.get(key)?.is_none() {
-            chunks.insert(key, sealed::chunk(key).seal(payload).as_slice())?;
+            chunks.insert(key, sealed::chunk(key).seal_packed(payload).as_slice())?;
             chunks_ahead::note_in(txn, key)?;
         }
         keys.push(key);

@@ -2,6 +2,9 @@
 //! `crc32 u32 LE | payload`, where the CRC-32 (IEEE) covers the value's *context* (its table
 //! and key, so a value moved to another key is caught too) followed by the payload.
 
+use std::borrow::Cow;
+
+use super::packed;
 use crate::Error;
 
 /// The bytes a value's checksum covers before its payload: a tag naming its table, then its
@@ -73,6 +76,22 @@ impl Context {
             return Err(Error::Corrupt(format!("{} fails its checksum", what())));
         }
         Ok(payload)
+    }
+
+    /// `payload` packed (see `packed`: compressed when that makes it smaller), then sealed:
+    /// how format 7 keeps revision chunks and log entries.
+    pub(crate) fn seal_packed(&self, payload: &[u8]) -> Vec<u8> {
+        self.seal(&packed::pack(payload))
+    }
+
+    /// The payload of a value sealed by [`Context::seal_packed`]: its checksum checked, then
+    /// unpacked; `Error::Corrupt` naming `what` when either fails.
+    pub(crate) fn open_packed<'a>(
+        &self,
+        sealed: &'a [u8],
+        what: impl Fn() -> String,
+    ) -> Result<Cow<'a, [u8]>, Error> {
+        packed::unpack(self.open(sealed, &what)?, what)
     }
 }
 

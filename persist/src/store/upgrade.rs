@@ -1,4 +1,4 @@
-//! Upgrading a store of an older format to [`FORMAT_VERSION`] (6), in one transaction:
+//! Upgrading a store of an older format to [`FORMAT_VERSION`] (7), in one transaction:
 //! - from format 1, every value is sealed with its checksum and the dictionary moves from `dict`
 //!   (`&str` values) to `dictionary` (checksummed UTF-8 bytes), as format 2 did;
 //! - from formats 1 and 2, each revision's chunks move from `revision_chunks` (keyed by
@@ -11,7 +11,10 @@
 //! - from formats 1 to 5, the records are rewritten by the program that knows them (a
 //!   [`RecordUpgrade`], see `records`): format 6 gave every `room_state` record of the Matrix
 //!   replicas the facts parsed from its content. Without one, such a store does not open;
-//! - the format version becomes 6.
+//! - from formats 1 to 6, every revision chunk and log entry is stored packed (compressed when
+//!   that makes it smaller, see `packed`): format 7. A store of format 6 needs no program for
+//!   it;
+//! - the format version becomes 7.
 //!
 //! redb's commit is atomic: a crash during the upgrade leaves the file as it was, and the next
 //! open upgrades it again. A value the upgrade reads that fails its checksum fails the open,
@@ -28,6 +31,8 @@ use super::{
 use crate::Error;
 
 mod records;
+#[cfg(test)]
+mod tests;
 
 pub use records::{RecordUpgrade, RecordsUnchanged, UpgradeStrings};
 
@@ -41,9 +46,16 @@ const CHUNKS_V2: TableDefinition<(&str, u64, u32), &[u8]> = TableDefinition::new
 /// Entries rewritten per batch (a write transaction cannot iterate a table while inserting).
 const BATCH: usize = 4096;
 
-/// Whether a store of format `found` is upgraded when opened.
+/// Whether a store of format `found` is upgraded when opened (given the program's records
+/// upgrade, see [`needs_records`]).
 pub(super) fn upgradable(found: u32) -> bool {
-    (1..=5).contains(&found)
+    (1..=6).contains(&found)
+}
+
+/// Whether upgrading a store of format `found` needs the program that knows its records: a
+/// store of format 6 is only repacked.
+pub(super) fn needs_records(found: u32) -> bool {
+    found < 6
 }
 
 /// Upgrades `store`, of format `found` (see [`upgradable`]), to [`FORMAT_VERSION`] in one

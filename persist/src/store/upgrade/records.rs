@@ -1,7 +1,8 @@
-//! The records step of an upgrade (to format 6): the records of an older format, in revision
-//! chunks and source-log entries, are rewritten by the program that knows them (a
-//! [`RecordUpgrade`]). This crate sees records as opaque bytes: it hands each chunk payload and
-//! log entry to the program, with the dictionary, and stores what comes back.
+//! The records step of an upgrade: the records of a format before 6, in revision chunks and
+//! source-log entries, are rewritten by the program that knows them (a [`RecordUpgrade`]).
+//! This crate sees records as opaque bytes: it hands each chunk payload and log entry to the
+//! program, with the dictionary, and stores what comes back. Every chunk and log entry is then
+//! stored packed (format 7, see `packed`), whatever its format.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -10,8 +11,12 @@ use redb::{ReadableTable, ReadableTableMetadata, WriteTransaction};
 use super::super::chunks_ahead::CHUNKS_AHEAD;
 use super::super::revisions::{CHUNKS, REVISIONS, RevisionInfo, chunk_key};
 use super::super::strings::{STRINGS, for_each_in, put_in};
-use super::super::{KEY_DICT_LEN, LOG, META, open_log, read_meta_u64, sealed, sealed_u64};
+use super::super::{KEY_DICT_LEN, LOG, META, read_meta_u64, sealed, sealed_u64};
 use crate::Error;
+
+/// The first format whose records the program need not rewrite: format 6 gave the Matrix
+/// replicas' `room_state` records their facts; format 7 changed only how values are kept.
+const RECORDS_CHANGED_BEFORE: u32 = 6;
 
 /// How a program rewrites its records of an older format for the current one: `prr`'s Matrix
 /// replicas give every `room_state` record the facts parsed from its content at format 6.
@@ -110,10 +115,11 @@ impl UpgradeStrings {
     }
 }
 
-/// Rewrites the records of a store of format `from` with `records`, in `txn`: every chunk a
-/// revision lists (with the headers that list it), every log entry, and the new strings. The
-/// chunks that no revision lists (written ahead by a capture that never finished) are dropped
-/// with their notes, as garbage collection would.
+/// Rewrites the records of a store of format `from` with `records` (before format 6), in
+/// `txn`: every chunk a revision lists (with the headers that list it), every log entry, and
+/// the new strings; every chunk and log entry is stored packed. The chunks that no revision
+/// lists (written ahead by a capture that never finished) are dropped with their notes, as
+/// garbage collection would.
 pub(in super::super) fn records_in(
     txn: &WriteTransaction,
     from: u32,
@@ -152,6 +158,7 @@ pub(in super::super) fn records_in(
         let all = (chunks.iter()?)
             .map(|e| e.map(|(k, _)| k.value()))
             .collect::<Result<Vec<u128>, _>>()?;
+        // The chunks written packed so far (under their new keys): not read again as raw.
         let mut fresh = BTreeSet::new();
         let mut stale = Vec::new();
         for key in all {
@@ -159,24 +166,34 @@ pub(in super::super) fn records_in(
                 stale.push(key);
                 continue;
             }
+            if fresh.contains(&key) {
+                // Another chunk's new contents hashed to this key: what it holds is new.
+                step();
+                continue;
+            }
             let what = || format!("table chunks: chunk {key:032x}");
             let Some(raw) = chunks.get(key)?.map(|v| v.value().to_vec()) else {
                 continue;
             };
             let payload = sealed::chunk(key).open(&raw, what)?;
-            let new =
-                (records.chunk(from, payload, &mut strings)).map_err(|why| refused(what(), why))?;
-            step();
-            let Some(new) = new else {
-                continue;
+            let new = match from < RECORDS_CHANGED_BEFORE {
+                true => (records.chunk(from, payload, &mut strings))
+                    .map_err(|why| refused(what(), why))?,
+                false => None,
             };
-            let new_key = chunk_key(&new);
-            if chunks.get(new_key)?.is_none() {
-                chunks.insert(new_key, sealed::chunk(new_key).seal(&new).as_slice())?;
+            step();
+            let (new_key, new) = match &new {
+                Some(new) => (chunk_key(new), new.as_slice()),
+                None => (key, payload),
+            };
+            if !fresh.contains(&new_key) {
+                chunks.insert(new_key, sealed::chunk(new_key).seal_packed(new).as_slice())?;
+                fresh.insert(new_key);
             }
-            fresh.insert(new_key);
-            moved.insert(key, new_key);
-            stale.push(key);
+            if new_key != key {
+                moved.insert(key, new_key);
+                stale.push(key);
+            }
         }
         for key in stale.into_iter().filter(|k| !fresh.contains(k)) {
             chunks.remove(key)?;
@@ -202,12 +219,17 @@ pub(in super::super) fn records_in(
         }
     }
     super::rewrite_log_in(txn, |seq, raw| {
-        let payload = open_log(seq, raw)?;
         let what = || format!("table log: entry at seq {seq}");
-        let new =
-            (records.log_entry(from, payload, &mut strings)).map_err(|why| refused(what(), why))?;
+        let payload = sealed::log(seq).open(raw, what)?;
+        let new = match from < RECORDS_CHANGED_BEFORE {
+            true => (records.log_entry(from, payload, &mut strings))
+                .map_err(|why| refused(what(), why))?,
+            false => None,
+        };
         step();
-        Ok(new.map(|new| sealed::log(seq).seal(&new)))
+        Ok(Some(
+            sealed::log(seq).seal_packed(new.as_deref().unwrap_or(payload)),
+        ))
     })?;
     let added = strings.added();
     if !added.is_empty() {
