@@ -116,7 +116,8 @@ pub(crate) fn homeserver_yaml(config: &SynapseConfig, layout: &Layout<'_>) -> St
             "type": "http",
             "tls": false,
             "x_forwarded": false,
-            "resources": [{"names": ["client"], "compress": false}],
+            // `keys`: `/_matrix/key/v2/server`, by which the harness knows its own Synapse.
+            "resources": [{"names": ["client", "keys"], "compress": false}],
         }],
         "registration_shared_secret": layout.shared_secret,
         "enable_registration": false,

@@ -35,6 +35,12 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// Another server took the port picked for Synapse before Synapse could bind it, on every
+    /// port tried.
+    #[error(
+        "port {0} on 127.0.0.1 was taken by another server before Synapse could bind it, as was every port tried before it"
+    )]
+    PortTaken(u16),
     /// Synapse exited or did not answer in time while starting or stopping.
     #[error("Synapse {phase}: {reason}\n--- last lines of {} ---\n{log_tail}", log.display())]
     Process {

@@ -54,8 +54,10 @@ impl Drop for StartTurn {
 /// A Synapse homeserver running on 127.0.0.1, owned by the test.
 ///
 /// [`Synapse::start`] makes a temporary directory (config, SQLite database, signing key, media,
-/// the appservice registration, `homeserver.log`), starts Synapse there and waits until
-/// `/_matrix/client/versions` answers. [`Synapse::stop`] stops it (SIGTERM, then a wait),
+/// the appservice registration, `homeserver.log`), starts Synapse there and waits until it
+/// answers as itself: `/_matrix/key/v2/server` names its signing key, whose id is random, so
+/// that another Synapse that holds the port (a [`free_port`] taken again in between) is never
+/// taken for this one; Synapse is started again on another port then. [`Synapse::stop`] stops it (SIGTERM, then a wait),
 /// [`Synapse::restart`] starts it again on the same directory and port; dropping it stops it
 /// and deletes the directory. Should the test process die first, Synapse stops by itself: it
 /// watches its standard input, whose other end the test process holds.
@@ -69,7 +71,12 @@ pub struct Synapse {
     shared_secret: String,
     appservice_file: Option<PathBuf>,
     child: Option<Child>,
+    /// The id of its signing key (`a_` and random hex): what tells it from another Synapse.
+    key_id: String,
 }
+
+/// How many ports [`Synapse::start`] tries when the one it picked is taken meanwhile.
+const PORT_TRIES: usize = 5;
 
 impl std::fmt::Debug for Synapse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -110,7 +117,6 @@ impl Synapse {
                 path: std::env::temp_dir(),
                 source,
             })?;
-        let port = free_port()?;
         let shared_secret = crate::appservice::random_token();
         let write = |name: &str, text: &str| -> Result<PathBuf, Error> {
             let path = dir.path().join(name);
@@ -132,31 +138,47 @@ impl Synapse {
         // An ed25519 signing key: Synapse derives the key pair from the 32-byte seed.
         let seed: [u8; 32] = rand::random();
         let seed = base64::engine::general_purpose::STANDARD_NO_PAD.encode(seed);
-        write("signing.key", &format!("ed25519 a_prr {seed}\n"))?;
-        let yaml = homeserver_yaml(
-            &config,
-            &Layout {
-                dir: dir.path(),
-                port,
-                shared_secret: &shared_secret,
-                appservice_file: appservice_file.as_deref(),
-            },
-        );
-        write("homeserver.yaml", &yaml)?;
+        let key_id = format!("a_{:016x}", rand::random::<u64>());
+        write("signing.key", &format!("ed25519 {key_id} {seed}\n"))?;
         write("launcher.py", LAUNCHER)?;
-        let http = Http::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(30));
         let mut synapse = Synapse {
             config,
             dir,
             python,
-            port,
-            http,
+            port: 0,
+            http: Http::new("http://127.0.0.1:0", Duration::from_secs(30)),
             shared_secret,
             appservice_file,
             child: None,
+            key_id,
         };
-        synapse.spawn()?;
-        Ok(synapse)
+        for _ in 0..PORT_TRIES {
+            // A log of this try only: an earlier try's bind failure is not this one's.
+            let _ = std::fs::remove_file(synapse.log_path());
+            synapse.port = free_port()?;
+            let yaml = homeserver_yaml(
+                &synapse.config,
+                &Layout {
+                    dir: synapse.dir.path(),
+                    port: synapse.port,
+                    shared_secret: &synapse.shared_secret,
+                    appservice_file: synapse.appservice_file.as_deref(),
+                },
+            );
+            let path = synapse.dir.path().join("homeserver.yaml");
+            std::fs::write(&path, &yaml).map_err(|source| Error::Io {
+                what: "write",
+                path,
+                source,
+            })?;
+            let url = format!("http://127.0.0.1:{}", synapse.port);
+            synapse.http = Http::new(&url, Duration::from_secs(30));
+            match synapse.spawn() {
+                Err(Error::PortTaken(_)) => continue,
+                r => return r.map(|()| synapse),
+            }
+        }
+        Err(Error::PortTaken(synapse.port))
     }
 
     /// Starts the process and waits until it answers (the timeout counts from its turn: at
@@ -203,14 +225,23 @@ impl Synapse {
         self.child = Some(child);
         let deadline = Instant::now() + self.config.start_timeout;
         let probe = Http::new(self.http.base_url(), Duration::from_secs(2));
+        let own_key = format!("\"ed25519:{}\"", self.key_id);
         loop {
             let child = self.child.as_mut().expect("just spawned");
             if let Ok(Some(status)) = child.try_wait() {
                 self.child = None;
+                if self.log_tail(40).contains("Address already in use") {
+                    return Err(Error::PortTaken(self.port));
+                }
                 return Err(self.process_error("did not start", format!("it exited ({status})")));
             }
-            if let Ok((200, _)) = probe.send(Method::Get, "/_matrix/client/versions", None, None) {
-                return Ok(());
+            if let Ok((200, body)) = probe.send(Method::Get, "/_matrix/key/v2/server", None, None) {
+                if body.contains(&own_key) {
+                    return Ok(());
+                }
+                // Another server answers on the port: this one cannot bind it.
+                self.kill();
+                return Err(Error::PortTaken(self.port));
             }
             if Instant::now() >= deadline {
                 self.kill();
