@@ -36,3 +36,5 @@ pub use store::{
     ChunkRef, ChunkWrite, FORMAT_VERSION, Quarantined, RecordUpgrade, RecordsUnchanged,
     RevisionInfo, RevisionWrite, Store, StoreStats, UpgradeStrings, chunk_key,
 };
+#[cfg(feature = "test-util")]
+pub use store::{stored_chunk, stored_log_entry};

@@ -165,6 +165,19 @@ fn open_log(seq: u64, b: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, Error> {
     sealed::log(seq).open_packed(b, || format!("table log: entry at seq {seq}"))
 }
 
+/// The bytes the store keeps for log entry `seq` of `payload` (its checksum, then the payload
+/// packed): for tests that find a value in the file to damage it.
+#[cfg(feature = "test-util")]
+pub fn stored_log_entry(seq: u64, payload: &[u8]) -> Vec<u8> {
+    sealed::log(seq).seal_packed(payload)
+}
+
+/// The bytes the store keeps for the chunk of `payload` (see [`stored_log_entry`]).
+#[cfg(feature = "test-util")]
+pub fn stored_chunk(payload: &[u8]) -> Vec<u8> {
+    sealed::chunk(revisions::chunk_key(payload)).seal_packed(payload)
+}
+
 impl Store {
     /// Opens the store at `path`, creating it (with the current format version) if the file
     /// does not exist. Fails if another process has it open, if the file is not a prr store,

@@ -130,6 +130,40 @@ fn find_all(bytes: &[u8], pattern: &[u8]) -> Vec<usize> {
         .collect()
 }
 
+/// The store of `bytes`, opened read-only from a copy: what the tests read to find where a
+/// value sits in the file (values are packed, so their records' bytes are not in it as such).
+fn open_copy(bytes: &[u8]) -> (tempfile::TempDir, prr_persist::Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("copy.redb");
+    std::fs::write(&path, bytes).unwrap();
+    let store = prr_persist::Store::open_read_only(&path).unwrap();
+    (dir, store)
+}
+
+/// Where `bytes` hold the first chunk of the newest revision of `replica` (the last byte of
+/// every copy: redb copies pages on write, and freed pages keep the old ones), and that
+/// revision's `as_of`.
+fn chunk_copies(bytes: &[u8], replica: &str) -> (u64, Vec<usize>) {
+    let (_dir, store) = open_copy(bytes);
+    let info = (store.revisions().unwrap().into_iter())
+        .filter(|r| r.replica == replica && !r.chunks.is_empty())
+        .max_by_key(|r| r.as_of)
+        .unwrap_or_else(|| panic!("no revision of {replica}"));
+    let first = store
+        .revision_chunks(replica, info.as_of)
+        .unwrap()
+        .remove(0);
+    let stored = prr_persist::stored_chunk(&first);
+    // The value's last bytes: the end of its packed payload.
+    (
+        info.as_of,
+        find_all(bytes, &stored)
+            .into_iter()
+            .map(|h| h + stored.len() - 1)
+            .collect(),
+    )
+}
+
 /// Offsets where a larger scan (`PRR_DAMAGE_STEP=97`) once found a failure, scanned always:
 /// 53447 made redb panic on a poisoned lock while `ingest` closed the store.
 const FOUND: [usize; 1] = [53447];
@@ -218,19 +252,23 @@ fn problem_1_a_damaged_interned_string_is_reported_not_a_panic() {
     );
 }
 
-/// Copies of `bytes` with a dictionary id pushed out of range in every `room_state` log entry
-/// (the high byte of the first record's room id): the last one included.
-fn room_state_ids_out_of_range(bytes: &[u8]) -> Vec<u8> {
-    // A logged delta: (name: u64 length, bytes), records: u64 count, then Rec's variant index
-    // (u32; room_state is 0) and the room id (u64).
+/// Copies of `bytes` with a byte changed in every `room_state` log entry (the last byte of its
+/// packed payload, every copy of it in the file): the last entry included. Before checksums, a
+/// byte changed so pushed a dictionary id out of range, which `check` did not see.
+fn room_state_log_entries_damaged(bytes: &[u8]) -> Vec<u8> {
+    // A logged delta: (name: u64 length, bytes), ...: its decoded payload names the replica.
     let mut pattern = 10u64.to_le_bytes().to_vec();
     pattern.extend_from_slice(b"room_state");
+    let (_dir, store) = open_copy(bytes);
     let mut damaged = bytes.to_vec();
     let mut n = 0;
-    for h in find_all(bytes, &pattern) {
-        let variant = h + pattern.len() + 8;
-        if bytes.get(variant..variant + 4) == Some(&[0, 0, 0, 0]) {
-            damaged[variant + 4 + 7] = 0x7F;
+    for (seq, payload) in store.log_from(1).unwrap() {
+        if find_all(&payload, &pattern).is_empty() {
+            continue;
+        }
+        let stored = prr_persist::stored_log_entry(seq, &payload);
+        for h in find_all(bytes, &stored) {
+            damaged[h + stored.len() - 1] ^= 0x7F;
             n += 1;
         }
     }
@@ -239,13 +277,14 @@ fn room_state_ids_out_of_range(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// Problem 2: a dictionary id pushed out of range inside the last `room_state` log entry
-/// passed `check`, and `deltas room_state` panicked with an index out of bounds. Now `check`
-/// names the entry, and the commands that read it fail with an error.
+/// passed `check`, and `deltas room_state` panicked with an index out of bounds. Now such a
+/// changed byte fails the entry's checksum: `check` names the entry, and the commands that
+/// read it fail with an error.
 #[test]
 fn problem_2_an_id_out_of_range_in_the_log_is_found_by_check() {
     let bytes = demo_store();
     let base = baseline(&bytes);
-    let damaged = room_state_ids_out_of_range(&bytes);
+    let damaged = room_state_log_entries_damaged(&bytes);
     let outs = all_commands(&damaged, &base, "problem 2");
     assert_eq!(outs[0].code, Some(4), "{:?}", outs[0]);
     assert!(
@@ -263,7 +302,7 @@ fn problem_2_an_id_out_of_range_in_the_log_is_found_by_check() {
 fn problem_3_rebuild_refuses_a_damaged_log_and_repairs_a_damaged_revision() {
     let bytes = demo_store();
     let s = Scratch::new();
-    std::fs::write(s.store(), room_state_ids_out_of_range(&bytes)).unwrap();
+    std::fs::write(s.store(), room_state_log_entries_damaged(&bytes)).unwrap();
     let before = s.ok(&["revisions"]);
     let out = s.prr(&["rebuild"]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -279,14 +318,12 @@ fn problem_3_rebuild_refuses_a_damaged_log_and_repairs_a_damaged_revision() {
     );
 
     // A damaged member_bans chunk: its checksum fails; the log is sound and starts at seq 1.
-    // The chunk: 5 records (u64), the first a `Rec::Ban` (variant 7, u32), then its instance.
-    let mut pattern = 5u64.to_le_bytes().to_vec();
-    pattern.extend_from_slice(&7u32.to_le_bytes());
     let mut damaged = bytes.clone();
-    let hits = find_all(&bytes, &pattern);
+    let (as_of, hits) = chunk_copies(&bytes, "member_bans");
+    assert_eq!(as_of, 4);
     assert!(!hits.is_empty());
     for h in hits {
-        damaged[h + pattern.len()] ^= 0x01;
+        damaged[h] ^= 0x01;
     }
     let s = Scratch::new();
     std::fs::write(s.store(), &damaged).unwrap();
@@ -340,13 +377,12 @@ fn problem_4_ingest_on_an_overwritten_revision_page_fails_cleanly() {
     let want = run_on(&bytes, &args);
     assert_eq!(want.code, Some(0), "undamaged: {want:?}");
     let base = baseline(&bytes);
-    // room_state's revision chunk: 117 records (u64), the first a `Rec::RoomState` (variant 0).
-    let mut pattern = 117u64.to_le_bytes().to_vec();
-    pattern.extend_from_slice(&0u32.to_le_bytes());
-    // redb copies pages on write: older copies of the chunk may sit in freed pages, whose
-    // damage changes nothing. The live one must make ingest fail.
+    // room_state's revision chunk. redb copies pages on write: older copies of the chunk may
+    // sit in freed pages, whose damage changes nothing. The live one must make ingest fail.
     let mut failed = 0;
-    for h in find_all(&bytes, &pattern) {
+    let (_, hits) = chunk_copies(&bytes, "room_state");
+    assert!(!hits.is_empty());
+    for h in hits {
         let page = h / PAGE * PAGE;
         let end = (page + PAGE).min(bytes.len());
         let mut damaged = bytes.clone();

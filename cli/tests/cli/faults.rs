@@ -134,6 +134,20 @@ struct LimitedStream {
 
 const JOINS: usize = 400;
 
+/// 2,000 characters that LZ4 does not shorten (hex digits of a xorshift sequence seeded by
+/// `i`): each join grows the store by about as much, packed or not.
+fn pad(i: usize) -> String {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ i as u64;
+    (0..125)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            format!("{x:016x}")
+        })
+        .collect()
+}
+
 impl LimitedStream {
     fn start(s: &Scratch) -> LimitedStream {
         use std::io::{BufRead, BufReader, Read, Write};
@@ -181,7 +195,7 @@ impl LimitedStream {
             for i in 1..=JOINS {
                 let event = serde_json::json!({"event_id": format!("$m{i}"), "room_id": "!room:x",
                     "type": "m.room.member", "state_key": format!("@spam{i}:evil.example"),
-                    "sender": "@x:x", "content": {"membership": "join", "pad": "x".repeat(2000)}});
+                    "sender": "@x:x", "content": {"membership": "join", "pad": pad(i)}});
                 if writeln!(stdin, "{event}").is_err() {
                     break;
                 }
