@@ -38,6 +38,9 @@ pub(crate) fn description(dict: &Dictionary, _known: &Known) -> ReplicaDescripti
 /// reason)`.
 type BanRule = (Id, Id, Id, Option<Id>);
 
+/// `((instance, user), (chosen rule, protected room))`: a ban before it is a record.
+type BanInRoom = ((Id, Id), (BanRule, Id));
+
 /// A `member_matches` record of a user ban rule, keyed by `(instance, user)`.
 fn ban_value(r: Rec) -> Option<((Id, Id), BanRule)> {
     match r {
@@ -69,18 +72,28 @@ fn choose_ban_rule(dict: &Dictionary) -> impl GroupLogic<(Id, Id), BanRule, BanR
     }
 }
 
-/// A `member_bans` record.
-fn ban_record(instance: Id, user: Id, rule: BanRule, room: Id) -> Rec {
-    let (rule_room, rule_event, _, reason) = rule;
-    Rec::Ban {
-        instance,
-        room,
-        user,
-        rule: Arc::new(ChosenRule {
+/// Makes `member_bans` records from `((instance, user), (rule, room))`. Consecutive bans of
+/// the same chosen rule share one `ChosenRule`: the thousands of bans a glob rule adds or
+/// removes at once hold one allocation, whose count stays in cache as differential dataflow
+/// clones and drops them, not an allocation each.
+fn ban_records() -> impl FnMut(BanInRoom) -> Rec + 'static {
+    let mut last: Option<Arc<ChosenRule>> = None;
+    move |((instance, user), ((rule_room, rule_event, _, reason), room))| {
+        let chosen = ChosenRule {
             room: rule_room,
             event: rule_event,
             reason,
-        }),
+        };
+        let rule = match &last {
+            Some(shared) if **shared == chosen => shared.clone(),
+            _ => last.insert(Arc::new(chosen)).clone(),
+        };
+        Rec::Ban {
+            instance,
+            room,
+            user,
+            rule,
+        }
     }
 }
 
@@ -104,8 +117,7 @@ fn member_bans<'s>(
         .flat_map(|r| member_pair(r, not_ban))
         .join(protects(instances))
         .map(|(room, (user, instance))| ((instance, user), room));
-    best.join(user_rooms)
-        .map(|((instance, user), (rule, room))| ban_record(instance, user, rule, room))
+    best.join(user_rooms).map(ban_records())
 }
 
 /// What `member_bans`' resume looks up: the memberships, and `member_matches` at the restore
@@ -180,14 +192,49 @@ fn resume<'s>(deltas: &[Coll<'s, Rec>], seeds: &Seeds<Rec>, dict: &Dictionary) -
             .into_iter()
             .map(move |(rule, m)| ((key, (rule, room)), m))
     });
-    new_rules
-        .concat(both)
-        .concat(new_rooms)
-        .map(|((instance, user), (rule, room))| ban_record(instance, user, rule, room))
+    new_rules.concat(both).concat(new_rooms).map(ban_records())
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn consecutive_bans_of_one_rule_share_its_chosen_rule() {
+        let mut make = ban_records();
+        let rule = |event| (1, event, 2, Some(3));
+        let bans: Vec<Rec> = [(10, 100, 7), (10, 101, 7), (11, 101, 8), (10, 102, 7)]
+            .into_iter()
+            .map(|(user, room, event)| make(((5, user), (rule(event), room))))
+            .collect();
+        let chosen = |r: &Rec| match r {
+            Rec::Ban { rule, .. } => rule.clone(),
+            other => panic!("not a ban: {other:?}"),
+        };
+        let c: Vec<Arc<ChosenRule>> = bans.iter().map(chosen).collect();
+        assert!(Arc::ptr_eq(&c[0], &c[1]), "the same rule, one allocation");
+        assert!(!Arc::ptr_eq(&c[1], &c[2]));
+        assert_eq!(
+            *c[2],
+            ChosenRule {
+                room: 1,
+                event: 8,
+                reason: Some(3)
+            }
+        );
+        // A rule seen again after another is equal, shared or not.
+        assert_eq!(c[3], c[0]);
+        assert_eq!(
+            bans[1],
+            Rec::Ban {
+                instance: 5,
+                room: 101,
+                user: 10,
+                rule: Arc::new((*c[0]).clone())
+            }
+        );
+    }
+
     crate::replicas::resume_check::resume_test!(
         "`member_bans` resumed after a restart equals its computation from scratch after every \
          input delta (the chosen rule's reduction and the join with the memberships, resumed).",
