@@ -305,8 +305,7 @@ impl Store {
         match store.check_format(records) {
             // A store of an older format: upgraded by a writable handle, once, then read.
             Err(Error::FormatVersion { found, .. })
-                if upgrade::upgradable(found)
-                    && (records.is_some() || !upgrade::needs_records(found)) =>
+                if upgrade::upgradable(found) && upgrade::records_for(found, records).is_some() =>
             {
                 let path = store.path.clone();
                 drop(store);
@@ -390,12 +389,8 @@ impl Store {
     /// store of an older format.
     fn check_format(&self, records: Option<&dyn RecordUpgrade>) -> Result<(), Error> {
         let found = contained("meta", || self.format_version())?;
-        let records = match records {
-            None if !upgrade::needs_records(found) => Some(&RecordsUnchanged as &dyn RecordUpgrade),
-            r => r,
-        };
-        if let Some(records) =
-            records.filter(|_| upgrade::upgradable(found) && !self.is_read_only())
+        if let Some(records) = upgrade::records_for(found, records)
+            .filter(|_| upgrade::upgradable(found) && !self.is_read_only())
         {
             return upgrade::upgrade(self, found, records);
         }

@@ -26,25 +26,29 @@ const MIN_PACKED: usize = 64;
 /// is damage, caught before anything is allocated for it.
 const MAX_RATIO: usize = 255;
 
-/// `payload` packed: compressed when that makes it smaller, else raw.
-pub(crate) fn pack(payload: &[u8]) -> Vec<u8> {
+/// `payload` packed (compressed when that makes it smaller, else raw), appended to `out`.
+pub(crate) fn pack_into(payload: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
     if payload.len() >= MIN_PACKED
         && let Ok(len) = u32::try_from(payload.len())
     {
-        let mut out = vec![0u8; 5 + lz4_flex::block::get_maximum_output_size(payload.len())];
-        out[0] = LZ4;
-        out[1..5].copy_from_slice(&len.to_le_bytes());
-        if let Ok(n) = lz4_flex::block::compress_into(payload, &mut out[5..])
+        out.resize(
+            start + 5 + lz4_flex::block::get_maximum_output_size(payload.len()),
+            0,
+        );
+        out[start] = LZ4;
+        out[start + 1..start + 5].copy_from_slice(&len.to_le_bytes());
+        if let Ok(n) = lz4_flex::block::compress_into(payload, &mut out[start + 5..])
             && 5 + n < 1 + payload.len()
         {
-            out.truncate(5 + n);
-            return out;
+            out.truncate(start + 5 + n);
+            return;
         }
+        out.truncate(start);
     }
-    let mut out = Vec::with_capacity(1 + payload.len());
+    out.reserve(1 + payload.len());
     out.push(RAW);
     out.extend_from_slice(payload);
-    out
 }
 
 /// The payload of `packed`, or `Error::Corrupt` naming `what` when it does not decode.
@@ -81,6 +85,13 @@ pub(crate) fn unpack<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pack(payload: &[u8]) -> Vec<u8> {
+        let mut out = b"prefix".to_vec();
+        pack_into(payload, &mut out);
+        assert_eq!(&out[..6], b"prefix", "packing appends");
+        out.split_off(6)
+    }
 
     #[test]
     fn payloads_pack_and_unpack_to_themselves() {

@@ -47,15 +47,20 @@ const CHUNKS_V2: TableDefinition<(&str, u64, u32), &[u8]> = TableDefinition::new
 const BATCH: usize = 4096;
 
 /// Whether a store of format `found` is upgraded when opened (given the program's records
-/// upgrade, see [`needs_records`]).
+/// upgrade, see [`records_for`]).
 pub(super) fn upgradable(found: u32) -> bool {
     (1..=6).contains(&found)
 }
 
-/// Whether upgrading a store of format `found` needs the program that knows its records: a
-/// store of format 6 is only repacked.
-pub(super) fn needs_records(found: u32) -> bool {
-    found < 6
+/// The records upgrade that brings a store of format `found` to [`FORMAT_VERSION`]: the
+/// program's `given` one, or, for a store of format 6 (only repacked, its records the same),
+/// [`RecordsUnchanged`] when none is given. `None` when the program gave none and the
+/// store's records need one.
+pub(super) fn records_for(
+    found: u32,
+    given: Option<&dyn RecordUpgrade>,
+) -> Option<&dyn RecordUpgrade> {
+    given.or_else(|| (found >= 6).then_some(&RecordsUnchanged as &dyn RecordUpgrade))
 }
 
 /// Upgrades `store`, of format `found` (see [`upgradable`]), to [`FORMAT_VERSION`] in one

@@ -101,6 +101,16 @@ pub fn free_port() -> Result<u16, Error> {
     Ok(listener.local_addr().map_err(io)?.port())
 }
 
+/// Writes `text` to the file `name` in `dir`.
+fn write_file(dir: &Path, name: &str, text: &str) -> Result<(), Error> {
+    let path = dir.join(name);
+    std::fs::write(&path, text).map_err(|source| Error::Io {
+        what: "write",
+        path,
+        source,
+    })
+}
+
 impl Synapse {
     /// Writes the config into a new temporary directory, starts Synapse and waits until it
     /// answers. Fails with [`Error::VenvMissing`] (saying how to create the venv) when the
@@ -118,15 +128,6 @@ impl Synapse {
                 source,
             })?;
         let shared_secret = crate::appservice::random_token();
-        let write = |name: &str, text: &str| -> Result<PathBuf, Error> {
-            let path = dir.path().join(name);
-            std::fs::write(&path, text).map_err(|source| Error::Io {
-                what: "write",
-                path: path.clone(),
-                source,
-            })?;
-            Ok(path)
-        };
         let appservice_file = match &config.appservice {
             Some(r) => {
                 let path = dir.path().join("appservice.yaml");
@@ -139,8 +140,12 @@ impl Synapse {
         let seed: [u8; 32] = rand::random();
         let seed = base64::engine::general_purpose::STANDARD_NO_PAD.encode(seed);
         let key_id = format!("a_{:016x}", rand::random::<u64>());
-        write("signing.key", &format!("ed25519 {key_id} {seed}\n"))?;
-        write("launcher.py", LAUNCHER)?;
+        write_file(
+            dir.path(),
+            "signing.key",
+            &format!("ed25519 {key_id} {seed}\n"),
+        )?;
+        write_file(dir.path(), "launcher.py", LAUNCHER)?;
         let mut synapse = Synapse {
             config,
             dir,
@@ -165,12 +170,7 @@ impl Synapse {
                     appservice_file: synapse.appservice_file.as_deref(),
                 },
             );
-            let path = synapse.dir.path().join("homeserver.yaml");
-            std::fs::write(&path, &yaml).map_err(|source| Error::Io {
-                what: "write",
-                path,
-                source,
-            })?;
+            write_file(synapse.dir.path(), "homeserver.yaml", &yaml)?;
             let url = format!("http://127.0.0.1:{}", synapse.port);
             synapse.http = Http::new(&url, Duration::from_secs(30));
             match synapse.spawn() {
