@@ -6,10 +6,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use hashbrown::HashTable;
-use hashbrown::hash_table::Entry;
 
 use crate::bits::Bits;
-use crate::error::Error;
+
+mod load;
+
+use load::Loaded;
 
 /// An interned string's id. Ids start at 0 and are never reused: once a store has persisted an
 /// id, it means the same string forever. A string the store collects (see
@@ -23,10 +25,10 @@ pub type Id = u64;
 struct Inner {
     bytes: String,
     ends: Vec<u64>,
-    /// The ids, hashed by their strings.
-    /// In [`SHARDS`] tables by bits of the hash that the tables do not use (see [`shard_of`]),
-    /// so that a load fills them on several threads at once (empty until the first string).
-    index: Vec<HashTable<Id>>,
+    /// The ids loaded from the store, found by their strings' hashes (see [`Loaded`]).
+    loaded: Loaded,
+    /// The ids interned since the load (every id, without a store), hashed by their strings.
+    index: HashTable<Id>,
     /// Seeded per process: identifiers chosen to collide cannot be prepared in advance.
     hasher: foldhash::fast::RandomState,
     /// Ids `>= persisted` are not yet written to the store.
@@ -39,23 +41,6 @@ struct Inner {
     /// Holes handed out again (by [`Dictionary::intern`] or [`Dictionary::lookup`], or used by
     /// a record about to be stored): their strings go back into the store with its next write.
     revived: BTreeSet<Id>,
-}
-
-/// The number of tables the index is split into (a power of 2).
-const SHARDS: usize = 16;
-
-/// The first bit of the hash that picks a string's index table.
-///
-/// Not the top bits: a `HashTable` compares the top 7 bits of the hash (its tag) before the
-/// key, and places by the low bits. Tables picked by the top bits held hashes whose tags had 3
-/// bits of their own, so a probe compared the strings of about one slot in 8, each a cache miss
-/// (half of a one-event `prr ingest` on the large store went to loading the dictionary). Bits
-/// 32 and up are placement bits only for tables of more than 2^32 slots.
-const SHARD_SHIFT: u32 = 32;
-
-/// The index table of a string's `hash`.
-fn shard_of(hash: u64) -> usize {
-    (hash >> SHARD_SHIFT) as usize & (SHARDS - 1)
 }
 
 /// String `id` of the packed `bytes` (see [`Inner`]).
@@ -71,17 +56,8 @@ impl Inner {
     }
 
     fn find(&self, s: &str, hash: u64) -> Option<Id> {
-        let table = self.index.get(shard_of(hash))?;
-        table.find(hash, |id| self.str(*id) == s).copied()
-    }
-
-    /// Adds holes (empty, in `gone`) up to id `to`.
-    fn holes_until(&mut self, to: Id, gone: &mut Bits) {
-        let end = self.ends.last().copied().unwrap_or(0);
-        while (self.ends.len() as u64) < to {
-            gone.insert(self.ends.len() as u64);
-            self.ends.push(end);
-        }
+        let is = |id: &Id| self.str(*id) == s;
+        (self.index.find(hash, is).copied()).or_else(|| self.loaded.find(hash, is))
     }
 
     /// Whether `id` is a hole not yet revived: handing it out revives it.
@@ -101,12 +77,8 @@ impl Inner {
             hasher,
             ..
         } = self;
-        if index.is_empty() {
-            index.resize_with(SHARDS, HashTable::new);
-        }
-        // Growing a table rehashes its ids by their strings.
-        index[shard_of(hash)]
-            .insert_unique(hash, id, |id| hasher.hash_one(packed(bytes, ends, *id)));
+        // Growing the table rehashes its ids by their strings.
+        index.insert_unique(hash, id, |id| hasher.hash_one(packed(bytes, ends, *id)));
         id
     }
 }
@@ -349,212 +321,6 @@ impl Dictionary {
     pub fn holes(&self) -> (usize, usize) {
         let inner = self.inner.read().expect("dictionary lock");
         (inner.holes.len(), inner.gone.len())
-    }
-
-    /// Replaces the contents with the persisted strings of ids below `expected` (the ids
-    /// handed out), read in `parts` ranges of ids by as many threads: `read(from, to, f)`
-    /// hands over the strings with ids in `from..to`, in id order (an id it skips is a hole,
-    /// see [`Id`]), and returns their number. On an error of `read`, ids out of order or out
-    /// of their range, or a string stored twice (a corrupt store), the dictionary is left
-    /// empty.
-    pub(crate) fn load_parallel(
-        &self,
-        expected: u64,
-        parts: u64,
-        read: impl Fn(u64, u64, &mut dyn FnMut(u64, &str)) -> Result<u64, Error> + Sync,
-    ) -> Result<(), Error> {
-        let hasher = foldhash::fast::RandomState::default();
-        let parts = parts.clamp(1, expected.max(1));
-        let bounds: Vec<u64> = (0..=parts).map(|i| expected * i / parts).collect();
-        let read = &read;
-        let parts: Vec<Result<Part, Error>> = std::thread::scope(|s| {
-            let handles: Vec<_> = bounds
-                .windows(2)
-                .map(|w| {
-                    let (from, to, hasher) = (w[0], w[1], &hasher);
-                    s.spawn(move || Part::read(from, to, hasher, |f| read(from, to, f)))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("dictionary readers do not panic"))
-                .collect()
-        });
-        match parts.into_iter().collect::<Result<Vec<Part>, _>>() {
-            Ok(parts) => self.assemble(expected, hasher, parts),
-            Err(e) => {
-                *self.inner.write().expect("dictionary lock") = Inner::default();
-                Err(e)
-            }
-        }
-    }
-
-    /// Replaces the contents with `parts`, in id order, hashed by `hasher`, the ids they skip
-    /// (and those after them up to `expected`) being holes; a string stored twice is a corrupt
-    /// store (the dictionary is left empty).
-    fn assemble(
-        &self,
-        expected: u64,
-        hasher: foldhash::fast::RandomState,
-        parts: Vec<Part>,
-    ) -> Result<(), Error> {
-        let mut inner = self.inner.write().expect("dictionary lock");
-        *inner = Inner {
-            hasher,
-            ..Inner::default()
-        };
-        let total: usize = parts.iter().map(|p| p.bytes.len()).sum();
-        inner.bytes.reserve(total);
-        inner.ends.reserve(expected as usize);
-        let mut gone = Bits::with_len(expected);
-        for part in &parts {
-            let base = inner.bytes.len() as u64;
-            inner.bytes.push_str(&part.bytes);
-            for (id, end) in part.ids.iter().zip(&part.ends) {
-                if (inner.ends.len() as u64) < *id {
-                    inner.holes_until(*id, &mut gone);
-                }
-                inner.ends.push(base + end);
-            }
-        }
-        inner.holes_until(expected, &mut gone);
-        inner.holes = gone.clone();
-        inner.gone = gone;
-        // Each shard's items, from every part.
-        let mut by_shard: Vec<Vec<Vec<(u64, Id)>>> = vec![Vec::new(); SHARDS];
-        for part in parts {
-            for (shard, items) in part.by_shard.into_iter().enumerate() {
-                by_shard[shard].push(items);
-            }
-        }
-        let Inner {
-            index,
-            bytes,
-            ends,
-            hasher,
-            ..
-        } = &mut *inner;
-        index.resize_with(SHARDS, HashTable::new);
-        // The index's tables are filled on several threads, each table sized once (growing
-        // would hash every string again at each doubling).
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let per_thread = SHARDS.div_ceil(threads.clamp(1, SHARDS));
-        let (bytes, ends, hasher) = (&*bytes, &*ends, &*hasher);
-        let duplicate = std::thread::scope(|scope| {
-            let handles: Vec<_> = (index.chunks_mut(per_thread))
-                .zip(by_shard.chunks(per_thread))
-                .map(|(tables, items)| {
-                    scope.spawn(move || fill(tables, items, bytes, ends, hasher))
-                })
-                .collect();
-            (handles.into_iter())
-                .filter_map(|h| h.join().expect("index builders do not panic"))
-                .min_by_key(|pair| pair.1)
-        });
-        match duplicate {
-            None => {
-                inner.persisted = inner.ends.len() as u64;
-                Ok(())
-            }
-            Some((first, id)) => {
-                *inner = Inner::default();
-                Err(Error::Corrupt(format!(
-                    "dictionary ids {first} and {id} hold the same string"
-                )))
-            }
-        }
-    }
-}
-
-/// Fills index `tables` with `items` (hash, id) each, in lists from each part; returns, of the
-/// strings found twice, the pair whose later id is first.
-fn fill(
-    tables: &mut [HashTable<Id>],
-    items: &[Vec<Vec<(u64, Id)>>],
-    bytes: &str,
-    ends: &[u64],
-    hasher: &foldhash::fast::RandomState,
-) -> Option<(Id, Id)> {
-    let mut duplicate: Option<(Id, Id)> = None;
-    let rehash = |x: &Id| hasher.hash_one(packed(bytes, ends, *x));
-    for (table, lists) in tables.iter_mut().zip(items) {
-        table.reserve(lists.iter().map(Vec::len).sum(), rehash);
-        for (hash, id) in lists.iter().flatten() {
-            // Strings are read only for ids of the same hash tag (rarely): each read is a
-            // cache miss or two.
-            let same = |x: &Id| packed(bytes, ends, *x) == packed(bytes, ends, *id);
-            match table.entry(*hash, same, rehash) {
-                Entry::Occupied(e) => {
-                    let pair = (*id.min(e.get()), *id.max(e.get()));
-                    if duplicate.is_none_or(|d| pair.1 < d.1) {
-                        duplicate = Some(pair);
-                    }
-                }
-                Entry::Vacant(e) => {
-                    e.insert(*id);
-                }
-            }
-        }
-    }
-    duplicate
-}
-
-/// Strings read by one loader: packed as in [`Inner`] (ends relative to the part), with their
-/// ids, and (hash, id) by index table.
-struct Part {
-    bytes: String,
-    ids: Vec<u64>,
-    ends: Vec<u64>,
-    by_shard: Vec<Vec<(u64, Id)>>,
-}
-
-impl Part {
-    /// Reads the strings with ids in `from..to` that `each` hands over (ascending).
-    fn read(
-        from: u64,
-        to: u64,
-        hasher: &foldhash::fast::RandomState,
-        each: impl FnOnce(&mut dyn FnMut(u64, &str)) -> Result<u64, Error>,
-    ) -> Result<Part, Error> {
-        let expected = (to - from) as usize;
-        let mut part = Part {
-            bytes: String::new(),
-            ids: Vec::with_capacity(expected),
-            ends: Vec::with_capacity(expected),
-            by_shard: (0..SHARDS)
-                .map(|_| Vec::with_capacity(expected / SHARDS * 9 / 8))
-                .collect(),
-        };
-        let mut bad = None;
-        let (bytes, ids, ends, by_shard) = (
-            &mut part.bytes,
-            &mut part.ids,
-            &mut part.ends,
-            &mut part.by_shard,
-        );
-        let n = each(&mut |id, s| {
-            if id < from || id >= to || ids.last().is_some_and(|last| id <= *last) {
-                bad.get_or_insert(id);
-                return;
-            }
-            ids.push(id);
-            bytes.push_str(s);
-            ends.push(bytes.len() as u64);
-            let hash = hasher.hash_one(s);
-            by_shard[shard_of(hash)].push((hash, id));
-        })?;
-        if let Some(id) = bad {
-            return Err(Error::Corrupt(format!(
-                "the dictionary hands over id {id} out of order or outside ids {from}..{to}"
-            )));
-        }
-        if n != ids.len() as u64 {
-            return Err(Error::Corrupt(format!(
-                "the dictionary counts {n} strings with ids {from}..{to}, but hands over {}",
-                ids.len()
-            )));
-        }
-        Ok(part)
     }
 }
 
