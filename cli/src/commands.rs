@@ -30,8 +30,21 @@ pub(crate) struct Ctx {
 impl Ctx {
     /// The runtime on the store, for commands that write.
     pub fn open(&self) -> Result<Matrix, Failure> {
+        self.open_with(false)
+    }
+
+    /// The runtime for `prr stream`, which runs until its input ends: the revisions it resumed
+    /// from are decoded ahead, in the background, for the changes that need them whole.
+    pub fn open_streaming(&self) -> Result<Matrix, Failure> {
+        self.open_with(true)
+    }
+
+    /// The runtime; with `decode_ahead`, see `RuntimeConfig::with_decode_ahead` (a command
+    /// that applies its input and exits decodes only what it touches).
+    fn open_with(&self, decode_ahead: bool) -> Result<Matrix, Failure> {
         let config = RuntimeConfig::new()
             .with_store(&self.store)
+            .with_decode_ahead(decode_ahead)
             .with_workers(self.workers)
             .with_revision_every(self.revision_every)
             .with_keep_revisions(self.keep_revisions)
@@ -55,6 +68,7 @@ impl Ctx {
         let config = RuntimeConfig::new()
             .with_store(&self.store)
             .with_workers(self.workers)
+            .with_decode_ahead(false)
             .with_read_only(true)
             .with_record_upgrade(store_upgrade());
         Ok(Matrix::start(config)?)

@@ -22,6 +22,9 @@ pub struct RuntimeConfig {
     pub(crate) read_only: bool,
     pub(crate) resume: bool,
     pub(crate) chunk_records: usize,
+    /// Whether a restore decodes its seed revisions ahead, in the background (see
+    /// [`RuntimeConfig::with_decode_ahead`]).
+    pub(crate) decode_ahead: bool,
     /// Tests: the threads that decode a restore's seeds wait until stopped.
     pub(crate) pause_decoding: bool,
     /// How the records of a store of an older format are rewritten when it is opened.
@@ -52,6 +55,7 @@ impl Default for RuntimeConfig {
             read_only: false,
             resume: true,
             chunk_records: CHUNK_RECORDS,
+            decode_ahead: true,
             pause_decoding: false,
             record_upgrade: None,
         }
@@ -218,6 +222,17 @@ impl RuntimeConfig {
     /// collection); pushing fails. For commands that only read.
     pub fn with_read_only(mut self, yes: bool) -> Self {
         self.read_only = yes;
+        self
+    }
+
+    /// Whether a restore decodes the revisions its resumed replicas read (their seeds) ahead,
+    /// on threads of its own, while the dataflow starts (the default: a long-running process
+    /// has them ready by the time a change needs them whole). Without it, a seed is read a
+    /// chunk at a time by the lookups that need it, and decoded whole (on as many threads as
+    /// there are cores) only by its first reader of all of it: a command that applies a few
+    /// changes and exits decodes only what they touch.
+    pub fn with_decode_ahead(mut self, yes: bool) -> Self {
+        self.decode_ahead = yes;
         self
     }
 

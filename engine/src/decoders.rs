@@ -93,6 +93,24 @@ pub(crate) fn decode_in_background<R: Record>(
     (cells, decoders)
 }
 
+/// `revisions` (as of `as_of`), decoded by no thread of their own: each is read by chunk when
+/// looked up, and decoded whole by its first reader of all of it (see [`Decoding::lazy`]).
+pub(crate) fn decode_when_read<R: Record>(
+    store: &Arc<Store>,
+    revisions: Vec<ToDecode>,
+    ids: &codec::IdCheck<R>,
+) -> (Vec<Arc<Decoding<R>>>, Decoders<R>) {
+    let cells: Vec<_> = (revisions.into_iter())
+        .map(|r| Decoding::lazy(store, r, ids.clone()))
+        .collect();
+    let decoders = Decoders {
+        stop: Arc::new(AtomicBool::new(true)),
+        threads: Vec::new(),
+        decodings: cells.clone(),
+    };
+    (cells, decoders)
+}
+
 /// The threads that decode a restore's seed revisions in the background (see
 /// [`decode_in_background`]), owned by the dataflow they serve. Dropping them stops them:
 /// each finishes the piece it decodes, then the revisions left undecoded are abandoned (a

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::api::{Delta, DeltaKind};
 use crate::codec::{self, LoggedDelta};
 use crate::controller::Controller;
-use crate::decoders::{Decoders, decode_in_background};
+use crate::decoders::{Decoders, decode_in_background, decode_when_read};
 use crate::description::ReplicaId;
 use crate::error::Error;
 use crate::record::Record;
@@ -157,13 +157,16 @@ fn resume_plan<R: Record>(
             })?;
         to_decode.push(Arc::new(info.clone()));
     }
-    let (cells, decoders) = decode_in_background(
-        store,
-        to_decode,
-        start.as_of,
-        stored.config.pause_decoding,
-        &stored.id_check(),
-    );
+    let (cells, decoders) = match stored.config.decode_ahead {
+        true => decode_in_background(
+            store,
+            to_decode,
+            start.as_of,
+            stored.config.pause_decoding,
+            &stored.id_check(),
+        ),
+        false => decode_when_read(store, to_decode, &stored.id_check()),
+    };
     let decoded: Vec<(ReplicaId, Arc<Decoding<R>>)> = wanted.into_iter().zip(cells).collect();
     let decoding_of = |x: &ReplicaId| {
         let at = decoded.binary_search_by_key(x, |(id, _)| *id);
@@ -457,6 +460,37 @@ mod tests {
         let copy = rt.replica("copy").unwrap();
         assert_eq!(rt.read(copy, None).unwrap().len(), 20_001);
         assert_eq!(got.recv().unwrap(), Ok(20_000));
+        rt.shutdown().unwrap();
+    }
+
+    /// Without decoding ahead, no thread decodes the seeds: the resume reads what it looks up,
+    /// and the first reader of all of a seed decodes it (on several threads), whole and in
+    /// order; the replicas are the same.
+    #[test]
+    fn a_restore_that_does_not_decode_ahead_decodes_a_seed_when_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let (mut rt, _) = start(&path, false);
+        push(&mut rt, (0..20_000).rev());
+        rt.capture_revisions().unwrap();
+        push(&mut rt, [20_000]);
+        rt.shutdown().unwrap();
+
+        let (tx, got) = channel();
+        let config = RuntimeConfig::new()
+            .with_store(&path)
+            .with_revision_on_shutdown(false)
+            .with_decode_ahead(false);
+        let mut rt = Runtime::start_with(config, |_| Ok(dag(Some(tx)))).unwrap();
+        rt.sync().unwrap();
+        assert_eq!(rt.resumed(), ["copy"]);
+        assert_eq!(got.recv().unwrap(), Ok(20_000));
+        let copy = rt.replica("copy").unwrap();
+        let rows = rt.read(copy, None).unwrap();
+        assert_eq!(
+            rows.iter().map(|(x, _)| *x).collect::<Vec<_>>(),
+            (0..=20_000).collect::<Vec<_>>()
+        );
         rt.shutdown().unwrap();
     }
 }

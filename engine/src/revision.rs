@@ -145,8 +145,9 @@ impl<R: Record> Decoding<R> {
         }
     }
 
-    /// Decodes every chunk on this thread (those read by lookups already are not read again)
-    /// and sets the outcome: the rows, or why a chunk could not be read.
+    /// Decodes every chunk (those read by lookups already are not read again), on this thread
+    /// and as many more as there are other cores, each a run of chunks, and sets the outcome:
+    /// the rows, or why the first chunk that failed could not be read.
     fn decode_here(&self) {
         let chunks = self
             .chunks
@@ -158,10 +159,32 @@ impl<R: Record> Decoding<R> {
             // given its outcome by its maker.
             return self.set(Err("a revision with nothing to decode it from".into()));
         };
-        let mut all = Vec::new();
-        for i in 0..chunks.decoded.len() {
-            match self.try_chunk(&chunks, i) {
-                Ok(rows) => all.extend_from_slice(rows),
+        let n = chunks.decoded.len();
+        let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+        let per = n.div_ceil(threads.clamp(1, n.max(1))).max(1);
+        let run = |from: usize| -> Result<Vec<(R, isize)>, String> {
+            let mut rows = Vec::new();
+            for i in from..(from + per).min(n) {
+                rows.extend_from_slice(self.try_chunk(&chunks, i)?);
+            }
+            Ok(rows)
+        };
+        let runs: Vec<Result<Vec<(R, isize)>, String>> = std::thread::scope(|s| {
+            let others: Vec<_> = (per..n)
+                .step_by(per)
+                .map(|from| s.spawn(move || run(from)))
+                .collect();
+            let mut runs = vec![run(0)];
+            runs.extend(others.into_iter().map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a thread decoding it panicked".into()))
+            }));
+            runs
+        });
+        let mut all = Vec::with_capacity(runs.iter().map(|r| r.as_ref().map_or(0, Vec::len)).sum());
+        for rows in runs {
+            match rows {
+                Ok(rows) => all.extend(rows),
                 Err(e) => return self.set(Err(e)),
             }
         }

@@ -10,7 +10,7 @@ use super::Ctx;
 use crate::{Failure, exit};
 
 pub fn stream(ctx: &Ctx, emit: &[String], max_batch: usize) -> Result<u8, Failure> {
-    let mut m = ctx.open()?;
+    let mut m = ctx.open_streaming()?;
     let mut subs = Vec::new();
     for name in emit {
         let id = m.runtime().replica(name)?;
