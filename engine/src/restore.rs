@@ -189,7 +189,11 @@ fn resume_plan<R: Record>(
                 );
             }
         }
-        seeds.push(Some(Seeds::new(start.as_of, inputs)));
+        seeds.push(Some(Seeds::new(
+            start.as_of,
+            inputs,
+            stored.config.decode_ahead,
+        )));
     }
     let plan = ResumePlan {
         as_of: start.as_of,

@@ -37,6 +37,8 @@ type Builder = Arc<Mutex<Option<Box<dyn FnOnce() -> Built + Send>>>>;
 pub struct Seeds<R> {
     as_of: u64,
     inputs: Vec<Arc<Decoding<R>>>,
+    /// Whether the runtime decodes the inputs ahead (see [`Seeds::ahead`]).
+    ahead: bool,
     started: Arc<AtomicBool>,
     shared: Arc<OnceLock<Built>>,
     builder: Builder,
@@ -47,6 +49,7 @@ impl<R> Clone for Seeds<R> {
         Seeds {
             as_of: self.as_of,
             inputs: self.inputs.clone(),
+            ahead: self.ahead,
             started: self.started.clone(),
             shared: self.shared.clone(),
             builder: self.builder.clone(),
@@ -93,10 +96,11 @@ impl<T: 'static> Shared<T> {
 }
 
 impl<R: Record> Seeds<R> {
-    pub(crate) fn new(as_of: u64, inputs: Vec<Arc<Decoding<R>>>) -> Self {
+    pub(crate) fn new(as_of: u64, inputs: Vec<Arc<Decoding<R>>>, ahead: bool) -> Self {
         Seeds {
             as_of,
             inputs,
+            ahead,
             started: Arc::new(AtomicBool::new(false)),
             shared: Arc::new(OnceLock::new()),
             builder: Arc::new(Mutex::new(None)),
@@ -106,6 +110,14 @@ impl<R: Record> Seeds<R> {
     /// The restore point: the deltas the computation gets are at later `Seq`s.
     pub fn as_of(&self) -> u64 {
         self.as_of
+    }
+
+    /// Whether the runtime decodes the inputs ahead, in the background (a long-running
+    /// process, see `RuntimeConfig::with_decode_ahead`): a resume computation may then build
+    /// its indexes ahead too, on a thread of its own. Otherwise (a command that applies a few
+    /// changes and exits) it builds them when first needed.
+    pub fn ahead(&self) -> bool {
+        self.ahead
     }
 
     /// Input `i`'s consolidated contents at the restore point, sorted by record (empty for a
@@ -155,7 +167,7 @@ impl<R: Record> Seeds<R> {
     ) -> Shared<T> {
         if !self.started.swap(true, Ordering::SeqCst) {
             // The build gets the inputs, not this slot (which would then hold itself).
-            let seeds = Seeds::new(self.as_of, self.inputs.clone());
+            let seeds = Seeds::new(self.as_of, self.inputs.clone(), self.ahead);
             *self.builder.lock().expect("builder lock") = Some(Box::new(move || {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     Arc::new(build(&seeds)) as Arc<dyn Any + Send + Sync>

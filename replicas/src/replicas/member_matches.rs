@@ -100,10 +100,21 @@ struct MatchSeeds {
     rules_by_room: HashMap<Id, Vec<(Arc<Rule>, isize)>>,
     /// `(instance, room)` watches.
     watched: HashMap<(Id, Id), isize>,
-    /// The user indexes: built on another thread, since only policy and watch changes need
-    /// them (a membership change meets the old rules, not the old users). Or why they could
-    /// not be: `member_set`'s revision did not decode, or the runtime stopped first.
+    /// The user indexes, built when first needed: only policy and watch changes need them (a
+    /// membership change meets the old rules, not the old users). When the runtime decodes
+    /// seeds ahead (a long-running process), a thread of their own starts building them at
+    /// once. Or why they could not be: `member_set`'s revision did not decode, or the runtime
+    /// stopped first.
     users: Arc<OnceLock<Result<UserSeeds, String>>>,
+    /// What the user indexes are built from.
+    from: (Seeds<Rec>, Dictionary),
+}
+
+/// The user indexes of [`MatchSeeds`], from `member_set`'s seed; or why it did not decode.
+fn user_seeds((seeds, dict): &(Seeds<Rec>, Dictionary)) -> Result<UserSeeds, String> {
+    // Not `Seeds::input`: the thread that builds them ahead may outlive the dataflow, and
+    // the store.
+    (seeds.try_input(MEMBER_SET)).map(|rows| UserSeeds::build(rows, dict))
 }
 
 /// The users of `member_set` at the restore point, each with its instances: user `users[i]`
@@ -158,29 +169,28 @@ impl MatchSeeds {
             }
         }
         let users = Arc::new(OnceLock::new());
-        let (u, seeds, dict) = (users.clone(), seeds.clone(), dict.clone());
-        std::thread::spawn(move || {
-            // Not `Seeds::input`: this thread may outlive the dataflow, and the store.
-            u.get_or_init(|| {
-                seeds
-                    .try_input(MEMBER_SET)
-                    .map(|rows| UserSeeds::build(rows, &dict))
+        let from = (seeds.clone(), dict.clone());
+        if seeds.ahead() {
+            let (u, from) = (users.clone(), from.clone());
+            std::thread::spawn(move || {
+                u.get_or_init(|| user_seeds(&from));
             });
-        });
+        }
         MatchSeeds {
             rules_by_key,
             rules_by_room,
             watched,
             users,
+            from,
         }
     }
 
-    /// The user indexes, waiting for them if they are still being built.
+    /// The user indexes: built here if no thread builds them, else waiting for them.
     ///
     /// # Panics
     /// If `member_set`'s revision did not decode (a corrupt store, which the runtime reports).
     fn users(&self) -> &UserSeeds {
-        (self.users.wait().as_ref())
+        (self.users.get_or_init(|| user_seeds(&self.from)).as_ref())
             .unwrap_or_else(|e| prr_engine::damage_panic(format!("store is damaged: {e}")))
     }
 

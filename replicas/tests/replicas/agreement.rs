@@ -476,17 +476,20 @@ fn derived() -> impl Iterator<Item = &'static str> {
 /// runtime, and after dropping it with source deltas past the newest revisions. Each restore
 /// resumes every derived replica from its revision (through its resume computation), so the
 /// dataflow holds only what changes after the restore point; from there on, every replica must agree with the oracle at every `Seq`, read
-/// and accumulated from the deltas published after the restart.
+/// and accumulated from the deltas published after the restart. The restores alternate
+/// between decoding their seeds ahead (as `prr serve` does) and decoding each when first read
+/// whole (as a one-shot command does).
 fn run_with_restarts(seed: u64, workers: usize, deltas: usize, seen: &mut Seen) -> usize {
     let workload = random_workload(seed, deltas);
     let mut rng = handler_rng(seed);
     let dir = tempfile::tempdir().unwrap();
-    let config = || {
+    let config = |ahead: bool| {
         RuntimeConfig::new()
             .with_workers(workers)
             .with_store(dir.path().join("prr.redb"))
+            .with_decode_ahead(ahead)
     };
-    let mut m = Matrix::start(config()).unwrap();
+    let mut m = Matrix::start(config(true)).unwrap();
     let mut log = DeltaLog::attach(m.runtime()).unwrap();
     let mut oracle = Oracle::new();
     let every = 2 + (seed % 3) as usize;
@@ -507,7 +510,7 @@ fn run_with_restarts(seed: u64, workers: usize, deltas: usize, seen: &mut Seen) 
                 }
                 _ => drop(m), // the log after the newest revisions is replayed
             }
-            m = Matrix::start(config()).unwrap();
+            m = Matrix::start(config((i / every) % 2 == 0)).unwrap();
             log = DeltaLog::attach(m.runtime()).unwrap();
             let names = m.runtime().resumed();
             if derived().all(|d| names.iter().any(|r| r == d)) {
