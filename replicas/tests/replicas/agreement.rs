@@ -510,7 +510,7 @@ fn run_with_restarts(seed: u64, workers: usize, deltas: usize, seen: &mut Seen) 
                 }
                 _ => drop(m), // the log after the newest revisions is replayed
             }
-            m = Matrix::start(config((i / every) % 2 == 0)).unwrap();
+            m = Matrix::start(config((i / every).is_multiple_of(2))).unwrap();
             log = DeltaLog::attach(m.runtime()).unwrap();
             let names = m.runtime().resumed();
             if derived().all(|d| names.iter().any(|r| r == d)) {
