@@ -27,8 +27,10 @@ struct Inner {
     ends: Vec<u64>,
     /// The ids loaded from the store, found by their strings' hashes (see [`Loaded`]).
     loaded: Loaded,
-    /// The ids interned since the load (every id, without a store), hashed by their strings.
-    index: HashTable<Id>,
+    /// The ids interned since the load (every id, without a store), hashed by their strings,
+    /// in [`SHARDS`] tables (see [`shard_of`]; empty until the first string): a table that
+    /// doubles holds its old and new slots at once, a sixteenth of the index, not all of it.
+    index: Vec<HashTable<Id>>,
     /// Seeded per process: identifiers chosen to collide cannot be prepared in advance.
     hasher: foldhash::fast::RandomState,
     /// Ids `>= persisted` are not yet written to the store.
@@ -41,6 +43,22 @@ struct Inner {
     /// Holes handed out again (by [`Dictionary::intern`] or [`Dictionary::lookup`], or used by
     /// a record about to be stored): their strings go back into the store with its next write.
     revived: BTreeSet<Id>,
+}
+
+/// The number of tables [`Inner`]'s index of new strings is split into (a power of 2).
+const SHARDS: usize = 16;
+
+/// The first bit of the hash that picks a new string's index table.
+///
+/// Not the top bits: a `HashTable` compares the top 7 bits of the hash (its tag) before the
+/// key, and places by the low bits. Tables picked by the top bits held hashes whose tags had 3
+/// bits of their own, so a probe compared the strings of about one slot in 8, each a cache
+/// miss. Bits 32 and up are placement bits only for tables of more than 2^32 slots.
+const SHARD_SHIFT: u32 = 32;
+
+/// The index table of a new string's `hash`.
+fn shard_of(hash: u64) -> usize {
+    (hash >> SHARD_SHIFT) as usize & (SHARDS - 1)
 }
 
 /// String `id` of the packed `bytes` (see [`Inner`]).
@@ -57,7 +75,11 @@ impl Inner {
 
     fn find(&self, s: &str, hash: u64) -> Option<Id> {
         let is = |id: &Id| self.str(*id) == s;
-        (self.index.find(hash, is).copied()).or_else(|| self.loaded.find(hash, is))
+        let new = self
+            .index
+            .get(shard_of(hash))
+            .and_then(|t| t.find(hash, is));
+        new.copied().or_else(|| self.loaded.find(hash, is))
     }
 
     /// Whether `id` is a hole not yet revived: handing it out revives it.
@@ -77,8 +99,12 @@ impl Inner {
             hasher,
             ..
         } = self;
-        // Growing the table rehashes its ids by their strings.
-        index.insert_unique(hash, id, |id| hasher.hash_one(packed(bytes, ends, *id)));
+        if index.is_empty() {
+            index.resize_with(SHARDS, HashTable::new);
+        }
+        // Growing a table rehashes its ids by their strings.
+        index[shard_of(hash)]
+            .insert_unique(hash, id, |id| hasher.hash_one(packed(bytes, ends, *id)));
         id
     }
 }

@@ -15,14 +15,14 @@ use crate::error::Error;
 /// The hash's top bits that pick a shard: the loaded ids are sorted one shard per thread.
 const SHARD_BITS: u32 = 4;
 /// The number of shards.
-const SHARDS: usize = 1 << SHARD_BITS;
+const SORT_SHARDS: usize = 1 << SHARD_BITS;
 /// The hash's top bits that [`Loaded`]'s guide tells the entries of.
 const GUIDE_BITS: u32 = 16;
 /// The guide's slots per shard.
 const PER_SHARD: usize = 1 << (GUIDE_BITS - SHARD_BITS);
 
 /// The shard of a string's `hash`.
-fn shard_of(hash: u64) -> usize {
+fn sort_shard_of(hash: u64) -> usize {
     (hash >> (64 - SHARD_BITS)) as usize
 }
 
@@ -112,7 +112,7 @@ impl Dictionary {
         };
         let total: usize = parts.iter().map(|p| p.bytes.len()).sum();
         let mut gone = Bits::with_len(expected);
-        let mut shards: Vec<Vec<Vec<(u64, Id)>>> = vec![Vec::new(); SHARDS];
+        let mut shards: Vec<Vec<Vec<(u64, Id)>>> = vec![Vec::new(); SORT_SHARDS];
         for part in parts {
             if inner.ends.is_empty() {
                 // The first part's strings become the dictionary's, without a copy.
@@ -164,7 +164,7 @@ fn sort_loaded(
     let mut guide = vec![0usize; (1 << GUIDE_BITS) + 1];
     guide[1 << GUIDE_BITS] = total;
     // Each shard's lists, its range of the entries, its guide slots, and where it starts.
-    let mut work = Vec::with_capacity(SHARDS);
+    let mut work = Vec::with_capacity(SORT_SHARDS);
     let (mut rest, mut rest_guide, mut base) = (&mut entries[..], &mut guide[..], 0);
     for lists in shards {
         let n: usize = lists.iter().map(Vec::len).sum();
@@ -174,7 +174,7 @@ fn sort_loaded(
         (rest, rest_guide, base) = (r, g, base + n);
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per_thread = SHARDS.div_ceil(threads.clamp(1, SHARDS));
+    let per_thread = SORT_SHARDS.div_ceil(threads.clamp(1, SORT_SHARDS));
     let duplicate = std::thread::scope(|scope| {
         let handles: Vec<_> = (work.chunks_mut(per_thread))
             .map(|chunk| {
@@ -265,8 +265,8 @@ impl Part {
             bytes: String::new(),
             ends: Vec::with_capacity(expected),
             gone: Vec::new(),
-            by_shard: (0..SHARDS)
-                .map(|_| Vec::with_capacity(expected / SHARDS * 9 / 8))
+            by_shard: (0..SORT_SHARDS)
+                .map(|_| Vec::with_capacity(expected / SORT_SHARDS * 9 / 8))
                 .collect(),
         };
         let mut bad = None;
@@ -290,7 +290,7 @@ impl Part {
             bytes.push_str(s);
             ends.push(bytes.len() as u64);
             let hash = hasher.hash_one(s);
-            by_shard[shard_of(hash)].push((hash, id));
+            by_shard[sort_shard_of(hash)].push((hash, id));
         })?;
         if let Some(id) = bad {
             return Err(Error::Corrupt(format!(
@@ -328,9 +328,9 @@ mod tests {
             (1..=strings.len() as u64).collect::<Vec<_>>(),
         );
         let hashes = [u64::MAX, 0, 7, 7, 1 << 48, (1 << 60) - 1];
-        let mut shards = vec![vec![Vec::new(), Vec::new()]; SHARDS];
+        let mut shards = vec![vec![Vec::new(), Vec::new()]; SORT_SHARDS];
         for (id, hash) in hashes.iter().enumerate() {
-            shards[shard_of(*hash)][id % 2].push((*hash, id as Id));
+            shards[sort_shard_of(*hash)][id % 2].push((*hash, id as Id));
         }
         let (loaded, duplicate) = sort_loaded(&shards, &bytes, &ends);
         assert_eq!(duplicate, None);
@@ -347,7 +347,7 @@ mod tests {
         assert_eq!(Loaded::default().find(7, |_| true), None);
         // Ids 1 and 3 hold the same string (and hash); ids 0 and 4 share a hash only.
         let (bytes, ends) = ("abcbe", [1, 2, 3, 4, 5]);
-        let mut shards = vec![vec![Vec::new()]; SHARDS];
+        let mut shards = vec![vec![Vec::new()]; SORT_SHARDS];
         for (id, hash) in [(0, 5), (1, 9), (2, 9), (3, 9), (4, 5)] {
             shards[0][0].push((hash, id));
         }
