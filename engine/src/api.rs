@@ -1,7 +1,7 @@
 //! The types of the embedded API that are not the runtime itself: its configuration, source
 //! deltas going in, deltas and subscriptions coming out, frontiers, status and rebuild outcomes.
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender, unbounded};
 use prr_persist::StoreStats;
 
 use crate::codec::CHUNK_RECORDS;
@@ -335,11 +335,6 @@ pub struct Subscription<R> {
 }
 
 impl<R> Subscription<R> {
-    /// A subscription receiving from `rx`.
-    pub(crate) fn new(rx: Receiver<Delta<R>>) -> Self {
-        Subscription { rx }
-    }
-
     /// The deltas delivered so far and not yet taken.
     pub fn try_iter(&self) -> impl Iterator<Item = Delta<R>> + '_ {
         self.rx.try_iter()
@@ -348,6 +343,95 @@ impl<R> Subscription<R> {
     /// Waits for the next delta; `None` once the runtime is gone.
     pub fn recv(&self) -> Option<Delta<R>> {
         self.rx.recv().ok()
+    }
+}
+
+/// How many records one replica's delta at one `Seq` added and removed, counting multiplicity:
+/// what a [`CountSubscription`] delivers in place of the records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeltaCount {
+    /// The source delta it derives from.
+    pub seq: Seq,
+    /// The replica that issued it.
+    pub replica: ReplicaId,
+    /// Why it was published.
+    pub kind: DeltaKind,
+    /// The sum of the delta's positive diffs.
+    pub added: u64,
+    /// The sum of the delta's negative diffs, negated.
+    pub removed: u64,
+}
+
+impl DeltaCount {
+    /// The count of `delta`.
+    pub fn of<R>(delta: &Delta<R>) -> DeltaCount {
+        let (added, removed) = added_removed(delta.updates.iter().map(|(_, d)| *d));
+        DeltaCount {
+            seq: delta.seq,
+            replica: delta.replica,
+            kind: delta.kind,
+            added,
+            removed,
+        }
+    }
+}
+
+/// The sums of the positive diffs and of the negative diffs (negated) of `diffs`.
+pub(crate) fn added_removed(diffs: impl Iterator<Item = isize>) -> (u64, u64) {
+    diffs.fold((0, 0), |(a, r), d| {
+        if d > 0 {
+            (a + d.unsigned_abs() as u64, r)
+        } else {
+            (a, r + d.unsigned_abs() as u64)
+        }
+    })
+}
+
+/// A subscription to how many records one replica's deltas add and remove, delivered in `Seq`
+/// order once final. The records themselves are not copied out of the dataflow: following a
+/// large replica this way costs next to nothing (see [`Runtime::subscribe_counts`]).
+///
+/// [`Runtime::subscribe_counts`]: crate::Runtime::subscribe_counts
+#[derive(Debug)]
+pub struct CountSubscription {
+    rx: Receiver<DeltaCount>,
+}
+
+impl CountSubscription {
+    /// The counts delivered so far and not yet taken.
+    pub fn try_iter(&self) -> impl Iterator<Item = DeltaCount> + '_ {
+        self.rx.try_iter()
+    }
+
+    /// Waits for the next count; `None` once the runtime is gone.
+    pub fn recv(&self) -> Option<DeltaCount> {
+        self.rx.recv().ok()
+    }
+}
+
+/// A subscriber of one replica: to its deltas, or to their counts only.
+#[derive(Debug)]
+pub(crate) enum Subscriber<R> {
+    Deltas(Sender<Delta<R>>),
+    Counts(Sender<DeltaCount>),
+}
+
+impl<R> Subscriber<R> {
+    /// A subscriber to deltas and its subscription.
+    pub(crate) fn deltas() -> (Subscriber<R>, Subscription<R>) {
+        let (tx, rx) = unbounded();
+        (Subscriber::Deltas(tx), Subscription { rx })
+    }
+
+    /// A subscriber to counts and its subscription.
+    pub(crate) fn counts() -> (Subscriber<R>, CountSubscription) {
+        let (tx, rx) = unbounded();
+        (Subscriber::Counts(tx), CountSubscription { rx })
+    }
+
+    /// Whether it follows the records, not only their counts.
+    pub(crate) fn wants_records(&self) -> bool {
+        matches!(self, Subscriber::Deltas(_))
     }
 }
 

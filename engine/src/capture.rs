@@ -10,42 +10,77 @@
 use prr_persist::{ChunkWrite, RevisionWrite};
 
 use crate::api::Split;
-use crate::codec;
+use crate::codec::{self, ChunkEncoder};
 use crate::description::ReplicaDescription;
 use crate::error::Error;
 use crate::record::Record;
 use crate::updates::merge_sorted;
 
+/// What a capture calls as a revision's new chunks are encoded, with the bytes of the chunk
+/// just added: it may write the new chunks so far ahead of the header (which turns them into
+/// [`ChunkWrite::Stored`]), so that a large replica is never held encoded whole.
+pub(crate) type Spill<'a> = &'a mut dyn FnMut(&mut RevisionWrite, usize) -> Result<(), Error>;
+
 /// A revision of a stored replica (not a view) from its contents `split` in the running
-/// dataflow, in chunks of at most `per_chunk` records. Needs no dataflow: a capture in the
-/// background runs it on a thread of its own.
+/// dataflow, in chunks of at most `per_chunk` records, its new chunks handed to `spill` as
+/// they are encoded. Needs no dataflow: a capture in the background runs it on a thread of
+/// its own.
 pub(crate) fn revision<R: Record>(
     split: Split<R>,
     desc: &ReplicaDescription<R>,
     per_chunk: usize,
+    spill: Spill<'_>,
 ) -> Result<RevisionWrite, Error> {
     if let Some(write) = incremental(&split, desc, per_chunk)? {
         return Ok(write);
     }
-    let rows = merge_sorted(split.base.try_rows()?.iter(), split.changes);
-    Ok(whole(desc, rows, per_chunk))
+    let base = split.base.try_rows()?;
+    let rows = if base.is_empty() {
+        // Nothing to merge with (a first capture): the changes are the contents, not copied.
+        let mut rows = split.changes;
+        rows.retain(|(_, d)| *d != 0);
+        rows
+    } else {
+        merge_sorted(base.iter(), split.changes)
+    };
+    whole(desc, rows, per_chunk, spill)
 }
 
-/// A revision of `rows` (sorted, consolidated), encoded whole.
+/// A revision of `rows` (sorted, consolidated), encoded whole, each new chunk handed to
+/// `spill`.
 pub(crate) fn whole<R: Record>(
     desc: &ReplicaDescription<R>,
     rows: Vec<(R, isize)>,
     per_chunk: usize,
-) -> RevisionWrite {
+    spill: Spill<'_>,
+) -> Result<RevisionWrite, Error> {
     let rows: Vec<(R, i64)> = rows.into_iter().map(|(r, d)| (r, d as i64)).collect();
-    RevisionWrite {
+    let mut write = RevisionWrite {
         replica: desc.name().to_string(),
         logic_version: desc.logic_version(),
         description_hash: desc.description_hash(),
         records: rows.len() as u64,
-        chunks: codec::encode_chunks(&rows, per_chunk),
+        chunks: Vec::new(),
         overwrite: false,
+    };
+    let mut encoder = ChunkEncoder::new(per_chunk);
+    let mut add = |write: &mut RevisionWrite, chunk: ChunkWrite| {
+        let bytes = match &chunk {
+            ChunkWrite::New { payload, .. } => payload.len(),
+            ChunkWrite::Stored(_) => 0,
+        };
+        write.chunks.push(chunk);
+        spill(write, bytes)
+    };
+    for row in &rows {
+        if let Some(chunk) = encoder.push(row) {
+            add(&mut write, chunk)?;
+        }
     }
+    if let Some(chunk) = encoder.finish() {
+        add(&mut write, chunk)?;
+    }
+    Ok(write)
 }
 
 /// The base revision's chunks with those that `split.changes` touch replaced, if the base is

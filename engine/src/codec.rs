@@ -143,35 +143,60 @@ pub(crate) fn chunk_name(replica: &str, as_of: u64, i: u32) -> String {
 /// them and leaves the others' contents, hence their keys, as they were: a revision of the
 /// same replica a little later shares them (see `docs/design.md`).
 pub(crate) fn encode_chunks<R: Serialize>(rows: &[(R, i64)], per_chunk: usize) -> Vec<ChunkWrite> {
-    let max = per_chunk.max(1);
-    let (min, spread) = ((max / 4).max(1), (max / 4).max(1) as u128);
-    let mut out = Vec::new();
-    let mut body = Vec::new();
-    let mut records = 0u32;
-    let finish = |body: &mut Vec<u8>, records: &mut u32, out: &mut Vec<ChunkWrite>| {
-        let mut payload = Vec::with_capacity(8 + body.len());
-        payload.extend_from_slice(&u64::from(*records).to_le_bytes());
-        payload.append(body);
-        out.push(ChunkWrite::New {
-            payload,
-            records: std::mem::take(records),
-        });
-    };
-    for row in rows {
-        let start = body.len();
-        bincode::serialize_into(&mut body, row).expect("in-memory values always encode");
-        records += 1;
-        if records as usize >= max
-            || (records as usize >= min
-                && prr_persist::chunk_key(&body[start..]).is_multiple_of(spread))
-        {
-            finish(&mut body, &mut records, &mut out);
+    let mut encoder = ChunkEncoder::new(per_chunk);
+    let mut out: Vec<ChunkWrite> = rows.iter().filter_map(|row| encoder.push(row)).collect();
+    out.extend(encoder.finish());
+    out
+}
+
+/// Encodes rows into chunks one row at a time (see [`encode_chunks`]), so that a large
+/// replica's chunks can be written while the rest is encoded.
+pub(crate) struct ChunkEncoder {
+    max: usize,
+    min: usize,
+    spread: u128,
+    body: Vec<u8>,
+    records: u32,
+}
+
+impl ChunkEncoder {
+    pub(crate) fn new(per_chunk: usize) -> Self {
+        let max = per_chunk.max(1);
+        ChunkEncoder {
+            max,
+            min: (max / 4).max(1),
+            spread: (max / 4).max(1) as u128,
+            body: Vec::new(),
+            records: 0,
         }
     }
-    if records > 0 {
-        finish(&mut body, &mut records, &mut out);
+
+    /// Encodes `row`; the chunk it ends, if it ends one.
+    pub(crate) fn push<R: Serialize>(&mut self, row: &(R, i64)) -> Option<ChunkWrite> {
+        let start = self.body.len();
+        bincode::serialize_into(&mut self.body, row).expect("in-memory values always encode");
+        self.records += 1;
+        let records = self.records as usize;
+        let ends = records >= self.max
+            || (records >= self.min
+                && prr_persist::chunk_key(&self.body[start..]).is_multiple_of(self.spread));
+        ends.then(|| self.take())
     }
-    out
+
+    /// The last chunk, if rows are left.
+    pub(crate) fn finish(mut self) -> Option<ChunkWrite> {
+        (self.records > 0).then(|| self.take())
+    }
+
+    fn take(&mut self) -> ChunkWrite {
+        let mut payload = Vec::with_capacity(8 + self.body.len());
+        payload.extend_from_slice(&u64::from(self.records).to_le_bytes());
+        payload.append(&mut self.body);
+        ChunkWrite::New {
+            payload,
+            records: std::mem::take(&mut self.records),
+        }
+    }
 }
 
 #[cfg(test)]

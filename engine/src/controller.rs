@@ -8,9 +8,9 @@ mod views;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crossbeam_channel::{Sender, unbounded};
-
-use crate::api::{Delta, DeltaKind, Split, Subscription};
+use crate::api::{
+    CountSubscription, Delta, DeltaCount, DeltaKind, Split, Subscriber, Subscription,
+};
 use crate::dag::Dag;
 use crate::decoders::Decoders;
 use crate::description::ReplicaId;
@@ -19,11 +19,18 @@ use crate::record::Record;
 use crate::revision::{Decoding, Revision};
 use crate::seq::Seq;
 use crate::updates::{consolidate, merge_sorted};
-use crate::worker::{ResumePlan, SourceUpdate, Workers};
+use crate::worker::{Capture, Captured, ResumePlan, SourceUpdate, Workers};
 use views::ViewState;
 
 /// Deltas captured from the workers and not yet delivered: by `(seq, replica)`.
 type Pending<R> = BTreeMap<(u64, u32), Vec<(R, isize)>>;
+
+/// Counts of deltas (of replicas followed by their counts only) captured from the workers and
+/// not yet delivered: by `(seq, replica)`, `(added, removed)` summed over the workers.
+type PendingCounts = BTreeMap<(u64, u32), (u64, u64)>;
+
+/// The subscribers of a dataflow, by replica.
+pub(crate) type Subscribers<R> = Vec<Vec<Subscriber<R>>>;
 
 /// The revisions at the restore point of the replicas a restore left *based* (see
 /// [`crate::Seeds`]): the dataflow holds only their deltas after `as_of`, and reads add their
@@ -51,7 +58,8 @@ pub(crate) struct Controller<R: Record> {
     /// Every replica is final below this.
     pub(crate) synced_upper: u64,
     pending: Pending<R>,
-    subscribers: Vec<Vec<Sender<Delta<R>>>>,
+    pending_counts: PendingCounts,
+    subscribers: Subscribers<R>,
 }
 
 impl<R: Record> Controller<R> {
@@ -80,6 +88,7 @@ impl<R: Record> Controller<R> {
             fed: 0,
             synced_upper: 0,
             pending: BTreeMap::new(),
+            pending_counts: BTreeMap::new(),
             subscribers: (0..n).map(|_| Vec::new()).collect(),
         })
     }
@@ -104,15 +113,44 @@ impl<R: Record> Controller<R> {
     }
 
     fn deliver(&mut self) -> Result<(), Error> {
-        for (replica, rows) in self.workers.captured.try_iter() {
-            for (r, t, d) in rows {
-                self.pending.entry((t, replica)).or_default().push((r, d));
+        for captured in self.workers.captured.try_iter() {
+            match captured {
+                Captured::Records(replica, rows) => {
+                    for (r, t, d) in rows {
+                        self.pending.entry((t, replica)).or_default().push((r, d));
+                    }
+                }
+                Captured::Counts(replica, counts) => {
+                    for (t, added, removed) in counts {
+                        let c = self.pending_counts.entry((t, replica)).or_default();
+                        c.0 += added;
+                        c.1 += removed;
+                    }
+                }
             }
         }
         // One `Seq` at a time: a view's delta at `t` needs both inputs' deltas at `t`.
-        while let Some((&(t, _), _)) = self.pending.first_key_value() {
+        loop {
+            let first = |k: Option<&(u64, u32)>| k.map_or(u64::MAX, |k| k.0);
+            let t = first(self.pending.keys().next()).min(first(self.pending_counts.keys().next()));
             if t >= self.synced_upper {
                 break;
+            }
+            while let Some(entry) = self.pending_counts.first_entry() {
+                if entry.key().0 != t {
+                    break;
+                }
+                let replica = ReplicaId(entry.key().1);
+                let (added, removed) = entry.remove();
+                if added + removed > 0 {
+                    self.publish_count(DeltaCount {
+                        seq: Seq(t),
+                        replica,
+                        kind: DeltaKind::Source,
+                        added,
+                        removed,
+                    });
+                }
             }
             let mut at_t: BTreeMap<u32, Vec<(R, isize)>> = BTreeMap::new();
             while let Some(entry) = self.pending.first_entry() {
@@ -154,23 +192,63 @@ impl<R: Record> Controller<R> {
         Ok(())
     }
 
+    /// Sends `delta` to its replica's subscribers: the delta itself, or its count. The last
+    /// subscriber to the delta gets it without a copy.
     pub(crate) fn publish(&mut self, delta: Delta<R>) {
         let subs = &mut self.subscribers[delta.replica.index()];
-        subs.retain(|s| s.send(delta.clone()).is_ok());
+        let count = DeltaCount::of(&delta);
+        let last = subs.iter().rposition(Subscriber::wants_records);
+        let mut delta = Some(delta);
+        let mut i = 0;
+        subs.retain(|s| {
+            let sent = match s {
+                Subscriber::Counts(tx) => tx.send(count).is_ok(),
+                Subscriber::Deltas(tx) if Some(i) == last => {
+                    delta.take().is_some_and(|d| tx.send(d).is_ok())
+                }
+                Subscriber::Deltas(tx) => delta.clone().is_some_and(|d| tx.send(d).is_ok()),
+            };
+            i += 1;
+            sent
+        });
+    }
+
+    /// Sends `count` to its replica's subscribers, all of which follow counts only.
+    fn publish_count(&mut self, count: DeltaCount) {
+        let subs = &mut self.subscribers[count.replica.index()];
+        subs.retain(|s| match s {
+            Subscriber::Counts(tx) => tx.send(count).is_ok(),
+            // Not reached: a replica with a subscriber to its records sends records.
+            Subscriber::Deltas(_) => true,
+        });
     }
 
     pub(crate) fn subscribe(&mut self, replica: ReplicaId) -> Result<Subscription<R>, Error> {
+        let (sub, subscription) = Subscriber::deltas();
+        self.add_subscriber(replica, sub)?;
+        Ok(subscription)
+    }
+
+    pub(crate) fn subscribe_counts(
+        &mut self,
+        replica: ReplicaId,
+    ) -> Result<CountSubscription, Error> {
+        let (sub, subscription) = Subscriber::counts();
+        self.add_subscriber(replica, sub)?;
+        Ok(subscription)
+    }
+
+    fn add_subscriber(&mut self, replica: ReplicaId, sub: Subscriber<R>) -> Result<(), Error> {
         // Everything fed so far is final first, so the subscription sees whole deltas only.
         self.step_until(self.fed)?;
-        self.capture(replica)?;
-        let (tx, rx) = unbounded();
-        self.subscribers[replica.index()].push(tx);
-        Ok(Subscription::new(rx))
+        self.capture(replica, sub.wants_records())?;
+        self.subscribers[replica.index()].push(sub);
+        Ok(())
     }
 
     /// Takes the subscribers of this (failed) dataflow, for the one that replaces it
     /// ([`Controller::adopt_subscribers`]).
-    pub(crate) fn take_subscribers(&mut self) -> Vec<Vec<Sender<Delta<R>>>> {
+    pub(crate) fn take_subscribers(&mut self) -> Subscribers<R> {
         let n = self.subscribers.len();
         std::mem::replace(&mut self.subscribers, (0..n).map(|_| Vec::new()).collect())
     }
@@ -178,35 +256,36 @@ impl<R: Record> Controller<R> {
     /// Gives the subscribers of a failed dataflow to this one, restarted where that one's
     /// deltas were last delivered: they receive the deltas after it from this one. The base
     /// revisions of the subscribed replicas (of their inputs, for views) are given first.
-    pub(crate) fn adopt_subscribers(
-        &mut self,
-        subscribers: Vec<Vec<Sender<Delta<R>>>>,
-    ) -> Result<(), Error> {
+    pub(crate) fn adopt_subscribers(&mut self, subscribers: Subscribers<R>) -> Result<(), Error> {
         self.step_until(self.fed)?;
         for (i, subs) in subscribers.into_iter().enumerate() {
             if !subs.is_empty() {
-                self.capture(ReplicaId(i as u32))?;
+                let records = subs.iter().any(Subscriber::wants_records);
+                self.capture(ReplicaId(i as u32), records)?;
                 self.subscribers[i].extend(subs);
             }
         }
         Ok(())
     }
 
-    /// Captures `replica`'s deltas from now on (a view's: its inputs', and its state).
-    fn capture(&mut self, replica: ReplicaId) -> Result<(), Error> {
+    /// Captures `replica`'s deltas from now on, or only their counts unless `records` (a
+    /// view's deltas, counted or not: its inputs', and its state).
+    fn capture(&mut self, replica: ReplicaId, records: bool) -> Result<(), Error> {
         if self.dag.replica(replica).is_view() {
             if self.views[replica.index()].is_none() {
                 let inputs = self.dag.inputs_of(replica).to_vec();
                 for i in &inputs {
-                    self.workers.set_capture(*i);
+                    self.workers.set_capture(*i, Capture::Records);
                 }
                 let left = self.contents(inputs[0], None)?;
                 let right = self.contents(inputs[1], None)?;
                 let view = self.dag.replica(replica).view().expect("a view");
                 self.views[replica.index()] = Some(ViewState::new(view, left, right));
             }
+        } else if records {
+            self.workers.set_capture(replica, Capture::Records);
         } else {
-            self.workers.set_capture(replica);
+            self.workers.set_capture(replica, Capture::Counts);
         }
         Ok(())
     }

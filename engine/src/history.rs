@@ -122,7 +122,11 @@ pub(crate) fn rebuild<R: Record>(
             let replace = !check_only && (!diff.is_empty() || stale || damage.is_some());
             if replace {
                 // Every chunk written, a damaged one (whose sound contents have its key) too.
-                let mut write = capture::whole(desc, rebuilt, stored.config.chunk_records);
+                // Held whole: a rebuild replaces revisions in one transaction (`overwrite`).
+                let mut write =
+                    capture::whole(desc, rebuilt, stored.config.chunk_records, &mut |_, _| {
+                        Ok(())
+                    })?;
                 write.overwrite = true;
                 writes.push(write);
             }

@@ -59,8 +59,8 @@ mod upgrade;
 mod worker;
 
 pub use api::{
-    Delta, DeltaKind, Frontier, RebuildOutcome, ReplicaStatus, RuntimeConfig, SourceDelta, Split,
-    Status, Subscription,
+    CountSubscription, Delta, DeltaCount, DeltaKind, Frontier, RebuildOutcome, ReplicaStatus,
+    RuntimeConfig, SourceDelta, Split, Status, Subscription,
 };
 pub use dag::Dag;
 pub use description::{

@@ -10,17 +10,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crossbeam_channel::Sender;
-
 use prr_persist::{RevisionInfo, Store};
 
 use crate::api::{
-    Delta, Frontier, RebuildOutcome, ReplicaStatus, RuntimeConfig, SourceDelta, Split, Status,
-    Subscription,
+    CountSubscription, Delta, Frontier, RebuildOutcome, ReplicaStatus, RuntimeConfig, SourceDelta,
+    Split, Status, Subscriber, Subscription,
 };
 use crate::check;
 use crate::codec::{self, LoggedDelta};
-use crate::controller::Controller;
+use crate::controller::{Controller, Subscribers};
 use crate::dag::Dag;
 use crate::description::ReplicaId;
 use crate::dictionary::Dictionary;
@@ -38,9 +36,6 @@ mod poison;
 mod preview;
 mod revisions;
 mod strings;
-
-/// The subscribers of a dataflow, by replica, handed from one that stops to the next.
-type Subscribers<R> = Vec<Vec<Sender<Delta<R>>>>;
 
 /// The embedded runtime. See the module documentation for its life cycle.
 pub struct Runtime<R: Record> {
@@ -318,6 +313,16 @@ impl<R: Record> Runtime<R> {
         self.on_dataflow(&[replica], |c| c.subscribe(replica))
     }
 
+    /// Subscribes to how many records a replica's deltas add and remove after the current
+    /// `Seq`, without their records: a stored replica's are counted in the dataflow, so
+    /// following every replica of a large ingest costs no copy of what it derives. A view's
+    /// are counted from its deltas, derived as for [`Runtime::subscribe`].
+    pub fn subscribe_counts(&mut self, replica: ReplicaId) -> Result<CountSubscription, Error> {
+        let view = self.stored.dag.replica(replica).is_view();
+        let bases = if view { vec![replica] } else { Vec::new() };
+        self.on_dataflow(&bases, |c| c.subscribe_counts(replica))
+    }
+
     /// Rebuild deltas published when the runtime was restored: the difference between a stored
     /// revision and its recomputation by a changed logic version.
     pub fn take_rebuild_deltas(&mut self) -> Vec<Delta<R>> {
@@ -466,10 +471,15 @@ impl<R: Record> Runtime<R> {
 
     /// Gives `subscribers` (taken from a dataflow that stopped) to the running one, with the
     /// base revisions of the replicas they follow.
-    fn adopt_subscribers(&mut self, subscribers: Vec<Vec<Sender<Delta<R>>>>) -> Result<(), Error> {
+    fn adopt_subscribers(&mut self, subscribers: Subscribers<R>) -> Result<(), Error> {
         if subscribers.iter().any(|s| !s.is_empty()) {
+            let dag = &self.stored.dag;
+            // Counts need no base: they come from the dataflow's deltas alone.
             let subscribed: Vec<ReplicaId> = (subscribers.iter().enumerate())
-                .filter(|(_, s)| !s.is_empty())
+                .filter(|(i, s)| {
+                    s.iter().any(Subscriber::wants_records)
+                        || (!s.is_empty() && dag.replica(ReplicaId(*i as u32)).is_view())
+                })
                 .map(|(i, _)| ReplicaId(i as u32))
                 .collect();
             self.give_bases(&subscribed)?;

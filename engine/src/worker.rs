@@ -6,12 +6,13 @@ mod compile;
 
 pub(crate) use compile::ResumePlan;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, unbounded};
 use differential_dataflow::trace::TraceReader;
 use differential_dataflow::trace::cursor::{Cursor, cursor_list};
+use differential_dataflow::trace::implementations::spine_fueled::SpineBatch;
 use timely::WorkerConfig;
 use timely::communication::initialize::WorkerGuards;
 use timely::progress::frontier::Antichain;
@@ -21,7 +22,8 @@ use crate::dag::Dag;
 use crate::description::ReplicaId;
 use crate::error::{Error, panic_message};
 use crate::record::Record;
-use compile::{Captured, Compiled, Trace, compile};
+pub(crate) use compile::{Capture, Captured};
+use compile::{Compiled, Trace, compile};
 
 /// How often a controller waiting for the workers checks whether one of them panicked.
 const PANIC_POLL: std::time::Duration = std::time::Duration::from_millis(20);
@@ -61,8 +63,8 @@ pub(crate) struct WorkerLink<R> {
     pub commands: Receiver<Command<R>>,
     pub replies: Sender<(usize, Reply<R>)>,
     pub captured: Sender<Captured<R>>,
-    /// `capture[i]`: whether replica `i`'s deltas are sent to the controller.
-    pub capture: Arc<Vec<AtomicBool>>,
+    /// `capture[i]`: what of replica `i`'s deltas is sent to the controller (a [`Capture`]).
+    pub capture: Arc<Vec<AtomicU8>>,
 }
 
 /// Builds the shared dataflow on this worker and serves commands until `Shutdown`.
@@ -186,6 +188,11 @@ fn read_trace<R: Record>(trace: &mut Trace<R>, partition: Option<u64>) -> Vec<(R
     };
     let (mut cursor, storage) = cursor_list(batches);
     let mut rows = Vec::new();
+    if partition.is_none() {
+        // The updates are an upper bound of the records, and close to it in a consolidated
+        // trace: room for them at once spares a large replica's copies while its rows grow.
+        rows.reserve_exact(storage.iter().map(|b| b.len()).sum());
+    }
     if let Some(p) = partition {
         cursor.seek_key(&storage, &p);
         if cursor.get_key(&storage) == Some(&p) {
@@ -224,7 +231,7 @@ pub(crate) struct Workers<R: Record> {
     commands: Vec<Sender<Command<R>>>,
     replies: Receiver<(usize, Reply<R>)>,
     pub(crate) captured: Receiver<Captured<R>>,
-    capture: Arc<Vec<AtomicBool>>,
+    capture: Arc<Vec<AtomicU8>>,
     guards: Option<WorkerGuards<()>>,
     next_worker: usize,
     /// The messages of the workers' panics, the first first.
@@ -239,8 +246,11 @@ impl<R: Record> Workers<R> {
     ) -> Result<Self, Error> {
         let (reply_tx, replies) = unbounded();
         let (captured_tx, captured) = unbounded();
-        let capture: Arc<Vec<AtomicBool>> =
-            Arc::new((0..dag.len()).map(|_| AtomicBool::new(false)).collect());
+        let capture: Arc<Vec<AtomicU8>> = Arc::new(
+            (0..dag.len())
+                .map(|_| AtomicU8::new(Capture::Nothing as u8))
+                .collect(),
+        );
         let mut commands = Vec::with_capacity(workers);
         let mut receivers = Vec::with_capacity(workers);
         for _ in 0..workers {
@@ -394,12 +404,18 @@ impl<R: Record> Workers<R> {
             replica: replica.0,
             partition,
         })?;
-        let mut rows = Vec::new();
+        let mut parts = Vec::new();
         self.wait_all(|reply| {
             if let Reply::Rows(r) = reply {
-                rows.extend(r);
+                parts.push(r);
             }
         })?;
+        // One worker's rows are kept as they are: a large replica is not copied to be read.
+        let mut rows = if parts.len() == 1 {
+            parts.pop().unwrap_or_default()
+        } else {
+            parts.concat()
+        };
         rows.sort();
         Ok(rows)
     }
@@ -418,8 +434,10 @@ impl<R: Record> Workers<R> {
         Ok(out.unwrap_or_default())
     }
 
-    pub(crate) fn set_capture(&self, replica: ReplicaId) {
-        self.capture[replica.index()].store(true, Ordering::Relaxed);
+    /// Sends at least `what` of `replica`'s deltas to the controller from now on (records
+    /// once anything needs them: the controller counts them itself then).
+    pub(crate) fn set_capture(&self, replica: ReplicaId, what: Capture) {
+        self.capture[replica.index()].fetch_max(what as u8, Ordering::Relaxed);
     }
 
     pub(crate) fn stop(&mut self) -> Result<(), Error> {

@@ -5,7 +5,6 @@
 //! retracts the record it replaces. Changes are staged and only applied to that state once the
 //! source delta is committed, so a failed commit leaves it as it was.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -37,29 +36,13 @@ pub struct Ingestor {
     /// looked up in place.
     base: Revision<Rec>,
     /// The changes over `base`: key -> its current record (`None`: the base's was removed).
-    state: HashMap<StateKey, Option<State>>,
-    /// `(room, event_id)` -> the keys in `state` where that event is the current record.
-    by_event: HashMap<(Id, Id), EventKeys>,
+    /// Ordered, so that a room's records are a range: a redaction finds the keys where its
+    /// event is current by scanning its room, without an index by event (which cost a fresh
+    /// ingest of a million state events about 100 MB).
+    state: BTreeMap<StateKey, Option<State>>,
     instances: BTreeMap<Id, InstanceRooms>,
     room_state: Option<ReplicaId>,
     instances_replica: Option<ReplicaId>,
-}
-
-/// The keys where one event is the current record: almost always one, so without an
-/// allocation (the index may hold an entry for every `room_state` record).
-#[derive(Clone, Debug)]
-enum EventKeys {
-    One(StateKey),
-    Many(Vec<StateKey>),
-}
-
-impl EventKeys {
-    fn as_slice(&self) -> &[StateKey] {
-        match self {
-            EventKeys::One(k) => std::slice::from_ref(k),
-            EventKeys::Many(v) => v,
-        }
-    }
 }
 
 /// A source delta prepared from parsed items, with the state changes to apply once it is
@@ -156,46 +139,19 @@ impl Ingestor {
         ing
     }
 
-    /// Loads `room_state` records: the state and the event index are built on two threads
-    /// (without a base, a restore hands over a million records). Of two records for one key
-    /// (not from a consolidated replica), the later one replaces the earlier, as in
-    /// [`Ingestor::commit`].
+    /// Loads `room_state` records (without a base, a restore hands over a million). Of two
+    /// records for one key (not from a consolidated replica), the later one replaces the
+    /// earlier, as in [`Ingestor::commit`].
     fn load_states(&mut self, states: Vec<State>) {
-        let events: Vec<((Id, Id), StateKey)> = states
-            .iter()
-            .map(|s| ((s.room, s.event_id), key_of(s)))
-            .collect();
-        let (state, mut by_event, replaced) = std::thread::scope(|scope| {
-            let by_event = scope.spawn(|| {
-                let mut by_event: HashMap<(Id, Id), EventKeys> = HashMap::default();
-                by_event.reserve(events.len());
-                for (event, k) in &events {
-                    index_event(&mut by_event, *event, *k);
-                }
-                by_event
-            });
-            let mut state: HashMap<StateKey, Option<State>> = HashMap::default();
-            state.reserve(events.len());
-            let mut replaced = Vec::new();
-            for s in states {
-                if let Some(Some(old)) = state.insert(key_of(&s), Some(s)) {
-                    replaced.push(old);
-                }
-            }
-            let by_event = by_event.join().expect("indexing events does not panic");
-            (state, by_event, replaced)
-        });
-        for old in replaced {
-            let k = key_of(&old);
-            let cur = state[&k].as_ref().expect("loaded");
-            let current = (cur.room, cur.event_id);
-            unindex_event(&mut by_event, (old.room, old.event_id), k);
-            unindex_event(&mut by_event, current, k);
-            index_event(&mut by_event, current, k);
-        }
         debug_assert!(self.state.is_empty(), "loaded into a new ingestor only");
-        self.state = state;
-        self.by_event = by_event;
+        let mut keyed: Vec<(StateKey, Option<State>)> =
+            states.into_iter().map(|s| (key_of(&s), Some(s))).collect();
+        // Sorted by key, the later of equal keys first, then one per key: the map is built
+        // from sorted pairs, its nodes full.
+        keyed.reverse();
+        keyed.sort_by_key(|(k, _)| *k);
+        keyed.dedup_by_key(|(k, _)| *k);
+        self.state = keyed.into_iter().collect();
     }
 
     /// The base's records of `room`.
@@ -253,9 +209,10 @@ impl Ingestor {
     /// The keys where `event` of `room` may be the current record: those of the changes, and
     /// those of the base (which the changes may have replaced).
     fn event_keys(&self, room: Id, event: Id) -> Vec<StateKey> {
-        let mut keys: Vec<StateKey> = (self.by_event.get(&(room, event)))
-            .map(|k| k.as_slice().to_vec())
-            .unwrap_or_default();
+        let mut keys: Vec<StateKey> = (self.state.range((room, 0, 0)..=(room, Id::MAX, Id::MAX)))
+            .filter(|(_, s)| s.as_ref().is_some_and(|s| s.event_id == event))
+            .map(|(k, _)| *k)
+            .collect();
         keys.extend(
             (self.base_room(room).iter())
                 .filter(|s| s.event_id == event)
@@ -265,12 +222,6 @@ impl Ingestor {
     }
 
     fn set_state(&mut self, key: StateKey, new: Option<State>) {
-        if let Some(Some(old)) = self.state.get(&key) {
-            unindex_event(&mut self.by_event, (old.room, old.event_id), key);
-        }
-        if let Some(new) = &new {
-            index_event(&mut self.by_event, (new.room, new.event_id), key);
-        }
         if new.is_none() && self.base_get(&key).is_none() {
             self.state.remove(&key);
         } else {
@@ -455,37 +406,6 @@ fn intern_content(dict: &Dictionary, content: &Map<String, Value>) -> Id {
     dict.intern(&serde_json::to_string(content).expect("JSON values serialize"))
 }
 
-/// Records that `event` is the current record at `key`.
-fn index_event(by_event: &mut HashMap<(Id, Id), EventKeys>, event: (Id, Id), key: StateKey) {
-    match by_event.entry(event) {
-        Entry::Vacant(v) => {
-            v.insert(EventKeys::One(key));
-        }
-        Entry::Occupied(mut o) => match o.get_mut() {
-            EventKeys::One(k) => {
-                let first = *k;
-                *o.get_mut() = EventKeys::Many(vec![first, key]);
-            }
-            EventKeys::Many(keys) => keys.push(key),
-        },
-    }
-}
-
-/// Records that `event` is no longer the current record at `key`.
-fn unindex_event(by_event: &mut HashMap<(Id, Id), EventKeys>, event: (Id, Id), key: StateKey) {
-    let emptied = match by_event.get_mut(&event) {
-        Some(EventKeys::One(k)) => *k == key,
-        Some(EventKeys::Many(keys)) => {
-            keys.retain(|k| *k != key);
-            keys.is_empty()
-        }
-        None => false,
-    };
-    if emptied {
-        by_event.remove(&event);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,8 +424,8 @@ mod tests {
         })
     }
 
-    /// Loading on two threads gives what applying the records one by one gives, also with two
-    /// records for one key (the later replaces) and one event at two keys.
+    /// Loading gives what applying the records one by one gives, also with two records for
+    /// one key (the later replaces) and one event at two keys.
     #[test]
     fn loading_equals_applying_in_order() {
         let records = [state(3, 10), state(3, 11), state(4, 10), state(7, 12)];
@@ -518,22 +438,12 @@ mod tests {
         for s in records {
             applied.set_state((s.room, s.event_type, s.state_key), Some(s));
         }
-        let sorted = |i: &Ingestor| {
-            let mut state: Vec<_> = i.state.iter().map(|(k, v)| (*k, v.clone())).collect();
-            state.sort();
-            let mut events: Vec<_> = (i.by_event.iter())
-                .map(|(e, k)| {
-                    let mut keys = k.as_slice().to_vec();
-                    keys.sort();
-                    (*e, keys)
-                })
-                .collect();
-            events.sort();
-            (state, events)
-        };
-        assert_eq!(sorted(&loaded), sorted(&applied));
+        let contents = |i: &Ingestor| i.state.clone().into_iter().collect::<Vec<_>>();
+        assert_eq!(contents(&loaded), contents(&applied));
         assert_eq!(loaded.get(&(1, 2, 3)).map(|s| s.event_id), Some(11));
-        assert_eq!(loaded.by_event[&(1, 10)].as_slice(), &[(1, 2, 4)]);
+        assert_eq!(loaded.event_keys(1, 10), vec![(1, 2, 4)]);
+        assert_eq!(loaded.event_keys(1, 11), vec![(1, 2, 3)]);
+        assert_eq!(loaded.event_keys(2, 11), vec![]);
     }
 
     type Op = ((Id, Id, Id), Option<Id>);

@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use prr_engine::ReplicaId;
+use prr_engine::{DeltaCount, ReplicaId};
 use prr_replicas::{Pipeline, Rec, SourceItem, parse_file};
 
 use super::Ctx;
@@ -194,22 +194,30 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
         .iter()
         .map(|d| d.name().to_string())
         .collect();
-    // Stored replicas report the records their deltas changed. A view (evaluated when read)
-    // reports the net change of its record count, counted from its inputs' deltas without
-    // building it: following its deltas would build them (18.9M `policy_list` records for a
-    // large manifest), and counting it before and after would read its inputs whole.
-    let mut subs = Vec::new();
+    // Stored replicas report the records their deltas changed, counted in the dataflow (their
+    // records are not copied out of it). A view (evaluated when read) reports the net change of
+    // its record count, counted from its inputs' deltas without building it: following its
+    // deltas would build them (18.9M `policy_list` records for a large manifest), and counting
+    // it before and after would read its inputs whole. Those inputs are followed whole.
     let mut views = Vec::new();
     for n in &names {
         let id = m.runtime().replica(n)?;
         if m.runtime().dag().replica(id).is_view() {
             let inputs = m.runtime().dag().inputs_of(id).to_vec();
             views.push((n.clone(), id, inputs));
-        } else {
-            subs.push((id, n.clone(), m.runtime().subscribe(id)?));
         }
     }
     let view_inputs: BTreeSet<ReplicaId> = views.iter().flat_map(|v| v.2.clone()).collect();
+    let mut counted = Vec::new();
+    let mut followed = Vec::new();
+    for n in &names {
+        let id = m.runtime().replica(n)?;
+        if view_inputs.contains(&id) {
+            followed.push((id, n.clone(), m.runtime().subscribe(id)?));
+        } else if !m.runtime().dag().replica(id).is_view() {
+            counted.push((n.clone(), m.runtime().subscribe_counts(id)?));
+        }
+    }
     let mut input_updates: BTreeMap<ReplicaId, Vec<(Rec, isize)>> = BTreeMap::new();
     let mut changes: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut seqs = Vec::new();
@@ -218,19 +226,20 @@ pub fn ingest(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8, Failure> {
     // group, the next is prepared and committed.
     let drain = |changes: &mut BTreeMap<String, (u64, u64)>,
                  input_updates: &mut BTreeMap<ReplicaId, Vec<(Rec, isize)>>| {
-        for (id, n, sub) in &subs {
-            for d in sub.try_iter() {
+        for (n, sub) in &counted {
+            for c in sub.try_iter() {
                 let e = changes.entry(n.clone()).or_default();
-                for (_, diff) in &d.updates {
-                    if *diff > 0 {
-                        e.0 += *diff as u64
-                    } else {
-                        e.1 += (-*diff) as u64
-                    }
-                }
-                if view_inputs.contains(id) {
-                    input_updates.entry(*id).or_default().extend(d.updates);
-                }
+                e.0 += c.added;
+                e.1 += c.removed;
+            }
+        }
+        for (id, n, sub) in &followed {
+            for d in sub.try_iter() {
+                let c = DeltaCount::of(&d);
+                let e = changes.entry(n.clone()).or_default();
+                e.0 += c.added;
+                e.1 += c.removed;
+                input_updates.entry(*id).or_default().extend(d.updates);
             }
         }
     };

@@ -47,9 +47,12 @@ impl<R: Record> Contents<R> {
         let (dag, per_chunk) = (self.dag, self.per_chunk);
         let mut ahead = ChunksAhead::new(store, 0);
         for (id, split) in self.splits {
-            ahead.push(catch_damage(|| {
-                capture::revision(split, dag.replica(id), per_chunk)
-            })??)?;
+            let write = catch_damage(|| {
+                capture::revision(split, dag.replica(id), per_chunk, &mut |w, b| {
+                    ahead.grew(w, b)
+                })
+            })??;
+            ahead.push(write)?;
         }
         Ok((self.as_of, ahead.writes))
     }
@@ -64,6 +67,9 @@ const AHEAD_BYTES: usize = 16 << 20;
 /// only their keys are kept. A capture at once ([`AHEAD_BYTES`]) smaller than that writes
 /// nothing ahead: its chunks go with the headers, in one transaction. A capture in the
 /// background (0) writes every chunk ahead, so that the headers' transaction is short.
+///
+/// A replica's revision being encoded is written ahead as it grows, by [`AHEAD_BYTES`] at a
+/// time (or `ahead`, if larger): a large replica is never held encoded whole.
 struct ChunksAhead<'s> {
     store: &'s Store,
     ahead: usize,
@@ -71,6 +77,10 @@ struct ChunksAhead<'s> {
     /// `writes[written..]` may hold chunks not written yet, of `pending` bytes.
     written: usize,
     pending: usize,
+    /// The new chunks' bytes of the revision being encoded, not written yet.
+    growing: usize,
+    /// Whether chunks were written ahead yet (the first write sweeps an earlier capture's).
+    swept: bool,
 }
 
 impl<'s> ChunksAhead<'s> {
@@ -81,7 +91,43 @@ impl<'s> ChunksAhead<'s> {
             writes: Vec::new(),
             written: 0,
             pending: 0,
+            growing: 0,
+            swept: false,
         }
+    }
+
+    /// `write`, being encoded, gained a new chunk of `bytes`: once the chunks not written yet
+    /// come to [`AHEAD_BYTES`] (or `ahead`), they are written ahead, with those of the
+    /// revisions pushed before.
+    fn grew(&mut self, write: &mut RevisionWrite, bytes: usize) -> Result<(), Error> {
+        self.growing += bytes;
+        if self.pending + self.growing >= self.ahead.max(AHEAD_BYTES) {
+            self.write_ahead()?;
+            self.write_ahead_of(std::slice::from_mut(write))?;
+            self.growing = 0;
+        }
+        Ok(())
+    }
+
+    /// Writes the new chunks of the revisions pushed and not written yet.
+    fn write_ahead(&mut self) -> Result<(), Error> {
+        let (from, to) = (self.written, self.writes.len());
+        let mut unwritten = std::mem::take(&mut self.writes);
+        let done = self.write_ahead_of(&mut unwritten[from..to]);
+        self.writes = unwritten;
+        done?;
+        self.written = self.writes.len();
+        self.pending = 0;
+        Ok(())
+    }
+
+    fn write_ahead_of(&mut self, writes: &mut [RevisionWrite]) -> Result<(), Error> {
+        if std::mem::replace(&mut self.swept, true) {
+            self.store.write_more_chunks_ahead(writes)?;
+        } else {
+            self.store.write_chunks_ahead(writes)?;
+        }
+        Ok(())
     }
 
     /// Keeps `write`, and writes the new chunks held so far ahead once they are enough (the
@@ -94,15 +140,9 @@ impl<'s> ChunksAhead<'s> {
             })
             .sum::<usize>();
         self.writes.push(write);
+        self.growing = 0;
         if self.pending >= self.ahead {
-            let unwritten = &mut self.writes[self.written..];
-            if self.written == 0 {
-                self.store.write_chunks_ahead(unwritten)?;
-            } else {
-                self.store.write_more_chunks_ahead(unwritten)?;
-            }
-            self.written = self.writes.len();
-            self.pending = 0;
+            self.write_ahead()?;
         }
         Ok(())
     }
@@ -126,9 +166,11 @@ impl<R: Record> Runtime<R> {
                 let mut ahead = ChunksAhead::new(&store, AHEAD_BYTES);
                 for id in due {
                     let split = self.read_split(id)?;
-                    ahead.push(catch_damage(|| {
-                        capture::revision(split, dag.replica(id), per_chunk)
-                    })??)?;
+                    let write = catch_damage(|| {
+                        let spill: capture::Spill<'_> = &mut |w, b| ahead.grew(w, b);
+                        capture::revision(split, dag.replica(id), per_chunk, spill)
+                    })??;
+                    ahead.push(write)?;
                 }
                 write_revisions(&self.stored.dictionary, &store, as_of, &ahead.writes)?;
                 as_of

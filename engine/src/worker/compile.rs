@@ -2,8 +2,9 @@
 //! replica fed its revision), each replica's collection, its arrangement by partition, the
 //! capture of its deltas for subscribers, and its probe.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use crossbeam_channel::Sender;
 use differential_dataflow::AsCollection;
@@ -22,8 +23,35 @@ use crate::seeds::Seeds;
 /// The arrangement of one replica: records keyed by their partition.
 pub(crate) type Trace<R> = TraceAgent<ValSpine<u64, R, u64, isize>>;
 
-/// Updates of replica `.0` captured for subscribers: `(record, time, diff)`.
-pub(crate) type Captured<R> = (u32, Vec<(R, u64, isize)>);
+/// What of a replica's deltas its arrangement sends to the controller, in increasing order:
+/// each level serves the subscribers of the ones before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub(crate) enum Capture {
+    Nothing = 0,
+    /// How many records each `Seq` adds and removes, not the records.
+    Counts = 1,
+    /// The updates themselves.
+    Records = 2,
+}
+
+/// What a worker's arrangement of one replica sends the controller.
+pub(crate) enum Captured<R> {
+    /// Updates of replica `.0`: `(record, time, diff)`.
+    Records(u32, Vec<(R, u64, isize)>),
+    /// Per time, the sums of replica `.0`'s positive and (negated) negative diffs on this
+    /// worker: `(time, added, removed)`. A record lives on one worker and in one batch per
+    /// time, consolidated there, so the sums over the workers are those of the consolidated
+    /// delta.
+    Counts(u32, Vec<(u64, u64, u64)>),
+}
+
+/// A captured update: a replica's record, or only its diff (see [`Capture::Counts`]).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Caught<R> {
+    Record(R),
+    Counted,
+}
 
 /// How a restored dataflow starts: the restore point and, per replica, the seeds of a resumed
 /// replica (`None`: a source, a view, or a replica recomputed from its inputs), and whether it
@@ -53,7 +81,7 @@ pub(crate) struct Compiled<R: Record> {
 pub(crate) fn compile<R: Record>(
     worker: &mut Worker,
     dag: &Dag<R>,
-    capture: &Arc<Vec<AtomicBool>>,
+    capture: &Arc<Vec<AtomicU8>>,
     captured: &Sender<Captured<R>>,
     plan: Option<&ResumePlan<R>>,
 ) -> Compiled<R> {
@@ -132,16 +160,19 @@ pub(crate) fn compile<R: Record>(
             let replica = i as u32;
             arranged
                 .flat_map_ref(move |_k, v| {
-                    if flag[replica as usize].load(Ordering::Relaxed) {
-                        Some(v.clone())
+                    let what = flag[replica as usize].load(Ordering::Relaxed);
+                    if what == Capture::Records as u8 {
+                        Some(Caught::Record(v.clone()))
+                    } else if what == Capture::Counts as u8 {
+                        Some(Caught::Counted)
                     } else {
                         None
                     }
                 })
                 .inspect_batch(move |_t, data| {
-                    if !data.is_empty() {
-                        // The controller outlives the workers; a closed channel means shutdown.
-                        let _ = sink.send((replica, data.to_vec()));
+                    // The controller outlives the workers; a closed channel means shutdown.
+                    for captured in captured_of(replica, data) {
+                        let _ = sink.send(captured);
                     }
                 })
                 .probe_with(&probes[i])
@@ -155,6 +186,35 @@ pub(crate) fn compile<R: Record>(
         probes,
         all_probe,
     }
+}
+
+/// What a batch of captured updates of `replica` sends the controller: its records, and the
+/// counts of what was only counted.
+fn captured_of<R: Record>(replica: u32, data: &[(Caught<R>, u64, isize)]) -> Vec<Captured<R>> {
+    let mut records = Vec::new();
+    let mut counts: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    for (caught, t, d) in data {
+        match caught {
+            Caught::Record(r) => records.push((r.clone(), *t, *d)),
+            Caught::Counted => {
+                let c = counts.entry(*t).or_default();
+                if *d > 0 {
+                    c.0 += d.unsigned_abs() as u64;
+                } else {
+                    c.1 += d.unsigned_abs() as u64;
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if !records.is_empty() {
+        out.push(Captured::Records(replica, records));
+    }
+    if !counts.is_empty() {
+        let counts = counts.into_iter().map(|(t, (a, r))| (t, a, r)).collect();
+        out.push(Captured::Counts(replica, counts));
+    }
+    out
 }
 
 /// The updates of `coll` at times after `as_of`: its delta since the restore point.
