@@ -389,9 +389,7 @@ pub(crate) fn added_removed(diffs: impl Iterator<Item = isize>) -> (u64, u64) {
 
 /// A subscription to how many records one replica's deltas add and remove, delivered in `Seq`
 /// order once final. The records themselves are not copied out of the dataflow: following a
-/// large replica this way costs next to nothing (see [`Runtime::subscribe_counts`]).
-///
-/// [`Runtime::subscribe_counts`]: crate::Runtime::subscribe_counts
+/// large replica this way costs next to nothing (see `Runtime::subscribe_counts`).
 #[derive(Debug)]
 pub struct CountSubscription {
     rx: Receiver<DeltaCount>,

@@ -79,6 +79,9 @@ struct ChunksAhead<'s> {
     pending: usize,
     /// The new chunks' bytes of the revision being encoded, not written yet.
     growing: usize,
+    /// How many bytes of new chunks, with those of the revision being encoded, are written
+    /// ahead while it is encoded.
+    grow_at: usize,
     /// Whether chunks were written ahead yet (the first write sweeps an earlier capture's).
     swept: bool,
 }
@@ -92,6 +95,7 @@ impl<'s> ChunksAhead<'s> {
             written: 0,
             pending: 0,
             growing: 0,
+            grow_at: ahead.max(AHEAD_BYTES),
             swept: false,
         }
     }
@@ -101,7 +105,7 @@ impl<'s> ChunksAhead<'s> {
     /// revisions pushed before.
     fn grew(&mut self, write: &mut RevisionWrite, bytes: usize) -> Result<(), Error> {
         self.growing += bytes;
-        if self.pending + self.growing >= self.ahead.max(AHEAD_BYTES) {
+        if self.pending + self.growing >= self.grow_at {
             self.write_ahead()?;
             self.write_ahead_of(std::slice::from_mut(write))?;
             self.growing = 0;
@@ -353,5 +357,56 @@ mod tests {
         let mut each = ChunksAhead::new(&store, 0);
         each.push(write("a", &[b"new"])).unwrap();
         assert_eq!(new_chunks(&each.writes), 0, "written at once");
+    }
+
+    /// A revision being encoded is written ahead as it grows, with the revisions pushed
+    /// before it, once their new chunks come to the threshold; the rest waits. The headers
+    /// list every chunk, in order.
+    #[test]
+    fn a_growing_revision_is_written_ahead_as_it_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s.redb")).unwrap();
+        let mut ahead = ChunksAhead::new(&store, 100);
+        ahead.grow_at = 10;
+        ahead.push(write("a", &[b"1234"])).unwrap();
+        assert_eq!(new_chunks(&ahead.writes), 1, "4 bytes wait");
+        let mut growing = write("b", &[]);
+        // After each chunk: the new chunks of `a` and of `b` not written yet. At the second,
+        // 4 + 3 + 3 = 10 bytes: `a` and `b`'s first two go ahead.
+        let expected = [(1, 1), (0, 0), (0, 1), (0, 2)];
+        for (chunk, want) in [&b"abc"[..], b"def", b"ghi", b"jk"]
+            .into_iter()
+            .zip(expected)
+        {
+            growing.chunks.push(ChunkWrite::New {
+                payload: chunk.to_vec(),
+                records: 1,
+            });
+            growing.records += 1;
+            ahead.grew(&mut growing, chunk.len()).unwrap();
+            let unwritten = (
+                new_chunks(&ahead.writes),
+                new_chunks(std::slice::from_ref(&growing)),
+            );
+            assert_eq!(unwritten, want);
+        }
+        ahead.push(growing).unwrap();
+        let writes = ahead.writes;
+        store
+            .write_revisions(1, &writes, 0, &[] as &[&str])
+            .unwrap();
+        assert_eq!(
+            store.revision_chunks("a", 1).unwrap(),
+            vec![b"1234".to_vec()]
+        );
+        assert_eq!(
+            store.revision_chunks("b", 1).unwrap(),
+            vec![
+                b"abc".to_vec(),
+                b"def".to_vec(),
+                b"ghi".to_vec(),
+                b"jk".to_vec()
+            ]
+        );
     }
 }

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use prr_engine::oracle::DeltaLog;
 use prr_engine::{
-    Coll, Dag, Input, JoinView, ReplicaDescription, ReplicaId, Runtime, RuntimeConfig, SourceDelta,
+    Coll, CountSubscription, Dag, DeltaCount, Input, JoinView, ReplicaDescription, ReplicaId,
+    Runtime, RuntimeConfig, SourceDelta,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -210,11 +211,45 @@ impl RandomDag {
     }
 }
 
+/// A runtime fed the same source deltas whose replicas are followed by their counts only:
+/// the stored replicas' counted in the dataflow (one runtime), or every replica's with the
+/// views' derived from their inputs' records (the other).
+struct Counted {
+    rt: Runtime<u64>,
+    subscriptions: Vec<CountSubscription>,
+}
+
+impl Counted {
+    fn start(shape: &RandomDag, workers: usize, views: bool) -> Counted {
+        let mut rt =
+            Runtime::start(RuntimeConfig::new().with_workers(workers), shape.dag()).unwrap();
+        let mut subscriptions = Vec::new();
+        for i in 0..rt.dag().len() {
+            let id = ReplicaId(i as u32);
+            if views || !rt.dag().replica(id).is_view() {
+                subscriptions.push(rt.subscribe_counts(id).unwrap());
+            }
+        }
+        Counted { rt, subscriptions }
+    }
+
+    /// The counts delivered through `seq`, by replica then `Seq`.
+    fn advance(&mut self, seq: prr_engine::Seq) -> Vec<DeltaCount> {
+        self.rt.step_until(seq).unwrap();
+        let mut all: Vec<DeltaCount> = (self.subscriptions.iter())
+            .flat_map(|s| s.try_iter())
+            .collect();
+        all.sort_by_key(|c| (c.replica, c.seq));
+        all
+    }
+}
+
 fn run(seed: u64, workers: usize) {
     let mut rng = StdRng::seed_from_u64(seed);
     let shape = RandomDag::generate(&mut rng);
     let mut rt = Runtime::start(RuntimeConfig::new().with_workers(workers), shape.dag()).unwrap();
     let mut log = DeltaLog::attach(&mut rt).unwrap();
+    let mut counted = [false, true].map(|views| Counted::start(&shape, workers, views));
     let mut sources: Vec<Multiset> = vec![Multiset::new(); shape.sources];
     for _ in 0..12 {
         let mut delta = SourceDelta::new();
@@ -235,9 +270,25 @@ fn run(seed: u64, workers: usize) {
                 *sources[s].entry(x).or_insert(0) += 1;
             }
         }
+        for c in &mut counted {
+            c.rt.push(delta.clone()).unwrap();
+        }
         let seq = rt.push(delta).unwrap();
-        log.advance(&mut rt, seq)
+        let deltas = log
+            .advance(&mut rt, seq)
             .unwrap_or_else(|m| panic!("seed {seed}, {workers} workers: {m}"));
+        // Each delta's count, and nothing else, reaches a subscriber to counts.
+        let mut expected_counts: Vec<DeltaCount> = deltas.iter().map(DeltaCount::of).collect();
+        expected_counts.sort_by_key(|c| (c.replica, c.seq));
+        for (c, views) in counted.iter_mut().zip([false, true]) {
+            let mut want = expected_counts.clone();
+            want.retain(|w| views || !rt.dag().replica(w.replica).is_view());
+            assert_eq!(
+                c.advance(seq),
+                want,
+                "seed {seed}, {workers} workers, views {views}"
+            );
+        }
         let expected = shape.oracle(&sources);
         // Replica ids follow the topological order, which is declaration order here.
         log.check(&mut rt, seq, |id, _| {
@@ -251,6 +302,9 @@ fn run(seed: u64, workers: usize) {
         });
     }
     rt.shutdown().unwrap();
+    for c in counted {
+        c.rt.shutdown().unwrap();
+    }
 }
 
 #[test]

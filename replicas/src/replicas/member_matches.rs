@@ -13,6 +13,7 @@
 use std::sync::{Arc, OnceLock};
 
 use foldhash::HashMap;
+use prr_engine::dataflow::differential_dataflow::operators::ThresholdTotal;
 use prr_engine::{Coll, Dictionary, Id, Input, ReplicaDescription, Seeds, Strings};
 
 use crate::known::Known;
@@ -64,7 +65,8 @@ fn member_matches<'s>(
             Rec::MemberSet { user, .. } => Some(user),
             _ => None,
         })
-        .distinct();
+        // Not arranged again: the users are read only by the probes below.
+        .distinct_total();
     let d = dict.clone();
     let probes = users.flat_map(move |u| {
         let keys = d.with(u, user_match_keys);
