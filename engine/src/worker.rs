@@ -410,13 +410,14 @@ impl<R: Record> Workers<R> {
                 parts.push(r);
             }
         })?;
-        // One worker's rows are kept as they are: a large replica is not copied to be read.
+        // One worker's rows are kept as they are: a large replica is not copied to be read,
+        // and is sorted in place (its records are distinct: an unstable sort is the same).
         let mut rows = if parts.len() == 1 {
             parts.pop().unwrap_or_default()
         } else {
             parts.concat()
         };
-        rows.sort();
+        rows.sort_unstable();
         Ok(rows)
     }
 
