@@ -196,13 +196,13 @@ impl<R: Record> Controller<R> {
     /// subscriber to the delta gets it without a copy.
     pub(crate) fn publish(&mut self, delta: Delta<R>) {
         let subs = &mut self.subscribers[delta.replica.index()];
-        let count = DeltaCount::of(&delta);
+        let count = (subs.iter().any(|s| !s.wants_records())).then(|| DeltaCount::of(&delta));
         let last = subs.iter().rposition(Subscriber::wants_records);
         let mut delta = Some(delta);
         let mut i = 0;
         subs.retain(|s| {
             let sent = match s {
-                Subscriber::Counts(tx) => tx.send(count).is_ok(),
+                Subscriber::Counts(tx) => count.is_some_and(|c| tx.send(c).is_ok()),
                 Subscriber::Deltas(tx) if Some(i) == last => {
                     delta.take().is_some_and(|d| tx.send(d).is_ok())
                 }

@@ -95,6 +95,9 @@ pub(crate) fn decode_in_background<R: Record>(
 
 /// `revisions` (as of `as_of`), decoded by no thread of their own: each is read by chunk when
 /// looked up, and decoded whole by its first reader of all of it (see [`Decoding::lazy`]).
+/// The `Decoders` returned has no threads; the dataflow keeps it all the same, for the
+/// decodings it lists: a seed that does not decode is reported from them, and a stop waits
+/// for them all.
 pub(crate) fn decode_when_read<R: Record>(
     store: &Arc<Store>,
     revisions: Vec<ToDecode>,

@@ -321,6 +321,18 @@ mod tests {
         }
     }
 
+    /// Writes the headers of the revisions pushed to `ahead`, as of 1.
+    fn write_headers(store: &Store, ahead: ChunksAhead<'_>) {
+        store
+            .write_revisions(1, &ahead.writes, 0, &[] as &[&str])
+            .unwrap();
+    }
+
+    /// The chunks of `replica`'s revision as of 1.
+    fn chunks(store: &Store, replica: &str) -> Vec<Vec<u8>> {
+        store.revision_chunks(replica, 1).unwrap()
+    }
+
     fn new_chunks(writes: &[RevisionWrite]) -> usize {
         (writes.iter().flat_map(|w| &w.chunks))
             .filter(|c| matches!(c, ChunkWrite::New { .. }))
@@ -341,19 +353,13 @@ mod tests {
         assert_eq!(new_chunks(&ahead.writes), 0, "11 bytes are written ahead");
         ahead.push(write("c", &[b"xy"])).unwrap();
         assert_eq!(new_chunks(&ahead.writes), 1);
-        let writes = ahead.writes;
-        store
-            .write_revisions(1, &writes, 0, &[] as &[&str])
-            .unwrap();
+        write_headers(&store, ahead);
         assert_eq!(
-            store.revision_chunks("a", 1).unwrap(),
+            chunks(&store, "a"),
             vec![b"1234".to_vec(), b"5678".to_vec()]
         );
-        assert_eq!(
-            store.revision_chunks("b", 1).unwrap(),
-            vec![b"abc".to_vec()]
-        );
-        assert_eq!(store.revision_chunks("c", 1).unwrap(), vec![b"xy".to_vec()]);
+        assert_eq!(chunks(&store, "b"), vec![b"abc".to_vec()]);
+        assert_eq!(chunks(&store, "c"), vec![b"xy".to_vec()]);
         let mut each = ChunksAhead::new(&store, 0);
         each.push(write("a", &[b"new"])).unwrap();
         assert_eq!(new_chunks(&each.writes), 0, "written at once");
@@ -391,16 +397,10 @@ mod tests {
             assert_eq!(unwritten, want);
         }
         ahead.push(growing).unwrap();
-        let writes = ahead.writes;
-        store
-            .write_revisions(1, &writes, 0, &[] as &[&str])
-            .unwrap();
+        write_headers(&store, ahead);
+        assert_eq!(chunks(&store, "a"), vec![b"1234".to_vec()]);
         assert_eq!(
-            store.revision_chunks("a", 1).unwrap(),
-            vec![b"1234".to_vec()]
-        );
-        assert_eq!(
-            store.revision_chunks("b", 1).unwrap(),
+            chunks(&store, "b"),
             vec![
                 b"abc".to_vec(),
                 b"def".to_vec(),
