@@ -109,19 +109,15 @@ fn member_bans<'s>(
     let best = matches
         .flat_map(ban_value)
         .reduce_named("ChooseBanRule", choose_ban_rule(dict));
-    // Each chosen rule meets the rooms where its user has a membership that is not `ban`,
-    // then only those its instance protects. The memberships are arranged once, by user: not
-    // joined with every instance protecting their room first (1.9M `(instance, user, room)`
-    // at large, held by the join), of which only the banned users' are ever needed.
+    // (instance, user) -> every protected room of the instance where the user has a membership
+    // that is not `ban`: a chosen rule meets exactly the rooms of its ban intents, not every
+    // room the instance protects (a glob matching thousands of users would otherwise be
+    // joined with each instance's 1-20 rooms first and filtered afterwards).
     let user_rooms = members
         .flat_map(|r| member_pair(r, not_ban))
-        .map(|(room, user)| (user, room));
-    best.map(|((instance, user), rule)| (user, (instance, rule)))
-        .join(user_rooms)
-        .map(|(user, ((instance, rule), room))| ((room, instance), (user, rule)))
-        .semijoin(protects(instances))
-        .map(|((room, instance), (user, rule))| ((instance, user), (rule, room)))
-        .map(ban_records())
+        .join(protects(instances))
+        .map(|(room, (user, instance))| ((instance, user), room));
+    best.join(user_rooms).map(ban_records())
 }
 
 /// What `member_bans`' resume looks up: the memberships, and `member_matches` at the restore
