@@ -107,7 +107,7 @@ impl<'s> ChunksAhead<'s> {
         self.growing += bytes;
         if self.pending + self.growing >= self.grow_at {
             self.write_ahead()?;
-            self.write_ahead_of(std::slice::from_mut(write))?;
+            write_ahead_of(self.store, &mut self.swept, std::slice::from_mut(write))?;
             self.growing = 0;
         }
         Ok(())
@@ -115,22 +115,10 @@ impl<'s> ChunksAhead<'s> {
 
     /// Writes the new chunks of the revisions pushed and not written yet.
     fn write_ahead(&mut self) -> Result<(), Error> {
-        let (from, to) = (self.written, self.writes.len());
-        let mut unwritten = std::mem::take(&mut self.writes);
-        let done = self.write_ahead_of(&mut unwritten[from..to]);
-        self.writes = unwritten;
-        done?;
+        let unwritten = &mut self.writes[self.written..];
+        write_ahead_of(self.store, &mut self.swept, unwritten)?;
         self.written = self.writes.len();
         self.pending = 0;
-        Ok(())
-    }
-
-    fn write_ahead_of(&mut self, writes: &mut [RevisionWrite]) -> Result<(), Error> {
-        if std::mem::replace(&mut self.swept, true) {
-            self.store.write_more_chunks_ahead(writes)?;
-        } else {
-            self.store.write_chunks_ahead(writes)?;
-        }
         Ok(())
     }
 
@@ -150,6 +138,21 @@ impl<'s> ChunksAhead<'s> {
         }
         Ok(())
     }
+}
+
+/// Writes the new chunks of `writes` ahead of their headers: the first time (`swept` unset)
+/// sweeping what an earlier capture left there.
+fn write_ahead_of(
+    store: &Store,
+    swept: &mut bool,
+    writes: &mut [RevisionWrite],
+) -> Result<(), Error> {
+    if std::mem::replace(swept, true) {
+        store.write_more_chunks_ahead(writes)?;
+    } else {
+        store.write_chunks_ahead(writes)?;
+    }
+    Ok(())
 }
 
 impl<R: Record> Runtime<R> {
