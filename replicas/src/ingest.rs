@@ -5,6 +5,7 @@
 //! retracts the record it replaces. Changes are staged and only applied to that state once the
 //! source delta is committed, so a failed commit leaves it as it was.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -16,6 +17,10 @@ use serde_json::{Map, Value};
 use crate::facts::facts_of;
 use crate::parse::{Event, ManifestEntry, SourceItem, redact_content};
 use crate::record::{Delivered, Facts, Rec, Relation, RoomState};
+
+mod changes;
+
+use changes::Changes;
 
 type StateKey = (Id, Id, Id);
 
@@ -35,11 +40,11 @@ pub struct Ingestor {
     /// `room_state` at the restore point: records sorted by key, `(room, type, state_key)`,
     /// looked up in place.
     base: Revision<Rec>,
-    /// The changes over `base`: key -> its current record (`None`: the base's was removed).
+    /// The changes over `base`: per key its current record, or the removal of the base's.
     /// Ordered, so that a room's records are a range: a redaction finds the keys where its
     /// event is current by scanning its room, without an index by event (which cost a fresh
     /// ingest of a million state events about 100 MB).
-    state: BTreeMap<StateKey, Option<State>>,
+    state: Changes,
     instances: BTreeMap<Id, InstanceRooms>,
     room_state: Option<ReplicaId>,
     instances_replica: Option<ReplicaId>,
@@ -133,8 +138,9 @@ impl Ingestor {
         }
         ing.load_states(added);
         for s in removed {
-            let k = key_of(&s);
-            ing.state.entry(k).or_insert(None);
+            if ing.state.get(&key_of(&s)).is_none() {
+                ing.state.set_removed(s);
+            }
         }
         ing
     }
@@ -144,14 +150,13 @@ impl Ingestor {
     /// earlier, as in [`Ingestor::commit`].
     fn load_states(&mut self, states: Vec<State>) {
         debug_assert!(self.state.is_empty(), "loaded into a new ingestor only");
-        let mut keyed: Vec<(StateKey, Option<State>)> =
-            states.into_iter().map(|s| (key_of(&s), Some(s))).collect();
-        // Sorted by key, the later of equal keys first, then one per key: the map is built
-        // from sorted pairs, its nodes full.
+        let mut keyed = states;
+        // Sorted by key, the later of equal keys first, then one per key: the set is built
+        // from sorted records, its nodes full.
         keyed.reverse();
-        keyed.sort_by_key(|(k, _)| *k);
-        keyed.dedup_by_key(|(k, _)| *k);
-        self.state = keyed.into_iter().collect();
+        keyed.sort_by_key(|s| key_of(s));
+        keyed.dedup_by_key(|s| key_of(s));
+        self.state = Changes::from_sorted(keyed);
     }
 
     /// The base's records of `room`.
@@ -169,7 +174,7 @@ impl Ingestor {
     /// The current record at `key`.
     fn get(&self, key: &StateKey) -> Option<State> {
         match self.state.get(key) {
-            Some(changed) => changed.clone(),
+            Some(changed) => changed.cloned(),
             None => self.base_get(key),
         }
     }
@@ -209,9 +214,9 @@ impl Ingestor {
     /// The keys where `event` of `room` may be the current record: those of the changes, and
     /// those of the base (which the changes may have replaced).
     fn event_keys(&self, room: Id, event: Id) -> Vec<StateKey> {
-        let mut keys: Vec<StateKey> = (self.state.range((room, 0, 0)..=(room, Id::MAX, Id::MAX)))
-            .filter(|(_, s)| s.as_ref().is_some_and(|s| s.event_id == event))
-            .map(|(k, _)| *k)
+        let mut keys: Vec<StateKey> = (self.state.room(room))
+            .filter(|(_, s)| s.is_some_and(|s| s.event_id == event))
+            .map(|(k, _)| k)
             .collect();
         keys.extend(
             (self.base_room(room).iter())
@@ -222,10 +227,13 @@ impl Ingestor {
     }
 
     fn set_state(&mut self, key: StateKey, new: Option<State>) {
-        if new.is_none() && self.base_get(&key).is_none() {
-            self.state.remove(&key);
-        } else {
-            self.state.insert(key, new);
+        match (new, self.base_get(&key)) {
+            (Some(new), _) => {
+                debug_assert_eq!(key_of(&new), key, "a record is set at its own key");
+                self.state.set(new);
+            }
+            (None, Some(base)) => self.state.set_removed(base),
+            (None, None) => self.state.unset(&key),
         }
     }
 
@@ -357,10 +365,11 @@ impl Ingestor {
             return;
         };
         let key = (room, dict.intern(&ev.event_type), dict.intern(state_key));
+        // Borrowed unless redacted: a member event's content is not copied to be read.
         let content = if ev.redacted_because {
-            redact_content(&ev.event_type, &ev.content)
+            Cow::Owned(redact_content(&ev.event_type, &ev.content))
         } else {
-            ev.content.clone()
+            Cow::Borrowed(&ev.content)
         };
         let mut record = RoomState {
             room,
@@ -438,7 +447,7 @@ mod tests {
         for s in records {
             applied.set_state((s.room, s.event_type, s.state_key), Some(s));
         }
-        let contents = |i: &Ingestor| i.state.clone().into_iter().collect::<Vec<_>>();
+        let contents = |i: &Ingestor| i.state.entries();
         assert_eq!(contents(&loaded), contents(&applied));
         assert_eq!(loaded.get(&(1, 2, 3)).map(|s| s.event_id), Some(11));
         assert_eq!(loaded.event_keys(1, 10), vec![(1, 2, 4)]);
@@ -502,12 +511,12 @@ mod tests {
         ) {
             let mut whole = Ingestor::default();
             apply(&mut whole, &before);
-            let mut base: Vec<(Rec, isize)> = (whole.state.values().flatten())
+            let mut base: Vec<(Rec, isize)> = (whole.state.current())
                 .map(|s| (Rec::RoomState(s.clone()), 1))
                 .collect();
             base.sort();
             apply(&mut whole, &since);
-            let mut now: Vec<(Rec, isize)> = (whole.state.values().flatten())
+            let mut now: Vec<(Rec, isize)> = (whole.state.current())
                 .map(|s| (Rec::RoomState(s.clone()), 1))
                 .collect();
             now.sort();
