@@ -24,11 +24,6 @@
 //! assert_eq!(manifest.name, "90-manifest.json");
 //! ```
 
-/// Every benchmark binary runs with the allocator of the `prr` binary (mimalloc), its peers
-/// in the same process too: ratios compare the systems, not their allocators.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 pub mod drive;
 pub mod harness;
 pub mod measure;
