@@ -227,13 +227,16 @@ impl Ingestor {
     }
 
     fn set_state(&mut self, key: StateKey, new: Option<State>) {
-        match (new, self.base_get(&key)) {
-            (Some(new), _) => {
+        match new {
+            Some(new) => {
                 debug_assert_eq!(key_of(&new), key, "a record is set at its own key");
                 self.state.set(new);
             }
-            (None, Some(base)) => self.state.set_removed(base),
-            (None, None) => self.state.unset(&key),
+            // A removal is kept only over a base record (the key reads as the base's else).
+            None => match self.base_get(&key) {
+                Some(base) => self.state.set_removed(base),
+                None => self.state.unset(&key),
+            },
         }
     }
 
