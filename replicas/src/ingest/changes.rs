@@ -14,7 +14,6 @@ use super::{State, StateKey, key_of};
 
 /// One key's change: `state` is the current record, or (`removed`) the base's record that is
 /// gone, kept for its key.
-#[derive(Clone)]
 struct Change {
     state: State,
     removed: bool,
@@ -90,7 +89,7 @@ impl Ord for Change {
 }
 
 /// The changes over the base, one per key, ordered by key: a room's are a range.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub(super) struct Changes(BTreeSet<Change>);
 
 impl Changes {
